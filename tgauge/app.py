@@ -1,0 +1,76 @@
+"""The typer app, its error boundary and console helpers shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="tgauge",
+    help="Size a Transformer before you rent a GPU, then prove it by measuring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(Exception):
+    """Bad input found by the application (unknown preset, unreadable file, ...)."""
+
+
+def fail(message: str) -> NoReturn:
+    """One red line on stderr, exit code 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line message for a user error: pydantic errors name the field and value."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown field {loc!r}"
+            elif loc and not msg.startswith(loc):
+                msg = f"{loc}: {msg}"
+            parts.append(msg)
+        return "; ".join(parts)
+    return str(exc) or type(exc).__name__
+
+
+def user_errors(func: F) -> F:
+    """Turn the library's input errors into `fail` (never a traceback)."""
+    from pydantic import ValidationError
+
+    from estimator.spec import SpecError
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SpecError, ValidationError, UserError, FileNotFoundError, ValueError) as exc:
+            fail(describe_error(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(payload: Any) -> None:
+    """JSON on stdout: a pydantic model, or plain data."""
+    if hasattr(payload, "model_dump_json"):
+        sys.stdout.write(payload.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,16 @@
+"""Entry point of the `tgauge` command: registers each command module on the app."""
+
+from __future__ import annotations
+
+from tgauge.app import app
+
+# Each module registers its commands on `app` at import; none imports torch at import time.
+from tgauge.commands import estimate as _estimate  # noqa: F401, E402
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

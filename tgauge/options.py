@@ -1,0 +1,77 @@
+"""Workload options, defined once and added to any command with ``@with_workload``.
+
+A decorated command receives ``workload: Workload`` built from its --mode, --batch-size, ...
+options; bad values raise SpecError / ValidationError, which ``@user_errors`` reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from estimator.spec import Workload
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PANEL = "Workload"
+
+# field name -> (type, default, flag(s), help); defaults None mean "the Workload's default"
+WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
+    "mode": (str, "train", ("--mode",), "train | prefill | decode"),
+    "batch_size": (int, 1, ("--batch-size", "-b"), "sequences per step (b)"),
+    "seq_len": (int, 512, ("--seq-len", "-s"), "tokens per sequence (s); encoder input of "
+                "an encoder-decoder; ViT: patches + 1"),
+    "target_len": (int | None, None, ("--target-len",), "decoder tokens (encoder-decoder)"),
+    "prompt_len": (int | None, None, ("--prompt-len",), "decode: prompt tokens "
+                   "(default: seq-len, or 1 for encoder-decoder)"),
+    "new_tokens": (int, 1, ("--new-tokens",), "decode: one-token steps after the prompt"),
+    "dtype": (str, "fp32", ("--dtype",), "weights: fp32 | fp16 | bf16 | int8 | int4"),
+    "compute_dtype": (str | None, None, ("--compute-dtype",), "activations: fp32 | fp16 | bf16"),
+    "master_weights": (bool, False, ("--master-weights/--no-master-weights",),
+                       "mixed precision: keep an fp32 master copy of the weights"),
+    "optimizer": (str, "adamw", ("--optimizer",), "adamw | adam | sgd | sgd-momentum | none"),
+    "checkpointing": (str, "none", ("--checkpointing",), "activation checkpointing: none | full"),
+    "attention_impl": (str, "eager", ("--attention",), "eager (s x s scores kept) | fused "
+                       "(flash-style, no s x s tensor)"),
+    "dropout": (float, 0.0, ("--dropout",), "dropout probability"),
+    "attention_pattern": (str | None, None, ("--pattern",), "full | causal | sliding_window | "
+                          "chunked (default: the model's own)"),
+    "window": (int | None, None, ("--window",), "sliding-window width or chunk size"),
+    "kv_cache": (bool, True, ("--kv-cache/--no-kv-cache",), "decode with a KV cache"),
+    "kv_cache_dtype": (str | None, None, ("--kv-cache-dtype",), "default: the compute dtype"),
+    "causal_flops": (str, "full", ("--causal-flops",), "count causal attention as the full "
+                     "s x s rectangle (as torch does) or the triangle"),
+}
+
+Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+
+
+def build_workload(**fields: Any) -> Workload:
+    """A Workload from option values; None means 'use the Workload's default'."""
+    return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
+
+
+def with_workload(func: F) -> F:
+    """Add the workload options to a command; it receives them as ``workload``."""
+    sig = inspect.signature(func)
+    kept = [p for p in sig.parameters.values() if p.name != "workload"]
+    added = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[typ, typer.Option(*flags, help=help_, rich_help_panel=_PANEL)],
+        )
+        for name, (typ, default, flags, help_) in WORKLOAD_OPTIONS.items()
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        fields = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
+        return func(*args, workload=build_workload(**fields), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
