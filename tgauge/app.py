@@ -46,7 +46,9 @@ def describe_error(exc: BaseException) -> str:
             if err["type"] == "extra_forbidden":
                 msg = f"unknown field {loc!r}"
             elif loc and not msg.startswith(loc):
-                msg = f"{loc}: {msg}"
+                value = err.get("input")
+                shown = f"={value!r}" if isinstance(value, (str, int, float, bool)) else ""
+                msg = f"{loc}{shown}: {msg}"
             parts.append(msg)
         return "; ".join(parts)
     return str(exc) or type(exc).__name__
