@@ -1,0 +1,200 @@
+"""ModelSpec from a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral).
+
+Reads plain JSON; never imports transformers. The spec describes the bare model class plus
+the LM head its causal / seq2seq class adds:
+  gpt2 -> GPT2LMHeadModel, bert -> BertModel (with pooler, no MLM head), t5 ->
+  T5ForConditionalGeneration, bart -> BartForConditionalGeneration, vit -> ViTModel (with
+  pooler), llama / mistral -> LlamaForCausalLM / MistralForCausalLM.
+A config field combination tgauge does not model raises UnsupportedError naming the field;
+an unknown model_type raises SpecError. Rotary scaling (``rope_type`` other than default)
+changes no parameter, FLOP or byte count and is read as plain rotary with the given theta.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from estimator.spec import ModelSpec, SpecError, UnsupportedError
+
+Config = dict[str, Any]
+
+_GELU = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu_python", "gelu_accurate")
+
+
+def _activation(cfg: Config, key: str, gated: bool = False) -> str:
+    act = cfg.get(key, "gelu")
+    if act in _GELU:
+        return "geglu" if gated else "gelu"
+    if act == "relu" and not gated:
+        return "relu"
+    if act in ("silu", "swish") and gated:
+        return "swiglu"
+    raise UnsupportedError(
+        f"{key}={act!r} is not modelled for model_type="
+        f"{cfg['model_type']!r}{' (gated FFN)' if gated else ''}; tgauge "
+        "knows relu and gelu FFNs and swiglu / geglu gated FFNs"
+    )
+
+
+def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
+    """UnsupportedError when ``cfg[key]`` differs from the one value tgauge models."""
+    value = cfg.get(key, default)
+    if value != default:
+        raise UnsupportedError(
+            f"{key}={value!r} is not modelled for model_type="
+            f"{cfg['model_type']!r}: {why} (expected {default!r})"
+        )
+
+
+def _gpt2(cfg: Config) -> dict[str, Any]:
+    _reject(cfg, "add_cross_attention", False, "GPT-2 with cross-attention")
+    d = cfg["n_embd"]
+    return dict(
+        arch="decoder", n_decoder_layers=cfg["n_layer"], d_model=d, n_heads=cfg["n_head"],
+        d_ff=cfg.get("n_inner") or 4 * d, vocab_size=cfg["vocab_size"],
+        max_seq_len=cfg["n_positions"], activation=_activation(cfg, "activation_function"),
+        norm_eps=cfg.get("layer_norm_epsilon", 1e-5), position="learned",
+        tie_embeddings=cfg.get("tie_word_embeddings", True),
+    )  # fmt: skip
+
+
+def _bert(cfg: Config) -> dict[str, Any]:
+    _reject(cfg, "position_embedding_type", "absolute", "only absolute positions are modelled")
+    _reject(cfg, "is_decoder", False, "BERT as a decoder")
+    _reject(cfg, "add_cross_attention", False, "BERT with cross-attention")
+    return dict(
+        arch="encoder", n_encoder_layers=cfg["num_hidden_layers"], d_model=cfg["hidden_size"],
+        n_heads=cfg["num_attention_heads"], d_ff=cfg["intermediate_size"],
+        vocab_size=cfg["vocab_size"], max_seq_len=cfg["max_position_embeddings"],
+        activation=_activation(cfg, "hidden_act"), norm_position="post",
+        norm_eps=cfg.get("layer_norm_eps", 1e-12), final_norm=False, embed_norm=True,
+        n_token_types=cfg.get("type_vocab_size", 2), pooler=True, lm_head=False,
+        position="learned",
+    )  # fmt: skip
+
+
+def _t5(cfg: Config) -> dict[str, Any]:
+    proj = cfg.get("feed_forward_proj", "relu")
+    gated = proj.startswith("gated-")
+    act = _activation({**cfg, "feed_forward_proj": proj.removeprefix("gated-")},
+                      "feed_forward_proj", gated)  # fmt: skip
+    n_enc = cfg["num_layers"]
+    return dict(
+        arch="encoder-decoder", n_encoder_layers=n_enc,
+        n_decoder_layers=cfg.get("num_decoder_layers") or n_enc, d_model=cfg["d_model"],
+        n_heads=cfg["num_heads"], head_dim=cfg["d_kv"], d_ff=cfg["d_ff"],
+        vocab_size=cfg["vocab_size"], max_seq_len=cfg.get("n_positions", 512), activation=act,
+        norm="rmsnorm", norm_eps=cfg.get("layer_norm_epsilon", 1e-6), bias=False,
+        tie_embeddings=cfg.get("tie_word_embeddings", True), position="relative",
+        relative_buckets=cfg.get("relative_attention_num_buckets", 32),
+        relative_max_distance=cfg.get("relative_attention_max_distance", 128),
+    )  # fmt: skip
+
+
+def _bart(cfg: Config) -> dict[str, Any]:
+    for enc, dec in (("encoder_attention_heads", "decoder_attention_heads"),
+                     ("encoder_ffn_dim", "decoder_ffn_dim")):  # fmt: skip
+        if cfg[enc] != cfg[dec]:
+            raise UnsupportedError(
+                f"{dec}={cfg[dec]!r} differs from {enc}={cfg[enc]!r}: "
+                "tgauge models one n_heads and d_ff for both stacks"
+            )
+    _reject(cfg, "normalize_before", False, "BART is post-norm")
+    _reject(cfg, "add_final_layer_norm", False, "BART has no final norm")
+    return dict(
+        arch="encoder-decoder", n_encoder_layers=cfg["encoder_layers"],
+        n_decoder_layers=cfg["decoder_layers"], d_model=cfg["d_model"],
+        n_heads=cfg["encoder_attention_heads"], d_ff=cfg["encoder_ffn_dim"],
+        vocab_size=cfg["vocab_size"], max_seq_len=cfg["max_position_embeddings"],
+        activation=_activation(cfg, "activation_function"), norm_position="post",
+        final_norm=False, embed_norm=True, position="learned", position_offset=2,
+        tie_embeddings=cfg.get("tie_word_embeddings", True),
+    )  # fmt: skip
+
+
+def _vit(cfg: Config) -> dict[str, Any]:
+    d = cfg["hidden_size"]
+    _reject(cfg, "qkv_bias", True, "ViT without attention biases")
+    _reject(cfg, "pooler_output_size", d, "the pooler maps d_model -> d_model")
+    _reject(cfg, "pooler_act", "tanh", "the pooler uses tanh")
+    n_positions = (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
+    return dict(
+        arch="encoder", n_encoder_layers=cfg["num_hidden_layers"], d_model=d,
+        n_heads=cfg["num_attention_heads"], d_ff=cfg["intermediate_size"],
+        max_seq_len=n_positions, activation=_activation(cfg, "hidden_act"),
+        norm_eps=cfg.get("layer_norm_eps", 1e-12), pooler=True, lm_head=False,
+        position="learned", image_size=cfg["image_size"], patch_size=cfg["patch_size"],
+        n_channels=cfg.get("num_channels", 3),
+    )  # fmt: skip
+
+
+def _rope_theta(cfg: Config) -> float:
+    rope = cfg.get("rope_parameters") or {}  # transformers 5; 4.x keeps rope_theta on top
+    return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+
+def _llama(cfg: Config) -> dict[str, Any]:
+    attn_bias, mlp_bias = cfg.get("attention_bias", False), cfg.get("mlp_bias", False)
+    if attn_bias != mlp_bias:
+        raise UnsupportedError(
+            f"attention_bias={attn_bias!r} with mlp_bias={mlp_bias!r}: "
+            "tgauge models one bias flag for attention and FFN linears"
+        )
+    n_heads = cfg["num_attention_heads"]
+    return dict(
+        arch="decoder", n_decoder_layers=cfg["num_hidden_layers"], d_model=cfg["hidden_size"],
+        n_heads=n_heads, n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
+        head_dim=cfg.get("head_dim") or cfg["hidden_size"] // n_heads,
+        d_ff=cfg["intermediate_size"], vocab_size=cfg["vocab_size"],
+        max_seq_len=cfg["max_position_embeddings"],
+        activation=_activation(cfg, "hidden_act", gated=True), norm="rmsnorm",
+        norm_eps=cfg.get("rms_norm_eps", 1e-6), bias=attn_bias,
+        tie_embeddings=cfg.get("tie_word_embeddings", False), position="rotary",
+        rope_theta=_rope_theta(cfg), sliding_window=cfg.get("sliding_window"),
+    )  # fmt: skip
+
+
+_READERS: dict[str, Callable[[Config], dict[str, Any]]] = {
+    "gpt2": _gpt2,
+    "bert": _bert,
+    "t5": _t5,
+    "bart": _bart,
+    "vit": _vit,
+    "llama": _llama,
+    "mistral": _llama,
+}
+
+
+def _read(path: str | Path) -> Config:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"config={str(path)!r} cannot be read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"config={str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"config={str(path)!r} must hold a JSON object")
+    return data
+
+
+def spec_from_hf_config(path_or_dict: str | Path | Config) -> ModelSpec:
+    """A ModelSpec from a config dict, a config.json path or the folder holding it."""
+    cfg = path_or_dict if isinstance(path_or_dict, dict) else _read(path_or_dict)
+    model_type = cfg.get("model_type")
+    reader = _READERS.get(model_type)
+    if reader is None:
+        raise SpecError(f"model_type={model_type!r} is unknown; tgauge reads "
+                        f"{', '.join(_READERS)}")  # fmt: skip
+    try:
+        fields = reader(cfg)
+    except KeyError as exc:
+        raise SpecError(f"config field {exc.args[0]!r} is missing for "
+                        f"model_type={model_type!r}") from None  # fmt: skip
+    name = cfg.get("_name_or_path") or model_type
+    return ModelSpec(name=name, **fields)
