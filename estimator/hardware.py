@@ -1,0 +1,325 @@
+"""GPUs (memory, peak dense FLOP/s per dtype, bandwidth) and roofline step times.
+
+Every preset cites its vendor datasheet. Peaks are DENSE tensor-core numbers: where a datasheet
+prints "with sparsity" figures (marked *), the dense peak is half of it. Memory capacities are
+the datasheet's "GB" read as GiB: HBM and GDDR parts are built from binary-sized dies (an A100
+80GB reports 81920 MiB in nvidia-smi); what the driver keeps for itself is part of
+``Overheads.cuda_context_bytes``.
+
+Roofline (Williams, Waterman, Patterson 2009): a step takes
+``max(flops / (peak[dtype] * mfu), bytes_moved / (bandwidth * bw_util))``; the larger term
+names the bound. The bytes moved per step are stated in ``estimator.roofline``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from estimator.spec import SpecError
+
+MathDType = Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"]
+MATH_DTYPES: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+
+GiB = 2**30
+MiB = 2**20
+T = 10**12  # tera (FLOP/s are decimal)
+
+
+class GPU(BaseModel):
+    """One accelerator: what the estimator needs to size and time a step on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    total_bytes: int = Field(gt=0, description="device memory")
+    peak_flops_per_s: dict[MathDType, float | None] = Field(
+        description="dense peak per math dtype; None where the part has no such unit"
+    )
+    bandwidth_bytes_per_s: float = Field(gt=0, description="device-memory bandwidth")
+    source: str = ""
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype``; SpecError when the part has none."""
+        value = self.peak_flops_per_s.get(dtype)  # type: ignore[call-overload]
+        if value is None:
+            have = [k for k, v in self.peak_flops_per_s.items() if v]
+            raise SpecError(f"dtype={dtype!r} has no peak on {self.name}; it has {', '.join(have)}")
+        return value
+
+
+def _gpu(name: str, gib: int, tb_s: float, source: str, **peaks: float | None) -> GPU:
+    full = {k: (None if peaks.get(k) is None else peaks[k] * T) for k in MATH_DTYPES}
+    return GPU(
+        name=name,
+        total_bytes=gib * GiB,
+        peak_flops_per_s=full,
+        bandwidth_bytes_per_s=tb_s * T,
+        source=source,
+    )
+
+
+_H100_DS = "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/h100)"
+_A100_DS = "NVIDIA A100 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/a100)"
+GPUS: dict[str, GPU] = {
+    # H100 SXM5: 80GB HBM3, 3.35 TB/s; FP32 67 TF; TF32 989*, BF16/FP16 1979*, FP8 3958*,
+    # INT8 3958* TOPS (* with sparsity -> dense is half).
+    "h100-sxm": _gpu(
+        "h100-sxm",
+        80,
+        3.35,
+        _H100_DS,
+        fp32=67,
+        tf32=494.5,
+        fp16=989.5,
+        bf16=989.5,
+        fp8=1979,
+        int8=1979,
+    ),
+    # H100 PCIe: 80GB HBM2e, 2.0 TB/s; FP32 51 TF; TF32 756*, BF16/FP16 1513*, FP8 3026*,
+    # INT8 3026* TOPS.
+    "h100-pcie": _gpu(
+        "h100-pcie",
+        80,
+        2.0,
+        _H100_DS,
+        fp32=51,
+        tf32=378,
+        fp16=756.5,
+        bf16=756.5,
+        fp8=1513,
+        int8=1513,
+    ),
+    # H200 SXM: 141GB HBM3e, 4.8 TB/s; same tensor cores as H100 SXM (FP32 67 TF, TF32 989*,
+    # BF16/FP16 1979*, FP8 3958*, INT8 3958*). NVIDIA H200 datasheet (nvidia.com/en-us/
+    # data-center/h200).
+    "h200": _gpu(
+        "h200",
+        141,
+        4.8,
+        "NVIDIA H200 Tensor Core GPU datasheet",
+        fp32=67,
+        tf32=494.5,
+        fp16=989.5,
+        bf16=989.5,
+        fp8=1979,
+        int8=1979,
+    ),
+    # A100 SXM 40GB: HBM2 1,555 GB/s; FP32 19.5 TF; TF32 156 (312*), BF16/FP16 312 (624*),
+    # INT8 624 (1248*) TOPS; no FP8.
+    "a100-40gb": _gpu(
+        "a100-40gb",
+        40,
+        1.555,
+        _A100_DS,
+        fp32=19.5,
+        tf32=156,
+        fp16=312,
+        bf16=312,
+        fp8=None,
+        int8=624,
+    ),
+    # A100 SXM 80GB: HBM2e 2,039 GB/s; same compute as the 40GB part.
+    "a100-80gb": _gpu(
+        "a100-80gb",
+        80,
+        2.039,
+        _A100_DS,
+        fp32=19.5,
+        tf32=156,
+        fp16=312,
+        bf16=312,
+        fp8=None,
+        int8=624,
+    ),
+    # L4: 24GB GDDR6, 300 GB/s; FP32 30.3 TF; TF32 120*, BF16/FP16 242*, FP8 485*, INT8 485*.
+    # NVIDIA L4 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/l4).
+    "l4": _gpu(
+        "l4",
+        24,
+        0.300,
+        "NVIDIA L4 Tensor Core GPU datasheet",
+        fp32=30.3,
+        tf32=60,
+        fp16=121,
+        bf16=121,
+        fp8=242.5,
+        int8=242.5,
+    ),
+    # L40S: 48GB GDDR6, 864 GB/s; FP32 91.6 TF; TF32 183 | 366*, BF16/FP16 362.05 | 733*,
+    # FP8 733 | 1466*, INT8 733 | 1466* (dense | sparse). NVIDIA L40S datasheet.
+    "l40s": _gpu(
+        "l40s",
+        48,
+        0.864,
+        "NVIDIA L40S GPU datasheet",
+        fp32=91.6,
+        tf32=183,
+        fp16=362.05,
+        bf16=362.05,
+        fp8=733,
+        int8=733,
+    ),
+    # RTX 4090: 24GB GDDR6X, 1008 GB/s; FP32 82.6 TF; tensor peaks with FP32 accumulate (as
+    # training uses): TF32 82.6, FP16/BF16 165.2, FP8 330.3; INT8 660.6 TOPS (dense).
+    # NVIDIA Ada Lovelace GPU Architecture whitepaper v2.1, Appendix A, Table 2.
+    "rtx-4090": _gpu(
+        "rtx-4090",
+        24,
+        1.008,
+        "NVIDIA Ada GPU Architecture whitepaper",
+        fp32=82.6,
+        tf32=82.6,
+        fp16=165.2,
+        bf16=165.2,
+        fp8=330.3,
+        int8=660.6,
+    ),
+}
+_ALIASES = {"h100": "h100-sxm", "a100": "a100-80gb", "4090": "rtx-4090", "l40": "l40s"}
+
+
+def get_gpu(name: str) -> GPU:
+    """A preset by name (case-insensitive, aliases h100/a100/4090) or a JSON file of fields."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key in GPUS:
+        return GPUS[key]
+    path = Path(name)
+    if path.suffix.lower() == ".json" and path.is_file():
+        return gpu_from_json(path)
+    raise SpecError(f"gpu={name!r} is unknown; presets: {', '.join(GPUS)} (or a .json file)")
+
+
+def gpu_from_json(path: str | Path) -> GPU:
+    """A custom GPU from a JSON file: name, total_bytes (or total_gib), peak_tflops per dtype
+    (or peak_flops_per_s), bandwidth_bytes_per_s (or bandwidth_tb_s)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError(f"gpu file {path} is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"gpu file {path} must hold a mapping of fields")
+    return custom_gpu(**data)
+
+
+def custom_gpu(
+    name: str = "custom",
+    total_bytes: int | None = None,
+    total_gib: float | None = None,
+    peak_flops_per_s: dict[str, float | None] | None = None,
+    peak_tflops: dict[str, float | None] | None = None,
+    bandwidth_bytes_per_s: float | None = None,
+    bandwidth_tb_s: float | None = None,
+    source: str = "user",
+) -> GPU:
+    """A GPU from user values (either unit of each); SpecError naming a missing field."""
+    if total_bytes is None and total_gib is not None:
+        total_bytes = int(total_gib * GiB)
+    if peak_flops_per_s is None and peak_tflops is not None:
+        peak_flops_per_s = {k: None if v is None else v * T for k, v in peak_tflops.items()}
+    if bandwidth_bytes_per_s is None and bandwidth_tb_s is not None:
+        bandwidth_bytes_per_s = bandwidth_tb_s * T
+    for field, value in (
+        ("total_bytes", total_bytes),
+        ("peak_flops_per_s", peak_flops_per_s),
+        ("bandwidth_bytes_per_s", bandwidth_bytes_per_s),
+    ):
+        if value is None:
+            raise SpecError(f"{field}=None is invalid: a custom GPU needs it")
+    peaks = {k: None for k in MATH_DTYPES} | dict(peak_flops_per_s)  # type: ignore[arg-type]
+    try:
+        return GPU(
+            name=name,
+            total_bytes=total_bytes,
+            peak_flops_per_s=peaks,
+            bandwidth_bytes_per_s=bandwidth_bytes_per_s,
+            source=source,
+        )
+    except ValidationError as exc:
+        raise SpecError(
+            f"custom GPU is invalid: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        ) from None
+
+
+class Overheads(BaseModel):
+    """Device memory a model cannot use, as named terms (each overridable).
+
+    Defaults: a CUDA 12 context with lazy module loading plus driver-reserved memory is about
+    500 MiB on Hopper/Ampere (torch.cuda.mem_get_info before vs after init); cuBLAS keeps a
+    32 MiB workspace per stream on Hopper; the caching allocator loses a fraction of what is
+    left to fragmentation and rounding (5% is a common rule of thumb, not a measurement).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cuda_context_bytes: int = Field(500 * MiB, ge=0)
+    workspace_bytes: int = Field(32 * MiB, ge=0)
+    allocator_reserve_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+
+
+def unusable_terms(gpu: GPU, overheads: Overheads | None = None) -> dict[str, int]:
+    """Bytes of ``gpu`` the model cannot use, by term."""
+    o = overheads or Overheads()
+    rest = max(gpu.total_bytes - o.cuda_context_bytes - o.workspace_bytes, 0)
+    return {
+        "cuda_context": o.cuda_context_bytes,
+        "workspace": o.workspace_bytes,
+        "allocator_reserve": int(rest * o.allocator_reserve_fraction),
+    }
+
+
+def usable_bytes(gpu: GPU, overheads: Overheads | None = None) -> int:
+    """total_bytes - cuda_context - workspace - allocator_reserve (never below 0)."""
+    return max(gpu.total_bytes - sum(unusable_terms(gpu, overheads).values()), 0)
+
+
+class Efficiency(BaseModel):
+    """Fractions of the peaks a real step reaches; defaults are stated assumptions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mfu: float = Field(0.4, gt=0.0, le=1.0, description="model FLOPs utilization")
+    bw_util: float = Field(0.8, gt=0.0, le=1.0, description="achieved / peak bandwidth")
+
+
+class Roofline(BaseModel):
+    """Time of one step: compute time, memory time, and which of them bounds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flops: int
+    bytes_moved: int
+    math_dtype: MathDType
+    compute_s: float
+    memory_s: float
+    bound: Literal["compute", "memory"]
+
+    @property
+    def time_s(self) -> float:
+        return max(self.compute_s, self.memory_s)
+
+
+def roofline(
+    flops: int, bytes_moved: int, gpu: GPU, math_dtype: str, efficiency: Efficiency | None = None
+) -> Roofline:
+    """compute_s = flops / (peak * mfu); memory_s = bytes / (bandwidth * bw_util)."""
+    e = efficiency or Efficiency()
+    compute_s = flops / (gpu.peak(math_dtype) * e.mfu)
+    memory_s = bytes_moved / (gpu.bandwidth_bytes_per_s * e.bw_util)
+    bound = "compute" if compute_s >= memory_s else "memory"
+    return Roofline(
+        flops=flops,
+        bytes_moved=bytes_moved,
+        math_dtype=math_dtype,  # type: ignore[arg-type]
+        compute_s=compute_s,
+        memory_s=memory_s,
+        bound=bound,
+    )
+
+
+def math_dtype(compute_dtype: str, tf32: bool = False) -> str:
+    """Tensor-core dtype of the matmuls: the compute dtype (fp32 -> tf32 when allowed)."""
+    return "tf32" if compute_dtype == "fp32" and tf32 else compute_dtype
