@@ -1,0 +1,1 @@
+"""Reports a user can send: chart data (pure), charts (matplotlib), Markdown and HTML."""
