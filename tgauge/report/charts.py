@@ -57,7 +57,9 @@ def _finish(fig: Any, ax: Any, data: ChartData, y_unit: str, x_unit: str = "") -
 def stacked_figure(data: ChartData) -> Any:
     """Stacked areas (e.g. memory by term across sequence lengths)."""
     fig, ax = _figure()
-    div, unit = _scale(data.y_label, [sum(v) for v in zip(*(s.y for s in data.series))])
+    div, unit = _scale(
+        data.y_label, [sum(v) for v in zip(*(s.y for s in data.series), strict=True)]
+    )
     if data.series:
         ax.stackplot(
             data.series[0].x,
