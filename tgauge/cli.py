@@ -6,6 +6,7 @@ from tgauge.app import app
 
 # Each module registers its commands on `app` at import; none imports torch at import time.
 from tgauge.commands import estimate as _estimate  # noqa: F401, E402
+from tgauge.commands import presets as _presets  # noqa: F401, E402
 
 
 def main() -> None:
