@@ -1,0 +1,245 @@
+"""One entry point per workload kind: a training step, a forward (prefill), decode steps.
+
+Each measurement runs in its own pass (saved tensors, FLOPs, live memory, time), so that no
+instrument's bookkeeping disturbs another's. ``inputs`` is a tensor (``model(x)``), a tuple
+(``model(*inputs)``) or a dict (``model(**inputs)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from profiler.kv import cache_nbytes
+from profiler.params import grad_bytes, measure_params, optimizer_bytes, param_bytes
+from profiler.results import DecodeProfile, ForwardProfile, Measured, Timing, TrainProfile
+
+LossFn = Callable[[Any], Any]
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def loss_of(out: Any, loss_fn: LossFn | None = None) -> Any:
+    """``loss_fn(out)``; else ``out.loss`` (HF with labels); else the sum of the output tensor."""
+    from profiler.flops import primary_tensor
+
+    if loss_fn is not None:
+        return loss_fn(out)
+    loss = getattr(out, "loss", None)
+    return loss if loss is not None else primary_tensor(out).sum()
+
+
+def model_device(model: Any) -> str:
+    first = next(iter(model.parameters()), None)
+    return str(first.device) if first is not None else "cpu"
+
+
+def profile_train_step(
+    model: Any,
+    inputs: Any,
+    optimizer: Any,
+    *,
+    loss_fn: LossFn | None = None,
+    warmup: int = 1,
+    repeats: int = 3,
+    fvcore: bool = True,
+) -> TrainProfile:
+    """Measure one training step (forward, loss, backward, optimizer.step).
+
+    A first, untracked step creates the optimizer state; the live-memory step then starts from
+    weights + optimizer state + inputs (gradients set to None) as its baseline. Gradients and
+    optimizer bytes are read after that step.
+    """
+    from profiler.flops import count_flops, fvcore_flops
+    from profiler.saved import measure_saved
+    from profiler.timing import time_fn
+
+    def fwd_bwd() -> None:
+        loss_of(call_model(model, inputs), loss_fn).backward()
+
+    def step() -> None:
+        fwd_bwd()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    device = model_device(model)
+    n_params, weights = measure_params(model), param_bytes(model)
+    saved = measure_saved(model, fwd_bwd)
+    optimizer.zero_grad(set_to_none=True)
+    flops = count_flops(model, fwd_bwd)
+    optimizer.zero_grad(set_to_none=True)
+    step()  # creates the optimizer state
+    live_peak, cuda = _tracked_train_step(model, inputs, optimizer, loss_fn, device)
+    gradients, optimizer_state = grad_bytes(model), optimizer_bytes(optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    return TrainProfile(
+        device=device,
+        n_params=n_params,
+        weights=weights,
+        gradients=gradients,
+        optimizer=optimizer_state,
+        saved=saved,
+        flops=flops,
+        fvcore=_fvcore(fvcore_flops, model, inputs, fvcore),
+        live_peak=live_peak,
+        cuda=cuda,
+        time=time_fn(step, device, warmup=warmup, repeats=repeats),
+    )
+
+
+def _tracked_train_step(
+    model: Any, inputs: Any, optimizer: Any, loss_fn: LossFn | None, device: str
+) -> tuple[Any, Any]:
+    from profiler.live import CudaPhaseMemory, LiveMemoryTracker
+
+    live, cuda = LiveMemoryTracker(), CudaPhaseMemory(device)
+    live.track_existing(list(model.parameters()), "weights")
+    live.track_existing([p.grad for p in model.parameters() if p.grad is not None], "gradients")
+    live.track_existing([dict(s) for s in optimizer.state.values()], "optimizer")
+    live.track_existing(inputs, "inputs")
+
+    def phase(name: str) -> None:
+        live.set_phase(name)
+        cuda.set_phase(name)
+
+    with live:
+        phase("forward")
+        out = call_model(model, inputs)
+        phase("forward_end")
+        loss = loss_of(out, loss_fn)
+        del out
+        phase("backward")
+        loss.backward()
+        del loss
+        phase("optimizer_step")
+        optimizer.step()
+    return live.peak, cuda.result()
+
+
+def profile_forward(
+    model: Any, inputs: Any, *, warmup: int = 1, repeats: int = 3, fvcore: bool = True
+) -> ForwardProfile:
+    """Measure one forward pass without autograd (inference / prefill)."""
+    import torch
+
+    from profiler.flops import count_flops, fvcore_flops
+    from profiler.live import CudaPhaseMemory, LiveMemoryTracker
+    from profiler.timing import time_fn
+
+    def forward() -> None:
+        with torch.no_grad():
+            call_model(model, inputs)
+
+    device = model_device(model)
+    live, cuda = LiveMemoryTracker(), CudaPhaseMemory(device)
+    live.track_existing([*model.parameters(), *model.buffers()], "weights")
+    live.track_existing(inputs, "inputs")
+    with live:
+        live.set_phase("forward")
+        cuda.set_phase("forward")
+        forward()
+    return ForwardProfile(
+        device=device,
+        n_params=measure_params(model),
+        weights=param_bytes(model),
+        flops=count_flops(model, forward),
+        fvcore=_fvcore(fvcore_flops, model, inputs, fvcore),
+        live_peak=live.peak,
+        cuda=cuda.result(),
+        time=time_fn(forward, device, warmup=warmup, repeats=repeats),
+    )
+
+
+def _fvcore(fvcore_flops: Callable[..., Any], model: Any, inputs: Any, enabled: bool) -> Any:
+    from profiler.results import FvcoreCount
+
+    if not enabled:
+        return FvcoreCount(flops=Measured.missing("fvcore disabled by the caller"))
+    if model_device(model).startswith("meta"):
+        return FvcoreCount(flops=Measured.missing("fvcore traces with real tensors, not meta"))
+    return fvcore_flops(model, inputs)
+
+
+def profile_decode(
+    step_fn: Callable[[int], Any],
+    n_steps: int,
+    cache_bytes_fn: Callable[[], int],
+    *,
+    device: str = "cpu",
+    prefill_fn: Callable[[], Any] | None = None,
+) -> DecodeProfile:
+    """Cache bytes after the prefill (if given) and after every step; per-step wall time."""
+    import torch
+
+    from profiler.timing import _cpu_time, _cuda_time
+
+    kind = torch.device(device).type
+    sizes: list[int] = []
+    if prefill_fn is not None:
+        prefill_fn()
+        sizes.append(int(cache_bytes_fn()))
+    times = []
+    for i in range(n_steps):
+        if kind == "meta":
+            step_fn(i)
+        else:
+            clock = _cuda_time if kind == "cuda" else _cpu_time
+            times.append(clock(lambda i=i: step_fn(i)))
+        sizes.append(int(cache_bytes_fn()))
+    return DecodeProfile(device=device, cache_bytes=sizes, step_time=_step_timing(times, kind))
+
+
+def _step_timing(times: list[float], kind: str) -> Measured[Timing]:
+    import statistics
+
+    if not times:
+        return Measured.missing("meta device: no kernels run" if kind == "meta" else "no steps")
+    return Measured.of(
+        Timing(
+            median_s=statistics.median(times),
+            min_s=min(times),
+            max_s=max(times),
+            repeats=len(times),
+            warmup=0,
+            clock="cuda_events" if kind == "cuda" else "perf_counter",
+        )
+    )
+
+
+class HFDecoder:
+    """Greedy decode of a Hugging Face causal LM: ``prefill()``, ``step(i)``, ``cache_bytes()``.
+
+    Pass its methods to ``profile_decode(decoder.step, n, decoder.cache_bytes,
+    prefill_fn=decoder.prefill)``.
+    """
+
+    def __init__(self, model: Any, input_ids: Any) -> None:
+        self.model, self.input_ids = model, input_ids
+        self.past_key_values: Any = None
+        self.next_ids: Any = None
+
+    def _run(self, input_ids: Any) -> None:
+        import torch
+
+        with torch.no_grad():
+            out = self.model(
+                input_ids=input_ids, past_key_values=self.past_key_values, use_cache=True
+            )
+        self.past_key_values = out.past_key_values
+        self.next_ids = out.logits[:, -1:].argmax(-1)  # [b, 1]
+
+    def prefill(self) -> None:
+        self.past_key_values = None
+        self._run(self.input_ids)
+
+    def step(self, _: int) -> None:
+        self._run(self.next_ids)
+
+    def cache_bytes(self) -> int:
+        return cache_nbytes(self.past_key_values)
