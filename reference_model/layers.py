@@ -1,0 +1,173 @@
+"""The position-wise FFN, one Transformer layer, a stack of layers, patch embedding, pooler."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from estimator.spec import ModelSpec
+from reference_model.attention import Attention
+from reference_model.cache import KVCache
+from reference_model.masks import Pattern
+from reference_model.norms import make_norm
+from reference_model.positions import LearnedPositions, SinusoidalPositions, make_positions
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swiglu": nn.SiLU, "geglu": nn.GELU}
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = down(act(up(x))) (Vaswani et al. 3.3); gated (Shazeer 2020):
+    down(act(gate(x)) * up(x))."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        d, d_ff, bias = spec.d_model, spec.d_ff, spec.bias
+        self.up = nn.Linear(d, d_ff, bias=bias)
+        self.gate = nn.Linear(d, d_ff, bias=bias) if spec.gated else None
+        self.act = _ACTIVATIONS[spec.activation]()
+        self.down = nn.Linear(d_ff, d, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            return self.down(self.act(self.gate(x)) * self.up(x))  # [b, s, d_ff] -> [b, s, d]
+        return self.down(self.act(self.up(x)))
+
+
+class Layer(nn.Module):
+    """Self-attention, cross-attention (decoder of encoder-decoder), FFN; each sublayer is
+    pre-norm x + Drop(F(Norm(x))) or post-norm Norm(x + Drop(F(x)))."""
+
+    def __init__(self, spec: ModelSpec, impl: str, dropout: float, pattern: Pattern, cross: bool):
+        super().__init__()
+        self.pre = spec.norm_position == "pre"
+        self.attn_norm = make_norm(spec)
+        self.self_attn = Attention(spec, impl, dropout, pattern)
+        if cross:
+            self.cross_norm = make_norm(spec)
+            self.cross_attn = Attention(spec, impl, dropout, None)
+        self.ffn_norm = make_norm(spec)
+        self.ffn = FeedForward(spec)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # residual dropout
+
+    def sublayer(self, x: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:
+        drop = self.dropout if self.dropout is not None else (lambda t: t)
+        if self.pre:
+            return x + drop(fn(norm(x)))
+        return norm(x + drop(fn(x)))
+
+    def forward(self, x, start, pos, key_padding, memory, memory_padding, cache) -> torch.Tensor:
+        x = self.sublayer(
+            x,
+            self.attn_norm,
+            lambda h: self.self_attn(h, start=start, pos=pos, key_padding=key_padding, cache=cache),
+        )
+        if hasattr(self, "cross_attn"):
+            x = self.sublayer(
+                x,
+                self.cross_norm,
+                lambda h: self.cross_attn(
+                    h, memory=memory, key_padding=memory_padding, cache=cache
+                ),
+            )
+        return self.sublayer(x, self.ffn_norm, self.ffn)
+
+
+class PatchEmbedding(nn.Module):
+    """ViT (Dosovitskiy et al. 2021): image -> patches projected to d, a class token prepended."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        p = spec.patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.d_model))
+        self.proj = nn.Conv2d(spec.n_channels, spec.d_model, kernel_size=p, stride=p)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.proj(pixel_values)  # [b, c, H, W] -> [b, d, H/p, W/p]
+        x = x.flatten(2).transpose(1, 2)  # -> [b, n_patches, d]
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # [b, 1, d]
+        return torch.cat([cls, x], dim=1)  # -> [b, n_patches + 1, d]
+
+
+class Pooler(nn.Module):
+    """BERT pooler: tanh(proj(x[:, 0])), the first position's hidden state."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d, d)
+        self.act = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.proj(x[:, 0]))  # [b, s, d] -> [b, d]
+
+
+class Stack(nn.Module):
+    """Embedding extras (patches, positions, token types, norm, dropout), layers, final norm."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        stack: str,
+        n_layers: int,
+        impl: str,
+        dropout: float,
+        pattern: Pattern,
+        checkpointing: bool,
+    ):
+        super().__init__()
+        if spec.is_patch_input:
+            self.patch = PatchEmbedding(spec)
+        self.pos = make_positions(spec, stack)
+        if spec.n_token_types and stack == spec.stacks[0][0]:
+            self.token_type = nn.Embedding(spec.n_token_types, spec.d_model)
+        if spec.embed_norm:
+            self.embed_norm = make_norm(spec)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # embedding dropout
+        cross = stack == "decoder" and spec.arch == "encoder-decoder"
+        self.layers = nn.ModuleList(
+            Layer(spec, impl, dropout, pattern, cross) for _ in range(n_layers)
+        )
+        self.final_norm = make_norm(spec) if spec.final_norm else None
+        self.checkpointing = checkpointing
+
+    def embed_extras(self, x: torch.Tensor, start: int, token_type_ids) -> torch.Tensor:
+        """x [b, s, d] token or patch embeddings (+ absolute positions, token types)."""
+        if isinstance(self.pos, LearnedPositions | SinusoidalPositions):
+            positions = torch.arange(start, start + x.shape[1], device=x.device)
+            x = x + self.pos(positions).to(x.dtype)  # [b, s, d] + [s, d]
+        if hasattr(self, "token_type"):
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+            x = x + self.token_type(token_type_ids)
+        if hasattr(self, "embed_norm"):
+            x = self.embed_norm(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        start: int = 0,
+        key_padding: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_padding: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = self.embed_extras(x, start, token_type_ids)
+        recompute = self.checkpointing and cache is None and torch.is_grad_enabled()
+        for i, layer in enumerate(self.layers):
+            args = (
+                x,
+                start,
+                self.pos,
+                key_padding,
+                memory,
+                memory_padding,
+                None if cache is None else cache.layers[i],
+            )
+            if recompute:  # full activation checkpointing: keep only the layer input
+                x = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                x = layer(*args)
+        return self.final_norm(x) if self.final_norm is not None else x
