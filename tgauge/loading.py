@@ -35,7 +35,7 @@ def load_spec(model: str) -> ModelSpec:
     """Resolve MODEL: preset name first, then a file (HF config when it has model_type)."""
     from estimator.presets import PRESETS, get_preset
 
-    if model in PRESETS:
+    if model.lower() in {name.lower() for name in PRESETS}:
         return get_preset(model)
     path = Path(model)
     if not path.exists():
