@@ -6,7 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from estimator.spec import ModelSpec, Workload
+
 Unit = Literal["params", "bytes", "flops"]
+PeakPhase = Literal["forward_end", "backward", "optimizer_step", "prefill", "decode"]
 
 
 class Breakdown(BaseModel):
@@ -38,3 +41,67 @@ class Breakdown(BaseModel):
             unit=self.unit,
             terms={k[cut:]: v for k, v in self.terms.items() if k.startswith(prefix + ".")},
         )
+
+
+class DecodeFlops(BaseModel):
+    """FLOPs of incremental decoding: prefill P tokens, then N one-token steps.
+
+    ``per_step_flops[t - 1]`` is step t with a KV cache (one query against the P + t cached
+    positions, capped by the pattern); without a cache step t re-runs the full P + t prefix.
+    Both totals include the prefill (and the encoder of an encoder-decoder model).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefill_flops: int
+    per_step_flops: list[int]
+    per_step_flops_without_cache: list[int]
+    total_with_cache_flops: int
+    total_without_cache_flops: int
+
+
+class TextbookTerm(BaseModel):
+    """One quantity as the seed notes' closed form gives it, beside tgauge's exact count."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    formula: str
+    textbook: int
+    exact: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ratio(self) -> float:
+        """exact / textbook (inf when the textbook value is 0)."""
+        return self.exact / self.textbook if self.textbook else float("inf")
+
+
+class Textbook(BaseModel):
+    """The seed notes' formulas (params, per-layer cache) against the exact model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    terms: list[TextbookTerm]
+
+
+class Estimate(BaseModel):
+    """Everything the estimator predicts for one (spec, workload); JSON via model_dump_json.
+
+    ``unchecked`` names the predictions that no measurement of tgauge checks, so a reader
+    knows which numbers are modelled only.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: ModelSpec
+    workload: Workload
+    params: Breakdown
+    memory: Breakdown
+    flops: Breakdown
+    kv_cache: Breakdown
+    peak_memory_bytes: int
+    peak_phase: PeakPhase
+    decode: DecodeFlops | None
+    textbook: Textbook
+    unchecked: list[str]

@@ -1,0 +1,196 @@
+"""Activations saved for backward, per module of the reference model (training, bytes).
+
+Each term is the bytes of the storages autograd saves, attributed to the module that FIRST
+saves that storage (docs/glossary.md); parameters and buffers are excluded. One function per
+module group returns its saved set, so a measured correction changes one line. Korthikanti et
+al. 2022 (eq. 1, 34 s b h + 5 a s^2 b) count the same tensors with fp16 and a dropout mask;
+here each is a named term in the compute dtype (cb bytes), n = b * s tokens:
+  attn_norm   LayerNorm: input [n,d] + mean, rstd [n] fp32 | RMSNorm (written out): input,
+              rms [n,1], x*rms [n,d]
+  q_proj      its input [n,d] (k_proj, v_proj save the same storage: 0)
+  scores      eager: Q and K as [b,h,s,d_h] (K repeated to h heads for GQA), softmax output
+              [b,h,s,s_k], dropout mask (bool) when dropout > 0
+  mix         the dropout output [b,h,s,s_k] when dropout > 0 (else the softmax output: 0), V
+  sdpa        fused: q [n,h d_h], k, v [n,h_kv d_h], out [n,h d_h], logsumexp [b,h,s] fp32
+  o_proj      its input [n, h d_h] (heads merged: a new tensor)
+  ffn_norm, ffn.up   as attn_norm, q_proj
+  ffn.act     gelu: its input [n,d_ff]; relu: its output; gated: the gate output
+  ffn         gated only: the product saves act(gate) and up [n,d_ff] each
+  ffn.down    its input [n,d_ff] (relu: the act output, already saved: 0)
+  dropout     residual dropout masks (bool [n,d]) per sublayer when dropout > 0
+Stack level: embed saves the token ids (int64), learned positions their ids [s] int64,
+rotary its cos and sin [s,d_h] per call (q and k, every layer), relative bias its bucket ids
+[s,s_k] int64 per layer; final_norm as a norm; lm_head its input; loss the log-softmax
+[n,V], the targets (int64) and nll's total_weight (0-dim). Encoder-decoder: the encoder
+output is saved once, by the first decoder layer's cross_attn.k_proj. pooler.proj saves a
+view of the stack output (the whole [n,d] storage counts) and tanh its output [b,d].
+Assumptions a measurement must confirm: no embedding dropout, chunked eager scores are
+[b,h,s/c,c,c], fused sdpa gets h_kv heads (enable_gqa), masks are additive (nothing saved).
+"""
+
+from __future__ import annotations
+
+from estimator.dtypes import INDEX_BYTES, bits
+from estimator.flops import attention_pairs
+from estimator.spec import ModelSpec, Workload, resolved_pattern
+
+Terms = dict[str, int]
+FP32_BYTES = 4
+
+
+def _cb(workload: Workload) -> int:
+    return bits(workload.compute_dtype) // 8
+
+
+def norm_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
+    """Bytes a norm over [n, d] saves: its input plus its statistics."""
+    cb, d = _cb(workload), spec.d_model
+    if spec.norm == "layernorm":
+        return n * d * cb + 2 * n * FP32_BYTES  # input; mean, rstd
+    return 2 * n * d * cb + n * cb  # input (pow), x*rms (mul by weight); rms [n,1] (rsqrt)
+
+
+def scores_entries(spec: ModelSpec, workload: Workload, stack: str, s: int) -> int:
+    """Materialized score entries per head of a full self-attention pass (rectangle)."""
+    pattern, window = resolved_pattern(spec, workload, stack)
+    return attention_pairs(pattern, window, False, s, "full")
+
+
+def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
+                    entries: int, new_kv_input: bool) -> Terms:  # fmt: skip
+    """Saved bytes of one attention block: s queries, s_k keys, ``entries`` scores per head."""
+    cb, d, h, h_kv, d_h = _cb(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
+    drop = workload.dropout > 0
+    t: Terms = {"q_proj": b * s * d * cb}  # input [b*s, d]
+    t["k_proj"] = b * s_k * d * cb if new_kv_input else 0  # self: same storage as q_proj's
+    if workload.attention_impl == "fused":
+        t["sdpa"] = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
+    else:
+        probs = b * h * entries * cb  # [b,h,s,s_k]
+        t["scores"] = (
+            (b * h * s * d_h + b * h * s_k * d_h) * cb + probs + (b * h * entries if drop else 0)
+        )
+        t["mix"] = (probs if drop else 0) + b * h * s_k * d_h * cb  # dropout output; V
+    t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]
+    return t
+
+
+def ffn_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:
+    """Saved bytes of one FFN over n tokens (ffn.up's input included)."""
+    cb, d, d_ff = _cb(workload), spec.d_model, spec.d_ff
+    inner = n * d_ff * cb  # one [n, d_ff] tensor
+    t: Terms = {"ffn.up": n * d * cb}
+    if spec.gated:
+        t.update({"ffn.act": inner, "ffn": 2 * inner, "ffn.down": inner})
+    elif spec.activation == "relu":
+        t.update({"ffn.act": inner, "ffn.down": 0})  # relu saves its output = down's input
+    else:
+        t.update({"ffn.act": inner, "ffn.down": inner})
+    return t
+
+
+def layer_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: int) -> Terms:
+    """Saved bytes of ONE layer of ``stack`` over s tokens, names relative to {stack}.layers."""
+    b = workload.batch_size
+    n = b * s
+    t: Terms = {"attn_norm": norm_saved(spec, workload, n)}
+    entries = scores_entries(spec, workload, stack, s)
+    for k, v in attention_saved(spec, workload, b, s, s, entries, False).items():
+        t[f"self_attn.{k}"] = v
+    sublayers = 2
+    if s_src:
+        sublayers = 3
+        t["cross_norm"] = norm_saved(spec, workload, n)
+        cross = attention_saved(spec, workload, b, s, s_src, s * s_src, False)
+        t.update({f"cross_attn.{k}": v for k, v in cross.items()})
+    t["ffn_norm"] = norm_saved(spec, workload, n)
+    t.update(ffn_saved(spec, workload, n))
+    if workload.dropout > 0:
+        t["dropout"] = sublayers * n * spec.d_model  # bool masks, 1 byte
+    return t
+
+
+def positions_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) -> int:
+    """Bytes the stack's positional module saves over all its layers."""
+    L = dict(spec.stacks)[stack]
+    if spec.position == "learned":
+        return s * INDEX_BYTES  # position ids [s] (+ offset: a new tensor)
+    if spec.position == "rotary":
+        return L * 2 * 2 * s * spec.head_dim * _cb(workload)  # (cos, sin) x (q, k) per layer
+    if spec.position == "relative":
+        return L * s * s * INDEX_BYTES  # bucket ids [s, s] per layer
+    return 0  # sinusoidal: a buffer lookup, nothing needs grad
+
+
+def stack_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: int) -> Terms:
+    """All saved bytes of one stack, as full term names (per-layer terms times L)."""
+    b, d, cb = workload.batch_size, spec.d_model, _cb(workload)
+    L, n = dict(spec.stacks)[stack], b * s
+    t: Terms = {}
+    if spec.is_patch_input:
+        t[f"{stack}.patch.proj"] = b * spec.n_channels * spec.image_size**2 * cb  # pixels
+    else:
+        t["embed"] = n * INDEX_BYTES  # token ids [b, s]
+    t[f"{stack}.pos"] = positions_saved(spec, workload, stack, s)
+    if spec.n_token_types and stack == spec.stacks[0][0]:
+        t[f"{stack}.token_type"] = n * INDEX_BYTES
+    if spec.embed_norm:
+        t[f"{stack}.embed_norm"] = norm_saved(spec, workload, n)
+    if workload.checkpointing == "full":
+        t[f"{stack}.layers"] = L * n * d * cb  # each layer's input, kept by the checkpoint
+    else:
+        for k, v in layer_saved(spec, workload, stack, s, s_src).items():
+            t[f"{stack}.layers.{k}"] = L * v
+    if s_src:  # the encoder output, saved once by the first cross_attn.k_proj (or checkpoint)
+        key = "layers" if workload.checkpointing == "full" else "layers.cross_attn.k_proj"
+        t[f"{stack}.{key}"] = t.get(f"{stack}.{key}", 0) + b * s_src * d * cb
+    if spec.final_norm:
+        t[f"{stack}.final_norm"] = norm_saved(spec, workload, n)
+    return t
+
+
+def head_saved(spec: ModelSpec, workload: Workload, s: int) -> Terms:
+    """Pooler, LM head and loss over the last stack's s positions."""
+    b, d, cb = workload.batch_size, spec.d_model, _cb(workload)
+    n = b * s
+    t: Terms = {}
+    if spec.pooler:
+        t["pooler.proj"] = n * d * cb  # x[:, 0] is a view: its whole storage
+        t["pooler"] = b * d * cb  # tanh output
+    if spec.lm_head:
+        t["lm_head"] = n * d * cb
+        t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight
+    return t
+
+
+def activations(spec: ModelSpec, workload: Workload, s_dec: int) -> Terms:
+    """activation terms of one training step (full names, without the 'activations.' prefix)."""
+    s = workload.seq_len
+    parts: list[Terms] = []
+    if spec.arch == "encoder":
+        parts += [stack_saved(spec, workload, "encoder", s, 0), head_saved(spec, workload, s)]
+    else:
+        s_src = s if spec.arch == "encoder-decoder" else 0
+        if s_src:
+            parts.append(stack_saved(spec, workload, "encoder", s, 0))
+        parts += [stack_saved(spec, workload, "decoder", s_dec, s_src),
+                  head_saved(spec, workload, s_dec)]  # fmt: skip
+    out: Terms = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out.get(k, 0) + v
+    return {k: v for k, v in out.items() if v}
+
+
+def one_layer_bytes(spec: ModelSpec, workload: Workload, s_dec: int) -> int:
+    """The largest single layer's saved set (live while a checkpointed layer recomputes)."""
+    full = workload.model_copy(update={"checkpointing": "none"})
+    s = workload.seq_len
+    sizes = []
+    for stack, _ in spec.stacks:
+        if stack == "encoder":
+            s_stack, s_src = s, 0
+        else:
+            s_stack, s_src = s_dec, (s if spec.arch == "encoder-decoder" else 0)
+        sizes.append(sum(layer_saved(spec, full, stack, s_stack, s_src).values()))
+    return max(sizes)
