@@ -1,0 +1,50 @@
+"""estimate(spec, workload): every prediction of the estimator in one typed Estimate."""
+
+from __future__ import annotations
+
+from estimator.breakdown import Estimate
+from estimator.flops import decode_flops, flops
+from estimator.kv_cache import kv_cache
+from estimator.memory import memory, peak_memory
+from estimator.params import params
+from estimator.spec import ModelSpec, Workload, check_compatible
+from estimator.textbook import textbook
+
+
+def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
+    """Predictions that no measurement of tgauge checks (modelled only)."""
+    out = [
+        "peak_memory_bytes: a stated timeline; allocator caching and fragmentation "
+        "are not modelled",
+        "textbook: the seed notes' formulas, shown for comparison only",
+    ]
+    if workload.mode == "decode":
+        out.append("decode.per_step_flops_without_cache: computed, not measured step by step")
+    if workload.attention_impl == "fused":
+        out.append("flops sdpa terms: FlopCounterMode counts sdpa only on CUDA kernels (0 on CPU)")
+    if workload.causal_flops == "triangle":
+        out.append("flops under causal_flops='triangle': no kernel counter reports the triangle")
+    if workload.dtype == "int4":
+        out.append("weights in int4: scales/zero points of a real quantizer are not counted")
+    return out
+
+
+def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
+    """All predictions for (spec, workload); SpecError when the workload cannot run."""
+    check_compatible(spec, workload)
+    p = params(spec)
+    mem = memory(spec, workload)
+    peak, phase = peak_memory(spec, workload)
+    return Estimate(
+        spec=spec,
+        workload=workload,
+        params=p,
+        memory=mem,
+        flops=flops(spec, workload),
+        kv_cache=kv_cache(spec, workload),
+        peak_memory_bytes=peak,
+        peak_phase=phase,
+        decode=decode_flops(spec, workload) if workload.mode == "decode" else None,
+        textbook=textbook(spec, workload, p, mem),
+        unchecked=_unchecked(spec, workload),
+    )

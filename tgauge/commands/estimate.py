@@ -1,0 +1,174 @@
+"""`tgauge estimate MODEL`: the analytic estimate as rich tables, or JSON with --json.
+
+Imports no torch: the estimator is pure Python.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from estimator.breakdown import Breakdown, Estimate
+from tgauge.app import app, console, print_json, user_errors
+from tgauge.format import (
+    BYTE_UNITS_NOTE,
+    FLOP_UNITS_NOTE,
+    human_bytes,
+    human_count,
+    human_flops,
+    share,
+)
+from tgauge.loading import load_spec
+from tgauge.options import Json, with_workload
+
+_PASSES = ("forward", "backward", "recompute")
+
+
+def _layer_split(name: str) -> tuple[str, str]:
+    """('decoder.layers', 'self_attn.q_proj') for a per-layer term, else (name, '')."""
+    for stack in ("encoder", "decoder"):
+        head = f"{stack}.layers."
+        if name.startswith(head):
+            return head[:-1], name[len(head) :]
+    return name, ""
+
+
+def _layers_of(est: Estimate, group: str) -> int:
+    return dict(est.spec.stacks).get(group.split(".")[0], 0)
+
+
+def summary_table(est: Estimate) -> Table:
+    w = est.workload
+    t = Table(title=f"{est.spec.name}: {w.mode}, b={w.batch_size}, {w.dtype}", show_header=False)
+    t.add_column("quantity", style="bold")
+    t.add_column("value", justify="right")
+    t.add_row("parameters", f"{human_count(est.params.total)} ({est.params.total:,})")
+    t.add_row("peak memory", f"{human_bytes(est.peak_memory_bytes)} at {est.peak_phase}")
+    t.add_row("memory terms (sum)", human_bytes(est.memory.total))
+    if est.kv_cache.terms:
+        t.add_row("KV cache", human_bytes(est.kv_cache.total))
+    for p in _PASSES:
+        if est.flops.group(p):
+            t.add_row(f"FLOPs {p}", human_flops(est.flops.group(p)))
+    t.add_row("FLOPs total", human_flops(est.flops.total))
+    return t
+
+
+def memory_table(est: Estimate) -> Table:
+    mem = est.memory
+    t = Table(title="Memory by term", caption=BYTE_UNITS_NOTE)
+    t.add_column("term")
+    t.add_column("bytes", justify="right")
+    t.add_column("share", justify="right")
+    seen: set[str] = set()
+    for name, value in mem.terms.items():
+        group, leaf = _layer_split(name.removeprefix("activations."))
+        if leaf:
+            full_group = f"activations.{group}"
+            if full_group not in seen:
+                seen.add(full_group)
+                sub = mem.group(full_group)
+                label = f"{full_group} (x{_layers_of(est, group)} layers)"
+                t.add_row(f"[bold]{label}[/]", human_bytes(sub), share(sub, mem.total))
+            name = f"  {leaf}"
+        t.add_row(name, human_bytes(value), share(value, mem.total))
+    t.add_row("[bold]total[/]", human_bytes(mem.total), "100.0%")
+    return t
+
+
+def _by_module(flops: Breakdown) -> dict[str, dict[str, int]]:
+    rows: dict[str, dict[str, int]] = {}
+    for name, value in flops.terms.items():
+        p, module = name.split(".", 1)
+        rows.setdefault(module, {})[p] = value
+    return rows
+
+
+def flops_table(est: Estimate) -> Table:
+    fl = est.flops
+    passes = [p for p in _PASSES if fl.group(p)]
+    t = Table(title="FLOPs by term (matmuls only, 2 per multiply-add)", caption=FLOP_UNITS_NOTE)
+    t.add_column("module")
+    for p in passes:
+        t.add_column(p, justify="right")
+    t.add_column("share", justify="right")
+    for module, by_pass in _by_module(fl).items():
+        row_total = sum(by_pass.values())
+        group, leaf = _layer_split(module)
+        label = f"{group}.{leaf} (x{_layers_of(est, group)})" if leaf else module
+        cells = [human_flops(by_pass[p]) if p in by_pass else "" for p in passes]
+        t.add_row(label, *cells, share(row_total, fl.total))
+    t.add_row("[bold]total[/]", *[human_flops(fl.group(p)) for p in passes], "100.0%")
+    return t
+
+
+def decode_table(est: Estimate) -> Table:
+    dec = est.decode
+    n = len(dec.per_step_flops)
+    t = Table(title=f"Decode: prefill + {n} one-token steps", caption=FLOP_UNITS_NOTE)
+    t.add_column("")
+    t.add_column("with KV cache", justify="right")
+    t.add_column("without cache", justify="right")
+    t.add_row("prefill", human_flops(dec.prefill_flops), human_flops(dec.prefill_flops))
+    t.add_row(
+        "first step",
+        human_flops(dec.per_step_flops[0]),
+        human_flops(dec.per_step_flops_without_cache[0]),
+    )
+    t.add_row(
+        "last step",
+        human_flops(dec.per_step_flops[-1]),
+        human_flops(dec.per_step_flops_without_cache[-1]),
+    )
+    t.add_row(
+        "total",
+        human_flops(dec.total_with_cache_flops),
+        human_flops(dec.total_without_cache_flops),
+    )
+    ratio = dec.total_without_cache_flops / dec.total_with_cache_flops
+    t.add_row("without / with", "", f"{ratio:.2f}x")
+    return t
+
+
+def textbook_table(est: Estimate) -> Table:
+    t = Table(title="Seed notes' textbook formulas vs exact")
+    for col in ("quantity", "formula", "textbook", "exact", "exact / textbook"):
+        t.add_column(col, justify="left" if col in ("quantity", "formula") else "right")
+    for term in est.textbook.terms:
+        fmt = human_count if term.name == "params" else human_bytes
+        t.add_row(term.name, term.formula, fmt(term.textbook), fmt(term.exact), f"{term.ratio:.3f}")
+    return t
+
+
+def render(est: Estimate) -> None:
+    console.print(summary_table(est))
+    console.print(memory_table(est))
+    console.print(flops_table(est))
+    if est.decode is not None:
+        console.print(decode_table(est))
+    console.print(textbook_table(est))
+    if est.unchecked:
+        console.print("[dim]Not checked by any measurement:[/]")
+        for line in est.unchecked:
+            console.print(f"[dim]  - {line}[/]", highlight=False)
+
+
+@app.command("estimate")
+@user_errors
+@with_workload
+def estimate_command(
+    model: Annotated[str, typer.Argument(help="preset name, spec file, or HF config.json")],
+    json_out: Json = False,
+    *,
+    workload,  # noqa: ANN001 - injected by with_workload
+) -> None:
+    """Predict parameters, memory (with its peak), KV cache and FLOPs of MODEL."""
+    from estimator.estimate import estimate
+
+    est = estimate(load_spec(model), workload)
+    if json_out:
+        print_json(est)
+    else:
+        render(est)
