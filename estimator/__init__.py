@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.breakdown import Breakdown
+from estimator.breakdown import Breakdown, Estimate
 from estimator.dtypes import nbytes
+from estimator.estimate import estimate  # binds the function over the submodule's name
 from estimator.spec import ModelSpec, SpecError, UnsupportedError, Workload
 
 __all__ = [
@@ -25,8 +26,6 @@ __all__ = [
 ]
 
 _LAZY = {
-    "estimate": "estimator.estimate",
-    "Estimate": "estimator.breakdown",
     "PRESETS": "estimator.presets",
     "get_preset": "estimator.presets",
 }
