@@ -323,3 +323,98 @@ def roofline(
 def math_dtype(compute_dtype: str, tf32: bool = False) -> str:
     """Tensor-core dtype of the matmuls: the compute dtype (fp32 -> tf32 when allowed)."""
     return "tf32" if compute_dtype == "fp32" and tf32 else compute_dtype
+
+
+# ---- step times of an Estimate ------------------------------------------------------------
+class StepTimes(BaseModel):
+    """Roofline times of one workload on one GPU, and the throughput they imply."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gpu: str
+    mode: str
+    step: Roofline = Field(description="train: one step; prefill/decode: the prefill")
+    decode_steps: list[Roofline] = Field([], description="decode: step t = decode_steps[t-1]")
+    total_s: float
+    tokens: int = Field(description="tokens processed (train/prefill) or generated (decode)")
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.total_s if self.total_s else float("inf")
+
+
+def train_bytes_moved(memory_terms: dict[str, int], recompute: bool) -> int:
+    """Bytes one training step moves through device memory (a lower bound, caches ignored).
+
+    W weights, G gradients, O optimizer states (incl. master weights), A saved activations:
+    forward reads W, backward reads W again (and a third time when checkpointing recomputes),
+    backward writes G; the optimizer reads G and reads + writes O and W; activations are
+    written in the forward and read in the backward.
+    """
+    w = memory_terms.get("weights", 0)
+    g = memory_terms.get("gradients", 0)
+    o = sum(v for k, v in memory_terms.items() if k.startswith("optimizer."))
+    a = sum(v for k, v in memory_terms.items() if k.startswith("activations."))
+    return w * (3 if recompute else 2) + g + (g + 2 * o + 2 * w) + 2 * a
+
+
+def inference_bytes_moved(memory_terms: dict[str, int], kv_bytes: int) -> int:
+    """Prefill: weights read once, activations written and read once, the KV cache written."""
+    a = sum(v for k, v in memory_terms.items() if k.startswith("activations."))
+    return memory_terms.get("weights", 0) + 2 * a + kv_bytes
+
+
+def step_times(
+    est: object, gpu: GPU, efficiency: Efficiency | None = None, tf32: bool = False
+) -> StepTimes:
+    """Roofline times of ``est`` (an estimator.Estimate) on ``gpu``.
+
+    Decode step t with a cache reads the weights once and the whole cache after the step
+    (P + t positions, capped by the pattern; the new entry is written then read); without a
+    cache it re-runs the P + t prefix: weights read once, FLOPs of the full prefix.
+    """
+    from estimator.kv_cache import kv_cache_at
+
+    wl, spec = est.workload, est.spec  # type: ignore[attr-defined]
+    dtype = math_dtype(wl.compute_dtype, tf32)
+    terms = est.memory.terms  # type: ignore[attr-defined]
+    b = wl.batch_size
+    if wl.mode == "train":
+        moved = train_bytes_moved(terms, wl.checkpointing == "full")
+        step = roofline(est.flops.total, moved, gpu, dtype, efficiency)  # type: ignore[attr-defined]
+        return StepTimes(
+            gpu=gpu.name, mode=wl.mode, step=step, total_s=step.time_s, tokens=b * wl.seq_len
+        )
+    if wl.mode == "prefill":
+        moved = inference_bytes_moved(terms, est.kv_cache.total)  # type: ignore[attr-defined]
+        step = roofline(est.flops.total, moved, gpu, dtype, efficiency)  # type: ignore[attr-defined]
+        return StepTimes(
+            gpu=gpu.name, mode=wl.mode, step=step, total_s=step.time_s, tokens=b * wl.seq_len
+        )
+    dec = est.decode  # type: ignore[attr-defined]
+    kv0 = kv_cache_at(spec, wl, 0).total
+    prefill = roofline(dec.prefill_flops, inference_bytes_moved(terms, kv0), gpu, dtype, efficiency)
+    w = terms.get("weights", 0)
+    steps = []
+    for t in range(1, wl.new_tokens + 1):
+        if wl.kv_cache:
+            flops, moved = dec.per_step_flops[t - 1], w + kv_cache_at(spec, wl, t).total
+        else:
+            flops, moved = dec.per_step_flops_without_cache[t - 1], w
+        steps.append(roofline(flops, moved, gpu, dtype, efficiency))
+    total = prefill.time_s + sum(s.time_s for s in steps)
+    return StepTimes(
+        gpu=gpu.name,
+        mode=wl.mode,
+        step=prefill,
+        decode_steps=steps,
+        total_s=total,
+        tokens=b * wl.new_tokens,
+    )
+
+
+def training_time_s(times: StepTimes, token_budget: int, n_gpus: int = 1) -> float:
+    """Seconds to train on ``token_budget`` tokens with ``n_gpus`` data-parallel replicas,
+    each running the step of ``times`` (communication not modelled): steps * step time."""
+    per_step = times.tokens * n_gpus
+    return -(-token_budget // per_step) * times.step.time_s

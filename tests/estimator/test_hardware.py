@@ -104,3 +104,47 @@ def test_custom_gpu_missing_bandwidth_names_the_field() -> None:
 def test_unknown_gpu_lists_presets() -> None:
     with pytest.raises(SpecError, match="h100-sxm"):
         get_gpu("tpu-v5")
+
+
+def test_decode_step_reads_weights_and_cache_by_hand() -> None:
+    from estimator.estimate import estimate
+    from estimator.hardware import step_times
+    from estimator.presets import get_preset
+    from estimator.spec import Workload
+
+    # Llama-2-7B fp16, b=1, P=1024: step 1 reads the 13,476,831,232 weight bytes and the
+    # cache of 1025 positions * 524,288 bytes (2 * 32 layers * 32 heads * 128 * 2 bytes)
+    wl = Workload(mode="decode", dtype="fp16", prompt_len=1024, new_tokens=2)
+    times = step_times(estimate(get_preset("llama-2-7b"), wl), get_gpu("a100-80gb"))
+    first = times.decode_steps[0]
+    assert first.bytes_moved == 13_476_831_232 + 1025 * 524_288
+    assert first.bound == "memory"
+    assert first.time_s == pytest.approx(first.bytes_moved / (2.039e12 * 0.8))
+    assert times.tokens == 2
+    assert times.total_s == pytest.approx(
+        times.step.time_s + sum(s.time_s for s in times.decode_steps)
+    )
+
+
+def test_train_bytes_moved_by_hand() -> None:
+    from estimator.hardware import train_bytes_moved
+
+    # W=10, G=10, O=20+20, A=7: 2W + G + (G + 2 O + 2 W) + 2 A = 20+10+10+80+20+14 = 154
+    terms = {
+        "weights": 10,
+        "gradients": 10,
+        "optimizer.exp_avg": 20,
+        "optimizer.exp_avg_sq": 20,
+        "activations.x": 7,
+    }
+    assert train_bytes_moved(terms, recompute=False) == 154
+    assert train_bytes_moved(terms, recompute=True) == 164
+
+
+def test_training_time_for_a_token_budget_by_hand() -> None:
+    from estimator.hardware import StepTimes, training_time_s
+
+    step = roofline(10**15, 0, get_gpu("h100"), "bf16", Efficiency(mfu=0.5))
+    times = StepTimes(gpu="h100-sxm", mode="train", step=step, total_s=step.time_s, tokens=4096)
+    # 1e6 tokens / (4096 tokens * 2 GPUs) = 122.07 -> 123 steps of 1e15 / 494.75e12 s
+    assert training_time_s(times, 10**6, n_gpus=2) == pytest.approx(123 * 1e15 / 494.75e12)

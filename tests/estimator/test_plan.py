@@ -1,0 +1,121 @@
+"""Capacity planning: hand-worked fits, and every reported maximum fits while max + 1 does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from estimator.estimate import estimate
+from estimator.plan import (
+    Sharding,
+    fewest_gpus,
+    fit,
+    max_batch,
+    max_context,
+    peak_bytes,
+    sharded_terms,
+)
+from estimator.presets import get_preset
+from estimator.spec import SpecError, Workload
+
+GiB = 2**30
+LLAMA2 = get_preset("llama-2-7b")
+# Llama-2-7B: 6,738,415,616 parameters -> fp16 weights 13,476,831,232 bytes.
+# KV cache per token: 2 (K, V) * 32 layers * 32 kv heads * 128 d_h * 2 bytes = 524,288 bytes.
+# Fused-attention prefill transient: the gated FFN's 3 [n, d_ff] tensors, 3 * 11008 * 2 =
+# 66,048 bytes per token (larger than the logits, 32000 * 2 = 64,000 per token).
+W = 13_476_831_232
+PER_TOKEN = 524_288 + 66_048  # 590,336 bytes per prefilled token
+PREFILL = Workload(mode="prefill", dtype="fp16", attention_impl="fused", seq_len=4096)
+
+
+def test_llama2_prefill_peak_is_weights_plus_kv_plus_ffn_transient_by_hand() -> None:
+    est = estimate(LLAMA2, PREFILL)
+    assert est.memory.terms["weights"] == W
+    assert est.peak_memory_bytes == W + 4096 * PER_TOKEN
+
+
+def test_llama2_max_batch_at_4k_on_80_gib_by_hand() -> None:
+    # (80 GiB - W) / (4096 * 590,336) = 72,422,514,688 / 2,418,016,256 = 29.95 -> 29
+    limit = max_batch(LLAMA2, PREFILL, 80 * GiB)
+    assert limit.max_value == 29 and limit.next_value == 30
+    assert limit.max_fit.headroom_bytes == 80 * GiB - W - 29 * 4096 * PER_TOKEN
+    assert limit.grew_most == "kv_cache.self"
+
+
+def test_llama2_longest_prefill_on_80_gib_by_hand() -> None:
+    # b = 1: (80 GiB - W) // 590,336 = 122,680 tokens
+    limit = max_context(LLAMA2, PREFILL.model_copy(update={"batch_size": 1}), 80 * GiB)
+    assert limit.max_value == (80 * GiB - W) // PER_TOKEN == 122_680
+
+
+@pytest.mark.parametrize(
+    "name,workload",
+    [
+        ("gpt2-small", Workload(mode="train", batch_size=1, seq_len=256)),
+        ("llama-3-8b", Workload(mode="decode", dtype="bf16", prompt_len=1024, new_tokens=64)),
+        ("t5-small", Workload(mode="train", seq_len=128)),
+        ("mistral-7b", Workload(mode="prefill", dtype="bf16", seq_len=2048)),
+    ],
+)
+def test_max_batch_and_context_fit_and_max_plus_one_does_not(name, workload) -> None:
+    spec, usable = get_preset(name), 24 * GiB
+    for limit in (max_batch(spec, workload, usable), max_context(spec, workload, usable)):
+        if limit.max_value is None:
+            continue
+        assert limit.max_fit.fits and limit.max_fit.peak_bytes <= usable
+        if limit.next_fit is not None:
+            assert not limit.next_fit.fits and limit.next_fit.peak_bytes > usable
+            assert limit.next_value == limit.max_value + 1
+        else:
+            assert limit.capped_by  # the model's own limit (learned positions)
+
+
+def test_learned_positions_cap_the_context_of_gpt2() -> None:
+    limit = max_context(get_preset("gpt2-small"), Workload(mode="prefill"), 80 * GiB)
+    assert limit.max_value == 1024 and "invalid" in limit.capped_by
+
+
+def test_zero3_divides_states_by_dp_and_adds_one_gathered_layer() -> None:
+    est = estimate(LLAMA2, Workload(mode="train", dtype="bf16", seq_len=1024))
+    mem = est.memory.terms
+    t = sharded_terms(est, Sharding(n_gpus=8, zero=3))
+    assert t["weights"] == -(-mem["weights"] // 8)
+    assert t["gradients"] == -(-mem["gradients"] // 8)
+    assert t["optimizer.exp_avg"] == -(-mem["optimizer.exp_avg"] // 8)
+    assert t["sharding.gathered_layer"] == -(-mem["weights"] // 32)
+    assert t["activations.decoder.layers.ffn.up"] == mem["activations.decoder.layers.ffn.up"]
+
+
+def test_zero1_on_one_gpu_is_the_estimate_peak() -> None:
+    est = estimate(LLAMA2, Workload(mode="train", dtype="bf16", seq_len=512))
+    assert peak_bytes(est, Sharding(n_gpus=1, zero=1)) == (est.peak_memory_bytes, est.peak_phase)
+
+
+def test_tensor_parallel_splits_layers_but_keeps_embeddings_replicated() -> None:
+    est = estimate(LLAMA2, Workload(mode="prefill", dtype="fp16", seq_len=1024))
+    t = sharded_terms(est, Sharding(n_gpus=2, tp=2))
+    # embed and lm_head: 2 * 32000 * 4096 params, fp16; final norm 4096
+    replicated = (2 * 32000 * 4096 + 4096) * 2
+    assert t["weights"] == replicated + (W - replicated) // 2
+    assert t["kv_cache.self"] == est.memory.terms["kv_cache.self"] // 2
+
+
+def test_fewest_gpus_fits_and_one_replica_fewer_does_not() -> None:
+    wl = Workload(mode="train", dtype="bf16", master_weights=True, seq_len=2048)
+    limit = fewest_gpus(LLAMA2, wl, 80 * GiB, zero=3)
+    assert limit.max_value is not None and limit.max_value > 1
+    assert limit.max_fit.fits and not limit.next_fit.fits
+    assert limit.next_value == limit.max_value - 1
+    f = fit(estimate(LLAMA2, wl), 80 * GiB, Sharding(n_gpus=limit.max_value, zero=3))
+    assert f == limit.max_fit
+
+
+def test_zero0_never_fits_when_one_replica_does_not() -> None:
+    wl = Workload(mode="train", dtype="bf16", seq_len=2048)
+    limit = fewest_gpus(LLAMA2, wl, 24 * GiB, zero=0)
+    assert limit.max_value is None and "never fits" in limit.capped_by
+
+
+def test_tp_must_divide_kv_heads() -> None:
+    with pytest.raises(SpecError, match="tp=3"):
+        fewest_gpus(LLAMA2, Workload(mode="prefill"), 80 * GiB, tp=3)
