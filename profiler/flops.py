@@ -76,10 +76,11 @@ class _Positional(torch.nn.Module):
 
 
 def primary_tensor(out: Any) -> Any:
-    """The tensor a forward is about: itself, ``.logits``, ``.last_hidden_state`` or ``[0]``."""
+    """The tensor a forward is about: itself, ``.logits``, ``.last_hidden_state``,
+    ``.hidden_states`` (a tensor) or ``[0]``."""
     if isinstance(out, torch.Tensor):
         return out
-    for name in ("logits", "last_hidden_state"):
+    for name in ("logits", "last_hidden_state", "hidden_states"):
         value = getattr(out, name, None)
         if isinstance(value, torch.Tensor):
             return value

@@ -33,6 +33,9 @@ def _walk(obj: Any, seen: set[int]) -> int:
         return sum(_walk(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
         return sum(_walk(v, seen) for v in obj)
+    nbytes = getattr(obj, "nbytes", None)
+    if callable(nbytes):
+        return int(nbytes())
     if hasattr(obj, "self_attention_cache"):  # HF EncoderDecoderCache
         return _walk(obj.self_attention_cache, seen) + _walk(obj.cross_attention_cache, seen)
     if hasattr(obj, "layers") and isinstance(obj.layers, (list, tuple)):  # HF Cache (>= 4.56)
@@ -42,9 +45,6 @@ def _walk(obj: Any, seen: set[int]) -> int:
         )
     if hasattr(obj, "key_cache") and hasattr(obj, "value_cache"):  # older HF DynamicCache
         return _walk(obj.key_cache, seen) + _walk(obj.value_cache, seen)
-    nbytes = getattr(obj, "nbytes", None)
-    if callable(nbytes):
-        return int(nbytes())
     raise TypeError(f"cannot read cache bytes from a {type(obj).__name__}")
 
 

@@ -9,7 +9,7 @@ OUTSIDE_TERM = "(outside)"
 
 
 def term_name(path: str) -> str:
-    """Drop every purely numeric component: ``decoder.layers.3.ffn.up`` -> ``decoder.layers.ffn.up``.
+    """Drop purely numeric components: ``decoder.layers.3.ffn.up`` -> ``decoder.layers.ffn.up``.
 
     The root module (path ``""``) is named ``(root)``.
     """

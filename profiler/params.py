@@ -59,6 +59,8 @@ def optimizer_bytes(optimizer: Any) -> Breakdown:
     """Bytes of the optimizer's state tensors per state name (exp_avg, exp_avg_sq, step, ...)."""
     import torch
 
+    if optimizer is None:
+        return Breakdown(unit="bytes", terms={})
     pairs = [
         (name, value)
         for state in optimizer.state.values()

@@ -50,7 +50,7 @@ def profile_train_step(
     repeats: int = 3,
     fvcore: bool = True,
 ) -> TrainProfile:
-    """Measure one training step (forward, loss, backward, optimizer.step).
+    """Measure one training step (forward, loss, backward, optimizer.step; None: no step).
 
     A first, untracked step creates the optimizer state; the live-memory step then starts from
     weights + optimizer state + inputs (gradients set to None) as its baseline. Gradients and
@@ -65,19 +65,20 @@ def profile_train_step(
 
     def step() -> None:
         fwd_bwd()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.step()
+        model.zero_grad(set_to_none=True)
 
     device = model_device(model)
     n_params, weights = measure_params(model), param_bytes(model)
     saved = measure_saved(model, fwd_bwd)
-    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     flops = count_flops(model, fwd_bwd)
-    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     step()  # creates the optimizer state
     live_peak, cuda = _tracked_train_step(model, inputs, optimizer, loss_fn, device)
     gradients, optimizer_state = grad_bytes(model), optimizer_bytes(optimizer)
-    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     return TrainProfile(
         device=device,
         n_params=n_params,
@@ -101,7 +102,8 @@ def _tracked_train_step(
     live, cuda = LiveMemoryTracker(), CudaPhaseMemory(device)
     live.track_existing(list(model.parameters()), "weights")
     live.track_existing([p.grad for p in model.parameters() if p.grad is not None], "gradients")
-    live.track_existing([dict(s) for s in optimizer.state.values()], "optimizer")
+    states = [] if optimizer is None else [dict(s) for s in optimizer.state.values()]
+    live.track_existing(states, "optimizer")
     live.track_existing(inputs, "inputs")
 
     def phase(name: str) -> None:
@@ -117,8 +119,9 @@ def _tracked_train_step(
         phase("backward")
         loss.backward()
         del loss
-        phase("optimizer_step")
-        optimizer.step()
+        if optimizer is not None:
+            phase("optimizer_step")
+            optimizer.step()
     return live.peak, cuda.result()
 
 

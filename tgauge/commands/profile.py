@@ -1,0 +1,285 @@
+"""`tgauge profile MODEL`: measure a model (no estimate) on cpu, cuda or meta.
+
+MODEL is a Hugging Face config.json (built with random init via transformers), or a preset /
+spec file (built as our reference model). torch is imported inside the command only.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from estimator.spec import Workload
+from tgauge.app import UserError, app, console, err_console, print_json, user_errors
+from tgauge.options import with_workload
+
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass
+class Target:
+    """What to measure: a model, its forward inputs, optimizer, loss and decode hooks."""
+
+    model: Any
+    inputs: Any
+    optimizer: Any = None
+    loss_fn: Any = None
+    decoder: Any = None  # an object with prefill(), step(i), cache_bytes()
+
+
+def _torch_dtype(workload: Workload) -> Any:
+    import torch
+
+    name = workload.dtype
+    if name not in _TORCH_DTYPES:
+        raise UserError(f"--dtype={name!r} cannot be profiled; use fp32, fp16 or bf16")
+    return getattr(torch, _TORCH_DTYPES[name])
+
+
+def make_optimizer(model: Any, name: str) -> Any:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name in ("adam", "adamw"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(params, lr=1e-4, foreach=False)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=1e-4)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    return None
+
+
+def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target:
+    """A Hugging Face model with random init from ``config`` (never downloads)."""
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("transformers is not installed: pip install transformers") from None
+    import torch
+
+    from profiler.run import HFDecoder
+
+    cfg = transformers.AutoConfig.for_model(**config)
+    with torch.device(device):
+        try:
+            model = transformers.AutoModelForCausalLM.from_config(cfg)
+        except ValueError:
+            model = transformers.AutoModel.from_config(cfg)
+    model = model.to(dtype=_torch_dtype(workload))
+    b = workload.batch_size
+    s = workload.prompt_len or workload.seq_len if workload.mode == "decode" else workload.seq_len
+    ids = torch.randint(0, cfg.vocab_size, (b, s), device=device)  # [b, s]
+    inputs: dict[str, Any] = {"input_ids": ids}
+    if workload.mode == "train" and hasattr(model, "lm_head"):
+        inputs["labels"] = ids
+    target = Target(model=model, inputs=inputs)
+    if workload.mode == "train":
+        model.train()
+        target.optimizer = make_optimizer(model, workload.optimizer)
+    else:
+        model.eval()
+        target.decoder = HFDecoder(model, ids)
+    return target
+
+
+class _ReferenceDecoder:
+    """prefill / step / cache_bytes over reference_model's KVCache."""
+
+    def __init__(self, model: Any, spec: Any, workload: Workload, device: str) -> None:
+        import torch
+
+        from estimator.spec import resolved_prompt_len
+        from reference_model.cache import KVCache
+        from reference_model.inputs import make_inputs
+
+        self.model, self.spec = model, spec
+        b, prompt = workload.batch_size, resolved_prompt_len(spec, workload)
+        self.source = None
+        if spec.arch == "encoder-decoder":
+            self.source = make_inputs(spec, workload, device=device)["input_ids"]
+            self.prompt = torch.zeros(b, prompt, dtype=torch.long, device=device)  # start ids
+        else:
+            gen = torch.Generator().manual_seed(0)
+            self.prompt = torch.randint(0, spec.vocab_size, (b, prompt), generator=gen).to(device)
+        self.cache = KVCache(n_layers=spec.n_decoder_layers)
+        self.next_ids: Any = None
+
+    def prefill(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            logits = self.model.prefill(self.prompt, self.cache, encoder_input_ids=self.source)
+        self.next_ids = logits[:, -1:].argmax(-1)  # [b, 1]
+
+    def step(self, _: int) -> None:
+        import torch
+
+        with torch.no_grad():
+            logits = self.model.decode_step(self.next_ids, self.cache)
+        self.next_ids = logits[:, -1:].argmax(-1)
+
+    def cache_bytes(self) -> int:
+        return int(self.cache.nbytes())
+
+
+def reference_target(model_arg: str, workload: Workload, device: str) -> Target:
+    """Our reference model of a preset / spec file, with reference_model's own inputs."""
+    from estimator.spec import check_compatible
+    from tgauge.loading import load_spec
+
+    spec = load_spec(model_arg)
+    check_compatible(spec, workload)
+    try:
+        from reference_model import build_model
+        from reference_model.inputs import make_inputs
+        from reference_model.train import make_optimizer as reference_optimizer
+        from reference_model.train import objective
+    except ImportError as exc:
+        raise UserError(f"the reference model is not available: {exc}") from None
+    model = build_model(spec, workload, device=device)
+    target = Target(model=model, inputs=make_inputs(spec, workload, device=device))
+    if workload.mode == "train":
+        model.train()
+        target.optimizer, target.loss_fn = reference_optimizer(model, workload), objective
+    else:
+        model.eval()
+        if workload.mode == "decode":
+            target.decoder = _ReferenceDecoder(model, spec, workload, device)
+    return target
+
+
+def load_target(model_arg: str, workload: Workload, device: str) -> Target:
+    """A config.json with model_type -> Hugging Face; anything else -> the reference model."""
+    from tgauge.loading import read_mapping
+
+    path = Path(model_arg)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file() and path.suffix.lower() == ".json":
+        data = read_mapping(path)
+        if "model_type" in data:
+            return hf_target(data, workload, device)
+    return reference_target(model_arg, workload, device)
+
+
+def run_profile(target: Target, workload: Workload, device: str, repeats: int) -> Any:
+    """The workload's entry point of the profiler on ``target``."""
+    from profiler.run import profile_decode, profile_forward, profile_train_step
+
+    if workload.mode == "train":
+        return profile_train_step(
+            target.model, target.inputs, target.optimizer, loss_fn=target.loss_fn, repeats=repeats
+        )
+    if workload.mode == "prefill":
+        return profile_forward(target.model, target.inputs, repeats=repeats)
+    dec = target.decoder
+    return profile_decode(
+        dec.step, workload.new_tokens, dec.cache_bytes, device=device, prefill_fn=dec.prefill
+    )
+
+
+@app.command("profile")
+@user_errors
+@with_workload
+def profile_command(
+    model: Annotated[str, typer.Argument(help="HF config.json, preset name or spec file")],
+    *,
+    workload: Workload,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda | meta")] = "cpu",
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="timed repeats")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Measure MODEL (parameters, saved activations, live memory, FLOPs, time, KV cache)."""
+    if device not in ("cpu", "cuda", "meta"):
+        raise UserError(f"--device={device!r} is not known; use cpu, cuda or meta")
+    with err_console.status(f"building {model} on {device}"):
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device=cuda: CUDA is not available on this machine")
+        target = load_target(model, workload, device)
+    with err_console.status(f"measuring {workload.mode} of {model} on {device}"):
+        result = run_profile(target, workload, device, repeats)
+    if as_json:
+        print_json(result)
+    else:
+        render(model, workload, result)
+
+
+def _measured(m: Any, fmt: Any) -> str:
+    return fmt(m.value) if m.value is not None else f"[dim]{m.note}[/]"
+
+
+def render(model: str, workload: Workload, result: Any) -> None:
+    """Rich tables of a TrainProfile / ForwardProfile / DecodeProfile."""
+    from rich.table import Table
+
+    from tgauge.report.units import human_bytes, human_flops, human_seconds
+
+    title = f"tgauge profile {model} ({workload.mode}, {result.device})"
+    if not hasattr(result, "n_params"):  # DecodeProfile
+        table = Table("after", "KV cache", title=title)
+        for i, n in enumerate(result.cache_bytes):
+            table.add_row("prefill" if i == 0 else f"step {i}", human_bytes(n))
+        console.print(table)
+        console.print(f"step time: {_measured(result.step_time, _timing(human_seconds))}")
+        return
+    flops = result.flops.flops
+    saved = getattr(result, "saved", None)
+    names = sorted(
+        set(result.n_params.terms)
+        | {k.partition(".")[2] for k in flops.terms}
+        | set(saved.activations.terms if saved else ())
+    )
+    terms = Table("term", "params", "activations", "forward", "backward", title=title)
+    for name in names:
+        act = saved.activations.terms.get(name) if saved else None
+        terms.add_row(
+            name,
+            f"{result.n_params.terms.get(name, 0):,}",
+            human_bytes(act),
+            human_flops(flops.terms.get(f"forward.{name}")),
+            human_flops(flops.terms.get(f"backward.{name}")),
+        )
+    console.print(terms)
+    console.print(_summary(result, human_bytes, human_flops, human_seconds))
+
+
+def _timing(human_seconds: Any) -> Any:
+    return lambda t: (
+        f"{human_seconds(t.median_s)} median ({human_seconds(t.min_s)} - "
+        f"{human_seconds(t.max_s)}, {t.repeats} runs, {t.clock})"
+    )
+
+
+def _summary(result: Any, human_bytes: Any, human_flops: Any, human_seconds: Any) -> Any:
+    from rich.table import Table
+
+    table = Table("quantity", "measured", title="Summary")
+    table.add_row("parameters", f"{result.n_params.total:,}")
+    table.add_row("weights", human_bytes(result.weights.total))
+    if hasattr(result, "gradients"):
+        table.add_row("gradients", human_bytes(result.gradients.total))
+        for state, n in result.optimizer.terms.items():
+            table.add_row(f"optimizer.{state}", human_bytes(n))
+        table.add_row("activations saved", human_bytes(result.saved.activations.total))
+    peak = result.live_peak
+    table.add_row("live tensors peak", f"{human_bytes(peak.peak_bytes)} in {peak.phase}")
+    cuda = result.cuda
+    table.add_row("CUDA max allocated", _measured(cuda.max_allocated_bytes, human_bytes))
+    table.add_row("CUDA max reserved", _measured(cuda.max_reserved_bytes, human_bytes))
+    table.add_row("NVML device used", _measured(cuda.nvml_used_bytes, human_bytes))
+    f = result.flops.flops
+    table.add_row("FLOPs forward", human_flops(f.group("forward")))
+    if f.group("backward") or f.group("recompute"):
+        table.add_row("FLOPs backward", human_flops(f.group("backward")))
+        table.add_row("FLOPs recompute", human_flops(f.group("recompute")))
+    if result.flops.uncounted_ops:
+        table.add_row("not counted (no formula)", ", ".join(result.flops.uncounted_ops))
+    fv = result.fvcore.flops
+    fv_text = _measured(fv, lambda b: human_flops(b.total))
+    table.add_row("fvcore forward FLOPs", fv_text)
+    table.add_row("time per step", _measured(result.time, _timing(human_seconds)))
+    return table
