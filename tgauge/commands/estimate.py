@@ -3,14 +3,13 @@
 Imports no torch: the estimator is pure Python.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from estimator.breakdown import Breakdown, Estimate
+from estimator.spec import Workload
 from tgauge.app import app, console, print_json, user_errors
 from tgauge.format import (
     BYTE_UNITS_NOTE,
@@ -162,7 +161,7 @@ def estimate_command(
     model: Annotated[str, typer.Argument(help="preset name, spec file, or HF config.json")],
     json_out: Json = False,
     *,
-    workload,  # noqa: ANN001 - injected by with_workload
+    workload: Workload,  # injected by with_workload
 ) -> None:
     """Predict parameters, memory (with its peak), KV cache and FLOPs of MODEL."""
     from estimator.estimate import estimate
