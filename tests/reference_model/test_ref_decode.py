@@ -12,10 +12,14 @@ from reference_model import build_model
 CASES = {
     **{name: (kw, None) for name, kw in DECODERS.items()},
     "chunked_rotary": (LLAMA, Workload(attention_pattern="chunked", window=4)),
-    "chunked_relative": (DECODERS["relative_decoder"],
-                         Workload(attention_pattern="chunked", window=3)),
-    "window_learned_fused": (DECODERS["gpt"], Workload(attention_pattern="sliding_window",
-                                                       window=4, attention_impl="fused")),
+    "chunked_relative": (
+        DECODERS["relative_decoder"],
+        Workload(attention_pattern="chunked", window=3),
+    ),
+    "window_learned_fused": (
+        DECODERS["gpt"],
+        Workload(attention_pattern="sliding_window", window=4, attention_impl="fused"),
+    ),
     "t5_fused": (DECODERS["t5"], Workload(attention_impl="fused")),
 }
 P, N, S_SRC = 6, 9, 7
@@ -81,8 +85,11 @@ def test_kv_cache_cross_attention_computed_once() -> None:
     model = build_model(s).eval()
     cache = model.new_cache()
     with torch.no_grad():
-        model.prefill(torch.zeros(2, 1, dtype=torch.long), cache,
-                      encoder_input_ids=torch.ones(2, S_SRC, dtype=torch.long))
+        model.prefill(
+            torch.zeros(2, 1, dtype=torch.long),
+            cache,
+            encoder_input_ids=torch.ones(2, S_SRC, dtype=torch.long),
+        )
         first = cache.layers[0].cross_k
         model.decode_step(torch.zeros(2, 1, dtype=torch.long), cache)
     assert cache.layers[0].cross_k is first
