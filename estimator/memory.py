@@ -27,6 +27,8 @@ the residual stream and allocator fragmentation are not modelled.
 
 from __future__ import annotations
 
+import functools
+
 from estimator.activations import activations, one_layer_bytes, scores_entries
 from estimator.breakdown import Breakdown
 from estimator.dtypes import bits, nbytes
@@ -43,6 +45,7 @@ from estimator.spec import ModelSpec, Workload, resolved_pattern, resolved_promp
 FP32_BYTES = 4
 
 
+@functools.lru_cache(maxsize=256)  # depends on the spec only; hot in sweeps
 def _bytes_of_params(spec: ModelSpec, dtype: str) -> int:
     return sum(nbytes(numel, dtype) for numel in param_tensor_numels(spec))
 

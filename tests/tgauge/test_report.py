@@ -44,3 +44,73 @@ def test_parity_data_has_one_point_per_measured_row_by_unit() -> None:
     assert {k: len(s.x) for k, s in by_label.items()} == {"bytes": 3, "FLOPs": 3, "parameters": 3}
     assert by_label["FLOPs"].x == by_label["FLOPs"].y  # exact rows sit on the diagonal
     assert by_label["bytes"].x == [1100, 2050, 4000] and by_label["bytes"].y == [1000, 2000, 4000]
+
+
+def test_report_writes_markdown_and_html_holding_every_chart(tmp_path) -> None:
+    import re
+
+    from typer.testing import CliRunner
+
+    from tgauge.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--model",
+            "gpt2-small",
+            "--mode",
+            "decode",
+            "--prompt-len",
+            "64",
+            "--new-tokens",
+            "8",
+            "--seq-lens",
+            "64..256",
+            "--validation",
+            str(FIXTURE),
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    charts = sorted((tmp_path / "charts").glob("*.svg"))
+    # memory by term, FLOPs and memory vs s, KV growth, decode cost, parity, bytes + FLOPs lines
+    assert len(charts) == 8 and len(list((tmp_path / "charts").glob("*.png"))) == 8
+    assert page.count("<svg") == len(charts)
+    for svg in charts:
+        assert f"charts/{svg.name}" in md
+        assert f'id="chart-{re.sub(r"[^A-Za-z0-9_-]", "_", svg.stem)}"' in page
+
+
+def test_kv_growth_and_decode_cost_data_come_from_the_estimator() -> None:
+    from estimator.estimate import estimate
+    from estimator.kv_cache import kv_cache_at
+    from estimator.presets import get_preset
+    from estimator.spec import Workload
+    from tgauge.report.chartdata import decode_cost_data, kv_growth_data
+
+    spec = get_preset("gpt2-small")
+    wl = Workload(mode="decode", prompt_len=10, new_tokens=3)
+    kv = kv_growth_data(spec, wl).series[0]
+    assert kv.x == [0, 1, 2, 3] and kv.y == [kv_cache_at(spec, wl, t).total for t in range(4)]
+    dec = estimate(spec, wl).decode
+    with_cache, without = decode_cost_data(spec, wl).series
+    assert with_cache.y[-1] == dec.total_with_cache_flops
+    assert without.y[-1] == dec.total_without_cache_flops
+
+
+def test_memory_breakdown_stacks_sum_to_the_memory_total() -> None:
+    from estimator.estimate import estimate
+    from estimator.presets import get_preset
+    from estimator.spec import Workload
+    from tgauge.report.chartdata import memory_breakdown_data
+
+    spec, wl = get_preset("gpt2-small"), Workload(mode="train", attention_impl="eager")
+    data = memory_breakdown_data(spec, wl, [128, 256])
+    for i, s in enumerate([128, 256]):
+        total = estimate(spec, wl.model_copy(update={"seq_len": s})).memory.total
+        assert sum(series.y[i] for series in data.series) == total
+    assert "activations (attention s x s)" in [s.label for s in data.series]

@@ -117,3 +117,142 @@ def parity_data(records: list[ValidationRecord]) -> ChartData:
         log_x=True,
         log_y=True,
     )
+
+
+# ---- from the estimator ------------------------------------------------------------------
+_QUADRATIC = (".scores", ".mix", ".sdpa")  # attention terms whose size grows with s_q * s_k
+
+
+def _category(term: str) -> str:
+    """weights / gradients / optimizer / attention scores / activations / kv_cache."""
+    head = term.split(".")[0]
+    if head == "activations" and term.endswith(_QUADRATIC):
+        return "activations (attention s x s)"
+    return head
+
+
+def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -> ChartData:
+    """Memory terms grouped by category (stacked), one x per sequence length."""
+    from estimator.estimate import estimate
+
+    rows = [
+        estimate(spec, workload.model_copy(update={"seq_len": s})).memory.terms  # type: ignore[attr-defined]
+        for s in seq_lens
+    ]
+    cats: dict[str, list[float]] = {}
+    for i, terms in enumerate(rows):
+        for term, value in terms.items():
+            cats.setdefault(_category(term), [0.0] * len(rows))[i] += value
+    return ChartData(
+        name=f"memory_by_term_{spec.name}",  # type: ignore[attr-defined]
+        title=f"{spec.name}: memory by term, {workload.mode}, b={workload.batch_size}",  # type: ignore[attr-defined]
+        x_label="sequence length (tokens)",
+        y_label="bytes",
+        kind="stacked",
+        log_x=True,
+        series=[
+            Series(label=c, x=[float(s) for s in seq_lens], y=v, style="area")
+            for c, v in cats.items()
+        ],
+    )
+
+
+def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[ChartData]:
+    """FLOPs and peak memory vs sequence length, with the quadratic attention part apart."""
+    from estimator.estimate import estimate
+
+    ests = [estimate(spec, workload.model_copy(update={"seq_len": s})) for s in seq_lens]  # type: ignore[attr-defined]
+    xs = [float(s) for s in seq_lens]
+
+    def quad(b: object) -> float:
+        return float(sum(v for k, v in b.terms.items() if k.endswith(_QUADRATIC)))  # type: ignore[attr-defined]
+
+    flops = ChartData(
+        name=f"flops_vs_seq_{spec.name}",
+        title=f"{spec.name}: FLOPs per step vs sequence length",  # type: ignore[attr-defined]
+        x_label="sequence length (tokens)",
+        y_label="FLOPs",
+        kind="lines",
+        log_x=True,
+        series=[
+            Series(label="total", x=xs, y=[float(e.flops.total) for e in ests]),
+            Series(
+                label="attention s x s part (quadratic)",
+                x=xs,
+                y=[quad(e.flops) for e in ests],
+                style="dashed",
+            ),
+        ],
+    )
+    memory = ChartData(
+        name=f"memory_vs_seq_{spec.name}",
+        title=f"{spec.name}: peak memory vs sequence length",  # type: ignore[attr-defined]
+        x_label="sequence length (tokens)",
+        y_label="bytes",
+        kind="lines",
+        log_x=True,
+        series=[
+            Series(label="peak", x=xs, y=[float(e.peak_memory_bytes) for e in ests]),
+            Series(
+                label="attention s x s activations (quadratic)",
+                x=xs,
+                y=[quad(e.memory) for e in ests],
+                style="dashed",
+            ),
+        ],
+    )
+    return [flops, memory]
+
+
+def kv_growth_data(spec: object, workload: object) -> ChartData:
+    """KV cache bytes after each decode step t = 0 (prefill) .. new_tokens."""
+    from estimator.kv_cache import kv_cache_at
+
+    steps = list(range(workload.new_tokens + 1))  # type: ignore[attr-defined]
+    return ChartData(
+        name=f"kv_cache_growth_{spec.name}",
+        title=f"{spec.name}: KV cache over decode steps",  # type: ignore[attr-defined]
+        x_label="decode step (tokens generated)",
+        y_label="bytes",
+        kind="lines",
+        series=[
+            Series(
+                label="KV cache",
+                x=[float(t) for t in steps],
+                y=[float(kv_cache_at(spec, workload, t).total) for t in steps],
+            )
+        ],
+    )  # type: ignore[arg-type]
+
+
+def decode_cost_data(spec: object, workload: object) -> ChartData:
+    """Cumulative decode FLOPs (prefill included) with vs without a KV cache."""
+    from estimator.estimate import estimate
+
+    dec = estimate(spec, workload).decode  # type: ignore[arg-type]
+    xs = [float(t) for t in range(len(dec.per_step_flops) + 1)]
+
+    def cumulative(per_step: list[int]) -> list[float]:
+        out, acc = [], dec.prefill_flops
+        out.append(float(acc))
+        for f in per_step:
+            acc += f
+            out.append(float(acc))
+        return out
+
+    return ChartData(
+        name=f"decode_cost_{spec.name}",
+        title=f"{spec.name}: decode FLOPs, with vs without cache",  # type: ignore[attr-defined]
+        x_label="decode step (tokens generated)",
+        y_label="FLOPs (cumulative)",
+        kind="lines",
+        series=[
+            Series(label="with KV cache", x=xs, y=cumulative(dec.per_step_flops)),
+            Series(
+                label="without KV cache",
+                x=xs,
+                y=cumulative(dec.per_step_flops_without_cache),
+                style="dashed",
+            ),
+        ],
+    )

@@ -1,0 +1,151 @@
+"""`tgauge report --model M --out DIR`: a Markdown file and one self-contained HTML page."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from estimator.spec import Workload
+from tgauge.app import UserError, app, console, print_json, user_errors
+from tgauge.options import Json, with_workload
+from tgauge.report.units import human_bytes, human_flops
+
+
+@app.command("report")
+@user_errors
+@with_workload
+def report_command(
+    out: Annotated[Path, typer.Option("--out", help="folder for report.md, report.html")],
+    model: Annotated[list[str], typer.Option("--model", help="model(s) to chart")] = [],  # noqa: B006
+    sweep_file: Annotated[
+        Path | None, typer.Option("--sweep", help="sweep.json of `tgauge sweep --out`")
+    ] = None,
+    validation: Annotated[
+        Path | None,
+        typer.Option("--validation", help="validation.jsonl of `tgauge validate --out`"),
+    ] = None,
+    seq_lens: Annotated[
+        str, typer.Option("--seq-lens", help="x axis of the sequence charts")
+    ] = "128..8192",
+    *,
+    workload: Workload,
+    as_json: Json = False,
+) -> None:
+    """Write a report (charts, tables) a user can send to a colleague."""
+    from tgauge.report.writers import Report, write_report
+
+    if not (model or sweep_file or validation):
+        raise UserError("nothing to report: give --model, --sweep or --validation")
+    sections = [_model_section(m, workload, seq_lens) for m in model]
+    if sweep_file is not None:
+        sections.append(_sweep_section(sweep_file))
+    if validation is not None:
+        sections.append(_validation_section(validation))
+    files = write_report(Report(title="tgauge report", sections=sections), out)
+    if as_json:
+        print_json(files.model_dump(mode="json"))
+        return
+    console.print(f"wrote {files.markdown} and {files.html} ({len(files.charts)} chart files)")
+
+
+def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
+    from estimator.estimate import estimate
+    from estimator.sweep import parse_values
+    from tgauge.loading import load_spec
+    from tgauge.report import chartdata as cd
+    from tgauge.report.writers import Section, Table
+
+    spec = load_spec(model)
+    est = estimate(spec, workload)
+    limit = spec.max_seq_len if spec.position == "learned" else None
+    xs = [int(s) for s in parse_values(seq_lens) if limit is None or int(s) <= limit]
+    train_like = (
+        workload.model_copy(update={"mode": "train"}) if workload.mode == "decode" else workload
+    )
+    charts = (
+        []
+        if spec.is_patch_input
+        else [
+            cd.memory_breakdown_data(spec, train_like, xs),
+            *cd.scaling_data(spec, train_like, xs),
+        ]
+    )
+    if workload.mode == "decode":
+        charts += [cd.kv_growth_data(spec, workload), cd.decode_cost_data(spec, workload)]
+    rows = [
+        [k, str(v), human_bytes(v)]
+        for k, v in sorted(est.memory.terms.items(), key=lambda kv: -kv[1])
+    ]
+    summary = (
+        f"{spec.name}: {est.params.total:,} parameters; {workload.mode}, "
+        f"b={workload.batch_size}, s={workload.seq_len}, {workload.dtype}: peak "
+        f"{human_bytes(est.peak_memory_bytes)} ({est.peak_phase}), "
+        f"{human_flops(est.flops.total)} per step."
+    )
+    return Section(
+        heading=spec.name,
+        paragraphs=[summary],
+        tables=[Table(columns=["memory term", "bytes", ""], rows=rows)],
+        charts=charts,
+    )
+
+
+def _sweep_section(path: Path) -> Any:
+    from tgauge.report.writers import Section, Table
+
+    try:
+        doc = json.loads(path.read_text())
+        points, fields = doc["points"], doc["fields"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is not a sweep.json of `tgauge sweep --out`: {exc}") from None
+    cols = [*fields, "peak_memory_bytes", "flops", "fits", "error"]
+    rows = [[_cell(p.get(c), c) for c in cols] for p in points]
+    return Section(
+        heading=f"Sweep of {doc.get('model', '?')} ({len(points)} points)",
+        tables=[Table(columns=cols, rows=rows)],
+    )
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return "-"
+    if column.endswith("_bytes"):
+        return human_bytes(value)
+    if column == "flops":
+        return human_flops(value)
+    return str(value)
+
+
+def _validation_section(path: Path) -> Any:
+    from collections import Counter
+
+    from tgauge.report.chartdata import parity_data, validation_lines_data
+    from tgauge.report.validation import load_validation
+    from tgauge.report.writers import Section, Table
+
+    records = load_validation(path)
+    verdicts = Counter(row.verdict for r in records for row in r.rows)
+    status = Counter(r.status for r in records)
+    rows = [
+        [
+            r.model,
+            r.device,
+            json.dumps(r.workload),
+            r.status,
+            ", ".join(f"{k} {v}" for k, v in sorted(Counter(x.verdict for x in r.rows).items())),
+        ]
+        for r in records
+    ]
+    charts = [parity_data(records)]
+    for unit in ("bytes", "flops"):
+        charts += validation_lines_data(records, unit)
+    return Section(
+        heading="Validation: predicted vs measured",
+        paragraphs=[
+            f"{len(records)} points ({', '.join(f'{k} {v}' for k, v in status.items())});"
+            f" rows: {', '.join(f'{k} {v}' for k, v in sorted(verdicts.items()))}."
+        ],
+        tables=[Table(columns=["model", "device", "workload", "status", "verdicts"], rows=rows)],
+        charts=charts,
+    )
