@@ -1,0 +1,29 @@
+"""Points per second of estimator.sweep on a 10,000-point grid (100 seq_len x 100 batch_size).
+
+Run: .venv/bin/python benchmarks/bench_sweep.py [MODEL]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from estimator.presets import get_preset
+from estimator.spec import Workload
+from estimator.sweep import sweep
+
+
+def main(model: str = "llama-3-8b") -> None:
+    spec = get_preset(model)
+    grid = {"seq_len": list(range(128, 128 * 101, 128)), "batch_size": list(range(1, 101))}
+    base = Workload(mode="train", dtype="bf16")
+    sweep(spec, base, {"seq_len": [128]})  # warm caches and imports
+    start = time.perf_counter()
+    result = sweep(spec, base, grid, usable=80 * 2**30)
+    elapsed = time.perf_counter() - start
+    n = len(result.rows)
+    print(f"{model}: {n} points in {elapsed:.2f} s = {n / elapsed:,.0f} points/s")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
