@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+
+import torch
+
 from estimator.spec import ModelSpec
 
 BASE = dict(d_model=32, n_heads=4, d_ff=48, vocab_size=61, max_seq_len=64)
@@ -86,3 +91,16 @@ DECODERS = {
     "bart": BART,
     "vaswani_gqa": {**VASWANI, "n_kv_heads": 2},
 }
+
+
+def measured_terms(model: torch.nn.Module) -> dict[str, int]:
+    """Own parameters (recurse=False) per stripped module path, tied storage at first owner."""
+    seen: set[int] = set()
+    terms: dict[str, int] = defaultdict(int)
+    for path, mod in model.named_modules():
+        for p in mod.parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            terms[re.sub(r"\.\d+(?=\.|$)", "", path)] += p.numel()
+    return dict(terms)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
-
 import pytest
-import torch
-from ref_specs import BART, BERT, GPT, LLAMA, T5, VASWANI, VIT, spec
+from ref_specs import BART, BERT, GPT, LLAMA, T5, VASWANI, VIT, measured_terms, spec
 
 from estimator.params import n_param_tensors, params
 from reference_model import build_model
@@ -34,19 +30,6 @@ CASES = {
     "vit": VIT,
     "vit_sinusoidal": {**VIT, "position": "sinusoidal"},
 }
-
-
-def measured_terms(model: torch.nn.Module) -> dict[str, int]:
-    """Own parameters (recurse=False) per stripped module path, tied storage at first owner."""
-    seen: set[int] = set()
-    terms: dict[str, int] = defaultdict(int)
-    for path, mod in model.named_modules():
-        for p in mod.parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            terms[re.sub(r"\.\d+(?=\.|$)", "", path)] += p.numel()
-    return dict(terms)
 
 
 @pytest.mark.parametrize("name", list(CASES))
