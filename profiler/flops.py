@@ -53,8 +53,12 @@ class _FlopMode(TorchDispatchMode):
 
 def count_flops(model: Any, run: Callable[[], Any]) -> FlopCount:
     """FLOPs of ``run()`` (forward, and backward if it calls it) per term, phase and op."""
-    with ModulePathTracker(model) as tracker, _FlopMode(tracker) as mode:
-        run()
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+
+    # early stop would end a recompute inside a module, before its forward post-hook
+    with set_checkpoint_early_stop(False), ModulePathTracker(model) as tracker:
+        with _FlopMode(tracker) as mode:
+            run()
     return FlopCount(
         flops=Breakdown(unit="flops", terms=mode.flops),
         by_op=Breakdown(unit="flops", terms=mode.by_op),

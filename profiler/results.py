@@ -89,6 +89,7 @@ class SavedTensors(BaseModel):
 
     activations: Breakdown
     recompute: Breakdown
+    notes: list[str] = Field(default_factory=list)
 
 
 class ForwardProfile(BaseModel):

@@ -50,7 +50,14 @@ class SavedTensorRecorder:
         return tensor
 
     def result(self) -> SavedTensors:
+        notes = []
+        if self.tracker.recompute_seen and not self.terms["recompute"]:
+            notes.append(
+                "a checkpoint recompute ran in backward, but torch.utils.checkpoint packs its "
+                "saves with its own hooks: recompute saves not measured"
+            )
         return SavedTensors(
+            notes=notes,
             activations=Breakdown(unit="bytes", terms=self.terms["activations"]),
             recompute=Breakdown(unit="bytes", terms=self.terms["recompute"]),
         )
@@ -58,7 +65,10 @@ class SavedTensorRecorder:
 
 def measure_saved(model: Any, run: Callable[[], Any]) -> SavedTensors:
     """Run ``run()`` (a forward, and backward if you want recompute seen) and record saves."""
-    with ModulePathTracker(model) as tracker:
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+
+    # early stop would end a recompute inside a module, before its forward post-hook
+    with set_checkpoint_early_stop(False), ModulePathTracker(model) as tracker:
         recorder = SavedTensorRecorder(model, tracker)
         with torch.autograd.graph.saved_tensors_hooks(recorder.pack, lambda t: t):
             run()

@@ -30,12 +30,15 @@ class ModulePathTracker(ModuleTracker):
         for path in self._paths.values():
             self._depth[path] = path.count(".") + 1 if path else 0
         self.forward_depth = 0  # module forwards running now (in backward: a recompute)
+        self.recompute_seen = False
 
     def _get_mod_name(self, mod: Any) -> str:  # overrides ModuleTracker's class-name paths
         return self._paths.get(id(mod), OUTSIDE_TERM)
 
     def _fw_pre_hook(self, mod: Any, input: Any) -> None:
         self.forward_depth += 1
+        if torch._C._current_graph_task_id() != -1:
+            self.recompute_seen = True
         super()._fw_pre_hook(mod, input)
 
     def _fw_post_hook(self, mod: Any, input: Any, output: Any) -> None:
