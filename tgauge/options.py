@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -22,28 +23,52 @@ _PANEL = "Workload"
 WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
     "mode": (str, "train", ("--mode",), "train | prefill | decode"),
     "batch_size": (int, 1, ("--batch-size", "-b"), "sequences per step (b)"),
-    "seq_len": (int, 512, ("--seq-len", "-s"), "tokens per sequence (s); encoder input of "
-                "an encoder-decoder; ViT: patches + 1"),
+    "seq_len": (
+        int,
+        512,
+        ("--seq-len", "-s"),
+        "tokens per sequence (s); encoder input of an encoder-decoder; ViT: patches + 1",
+    ),
     "target_len": (int | None, None, ("--target-len",), "decoder tokens (encoder-decoder)"),
-    "prompt_len": (int | None, None, ("--prompt-len",), "decode: prompt tokens "
-                   "(default: seq-len, or 1 for encoder-decoder)"),
+    "prompt_len": (
+        int | None,
+        None,
+        ("--prompt-len",),
+        "decode: prompt tokens (default: seq-len, or 1 for encoder-decoder)",
+    ),
     "new_tokens": (int, 1, ("--new-tokens",), "decode: one-token steps after the prompt"),
     "dtype": (str, "fp32", ("--dtype",), "weights: fp32 | fp16 | bf16 | int8 | int4"),
     "compute_dtype": (str | None, None, ("--compute-dtype",), "activations: fp32 | fp16 | bf16"),
-    "master_weights": (bool, False, ("--master-weights/--no-master-weights",),
-                       "mixed precision: keep an fp32 master copy of the weights"),
+    "master_weights": (
+        bool,
+        False,
+        ("--master-weights/--no-master-weights",),
+        "mixed precision: keep an fp32 master copy of the weights",
+    ),
     "optimizer": (str, "adamw", ("--optimizer",), "adamw | adam | sgd | sgd-momentum | none"),
     "checkpointing": (str, "none", ("--checkpointing",), "activation checkpointing: none | full"),
-    "attention_impl": (str, "eager", ("--attention",), "eager (s x s scores kept) | fused "
-                       "(flash-style, no s x s tensor)"),
+    "attention_impl": (
+        str,
+        "eager",
+        ("--attention",),
+        "eager (s x s scores kept) | fused (flash-style, no s x s tensor)",
+    ),
     "dropout": (float, 0.0, ("--dropout",), "dropout probability"),
-    "attention_pattern": (str | None, None, ("--pattern",), "full | causal | sliding_window | "
-                          "chunked (default: the model's own)"),
+    "attention_pattern": (
+        str | None,
+        None,
+        ("--pattern",),
+        "full | causal | sliding_window | chunked (default: the model's own)",
+    ),
     "window": (int | None, None, ("--window",), "sliding-window width or chunk size"),
     "kv_cache": (bool, True, ("--kv-cache/--no-kv-cache",), "decode with a KV cache"),
     "kv_cache_dtype": (str | None, None, ("--kv-cache-dtype",), "default: the compute dtype"),
-    "causal_flops": (str, "full", ("--causal-flops",), "count causal attention as the full "
-                     "s x s rectangle (as torch does) or the triangle"),
+    "causal_flops": (
+        str,
+        "full",
+        ("--causal-flops",),
+        "count causal attention as the full s x s rectangle (as torch does) or the triangle",
+    ),
 }
 
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
@@ -57,7 +82,12 @@ def build_workload(**fields: Any) -> Workload:
 def with_workload(func: F) -> F:
     """Add the workload options to a command; it receives them as ``workload``."""
     sig = inspect.signature(func)
-    kept = [p for p in sig.parameters.values() if p.name != "workload"]
+    hints = typing.get_type_hints(func, include_extras=True)  # resolve string annotations
+    kept = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in sig.parameters.values()
+        if p.name != "workload"
+    ]
     added = [
         inspect.Parameter(
             name,

@@ -1,0 +1,196 @@
+"""`tgauge validate`: measured vs predicted, term by term, for a model, a sweep or the matrix."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from estimator.spec import ModelSpec, Workload
+from tgauge.app import UserError, app, console, err_console, print_json, user_errors
+from tgauge.format import human_bytes, human_count, human_flops
+from tgauge.options import Json, with_workload
+
+COLORS = {"exact": "green", "within": "cyan", "off": "bold red", "not measured": "yellow"}
+
+
+def _points(
+    model: str | None, matrix: bool, workload: Workload, sweep: list[str]
+) -> list[tuple[ModelSpec, Workload]]:
+    """The (spec, workload) points to run: the matrix, or MODEL under each sweep combination."""
+    from estimator.spec import check_compatible
+    from estimator.sweep import parse_vary
+    from tgauge.loading import load_spec
+    from tgauge.matrix import cases
+
+    if matrix:
+        if model is not None or sweep:
+            raise UserError("--matrix runs the built-in cases: give no MODEL and no --sweep")
+        return [(c.spec.model_copy(update={"name": c.name}), c.workload) for c in cases()]
+    if model is None:
+        raise UserError("give a MODEL (preset, spec file or config.json) or --matrix")
+    spec = load_spec(model)
+    varied = [parse_vary(text) for text in sweep]
+    if any(field.startswith("spec.") for field, _ in varied):
+        raise UserError("validate sweeps workload fields only (e.g. seq_len=128,256)")
+    base = workload.model_dump(exclude_unset=True)
+    points = []
+    for combo in itertools.product(*(values for _, values in varied)):
+        update = dict(zip((field for field, _ in varied), combo, strict=True))
+        point = Workload.model_validate({**base, **update})
+        check_compatible(spec, point)
+        points.append((spec, point))
+    return points
+
+
+def _available_bytes(device: str) -> int | None:
+    """Memory the device offers, to say whether the estimator predicted a fit."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"device={device!r} is invalid: use cpu or cuda")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("device='cuda' is not available here (no CUDA device): use cpu")
+
+
+def _human(unit: str, value: int | None) -> str:
+    if value is None:
+        return "not measured"
+    return {"bytes": human_bytes, "flops": human_flops, "params": human_count}[unit](value)
+
+
+def _table(point: Any) -> Table:
+    w = point.workload
+    title = (
+        f"{point.model} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
+        f"{w['dtype']} {w['attention_impl']} on {point.device}"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in ("term", "predicted", "measured", "difference", "rel. error", "verdict"):
+        table.add_column(col, justify="left" if col in ("term", "verdict") else "right")
+    for r in point.rows:
+        rel = "" if r.rel_error is None else f"{100 * r.rel_error:.2f}%"
+        diff = "" if r.abs_error is None else f"{r.abs_error:+,}"
+        table.add_row(
+            r.term,
+            _human(r.unit, r.predicted),
+            _human(r.unit, r.measured),
+            diff,
+            rel,
+            f"[{COLORS[r.verdict]}]{r.verdict}[/]",
+        )
+    if point.peak_phase_measured is not None:
+        same = point.peak_phase_predicted == point.peak_phase_measured
+        table.caption = (
+            f"peak moment: predicted {point.peak_phase_predicted}, measured "
+            f"{point.peak_phase_measured} ({'same' if same else 'DIFFERENT'})"
+        )
+    return table
+
+
+def _summary(points: list[Any]) -> Table:
+    table = Table(title="validation summary", title_justify="left")
+    for col in ("point", "status", "rows", "exact", "within", "off", "not measured", "peak"):
+        table.add_column(col)
+    for p in points:
+        counts = {v: sum(r.verdict == v for r in p.rows) for v in COLORS}
+        peak = (
+            ""
+            if p.peak_phase_measured is None
+            else (f"{p.peak_phase_predicted}/{p.peak_phase_measured}")
+        )
+        table.add_row(
+            f"{p.model} {p.workload['mode']} s={p.workload['seq_len']}",
+            p.status,
+            str(len(p.rows)),
+            *(f"[{COLORS[v]}]{counts[v]}[/]" for v in COLORS),
+            peak,
+        )
+    return table
+
+
+@app.command("validate")
+@user_errors
+@with_workload
+def validate_command(
+    model: Annotated[str | None, typer.Argument(help="preset, spec file or config.json")] = None,
+    workload: Workload = None,  # type: ignore[assignment]  (filled by @with_workload)
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+    sweep: Annotated[
+        list[str], typer.Option("--sweep", help="field=v1,v2 or a..b; repeat to combine")
+    ] = [],  # noqa: B006
+    matrix: Annotated[
+        bool, typer.Option("--matrix", help="run the built-in validation matrix (tgauge/matrix.py)")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="append each point to OUT/validation.jsonl as it finishes"),
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """Build the reference model, run the workload, measure it and compare with the estimator
+    term by term: predicted, measured, difference, relative error and a verdict."""
+    from rich.progress import Progress
+
+    from tgauge.validate import validate_point
+
+    _check_device(device)
+    points = _points(model, matrix, workload, sweep)
+    available = _available_bytes(device)
+    jsonl = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        jsonl = out / "validation.jsonl"
+    results = []
+    with Progress(console=err_console, transient=True, disable=len(points) < 2) as progress:
+        task = progress.add_task("validating", total=len(points))
+        for spec, point_workload in points:
+            progress.update(
+                task, description=f"{spec.name} {point_workload.mode} s={point_workload.seq_len}"
+            )
+            result = validate_point(spec, point_workload, device=device, available=available)
+            results.append(result)
+            if jsonl is not None:
+                with jsonl.open("a") as fh:
+                    fh.write(result.model_dump_json() + "\n")
+            progress.advance(task)
+    if json_out:
+        print_json(
+            [
+                {
+                    "model": p.model,
+                    "mode": p.workload["mode"],
+                    "status": p.status,
+                    **r.model_dump(mode="json"),
+                }
+                for p in results
+                for r in p.rows
+            ]
+        )
+        return
+    for p in results:
+        if p.status != "ok":
+            console.print(f"[yellow]{p.model}: {p.status}[/] {'; '.join(p.notes)}")
+        else:
+            console.print(_table(p))
+    if len(results) > 1:
+        console.print(_summary(results))
+    if jsonl is not None:
+        console.print(f"points appended to {jsonl}")

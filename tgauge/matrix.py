@@ -1,0 +1,122 @@
+"""The validation matrix: small specs across architectures, norms, positions, attention
+variants and modes, small enough to measure on a CPU in seconds each.
+
+`tgauge validate --matrix`, the accuracy tests and scripts/gpu_validate.sh all run these
+cases, so the numbers in docs/validation/ come from one list.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from estimator.spec import ModelSpec, Workload
+
+# Glossary sizes of every case: d=32, h=4, d_ff=64, V=61, L=2, b=2, s=16.
+_BASE: dict[str, Any] = dict(
+    d_model=32, n_heads=4, d_ff=64, vocab_size=61, max_seq_len=64, n_layers=2
+)
+
+
+class Case(NamedTuple):
+    name: str
+    spec: ModelSpec
+    workload: Workload
+
+
+def _spec(name: str, arch: str, **fields: Any) -> ModelSpec:
+    return ModelSpec(name=name, arch=arch, **{**_BASE, **fields})
+
+
+def _work(mode: str = "train", **fields: Any) -> Workload:
+    return Workload(mode=mode, **{"batch_size": 2, "seq_len": 16, **fields})
+
+
+GPT = dict(position="learned")
+LLAMA = dict(
+    norm="rmsnorm",
+    activation="swiglu",
+    position="rotary",
+    bias=False,
+    tie_embeddings=False,
+    n_kv_heads=2,
+)
+T5 = dict(
+    norm="rmsnorm",
+    activation="relu",
+    position="relative",
+    bias=False,
+    relative_buckets=8,
+    relative_max_distance=16,
+)
+VASWANI = dict(norm_position="post", activation="relu", position="sinusoidal", final_norm=False)
+BART = dict(
+    norm_position="post", position="learned", position_offset=2, embed_norm=True, final_norm=False
+)
+BERT = dict(
+    norm_position="post",
+    n_token_types=2,
+    embed_norm=True,
+    final_norm=False,
+    pooler=True,
+    lm_head=True,
+)
+VIT = dict(
+    vocab_size=None,
+    lm_head=False,
+    tie_embeddings=False,
+    image_size=16,
+    patch_size=4,
+    n_channels=3,
+    pooler=True,
+    max_seq_len=17,
+)
+
+
+def cases() -> list[Case]:
+    """At least 24 cases; every architecture, norm, position, MHA/GQA/MQA, impl and mode."""
+    gpt = _spec("gpt", "decoder", **GPT)
+    llama = _spec("llama", "decoder", **LLAMA)
+    mqa = _spec("gpt-mqa-rmsnorm", "decoder", **{**GPT, "n_kv_heads": 1, "norm": "rmsnorm"})
+    gpt_post = _spec("gpt-post-sinusoidal-relu", "decoder", **VASWANI)
+    gpt_geglu = _spec(
+        "gpt-geglu-untied", "decoder", **GPT, activation="geglu", tie_embeddings=False
+    )
+    mistral = _spec("mistral", "decoder", **LLAMA, sliding_window=6)
+    bert = _spec("bert", "encoder", **BERT)
+    t5_enc = _spec("t5-encoder", "encoder", **T5, lm_head=True)
+    t5 = _spec("t5", "encoder-decoder", **T5)
+    vaswani = _spec("vaswani", "encoder-decoder", **VASWANI)
+    bart = _spec("bart", "encoder-decoder", **BART)
+    vit = _spec("vit", "encoder", **{**_BASE, **VIT, "n_layers": 2})
+    return [
+        Case("gpt train eager", gpt, _work()),
+        Case("gpt train fused", gpt, _work(attention_impl="fused")),
+        Case("gpt train dropout", gpt, _work(dropout=0.1)),
+        Case("gpt train checkpointing", gpt, _work(checkpointing="full")),
+        Case("gpt train sgd-momentum", gpt, _work(optimizer="sgd-momentum")),
+        Case("llama gqa train eager", llama, _work()),
+        Case("llama gqa train fused", llama, _work(attention_impl="fused")),
+        Case("mqa rmsnorm train adam", mqa, _work(optimizer="adam")),
+        Case("post-norm sinusoidal train", gpt_post, _work()),
+        Case("geglu untied train", gpt_geglu, _work()),
+        Case("mistral sliding-window train", mistral, _work()),
+        Case("gpt chunked train", gpt, _work(attention_pattern="chunked", window=4)),
+        Case("bert train", bert, _work()),
+        Case("t5 encoder train", t5_enc, _work()),
+        Case("t5 train", t5, _work(target_len=8)),
+        Case("vaswani train", vaswani, _work(target_len=12)),
+        Case("bart train fused", bart, _work(target_len=8, attention_impl="fused")),
+        Case("gpt prefill", gpt, _work("prefill")),
+        Case("llama gqa prefill fused", llama, _work("prefill", attention_impl="fused")),
+        Case("vit prefill", vit, _work("prefill", seq_len=17)),
+        Case("t5 prefill", t5, _work("prefill", target_len=8)),
+        Case("gpt decode", gpt, _work("decode", seq_len=8, new_tokens=6)),
+        Case("mistral decode window", mistral, _work("decode", seq_len=4, new_tokens=6)),
+        Case(
+            "mqa decode chunked",
+            mqa,
+            _work("decode", seq_len=5, new_tokens=6, attention_pattern="chunked", window=4),
+        ),
+        Case("t5 decode", t5, _work("decode", seq_len=10, new_tokens=5)),
+        Case("bart decode", bart, _work("decode", seq_len=10, new_tokens=5)),
+    ]

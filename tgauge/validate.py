@@ -1,0 +1,310 @@
+"""Validation: build the reference model, run the workload, measure it, and compare every
+measured quantity with the estimator's prediction of the same name (docs/glossary.md).
+
+One `Point` per (spec, workload): rows of predicted vs measured per term, with a verdict
+against the tolerance of its quantity. Torch is imported inside the functions that run models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from estimator.spec import ModelSpec, Workload
+
+Verdict = Literal["exact", "within", "off", "not measured"]
+Status = Literal["ok", "did_not_fit", "error"]
+
+#: relative tolerance per quantity (the first component of a row's term); 0 means exact.
+TOLERANCES: dict[str, float] = {
+    "params": 0.0,
+    "memory.weights": 0.0,
+    "memory.gradients": 0.0,
+    "memory.optimizer": 0.0,
+    "memory.activations": 0.01,
+    "kv_cache": 0.0,
+    "flops": 0.0,
+    "peak_memory": 0.02,
+}
+
+
+class Row(BaseModel):
+    """One term: predicted vs measured, and the verdict under its quantity's tolerance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    term: str
+    unit: Literal["params", "bytes", "flops"]
+    predicted: int
+    measured: int | None
+    abs_error: int | None
+    rel_error: float | None
+    tolerance: float
+    verdict: Verdict
+    note: str = ""
+
+
+class Point(BaseModel):
+    """A validated (model, workload): one JSON line of validation.jsonl."""
+
+    model: str
+    device: str
+    workload: dict[str, Any]
+    status: Status
+    predicted_fits: bool | None = None
+    peak_phase_predicted: str | None = None
+    peak_phase_measured: str | None = None
+    rows: list[Row] = []
+    notes: list[str] = []
+
+    @property
+    def worst(self) -> Verdict:
+        order = ("off", "not measured", "within", "exact")
+        found = {r.verdict for r in self.rows}
+        return next((v for v in order if v in found), "exact")
+
+
+def tolerance_of(term: str) -> float:
+    """The tolerance of the longest quantity prefix of ``term``."""
+    keys = [k for k in TOLERANCES if term == k or term.startswith(k + ".")]
+    return TOLERANCES[max(keys, key=len)] if keys else 0.0
+
+
+def make_row(term: str, unit: str, predicted: int, measured: int | None, note: str = "") -> Row:
+    tol = tolerance_of(term)
+    if measured is None:
+        return Row(
+            term=term,
+            unit=unit,
+            predicted=predicted,
+            measured=None,
+            abs_error=None,
+            rel_error=None,
+            tolerance=tol,
+            verdict="not measured",
+            note=note,
+        )
+    diff = predicted - measured
+    rel = abs(diff) / measured if measured else (0.0 if diff == 0 else float("inf"))
+    verdict: Verdict = "exact" if diff == 0 else ("within" if rel <= tol else "off")
+    return Row(
+        term=term,
+        unit=unit,
+        predicted=predicted,
+        measured=measured,
+        abs_error=diff,
+        rel_error=rel,
+        tolerance=tol,
+        verdict=verdict,
+        note=note,
+    )
+
+
+def compare(
+    prefix: str,
+    unit: str,
+    predicted: dict[str, int],
+    measured: dict[str, int] | None,
+    *,
+    total: bool = True,
+    note: str = "",
+    unmeasured: frozenset[str] = frozenset(),
+) -> list[Row]:
+    """Rows for the union of terms (a term missing on one side counts as 0 there), then the
+    total. ``measured=None``: nothing measured. Terms in ``unmeasured`` are reported as not
+    measured (with ``note``) and left out of the total on both sides."""
+    names = sorted(set(predicted) | set(measured or {}))
+    rows = []
+    for name in names:
+        got = None if measured is None or name in unmeasured else measured.get(name, 0)
+        rows.append(
+            make_row(
+                f"{prefix}.{name}",
+                unit,
+                predicted.get(name, 0),
+                got,
+                note if name in unmeasured else "",
+            )
+        )
+    if total and len(names) > 1:
+        kept = [n for n in names if n not in unmeasured]
+        got = None if measured is None else sum(measured.get(n, 0) for n in kept)
+        rows.append(
+            make_row(
+                f"{prefix}.total",
+                unit,
+                sum(predicted.get(n, 0) for n in kept),
+                got,
+                "over the measured terms" if unmeasured else "",
+            )
+        )
+    return rows
+
+
+def _memory_split(terms: dict[str, int], group: str) -> dict[str, int]:
+    cut = len(group) + 1
+    return {k[cut:]: v for k, v in terms.items() if k.startswith(group + ".")}
+
+
+def validate_point(
+    spec: ModelSpec,
+    workload: Workload,
+    *,
+    device: str = "cpu",
+    fvcore: bool = False,
+    available: int | None = None,
+) -> Point:
+    """Measure ``workload`` on the reference model of ``spec`` and compare with estimate().
+
+    ``available``: bytes the device offers; the point then records whether the estimator
+    predicted that it fits."""
+    from estimator import estimate
+
+    est = estimate(spec, workload)
+    fits = None if available is None else est.peak_memory_bytes <= available
+    point = Point(
+        model=spec.name,
+        device=device,
+        workload=workload.model_dump(mode="json"),
+        status="ok",
+        predicted_fits=fits,
+        peak_phase_predicted=est.peak_phase,
+    )
+    runner = {"train": _train, "prefill": _prefill, "decode": _decode}[workload.mode]
+    try:
+        runner(spec, workload, est, point, device, fvcore)
+    except Exception as exc:  # OOM is data here, not a crash
+        if "out of memory" not in str(exc).lower():
+            raise
+        point.status, point.rows = "did_not_fit", []
+        point.notes.append(f"out of memory on {device}: {str(exc).splitlines()[0]}")
+    return point
+
+
+def _common_rows(est: Any, prof: Any) -> list[Row]:
+    rows = compare("params", "params", est.params.terms, prof.n_params.terms)
+    rows.append(
+        make_row("memory.weights", "bytes", est.memory.terms.get("weights", 0), prof.weights.total)
+    )
+    return rows
+
+
+def _flop_rows(est: Any, prof: Any, phases: tuple[str, ...]) -> list[Row]:
+    measured = {k: v for k, v in prof.flops.flops.terms.items() if k.split(".")[0] in phases}
+    predicted = {k: v for k, v in est.flops.terms.items() if k.split(".")[0] in phases}
+    unmeasured: frozenset[str] = frozenset()
+    note = ""
+    if any("scaled_dot_product" in op for op in prof.flops.uncounted_ops):
+        # FlopCounterMode has no formula for this device's fused attention kernel
+        unmeasured = frozenset(n for n in predicted if n.endswith(".sdpa"))
+        note = "FlopCounterMode has no formula for " + ", ".join(sorted(prof.flops.uncounted_ops))
+    return compare("flops", "flops", predicted, measured, note=note, unmeasured=unmeasured)
+
+
+def _train(
+    spec: ModelSpec, workload: Workload, est: Any, point: Point, device: str, fvcore: bool
+) -> None:
+    from profiler import profile_train_step
+    from reference_model import build_model
+    from reference_model.inputs import make_inputs
+    from reference_model.train import make_optimizer
+    from reference_model.train import objective
+
+    model = build_model(spec, workload, device=device)
+    model.train()
+    inputs = make_inputs(spec, workload, device=device)
+    optimizer = make_optimizer(model, workload)
+    prof = profile_train_step(model, inputs, optimizer, loss_fn=objective, repeats=1, fvcore=fvcore)
+    mem, measured = est.memory.terms, prof.memory().terms
+    point.rows += _common_rows(est, prof)
+    point.rows.append(
+        make_row("memory.gradients", "bytes", mem.get("gradients", 0), measured["gradients"])
+    )
+    point.rows += compare(
+        "memory.optimizer",
+        "bytes",
+        _memory_split(mem, "optimizer"),
+        _memory_split(measured, "optimizer"),
+    )
+    point.rows += compare(
+        "memory.activations",
+        "bytes",
+        _memory_split(mem, "activations"),
+        _memory_split(measured, "activations"),
+    )
+    point.rows += _flop_rows(est, prof, ("forward", "backward", "recompute"))
+    point.rows.append(
+        make_row("peak_memory", "bytes", est.peak_memory_bytes, prof.live_peak.peak_bytes)
+    )
+    point.peak_phase_measured = prof.live_peak.phase
+
+
+def _prefill(
+    spec: ModelSpec, workload: Workload, est: Any, point: Point, device: str, fvcore: bool
+) -> None:
+    import torch
+
+    from profiler import profile_forward
+    from reference_model import build_model
+    from reference_model.inputs import make_inputs
+
+    model = build_model(spec, workload, device=device)
+    model.eval()
+    inputs = make_inputs(spec, workload, device=device)
+    prof = profile_forward(model, inputs, repeats=1, fvcore=fvcore)
+    point.rows += _common_rows(est, prof)
+    point.rows += _flop_rows(est, prof, ("forward",))
+    if est.kv_cache.terms:  # the cache a prefill fills, measured on the model's own prefill
+        cache = model.new_cache()
+        with torch.no_grad():
+            _run_prefill(model, spec, inputs, cache)
+        point.rows += compare("kv_cache", "bytes", est.kv_cache.terms, cache.terms())
+
+
+def _run_prefill(model: Any, spec: ModelSpec, inputs: dict[str, Any], cache: Any) -> Any:
+    if spec.arch == "encoder-decoder":
+        return model.prefill(
+            inputs["decoder_input_ids"], cache, encoder_input_ids=inputs["input_ids"]
+        )
+    return model.prefill(inputs["input_ids"], cache)
+
+
+def _decode(
+    spec: ModelSpec, workload: Workload, est: Any, point: Point, device: str, fvcore: bool
+) -> None:
+    import torch
+
+    from estimator.kv_cache import kv_cache_growth_bytes
+    from estimator.spec import resolved_prompt_len
+    from profiler import profile_decode
+    from reference_model import build_model
+
+    model = build_model(spec, workload, device=device)
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    b, p = workload.batch_size, resolved_prompt_len(spec, workload)
+    prompt = torch.randint(0, spec.vocab_size, (b, p), generator=gen).to(device)
+    source = torch.randint(0, spec.vocab_size, (b, workload.seq_len), generator=gen).to(device)
+    cache = model.new_cache()
+    last: list[Any] = []
+
+    def prefill() -> None:
+        inputs = (
+            {"input_ids": source, "decoder_input_ids": prompt}
+            if spec.arch == "encoder-decoder"
+            else {"input_ids": prompt}
+        )
+        last.append(_run_prefill(model, spec, inputs, cache)[:, -1:].argmax(-1))
+
+    def step(_: int) -> None:
+        last.append(model.decode_step(last[-1], cache).argmax(-1))
+
+    with torch.no_grad():
+        prof = profile_decode(
+            step, workload.new_tokens, cache.nbytes, device=device, prefill_fn=prefill
+        )
+    predicted = kv_cache_growth_bytes(spec, workload)
+    for t, (pred, got) in enumerate(zip(predicted, prof.cache_bytes, strict=True)):
+        point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
+    point.rows += compare("kv_cache", "bytes", est.kv_cache.terms, cache.terms())
