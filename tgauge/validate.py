@@ -208,8 +208,7 @@ def _train(
     from profiler import profile_train_step
     from reference_model import build_model
     from reference_model.inputs import make_inputs
-    from reference_model.train import make_optimizer
-    from reference_model.train import objective
+    from reference_model.train import make_optimizer, objective
 
     model = build_model(spec, workload, device=device)
     model.train()
