@@ -9,7 +9,8 @@ here each is a named term in the compute dtype (cb bytes), n = b * s tokens:
               rms [n,1], x*rms [n,d]
   q_proj      its input [n,d] (k_proj, v_proj save the same storage: 0)
   scores      eager: Q and K as [b,h,s,d_h] (K repeated to h heads for GQA), softmax output
-              [b,h,s,s_k], dropout mask (bool) when dropout > 0
+              [b,h,s,s_k], the pattern's bool mask [s,s_k] (masked_fill(~ok)) unless full;
+              scores.dropout its bool mask [b,h,s,s_k] when dropout > 0
   mix         the dropout output [b,h,s,s_k] when dropout > 0 (else the softmax output: 0), V
   sdpa        fused: q [n,h d_h], k, v [n,h_kv d_h], out [n,h d_h], logsumexp [b,h,s] fp32
   o_proj      its input [n, h d_h] (heads merged: a new tensor)
@@ -24,8 +25,8 @@ rotary its cos and sin [s,d_h] per call (q and k, every layer), relative bias it
 [n,V], the targets (int64) and nll's total_weight (0-dim). Encoder-decoder: the encoder
 output is saved once, by the first decoder layer's cross_attn.k_proj. pooler.proj saves a
 view of the stack output (the whole [n,d] storage counts) and tanh its output [b,d].
-Assumptions a measurement must confirm: no embedding dropout, chunked eager scores are
-[b,h,s/c,c,c], fused sdpa gets h_kv heads (enable_gqa), masks are additive (nothing saved).
+{stack}.dropout: the embedding dropout mask. Assumptions a measurement must confirm: chunked
+eager scores are [b,h,s/c,c,c] with a mask of as many entries, fused sdpa gets h_kv heads.
 """
 
 from __future__ import annotations
@@ -57,19 +58,19 @@ def scores_entries(spec: ModelSpec, workload: Workload, stack: str, s: int) -> i
 
 
 def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
-                    entries: int, new_kv_input: bool) -> Terms:  # fmt: skip
-    """Saved bytes of one attention block: s queries, s_k keys, ``entries`` scores per head."""
+                    entries: int, masked: bool) -> Terms:  # fmt: skip
+    """Saved bytes of one attention block: s queries, s_k keys, ``entries`` scores per head;
+    ``masked``: the pattern's bool mask (~ok, a new [s, s_k] per call) is saved by masked_fill."""
     cb, d, h, h_kv, d_h = _cb(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     drop = workload.dropout > 0
     t: Terms = {"q_proj": b * s * d * cb}  # input [b*s, d]
-    t["k_proj"] = b * s_k * d * cb if new_kv_input else 0  # self: same storage as q_proj's
     if workload.attention_impl == "fused":
         t["sdpa"] = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
-        t["scores"] = (
-            (b * h * s * d_h + b * h * s_k * d_h) * cb + probs + (b * h * entries if drop else 0)
-        )
+        qk = (b * h * s * d_h + b * h * s_k * d_h) * cb  # Q, K (repeated to h heads)
+        t["scores"] = qk + probs + (entries if masked else 0)  # + bool mask [s, s_k]
+        t["scores.dropout"] = b * h * entries if drop else 0  # bool mask [b,h,s,s_k]
         t["mix"] = (probs if drop else 0) + b * h * s_k * d_h * cb  # dropout output; V
     t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]
     return t
@@ -95,7 +96,8 @@ def layer_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     n = b * s
     t: Terms = {"attn_norm": norm_saved(spec, workload, n)}
     entries = scores_entries(spec, workload, stack, s)
-    for k, v in attention_saved(spec, workload, b, s, s, entries, False).items():
+    masked = resolved_pattern(spec, workload, stack)[0] != "full"
+    for k, v in attention_saved(spec, workload, b, s, s, entries, masked).items():
         t[f"self_attn.{k}"] = v
     sublayers = 2
     if s_src:
@@ -136,6 +138,8 @@ def stack_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
         t[f"{stack}.token_type"] = n * INDEX_BYTES
     if spec.embed_norm:
         t[f"{stack}.embed_norm"] = norm_saved(spec, workload, n)
+    if workload.dropout > 0:
+        t[f"{stack}.dropout"] = n * d  # embedding dropout: bool mask [b, s, d]
     if workload.checkpointing == "full":
         t[f"{stack}.layers"] = L * n * d * cb  # each layer's input, kept by the checkpoint
     else:

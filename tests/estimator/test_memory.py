@@ -21,8 +21,8 @@ def test_tiny_activations_match_hand_count():
     assert m["activations.decoder.layers.attn_norm"] == norm
     assert m["activations.decoder.layers.self_attn.q_proj"] == 6 * 8 * 4
     assert "activations.decoder.layers.self_attn.k_proj" not in m  # same storage as q_proj's
-    # Q, K [2,2,3,4] + softmax [2,2,3,3]
-    assert m["activations.decoder.layers.self_attn.scores"] == (2 * 48 + 36) * 4
+    # Q, K [2,2,3,4] + softmax [2,2,3,3] fp32 + causal bool mask [3,3] (masked_fill(~ok))
+    assert m["activations.decoder.layers.self_attn.scores"] == (2 * 48 + 36) * 4 + 9
     assert m["activations.decoder.layers.self_attn.mix"] == 48 * 4  # V
     assert m["activations.decoder.layers.ffn.act"] == 6 * 16 * 4  # gelu input
     assert m["activations.decoder.layers.ffn.down"] == 6 * 16 * 4  # gelu output
@@ -32,11 +32,12 @@ def test_tiny_activations_match_hand_count():
 def test_dropout_adds_bool_masks_and_the_dropped_probabilities():
     base = memory(TINY, Workload(mode="train", batch_size=2, seq_len=3)).terms
     drop = memory(TINY, Workload(mode="train", batch_size=2, seq_len=3, dropout=0.1)).terms
-    probs = 2 * 2 * 3 * 3
+    probs = 2 * 2 * 3 * 3  # b h s s
     k = "activations.decoder.layers.self_attn."
-    assert drop[k + "scores"] - base[k + "scores"] == probs  # bool mask
+    assert drop[k + "scores.dropout"] == probs  # bool mask (CUDA native_dropout)
     assert drop[k + "mix"] - base[k + "mix"] == probs * 4  # dropout output, fp32
     assert drop["activations.decoder.layers.dropout"] == 2 * 6 * 8  # 2 residual masks
+    assert drop["activations.decoder.dropout"] == 6 * 8  # embedding dropout mask
 
 
 def test_adamw_states_and_step_tensors_follow_torch():
