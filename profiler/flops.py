@@ -4,10 +4,13 @@ Imports torch at import: import this module only from inside the functions that 
 
 Counting convention (torch.utils.flop_counter): matmul-like ops only (mm, addmm, bmm, baddbmm,
 conv, sdpa variants with a formula), 2 FLOPs per multiply-add, causal attention counted as the
-full rectangle. Each op is attributed to the innermost running module (not to every parent as
-FlopCounterMode's table does: that is "inclusive", ours is "own"), and to the phase it runs in:
-``forward``, ``backward``, or ``recompute`` (a module forward running inside backward, i.e.
-activation checkpointing). Works on the meta device: formulas need shapes only.
+full rectangle. Each op is attributed to one module (not to every parent as FlopCounterMode's
+table does: that is "inclusive", ours is "own"), and to the phase it runs in: ``forward``,
+``backward``, or ``recompute`` (a module forward running inside backward, i.e. activation
+checkpointing). Forward and recompute ops go to the innermost running module; a backward op
+goes to the module that created, in forward, the autograd node executing it
+(``profiler.tracking.ModuleStack`` tags every node), so the backward of q/k/v projections that
+share one input lands on each projection. Works on the meta device: formulas need shapes only.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from torch.utils.flop_counter import flop_registry
 from estimator.breakdown import Breakdown
 from profiler.naming import add_term, term_name
 from profiler.results import FlopCount, FvcoreCount, Measured
-from profiler.tracking import ModulePathTracker
+from profiler.tracking import ModuleStack, node_term
 
 #: op-name fragments of matmul-like ops: one of these without a formula is reported as uncounted
 MATMUL_LIKE = ("mm", "matmul", "conv", "attention", "linear", "einsum", "bilinear")
 
 
 class _FlopMode(TorchDispatchMode):
-    def __init__(self, tracker: ModulePathTracker) -> None:
+    def __init__(self, tracker: ModuleStack) -> None:
         super().__init__()
         self.tracker = tracker
         self.flops: dict[str, int] = {}
@@ -44,7 +47,11 @@ class _FlopMode(TorchDispatchMode):
         if formula is not None:
             n = int(formula(*args, **kwargs, out_val=out))
             phase = self.tracker.phase()
-            add_term(self.flops, f"{phase}.{self.tracker.innermost()}", n)
+            if phase == "backward":  # the module that created the autograd node running now
+                term = node_term(torch._C._current_autograd_node())
+            else:
+                term = self.tracker.innermost()
+            add_term(self.flops, f"{phase}.{term}", n)
             add_term(self.by_op, f"{phase}.{packet}", n)
         elif any(frag in str(packet).removeprefix("aten.") for frag in MATMUL_LIKE):
             add_term(self.uncounted, str(packet), 1)
@@ -56,7 +63,7 @@ def count_flops(model: Any, run: Callable[[], Any]) -> FlopCount:
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
     # early stop would end a recompute inside a module, before its forward post-hook
-    with set_checkpoint_early_stop(False), ModulePathTracker(model) as tracker:
+    with set_checkpoint_early_stop(False), ModuleStack(model) as tracker:
         with _FlopMode(tracker) as mode:
             run()
     return FlopCount(
