@@ -43,6 +43,12 @@ def _cb(workload: Workload) -> int:
     return bits(workload.compute_dtype) // 8
 
 
+def mask_bytes(workload: Workload, numel: int) -> int:
+    """A dropout mask of ``numel`` entries: native_dropout keeps it as bool on CUDA (1 byte)
+    and in the compute dtype on CPU (the CPU kernel multiplies by a float mask)."""
+    return numel if workload.device == "cuda" else numel * _cb(workload)
+
+
 def norm_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
     """Bytes a norm over [n, d] saves: its input plus its statistics."""
     cb, d = _cb(workload), spec.d_model
@@ -66,13 +72,16 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
     t: Terms = {"q_proj": b * s * d * cb}  # input [b*s, d]
     if workload.attention_impl == "fused":
         t["sdpa"] = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
+        # the flash/efficient kernels return out as a [b,h,s,d_h] view of a [b,s,h,d_h] buffer:
+        # o_proj's input (heads merged) is a view of the storage sdpa already saved
+        t["o_proj"] = 0
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
         qk = (b * h * s * d_h + b * h * s_k * d_h) * cb  # Q, K (repeated to h heads)
         t["scores"] = qk + probs + (entries if masked else 0)  # + bool mask [s, s_k]
-        t["scores.dropout"] = b * h * entries if drop else 0  # bool mask [b,h,s,s_k]
+        t["scores.dropout"] = mask_bytes(workload, b * h * entries) if drop else 0  # [b,h,s,s_k]
         t["mix"] = (probs if drop else 0) + b * h * s_k * d_h * cb  # dropout output; V
-    t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]
+        t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]: reshape copies
     return t
 
 
@@ -81,7 +90,8 @@ def ffn_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:
     cb, d, d_ff = _cb(workload), spec.d_model, spec.d_ff
     inner = n * d_ff * cb  # one [n, d_ff] tensor
     t: Terms = {"ffn.up": n * d * cb}
-    if spec.gated:
+    if spec.gated:  # act(gate(x)) * up(x): gate runs first and saves the norm output x
+        t = {"ffn.gate": n * d * cb, "ffn.up": 0}
         t.update({"ffn.act": inner, "ffn": 2 * inner, "ffn.down": inner})
     elif spec.activation == "relu":
         t.update({"ffn.act": inner, "ffn.down": 0})  # relu saves its output = down's input
@@ -107,21 +117,30 @@ def layer_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
     t["ffn_norm"] = norm_saved(spec, workload, n)
     t.update(ffn_saved(spec, workload, n))
+    t["self_attn"] = rope_or_bias_saved(spec, workload, stack, s)
     if workload.dropout > 0:
-        t["dropout"] = sublayers * n * spec.d_model  # bool masks, 1 byte
+        t["dropout"] = sublayers * mask_bytes(workload, n * spec.d_model)  # residual masks
     return t
 
 
+def rope_or_bias_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) -> int:
+    """Bytes one layer's self-attention saves for its rotary / relative positions. The
+    ``{stack}.pos`` module is called from the attention, so its saves belong to the deeper
+    ``{stack}.layers.self_attn`` (the innermost running module of the glossary)."""
+    if spec.position == "rotary":  # x * cos, rot(x) * sin save cos, sin [s, d_h], for q and k
+        return 2 * 2 * s * spec.head_dim * _cb(workload)
+    if spec.position == "relative":  # embedding(buckets) saves the bucket ids [s, s_k]
+        pattern, window = resolved_pattern(spec, workload, stack)
+        side = window if pattern == "chunked" else s  # chunked: one [c, c] bias for all blocks
+        return side * side * INDEX_BYTES
+    return 0
+
+
 def positions_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) -> int:
-    """Bytes the stack's positional module saves over all its layers."""
-    L = dict(spec.stacks)[stack]
+    """Bytes the stack's positional module saves when the stack calls it (learned only)."""
     if spec.position == "learned":
         return s * INDEX_BYTES  # position ids [s] (+ offset: a new tensor)
-    if spec.position == "rotary":
-        return L * 2 * 2 * s * spec.head_dim * _cb(workload)  # (cos, sin) x (q, k) per layer
-    if spec.position == "relative":
-        return L * s * s * INDEX_BYTES  # bucket ids [s, s] per layer
-    return 0  # sinusoidal: a buffer lookup, nothing needs grad
+    return 0  # sinusoidal: a buffer lookup; rotary / relative: see rope_or_bias_saved
 
 
 def stack_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: int) -> Terms:
@@ -139,15 +158,15 @@ def stack_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     if spec.embed_norm:
         t[f"{stack}.embed_norm"] = norm_saved(spec, workload, n)
     if workload.dropout > 0:
-        t[f"{stack}.dropout"] = n * d  # embedding dropout: bool mask [b, s, d]
-    if workload.checkpointing == "full":
-        t[f"{stack}.layers"] = L * n * d * cb  # each layer's input, kept by the checkpoint
+        t[f"{stack}.dropout"] = mask_bytes(workload, n * d)  # embedding dropout [b, s, d]
+    if workload.checkpointing == "full":  # the Stack calls checkpoint(layer, x, ...)
+        t[f"{stack}"] = L * n * d * cb  # each layer's input, kept by the checkpoint
     else:
         for k, v in layer_saved(spec, workload, stack, s, s_src).items():
             t[f"{stack}.layers.{k}"] = L * v
     if s_src:  # the encoder output, saved once by the first cross_attn.k_proj (or checkpoint)
-        key = "layers" if workload.checkpointing == "full" else "layers.cross_attn.k_proj"
-        t[f"{stack}.{key}"] = t.get(f"{stack}.{key}", 0) + b * s_src * d * cb
+        key = stack if workload.checkpointing == "full" else f"{stack}.layers.cross_attn.k_proj"
+        t[key] = t.get(key, 0) + b * s_src * d * cb
     if spec.final_norm:
         t[f"{stack}.final_norm"] = norm_saved(spec, workload, n)
     return t
@@ -160,7 +179,7 @@ def head_saved(spec: ModelSpec, workload: Workload, s: int) -> Terms:
     t: Terms = {}
     if spec.pooler:
         t["pooler.proj"] = n * d * cb  # x[:, 0] is a view: its whole storage
-        t["pooler"] = b * d * cb  # tanh output
+        t["pooler.act"] = b * d * cb  # nn.Tanh saves its output [b, d]
     if spec.lm_head:
         t["lm_head"] = n * d * cb
         t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from estimator.spec import ModelSpec, Workload
 
 Unit = Literal["params", "bytes", "flops"]
-PeakPhase = Literal["forward_end", "backward", "optimizer_step", "prefill", "decode"]
+PeakPhase = Literal["forward", "forward_end", "backward", "optimizer_step", "prefill", "decode"]
 
 
 class Breakdown(BaseModel):

@@ -12,13 +12,16 @@ Terms (docs/formulas.md):
   kv_cache.self, kv_cache.cross    prefill / decode with a cache (estimator/kv_cache.py)
 
 Peak timeline. Training, steady state (optimizer states exist; grads set to None before the
-forward; the logits [n, V] stay alive until the loss backward):
-  forward_end    = weights + master + optimizer + activations + logits
-  backward       = forward_end + grad of the log-probs and of the logits (2 x logits bytes;
-                   the start of backward, before activations are freed) + one layer's saved
-                   set under checkpointing (its recompute)
-  optimizer_step = weights + master + optimizer + gradients (single-tensor AdamW: no extra
-                   foreach buffers; activations already freed)
+forward; the step's inputs live throughout; the model output is dropped before backward):
+  forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
+  backward       = max of its start, (forward - logits) + d(log-probs) + d(logits) [n, V],
+                   and a module-by-module sweep (_backward_sweep): each module's parameter
+                   gradients appear, then its saved tensors are freed; a checkpointed layer's
+                   saved set is rebuilt when backward reaches it; the tied/shared embedding's
+                   gradient waits in autograd's input buffer, and each further use adds a
+                   [V, d] and their sum
+  optimizer_step = weights + master + optimizer + inputs + gradients (fused or single-tensor
+                   AdamW, SGD: no parameter-sized temporaries; activations already freed)
 Inference: weights + KV cache + the largest transient of one pass: the logits [b, s_q, V],
 eager scores + probabilities 2 x [b, h, s_q, s_k], or the FFN inner tensors (3 [n, d_ff]
 gated, 2 otherwise); prefill over the prompt, decode at the longest cache. Norm statistics,
@@ -29,9 +32,9 @@ from __future__ import annotations
 
 import functools
 
-from estimator.activations import activations, one_layer_bytes, scores_entries
+from estimator.activations import activations, scores_entries
 from estimator.breakdown import Breakdown
-from estimator.dtypes import bits, nbytes
+from estimator.dtypes import INDEX_BYTES, bits, nbytes
 from estimator.kv_cache import (
     cached_positions,
     decoder_len,
@@ -39,7 +42,7 @@ from estimator.kv_cache import (
     kv_cache_at,
     kv_cache_max_bytes,
 )
-from estimator.params import n_param_tensors, param_tensor_numels
+from estimator.params import n_param_tensors, param_tensor_numels, params
 from estimator.spec import ModelSpec, Workload, resolved_pattern, resolved_prompt_len
 
 FP32_BYTES = 4
@@ -103,16 +106,114 @@ def _pass_transient(spec: ModelSpec, workload: Workload, s_q: int, entries: int)
     return max(cands)
 
 
+def input_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """The step's input tensors (reference_model.inputs.make_inputs), live all step long."""
+    b, s = workload.batch_size, workload.seq_len
+    if spec.is_patch_input:
+        t = b * spec.n_channels * spec.image_size**2 * _cb(workload)  # pixel_values
+    else:
+        t = b * s * INDEX_BYTES  # input_ids [b, s]
+    if spec.n_token_types:
+        t += b * s * INDEX_BYTES  # token_type_ids [b, s]
+    s_dec = decoder_len(spec, workload)
+    if spec.arch == "encoder-decoder":
+        t += b * s_dec * INDEX_BYTES  # decoder_input_ids [b, s_t]
+    if workload.is_training and spec.lm_head:
+        t += b * (s_dec if spec.arch != "encoder" else s) * INDEX_BYTES  # labels
+    return t
+
+
+_LAYER_ORDER = (  # modules of one layer in forward order (pre-norm), for the backward sweep
+    "attn_norm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn",
+    "self_attn.scores", "self_attn.scores.dropout", "self_attn.mix", "self_attn.sdpa",
+    "self_attn.o_proj", "cross_norm", "cross_attn.q_proj", "cross_attn.k_proj",
+    "cross_attn.v_proj", "cross_attn.scores", "cross_attn.scores.dropout", "cross_attn.mix",
+    "cross_attn.sdpa", "cross_attn.o_proj", "ffn_norm", "ffn.gate", "ffn.up", "ffn.act", "ffn",
+    "ffn.down", "dropout",
+)  # fmt: skip
+
+
+_POST_NORMS = (
+    ("attn_norm", "self_attn.o_proj"),
+    ("cross_norm", "cross_attn.o_proj"),
+    ("ffn_norm", "ffn.down"),
+)
+
+
+def _backward_order(spec: ModelSpec) -> list[tuple[str, int]]:
+    """(term name, share) in the order backward visits them: the head, then per stack (last
+    first) its final norm, its layers (last first; ``share`` = 1/L of a per-layer term) and
+    module by module in reverse, then the stack's checkpointed inputs and embeddings."""
+    order: list[tuple[str, int]] = [("pooler.act", 1), ("pooler.proj", 1), ("loss", 1)]
+    order.append(("lm_head", 1))
+    for stack, n_layers in reversed(spec.stacks):
+        order.append((f"{stack}.final_norm", 1))
+        layer = list(_LAYER_ORDER)
+        if spec.norm_position == "post":  # Norm(x + F(x)): each norm runs after its sublayer
+            for norm, last in _POST_NORMS:
+                layer.remove(norm)
+                layer.insert(layer.index(last) + 1, norm)
+        for _ in range(n_layers):
+            order.append((f"{stack}.layers", n_layers))  # checkpointing: the layer recomputes
+            order += [(f"{stack}.layers.{m}", n_layers) for m in reversed(layer)]
+            order.append((stack, n_layers))  # checkpointed layer input
+        for m in ("dropout", "embed_norm", "token_type", "pos", "patch.proj", "patch"):
+            order.append((f"{stack}.{m}", 1))
+        order.append(("embed", len(spec.stacks) if spec.arch == "encoder-decoder" else 1))
+    return order
+
+
+def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: int) -> int:
+    """Highest live bytes while backward runs module by module (``_backward_order``) from
+    ``start``, the live bytes at its start. At each module its parameters' gradients appear
+    (and, under checkpointing, a layer's recomputed saved set is live while the layer runs),
+    then its saved tensors are freed. The shared token embedding's gradient waits in
+    autograd's input buffer from its first use in backward (the tied lm_head, or the last
+    stack); each later use adds a [V, d] and their sum (a third [V, d]) before the buffer
+    keeps the sum. One [n, d] gradient of the residual stream is live throughout; the
+    transient gradients inside a module ([n, d_ff], [b, h, s, s_k]) are not counted."""
+    acts = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
+    if workload.checkpointing == "full":  # a layer's saved set exists while it recomputes
+        full = memory(spec, workload.model_copy(update={"checkpointing": "none"})).terms
+        for k, v in full.items():
+            if ".layers." in k:
+                stack = k[len("activations.") :].split(".")[0]
+                acts[k[len("activations.") :]] = v
+                acts[f"{stack}.layers"] = acts.get(f"{stack}.layers", 0) - v  # recompute: +
+    grad_of = {k: nbytes(v, workload.dtype) for k, v in params(spec).terms.items()}
+    embed_grad = grad_of.pop("embed", 0)
+    # the residual stream's gradient dL/dx [b, s, d] is carried from module to module
+    n = workload.batch_size * decoder_len(spec, workload)
+    live = start + n * spec.d_model * _cb(workload)
+    peak, embed_uses = live, 0
+    for name, share in _backward_order(spec):
+        grads, saved = grad_of.get(name, 0) // share, acts.get(name, 0) // share
+        extra = 0
+        is_embed_use = embed_grad and (
+            (name == "lm_head" and spec.lm_head and spec.tie_embeddings) or name == "embed"
+        )
+        if is_embed_use:
+            embed_uses += 1
+            extra += embed_grad if embed_uses == 1 else 2 * embed_grad  # new [V, d] (+ sum)
+        peak = max(peak, live + grads + extra)
+        live += grads - saved + (embed_grad if is_embed_use and embed_uses == 1 else 0)
+    return peak
+
+
 def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[int, str]:
     s_dec = decoder_len(spec, workload)
     n_out = workload.batch_size * (s_dec if spec.arch != "encoder" else workload.seq_len)
     logits = _logits_bytes(spec, workload, n_out)
-    states = mem.group("weights") + mem.group("optimizer")
-    fwd_end = states + mem.group("activations") + logits
-    recompute = one_layer_bytes(spec, workload, s_dec) if workload.checkpointing == "full" else 0
-    backward = fwd_end + 2 * logits + recompute
-    step = states + mem.group("gradients")
-    phases = [(fwd_end, "forward_end"), (backward, "backward"), (step, "optimizer_step")]
+    states = mem.group("weights") + mem.group("optimizer") + input_bytes(spec, workload)
+    grads = mem.group("gradients")
+    # forward: at the loss, the logits and their log-softmax (an activation) are both live
+    forward = states + mem.group("activations") + logits
+    # backward start: the logits are freed with the model output; nll_loss_backward's
+    # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
+    start = states + mem.group("activations")
+    backward = max(start + 2 * logits, _backward_sweep(spec, workload, mem, start))
+    step = states + grads  # fused / single-tensor AdamW, SGD: no parameter-sized temporaries
+    phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
     return max(phases, key=lambda p: p[0])
 
 

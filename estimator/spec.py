@@ -214,6 +214,11 @@ class Workload(BaseModel):
     kv_cache_dtype: DType | None = Field(None, description="default: compute_dtype")
     causal_flops: CausalFlops = Field("full", description="causal attention FLOPs: the full "
                                       "s x s rectangle (as FlopCounterMode) or the triangle")
+    device: Literal["cuda", "cpu"] = Field("cuda", description="the kernels the prediction "
+                                          "assumes: what autograd saves differs by device, "
+                                          "e.g. dropout masks are bool on CUDA, compute dtype "
+                                          "on CPU; the CPU flash-attention kernel saves q, k, "
+                                          "v, its output and the fp32 logsumexp, no RNG state")
 
     @model_validator(mode="after")
     def _check_and_fill(self) -> Workload:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from estimator.spec import ModelSpec, Workload
 
-# Glossary sizes of every case: d=32, h=4, d_ff=64, V=61, L=2, b=2, s=16.
+# Glossary sizes of every case: d=32, h=4, d_ff=64, V=61 (one case 4096), L=2, b=2, s=16.
 _BASE: dict[str, Any] = dict(
     d_model=32, n_heads=4, d_ff=64, vocab_size=61, max_seq_len=64, n_layers=2
 )
@@ -57,7 +57,7 @@ BERT = dict(
     n_token_types=2,
     embed_norm=True,
     final_norm=False,
-    pooler=True,
+    pooler=False,  # the MLM loss does not use the pooler: it would get no gradient
     lm_head=True,
 )
 VIT = dict(
@@ -75,6 +75,7 @@ VIT = dict(
 def cases() -> list[Case]:
     """At least 24 cases; every architecture, norm, position, MHA/GQA/MQA, impl and mode."""
     gpt = _spec("gpt", "decoder", **GPT)
+    gpt_big_vocab = _spec("gpt-big-vocab", "decoder", **{**GPT, "vocab_size": 4096})
     llama = _spec("llama", "decoder", **LLAMA)
     mqa = _spec("gpt-mqa-rmsnorm", "decoder", **{**GPT, "n_kv_heads": 1, "norm": "rmsnorm"})
     gpt_post = _spec("gpt-post-sinusoidal-relu", "decoder", **VASWANI)
@@ -94,6 +95,7 @@ def cases() -> list[Case]:
         Case("gpt train dropout", gpt, _work(dropout=0.1)),
         Case("gpt train checkpointing", gpt, _work(checkpointing="full")),
         Case("gpt train sgd-momentum", gpt, _work(optimizer="sgd-momentum")),
+        Case("gpt big-vocab train", gpt_big_vocab, _work()),  # V >> d: logits and dW dominate
         Case("llama gqa train eager", llama, _work()),
         Case("llama gqa train fused", llama, _work(attention_impl="fused")),
         Case("mqa rmsnorm train adam", mqa, _work(optimizer="adam")),

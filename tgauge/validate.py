@@ -161,6 +161,9 @@ def validate_point(
     predicted that it fits."""
     from estimator import estimate
 
+    # the estimator predicts for the kernels of the device measured (what autograd saves)
+    kernels = "cpu" if device.split(":")[0] == "cpu" else "cuda"
+    workload = workload.model_copy(update={"device": kernels})
     est = estimate(spec, workload)
     fits = None if available is None else est.peak_memory_bytes <= available
     point = Point(

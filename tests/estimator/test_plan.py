@@ -83,7 +83,7 @@ def test_zero3_divides_states_by_dp_and_adds_one_gathered_layer() -> None:
     assert t["gradients"] == -(-mem["gradients"] // 8)
     assert t["optimizer.exp_avg"] == -(-mem["optimizer.exp_avg"] // 8)
     assert t["sharding.gathered_layer"] == -(-mem["weights"] // 32)
-    assert t["activations.decoder.layers.ffn.up"] == mem["activations.decoder.layers.ffn.up"]
+    assert t["activations.decoder.layers.ffn.gate"] == mem["activations.decoder.layers.ffn.gate"]
 
 
 def test_zero1_on_one_gpu_is_the_estimate_peak() -> None:
