@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-all lint format bench clean
+.PHONY: demo test test-all lint format bench clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Wheels for a GPU machine whose Python 3.12 lacks pydantic (scripts/gpu_validate.sh uses them).
+gpu-wheels:
+	mkdir -p .whl
+	grep -qxF '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl pydantic pydantic-core annotated-types typing-inspection typing-extensions pyyaml
