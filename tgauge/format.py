@@ -4,27 +4,31 @@ GFLOP/TFLOP (powers of 10). The library stays in exact ints; only this module ro
 from __future__ import annotations
 
 _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-_DECIMAL = (("PFLOP", 10**15), ("TFLOP", 10**12), ("GFLOP", 10**9), ("MFLOP", 10**6))
+_DECIMAL = (("EFLOP", 10**18), ("PFLOP", 10**15), ("TFLOP", 10**12), ("GFLOP", 10**9), ("MFLOP", 10**6))
 
 #: stated once under every FLOP table
 FLOP_UNITS_NOTE = "FLOP units are decimal: 1 GFLOP = 10^9, 1 TFLOP = 10^12 FLOPs"
 BYTE_UNITS_NOTE = "byte units are binary: 1 KiB = 2^10, 1 MiB = 2^20, 1 GiB = 2^30 bytes"
 
 
-def human_bytes(n_bytes: int) -> str:
-    """'1.50 GiB', '512 B' (binary prefixes, never 'GB')."""
+def human_bytes(n_bytes: int | float | None) -> str:
+    """'1.50 GiB', '512 B' (binary prefixes, never 'GB'); None -> '-'."""
+    if n_bytes is None:
+        return "-"
     for unit, size in _BINARY:
         if abs(n_bytes) >= size:
             return f"{n_bytes / size:.2f} {unit}"
-    return f"{n_bytes} B"
+    return f"{int(n_bytes)} B"
 
 
-def human_flops(n_flops: int) -> str:
-    """'6.12 TFLOP' (decimal prefixes)."""
+def human_flops(n_flops: int | float | None) -> str:
+    """'6.12 TFLOP' (decimal prefixes); None -> '-'."""
+    if n_flops is None:
+        return "-"
     for unit, size in _DECIMAL:
         if abs(n_flops) >= size:
             return f"{n_flops / size:.2f} {unit}"
-    return f"{n_flops} FLOP"
+    return f"{int(n_flops)} FLOP"
 
 
 def human_count(n: int) -> str:
@@ -38,3 +42,11 @@ def human_count(n: int) -> str:
 def share(part: int, total: int) -> str:
     """'12.3%' of total ('-' when the total is 0)."""
     return f"{100 * part / total:.1f}%" if total else "-"
+
+
+def human_seconds(s: float) -> str:
+    """0.0123 -> '12.3 ms'; 90000 -> '1.04 d'."""
+    for scale, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"), (1e-3, "ms")):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e6:.3g} us"

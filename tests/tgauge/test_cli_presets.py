@@ -10,7 +10,7 @@ from estimator.params import params
 from estimator.presets import PRESETS
 from estimator.spec import ModelSpec
 from tgauge.cli import app
-from tgauge.commands.presets import human_count
+from tgauge.format import human_count
 
 WIDE = {"COLUMNS": "160"}
 
@@ -38,7 +38,7 @@ def test_presets_table_shows_exact_and_short_counts() -> None:
 
 
 def test_human_count_uses_powers_of_ten() -> None:
-    assert human_count(124_439_808) == "124.4M"
-    assert human_count(6_738_415_616) == "6.74B"
-    assert human_count(86_389_248) == "86.4M"
+    assert human_count(124_439_808) == "124.44 M"
+    assert human_count(6_738_415_616) == "6.74 B"
+    assert human_count(86_389_248) == "86.39 M"
     assert human_count(999) == "999"

@@ -7,14 +7,8 @@ from typing import Annotated
 import typer
 
 from tgauge.app import app, console, print_json, user_errors
+from tgauge.format import human_count
 
-
-def human_count(n: int) -> str:
-    """A short form of a count: 124.4M, 6.74B, 512.0K (powers of 10, as papers quote them)."""
-    for scale, suffix, digits in ((10**12, "T", 2), (10**9, "B", 2), (10**6, "M", 1)):
-        if n >= scale:
-            return f"{n / scale:.{digits}f}{suffix}"
-    return f"{n / 10**3:.1f}K" if n >= 10**3 else str(n)
 
 
 @app.command("presets")

@@ -216,7 +216,7 @@ def render(model: str, workload: Workload, result: Any) -> None:
     """Rich tables of a TrainProfile / ForwardProfile / DecodeProfile."""
     from rich.table import Table
 
-    from tgauge.report.units import human_bytes, human_flops, human_seconds
+    from tgauge.format import human_bytes, human_flops, human_seconds
 
     title = f"tgauge profile {model} ({workload.mode}, {result.device})"
     if not hasattr(result, "n_params"):  # DecodeProfile
