@@ -4,7 +4,13 @@ GFLOP/TFLOP (powers of 10). The library stays in exact ints; only this module ro
 from __future__ import annotations
 
 _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-_DECIMAL = (("EFLOP", 10**18), ("PFLOP", 10**15), ("TFLOP", 10**12), ("GFLOP", 10**9), ("MFLOP", 10**6))
+_DECIMAL = (
+    ("EFLOP", 10**18),
+    ("PFLOP", 10**15),
+    ("TFLOP", 10**12),
+    ("GFLOP", 10**9),
+    ("MFLOP", 10**6),
+)
 
 #: stated once under every FLOP table
 FLOP_UNITS_NOTE = "FLOP units are decimal: 1 GFLOP = 10^9, 1 TFLOP = 10^12 FLOPs"

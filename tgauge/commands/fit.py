@@ -6,8 +6,8 @@ import typer
 
 from estimator.spec import Workload
 from tgauge.app import app, console, print_json, user_errors
-from tgauge.options import Json, with_workload
 from tgauge.format import human_bytes, human_flops, human_seconds
+from tgauge.options import Json, with_workload
 
 _PLAN = "Plan"
 

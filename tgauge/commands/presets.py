@@ -10,7 +10,6 @@ from tgauge.app import app, console, print_json, user_errors
 from tgauge.format import human_count
 
 
-
 @app.command("presets")
 @user_errors
 def presets_command(

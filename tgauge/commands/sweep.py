@@ -7,8 +7,8 @@ import typer
 
 from estimator.spec import Workload
 from tgauge.app import UserError, app, console, print_json, user_errors
-from tgauge.options import Json, with_workload
 from tgauge.format import human_bytes, human_flops
+from tgauge.options import Json, with_workload
 
 PROGRESS_FROM = 500  # grids at least this large show a progress bar
 
