@@ -11,7 +11,15 @@ from typing import Literal
 DType = Literal["fp32", "fp16", "bf16", "int8", "int4"]
 FloatDType = Literal["fp32", "fp16", "bf16"]
 
-BITS: dict[str, int] = {"fp32": 32, "tf32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4}
+BITS: dict[str, int] = {
+    "fp32": 32,
+    "tf32": 32,
+    "fp16": 16,
+    "bf16": 16,
+    "fp8": 8,
+    "int8": 8,
+    "int4": 4,
+}
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16")
 

@@ -93,18 +93,31 @@ class ModelSpec(BaseModel):
         def fail(field: str, value: object, allowed: str) -> None:
             raise SpecError(f"{field}={value!r} is invalid: {allowed}")
 
-        stacks = {"encoder": (True, False), "decoder": (False, True), "encoder-decoder": (True, True)}
+        stacks = {
+            "encoder": (True, False),
+            "decoder": (False, True),
+            "encoder-decoder": (True, True),
+        }
         need_enc, need_dec = stacks[self.arch]
         if need_enc != (self.n_encoder_layers > 0):
-            fail("n_encoder_layers", self.n_encoder_layers, f"arch={self.arch!r} needs "
-                 + ("at least 1" if need_enc else "0"))
+            fail(
+                "n_encoder_layers",
+                self.n_encoder_layers,
+                f"arch={self.arch!r} needs " + ("at least 1" if need_enc else "0"),
+            )
         if need_dec != (self.n_decoder_layers > 0):
-            fail("n_decoder_layers", self.n_decoder_layers, f"arch={self.arch!r} needs "
-                 + ("at least 1" if need_dec else "0"))
+            fail(
+                "n_decoder_layers",
+                self.n_decoder_layers,
+                f"arch={self.arch!r} needs " + ("at least 1" if need_dec else "0"),
+            )
         if self.head_dim is None:
             if self.d_model % self.n_heads:
-                fail("n_heads", self.n_heads, f"must divide d_model={self.d_model} "
-                     "(or give head_dim explicitly)")
+                fail(
+                    "n_heads",
+                    self.n_heads,
+                    f"must divide d_model={self.d_model} (or give head_dim explicitly)",
+                )
             object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
         if self.n_kv_heads is None:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
@@ -117,8 +130,11 @@ class ModelSpec(BaseModel):
         patch = (self.image_size, self.patch_size, self.n_channels)
         if any(v is not None for v in patch):
             if None in patch:
-                fail("patch_size", self.patch_size, "patch input needs image_size, patch_size "
-                     "and n_channels together")
+                fail(
+                    "patch_size",
+                    self.patch_size,
+                    "patch input needs image_size, patch_size and n_channels together",
+                )
             if self.arch != "encoder":
                 fail("arch", self.arch, "patch (ViT) input is encoder-only")
             if self.image_size % self.patch_size:
@@ -194,31 +210,44 @@ class Workload(BaseModel):
     mode: Mode = "train"
     batch_size: int = Field(1, gt=0)
     seq_len: int = Field(512, gt=0, description="input length (encoder input for enc-dec)")
-    target_len: int | None = Field(None, gt=0, description="decoder length, enc-dec; default seq_len")
-    prompt_len: int | None = Field(None, gt=0, description="decode: prompt; default seq_len "
-                                   "(decoder-only) or 1 (enc-dec)")
+    target_len: int | None = Field(
+        None, gt=0, description="decoder length, enc-dec; default seq_len"
+    )
+    prompt_len: int | None = Field(
+        None, gt=0, description="decode: prompt; default seq_len (decoder-only) or 1 (enc-dec)"
+    )
     new_tokens: int = Field(1, gt=0, description="decode: number of one-token steps")
     dtype: DType = Field("fp32", description="dtype the weights are stored in")
-    compute_dtype: FloatDType | None = Field(None, description="activations; default dtype, or "
-                                             "bf16 for int8/int4 weights")
+    compute_dtype: FloatDType | None = Field(
+        None, description="activations; default dtype, or bf16 for int8/int4 weights"
+    )
     master_weights: bool = Field(False, description="mixed precision: fp32 master copy")
     optimizer: Optimizer = "adamw"
     checkpointing: Checkpointing = "none"
     attention_impl: AttentionImpl = "eager"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    attention_pattern: AttentionPattern | None = Field(None, description="default: causal for "
-                                                       "decoders, full for encoders, "
-                                                       "sliding_window if the model has one")
+    attention_pattern: AttentionPattern | None = Field(
+        None,
+        description="default: causal for "
+        "decoders, full for encoders, "
+        "sliding_window if the model has one",
+    )
     window: int | None = Field(None, gt=0, description="sliding_window width / chunk size")
     kv_cache: bool = True
     kv_cache_dtype: DType | None = Field(None, description="default: compute_dtype")
-    causal_flops: CausalFlops = Field("full", description="causal attention FLOPs: the full "
-                                      "s x s rectangle (as FlopCounterMode) or the triangle")
-    device: Literal["cuda", "cpu"] = Field("cuda", description="the kernels the prediction "
-                                          "assumes: what autograd saves differs by device, "
-                                          "e.g. dropout masks are bool on CUDA, compute dtype "
-                                          "on CPU; the CPU flash-attention kernel saves q, k, "
-                                          "v, its output and the fp32 logsumexp, no RNG state")
+    causal_flops: CausalFlops = Field(
+        "full",
+        description="causal attention FLOPs: the full "
+        "s x s rectangle (as FlopCounterMode) or the triangle",
+    )
+    device: Literal["cuda", "cpu"] = Field(
+        "cuda",
+        description="the kernels the prediction "
+        "assumes: what autograd saves differs by device, "
+        "e.g. dropout masks are bool on CUDA, compute dtype "
+        "on CPU; the CPU flash-attention kernel saves q, k, "
+        "v, its output and the fp32 logsumexp, no RNG state",
+    )
 
     @model_validator(mode="after")
     def _check_and_fill(self) -> Workload:
@@ -233,8 +262,11 @@ class Workload(BaseModel):
         if self.mode == "train" and self.dtype in ("int8", "int4"):
             fail("dtype", self.dtype, "training needs fp32, fp16 or bf16 weights")
         if self.master_weights and self.dtype not in ("fp16", "bf16"):
-            fail("master_weights", True, f"an fp32 master copy needs dtype fp16 or bf16, "
-                 f"not {self.dtype!r}")
+            fail(
+                "master_weights",
+                True,
+                f"an fp32 master copy needs dtype fp16 or bf16, not {self.dtype!r}",
+            )
         if self.attention_pattern in ("sliding_window", "chunked") and self.window is None:
             fail("window", None, f"attention_pattern={self.attention_pattern!r} needs a window")
         return self
@@ -247,22 +279,30 @@ class Workload(BaseModel):
 def check_compatible(spec: ModelSpec, workload: Workload) -> None:
     """Raise SpecError for a workload the model cannot run (e.g. decode on an encoder)."""
     if workload.mode == "decode" and spec.arch == "encoder":
-        raise SpecError(f"mode='decode' is invalid for arch='encoder' ({spec.name}): "
-                        "decode needs a decoder; use train or prefill")
+        raise SpecError(
+            f"mode='decode' is invalid for arch='encoder' ({spec.name}): "
+            "decode needs a decoder; use train or prefill"
+        )
     if workload.target_len is not None and spec.arch != "encoder-decoder":
-        raise SpecError(f"target_len={workload.target_len} is only for encoder-decoder models, "
-                        f"not arch={spec.arch!r}")
+        raise SpecError(
+            f"target_len={workload.target_len} is only for encoder-decoder models, "
+            f"not arch={spec.arch!r}"
+        )
     if spec.is_patch_input and workload.seq_len != spec.n_positions:
-        raise SpecError(f"seq_len={workload.seq_len} is invalid for patch input: "
-                        f"{spec.name} sees {spec.n_positions} positions (patches + class token)")
+        raise SpecError(
+            f"seq_len={workload.seq_len} is invalid for patch input: "
+            f"{spec.name} sees {spec.n_positions} positions (patches + class token)"
+        )
     limit = spec.max_seq_len if spec.position == "learned" else None
     if limit is not None:
         longest = max(workload.seq_len, workload.target_len or 0)
         if workload.mode == "decode":
             longest = max(longest, resolved_prompt_len(spec, workload) + workload.new_tokens)
         if longest > limit:
-            raise SpecError(f"seq_len={longest} is invalid: {spec.name} has learned positions "
-                            f"for at most max_seq_len={limit} tokens")
+            raise SpecError(
+                f"seq_len={longest} is invalid: {spec.name} has learned positions "
+                f"for at most max_seq_len={limit} tokens"
+            )
 
 
 def resolved_prompt_len(spec: ModelSpec, workload: Workload) -> int:

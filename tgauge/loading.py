@@ -24,8 +24,9 @@ def read_mapping(path: Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        raise UserError(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: "
-                        f"{str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of fields, not {type(data).__name__}")
     return data
@@ -41,8 +42,9 @@ def load_spec(model: str) -> ModelSpec:
     if not path.exists():
         if path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in model:
             raise UserError(f"no such file: {model}")
-        raise UserError(f"MODEL={model!r} is neither a preset nor a file; presets: "
-                        f"{', '.join(sorted(PRESETS))}")
+        raise UserError(
+            f"MODEL={model!r} is neither a preset nor a file; presets: {', '.join(sorted(PRESETS))}"
+        )
     if path.is_dir():
         path = path / "config.json"
     data = read_mapping(path)
