@@ -64,9 +64,11 @@ def scores_entries(spec: ModelSpec, workload: Workload, stack: str, s: int) -> i
 
 
 def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
-                    entries: int, masked: bool) -> Terms:  # fmt: skip
+                    entries: int, masked: bool, s_pad: int | None = None) -> Terms:  # fmt: skip
     """Saved bytes of one attention block: s queries, s_k keys, ``entries`` scores per head;
-    ``masked``: the pattern's bool mask (~ok, a new [s, s_k] per call) is saved by masked_fill."""
+    ``masked``: the pattern's bool mask (~ok, a new [s, s_k] per call) is saved by masked_fill;
+    ``s_pad``: positions of Q, K, V as the eager matmuls see them (chunked: padded to whole
+    chunks by F.pad, a copy that the matmuls save; default s, resp. s_k)."""
     cb, d, h, h_kv, d_h = _cb(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     drop = workload.dropout > 0
     t: Terms = {"q_proj": b * s * d * cb}  # input [b*s, d]
@@ -77,10 +79,11 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         t["o_proj"] = 0
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
-        qk = (b * h * s * d_h + b * h * s_k * d_h) * cb  # Q, K (repeated to h heads)
+        s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
+        qk = (b * h * s_q * d_h + b * h * s_kv * d_h) * cb  # Q, K (repeated to h heads)
         t["scores"] = qk + probs + (entries if masked else 0)  # + bool mask [s, s_k]
         t["scores.dropout"] = mask_bytes(workload, b * h * entries) if drop else 0  # [b,h,s,s_k]
-        t["mix"] = (probs if drop else 0) + b * h * s_k * d_h * cb  # dropout output; V
+        t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
         t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]: reshape copies
     return t
 
@@ -106,8 +109,9 @@ def layer_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     n = b * s
     t: Terms = {"attn_norm": norm_saved(spec, workload, n)}
     entries = scores_entries(spec, workload, stack, s)
-    masked = resolved_pattern(spec, workload, stack)[0] != "full"
-    for k, v in attention_saved(spec, workload, b, s, s, entries, masked).items():
+    pattern, window = resolved_pattern(spec, workload, stack)
+    s_pad = -(-s // window) * window if pattern == "chunked" else None  # whole chunks
+    for k, v in attention_saved(spec, workload, b, s, s, entries, pattern != "full", s_pad).items():
         t[f"self_attn.{k}"] = v
     sublayers = 2
     if s_src:

@@ -14,7 +14,7 @@ Closed forms (n = b * s_q query tokens of one pass, per layer, times L in one pl
 A = s_q * s_k under causal_flops="full" (the rectangle eager attention and FlopCounterMode
 compute, masked entries included); under "triangle" only the unmasked pairs: causal
 s(s+1)/2, sliding window the band, chunked per chunk. Chunked attention is computed chunk by
-chunk (sum of c x c blocks = s*c when c divides s) in both eager and fused. Cross-attention:
+chunk: ceil(s/c) blocks of c x c (the last one padded) in both eager and fused. Cross-attention:
 A = s_t * s_src. Decode step with a cache: one query against the cached positions.
 Backward: 2x forward for every matmul (grad of input and of weight; both operands of the
 attention matmuls need grad); fused sdpa backward counts 5 matmuls (it recomputes the scores:
@@ -58,8 +58,11 @@ def attention_pairs(pattern: str, window: int | None, causal: bool, s: int, conv
     """(query, key) pairs per head of a full self-attention pass over s tokens."""
     triangle = convention == "triangle"
     if pattern == "chunked":
+        n_chunks = -(-s // window)  # the last chunk is padded to c and computed in full
+        if not triangle:
+            return n_chunks * window * window
         sizes = [window] * (s // window) + ([s % window] if s % window else [])
-        return sum(c * (c + 1) // 2 if triangle and causal else c * c for c in sizes)
+        return sum(c * (c + 1) // 2 if causal else c * c for c in sizes)
     if not triangle:
         return s * s
     if pattern == "sliding_window":

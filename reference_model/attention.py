@@ -164,7 +164,7 @@ class Attention(nn.Module):
             k, v = cache.append_self(k, v, self.pattern.keep_last(start + s))
         k_pos = torch.arange(start + s - k.shape[-2], start + s, device=x.device)
         p = self.pattern
-        if p.kind == "chunked" and k.shape[-2] == s and start % p.window == 0:
+        if p.kind == "chunked" and s > 1 and k.shape[-2] == s and start % p.window == 0:
             return self.chunked(q, k, v, pos, key_padding)
         bias = pos(q_pos, k_pos) if isinstance(pos, RelativePositionBias) else None
         plain_causal = p.kind == "causal" and key_padding is None and bias is None

@@ -26,13 +26,18 @@ class LayerCache:
         self, k: torch.Tensor, v: torch.Tensor, keep: int | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append new keys/values [b, h_kv, s, d_h]; return all keys/values to attend to
-        (past + new), and keep only the last ``keep`` positions (None: all) for later steps."""
+        (past + new), and keep only the last ``keep`` positions (None: all) for later steps.
+        A single new position attends to the kept positions only, as a rolling-buffer cache
+        does; several (a prefill) attend to all, masked by the pattern."""
+        new = k.shape[-2]
         if self.self_k is not None:
             k = torch.cat([self.self_k, k], dim=-2)  # [b, h_kv, t, d_h] + [.., s, ..]
             v = torch.cat([self.self_v, v], dim=-2)
         if keep is not None and keep < k.shape[-2]:
             # clone: a slice would keep the whole uncapped storage alive
             self.self_k, self.self_v = k[..., -keep:, :].clone(), v[..., -keep:, :].clone()
+            if new == 1:  # one query sees exactly the kept positions (its window or chunk)
+                return self.self_k, self.self_v
         else:
             self.self_k, self.self_v = k, v
         return k, v

@@ -103,6 +103,7 @@ def cases() -> list[Case]:
         Case("geglu untied train", gpt_geglu, _work()),
         Case("mistral sliding-window train", mistral, _work()),
         Case("gpt chunked train", gpt, _work(attention_pattern="chunked", window=4)),
+        Case("gpt chunked train (s % c = 2)", gpt, _work(attention_pattern="chunked", window=7)),
         Case("bert train", bert, _work()),
         Case("t5 encoder train", t5_enc, _work()),
         Case("t5 train", t5, _work(target_len=8)),

@@ -7,6 +7,7 @@ against the tolerance of its quantity. Torch is imported inside the functions th
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -186,6 +187,7 @@ def validate_point(
 
 
 def _common_rows(est: Any, prof: Any) -> list[Row]:
+    """Parameters per term and weight bytes: ``prof`` has ``n_params`` and ``weights``."""
     rows = compare("params", "params", est.params.terms, prof.n_params.terms)
     rows.append(
         make_row("memory.weights", "bytes", est.memory.terms.get("weights", 0), prof.weights.total)
@@ -193,15 +195,16 @@ def _common_rows(est: Any, prof: Any) -> list[Row]:
     return rows
 
 
-def _flop_rows(est: Any, prof: Any, phases: tuple[str, ...]) -> list[Row]:
-    measured = {k: v for k, v in prof.flops.flops.terms.items() if k.split(".")[0] in phases}
+def _flop_rows(est: Any, counted: Any, phases: tuple[str, ...]) -> list[Row]:
+    """FLOP rows of ``phases`` from a profiler FlopCount."""
+    measured = {k: v for k, v in counted.flops.terms.items() if k.split(".")[0] in phases}
     predicted = {k: v for k, v in est.flops.terms.items() if k.split(".")[0] in phases}
     unmeasured: frozenset[str] = frozenset()
     note = ""
-    if any("scaled_dot_product" in op for op in prof.flops.uncounted_ops):
+    if any("scaled_dot_product" in op for op in counted.uncounted_ops):
         # FlopCounterMode has no formula for this device's fused attention kernel
         unmeasured = frozenset(n for n in predicted if n.endswith(".sdpa"))
-        note = "FlopCounterMode has no formula for " + ", ".join(sorted(prof.flops.uncounted_ops))
+        note = "FlopCounterMode has no formula for " + ", ".join(sorted(counted.uncounted_ops))
     return compare("flops", "flops", predicted, measured, note=note, unmeasured=unmeasured)
 
 
@@ -235,7 +238,7 @@ def _train(
         _memory_split(mem, "activations"),
         _memory_split(measured, "activations"),
     )
-    point.rows += _flop_rows(est, prof, ("forward", "backward", "recompute"))
+    point.rows += _flop_rows(est, prof.flops, ("forward", "backward", "recompute"))
     point.rows.append(
         make_row("peak_memory", "bytes", est.peak_memory_bytes, prof.live_peak.peak_bytes)
     )
@@ -256,7 +259,7 @@ def _prefill(
     inputs = make_inputs(spec, workload, device=device)
     prof = profile_forward(model, inputs, repeats=1, fvcore=fvcore)
     point.rows += _common_rows(est, prof)
-    point.rows += _flop_rows(est, prof, ("forward",))
+    point.rows += _flop_rows(est, prof.flops, ("forward",))
     if est.kv_cache.terms:  # the cache a prefill fills, measured on the model's own prefill
         cache = model.new_cache()
         with torch.no_grad():
@@ -279,7 +282,7 @@ def _decode(
 
     from estimator.kv_cache import kv_cache_growth_bytes
     from estimator.spec import resolved_prompt_len
-    from profiler import profile_decode
+    from profiler import count_flops, measure_params, param_bytes, profile_decode
     from reference_model import build_model
 
     model = build_model(spec, workload, device=device)
@@ -292,6 +295,8 @@ def _decode(
     last: list[Any] = []
 
     def prefill() -> None:
+        nonlocal cache
+        cache = model.new_cache()
         inputs = (
             {"input_ids": source, "decoder_input_ids": prompt}
             if spec.arch == "encoder-decoder"
@@ -302,10 +307,20 @@ def _decode(
     def step(_: int) -> None:
         last.append(model.decode_step(last[-1], cache).argmax(-1))
 
+    def generate() -> None:  # the prefill and N one-token steps, as the estimator counts
+        prefill()
+        for t in range(workload.new_tokens):
+            step(t)
+
     with torch.no_grad():
+        counted = count_flops(model, generate)
         prof = profile_decode(
-            step, workload.new_tokens, cache.nbytes, device=device, prefill_fn=prefill
+            step, workload.new_tokens, lambda: cache.nbytes(), device=device, prefill_fn=prefill
         )
+    point.rows += _common_rows(
+        est, SimpleNamespace(n_params=measure_params(model), weights=param_bytes(model))
+    )
+    point.rows += _flop_rows(est, counted, ("forward",))
     predicted = kv_cache_growth_bytes(spec, workload)
     for t, (pred, got) in enumerate(zip(predicted, prof.cache_bytes, strict=True)):
         point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))

@@ -53,8 +53,9 @@ def test_triangle_counts_unmasked_pairs():
     assert attention_pairs("sliding_window", 2, True, 4, "triangle") == 7
     # bidirectional window 2 (|i-j| < 2) over 4 tokens: 4 + 2*3 = 10
     assert attention_pairs("sliding_window", 2, False, 4, "triangle") == 10
-    # chunks of 3 over 7 tokens: 3, 3, 1 -> 9 + 9 + 1 computed; causal triangle 6 + 6 + 1
-    assert attention_pairs("chunked", 3, True, 7, "full") == 19
+    # chunks of 3 over 7 tokens: 3, 3, 1 real tokens; the last chunk is padded to 3 and
+    # computed in full -> 9 + 9 + 9; only the causal triangle of real pairs: 6 + 6 + 1
+    assert attention_pairs("chunked", 3, True, 7, "full") == 27
     assert attention_pairs("chunked", 3, True, 7, "triangle") == 13
 
 
