@@ -40,7 +40,7 @@ def test_validation_lines_sum_measured_rows_against_the_varying_field() -> None:
 def test_parity_data_has_one_point_per_measured_row_by_unit() -> None:
     data = parity_data(load_validation(FIXTURE))
     by_label = {s.label: s for s in data.series}
-    # 3 ok records x (weights bytes, ffn.up flops, embed params) measured rows
+    # 3 ok records x (peak bytes, total flops, embed params) measured rows
     assert {k: len(s.x) for k, s in by_label.items()} == {"bytes": 3, "FLOPs": 3, "parameters": 3}
     assert by_label["FLOPs"].x == by_label["FLOPs"].y  # exact rows sit on the diagonal
     assert by_label["bytes"].x == [1100, 2050, 4000] and by_label["bytes"].y == [1000, 2000, 4000]

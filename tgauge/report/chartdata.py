@@ -52,38 +52,45 @@ def _varying_field(records: list[ValidationRecord]) -> str | None:
     return None
 
 
-def _measured_sum(record: ValidationRecord, unit: str) -> tuple[int, int] | None:
-    """(predicted, measured) summed over the rows of ``unit`` that were measured."""
-    rows = [r for r in record.rows if r.unit == unit and r.measured is not None]
-    if not rows:
-        return None
-    return sum(r.predicted for r in rows), sum(r.measured or 0 for r in rows)
+#: the row a predicted-vs-measured chart follows, per unit: the first one every record measured
+HEADLINE_TERMS: dict[str, tuple[str, ...]] = {
+    "bytes": ("peak_memory", "memory.activations.total", "kv_cache.total"),
+    "flops": ("flops.total",),
+    "params": ("params.total",),
+}
+
+
+def _headline(records: list[ValidationRecord], unit: str) -> str | None:
+    """The first HEADLINE_TERMS[unit] row measured in every record (None: no such row)."""
+    for term in HEADLINE_TERMS[unit]:
+        if all(any(r.term == term and r.measured is not None for r in rec.rows) for rec in records):
+            return term
+    return None
 
 
 def validation_lines_data(records: list[ValidationRecord], unit: str = "bytes") -> list[ChartData]:
-    """Per (model, device): predicted line vs measured points of ``unit`` (summed over the
-    measured terms) against the workload field that varies; groups without one are skipped."""
+    """Per (model, device): the predicted line vs the measured points of one headline row
+    (HEADLINE_TERMS: e.g. the training peak) against the workload field that varies; groups
+    without a varying field or without a common headline row are skipped."""
     groups: dict[tuple[str, str], list[ValidationRecord]] = defaultdict(list)
     for r in records:
         if r.status == "ok":
             groups[(r.model, r.device)].append(r)
     charts = []
     for (model, device), group in sorted(groups.items()):
-        field = _varying_field(group)
-        if field is None:
+        field, term = _varying_field(group), _headline(group, unit)
+        if field is None or term is None:
             continue
+        rows = {id(rec): next(r for r in rec.rows if r.term == term) for rec in group}
         points = sorted(
-            (float(r.workload[field]), *sums)
-            for r in group
-            if (sums := _measured_sum(r, unit)) is not None
+            (float(rec.workload[field]), rows[id(rec)].predicted, rows[id(rec)].measured)
+            for rec in group
         )
-        if not points:
-            continue
         xs = [p[0] for p in points]
         charts.append(
             ChartData(
                 name=f"validation_{unit}_{model}_{device}".replace("/", "_").replace(" ", "_"),
-                title=f"{model} on {device}: predicted vs measured {UNIT_LABEL[unit]}",
+                title=f"{model} on {device}: {term}, predicted vs measured",
                 x_label=f"{field} (tokens)" if "len" in field else field,
                 y_label=UNIT_LABEL[unit],
                 kind="lines",
