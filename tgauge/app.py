@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -18,7 +19,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Piped output (no terminal, no COLUMNS) gets 120 columns rather than rich's 80, so wide
+# tables stay readable in logs and files.
+_PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
