@@ -140,27 +140,31 @@ _POST_NORMS = (
 )
 
 
-def _backward_order(spec: ModelSpec) -> list[tuple[str, int]]:
-    """(term name, share) in the order backward visits them: the head, then per stack (last
-    first) its final norm, its layers (last first; ``share`` = 1/L of a per-layer term) and
-    module by module in reverse, then the stack's checkpointed inputs and embeddings."""
-    order: list[tuple[str, int]] = [("pooler.act", 1), ("pooler.proj", 1), ("loss", 1)]
-    order.append(("lm_head", 1))
+@functools.lru_cache(maxsize=64)
+def _backward_order(spec: ModelSpec) -> tuple[tuple[tuple[tuple[str, int], ...], int], ...]:
+    """Segments ((term name, share), ...) x repeats, in the order backward visits them: the
+    head, then per stack (last first) its final norm, its layers (last first, all alike: one
+    segment repeated L times; ``share`` = L, a per-layer term's 1/L) module by module in
+    reverse, then the stack's embeddings."""
+    segments: list[tuple[tuple[tuple[str, int], ...], int]] = []
+    head = [("pooler.act", 1), ("pooler.proj", 1), ("loss", 1), ("lm_head", 1)]
     for stack, n_layers in reversed(spec.stacks):
-        order.append((f"{stack}.final_norm", 1))
+        head.append((f"{stack}.final_norm", 1))
+        segments.append((tuple(head), 1))
         layer = list(_LAYER_ORDER)
         if spec.norm_position == "post":  # Norm(x + F(x)): each norm runs after its sublayer
             for norm, last in _POST_NORMS:
                 layer.remove(norm)
                 layer.insert(layer.index(last) + 1, norm)
-        for _ in range(n_layers):
-            order.append((f"{stack}.layers", n_layers))  # checkpointing: the layer recomputes
-            order += [(f"{stack}.layers.{m}", n_layers) for m in reversed(layer)]
-            order.append((stack, n_layers))  # checkpointed layer input
-        for m in ("dropout", "embed_norm", "token_type", "pos", "patch.proj", "patch"):
-            order.append((f"{stack}.{m}", 1))
-        order.append(("embed", len(spec.stacks) if spec.arch == "encoder-decoder" else 1))
-    return order
+        one_layer = [(f"{stack}.layers", n_layers)]  # checkpointing: the layer recomputes
+        one_layer += [(f"{stack}.layers.{m}", n_layers) for m in reversed(layer)]
+        one_layer.append((stack, n_layers))  # checkpointed layer input
+        segments.append((tuple(one_layer), n_layers))
+        head = [(f"{stack}.{m}", 1) for m in ("dropout", "embed_norm", "token_type", "pos")]
+        head += [(f"{stack}.patch.proj", 1), (f"{stack}.patch", 1)]
+        head.append(("embed", len(spec.stacks) if spec.arch == "encoder-decoder" else 1))
+    segments.append((tuple(head), 1))
+    return tuple(segments)
 
 
 def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: int) -> int:
@@ -171,7 +175,9 @@ def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: 
     autograd's input buffer from its first use in backward (the tied lm_head, or the last
     stack); each later use adds a [V, d] and their sum (a third [V, d]) before the buffer
     keeps the sum. One [n, d] gradient of the residual stream is live throughout; the
-    transient gradients inside a module ([n, d_ff], [b, h, s, s_k]) are not counted."""
+    transient gradients inside a module ([n, d_ff], [b, h, s, s_k]) are not counted.
+    The L layers of a stack are alike: each changes the live bytes by the same amount, so the
+    highest point is in the first layer visited (net freeing) or the last (net growing)."""
     acts = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
     if workload.checkpointing == "full":  # a layer's saved set exists while it recomputes
         full = memory(spec, workload.model_copy(update={"checkpointing": "none"})).terms
@@ -186,17 +192,21 @@ def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: 
     n = workload.batch_size * decoder_len(spec, workload)
     live = start + n * spec.d_model * _cb(workload)
     peak, embed_uses = live, 0
-    for name, share in _backward_order(spec):
-        grads, saved = grad_of.get(name, 0) // share, acts.get(name, 0) // share
-        extra = 0
-        is_embed_use = embed_grad and (
-            (name == "lm_head" and spec.lm_head and spec.tie_embeddings) or name == "embed"
-        )
-        if is_embed_use:
-            embed_uses += 1
-            extra += embed_grad if embed_uses == 1 else 2 * embed_grad  # new [V, d] (+ sum)
-        peak = max(peak, live + grads + extra)
-        live += grads - saved + (embed_grad if is_embed_use and embed_uses == 1 else 0)
+    for segment, repeats in _backward_order(spec):
+        top, delta = 0, 0  # highest point of one pass and its net change, relative to live
+        for name, share in segment:
+            grads, saved = grad_of.get(name, 0) // share, acts.get(name, 0) // share
+            extra = 0
+            is_embed_use = embed_grad and (
+                (name == "lm_head" and spec.lm_head and spec.tie_embeddings) or name == "embed"
+            )
+            if is_embed_use:
+                embed_uses += 1
+                extra += embed_grad if embed_uses == 1 else 2 * embed_grad  # new [V, d] (+ sum)
+            top = max(top, delta + grads + extra)
+            delta += grads - saved + (embed_grad if is_embed_use and embed_uses == 1 else 0)
+        peak = max(peak, live + max(0, (repeats - 1) * delta) + top)
+        live += repeats * delta
     return peak
 
 
