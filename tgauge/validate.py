@@ -243,6 +243,12 @@ def _train(
         make_row("peak_memory", "bytes", est.peak_memory_bytes, prof.live_peak.peak_bytes)
     )
     point.peak_phase_measured = prof.live_peak.phase
+    allocated = prof.cuda.max_allocated_bytes.value
+    if allocated is not None:  # the CUDA caching allocator's view of the same step
+        note = "torch.cuda.max_memory_allocated: 512-byte blocks, library workspaces included"
+        point.rows.append(
+            make_row("peak_memory.cuda_allocated", "bytes", est.peak_memory_bytes, allocated, note)
+        )
 
 
 def _prefill(
