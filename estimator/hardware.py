@@ -13,6 +13,8 @@ names the bound. The bytes moved per step are stated in ``estimator.roofline``.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 from pathlib import Path
 from typing import Literal
@@ -190,7 +192,9 @@ def get_gpu(name: str) -> GPU:
     path = Path(name)
     if path.suffix.lower() == ".json" and path.is_file():
         return gpu_from_json(path)
-    raise SpecError(f"gpu={name!r} is unknown; presets: {', '.join(GPUS)} (or a .json file)")
+    close = difflib.get_close_matches(key, [*GPUS, *_ALIASES], n=1, cutoff=0.6)
+    hint = f"did you mean {_ALIASES.get(close[0], close[0])!r}? " if close else ""
+    raise SpecError(f"gpu={name!r} is unknown; {hint}presets: {', '.join(GPUS)} (or a .json file)")
 
 
 def gpu_from_json(path: str | Path) -> GPU:
@@ -202,7 +206,20 @@ def gpu_from_json(path: str | Path) -> GPU:
         raise SpecError(f"gpu file {path} is unreadable: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(f"gpu file {path} must hold a mapping of fields")
+    fields = inspect.signature(custom_gpu).parameters
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SpecError(
+            f"gpu file {path}: unknown field(s) {', '.join(unknown)}; fields: {', '.join(fields)}"
+        )
     return custom_gpu(**data)
+
+
+def _check_numbers(**values: object) -> None:
+    """SpecError for a value that is neither None nor a number (a JSON string, say)."""
+    for field, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise SpecError(f"{field}={value!r} is invalid: a number")
 
 
 def custom_gpu(
@@ -216,6 +233,11 @@ def custom_gpu(
     source: str = "user",
 ) -> GPU:
     """A GPU from user values (either unit of each); SpecError naming a missing field."""
+    _check_numbers(total_gib=total_gib, bandwidth_tb_s=bandwidth_tb_s)
+    for field, peaks_in in (("peak_tflops", peak_tflops), ("peak_flops_per_s", peak_flops_per_s)):
+        if peaks_in is not None and not isinstance(peaks_in, dict):
+            raise SpecError(f"{field}={peaks_in!r} is invalid: a mapping dtype -> number")
+        _check_numbers(**{f"{field}.{k}": v for k, v in (peaks_in or {}).items()})
     if total_bytes is None and total_gib is not None:
         total_bytes = int(total_gib * GiB)
     if peak_flops_per_s is None and peak_tflops is not None:

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from estimator.spec import ModelSpec, SpecError, Workload
 
@@ -39,6 +39,9 @@ def _atom(text: str) -> Value:
     return text
 
 
+MAX_RANGE_VALUES = 1_000_000  # a..b:step beyond this is a typo, not a sweep
+
+
 def parse_values(text: str) -> list[Value]:
     """Values of one --vary range: ``a..b`` (doubling), ``a..b:step`` (linear), ``x,y,z``."""
     if ".." in text:
@@ -54,6 +57,11 @@ def parse_values(text: str) -> list[Value]:
         if lo <= 0 or hi < lo or (step is not None and step <= 0):
             raise SpecError(f"range={text!r} is invalid: needs 0 < a <= b and step > 0")
         if step is not None:
+            if (hi - lo) // step + 1 > MAX_RANGE_VALUES:
+                raise SpecError(
+                    f"range={text!r} is invalid: {(hi - lo) // step + 1:,} values, "
+                    f"at most {MAX_RANGE_VALUES:,}; use a larger step"
+                )
             return list(range(lo, hi + 1, step))
         out, v = [], lo
         while v <= hi:
@@ -210,7 +218,7 @@ def sweep(
                 raise s
             rows.append([*combo, *metrics(estimate(s, _workloads(base, fields, combo)), usable)])
         except (SpecError, ValueError) as exc:
-            rows.append([*combo, *empty, str(exc).splitlines()[0]])
+            rows.append([*combo, *empty, _one_line(exc)])
         if progress is not None:
             progress(i + 1)
     return SweepResult(
@@ -223,6 +231,17 @@ def sweep(
     )
 
 
+def _one_line(exc: Exception) -> str:
+    """The message of a rejected point; a pydantic error names its field and the rule."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for e in exc.errors():
+            loc, msg = ".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        return "; ".join(parts)
+    return str(exc).splitlines()[0]
+
+
 def _spec(spec: ModelSpec, update: dict[str, Value]) -> ModelSpec | SpecError:
     if not update:
         return spec
@@ -230,7 +249,7 @@ def _spec(spec: ModelSpec, update: dict[str, Value]) -> ModelSpec | SpecError:
     try:
         return ModelSpec.model_validate(data)
     except (SpecError, ValueError) as exc:
-        return SpecError(str(exc).splitlines()[0])
+        return SpecError(_one_line(exc))
 
 
 def grid_size(vary: dict[str, list[Value]]) -> int:

@@ -7,12 +7,30 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Usage errors (bad option value, unknown option, missing argument) as one red line."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as exc:
+            # click's UsageError family (vendored by typer); NoArgsIsHelpError shows help
+            if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+                raise
+            where = getattr(getattr(exc, "ctx", None), "command_path", None) or ctx.command_path
+            fail(f"{exc.format_message()} (see '{where} --help')")
+
 
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="tgauge",
     help="Size a Transformer before you rent a GPU, then prove it by measuring.",
     no_args_is_help=True,
@@ -55,6 +73,8 @@ def describe_error(exc: BaseException) -> str:
                 msg = f"{loc}{shown}: {msg}"
             parts.append(msg)
         return "; ".join(parts)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
 
 
@@ -68,10 +88,25 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SpecError, ValidationError, UserError, FileNotFoundError, ValueError) as exc:
+        except (SpecError, ValidationError, UserError, OSError, ValueError) as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # `tgauge ... | head`: typer exits quietly
             fail(describe_error(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def out_dir(path: Path, option: str = "--out") -> Path:
+    """``path`` as an existing, writable folder (created if absent); UserError otherwise."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{option}={str(path)!r} is a file; give a folder") from None
+    except OSError as exc:
+        raise UserError(f"{option}={str(path)!r} cannot be created: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{option}={str(path)!r} is not writable") from None
+    return path
 
 
 def print_json(payload: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,12 @@ def read_mapping(path: Path) -> dict[str, Any]:
         raise UserError(
             f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {str(exc).splitlines()[0]}"
         ) from None
+    if data is None:
+        raise UserError(f"{path} is empty: it must hold a mapping of spec fields")
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of fields, not {type(data).__name__}")
+    if "model_type" in data and not isinstance(data["model_type"], str):
+        raise UserError(f"{path}: model_type={data['model_type']!r} must be a string")
     return data
 
 
@@ -42,10 +47,15 @@ def load_spec(model: str) -> ModelSpec:
     if not path.exists():
         if path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in model:
             raise UserError(f"no such file: {model}")
+        close = difflib.get_close_matches(model.lower(), PRESETS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise UserError(
-            f"MODEL={model!r} is neither a preset nor a file; presets: {', '.join(sorted(PRESETS))}"
+            f"MODEL={model!r} is neither a preset nor a file; {hint}"
+            f"presets: {', '.join(sorted(PRESETS))}"
         )
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{model} is a folder without config.json (give the file itself)")
         path = path / "config.json"
     data = read_mapping(path)
     if "model_type" in data:

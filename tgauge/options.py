@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from estimator.spec import Workload
+from estimator.spec import SpecError, Workload
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PANEL = "Workload"
@@ -74,8 +74,16 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 
 
+MAX_NEW_TOKENS = 2**17  # decode is estimated step by step: time and memory grow with it
+
+
 def build_workload(**fields: Any) -> Workload:
     """A Workload from option values; None means 'use the Workload's default'."""
+    if (fields.get("new_tokens") or 0) > MAX_NEW_TOKENS:
+        raise SpecError(
+            f"new_tokens={fields['new_tokens']} is invalid: at most {MAX_NEW_TOKENS:,} "
+            "(decode is estimated one step at a time)"
+        )
     return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
 
 

@@ -51,7 +51,7 @@ def fit_command(
     ] = 0.05,
     tokens: Annotated[
         int | None,
-        typer.Option("--tokens", help="train: token budget to time", rich_help_panel=_PLAN),
+        typer.Option("--tokens", help="train: token budget to time", min=1, rich_help_panel=_PLAN),
     ] = None,
     *,
     workload: Workload,

@@ -4,6 +4,8 @@ MODEL is a Hugging Face config.json (built with random init via transformers), o
 spec file (built as our reference model). torch is imported inside the command only.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -61,12 +63,19 @@ def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target
 
     from profiler.run import HFDecoder
 
-    cfg = transformers.AutoConfig.for_model(**config)
-    with torch.device(device):
-        try:
-            model = transformers.AutoModelForCausalLM.from_config(cfg)
-        except ValueError:
-            model = transformers.AutoModel.from_config(cfg)
+    try:  # any failure here comes from the user's config: say so in one line
+        cfg = transformers.AutoConfig.for_model(**config)
+        with torch.device(device):
+            try:
+                model = transformers.AutoModelForCausalLM.from_config(cfg)
+            except ValueError:
+                model = transformers.AutoModel.from_config(cfg)
+    except Exception as exc:
+        text = " ".join(str(exc).split()).split(". Should contain")[0] or type(exc).__name__
+        raise UserError(
+            f"transformers {transformers.__version__} cannot build "
+            f"model_type={config.get('model_type')!r} from this config: {text[:200]}"
+        ) from None
     model = model.to(dtype=_torch_dtype(workload))
     b = workload.batch_size
     s = workload.prompt_len or workload.seq_len if workload.mode == "decode" else workload.seq_len
@@ -131,6 +140,10 @@ def reference_target(model_arg: str, workload: Workload, device: str) -> Target:
 
     spec = load_spec(model_arg)
     check_compatible(spec, workload)
+    if device == "cpu":
+        from tgauge.commands.validate import available_bytes, check_host_memory
+
+        check_host_memory([(spec, workload)], available_bytes("cpu"))
     try:
         from reference_model import build_model
         from reference_model.inputs import make_inputs
@@ -199,13 +212,32 @@ def profile_command(
 
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device=cuda: CUDA is not available on this machine")
-        target = load_target(model, workload, device)
+        with _allocation_errors(device):
+            target = load_target(model, workload, device)
     with err_console.status(f"measuring {workload.mode} of {model} on {device}"):
-        result = run_profile(target, workload, device, repeats)
+        with _allocation_errors(device):
+            result = run_profile(target, workload, device, repeats)
     if as_json:
         print_json(result)
     else:
         render(model, workload, result)
+
+
+@contextmanager
+def _allocation_errors(device: str) -> Iterator[None]:
+    """torch's out-of-memory errors as one line: the workload is too big for ``device``."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and not any(
+            s in text.lower() for s in ("out of memory", "can't allocate memory")
+        ):
+            raise
+        first = text.splitlines()[0] if text else "out of memory"
+        raise UserError(
+            f"out of memory on {device}: lower --batch-size or --seq-len ({first[:160]})"
+        ) from None
 
 
 def _measured(m: Any, fmt: Any) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from estimator.spec import Workload
-from tgauge.app import UserError, app, console, print_json, user_errors
+from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
 from tgauge.format import human_bytes, human_flops
 from tgauge.options import Json, with_workload
 
@@ -37,6 +37,7 @@ def report_command(
 
     if not (model or sweep_file or validation):
         raise UserError("nothing to report: give --model, --sweep or --validation")
+    out_dir(out)
     sections = [_model_section(m, workload, seq_lens) for m in model]
     if sweep_file is not None:
         sections.append(_sweep_section(sweep_file))
@@ -125,6 +126,8 @@ def _validation_section(path: Path) -> Any:
     from tgauge.report.writers import Section, Table
 
     records = load_validation(path)
+    if not records:
+        raise UserError(f"{path} holds no validation records (run `tgauge validate --out`)")
     verdicts = Counter(row.verdict for r in records for row in r.rows)
     status = Counter(r.status for r in records)
     rows = [

@@ -6,11 +6,12 @@ from typing import Annotated
 import typer
 
 from estimator.spec import Workload
-from tgauge.app import UserError, app, console, print_json, user_errors
+from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
 from tgauge.format import human_bytes, human_flops
 from tgauge.options import Json, with_workload
 
 PROGRESS_FROM = 500  # grids at least this large show a progress bar
+MAX_POINTS = 1_000_000  # larger grids would run for hours: refuse them up front
 
 
 @app.command("sweep")
@@ -46,9 +47,18 @@ def sweep_command(
     if not vary:
         raise UserError("--vary is required, e.g. --vary seq_len=512..8192")
     spec = load_spec(model)
-    grid = dict(parse_vary(v) for v in vary)
+    pairs = [parse_vary(v) for v in vary]
+    grid = dict(pairs)
+    if len(grid) < len(pairs):
+        raise UserError("each field may be varied once: combine its values in one --vary")
     usable = usable_bytes(get_gpu(gpu)) if gpu else None
     n = grid_size(grid)
+    if n > MAX_POINTS:
+        raise UserError(
+            f"the --vary grid has {n:,} points; at most {MAX_POINTS:,}: use fewer values"
+        )
+    if out is not None:
+        out_dir(out)  # before the work: an unusable --out is found at once
     if n >= PROGRESS_FROM and not as_json:
         from rich.progress import Progress
 
@@ -60,7 +70,6 @@ def sweep_command(
     else:
         result = sweep(spec, workload, grid, usable)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.csv").write_text(result.to_csv())
         (out / "sweep.json").write_text(result.to_json())
     if as_json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,10 +11,11 @@ import typer
 from rich.table import Table
 
 from estimator.spec import ModelSpec, Workload
-from tgauge.app import UserError, app, console, err_console, print_json, user_errors
+from tgauge.app import UserError, app, console, err_console, out_dir, print_json, user_errors
 from tgauge.format import human_bytes, human_count, human_flops
 from tgauge.options import Json, with_workload
 
+MAX_POINTS = 1_000  # each point builds and runs a model
 COLORS = {"exact": "green", "within": "cyan", "off": "bold red", "not measured": "yellow"}
 
 
@@ -34,6 +36,11 @@ def _points(
         raise UserError("give a MODEL (preset, spec file or config.json) or --matrix")
     spec = load_spec(model)
     varied = [parse_vary(text) for text in sweep]
+    n_points = math.prod(len(values) for _, values in varied)
+    if n_points > MAX_POINTS:
+        raise UserError(
+            f"--sweep gives {n_points:,} points, each a real run; at most {MAX_POINTS:,}"
+        )
     if any(field.startswith("spec.") for field, _ in varied):
         raise UserError("validate sweeps workload fields only (e.g. seq_len=128,256)")
     base = workload.model_dump(exclude_unset=True)
@@ -46,7 +53,7 @@ def _points(
     return points
 
 
-def _available_bytes(device: str) -> int | None:
+def available_bytes(device: str) -> int | None:
     """Memory the device offers, to say whether the estimator predicted a fit."""
     if device == "cuda":
         import torch
@@ -58,6 +65,23 @@ def _available_bytes(device: str) -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def check_host_memory(points: list[tuple[ModelSpec, Workload]], available: int | None) -> None:
+    """Refuse, before any run, a CPU point the estimator says exceeds this machine's memory:
+    on CPU the kernel's OOM killer, not an exception, would end the run."""
+    from estimator import estimate
+
+    if available is None:
+        return
+    for spec, w in points:
+        peak = estimate(spec, w.model_copy(update={"device": "cpu"})).peak_memory_bytes
+        if peak > available:
+            raise UserError(
+                f"{spec.name} {w.mode} b={w.batch_size} s={w.seq_len} needs about "
+                f"{human_bytes(peak)} (estimate); this machine has {human_bytes(available)}: "
+                "lower --batch-size or --seq-len"
+            )
 
 
 def _check_device(device: str) -> None:
@@ -153,11 +177,12 @@ def validate_command(
 
     _check_device(device)
     points = _points(model, matrix, workload, sweep)
-    available = _available_bytes(device)
+    available = available_bytes(device)
+    if device == "cpu":
+        check_host_memory(points, available)
     jsonl = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        jsonl = out / "validation.jsonl"
+        jsonl = out_dir(out) / "validation.jsonl"
     results = []
     with Progress(console=err_console, transient=True, disable=len(points) < 2) as progress:
         task = progress.add_task("validating", total=len(points))
