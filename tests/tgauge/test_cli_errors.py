@@ -117,7 +117,24 @@ CASES = [
     (["report", "--out", "{d}/r", "--validation", "{d}/corrupt.jsonl"], "not a validation"),
     (["report", "--out", "{d}/r", "--validation", "{d}/empty.jsonl"], "no validation records"),
     (["report", "--out", "{d}/r", "--sweep", "{d}/tiny.json"], "not a sweep.json"),
-    (["report", "--out", "{d}/tiny.json", "--validation", "{d}/corrupt.jsonl"], "is a file"),
+    (
+        [
+            "report",
+            "--out",
+            "{d}/tiny.json",
+            "--model",
+            "{d}/tiny.json",
+            "-s",
+            "16",
+            "--seq-lens",
+            "8..16",
+        ],
+        "is a file",
+    ),  # fmt: skip
+    (
+        ["report", "--out", "{d}/r", "--model", "gpt2-small", "--seq-lens", "1..10000:1"],
+        "at most 200 integers",
+    ),  # fmt: skip
     # profile
     (["profile", "gpt2-smal"], "did you mean 'gpt2-small'"),
     (["profile", "{d}/tiny.json", "-s", "16", "--device", "tpu"], "use cpu, cuda or meta"),

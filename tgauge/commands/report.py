@@ -11,6 +11,8 @@ from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
 from tgauge.format import human_bytes, human_flops
 from tgauge.options import Json, with_workload
 
+MAX_CHART_POINTS = 200  # x values of one chart; each is a full estimate
+
 
 @app.command("report")
 @user_errors
@@ -37,12 +39,12 @@ def report_command(
 
     if not (model or sweep_file or validation):
         raise UserError("nothing to report: give --model, --sweep or --validation")
-    out_dir(out)
     sections = [_model_section(m, workload, seq_lens) for m in model]
     if sweep_file is not None:
         sections.append(_sweep_section(sweep_file))
     if validation is not None:
         sections.append(_validation_section(validation))
+    out_dir(out)
     files = write_report(Report(title="tgauge report", sections=sections), out)
     if as_json:
         print_json(files.model_dump(mode="json"))
@@ -60,7 +62,13 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     spec = load_spec(model)
     est = estimate(spec, workload)
     limit = spec.max_seq_len if spec.position == "learned" else None
-    xs = [int(s) for s in parse_values(seq_lens) if limit is None or int(s) <= limit]
+    values = parse_values(seq_lens)
+    if len(values) > MAX_CHART_POINTS or not all(isinstance(v, int) for v in values):
+        raise UserError(
+            f"--seq-lens={seq_lens!r} is invalid: at most {MAX_CHART_POINTS} integers "
+            "(e.g. 128..8192 doubles)"
+        )
+    xs = [int(s) for s in values if limit is None or int(s) <= limit]
     train_like = (
         workload.model_copy(update={"mode": "train"}) if workload.mode == "decode" else workload
     )
