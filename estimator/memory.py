@@ -22,28 +22,27 @@ forward; the step's inputs live throughout; the model output is dropped before b
                    [V, d] and their sum
   optimizer_step = weights + master + optimizer + inputs + gradients (fused or single-tensor
                    AdamW, SGD: no parameter-sized temporaries; activations already freed)
-Inference: weights + KV cache + the largest transient of one pass: the logits [b, s_q, V],
-eager scores + probabilities 2 x [b, h, s_q, s_k], or the FFN inner tensors (3 [n, d_ff]
-gated, 2 otherwise); prefill over the prompt, decode at the longest cache. Norm statistics,
-the residual stream and allocator fragmentation are not modelled.
+Inference (no grad): weights + buffers (``buffers``: the sinusoidal tables) + inputs, then a
+replay of the reference model's forward op by op (estimator/inference.py): every tensor it
+returns, live until Python drops it (residual stream, norm outputs, q/k/v, masks, scores and
+probabilities under eager, FFN intermediates, logits, the KV cache as it grows). Prefill: one
+pass; decode: the prompt's prefill, then one-token steps with the whole cache (phase of the
+larger). Allocator rounding, caching and kernel scratch are not modelled.
 """
 
 from __future__ import annotations
 
 import functools
 
-from estimator.activations import activations, scores_entries
+from estimator.activations import activations
 from estimator.breakdown import Breakdown
 from estimator.dtypes import INDEX_BYTES, bits, nbytes
 from estimator.kv_cache import (
-    cached_positions,
     decoder_len,
     kv_cache,
-    kv_cache_at,
-    kv_cache_max_bytes,
 )
 from estimator.params import n_param_tensors, param_tensor_numels, params
-from estimator.spec import ModelSpec, Workload, resolved_pattern, resolved_prompt_len
+from estimator.spec import ModelSpec, Workload, resolved_prompt_len
 
 FP32_BYTES = 4
 
@@ -57,6 +56,8 @@ def _state_terms(spec: ModelSpec, workload: Workload) -> dict[str, int]:
     """weights, gradients and optimizer states."""
     t = {"weights": _bytes_of_params(spec, workload.dtype)}
     if not workload.is_training:
+        if buffers := buffer_bytes(spec, workload):
+            t["buffers"] = buffers
         return t
     t["gradients"] = _bytes_of_params(spec, workload.dtype)
     state_dtype = "fp32" if workload.master_weights else workload.dtype
@@ -92,18 +93,6 @@ def _cb(workload: Workload) -> int:
 
 def _logits_bytes(spec: ModelSpec, workload: Workload, n: int) -> int:
     return n * spec.vocab_size * _cb(workload) if spec.lm_head else 0
-
-
-def _pass_transient(spec: ModelSpec, workload: Workload, s_q: int, entries: int) -> int:
-    """Largest short-lived tensor(s) of one inference pass of s_q query tokens."""
-    b, cb = workload.batch_size, _cb(workload)
-    cands = [_logits_bytes(spec, workload, b * s_q)]
-    cands.append((3 if spec.gated else 2) * b * s_q * spec.d_ff * cb)
-    if workload.attention_impl == "eager":
-        cands.append(2 * b * spec.n_heads * entries * cb)  # scores, probabilities
-    if spec.arch == "encoder-decoder" and workload.attention_impl == "eager":
-        cands.append(2 * b * spec.n_heads * s_q * workload.seq_len * cb)  # cross scores
-    return max(cands)
 
 
 def input_bytes(spec: ModelSpec, workload: Workload) -> int:
@@ -227,32 +216,47 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     return max(phases, key=lambda p: p[0])
 
 
+def buffer_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """The model's buffers: SinusoidalPositions' table [n, d] per stack (n = n_positions for
+    patch inputs, else max_seq_len), cast to the weight dtype by build_model; rotary angles
+    and relative buckets are computed per call (no buffer)."""
+    if spec.position != "sinusoidal":
+        return 0
+    n = spec.n_positions if spec.is_patch_input else spec.max_seq_len
+    dtype = workload.dtype if workload.dtype in ("fp32", "fp16", "bf16") else "fp32"
+    return len(spec.stacks) * nbytes(n * spec.d_model, dtype)
+
+
+def decode_input_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """Decode inputs: the prompt ids [b, P] (+ the source ids [b, s], encoder-decoder)."""
+    b = workload.batch_size
+    t = b * resolved_prompt_len(spec, workload) * INDEX_BYTES
+    if spec.arch == "encoder-decoder":
+        t += b * workload.seq_len * INDEX_BYTES
+    return t
+
+
 def _inference_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[int, str]:
-    w = mem.group("weights")
-    stack = "encoder" if spec.arch == "encoder" else "decoder"
+    """Replay of the reference model's no-grad forward (estimator/inference.py) from
+    weights + buffers + inputs: a prefill, or a prompt prefill then one-token steps."""
+    from estimator.inference import cached_prefill, decode_peaks, prefill_peak
+
+    resident = mem.group("weights") + mem.group("buffers")
     if workload.mode == "prefill":
-        s = decoder_len(spec, workload) if stack == "decoder" else workload.seq_len
-        entries = scores_entries(spec, workload, stack, s)
-        return w + mem.group("kv_cache") + _pass_transient(spec, workload, s, entries), "prefill"
-    p = resolved_prompt_len(spec, workload)
-    prefill = (
-        w
-        + kv_cache_at(spec, workload, 0).total
-        + _pass_transient(spec, workload, p, scores_entries(spec, workload, "decoder", p))
-    )
-    last = p + workload.new_tokens
-    if workload.kv_cache:
-        pattern, window = resolved_pattern(spec, workload, "decoder")
-        t_max = cached_positions(pattern, window, last) if pattern != "chunked" else window
-        decode = (
-            w
-            + kv_cache_max_bytes(spec, workload)
-            + _pass_transient(spec, workload, 1, min(t_max, last))
-        )
-    else:  # each step re-runs the prefix; the last one is the longest
-        decode = w + _pass_transient(
-            spec, workload, last, scores_entries(spec, workload, "decoder", last)
-        )
+        start = resident + input_bytes(spec, workload)
+        if workload.kv_cache and spec.arch != "encoder" and spec.lm_head:  # Transformer.prefill
+            return cached_prefill(
+                spec, workload, start, decoder_len(spec, workload)
+            ).peak, "prefill"
+        return prefill_peak(spec, workload, start), "prefill"
+    if not workload.kv_cache:  # each step re-runs the whole prefix: the last one is longest
+        last = resolved_prompt_len(spec, workload) + workload.new_tokens
+        longest = workload.model_copy(update={"mode": "prefill", "seq_len": last})
+        if spec.arch == "encoder-decoder":
+            longest = workload.model_copy(update={"mode": "prefill", "target_len": last})
+        start = resident + input_bytes(spec, longest)
+        return prefill_peak(spec, longest, start), "decode"
+    prefill, decode = decode_peaks(spec, workload, resident + decode_input_bytes(spec, workload))
     return (decode, "decode") if decode > prefill else (prefill, "prefill")
 
 

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from estimator.breakdown import Breakdown
 
 T = TypeVar("T")
-Phase = Literal["before", "forward", "forward_end", "backward", "optimizer_step"]
+Phase = Literal[
+    "before", "forward", "forward_end", "backward", "optimizer_step", "prefill", "decode"
+]
 
 
 class Measured(BaseModel, Generic[T]):
@@ -129,8 +131,13 @@ class TrainProfile(BaseModel):
 
 
 class DecodeProfile(BaseModel):
-    """Decode: cache bytes after every step (index 0: after the prefill) and step times."""
+    """Decode: cache bytes after every step (index 0: after the prefill) and step times.
+
+    ``live_peak`` (when the caller passed the model): live bytes through the prefill and the
+    steps from a baseline of weights + buffers + the given inputs; phase ``prefill`` or
+    ``decode``. None: not tracked."""
 
     device: str
     cache_bytes: list[int]
     step_time: Measured[Timing]
+    live_peak: LivePeak | None = None

@@ -176,13 +176,23 @@ def profile_decode(
     *,
     device: str = "cpu",
     prefill_fn: Callable[[], Any] | None = None,
+    model: Any = None,
+    inputs: Any = None,
 ) -> DecodeProfile:
-    """Cache bytes after the prefill (if given) and after every step; per-step wall time."""
+    """Cache bytes after the prefill (if given) and after every step; per-step wall time.
+
+    With ``model``: first a tracked pass (prefill, then the steps) under a LiveMemoryTracker
+    from a baseline of the model's parameters + buffers (``weights``) and ``inputs``; its
+    peak and phase (``prefill`` / ``decode``) go to ``live_peak``. ``prefill_fn`` must reset
+    the cache, since the measured pass runs again after it."""
     import torch
 
     from profiler.timing import _cpu_time, _cuda_time
 
     kind = torch.device(device).type
+    live_peak = None
+    if model is not None:
+        live_peak = _tracked_decode(model, inputs, step_fn, n_steps, prefill_fn)
     sizes: list[int] = []
     if prefill_fn is not None:
         prefill_fn()
@@ -195,7 +205,34 @@ def profile_decode(
             clock = _cuda_time if kind == "cuda" else _cpu_time
             times.append(clock(lambda i=i: step_fn(i)))
         sizes.append(int(cache_bytes_fn()))
-    return DecodeProfile(device=device, cache_bytes=sizes, step_time=_step_timing(times, kind))
+    return DecodeProfile(
+        device=device,
+        cache_bytes=sizes,
+        step_time=_step_timing(times, kind),
+        live_peak=live_peak,
+    )
+
+
+def _tracked_decode(
+    model: Any,
+    inputs: Any,
+    step_fn: Callable[[int], Any],
+    n_steps: int,
+    prefill_fn: Callable[[], Any] | None,
+) -> Any:
+    from profiler.live import LiveMemoryTracker
+
+    live = LiveMemoryTracker()
+    live.track_existing([*model.parameters(), *model.buffers()], "weights")
+    live.track_existing(inputs, "inputs")
+    with live:
+        if prefill_fn is not None:
+            live.set_phase("prefill")
+            prefill_fn()
+        live.set_phase("decode")
+        for i in range(n_steps):
+            step_fn(i)
+    return live.peak
 
 
 def _step_timing(times: list[float], kind: str) -> Measured[Timing]:

@@ -266,11 +266,27 @@ def _prefill(
     prof = profile_forward(model, inputs, repeats=1, fvcore=fvcore)
     point.rows += _common_rows(est, prof)
     point.rows += _flop_rows(est, prof.flops, ("forward",))
+    live_peak = prof.live_peak  # Transformer.forward, from weights + buffers + inputs
     if est.kv_cache.terms:  # the cache a prefill fills, measured on the model's own prefill
+        from profiler.live import LiveMemoryTracker
+
         cache = model.new_cache()
-        with torch.no_grad():
+        live = LiveMemoryTracker()  # its peak: the prefill that keeps the cache
+        live.track_existing([*model.parameters(), *model.buffers()], "weights")
+        live.track_existing(inputs, "inputs")
+        with torch.no_grad(), live:
+            live.set_phase("prefill")
             _run_prefill(model, spec, inputs, cache)
+        live_peak = live.peak
         point.rows += compare("kv_cache", "bytes", est.kv_cache.terms, cache.terms())
+    _peak_row(est, live_peak, point)
+
+
+def _peak_row(est: Any, live_peak: Any, point: Point) -> None:
+    """The inference peak: live bytes from weights + buffers + inputs (profiler/live.py)."""
+    point.rows.append(make_row("peak_memory", "bytes", est.peak_memory_bytes, live_peak.peak_bytes))
+    phase = live_peak.phase
+    point.peak_phase_measured = "prefill" if phase == "forward" else phase
 
 
 def _run_prefill(model: Any, spec: ModelSpec, inputs: dict[str, Any], cache: Any) -> Any:
@@ -308,10 +324,10 @@ def _decode(
             if spec.arch == "encoder-decoder"
             else {"input_ids": prompt}
         )
-        last.append(_run_prefill(model, spec, inputs, cache)[:, -1:].argmax(-1))
+        last[:] = [_run_prefill(model, spec, inputs, cache)[:, -1:].argmax(-1)]
 
-    def step(_: int) -> None:
-        last.append(model.decode_step(last[-1], cache).argmax(-1))
+    def step(_: int) -> None:  # only the latest token id is kept
+        last[:] = [model.decode_step(last[-1], cache).argmax(-1)]
 
     def generate() -> None:  # the prefill and N one-token steps, as the estimator counts
         prefill()
@@ -321,7 +337,13 @@ def _decode(
     with torch.no_grad():
         counted = count_flops(model, generate)
         prof = profile_decode(
-            step, workload.new_tokens, lambda: cache.nbytes(), device=device, prefill_fn=prefill
+            step,
+            workload.new_tokens,
+            lambda: cache.nbytes(),
+            device=device,
+            prefill_fn=prefill,
+            model=model,
+            inputs=[prompt, source] if spec.arch == "encoder-decoder" else [prompt],
         )
     point.rows += _common_rows(
         est, SimpleNamespace(n_params=measure_params(model), weights=param_bytes(model))
@@ -331,3 +353,4 @@ def _decode(
     for t, (pred, got) in enumerate(zip(predicted, prof.cache_bytes, strict=True)):
         point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
     point.rows += compare("kv_cache", "bytes", est.kv_cache.terms, cache.terms())
+    _peak_row(est, prof.live_peak, point)

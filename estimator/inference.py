@@ -1,0 +1,402 @@
+"""Peak live bytes of an inference pass (prefill, decode step), by replaying the reference
+model's forward (reference_model/) tensor by tensor.
+
+Convention of the live tracker (profiler/live.py): the live bytes are read after every aten op,
+with the op's output counted and the temporaries it consumed still alive (Python drops them once
+the op returns). Each helper below allocates what one reference-model op returns (``take``),
+reads the peak, and frees what the Python frame drops (``drop``). Views allocate nothing.
+Modelled: embeddings, positions, norms (LayerNorm's mean/rstd; RMSNorm's steps), projections,
+rotary tables and products, masks (aranges, [s_q, s_k] bool), eager scores / mask / softmax /
+mix with matmul's contiguous copies, CPU flash sdpa (output + logsumexp), FFN, LM head, the KV
+cache's torch.cat and rolling-buffer clones. Not modelled: T5's bucket temporaries ([s_q, s_k]
+int64, freed before the scores), the pooler (2 x [b, d]).
+"""
+
+from __future__ import annotations
+
+from estimator.dtypes import INDEX_BYTES, bits
+from estimator.spec import ModelSpec, Workload, resolved_pattern
+
+FP32_BYTES = 4
+BOOL_BYTES = 1
+
+
+class Live:
+    """Running live bytes and their highest reading."""
+
+    def __init__(self, start: int) -> None:
+        self.now = start
+        self.peak = start
+
+    def take(self, *nbytes: int) -> int:
+        self.now += sum(nbytes)
+        self.peak = max(self.peak, self.now)
+        return sum(nbytes)
+
+    def drop(self, *nbytes: int) -> None:
+        self.now -= sum(nbytes)
+
+
+class Pass:
+    """One forward of the reference model over ``s`` new tokens per sequence."""
+
+    def __init__(self, spec: ModelSpec, workload: Workload, live: Live) -> None:
+        self.spec, self.w, self.live = spec, workload, live
+        self.b, self.cb = workload.batch_size, bits(workload.compute_dtype) // 8
+
+    def act(self, s: int, width: int) -> int:  # bytes of a [b, s, width] activation
+        return self.b * s * width * self.cb
+
+    def norm(self, s: int) -> int:
+        """LayerNorm: out + fp32 mean, rstd [n, 1] (dropped); RMSNorm: pow, mean, +eps,
+        rsqrt, x * rms, * weight."""
+        live, nd, n = self.live, self.act(s, self.spec.d_model), self.b * s
+        if self.spec.norm == "rmsnorm":
+            live.take(nd)  # x.pow(2)
+            live.take(n * self.cb)  # mean [n, 1]
+            live.drop(nd)
+            live.take(n * self.cb)  # + eps
+            live.drop(n * self.cb)
+            live.take(n * self.cb)  # rsqrt
+            live.drop(n * self.cb)
+            live.take(nd)  # x * rms
+            live.take(nd)  # * weight
+            live.drop(nd, n * self.cb)
+            return nd
+        live.take(nd, 2 * n * FP32_BYTES)
+        live.drop(2 * n * FP32_BYTES)
+        return nd
+
+    def rotary(self, s: int, x: int) -> int:
+        """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped."""
+        live, d_h = self.live, self.spec.head_dim
+        half = d_h // 2 * FP32_BYTES
+        live.take(half)  # arange
+        live.take(half)  # neg
+        live.drop(half)
+        live.take(half)  # / d_h
+        live.drop(half)
+        live.take(half)  # theta ** : inv_freq
+        live.drop(half)
+        live.take(s * FP32_BYTES)  # positions.float()
+        live.take(s * half)  # angles [s, d_h/2]
+        live.drop(s * FP32_BYTES)
+        live.take(2 * s * half)  # cat: [s, d_h]
+        live.drop(s * half)
+        live.take(s * d_h * self.cb)  # cos
+        live.take(s * d_h * self.cb)  # sin
+        live.take(x)  # x * cos
+        live.take(x // 2)  # -x2
+        live.take(x)  # cat([-x2, x1])
+        live.drop(x // 2)
+        live.take(x)  # * sin
+        live.drop(x)
+        live.take(x)  # sum: the rotated x
+        live.drop(2 * x, half, 2 * s * half, 2 * s * d_h * self.cb)
+        return x
+
+    def attend(self, s_q: int, s_k: int, mask_bytes: int, bias: int) -> int:
+        """Attention.attend of q [b, h, s_q, d_h] on s_k keys; -> out bytes [b, h, s_q, d_h].
+        ``mask_bytes``: the [s_q, s_k] bool ``ok`` (0: none); ``bias``: an additive bias."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        out = b * h * s_q * d_h * cb
+        kv_rep = b * h * s_k * d_h * cb
+        if self.w.attention_impl != "eager":  # CPU flash: output + fp32 logsumexp [b, h, s_q]
+            extra = 0
+            if mask_bytes or bias:  # additive mask where(ok, 0, min) [s_q, s_k] (+ bias)
+                extra = live.take(s_q * s_k * cb)
+            live.take(out, b * h * s_q * FP32_BYTES)
+            live.drop(b * h * s_q * FP32_BYTES, extra)
+            return out
+        n_rep = h // h_kv
+        reps = live.take(kv_rep) + live.take(kv_rep) if n_rep > 1 else 0  # repeat_kv k, v
+        scores = b * h * s_q * s_k * cb
+        q_copy = live.take(out) if s_q > 1 else 0  # matmul: contiguous q [b*h, s_q, d_h]
+        k_copy = live.take(kv_rep)  # k^T made contiguous
+        live.take(scores)  # bmm
+        live.drop(q_copy, k_copy)
+        live.take(scores)  # * scale
+        live.drop(scores)
+        if bias:
+            live.take(scores)  # + bias
+            live.drop(scores)
+        if mask_bytes:
+            live.take(mask_bytes)  # ~ok
+            live.take(scores)  # masked_fill
+            live.drop(scores, mask_bytes)
+        live.take(scores)  # softmax
+        live.drop(scores)
+        v_copy = live.take(kv_rep)  # matmul: contiguous v
+        live.take(out)  # bmm: probs @ v
+        live.drop(v_copy, scores, reps)
+        return out
+
+    def attention(self, s: int, start: int, stack: str, cross_s: int = 0, cache=None) -> int:
+        """Attention.forward on the norm output [b, s, d] -> o_proj output [b, s, d].
+        Self-attention (``cross_s`` 0) over start + s positions, or cross-attention on
+        ``cross_s`` encoder positions. ``cache``: (held before, kept after) positions of the
+        self-attention cache; the kept keys/values stay live after the pass."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        q = live.take(self.act(s, h * d_h))  # q_proj
+        if cross_s:  # keys/values of the encoder output (decode: cached by the prefill)
+            if cache is None or cache[0] == 0:  # k_proj, v_proj of the memory
+                kv = live.take(2 * b * cross_s * h_kv * d_h * cb)
+            o = self.attend(s, cross_s, 0, 0)
+            if cache is None:  # a prefill keeps them in the cache
+                live.drop(kv)
+        else:
+            o = self.self_attention(s, start, stack, q, cache)
+        out = live.take(self.act(s, h * d_h))  # transpose + reshape: a contiguous copy
+        live.drop(o)
+        y = live.take(self.act(s, spec.d_model))  # o_proj
+        live.drop(out, q)
+        return y
+
+    def self_attention(self, s: int, start: int, stack: str, q: int, cache) -> int:
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        per_pos = b * spec.n_kv_heads * spec.head_dim * cb  # keys (or values) of a position
+        k = live.take(s * per_pos)  # k_proj
+        live.take(s * per_pos)  # v_proj
+        q_pos = live.take(s * INDEX_BYTES)  # arange
+        q_rot = 0
+        if spec.position == "rotary":
+            q_rot = self.rotary(s, q)
+            k_rot = self.rotary(s, k)
+            live.drop(k)  # the unrotated keys
+            k = k_rot
+        s_k, working = s, 2 * s * per_pos  # keys + values attended to, dropped after
+        if cache is not None:
+            held, keep = cache
+            s_k = held + s
+            if held:  # torch.cat([past, new]) for keys, then values
+                live.take(2 * s_k * per_pos)
+            if keep < s_k:  # the kept positions are cloned; the cat result is dropped
+                live.take(2 * keep * per_pos)
+            live.drop(2 * held * per_pos)  # the old cache
+            if held:
+                live.drop(working)  # the new keys/values alone
+            working = 2 * s_k * per_pos if keep < s_k else 0  # else: they are the cache
+            if keep < s_k and s == 1:  # one query attends to the kept positions only
+                live.drop(working)
+                s_k, working = keep, 0
+            if keep < s_k and not held:
+                working = 2 * s * per_pos
+        k_pos = live.take(s_k * INDEX_BYTES)  # arange
+        mask, bias = self.masks(stack, s, s_k, start)
+        pattern = resolved_pattern(spec, self.w, stack)[0]
+        fused_causal = self.w.attention_impl != "eager" and pattern == "causal"
+        is_causal = fused_causal and bias == 0 and s_k == s  # sdpa gets no mask then
+        o = self.attend(s, s_k, 0 if is_causal else mask, bias)
+        live.drop(mask, bias, q_pos, k_pos, q_rot, working)
+        return o
+
+    def masks(self, stack: str, s_q: int, s_k: int, start: int) -> tuple[int, int]:
+        """Pattern.allowed -> ok [s_q, s_k] bool (causal, window, chunk; none for a full
+        stack); RelativePositionBias -> bias [1, h, s_q, s_k]. Their int64 temporaries are
+        dropped before the scores (not modelled)."""
+        pattern, _ = resolved_pattern(self.spec, self.w, stack)
+        causal = pattern != "full" if stack == "decoder" else pattern == "causal"
+        has_mask = causal or pattern in ("sliding_window", "chunked")
+        mask = self.live.take(s_q * s_k * BOOL_BYTES) if has_mask else 0
+        bias = 0
+        if self.spec.position == "relative":
+            bias = self.live.take(self.spec.n_heads * s_q * s_k * self.cb)  # embedding
+        return mask, bias
+
+    def ffn(self, s: int) -> int:
+        """FeedForward: up, act (gated: gate, act, up, product), down."""
+        live, inner = self.live, self.act(s, self.spec.d_ff)
+        if self.spec.gated:
+            live.take(inner)  # gate
+            live.take(inner)  # act
+            live.drop(inner)
+            live.take(inner)  # up
+            live.take(inner)  # act * up
+            live.drop(2 * inner)
+        else:
+            live.take(inner)  # up
+            live.take(inner)  # act
+            live.drop(inner)
+        y = live.take(self.act(s, self.spec.d_model))  # down
+        live.drop(inner)
+        return y
+
+    def sublayer(self, s: int, fn) -> int:
+        """Pre-norm x + F(Norm(x)); post-norm Norm(x + F(x)) (eval: no dropout) -> new x."""
+        live, nd = self.live, self.act(s, self.spec.d_model)
+        if self.spec.norm_position == "pre":
+            h = self.norm(s)
+            r = fn()
+            live.drop(h)
+            live.take(nd)  # x + r
+            live.drop(r)
+            return nd
+        r = fn()
+        live.take(nd)  # x + r
+        live.drop(r)
+        self.norm(s)
+        live.drop(nd)
+        return nd
+
+    def _measured(self, run) -> tuple[int, int]:
+        """(highest reading above the start, net change) of ``run`` (its leading drop is
+        the caller's: layer i >= 2 starts by dropping layer i - 2's output)."""
+        live = self.live
+        before, saved = live.now, live.peak
+        live.peak = before
+        run()
+        top, delta = live.peak - before, live.now - before
+        live.peak = max(saved, live.peak)
+        return top, delta
+
+    def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
+        """Layer.forward: its input stays live (the stack's args); -> one new [b, s, d]."""
+        x_a = self.sublayer(s, lambda: self.attention(s, start, stack, 0, cache))
+        if cross_s:
+            x_c = self.sublayer(s, lambda: self.attention(s, start, stack, cross_s, cache))
+            self.live.drop(x_a)
+            x_a = x_c
+        self.sublayer(s, lambda: self.ffn(s))
+        self.live.drop(x_a)
+
+    def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
+        """Stack.forward on the embeddings [b, s, d] (kept live by the caller) -> its output."""
+        live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
+        x0 = 0  # embed_extras: a new x when something is added to the embeddings
+        if spec.position in ("learned", "sinusoidal"):
+            positions = live.take(s * INDEX_BYTES)  # arange
+            shifted = live.take(s * INDEX_BYTES) if spec.position == "learned" else 0
+            table = live.take(s * spec.d_model * self.cb)  # [s, d] rows
+            live.drop(shifted)
+            x0 = live.take(nd)  # x + positions
+            live.drop(table, positions)
+        if spec.n_token_types and stack == spec.stacks[0][0]:
+            ids = live.take(self.b * s * INDEX_BYTES)  # zeros: token_type_ids
+            types = live.take(nd)
+            live.take(nd)
+            live.drop(types, ids, x0)
+            x0 = nd
+        if spec.embed_norm:
+            self.norm(s)
+            live.drop(x0)
+            x0 = nd
+        n_layers = dict(spec.stacks)[stack]
+        inputs = [x0] + [nd] * n_layers  # bytes of each layer's input (0: the embeddings)
+        for i in range(min(n_layers, 3)):
+            if i:  # the previous layer's input goes with the stack's old args
+                live.drop(inputs[i - 1])
+            top, delta = self._measured(lambda: self.layer(stack, s, start, cross_s, cache))
+        if n_layers > 3:  # layers 3.. repeat layer 2: same top, same net change (the cache)
+            m, top, delta = n_layers - 3, top - nd, delta - nd  # each starts by dropping nd
+            live.peak = max(live.peak, live.now + max(0, (m - 1) * delta) + top)
+            live.now += m * delta
+        y = self.norm(s) if spec.final_norm else 0
+        live.drop(inputs[n_layers - 1] if n_layers else 0)  # args: the last layer's input
+        if y:
+            live.drop(inputs[n_layers])  # the last layer's output
+        return y or inputs[n_layers]
+
+
+def prefill_peak(spec: ModelSpec, workload: Workload, start: int) -> int:
+    """Highest live bytes of Transformer.forward (no grad) from ``start`` bytes (weights,
+    buffers, inputs): embeddings, stacks, pooler / LM head."""
+    from estimator.kv_cache import decoder_len
+
+    live = Live(start)
+    p = Pass(spec, workload, live)
+    b, s, d = workload.batch_size, workload.seq_len, spec.d_model
+    if spec.is_patch_input:
+        n_patches = (spec.image_size // spec.patch_size) ** 2
+        conv = live.take(b * d * n_patches * p.cb)  # patch.proj
+        live.take(p.act(n_patches + 1, d))  # cat([cls, x])
+        live.drop(conv)
+        s = n_patches + 1
+    else:
+        live.take(p.act(s, d))  # embed: held by forward until it returns
+    first = spec.stacks[0][0]
+    h = p.stack(first, s, 0)
+    s_out = s
+    if spec.arch == "encoder-decoder":
+        s_out = decoder_len(spec, workload)
+        live.take(p.act(s_out, d))  # embed(decoder_input_ids)
+        p.stack("decoder", s_out, 0, cross_s=s)
+    if spec.pooler:
+        live.take(b * d * p.cb)  # pooler.proj on x[:, 0]
+        live.take(b * d * p.cb)  # tanh
+    if spec.lm_head:
+        live.take(b * s_out * spec.vocab_size * p.cb)  # logits
+    del h
+    return live.peak
+
+
+def _keep(spec: ModelSpec, workload: Workload, length: int) -> int:
+    """Positions the self-attention cache keeps after ``length`` tokens (Pattern.keep_last)."""
+    pattern, window = resolved_pattern(spec, workload, "decoder")
+    if pattern == "sliding_window":
+        return min(length, window)
+    if pattern == "chunked":
+        return (length - 1) % window + 1
+    return length
+
+
+def cached_prefill(
+    spec: ModelSpec, workload: Workload, start: int, prompt: int, next_id: bool = True
+) -> Live:
+    """Transformer.prefill of ``prompt`` decoder tokens (encoder-decoder: after the encoder on
+    s source tokens) that keeps every layer's keys/values in the cache; then the argmax of the
+    last logits (``next_id``). ``start``: weights, buffers, the token ids."""
+    b, s, d = workload.batch_size, workload.seq_len, spec.d_model
+    live = Live(start)
+    p = Pass(spec, workload, live)
+    cross = 0
+    if spec.arch == "encoder-decoder":
+        source = live.take(p.act(s, d))  # embed(source): the encoder's argument
+        p.stack("encoder", s, 0)  # memory: live through the decoder
+        live.drop(source)
+        cross = s
+    live.take(p.act(prompt, d))  # embed(prompt)
+    p.stack("decoder", prompt, 0, cross, (0, _keep(spec, workload, prompt)))
+    live.take(b * prompt * spec.vocab_size * p.cb)  # logits
+    if next_id:
+        live.take(b * INDEX_BYTES)  # argmax: the next token id [b, 1]
+    return live
+
+
+def decode_peaks(spec: ModelSpec, workload: Workload, start: int) -> tuple[int, int]:
+    """(prefill peak, highest one-token-step peak) of decoding: the prompt's cached prefill,
+    then steps that start from the whole cache (self: held positions, cross: s per layer) and
+    the previous token id [b, 1]; a step's cache grows by torch.cat (and a clone of the kept
+    positions under a window or chunk). Steps replayed: the last one (the longest cache), and
+    under chunks the last that starts with a full chunk (c held, the clone of 1)."""
+    from estimator.spec import resolved_prompt_len
+
+    b, d = workload.batch_size, spec.d_model
+    prompt = resolved_prompt_len(spec, workload)
+    prefill = cached_prefill(spec, workload, start, prompt).peak
+    pattern, window = resolved_pattern(spec, workload, "decoder")
+    last = prompt + workload.new_tokens - 1  # cache.length before the last step
+    steps = {last}
+    if pattern == "chunked" and last - last % window >= prompt:
+        steps.add(last - last % window)
+    cross = workload.seq_len if spec.arch == "encoder-decoder" else 0
+    decode = 0
+    for pos in sorted(steps):
+        held = _keep(spec, workload, pos)
+        live = Live(start + _cache_bytes(spec, workload, held, cross) + b * INDEX_BYTES)
+        p = Pass(spec, workload, live)
+        live.take(p.act(1, d))  # embed(token)
+        p.stack("decoder", 1, pos, cross, (held, _keep(spec, workload, pos + 1)))
+        live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]
+        live.take(b * INDEX_BYTES)  # argmax
+        decode = max(decode, live.peak)
+    return prefill, decode
+
+
+def _cache_bytes(spec: ModelSpec, workload: Workload, held: int, cross_s: int) -> int:
+    per_pos = (
+        workload.batch_size * spec.n_kv_heads * spec.head_dim * bits(workload.compute_dtype) // 8
+    )
+    n_layers = dict(spec.stacks)["decoder"]
+    return 2 * n_layers * per_pos * (held + cross_s)
