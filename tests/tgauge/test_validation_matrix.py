@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from estimator.spec import Workload
 from tgauge.matrix import cases
 from tgauge.validate import TOLERANCES, validate_point
 
 CASES = cases()
 EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv_cache")
+# inference peaks the replay (estimator/inference.py) does not model: the chunked prefill path
+# (Attention.chunked: padded blocks) is 3.9% low on "mqa decode chunked" (docs/validation.md)
+PEAK_UNMODELLED = {"mqa decode chunked"}
 
 
 def _rows(case):
@@ -34,7 +38,7 @@ def test_predictions_match_reference_model_measurements(case):
             assert r.verdict == "exact", r
         elif quantity.startswith("flops") and not eager:  # fused sdpa: no CPU formula
             assert r.verdict in ("exact", "not measured"), r
-        elif quantity == "peak_memory":
+        elif quantity == "peak_memory" and case.name not in PEAK_UNMODELLED:
             assert r.rel_error <= TOLERANCES["peak_memory"], r
             assert r.verdict in ("exact", "within")
     measured = {r.term.split(".")[0] for r in rows if r.measured is not None}
@@ -42,8 +46,25 @@ def test_predictions_match_reference_model_measurements(case):
     if case.workload.mode != "decode":
         expected.add("flops")
     assert expected <= measured, measured
+    assert any(r.term == "peak_memory" and r.measured is not None for r in rows)
+    assert point.peak_phase_predicted == point.peak_phase_measured
     if case.workload.mode == "train":
-        assert point.peak_phase_predicted == point.peak_phase_measured
         assert any(r.term == "peak_memory" for r in rows)
         assert any(r.term.startswith("flops.backward.") for r in rows)
         assert any(r.term.startswith("memory.activations.") for r in rows)
+    elif case.name not in PEAK_UNMODELLED:  # the inference replay is op by op: exact on CPU
+        peak = next(r for r in rows if r.term == "peak_memory")
+        assert peak.verdict == "exact", peak
+        assert point.peak_phase_measured in ("prefill", "decode")
+
+
+def test_decode_step_peak_matches_live_tracker_when_the_cache_outgrows_the_prefill():
+    # the matrix's decode cases peak in their prefill; a short prompt and a long decode on a
+    # deeper gpt (L = 5: layers 3.. extrapolated from layer 2) peak in the last step
+    gpt = next(c for c in CASES if c.name == "gpt decode").spec
+    spec = gpt.model_copy(update={"n_layers": 5, "n_decoder_layers": 5})
+    workload = Workload(mode="decode", batch_size=1, seq_len=2, new_tokens=40)
+    point = validate_point(spec, workload, device="cpu")
+    peak = next(r for r in point.rows if r.term == "peak_memory")
+    assert peak.verdict == "exact", peak
+    assert point.peak_phase_predicted == point.peak_phase_measured == "decode"
