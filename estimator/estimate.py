@@ -19,7 +19,11 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
             "docs/validation.md); CUDA allocator caching and fragmentation are not modelled"
         )
     else:
-        peak = "peak_memory_bytes: the inference timeline is a stated model, not yet measured"
+        peak = (
+            "peak_memory_bytes: checked on CPU against live tensors (prefill and decode exact "
+            "on the validation matrix except the chunked prefill path, docs/validation.md); "
+            "CUDA allocator caching and kernel workspaces are not modelled"
+        )
     out = [peak, "textbook: the seed notes' formulas, shown for comparison only"]
     if workload.device == "cuda":
         out.append(
