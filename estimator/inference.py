@@ -184,21 +184,24 @@ class Pass:
             if keep < s_k and not held:
                 working = 2 * s * per_pos
         k_pos = live.take(s_k * INDEX_BYTES)  # arange
-        mask, bias = self.masks(stack, s, s_k, start)
         pattern = resolved_pattern(spec, self.w, stack)[0]
         fused_causal = self.w.attention_impl != "eager" and pattern == "causal"
-        is_causal = fused_causal and bias == 0 and s_k == s  # sdpa gets no mask then
-        o = self.attend(s, s_k, 0 if is_causal else mask, bias)
+        # sdpa's is_causal: no bias and no past keys -> no [s, s] mask is built
+        is_causal = fused_causal and spec.position != "relative" and s_k == s
+        mask, bias = self.masks(stack, s, s_k, start, build_mask=not is_causal)
+        o = self.attend(s, s_k, mask, bias)
         live.drop(mask, bias, q_pos, k_pos, q_rot, working)
         return o
 
-    def masks(self, stack: str, s_q: int, s_k: int, start: int) -> tuple[int, int]:
+    def masks(
+        self, stack: str, s_q: int, s_k: int, start: int, build_mask: bool = True
+    ) -> tuple[int, int]:
         """Pattern.allowed -> ok [s_q, s_k] bool (causal, window, chunk; none for a full
         stack); RelativePositionBias -> bias [1, h, s_q, s_k]. Their int64 temporaries are
         dropped before the scores (not modelled)."""
         pattern, _ = resolved_pattern(self.spec, self.w, stack)
         causal = pattern != "full" if stack == "decoder" else pattern == "causal"
-        has_mask = causal or pattern in ("sliding_window", "chunked")
+        has_mask = build_mask and (causal or pattern in ("sliding_window", "chunked"))
         mask = self.live.take(s_q * s_k * BOOL_BYTES) if has_mask else 0
         bias = 0
         if self.spec.position == "relative":

@@ -169,7 +169,11 @@ class Attention(nn.Module):
         bias = pos(q_pos, k_pos) if isinstance(pos, RelativePositionBias) else None
         plain_causal = p.kind == "causal" and key_padding is None and bias is None
         is_causal = plain_causal and k.shape[-2] == s
-        return self.attend(q, k, v, bias, combine(p.allowed(q_pos, k_pos), key_padding), is_causal)
+        if is_causal and self.impl != "eager":
+            ok = None  # sdpa's is_causal: no [s, s] mask is built
+        else:
+            ok = combine(p.allowed(q_pos, k_pos), key_padding)
+        return self.attend(q, k, v, bias, ok, is_causal)
 
     def chunked(self, q, k, v, pos, key_padding) -> torch.Tensor:
         """Chunk-wise attention, block by block: scores [b, n_c, h, c, c], memory O(s * c)."""

@@ -46,11 +46,10 @@ def test_llama2_max_batch_at_4k_on_80_gib_by_hand() -> None:
 
 
 def test_llama2_longest_prefill_on_80_gib_by_hand() -> None:
-    # b = 1: the FFN moment alone would allow (80 GiB - W) // 623,112 = 116,227 tokens, but
-    # the reference model builds the causal mask [s, s] bool even for fused attention (sdpa
-    # then gets is_causal), s^2 bytes beside q, k, v: the attention moment bounds it earlier
+    # b = 1: the FFN moment bounds it, (80 GiB - W) // 623,112 = 116,227 tokens; fused causal
+    # attention gets sdpa's is_causal, so no [s, s] mask is built
     limit = max_context(LLAMA2, PREFILL.model_copy(update={"batch_size": 1}), 80 * GiB)
-    assert limit.max_value < (80 * GiB - W) // PER_TOKEN == 116_227
+    assert limit.max_value == (80 * GiB - W) // PER_TOKEN == 116_227
 
 
 @pytest.mark.parametrize(
