@@ -80,6 +80,7 @@ def test_report_writes_markdown_and_html_holding_every_chart(tmp_path) -> None:
     # memory by term, FLOPs and memory vs s, KV growth, decode cost, parity, bytes + FLOPs lines
     assert len(charts) == 8 and len(list((tmp_path / "charts").glob("*.png"))) == 8
     assert page.count("<svg") == len(charts)
+    assert "| train b=2 s=128 |" in md  # workloads summarised, not dumped as JSON
     for svg in charts:
         assert f"charts/{svg.name}" in md
         assert f'id="chart-{re.sub(r"[^A-Za-z0-9_-]", "_", svg.stem)}"' in page

@@ -52,6 +52,22 @@ def report_command(
     console.print(f"wrote {files.markdown} and {files.html} ({len(files.charts)} chart files)")
 
 
+_SHOWN_ALWAYS = ("mode", "batch_size", "seq_len")
+_DERIVED = ("compute_dtype", "kv_cache_dtype", "device")
+
+
+def _workload_summary(fields: dict[str, Any]) -> str:
+    """'train b=1 s=32' plus every field that differs from the Workload default."""
+    defaults = Workload().model_dump(mode="json")
+    mode, b, s = (fields.get(k) for k in _SHOWN_ALWAYS)
+    extra = [
+        f"{k}={v}"
+        for k, v in fields.items()
+        if k not in _SHOWN_ALWAYS + _DERIVED and k in defaults and v != defaults[k]
+    ]
+    return " ".join([f"{mode} b={b} s={s}", *extra])
+
+
 def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     from estimator.estimate import estimate
     from estimator.sweep import parse_values
@@ -142,7 +158,7 @@ def _validation_section(path: Path) -> Any:
         [
             r.model,
             r.device,
-            json.dumps(r.workload),
+            _workload_summary(r.workload),
             r.status,
             ", ".join(f"{k} {v}" for k, v in sorted(Counter(x.verdict for x in r.rows).items())),
         ]
