@@ -7,9 +7,11 @@ the op returns). Each helper below allocates what one reference-model op returns
 reads the peak, and frees what the Python frame drops (``drop``). Views allocate nothing.
 Modelled: embeddings, positions, norms (LayerNorm's mean/rstd; RMSNorm's steps), projections,
 rotary tables and products, masks (aranges, [s_q, s_k] bool), eager scores / mask / softmax /
-mix with matmul's contiguous copies, CPU flash sdpa (output + logsumexp), FFN, LM head, the KV
-cache's torch.cat and rolling-buffer clones. Not modelled: T5's bucket temporaries ([s_q, s_k]
-int64, freed before the scores), the pooler (2 x [b, d]).
+mix with matmul's contiguous copies, CPU flash sdpa (output + logsumexp), chunk-wise attention
+(padded blocks, block masks, eager or math-sdpa block scores, the output copies), FFN, LM
+head, the KV cache's torch.cat and rolling-buffer clones. Not modelled: T5's bucket temporaries
+([s_q, s_k] or [c, c] int64, freed before the scores), the pooler (2 x [b, d]), a key padding
+mask in chunk-wise attention (inference passes none).
 """
 
 from __future__ import annotations
@@ -184,7 +186,11 @@ class Pass:
             if keep < s_k and not held:
                 working = 2 * s * per_pos
         k_pos = live.take(s_k * INDEX_BYTES)  # arange
-        pattern = resolved_pattern(spec, self.w, stack)[0]
+        pattern, window = resolved_pattern(spec, self.w, stack)
+        if pattern == "chunked" and s > 1 and s_k == s:  # Attention.chunked: start 0, no past
+            o = self.chunked(s, window, stack)
+            live.drop(q_pos, k_pos, q_rot, working)
+            return o
         fused_causal = self.w.attention_impl != "eager" and pattern == "causal"
         # sdpa's is_causal: no bias and no past keys -> no [s, s] mask is built
         is_causal = fused_causal and spec.position != "relative" and s_k == s
@@ -192,6 +198,86 @@ class Pass:
         o = self.attend(s, s_k, mask, bias)
         live.drop(mask, bias, q_pos, k_pos, q_rot, working)
         return o
+
+    def chunked(self, s: int, c: int, stack: str) -> int:
+        """Attention.chunked on q [b, h, s, d_h] -> bytes of its output [b, h, n_c*c, d_h] (a
+        slice of it, [.., :s, :], is returned: the whole copy stays live for the caller's).
+        Blocks [b, n_c, n, c, d_h] are views of padded copies; matmul copies a block view into
+        [b*n_c*n, c, d_h] unless it merges (below); repeat_kv's copies are contiguous. Fused: sdpa
+        of 5-D blocks runs the math kernel (not CPU flash)."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        n_c = -(-s // c)
+        n_rep = h // h_kv
+        causal = stack == "decoder"  # Pattern.for_stack: a chunked decoder is causal
+        local = live.take(c * INDEX_BYTES)  # arange(c)
+        grid = live.take(n_c * c * INDEX_BYTES)  # arange(n_c*c)
+        real = live.take(n_c * c * BOOL_BYTES)  # < s
+        live.drop(grid)
+        ok, mask_el = 0, n_c * c  # key_ok [1, n_c, 1, 1, c]: a view of real
+        if causal:
+            tri = live.take(c * c * BOOL_BYTES)  # local[:, None] >= local[None, :]
+            ok = live.take(n_c * c * c * BOOL_BYTES)  # key_ok & tri: [1, n_c, 1, c, c]
+            live.drop(tri)
+            mask_el = n_c * c * c
+        bias = 0
+        if spec.position == "relative":  # pos(local, local): [1, h, c, c]
+            bias = live.take(h * c * c * cb)
+        blk = b * n_c * c * d_h * cb  # bytes of one head's blocks (padded)
+        pq = live.take(h * blk)  # F.pad(q)
+        pkv = live.take(h_kv * blk) + live.take(h_kv * blk)  # F.pad(k), F.pad(v)
+        # the blocks of h heads merge into [b*n_c*h, c, d_h] (a view) if h is 1, or n_c is 1
+        # and F.pad padded; with nothing to pad, F.pad clones the [b, s, h, d_h] layout
+        merged = h == 1 or (n_c == 1 and n_c * c > s)
+        kv_copy = 0 if n_rep > 1 or merged else h * blk  # matmul's copy of a k / v block view
+        q_copy = 0 if merged else h * blk
+        scores, out = b * n_c * h * c * c * cb, h * blk
+        if self.w.attention_impl == "eager":
+            reps = 0
+            if n_rep > 1:  # repeat_kv k, v; the padded k, v go with attend's rebound names
+                reps = live.take(out) + live.take(out)
+                live.drop(pkv)
+                pkv = 0
+            live.take(q_copy, kv_copy)  # matmul: q, k^T block views made contiguous
+            live.take(scores)  # bmm
+            live.drop(q_copy, kv_copy)
+            live.take(scores)  # * scale
+            live.drop(scores)
+            if bias:
+                live.take(scores)  # + bias
+                live.drop(scores)
+            live.take(mask_el * BOOL_BYTES)  # ~ok
+            live.take(scores)  # masked_fill
+            live.drop(scores, mask_el * BOOL_BYTES)
+            live.take(scores)  # softmax
+            live.drop(scores)
+            live.take(kv_copy)  # matmul: v block view made contiguous
+            live.take(out)  # bmm: probs @ v
+            live.drop(kv_copy, scores, reps)
+        else:  # math sdpa
+            live.take(cb, cb)  # additive: zeros(()), the scalar min
+            mask = live.take(mask_el * cb)  # where(ok, 0, min)
+            live.drop(cb, cb)
+            if bias:  # mask + bias -> [1, n_c, h, c, c]
+                live.drop(mask)
+                mask = live.take(n_c * h * c * c * cb)
+            q_scaled = live.take(out)  # q * sqrt(scale), q's layout
+            reps = live.take(out) + live.take(out) if n_rep > 1 else 0  # enable_gqa: k, v
+            k_scaled = live.take(out)  # k^T * sqrt(scale), k's layout
+            live.take(q_copy, kv_copy)  # matmul: block views made contiguous
+            live.take(scores)  # bmm
+            live.drop(q_copy, kv_copy, k_scaled)
+            live.take(scores)  # + mask
+            live.drop(scores)  # the bmm's
+            live.take(scores)  # _safe_softmax
+            live.drop(scores)  # the sum
+            live.take(kv_copy)  # matmul: v block view made contiguous
+            live.take(out)  # bmm: probs @ v
+            live.drop(kv_copy, scores, q_scaled, reps, mask)
+        live.drop(pq, pkv)  # attend's arguments
+        whole = live.take(out)  # transpose + reshape [b, h, n_c*c, d_h]: a copy
+        live.drop(out, local, real, ok, bias)
+        return whole
 
     def masks(
         self, stack: str, s_q: int, s_k: int, start: int, build_mask: bool = True

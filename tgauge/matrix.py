@@ -111,6 +111,11 @@ def cases() -> list[Case]:
         Case("bart train fused", bart, _work(target_len=8, attention_impl="fused")),
         Case("gpt prefill", gpt, _work("prefill")),
         Case("llama gqa prefill fused", llama, _work("prefill", attention_impl="fused")),
+        Case(
+            "gpt chunked prefill (s % c = 2)",
+            gpt,
+            _work("prefill", attention_pattern="chunked", window=7),
+        ),
         Case("vit prefill", vit, _work("prefill", seq_len=17)),
         Case("t5 prefill", t5, _work("prefill", target_len=8)),
         Case("gpt decode", gpt, _work("decode", seq_len=8, new_tokens=6)),

@@ -11,9 +11,9 @@ from tgauge.validate import TOLERANCES, validate_point
 
 CASES = cases()
 EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv_cache")
-# inference peaks the replay (estimator/inference.py) does not model: the chunked prefill path
-# (Attention.chunked: padded blocks) is 3.9% low on "mqa decode chunked" (docs/validation.md)
-PEAK_UNMODELLED = {"mqa decode chunked"}
+# inference peaks the replay (estimator/inference.py) does not model: none (chunked prefill,
+# Attention.chunked, is replayed block by block)
+PEAK_UNMODELLED: set[str] = set()
 
 
 def _rows(case):
