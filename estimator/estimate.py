@@ -21,7 +21,7 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
     else:
         peak = (
             "peak_memory_bytes: checked on CPU against live tensors (prefill and decode exact "
-            "on the validation matrix except the chunked prefill path, docs/validation.md); "
+            "on the validation matrix, docs/validation.md); "
             "CUDA allocator caching and kernel workspaces are not modelled"
         )
     out = [peak, "textbook: the seed notes' formulas, shown for comparison only"]
