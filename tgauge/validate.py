@@ -178,11 +178,15 @@ def validate_point(
     runner = {"train": _train, "prefill": _prefill, "decode": _decode}[workload.mode]
     try:
         runner(spec, workload, est, point, device, fvcore)
-    except Exception as exc:  # OOM is data here, not a crash
-        if "out of memory" not in str(exc).lower():
-            raise
-        point.status, point.rows = "did_not_fit", []
-        point.notes.append(f"out of memory on {device}: {str(exc).splitlines()[0]}")
+    except Exception as exc:  # a point that fails is data here: the sweep goes on
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if "out of memory" in str(exc).lower():
+            point.status = "did_not_fit"
+            point.notes.append(f"out of memory on {device}: {first_line}")
+        else:
+            point.status = "error"
+            point.notes.append(f"{type(exc).__name__}: {first_line}")
+        point.rows = []
     return point
 
 

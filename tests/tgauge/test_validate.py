@@ -44,3 +44,27 @@ def test_compare_unmeasured_terms_are_left_out_of_the_total():
     assert by["flops.x.sdpa"].verdict == "not measured"
     assert by["flops.total"].verdict == "exact" and by["flops.total"].predicted == 3
     assert all(r.verdict == "not measured" for r in compare("p", "bytes", {"a": 1}, None))
+
+
+def _failing_point(monkeypatch, exc: Exception):
+    import tgauge.validate as v
+    from tgauge.matrix import cases
+
+    def boom(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(v, "_train", boom)
+    case = cases()[0]
+    return v.validate_point(case.spec, case.workload, available=1)
+
+
+def test_out_of_memory_point_is_recorded_as_did_not_fit(monkeypatch) -> None:
+    point = _failing_point(monkeypatch, RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert point.status == "did_not_fit" and point.rows == []
+    assert point.predicted_fits is False  # the estimator's answer stays beside it
+    assert "out of memory" in point.notes[0]
+
+
+def test_failing_point_is_recorded_as_error_not_raised(monkeypatch) -> None:
+    point = _failing_point(monkeypatch, RuntimeError("boom\nsecond line"))
+    assert point.status == "error" and point.notes == ["RuntimeError: boom"]
