@@ -207,17 +207,3 @@ def activations(spec: ModelSpec, workload: Workload, s_dec: int) -> Terms:
         for k, v in part.items():
             out[k] = out.get(k, 0) + v
     return {k: v for k, v in out.items() if v}
-
-
-def one_layer_bytes(spec: ModelSpec, workload: Workload, s_dec: int) -> int:
-    """The largest single layer's saved set (live while a checkpointed layer recomputes)."""
-    full = workload.model_copy(update={"checkpointing": "none"})
-    s = workload.seq_len
-    sizes = []
-    for stack, _ in spec.stacks:
-        if stack == "encoder":
-            s_stack, s_src = s, 0
-        else:
-            s_stack, s_src = s_dec, (s if spec.arch == "encoder-decoder" else 0)
-        sizes.append(sum(layer_saved(spec, full, stack, s_stack, s_src).values()))
-    return max(sizes)
