@@ -118,21 +118,30 @@ class Pass:
         k_copy = live.take(kv_rep)  # k^T made contiguous
         live.take(scores)  # bmm
         live.drop(q_copy, k_copy)
+        self.softmax_mix(scores, bias, mask_bytes, kv_rep, out, reps)  # v copied: contiguous
+        return out
+
+    def softmax_mix(
+        self, scores: int, bias: int, mask: int, v_copy: int, out: int, reps: int
+    ) -> None:
+        """Eager AttentionScores after the Q K^T bmm (``scores`` bytes live), then AttentionMix:
+        * scale, + bias, masked_fill (``mask``: the bool ok, 0: none), softmax, matmul's copy
+        of v (``v_copy``), probs @ v -> ``out``; the probs and ``reps`` (repeat_kv) are freed."""
+        live = self.live
         live.take(scores)  # * scale
         live.drop(scores)
         if bias:
             live.take(scores)  # + bias
             live.drop(scores)
-        if mask_bytes:
-            live.take(mask_bytes)  # ~ok
+        if mask:
+            live.take(mask)  # ~ok
             live.take(scores)  # masked_fill
-            live.drop(scores, mask_bytes)
+            live.drop(scores, mask)
         live.take(scores)  # softmax
         live.drop(scores)
-        v_copy = live.take(kv_rep)  # matmul: contiguous v
+        live.take(v_copy)  # matmul: v made contiguous
         live.take(out)  # bmm: probs @ v
         live.drop(v_copy, scores, reps)
-        return out
 
     def attention(self, s: int, start: int, stack: str, cross_s: int = 0, cache=None) -> int:
         """Attention.forward on the norm output [b, s, d] -> o_proj output [b, s, d].
@@ -241,19 +250,7 @@ class Pass:
             live.take(q_copy, kv_copy)  # matmul: q, k^T block views made contiguous
             live.take(scores)  # bmm
             live.drop(q_copy, kv_copy)
-            live.take(scores)  # * scale
-            live.drop(scores)
-            if bias:
-                live.take(scores)  # + bias
-                live.drop(scores)
-            live.take(mask_el * BOOL_BYTES)  # ~ok
-            live.take(scores)  # masked_fill
-            live.drop(scores, mask_el * BOOL_BYTES)
-            live.take(scores)  # softmax
-            live.drop(scores)
-            live.take(kv_copy)  # matmul: v block view made contiguous
-            live.take(out)  # bmm: probs @ v
-            live.drop(kv_copy, scores, reps)
+            self.softmax_mix(scores, bias, mask_el * BOOL_BYTES, kv_copy, out, reps)
         else:  # math sdpa
             live.take(cb, cb)  # additive: zeros(()), the scalar min
             mask = live.take(mask_el * cb)  # where(ok, 0, min)
