@@ -25,6 +25,7 @@ _EXPORTS = {
     "profile_train_step": "profiler.run",
     "profile_forward": "profiler.run",
     "profile_decode": "profiler.run",
+    "inference_tracker": "profiler.run",
     "HFDecoder": "profiler.run",
     "Measured": "profiler.results",
     "TrainProfile": "profiler.results",

@@ -125,6 +125,17 @@ def _tracked_train_step(
     return live.peak, cuda.result()
 
 
+def inference_tracker(model: Any, inputs: Any) -> Any:
+    """A LiveMemoryTracker whose baseline is the weights and buffers (category ``weights``)
+    and ``inputs``: the starting point of every inference measurement."""
+    from profiler.live import LiveMemoryTracker
+
+    live = LiveMemoryTracker()
+    live.track_existing([*model.parameters(), *model.buffers()], "weights")
+    live.track_existing(inputs, "inputs")
+    return live
+
+
 def profile_forward(
     model: Any, inputs: Any, *, warmup: int = 1, repeats: int = 3, fvcore: bool = True
 ) -> ForwardProfile:
@@ -132,7 +143,7 @@ def profile_forward(
     import torch
 
     from profiler.flops import count_flops, fvcore_flops
-    from profiler.live import CudaPhaseMemory, LiveMemoryTracker
+    from profiler.live import CudaPhaseMemory
     from profiler.timing import time_fn
 
     def forward() -> None:
@@ -140,9 +151,7 @@ def profile_forward(
             call_model(model, inputs)
 
     device = model_device(model)
-    live, cuda = LiveMemoryTracker(), CudaPhaseMemory(device)
-    live.track_existing([*model.parameters(), *model.buffers()], "weights")
-    live.track_existing(inputs, "inputs")
+    live, cuda = inference_tracker(model, inputs), CudaPhaseMemory(device)
     with live:
         live.set_phase("forward")
         cuda.set_phase("forward")
@@ -220,11 +229,7 @@ def _tracked_decode(
     n_steps: int,
     prefill_fn: Callable[[], Any] | None,
 ) -> Any:
-    from profiler.live import LiveMemoryTracker
-
-    live = LiveMemoryTracker()
-    live.track_existing([*model.parameters(), *model.buffers()], "weights")
-    live.track_existing(inputs, "inputs")
+    live = inference_tracker(model, inputs)
     with live:
         if prefill_fn is not None:
             live.set_phase("prefill")

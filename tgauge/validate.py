@@ -272,12 +272,10 @@ def _prefill(
     point.rows += _flop_rows(est, prof.flops, ("forward",))
     live_peak = prof.live_peak  # Transformer.forward, from weights + buffers + inputs
     if est.kv_cache.terms:  # the cache a prefill fills, measured on the model's own prefill
-        from profiler.live import LiveMemoryTracker
+        from profiler import inference_tracker
 
         cache = model.new_cache()
-        live = LiveMemoryTracker()  # its peak: the prefill that keeps the cache
-        live.track_existing([*model.parameters(), *model.buffers()], "weights")
-        live.track_existing(inputs, "inputs")
+        live = inference_tracker(model, inputs)  # its peak: the prefill that keeps the cache
         with torch.no_grad(), live:
             live.set_phase("prefill")
             _run_prefill(model, spec, inputs, cache)
