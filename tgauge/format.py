@@ -17,32 +17,30 @@ FLOP_UNITS_NOTE = "FLOP units are decimal: 1 GFLOP = 10^9, 1 TFLOP = 10^12 FLOPs
 BYTE_UNITS_NOTE = "byte units are binary: 1 KiB = 2^10, 1 MiB = 2^20, 1 GiB = 2^30 bytes"
 
 
+_COUNT = (("B", 10**9), ("M", 10**6), ("K", 10**3))
+
+
+def _scaled(n: int | float, units: tuple[tuple[str, int], ...], unscaled: str) -> str:
+    """n in the largest of ``units`` it reaches, 2 decimals; below all: the plain integer."""
+    for unit, size in units:
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)}{unscaled}"
+
+
 def human_bytes(n_bytes: int | float | None) -> str:
     """'1.50 GiB', '512 B' (binary prefixes, never 'GB'); None -> '-'."""
-    if n_bytes is None:
-        return "-"
-    for unit, size in _BINARY:
-        if abs(n_bytes) >= size:
-            return f"{n_bytes / size:.2f} {unit}"
-    return f"{int(n_bytes)} B"
+    return "-" if n_bytes is None else _scaled(n_bytes, _BINARY, " B")
 
 
 def human_flops(n_flops: int | float | None) -> str:
     """'6.12 TFLOP' (decimal prefixes); None -> '-'."""
-    if n_flops is None:
-        return "-"
-    for unit, size in _DECIMAL:
-        if abs(n_flops) >= size:
-            return f"{n_flops / size:.2f} {unit}"
-    return f"{int(n_flops)} FLOP"
+    return "-" if n_flops is None else _scaled(n_flops, _DECIMAL, " FLOP")
 
 
 def human_count(n: int) -> str:
     """'124.44 M' parameters (decimal)."""
-    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return str(n)
+    return _scaled(n, _COUNT, "")
 
 
 def share(part: int, total: int) -> str:
