@@ -191,24 +191,15 @@ def largest(
             bad = mid
     max_fit, next_fit = probe(good), probe(good + 1)
     assert max_fit is not None and max_fit.fits  # monotone search invariant, not user input
-    if next_fit is None:
-        return Limit(
-            quantity=quantity,
-            max_value=good,
-            max_fit=max_fit,
-            next_value=good + 1,
-            next_fit=None,
-            grew_most=None,
-            capped_by=f"{quantity}={good + 1} is invalid for the model",
-        )
-    assert not next_fit.fits
+    assert next_fit is None or not next_fit.fits
     return Limit(
         quantity=quantity,
         max_value=good,
         max_fit=max_fit,
         next_value=good + 1,
         next_fit=next_fit,
-        grew_most=grew_most(max_fit.terms, next_fit.terms),
+        grew_most=None if next_fit is None else grew_most(max_fit.terms, next_fit.terms),
+        capped_by=f"{quantity}={good + 1} is invalid for the model" if next_fit is None else None,
     )
 
 
