@@ -205,13 +205,10 @@ def profile_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
     """Measure MODEL (parameters, saved activations, live memory, FLOPs, time, KV cache)."""
-    if device not in ("cpu", "cuda", "meta"):
-        raise UserError(f"--device={device!r} is not known; use cpu, cuda or meta")
-    with err_console.status(f"building {model} on {device}"):
-        import torch
+    from tgauge.commands.validate import check_device
 
-        if device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device=cuda: CUDA is not available on this machine")
+    check_device(device, ("cpu", "cuda", "meta"))
+    with err_console.status(f"building {model} on {device}"):
         with _allocation_errors(device):
             target = load_target(model, workload, device)
     with err_console.status(f"measuring {workload.mode} of {model} on {device}"):

@@ -84,14 +84,19 @@ def check_host_memory(points: list[tuple[ModelSpec, Workload]], available: int |
             )
 
 
-def _check_device(device: str) -> None:
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"device={device!r} is invalid: use cpu or cuda")
+def check_device(device: str, allowed: tuple[str, ...] = ("cpu", "cuda")) -> None:
+    """UserError unless ``device`` is one of ``allowed`` and, for cuda, present here."""
+    if device not in allowed:
+        options = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+        raise UserError(f"device={device!r} is invalid: use {options}")
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError("device='cuda' is not available here (no CUDA device): use cpu")
+            raise UserError(
+                "device='cuda' is not available here (CUDA is not available on this machine): "
+                "use cpu"
+            )
 
 
 def _human(unit: str, value: int | None) -> str:
@@ -175,7 +180,7 @@ def validate_command(
 
     from tgauge.validate import validate_point
 
-    _check_device(device)
+    check_device(device)
     points = _points(model, matrix, workload, sweep)
     available = available_bytes(device)
     if device == "cpu":
