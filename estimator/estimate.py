@@ -7,7 +7,7 @@ from estimator.flops import decode_flops, flops
 from estimator.kv_cache import kv_cache
 from estimator.memory import memory, peak_memory
 from estimator.params import params
-from estimator.spec import ModelSpec, Workload, check_compatible
+from estimator.spec import ModelSpec, Workload, check_compatible, resolved_optimizer_impl
 from estimator.textbook import textbook
 
 
@@ -36,6 +36,15 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         out.append("flops sdpa terms: FlopCounterMode counts sdpa only on CUDA kernels (0 on CPU)")
     if workload.causal_flops == "triangle":
         out.append("flops under causal_flops='triangle': no kernel counter reports the triangle")
+    if workload.mode == "train" and workload.optimizer == "adamw-8bit":
+        out.append(
+            "optimizer adamw-8bit: state bytes checked on CPU against bitsandbytes' AdamW8bit "
+            "(exact, where bitsandbytes is installed); the step's temporaries are modelled from "
+            "its source (CPU: the fp32 working set inside one custom op, which the live "
+            "tracker cannot see; CUDA: none), not measured"
+        )
+    if workload.mode == "train" and workload.master_weights:
+        out.append("master_weights: the optimizer's fp32 states and step are not measured")
     if workload.dtype == "int4":
         out.append("weights in int4: scales/zero points of a real quantizer are not counted")
     return out
@@ -44,6 +53,9 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
 def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     """All predictions for (spec, workload); SpecError when the workload cannot run."""
     check_compatible(spec, workload)
+    impl = resolved_optimizer_impl(workload)
+    if workload.is_training and workload.optimizer_impl != impl:  # say which torch picks
+        workload = workload.model_copy(update={"optimizer_impl": impl})
     p = params(spec)
     mem = memory(spec, workload)
     peak, phase = peak_memory(spec, workload)

@@ -4,9 +4,10 @@ Terms (docs/formulas.md):
   weights                    every parameter tensor in ``dtype``: ceil(numel * bits / 8)
                              (int4 packs 2 per byte; norms and embeddings included)
   gradients                  train: one gradient per parameter, in the weight dtype
-  optimizer.exp_avg, .exp_avg_sq   adam/adamw; optimizer.momentum_buffer  sgd-momentum
-                             fp32 under master_weights, else the weight dtype
-  optimizer.step             adam/adamw: one fp32 0-dim ``step`` per parameter tensor (torch)
+  optimizer.<state>          per optimizer (estimator/optimizers.py): exp_avg, exp_avg_sq,
+                             step (adam/adamw); momentum_buffer (sgd-momentum); row_var,
+                             col_var, variance, step (adafactor); state1, state2, absmax1/2,
+                             qmap1/2 (adamw-8bit); fp32 under master_weights, else the weight dtype
   optimizer.master_weights   mixed precision: fp32 copy of every parameter
   activations.<module>       train: tensors saved for backward (estimator/activations.py)
   kv_cache.self, kv_cache.cross    prefill / decode with a cache (estimator/kv_cache.py)
@@ -20,8 +21,10 @@ forward; the step's inputs live throughout; the model output is dropped before b
                    saved set is rebuilt when backward reaches it; the tied/shared embedding's
                    gradient waits in autograd's input buffer, and each further use adds a
                    [V, d] and their sum
-  optimizer_step = weights + master + optimizer + inputs + gradients (fused or single-tensor
-                   AdamW, SGD: no parameter-sized temporaries; activations already freed)
+  optimizer_step = weights + master + optimizer + inputs + gradients + the step's
+                   temporaries of (optimizer, optimizer_impl) (estimator/optimizers.py:
+                   foreach AdamW one more exp_avg_sq, for-loop max_t (n_{t-1} + 2 n_t), fused
+                   none); activations already freed
 Inference (no grad): weights + buffers (``buffers``: the sinusoidal tables) + inputs, then a
 replay of the reference model's forward op by op (estimator/inference.py): every tensor it
 returns, live until Python drops it (residual stream, norm outputs, q/k/v, masks, scores and
@@ -41,7 +44,9 @@ from estimator.kv_cache import (
     decoder_len,
     kv_cache,
 )
-from estimator.params import n_param_tensors, param_tensor_numels, params
+from estimator.optimizers import state_terms as optimizer_states
+from estimator.optimizers import step_temporaries_bytes
+from estimator.params import param_tensor_numels, params
 from estimator.spec import ModelSpec, Workload, resolved_prompt_len
 
 FP32_BYTES = 4
@@ -60,14 +65,7 @@ def _state_terms(spec: ModelSpec, workload: Workload) -> dict[str, int]:
             t["buffers"] = buffers
         return t
     t["gradients"] = _bytes_of_params(spec, workload.dtype)
-    state_dtype = "fp32" if workload.master_weights else workload.dtype
-    one_state = _bytes_of_params(spec, state_dtype)
-    if workload.optimizer in ("adam", "adamw"):
-        t["optimizer.exp_avg"] = one_state
-        t["optimizer.exp_avg_sq"] = one_state
-        t["optimizer.step"] = FP32_BYTES * n_param_tensors(spec)
-    elif workload.optimizer == "sgd-momentum":
-        t["optimizer.momentum_buffer"] = one_state
+    t.update(optimizer_states(spec, workload))  # per optimizer (estimator/optimizers.py)
     if workload.master_weights:
         t["optimizer.master_weights"] = _bytes_of_params(spec, "fp32")
     return t
@@ -199,6 +197,16 @@ def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: 
     return peak
 
 
+def _step_temporaries(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:
+    """The optimizer step's temporaries (estimator/optimizers.py), scaled to the share of the
+    optimizer states in ``mem`` when a plan shards them (ZeRO, tp: a rank steps its shard)."""
+    temporaries = step_temporaries_bytes(spec, workload)
+    full = sum(_state_terms(spec, workload)[k] for k in mem.terms if k.startswith("optimizer."))
+    if temporaries and full and mem.group("optimizer") != full:
+        return temporaries * mem.group("optimizer") // full
+    return temporaries
+
+
 def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[int, str]:
     s_dec = decoder_len(spec, workload)
     n_out = workload.batch_size * (s_dec if spec.arch != "encoder" else workload.seq_len)
@@ -211,7 +219,7 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = states + mem.group("activations")
     backward = max(start + 2 * logits, _backward_sweep(spec, workload, mem, start))
-    step = states + grads  # fused / single-tensor AdamW, SGD: no parameter-sized temporaries
+    step = states + grads + _step_temporaries(spec, workload, mem)
     phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
     return max(phases, key=lambda p: p[0])
 

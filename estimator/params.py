@@ -117,3 +117,62 @@ def param_tensor_numels(spec: ModelSpec) -> list[int]:
 def n_param_tensors(spec: ModelSpec) -> int:
     """Number of distinct parameter tensors (weight and bias count 2; tied storage once)."""
     return len(param_tensor_numels(spec))
+
+
+def _linear_shapes(d_in: int, d_out: int, bias: bool) -> list[tuple[int, ...]]:
+    """nn.Linear(d_in, d_out): weight [d_out, d_in] (+ bias [d_out])."""
+    return [(d_out, d_in), (d_out,)] if bias else [(d_out, d_in)]
+
+
+def _norm_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
+    return [(spec.d_model,)] * len(_norm(spec))
+
+
+def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
+    """One layer's own tensors in registration order (reference_model/layers.py Layer)."""
+    d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.bias
+    attn = [
+        *_linear_shapes(d, d_q, bias),  # q_proj
+        *_linear_shapes(d, d_kv, bias),  # k_proj
+        *_linear_shapes(d, d_kv, bias),  # v_proj
+        *_linear_shapes(d_q, d, bias),  # o_proj
+    ]
+    out = [*_norm_shapes(spec), *attn]
+    if cross:
+        out += [*_norm_shapes(spec), *attn]
+    out += _norm_shapes(spec) + _linear_shapes(d, d_ff, bias)  # ffn_norm, ffn.up
+    if spec.gated:
+        out += _linear_shapes(d, d_ff, bias)  # ffn.gate
+    return out + _linear_shapes(d_ff, d, bias)  # ffn.down
+
+
+def param_tensor_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
+    """Shape of every distinct parameter tensor, in the order of the reference model's
+    ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
+    for-loop step's temporaries depend on neighbouring tensors (estimator/optimizers.py)."""
+    d = spec.d_model
+    out: list[tuple[int, ...]] = []
+    if spec.vocab_size is not None:
+        out.append((spec.vocab_size, d))  # embed
+    for stack, n_layers in spec.stacks:
+        if spec.is_patch_input:
+            p, c = spec.patch_size, spec.n_channels
+            out += [(1, 1, d), (d, c, p, p), (d,)]  # class token, Conv2d weight and bias
+        if spec.position == "learned":
+            rows = spec.n_positions if spec.is_patch_input else spec.max_seq_len
+            out.append((rows + (0 if spec.is_patch_input else spec.position_offset), d))
+        elif spec.position == "relative":
+            out.append((spec.relative_buckets, spec.n_heads))
+        if spec.n_token_types and stack == spec.stacks[0][0]:
+            out.append((spec.n_token_types, d))
+        if spec.embed_norm:
+            out += _norm_shapes(spec)
+        cross = stack == "decoder" and spec.arch == "encoder-decoder"
+        out += _layer_shapes(spec, cross) * n_layers
+        if spec.final_norm:
+            out += _norm_shapes(spec)
+    if spec.pooler:
+        out += _linear_shapes(d, d, True)
+    if spec.lm_head and not spec.tie_embeddings:
+        out.append((spec.vocab_size, d))
+    return out

@@ -21,13 +21,26 @@ Norm = Literal["layernorm", "rmsnorm"]
 NormPosition = Literal["pre", "post"]
 Position = Literal["sinusoidal", "learned", "rotary", "relative", "none"]
 Mode = Literal["train", "prefill", "decode"]
-Optimizer = Literal["adamw", "adam", "sgd", "sgd-momentum", "none"]
+Optimizer = Literal["adamw", "adam", "sgd", "sgd-momentum", "adafactor", "adamw-8bit", "none"]
+OptimizerImpl = Literal["fused", "foreach", "forloop"]
 Checkpointing = Literal["none", "full"]
 AttentionImpl = Literal["eager", "fused"]
 AttentionPattern = Literal["full", "causal", "sliding_window", "chunked"]
 CausalFlops = Literal["full", "triangle"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu")
+
+_TORCH_IMPLS = ("fused", "foreach", "forloop")
+#: the implementations each optimizer's step runs as (Workload.optimizer_impl)
+IMPLS: dict[str, tuple[str, ...]] = {
+    "adamw": _TORCH_IMPLS,
+    "adam": _TORCH_IMPLS,
+    "sgd": _TORCH_IMPLS,
+    "sgd-momentum": _TORCH_IMPLS,
+    "adafactor": ("foreach", "forloop"),  # torch.optim.Adafactor has no fused kernel
+    "adamw-8bit": ("fused",),  # bitsandbytes' own blockwise kernel
+    "none": (),
+}
 
 
 class SpecError(ValueError):
@@ -223,6 +236,12 @@ class Workload(BaseModel):
     )
     master_weights: bool = Field(False, description="mixed precision: fp32 master copy")
     optimizer: Optimizer = "adamw"
+    optimizer_impl: OptimizerImpl | None = Field(
+        None,
+        description="how the step runs: fused kernel, foreach (whole tensor lists) or a "
+        "for-loop over parameters; default: what torch picks on `device` "
+        "(estimator.optimizers.resolved_optimizer_impl)",
+    )
     checkpointing: Checkpointing = "none"
     attention_impl: AttentionImpl = "eager"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -267,6 +286,14 @@ class Workload(BaseModel):
                 True,
                 f"an fp32 master copy needs dtype fp16 or bf16, not {self.dtype!r}",
             )
+        if self.optimizer_impl is not None:
+            allowed = IMPLS[self.optimizer]
+            if self.optimizer_impl not in allowed:
+                fail(
+                    "optimizer_impl",
+                    self.optimizer_impl,
+                    f"optimizer={self.optimizer!r} runs as {' | '.join(allowed) or 'no step'}",
+                )
         if self.attention_pattern in ("sliding_window", "chunked") and self.window is None:
             fail("window", None, f"attention_pattern={self.attention_pattern!r} needs a window")
         return self
@@ -327,3 +354,19 @@ def resolved_pattern(spec: ModelSpec, workload: Workload, stack: str) -> tuple[s
     if spec.sliding_window is not None:
         return "sliding_window", spec.sliding_window
     return "causal", None
+
+
+def resolved_optimizer_impl(workload: Workload) -> str | None:
+    """The given ``optimizer_impl``, else what torch picks on ``workload.device``: Adam, AdamW
+    and SGD call _default_to_fused_or_foreach(use_fused=False) (torch/optim/optimizer.py):
+    foreach when every parameter is on a foreach device (cuda), else the for-loop (cpu).
+    Adafactor runs foreach only when asked (_adafactor.py adafactor: ``if foreach``)."""
+    if workload.optimizer == "none":
+        return None
+    if workload.optimizer_impl is not None:
+        return workload.optimizer_impl
+    if workload.optimizer == "adamw-8bit":
+        return "fused"
+    if workload.optimizer == "adafactor":
+        return "forloop"
+    return "foreach" if workload.device == "cuda" else "forloop"

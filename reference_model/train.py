@@ -1,9 +1,10 @@
 """Training: optimizers, LR schedule, one training step (cross-entropy, teacher forcing).
 
-Adam/AdamW use the fused kernel where torch supports it for the parameters' device and dtype
-(CUDA/CPU float parameters in recent torch), else ``foreach=False``: both update parameter by
-parameter, so no parameter-sized temporaries of the multi-tensor path appear in the step and
-the optimizer memory is exactly its states (exp_avg, exp_avg_sq; momentum_buffer for SGD).
+The optimizer runs as the workload says (``optimizer_impl``: fused, foreach or for-loop),
+or as torch itself picks on the device its step runs for (estimator.optimizers.
+spec.resolved_optimizer_impl: foreach on CUDA, the for-loop on CPU); the flags are passed
+explicitly, so a meta dry run steps the way its target device (``workload.device``) would.
+Torch's default hyper-parameters otherwise (the estimator's step rules assume them).
 """
 
 from __future__ import annotations
@@ -13,37 +14,41 @@ import math
 import torch
 from torch import nn
 
-from estimator.spec import Workload
+from estimator.spec import Workload, resolved_optimizer_impl
 
 LR = 1e-3
 
 
-def _fused_ok(params: list[nn.Parameter]) -> bool:
-    """Whether torch's fused Adam supports all these parameters (device type and dtype)."""
-    try:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-    except ImportError:  # very old torch
-        return False
-    devices = _get_fused_kernels_supported_devices()
-    floats = (torch.float32, torch.float16, torch.bfloat16)
-    return all(p.device.type in devices and p.dtype in floats for p in params)
+def optimizer_impl(params: list[nn.Parameter], workload: Workload) -> str | None:
+    """The implementation the step runs as: the workload's, else torch's default on the
+    parameters' device (on meta: on ``workload.device``, the target of a dry run)."""
+    device = params[0].device.type if params else "cpu"
+    if device in ("cpu", "cuda"):
+        workload = workload.model_copy(update={"device": device})
+    return resolved_optimizer_impl(workload)
 
 
 def make_optimizer(
     model: nn.Module, workload: Workload, lr: float = LR
 ) -> torch.optim.Optimizer | None:
-    """The workload's optimizer over the model's trainable parameters (None for 'none')."""
+    """The workload's optimizer over the model's trainable parameters (None for 'none').
+
+    adamw-8bit is bitsandbytes' AdamW8bit (ImportError when bitsandbytes is missing)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    name = workload.optimizer
+    name, impl = workload.optimizer, optimizer_impl(params, workload)
+    flags = {"fused": impl == "fused", "foreach": impl == "foreach"}
     if name in ("adam", "adamw"):
         cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        if _fused_ok(params):
-            return cls(params, lr=lr, fused=True)
-        return cls(params, lr=lr, foreach=False)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, foreach=False)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=False)
+        return cls(params, lr=lr, **flags)
+    if name in ("sgd", "sgd-momentum"):
+        momentum = 0.9 if name == "sgd-momentum" else 0.0
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, **flags)
+    if name == "adafactor":
+        return torch.optim.Adafactor(params, lr=lr, foreach=impl == "foreach")
+    if name == "adamw-8bit":
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=lr)
     return None
 
 

@@ -45,7 +45,18 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--master-weights/--no-master-weights",),
         "mixed precision: keep an fp32 master copy of the weights",
     ),
-    "optimizer": (str, "adamw", ("--optimizer",), "adamw | adam | sgd | sgd-momentum | none"),
+    "optimizer": (
+        str,
+        "adamw",
+        ("--optimizer",),
+        "adamw | adam | sgd | sgd-momentum | adafactor | adamw-8bit | none",
+    ),
+    "optimizer_impl": (
+        str | None,
+        None,
+        ("--optimizer-impl",),
+        "fused | foreach | forloop (default: torch's choice: foreach on cuda, forloop on cpu)",
+    ),
     "checkpointing": (str, "none", ("--checkpointing",), "activation checkpointing: none | full"),
     "attention_impl": (
         str,

@@ -39,18 +39,26 @@ def _torch_dtype(workload: Workload) -> Any:
     return getattr(torch, _TORCH_DTYPES[name])
 
 
-def make_optimizer(model: Any, name: str) -> Any:
-    import torch
+def make_optimizer(model: Any, workload: Workload) -> Any:
+    """The workload's optimizer, built as reference_model.train builds it (optimizer_impl, or
+    torch's default on the device; on meta, on the target ``workload.device``)."""
+    from reference_model.train import make_optimizer as build_optimizer
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name in ("adam", "adamw"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        return cls(params, lr=1e-4, foreach=False)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=1e-4)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=1e-4, momentum=0.9)
-    return None
+    meta = next(iter(model.parameters())).device.type == "meta"
+    if meta and (
+        workload.optimizer in ("adafactor", "adamw-8bit") or (workload.optimizer_impl == "fused")
+    ):
+        raise UserError(
+            f"--optimizer {workload.optimizer} --optimizer-impl {workload.optimizer_impl} "
+            "cannot step on meta tensors (fused kernels check the device, Adafactor reads "
+            "norms with .item()): profile on cpu, or use `tgauge estimate`"
+        )
+    try:
+        return build_optimizer(model, workload, lr=1e-4)
+    except ImportError as exc:
+        raise UserError(
+            f"--optimizer {workload.optimizer} needs {exc.name}: pip install it"
+        ) from None
 
 
 def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target:
@@ -86,7 +94,7 @@ def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target
     target = Target(model=model, inputs=inputs)
     if workload.mode == "train":
         model.train()
-        target.optimizer = make_optimizer(model, workload.optimizer)
+        target.optimizer = make_optimizer(model, workload)
     else:
         model.eval()
         target.decoder = HFDecoder(model, ids)
@@ -147,7 +155,6 @@ def reference_target(model_arg: str, workload: Workload, device: str) -> Target:
     try:
         from reference_model import build_model
         from reference_model.inputs import make_inputs
-        from reference_model.train import make_optimizer as reference_optimizer
         from reference_model.train import objective
     except ImportError as exc:
         raise UserError(f"the reference model is not available: {exc}") from None
@@ -155,7 +162,7 @@ def reference_target(model_arg: str, workload: Workload, device: str) -> Target:
     target = Target(model=model, inputs=make_inputs(spec, workload, device=device))
     if workload.mode == "train":
         model.train()
-        target.optimizer, target.loss_fn = reference_optimizer(model, workload), objective
+        target.optimizer, target.loss_fn = make_optimizer(model, workload), objective
     else:
         model.eval()
         if workload.mode == "decode":
@@ -201,6 +208,13 @@ def profile_command(
     *,
     workload: Workload,
     device: Annotated[str, typer.Option("--device", help="cpu | cuda | meta")] = "cpu",
+    target_device: Annotated[
+        str,
+        typer.Option(
+            "--target-device",
+            help="meta: the device whose optimizer a dry run builds (torch's default impl)",
+        ),
+    ] = "cuda",
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="timed repeats")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
@@ -208,6 +222,10 @@ def profile_command(
     from tgauge.commands.validate import check_device
 
     check_device(device, ("cpu", "cuda", "meta"))
+    if target_device not in ("cpu", "cuda"):
+        raise UserError(f"--target-device={target_device!r} is invalid: use cpu or cuda")
+    # the kernels the run is for: the device itself, or a meta dry run's target
+    workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
     with err_console.status(f"building {model} on {device}"):
         with _allocation_errors(device):
             target = load_target(model, workload, device)

@@ -1,0 +1,229 @@
+"""Optimizer states and the temporaries of one ``optimizer.step``, per (optimizer, impl).
+
+States (bytes, per state name as ``optimizer.state[p]`` holds them; d = the optimizer's
+dtype: fp32 under master_weights, else the weight dtype; n_t = numel of tensor t):
+  adam, adamw   exp_avg, exp_avg_sq: sum n_t in d; step: one fp32 0-dim tensor per parameter
+  sgd-momentum  momentum_buffer: sum n_t in d;  sgd: none
+  adafactor     per tensor of >= 2 dims [.., r, c]: row_var [.., r, 1] and col_var [.., 1, c];
+                per vector: variance [n]; all in d; step: fp32 0-dim (torch/optim/_adafactor.py
+                Adafactor._init_group)
+  adamw-8bit    bitsandbytes AdamW8bit (optim/optimizer.py Optimizer2State.init_state): per
+                tensor of >= 4096 elements state1, state2 uint8 [n] and absmax1, absmax2 fp32
+                [ceil(n / 256)] (block-wise constants); qmap1, qmap2 fp32 [256] shared by all;
+                smaller tensors: state1, state2 fp32 [n]; step is a Python int
+Step temporaries: the highest bytes a step allocates above weights + states + gradients,
+replayed from the step function's own code with its Python locals (``_Frame``: a name keeps
+its tensor until it is rebound or deleted, so a for-loop holds the previous tensor's result
+while it allocates the next one). Rules, torch's default hyper-parameters (Adam
+weight_decay 0, AdamW 0.01 decoupled, SGD weight_decay 0: no copy of the gradients):
+  adam/adamw fused    none (torch._fused_adamw_ updates in place; adam.py _fused_adam)
+  adam/adamw foreach  _foreach_sqrt(exp_avg_sqs) of a whole (device, dtype) group
+                      (adam.py _multi_tensor_adam): one more copy of the states' bytes
+  adam/adamw forloop  per tensor exp_avg_sq.sqrt() and its quotient, while the previous
+                      tensor's denom lives: max_t (n_{t-1} + 2 n_t) (adam.py _single_tensor_adam)
+  sgd, sgd-momentum   none in any impl (steady state: buffers exist; sgd.py)
+  adafactor           per matrix row_var @ col_var [.., r, c], per vector grad * grad and a
+                      clone of the variance (_adafactor.py _single_tensor_adafactor /
+                      _multi_tensor_adafactor, foreach grouped by device, dtype and ndim > 1)
+  adamw-8bit          CUDA: none (one blockwise kernel in place, backends/cuda/ops.py
+                      _optimizer_update_8bit_blockwise_impl); CPU: one custom op that
+                      dequantizes to fp32 (backends/cpu/ops.py
+                      _optimizer_update_8bit_blockwise_cpu): state1, state2, grad * scale,
+                      sqrt and denominator, 5 fp32 copies of the largest 8-bit tensor (+1
+                      for a non-fp32 parameter's fp32 copy); modelled, not measured
+0-dim temporaries (norms, step increments) are not counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+from estimator.dtypes import nbytes
+from estimator.params import param_tensor_shapes
+from estimator.spec import ModelSpec, Workload, resolved_optimizer_impl
+
+FP32_BYTES = 4
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes Optimizer2State(min_8bit_size=4096)
+BNB_BLOCKSIZE = 256  # Optimizer2State.init_state: blocksize = 256
+BNB_QMAP_LEN = 256  # functional.create_dynamic_map: 2**8 values
+
+Shape = tuple[int, ...]
+
+
+def _dtype(workload: Workload) -> str:
+    return "fp32" if workload.master_weights else workload.dtype
+
+
+def state_terms(spec: ModelSpec, workload: Workload) -> dict[str, int]:
+    """``optimizer.<state>`` bytes (see the module docstring)."""
+    shapes, d = param_tensor_shapes(spec), _dtype(workload)
+    numels = [math.prod(s) for s in shapes]
+    t: dict[str, int] = {}
+    opt = workload.optimizer
+    if opt in ("adam", "adamw"):
+        t["exp_avg"] = t["exp_avg_sq"] = sum(nbytes(n, d) for n in numels)
+        t["step"] = FP32_BYTES * len(shapes)
+    elif opt == "sgd-momentum":
+        t["momentum_buffer"] = sum(nbytes(n, d) for n in numels)
+    elif opt == "adafactor":
+        matrices = [s for s in shapes if len(s) > 1]
+        t["row_var"] = sum(nbytes(math.prod(s[:-1]), d) for s in matrices)  # [.., r, 1]
+        t["col_var"] = sum(nbytes(math.prod(s[:-2]) * s[-1], d) for s in matrices)  # [.., 1, c]
+        t["variance"] = sum(nbytes(math.prod(s), d) for s in shapes if len(s) <= 1)
+        t["step"] = FP32_BYTES * len(shapes)
+    elif opt == "adamw-8bit":
+        big = [n for n in numels if n >= BNB_MIN_8BIT_SIZE]
+        small = sum(n for n in numels if n < BNB_MIN_8BIT_SIZE)
+        t["state1"] = t["state2"] = sum(big) + FP32_BYTES * small
+        if big:
+            blocks = sum(-(-n // BNB_BLOCKSIZE) for n in big)
+            t["absmax1"] = t["absmax2"] = FP32_BYTES * blocks
+            t["qmap1"] = t["qmap2"] = FP32_BYTES * BNB_QMAP_LEN
+    return {f"optimizer.{k}": v for k, v in t.items() if v}
+
+
+class _Frame:
+    """The Python locals of a step function: each name holds a tensor (or a list of them,
+    one entry) until the name is rebound or deleted; live bytes above the step's start."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}  # name -> tensor id
+        self.sizes: dict[int, int] = {}  # tensor id -> bytes
+        self.live = self.peak = self._count = 0
+
+    def new(self, name: str, n_bytes: int) -> None:
+        """``name = <a new tensor>``: allocated while the name's old tensor still lives."""
+        self._count += 1
+        tid = self._count
+        self.sizes[tid] = n_bytes
+        self.live += n_bytes
+        self.peak = max(self.peak, self.live)
+        self._bind(name, tid)
+
+    def alias(self, name: str, other: str) -> None:
+        """``name = other`` (the same tensor)."""
+        self._bind(name, self.names[other])
+
+    def drop(self, name: str) -> None:
+        """``del name`` (or an expression temporary going out of scope)."""
+        old = self.names.pop(name, None)
+        if old is not None and old not in self.names.values():
+            self.live -= self.sizes.pop(old)
+
+    def _bind(self, name: str, tid: int) -> None:
+        self.drop(name)
+        self.names[name] = tid
+
+
+def _adam_foreach(f: _Frame, groups: list[list[Shape]], d: str) -> None:
+    for group in groups:  # exp_avg_sq_sqrt = torch._foreach_sqrt(device_exp_avg_sqs)
+        f.new("exp_avg_sq_sqrt", sum(nbytes(math.prod(s), d) for s in group))
+
+
+def _adam_forloop(f: _Frame, groups: list[list[Shape]], d: str) -> None:
+    for shape in (s for group in groups for s in group):
+        n = nbytes(math.prod(shape), d)
+        f.new("sqrt", n)  # exp_avg_sq.sqrt()
+        f.new("quotient", n)  # ... / bias_correction2_sqrt
+        f.drop("sqrt")
+        f.alias("denom", "quotient")  # denom = (...).add_(eps): the old denom is freed
+        f.drop("quotient")
+
+
+def _adafactor_matrix(f: _Frame, shapes: list[Shape], d: str, foreach: bool) -> None:
+    """row_mean / col_mean (vector norms), var_estimate = row_var @ col_var, and its
+    row_var.mean; ``update`` is var_estimate (clamp_, rsqrt_ and mul_ in place)."""
+    rows = [nbytes(math.prod(s[:-1]), d) for s in shapes]  # [.., r, 1]
+    cols = [nbytes(math.prod(s[:-2]) * s[-1], d) for s in shapes]  # [.., 1, c]
+    full = [nbytes(math.prod(s), d) for s in shapes]
+    means = [nbytes(math.prod(s[:-2]), d) for s in shapes]  # row_var.mean(-2) [.., 1, 1]
+    if foreach:  # lists, each deleted after use (del row_means, col_means, row_var_means)
+        for name, sizes in (("row_means", rows), ("col_means", cols)):
+            f.new(name, sum(sizes))
+            f.drop(name)
+        f.new("var_estimates", sum(full))
+        f.new("row_var_means", sum(means))
+        f.drop("row_var_means")
+        f.alias("updates", "var_estimates")
+        return
+    for row, col, n, mean in zip(rows, cols, full, means, strict=True):
+        f.new("row_mean", row)
+        f.new("col_mean", col)
+        f.new("var_estimate", n)
+        f.new("row_var_mean", mean)
+        f.drop("row_var_mean")
+        f.alias("update", "var_estimate")
+
+
+def _adafactor_vector(f: _Frame, shapes: list[Shape], d: str, foreach: bool) -> None:
+    """grad * grad, then var_estimate = variance.clone(); ``update`` is var_estimate."""
+    sizes = [nbytes(math.prod(s), d) for s in shapes]
+    if foreach:
+        f.new("grads_squared", sum(sizes))
+        f.drop("grads_squared")  # del grads_squared
+        f.new("var_estimates", sum(sizes))
+        f.alias("updates", "var_estimates")
+        return
+    for n in sizes:
+        f.new("grad_squared", n)
+        f.new("var_estimate", n)
+        f.alias("update", "var_estimate")
+
+
+def _adafactor(f: _Frame, groups: list[list[Shape]], d: str, foreach: bool) -> None:
+    for group in groups:
+        if foreach:  # _group_tensors_by_device_dtype_and_is_multidim: first-seen order
+            kinds = list(dict.fromkeys(len(s) > 1 for s in group))
+            for matrix in kinds:
+                part = [s for s in group if (len(s) > 1) == matrix]
+                (_adafactor_matrix if matrix else _adafactor_vector)(f, part, d, True)
+            continue
+        for s in group:
+            (_adafactor_matrix if len(s) > 1 else _adafactor_vector)(f, [s], d, False)
+
+
+def _bnb_8bit(f: _Frame, groups: list[list[Shape]], d: str, device: str) -> None:
+    if device == "cuda":
+        return
+    copies = 5 + (d != "fp32")  # fp32 state1, state2, grad, sqrt, quotient (+ param copy)
+    for n in (math.prod(s) for group in groups for s in group):
+        if n >= BNB_MIN_8BIT_SIZE:
+            f.new("fp32_working_set", copies * nbytes(n, "fp32"))
+            f.drop("fp32_working_set")  # the op's locals end with it
+
+
+def _none(f: _Frame, groups: list[list[Shape]], d: str) -> None:
+    """In place: no temporaries."""
+
+
+Rule = Callable[[_Frame, list[list[Shape]], str], None]
+_RULES: dict[tuple[str, str], Rule] = {
+    **{(opt, "fused"): _none for opt in ("adam", "adamw", "sgd", "sgd-momentum")},
+    **{(opt, "foreach"): _adam_foreach for opt in ("adam", "adamw")},
+    **{(opt, "forloop"): _adam_forloop for opt in ("adam", "adamw")},
+    **{(opt, impl): _none for opt in ("sgd", "sgd-momentum") for impl in ("foreach", "forloop")},
+    ("adafactor", "foreach"): lambda f, g, d: _adafactor(f, g, d, True),
+    ("adafactor", "forloop"): lambda f, g, d: _adafactor(f, g, d, False),
+}
+
+
+def step_temporaries_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """Highest bytes allocated by one steady-state ``optimizer.step`` above weights, states
+    and gradients (the rule of (optimizer, resolved impl); module docstring)."""
+    impl = resolved_optimizer_impl(workload)
+    if impl is None:
+        return 0
+    return _replay(spec, workload.optimizer, impl, _dtype(workload), workload.device)
+
+
+@functools.lru_cache(maxsize=256)  # plan and sweep searches re-evaluate the same step
+def _replay(spec: ModelSpec, optimizer: str, impl: str, d: str, device: str) -> int:
+    groups = [param_tensor_shapes(spec)]  # one (device, dtype) group: every tensor in d
+    frame = _Frame()
+    if optimizer == "adamw-8bit":
+        _bnb_8bit(frame, groups, d, device)
+    else:
+        _RULES[(optimizer, impl)](frame, groups, d)
+    return frame.peak
