@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 
 from estimator.spec import ModelSpec, Workload
 
-# Glossary sizes of every case: d=32, h=4, d_ff=64, V=61 (one case 4096), L=2, b=2, s=16.
+# Glossary sizes of every case: d=32, h=4, d_ff=64, V=61 (big-vocab cases 4096), L=2, b=2, s=16
+# (the optimizer cases b=1, s=4).
 _BASE: dict[str, Any] = dict(
     d_model=32, n_heads=4, d_ff=64, vocab_size=61, max_seq_len=64, n_layers=2
 )
@@ -29,6 +30,11 @@ def _spec(name: str, arch: str, **fields: Any) -> ModelSpec:
 
 def _work(mode: str = "train", **fields: Any) -> Workload:
     return Workload(mode=mode, **{"batch_size": 2, "seq_len": 16, **fields})
+
+
+def _step(optimizer: str, impl: str) -> Workload:
+    """A training step whose peak is the optimizer's: one sequence of 4 tokens."""
+    return _work(batch_size=1, seq_len=4, optimizer=optimizer, optimizer_impl=impl)
 
 
 GPT = dict(position="learned")
@@ -77,6 +83,7 @@ def cases() -> list[Case]:
     gpt = _spec("gpt", "decoder", **GPT)
     gpt_big_vocab = _spec("gpt-big-vocab", "decoder", **{**GPT, "vocab_size": 4096})
     llama = _spec("llama", "decoder", **LLAMA)
+    llama_big_vocab = _spec("llama-big-vocab", "decoder", **{**LLAMA, "vocab_size": 4096})
     mqa = _spec("gpt-mqa-rmsnorm", "decoder", **{**GPT, "n_kv_heads": 1, "norm": "rmsnorm"})
     gpt_post = _spec("gpt-post-sinusoidal-relu", "decoder", **VASWANI)
     gpt_geglu = _spec(
@@ -99,6 +106,18 @@ def cases() -> list[Case]:
         Case("llama gqa train eager", llama, _work()),
         Case("llama gqa train fused", llama, _work(attention_impl="fused")),
         Case("mqa rmsnorm train adam", mqa, _work(optimizer="adam")),
+        # b * s small, V >> d, untied: the optimizer step's temporaries make the peak
+        *(
+            Case(f"llama big-vocab train {opt} {impl}", llama_big_vocab, _step(opt, impl))
+            for opt, impl in (
+                ("adamw", "fused"),
+                ("adamw", "foreach"),
+                ("adamw", "forloop"),
+                ("sgd-momentum", "foreach"),
+                ("adafactor", "forloop"),
+                ("adafactor", "foreach"),
+            )
+        ),
         Case("post-norm sinusoidal train", gpt_post, _work()),
         Case("geglu untied train", gpt_geglu, _work()),
         Case("mistral sliding-window train", mistral, _work()),

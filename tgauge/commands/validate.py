@@ -53,6 +53,21 @@ def _points(
     return points
 
 
+def _hf_config(model: str | None) -> dict[str, Any]:
+    """The Hugging Face config.json MODEL names (--hf)."""
+    from tgauge.loading import read_mapping
+
+    path = Path(model or "")
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file() or path.suffix.lower() != ".json":
+        raise UserError(f"--hf needs MODEL to be a Hugging Face config.json, not {model!r}")
+    data = read_mapping(path)
+    if "model_type" not in data:
+        raise UserError(f"--hf: {path} has no model_type: not a Hugging Face config")
+    return data
+
+
 def available_bytes(device: str) -> int | None:
     """Memory the device offers, to say whether the estimator predicted a fit."""
     if device == "cuda":
@@ -165,6 +180,12 @@ def validate_command(
     sweep: Annotated[
         list[str], typer.Option("--sweep", help="field=v1,v2 or a..b; repeat to combine")
     ] = [],  # noqa: B006
+    hf: Annotated[
+        bool,
+        typer.Option(
+            "--hf", help="train the Hugging Face model of MODEL (a config.json, random init)"
+        ),
+    ] = False,
     matrix: Annotated[
         bool, typer.Option("--matrix", help="run the built-in validation matrix (tgauge/matrix.py)")
     ] = False,
@@ -182,6 +203,9 @@ def validate_command(
 
     check_device(device)
     points = _points(model, matrix, workload, sweep)
+    hf_config = _hf_config(model) if hf else None
+    if hf_config is not None and any(w.mode != "train" for _, w in points):
+        raise UserError("--hf validates training steps: use --mode train")
     available = available_bytes(device)
     if device == "cpu":
         check_host_memory(points, available)
@@ -195,7 +219,9 @@ def validate_command(
             progress.update(
                 task, description=f"{spec.name} {point_workload.mode} s={point_workload.seq_len}"
             )
-            result = validate_point(spec, point_workload, device=device, available=available)
+            result = validate_point(
+                spec, point_workload, device=device, available=available, hf_config=hf_config
+            )
             results.append(result)
             if jsonl is not None:
                 with jsonl.open("a") as fh:
