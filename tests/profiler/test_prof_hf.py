@@ -86,3 +86,42 @@ def test_cli_profile_bad_path_is_one_line_exit_2():
     result = CliRunner().invoke(cli(), ["profile", "no/such/config.json"])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "no such file" in result.output
+
+
+# A small HF Llama whose training peak is the optimizer step's (b * s = 16 tokens, V = 8000
+# >> d = 256, untied): the comparison tests the optimizer, not HF's activations (issue 9).
+LLAMA_CONFIG = {"model_type": "llama", "vocab_size": 8000, "hidden_size": 256,
+                "intermediate_size": 688, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 4, "max_position_embeddings": 64,
+                "tie_word_embeddings": False}  # fmt: skip
+OPTIMIZERS = [
+    ("adamw", "fused", "backward"),  # in place: backward's end is higher
+    ("adamw", "foreach", "optimizer_step"),  # + one exp_avg_sq (_foreach_sqrt)
+    ("adamw", "forloop", "optimizer_step"),  # + two [V, d] and the previous denom
+    ("sgd-momentum", "foreach", "backward"),
+    pytest.param("sgd-momentum", "forloop", "backward", marks=pytest.mark.slow),
+    ("adafactor", "forloop", "optimizer_step"),  # + row_var @ col_var of lm_head [V, d]
+    pytest.param(  # + every matrix's estimate at once
+        "adafactor", "foreach", "optimizer_step", marks=pytest.mark.slow
+    ),
+]
+IDS = ["adamw-fused", "adamw-foreach", "adamw-forloop", "sgd-momentum-foreach",
+       "sgd-momentum-forloop", "adafactor-forloop", "adafactor-foreach"]  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer,impl,phase", OPTIMIZERS, ids=IDS)
+def test_hf_llama_train_step_matches_estimator_states_and_peak(optimizer, impl, phase):
+    from estimator.spec import ModelSpec, Workload
+    from tgauge.validate import validate_point
+
+    spec = ModelSpec.from_hf_config(LLAMA_CONFIG)
+    workload = Workload(batch_size=1, seq_len=16, optimizer=optimizer, optimizer_impl=impl)
+    point = validate_point(spec, workload, device="cpu", hf_config=LLAMA_CONFIG)
+    assert point.status == "ok", point.notes
+    for row in point.rows:
+        if row.term == "peak_memory":
+            assert row.rel_error <= 0.02, row
+        else:  # parameters, weights, gradients, every optimizer state
+            assert row.verdict == "exact", row
+    assert any(r.term.startswith("memory.optimizer.") for r in point.rows) == (optimizer != "sgd")
+    assert point.peak_phase_predicted == point.peak_phase_measured == phase

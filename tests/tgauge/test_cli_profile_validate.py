@@ -124,3 +124,45 @@ def test_validate_sweep_appends_one_point_per_line_and_keeps_earlier_runs(spec_f
     _run(*argv)
     second = jsonl.read_text().splitlines()
     assert len(second) == 4 and second[:2] == first
+
+
+BIG_VOCAB = {**TINY, "name": "tiny-untied", "vocab_size": 4096, "tie_embeddings": False}
+
+
+@pytest.mark.parametrize("target,impl", [("cuda", "foreach"), ("cpu", "forloop")])
+def test_profile_meta_steps_the_optimizer_as_the_target_device_would(tmp_path, target, impl):
+    path = tmp_path / "untied.json"
+    path.write_text(json.dumps(BIG_VOCAB))
+    out = json.loads(_run("profile", str(path), "--device", "meta", "--target-device", target,
+                          "-b", "1", "-s", "4", "--repeats", "1", "--json"))  # fmt: skip
+    w = Workload(batch_size=1, seq_len=4, device=target)
+    est = estimate(ModelSpec.model_validate(BIG_VOCAB), w)
+    assert est.workload.optimizer_impl == impl  # torch's default on the target
+    assert out["live_peak"]["peak_bytes"] == est.peak_memory_bytes
+    assert out["live_peak"]["phase"] == est.peak_phase == "optimizer_step"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["profile", "--device", "meta", "--optimizer", "adafactor"], "cannot step on meta"),
+        (["profile", "--device", "meta", "--target-device", "tpu"], "--target-device"),
+        (["validate", "--hf"], "has no model_type: not a Hugging Face config"),
+        (["validate", "--optimizer-impl", "fused", "--optimizer", "adafactor"], "optimizer_impl"),
+    ],
+)
+def test_optimizer_errors_are_one_line_exit_2(spec_file, argv, message):
+    extra = ["-s", "4"] + (["--repeats", "1"] if argv[0] == "profile" else [])
+    r = runner.invoke(app, [argv[0], spec_file, *argv[1:], *extra])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert r.output.strip().count("\n") == 0
+
+
+def test_estimate_json_says_which_impl_torch_picks():
+    out = json.loads(_run("estimate", "gpt2-small", "-s", "8", "--json"))
+    assert out["workload"]["optimizer_impl"] == "foreach"  # device cuda: foreach
+    assert out["peak_phase"] == "optimizer_step"
+    fused = json.loads(_run("estimate", "gpt2-small", "-s", "8", "--optimizer-impl", "fused",
+                            "--json"))  # fmt: skip
+    assert fused["peak_memory_bytes"] < out["peak_memory_bytes"]
