@@ -58,10 +58,14 @@ def _dtype(workload: Workload) -> str:
 
 def state_terms(spec: ModelSpec, workload: Workload) -> dict[str, int]:
     """``optimizer.<state>`` bytes (see the module docstring)."""
-    shapes, d = param_tensor_shapes(spec), _dtype(workload)
+    return dict(_states(spec, workload.optimizer, _dtype(workload)))
+
+
+@functools.lru_cache(maxsize=256)
+def _states(spec: ModelSpec, opt: str, d: str) -> tuple[tuple[str, int], ...]:
+    shapes = param_tensor_shapes(spec)
     numels = [math.prod(s) for s in shapes]
     t: dict[str, int] = {}
-    opt = workload.optimizer
     if opt in ("adam", "adamw"):
         t["exp_avg"] = t["exp_avg_sq"] = sum(nbytes(n, d) for n in numels)
         t["step"] = FP32_BYTES * len(shapes)
@@ -81,7 +85,7 @@ def state_terms(spec: ModelSpec, workload: Workload) -> dict[str, int]:
             blocks = sum(-(-n // BNB_BLOCKSIZE) for n in big)
             t["absmax1"] = t["absmax2"] = FP32_BYTES * blocks
             t["qmap1"] = t["qmap2"] = FP32_BYTES * BNB_QMAP_LEN
-    return {f"optimizer.{k}": v for k, v in t.items() if v}
+    return tuple((f"optimizer.{k}", v) for k, v in t.items() if v)
 
 
 class _Frame:
@@ -220,7 +224,7 @@ def step_temporaries_bytes(spec: ModelSpec, workload: Workload) -> int:
 
 @functools.lru_cache(maxsize=256)  # plan and sweep searches re-evaluate the same step
 def _replay(spec: ModelSpec, optimizer: str, impl: str, d: str, device: str) -> int:
-    groups = [param_tensor_shapes(spec)]  # one (device, dtype) group: every tensor in d
+    groups = [list(param_tensor_shapes(spec))]  # one (device, dtype) group: all in d
     frame = _Frame()
     if optimizer == "adamw-8bit":
         _bnb_8bit(frame, groups, d, device)

@@ -16,6 +16,8 @@ relative Embedding(relative_buckets, h); sinusoidal and rotary are buffers (no p
 
 from __future__ import annotations
 
+import functools
+
 from estimator.breakdown import Breakdown
 from estimator.spec import ModelSpec
 
@@ -146,7 +148,8 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
     return out + _linear_shapes(d_ff, d, bias)  # ffn.down
 
 
-def param_tensor_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
+@functools.lru_cache(maxsize=256)  # depends on the spec only; hot in plan searches
+def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     """Shape of every distinct parameter tensor, in the order of the reference model's
     ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
     for-loop step's temporaries depend on neighbouring tensors (estimator/optimizers.py)."""
@@ -175,4 +178,4 @@ def param_tensor_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
         out += _linear_shapes(d, d, True)
     if spec.lm_head and not spec.tie_embeddings:
         out.append((spec.vocab_size, d))
-    return out
+    return tuple(out)

@@ -20,7 +20,7 @@ from reference_model.train import make_optimizer
 @pytest.mark.parametrize("name", list(CASES))
 def test_param_tensor_shapes_match_model_parameters_in_order(name: str) -> None:
     s = spec(**CASES[name])
-    assert [tuple(p.shape) for p in build_model(s).parameters()] == param_tensor_shapes(s)
+    assert tuple(tuple(p.shape) for p in build_model(s).parameters()) == param_tensor_shapes(s)
 
 
 @pytest.mark.parametrize(

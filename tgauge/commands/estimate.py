@@ -46,7 +46,11 @@ def summary_table(est: Estimate) -> Table:
     t.add_row("parameters", f"{human_count(est.params.total)} ({est.params.total:,})")
     t.add_row("peak memory", f"{human_bytes(est.peak_memory_bytes)} at {est.peak_phase}")
     if w.is_training and w.optimizer != "none":
-        t.add_row("optimizer", f"{w.optimizer} ({w.optimizer_impl} step, {w.device})")
+        from estimator.optimizers import step_temporaries_bytes
+
+        temporaries = human_bytes(step_temporaries_bytes(est.spec, w))
+        t.add_row("optimizer", f"{w.optimizer}, {w.optimizer_impl} step on {w.device}")
+        t.add_row("optimizer step temporaries", temporaries)
     t.add_row("memory terms (sum)", human_bytes(est.memory.total))
     if est.kv_cache.terms:
         t.add_row("KV cache", human_bytes(est.kv_cache.total))
