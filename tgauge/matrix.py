@@ -114,6 +114,7 @@ def cases() -> list[Case]:
                 ("adamw", "foreach"),
                 ("adamw", "forloop"),
                 ("sgd-momentum", "foreach"),
+                ("sgd-momentum", "fused"),
                 ("adafactor", "forloop"),
                 ("adafactor", "foreach"),
             )
