@@ -36,6 +36,11 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         out.append("flops sdpa terms: FlopCounterMode counts sdpa only on CUDA kernels (0 on CPU)")
     if workload.causal_flops == "triangle":
         out.append("flops under causal_flops='triangle': no kernel counter reports the triangle")
+    if workload.mode == "train" and workload.device == "cuda" and workload.optimizer != "none":
+        out.append(
+            "optimizer step temporaries on cuda: replayed from torch's optimizer code, which "
+            "is the same on CPU (measured there, docs/validation.md); no GPU run yet"
+        )
     if workload.mode == "train" and workload.optimizer == "adamw-8bit":
         out.append(
             "optimizer adamw-8bit: state bytes checked on CPU against bitsandbytes' AdamW8bit "

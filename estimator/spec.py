@@ -240,7 +240,7 @@ class Workload(BaseModel):
         None,
         description="how the step runs: fused kernel, foreach (whole tensor lists) or a "
         "for-loop over parameters; default: what torch picks on `device` "
-        "(estimator.optimizers.resolved_optimizer_impl)",
+        "(resolved_optimizer_impl)",
     )
     checkpointing: Checkpointing = "none"
     attention_impl: AttentionImpl = "eager"

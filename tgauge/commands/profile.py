@@ -48,8 +48,9 @@ def make_optimizer(model: Any, workload: Workload) -> Any:
     if meta and (
         workload.optimizer in ("adafactor", "adamw-8bit") or (workload.optimizer_impl == "fused")
     ):
+        impl = f" --optimizer-impl {workload.optimizer_impl}" if workload.optimizer_impl else ""
         raise UserError(
-            f"--optimizer {workload.optimizer} --optimizer-impl {workload.optimizer_impl} "
+            f"--optimizer {workload.optimizer}{impl} "
             "cannot step on meta tensors (fused kernels check the device, Adafactor reads "
             "norms with .item()): profile on cpu, or use `tgauge estimate`"
         )
