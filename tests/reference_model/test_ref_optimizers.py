@@ -91,3 +91,18 @@ def test_8bit_cpu_kernel_working_set_matches_the_rule(dtype) -> None:
     assert step_temporaries_bytes(s, w) == (5 + (name != "fp32")) * FP32_BYTES * p.numel()
     cuda = estimate(s, w.model_copy(update={"device": "cuda"}))
     assert step_temporaries_bytes(s, cuda.workload) == 0  # one in-place CUDA kernel
+
+
+@pytest.mark.parametrize("optimizer,impl", [("adamw", "foreach"), ("adafactor", "forloop")])
+def test_bf16_step_temporaries_match_measured_peak(optimizer, impl) -> None:
+    """States and temporaries in the weight dtype (bf16): the step's peak, measured."""
+    from tgauge.validate import validate_point
+
+    s = spec(**{**LLAMA, "vocab_size": 4096, "tie_embeddings": False})
+    w = Workload(batch_size=1, seq_len=4, dtype="bf16", optimizer=optimizer, optimizer_impl=impl)
+    point = validate_point(s, w)
+    assert point.status == "ok", point.notes
+    assert all(r.verdict == "exact" for r in point.rows if r.term.startswith("memory.optimizer"))
+    peak = next(r for r in point.rows if r.term == "peak_memory")
+    assert peak.rel_error <= 0.02, peak
+    assert point.peak_phase_predicted == point.peak_phase_measured == "optimizer_step"
