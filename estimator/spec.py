@@ -341,8 +341,8 @@ def context_limit_text(spec: ModelSpec, workload: Workload) -> str:
             f"x rope_scaling={workload.rope_scaling:g} = {limit}"
         )
     return (
-        f"{spec.name} has rotary positions for max_seq_len={limit} tokens; a rope scaling "
-        "factor (--rope-scaling FACTOR) raises the limit to FACTOR x that"
+        f"{spec.name} has rotary positions for max_seq_len={limit} tokens "
+        "(rope_scaling, --rope-scaling FACTOR, raises it FACTOR-fold)"
     )
 
 

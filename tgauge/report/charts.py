@@ -82,6 +82,8 @@ def lines_figure(data: ChartData) -> Any:
             ax.fill_between(s.x, y, alpha=0.3, label=s.label)
         else:
             ax.plot(s.x, y, "--" if s.style == "dashed" else "-", label=s.label, linewidth=2)
+    if data.y_from_zero:
+        ax.set_ylim(bottom=0)
     return _finish(fig, ax, data, unit)
 
 
