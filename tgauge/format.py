@@ -94,3 +94,16 @@ def defaults_note(model: str, applied: dict[str, Any]) -> str | None:
     shown = ", ".join(f"{k}={v}" for k, v in applied.items())
     given = "/".join(flags[k] for k in applied if k in flags)
     return f"{model}'s usual settings applied: {shown} (set {given} to change)"
+
+
+def validate_defaults_note(model: str, workload: dict[str, Any]) -> str:
+    """For validate's titles: '' or a note that validate measured fp32 / eager where estimate
+    and fit would use the preset's usual settings (estimator.presets.PRESET_DEFAULTS)."""
+    from estimator.presets import preset_workload_defaults
+
+    usual = preset_workload_defaults(model, str(workload.get("mode", "train")), set())
+    differ = {k: v for k, v in usual.items() if workload.get(k) != v}
+    if not differ:
+        return ""
+    shown = ", ".join(f"{k}={v}" for k, v in differ.items())
+    return f" (validate's defaults; estimate and fit would use {shown})"

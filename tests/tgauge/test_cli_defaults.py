@@ -76,3 +76,17 @@ def test_fit_and_sweep_titles_state_the_workload() -> None:
     out = " ".join(r.stdout.split())
     assert "varying seq_len; other settings train, b=1, s=512, fp32 weights" in out
     assert "checkpointing none" in out
+
+
+def test_validate_title_says_when_its_defaults_differ_from_estimates() -> None:
+    from tgauge.format import validate_defaults_note
+
+    fp32_eager = {"mode": "prefill", "dtype": "fp32", "attention_impl": "eager"}
+    note = validate_defaults_note("llama-2-7b", fp32_eager)
+    assert (
+        note
+        == " (validate's defaults; estimate and fit would use dtype=fp16, attention_impl=fused)"
+    )
+    assert validate_defaults_note("gpt2-small", fp32_eager) == ""
+    as_usual = {"mode": "prefill", "dtype": "fp16", "attention_impl": "fused"}
+    assert validate_defaults_note("llama-2-7b", as_usual) == ""

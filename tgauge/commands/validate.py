@@ -12,7 +12,7 @@ from rich.table import Table
 
 from estimator.spec import ModelSpec, Workload
 from tgauge.app import UserError, app, console, err_console, out_dir, print_json, user_errors
-from tgauge.format import human_bytes, human_count, human_flops
+from tgauge.format import human_bytes, human_count, human_flops, validate_defaults_note
 from tgauge.options import Json, with_workload
 
 MAX_POINTS = 1_000  # each point builds and runs a model
@@ -110,6 +110,7 @@ def _table(point: Any) -> Table:
     title = (
         f"{point.model} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
         f"{w['dtype']} {w['attention_impl']} on {point.device}"
+        + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")
     for col in ("term", "predicted", "measured", "difference", "rel. error", "verdict"):
