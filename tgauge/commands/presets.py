@@ -38,8 +38,8 @@ def presets_command(
     )
     table.add_column("name", no_wrap=True)
     table.add_column("arch", no_wrap=True)
-    for column in ("layers", "d_model", "heads", "d_ff", "vocab", "params", ""):
-        table.add_column(column, justify="right", no_wrap=column in ("params", ""))
+    for column in ("layers", "d_model", "heads", "d_ff", "vocab", "params", "params (short)"):
+        table.add_column(column, justify="right", no_wrap=column.startswith("params"))
     for name, spec, n in rows:
         table.add_row(
             name,

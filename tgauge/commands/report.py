@@ -112,7 +112,7 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     return Section(
         heading=spec.name,
         paragraphs=[summary],
-        tables=[Table(columns=["memory term", "bytes", ""], rows=rows)],
+        tables=[Table(columns=["memory term", "bytes", "size"], rows=rows)],
         charts=charts,
     )
 
