@@ -87,8 +87,10 @@ def require(module: str, needed_by: str) -> None:
 
 
 def fail(message: str) -> NoReturn:
-    """One red line on stderr, exit code 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One red line on stderr, exit code 2 (``message`` is plain text: [...] stays as is)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -165,6 +167,7 @@ def progress_display() -> Any:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # rich would still print a newline to a pipe
     )
 
 

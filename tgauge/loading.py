@@ -48,10 +48,10 @@ def load_spec(model: str) -> ModelSpec:
     if model.lower() in {name.lower() for name in PRESETS}:
         return get_preset(model)
     path = Path(model)
-    if not path.exists():
-        if is_hub_id(model):
-            path = _cached_config(model)
-        elif path.suffix.lower() in _SPEC_SUFFIXES or "/" in model:
+    if not path.exists() and is_hub_id(model):
+        path = _cached_config(model)
+    elif not path.exists():
+        if path.suffix.lower() in _SPEC_SUFFIXES or "/" in model:
             raise UserError(f"no such file: {model}")
         close = difflib.get_close_matches(model.lower(), PRESETS, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
