@@ -106,7 +106,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     env_dir = root / "venv"
     _pip_install(wheel, env_dir)
     site = env_dir / SITE
-    (wheel_dist,) = md.distributions(path=[str(site)])
+    (wheel_dist,) = (d for d in md.distributions(path=[str(site)]) if d.name == "tgauge")
     deps = root / "deps"
     deps.mkdir()
     _link_dependencies(wheel_dist, deps)
