@@ -227,3 +227,16 @@ def test_profile_draws_progress_on_stderr(monkeypatch, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)
     assert "on cpu" in drawn.getvalue()
+
+
+def test_profile_builds_a_cached_hub_id_with_transformers(monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from estimator.spec import Workload
+    from tgauge.commands.profile import load_target
+
+    _cache_model(tmp_path, "org/tiny-gpt", "abc", HF_TINY)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    target = load_target("org/tiny-gpt", Workload(mode="prefill", seq_len=8), "cpu")
+    assert type(target.model).__name__ == "GPT2LMHeadModel"  # not our reference model
+    assert target.model.config.n_layer == 2
