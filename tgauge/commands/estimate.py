@@ -208,7 +208,10 @@ def render(est: Estimate, textbook: bool = False, note: str | None = None) -> No
             console.print(f"[dim]  - {line}[/]", highlight=False)
 
 
-@app.command("estimate")
+@app.command(
+    "estimate",
+    epilog="Example: tgauge estimate llama-2-7b --mode decode --dtype fp16 --prompt-len 2048",
+)
 @user_errors
 @with_workload(preset_defaults=True)
 def estimate_command(

@@ -18,7 +18,10 @@ from tgauge.options import Json, with_workload
 _PLAN = "Plan"
 
 
-@app.command("fit")
+@app.command(
+    "fit",
+    epilog="Example: tgauge fit llama-3-8b --gpu h100-sxm --gpus 8 --zero 3 --dtype bf16 -s 4096",
+)
 @user_errors
 @with_workload(preset_defaults=True)
 def fit_command(

@@ -7,14 +7,17 @@ from typing import Annotated, Any
 import typer
 
 from estimator.spec import Workload
-from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
+from tgauge.app import UserError, app, console, out_dir, print_json, require, user_errors
 from tgauge.format import describe_workload, human_bytes, human_flops
 from tgauge.options import Json, with_workload
 
 MAX_CHART_POINTS = 200  # x values of one chart; each is a full estimate
 
 
-@app.command("report")
+@app.command(
+    "report",
+    epilog="Example: tgauge report --model gpt2-small --validation out/validation.jsonl --out out",
+)
 @user_errors
 @with_workload(preset_defaults=True)
 def report_command(
@@ -44,6 +47,8 @@ def report_command(
         sections.append(_sweep_section(sweep_file))
     if validation is not None:
         sections.append(_validation_section(validation))
+    if any(s.charts for s in sections):
+        require("matplotlib", "tgauge report (its charts)")  # before anything is written
     out_dir(out)
     files = write_report(Report(title="tgauge report", sections=sections), out)
     if as_json:

@@ -14,7 +14,10 @@ PROGRESS_FROM = 500  # grids at least this large show a progress bar
 MAX_POINTS = 1_000_000  # larger grids would run for hours: refuse them up front
 
 
-@app.command("sweep")
+@app.command(
+    "sweep",
+    epilog="Example: tgauge sweep gpt2-small --vary seq_len=512..8192 --vary batch_size=1,2,4",
+)
 @user_errors
 @with_workload(preset_defaults=True)
 def sweep_command(

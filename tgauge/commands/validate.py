@@ -11,7 +11,16 @@ import typer
 from rich.table import Table
 
 from estimator.spec import ModelSpec, Workload
-from tgauge.app import UserError, app, console, err_console, out_dir, print_json, user_errors
+from tgauge.app import (
+    UserError,
+    app,
+    console,
+    out_dir,
+    print_json,
+    progress_display,
+    require,
+    user_errors,
+)
 from tgauge.format import human_bytes, human_count, human_flops, validate_defaults_note
 from tgauge.options import Json, with_workload
 
@@ -156,7 +165,9 @@ def _summary(points: list[Any]) -> Table:
     return table
 
 
-@app.command("validate")
+@app.command(
+    "validate", epilog="Example: tgauge validate gpt2-small -s 64 --sweep seq_len=32,64 --out out"
+)
 @user_errors
 @with_workload
 def validate_command(
@@ -177,8 +188,7 @@ def validate_command(
 ) -> None:
     """Build the reference model, run the workload, measure it and compare with the estimator
     term by term: predicted, measured, difference, relative error and a verdict."""
-    from rich.progress import Progress
-
+    require("torch", "tgauge validate")  # before any point: each would fail on its own
     from tgauge.validate import validate_point
 
     check_device(device)
@@ -190,7 +200,7 @@ def validate_command(
     if out is not None:
         jsonl = out_dir(out) / "validation.jsonl"
     results = []
-    with Progress(console=err_console, transient=True, disable=len(points) < 2) as progress:
+    with progress_display() as progress:  # one point of a large model takes minutes
         task = progress.add_task("validating", total=len(points))
         for spec, point_workload in points:
             progress.update(
