@@ -10,6 +10,9 @@ from typing import Literal
 
 DType = Literal["fp32", "fp16", "bf16", "int8", "int4"]
 FloatDType = Literal["fp32", "fp16", "bf16"]
+#: a KV cache may also be stored in 8-bit floats (vLLM's --kv-cache-dtype fp8, fp8_e4m3,
+#: fp8_e5m2): one byte per element whichever the exponent/mantissa split
+KVCacheDType = Literal["fp32", "fp16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "int4"]
 
 BITS: dict[str, int] = {
     "fp32": 32,
@@ -17,11 +20,23 @@ BITS: dict[str, int] = {
     "fp16": 16,
     "bf16": 16,
     "fp8": 8,
+    "fp8_e4m3": 8,
+    "fp8_e5m2": 8,
     "int8": 8,
     "int4": 4,
 }
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16")
+KV_CACHE_DTYPES: tuple[str, ...] = (
+    "fp32",
+    "fp16",
+    "bf16",
+    "fp8",
+    "fp8_e4m3",
+    "fp8_e5m2",
+    "int8",
+    "int4",
+)
 
 #: bytes of the bookkeeping types torch uses for saved tensors
 BOOL_BYTES = 1  # dropout masks are stored as torch.bool

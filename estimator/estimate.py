@@ -24,7 +24,7 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
             "on the validation matrix, docs/validation.md); "
             "CUDA allocator caching and kernel workspaces are not modelled"
         )
-    out = [peak, "textbook: the seed notes' formulas, shown for comparison only"]
+    out = [peak, "textbook: back-of-envelope formulas (estimate --textbook), for comparison only"]
     if workload.device == "cuda":
         out.append(
             "device='cuda': the saved-tensor sets of CUDA kernels are assumed; only the "

@@ -254,11 +254,27 @@ def max_context(
             f"length of {spec.n_positions}"
         )
     if workload.mode == "decode":
-        return largest("prompt_len", _probe(spec, workload, usable, sharding, "prompt_len"))
-    if spec.arch == "encoder-decoder":
+        limit = largest("prompt_len", _probe(spec, workload, usable, sharding, "prompt_len"))
+    elif spec.arch == "encoder-decoder":
         both = _probe(spec, workload, usable, sharding, lambda n: {"seq_len": n, "target_len": n})
-        return largest("seq_len", both)
-    return largest("seq_len", _probe(spec, workload, usable, sharding, "seq_len"))
+        limit = largest("seq_len", both)
+    else:
+        limit = largest("seq_len", _probe(spec, workload, usable, sharding, "seq_len"))
+    return _name_context_cap(spec, workload, limit)
+
+
+def _name_context_cap(spec: ModelSpec, workload: Workload, limit: Limit) -> Limit:
+    """A search stopped by the model's context limit (estimator.spec.context_limit) says so."""
+    from estimator.spec import context_limit
+
+    cap = context_limit(spec, workload)
+    if cap is None or limit.next_fit is not None or limit.max_value is None:
+        return limit
+    used = limit.max_value + (workload.new_tokens if workload.mode == "decode" else 0)
+    if used != cap:
+        return limit
+    how = " (rope_scaling raises it)" if spec.position == "rotary" else ""
+    return limit.model_copy(update={"capped_by": f"the model's context limit, {cap:,} tokens{how}"})
 
 
 def fewest_gpus(

@@ -7,7 +7,12 @@ preset against its Hugging Face twin (built on the meta device) to the exact int
 
 from __future__ import annotations
 
-from estimator.spec import ModelSpec, SpecError
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from estimator.dtypes import DType
+from estimator.spec import AttentionImpl, ModelSpec, SpecError, Workload
 
 
 def _transformer(name: str, d: int, h: int, d_ff: int) -> ModelSpec:
@@ -207,3 +212,62 @@ def get_preset(name: str) -> ModelSpec:
     if spec is None:
         raise SpecError(f"preset={name!r} is unknown; presets: {', '.join(PRESETS)}")
     return spec
+
+
+class PresetDefaults(BaseModel):
+    """How a preset is usually run. Not part of the architecture (ModelSpec): the CLI applies
+    these to the workload fields a user left out; a given value is never overwritten."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dtype: DType = "fp32"
+    train_dtype: DType = "fp32"
+    train_master_weights: bool = False
+    attention_impl: AttentionImpl = "eager"
+    source: str
+
+
+_SMALL = PresetDefaults(
+    source="fp32: the dtype of the published checkpoints; eager: the attention tgauge's CPU "
+    "validation measures (T5's relative bias has no fused kernel in transformers)"
+)
+# Llama / Mistral: inference in the checkpoint's torch_dtype (Hugging Face config.json);
+# fused attention as transformers (attn_implementation="sdpa", its default) and vLLM
+# (FlashAttention) run them; training in bf16 with an fp32 master copy (mixed precision as
+# Megatron-LM and DeepSpeed run it).
+_LLM_TRAIN = {"train_dtype": "bf16", "train_master_weights": True, "attention_impl": "fused"}
+PRESET_DEFAULTS: dict[str, PresetDefaults] = {
+    **{name: _SMALL for name in PRESETS},
+    "llama-2-7b": PresetDefaults(
+        dtype="fp16",
+        source="meta-llama/Llama-2-7b-hf config.json: torch_dtype float16",
+        **_LLM_TRAIN,
+    ),
+    "llama-3-8b": PresetDefaults(
+        dtype="bf16",
+        source="meta-llama/Meta-Llama-3-8B config.json: torch_dtype bfloat16",
+        **_LLM_TRAIN,
+    ),
+    "mistral-7b": PresetDefaults(
+        dtype="bf16",
+        source="mistralai/Mistral-7B-v0.1 config.json: torch_dtype bfloat16",
+        **_LLM_TRAIN,
+    ),
+}
+
+
+def preset_workload_defaults(name: str, mode: str, given: set[str]) -> dict[str, Any]:
+    """Workload fields from PRESET_DEFAULTS[name] for the fields not in ``given`` (the ones
+    the user set), keeping only those that differ from the Workload's own defaults."""
+    d = PRESET_DEFAULTS.get(name) or PRESET_DEFAULTS.get(name.lower())
+    if d is None:
+        return {}
+    out: dict[str, Any] = {}
+    if "dtype" not in given:
+        out["dtype"] = d.train_dtype if mode == "train" else d.dtype
+        if mode == "train" and d.train_master_weights and "master_weights" not in given:
+            out["master_weights"] = True
+    if "attention_impl" not in given:
+        out["attention_impl"] = d.attention_impl
+    base = Workload().model_dump()
+    return {k: v for k, v in out.items() if v != base[k]}

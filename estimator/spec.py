@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from estimator.dtypes import DType, FloatDType
+from estimator.dtypes import DType, FloatDType, KVCacheDType
 
 Arch = Literal["encoder", "decoder", "encoder-decoder"]
 Activation = Literal["relu", "gelu", "swiglu", "geglu"]
@@ -253,7 +253,15 @@ class Workload(BaseModel):
     )
     window: int | None = Field(None, gt=0, description="sliding_window width / chunk size")
     kv_cache: bool = True
-    kv_cache_dtype: DType | None = Field(None, description="default: compute_dtype")
+    kv_cache_dtype: KVCacheDType | None = Field(
+        None, description="default: compute_dtype; fp8 (e4m3 / e5m2) as serving stacks offer"
+    )
+    rope_scaling: float | None = Field(
+        None,
+        ge=1.0,
+        description="rotary models: the factor a RoPE scaling (linear, dynamic NTK, YaRN) "
+        "stretches max_seq_len by; without it a rotary model's context ends at max_seq_len",
+    )
     causal_flops: CausalFlops = Field(
         "full",
         description="causal attention FLOPs: the full "
@@ -320,16 +328,49 @@ def check_compatible(spec: ModelSpec, workload: Workload) -> None:
             f"seq_len={workload.seq_len} is invalid for patch input: "
             f"{spec.name} sees {spec.n_positions} positions (patches + class token)"
         )
-    limit = spec.max_seq_len if spec.position == "learned" else None
+    if workload.rope_scaling is not None and spec.position != "rotary":
+        raise SpecError(
+            f"rope_scaling={workload.rope_scaling} is invalid for {spec.name}: "
+            f"it has {spec.position} positions, not rotary"
+        )
+    limit = context_limit(spec, workload)
     if limit is not None:
         longest = max(workload.seq_len, workload.target_len or 0)
         if workload.mode == "decode":
             longest = max(longest, resolved_prompt_len(spec, workload) + workload.new_tokens)
         if longest > limit:
-            raise SpecError(
-                f"seq_len={longest} is invalid: {spec.name} has learned positions "
-                f"for at most max_seq_len={limit} tokens"
-            )
+            raise SpecError(f"seq_len={longest} is invalid: {context_limit_text(spec, workload)}")
+
+
+def context_limit(spec: ModelSpec, workload: Workload) -> int | None:
+    """Most tokens one sequence may hold (prompt + new tokens in decode), None when unlimited.
+
+    Learned positions: the table's rows (max_seq_len). Rotary positions: max_seq_len (the
+    config's max_position_embeddings, what the model was trained on) times
+    ``workload.rope_scaling``; past it a rotary model still runs but is out of distribution,
+    so a longer context is an explicit request. Sinusoidal and relative positions: no limit.
+    """
+    if spec.position == "learned":
+        return spec.max_seq_len
+    if spec.position == "rotary":
+        return int(spec.max_seq_len * (workload.rope_scaling or 1.0))
+    return None
+
+
+def context_limit_text(spec: ModelSpec, workload: Workload) -> str:
+    """Why the context ends where it does, with the way to raise it (one line)."""
+    limit = context_limit(spec, workload)
+    if spec.position == "learned":
+        return f"{spec.name} has learned positions for at most max_seq_len={limit} tokens"
+    if workload.rope_scaling:
+        return (
+            f"{spec.name} has rotary positions for max_seq_len={spec.max_seq_len} tokens, "
+            f"x rope_scaling={workload.rope_scaling:g} = {limit}"
+        )
+    return (
+        f"{spec.name} has rotary positions for max_seq_len={limit} tokens "
+        "(rope_scaling, --rope-scaling FACTOR, raises it FACTOR-fold)"
+    )
 
 
 def resolved_prompt_len(spec: ModelSpec, workload: Workload) -> int:

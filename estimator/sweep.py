@@ -74,10 +74,21 @@ def parse_values(text: str) -> list[Value]:
     return values
 
 
+#: the CLI's option names (tgauge/options.py) for Workload fields named differently
+FIELD_ALIASES: dict[str, str] = {
+    "attention": "attention_impl",
+    "pattern": "attention_pattern",
+    "b": "batch_size",
+    "s": "seq_len",
+}
+
+
 def parse_vary(text: str) -> tuple[str, list[Value]]:
-    """``field=range`` -> (field, values); the field must be a Workload or spec.* field."""
+    """``field=range`` -> (field, values); the field must be a Workload or spec.* field (or
+    a CLI option name of one, FIELD_ALIASES: ``attention`` for attention_impl)."""
     field, sep, rng = text.partition("=")
-    field = field.strip().replace("-", "_")
+    field = field.strip().lstrip("-").replace("-", "_")
+    field = FIELD_ALIASES.get(field, field)
     if not sep:
         raise SpecError(f"vary={text!r} is invalid: use field=range, e.g. seq_len=512..8192")
     if field.startswith("spec."):
@@ -89,7 +100,8 @@ def parse_vary(text: str) -> tuple[str, list[Value]]:
     elif field not in Workload.model_fields:
         raise SpecError(
             f"vary field={field!r} is not a Workload field; fields: "
-            f"{', '.join(Workload.model_fields)} (or spec.<field>)"
+            f"{', '.join(Workload.model_fields)} (or spec.<field>; aliases: "
+            f"{', '.join(f'{k}={v}' for k, v in FIELD_ALIASES.items())})"
         )
     return field, parse_values(rng)
 

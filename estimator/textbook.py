@@ -1,13 +1,16 @@
-"""The seed notes' back-of-envelope formulas, beside tgauge's exact counts.
+"""Back-of-envelope formulas, beside tgauge's exact counts (``tgauge estimate --textbook``).
 
-The notes size a Transformer as
-  params = L x 3 x (d^2 + d)                      (the Q, K, V projections with biases only)
-  cache  = L x (T x d x 3 + T x T + T x d) elements x bytes per sequence
-           (Q, K, V; the T x T scores; the attention output)
-with L all layers and T the tokens of one sequence. The exact counterparts: params from
-estimator.params (every module); the "cache" is what the notes meant to keep, the KV cache
-in prefill/decode, the activations saved for backward in training; both taken for b
-sequences (the notes' cache is multiplied by b). ratio = exact / textbook.
+  params      = L x 3 x (d^2 + d)                 the project's seed notes: the Q, K, V
+                                                  projections with biases only
+  activations = b x L x (3 T d + T^2 + T d) x bytes   the seed notes: Q, K, V; the T x T
+                                                  scores; the attention output (training)
+  KV cache    = 2 x b x L x T x d x bytes         keys and values of every layer, all heads
+                                                  cached (Pope et al. 2022, "Efficiently
+                                                  Scaling Transformer Inference", sec. 2)
+with L all layers and T the tokens of one sequence (decode: prompt + new tokens). The KV
+cache has no T^2 term: it keeps keys and values, never scores. The exact counterparts:
+params from estimator.params (every module); the activations saved for backward in training,
+the KV cache in prefill/decode. ratio = exact / formula.
 """
 
 from __future__ import annotations
@@ -24,24 +27,32 @@ def textbook_params(spec: ModelSpec) -> int:
     return L * 3 * (d * d + d)
 
 
-def textbook_cache_bytes(spec: ModelSpec, workload: Workload) -> int:
-    """b x L x (3 T d + T^2 + T d) elements in the compute dtype (KV cache dtype at inference)."""
-    d, L, b = spec.d_model, spec.n_layers, workload.batch_size
+def _tokens(spec: ModelSpec, workload: Workload) -> int:
+    """T: tokens of one sequence (decode: prompt + new tokens)."""
     if workload.mode == "decode":
-        T = resolved_prompt_len(spec, workload) + workload.new_tokens
-    else:
-        T = decoder_len(spec, workload) if spec.arch != "encoder" else workload.seq_len
-    dtype = workload.compute_dtype if workload.is_training else workload.kv_cache_dtype
-    per_layer = T * d * 3 + T * T + T * d  # Q, K, V; scores; output
-    return nbytes(b * L * per_layer, dtype)
+        return resolved_prompt_len(spec, workload) + workload.new_tokens
+    return decoder_len(spec, workload) if spec.arch != "encoder" else workload.seq_len
+
+
+def textbook_cache_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """Training: b x L x (3 T d + T^2 + T d) activations in the compute dtype.
+    Inference: the KV cache, 2 x b x L x T x d in the KV cache dtype (no T^2 term)."""
+    d, L, b, T = spec.d_model, spec.n_layers, workload.batch_size, _tokens(spec, workload)
+    if workload.is_training:
+        per_layer = T * d * 3 + T * T + T * d  # Q, K, V; scores; output
+        return nbytes(b * L * per_layer, workload.compute_dtype)
+    L_cache = spec.n_decoder_layers or L
+    return nbytes(2 * b * L_cache * T * d, workload.kv_cache_dtype)  # keys and values
 
 
 def textbook(spec: ModelSpec, workload: Workload, params: Breakdown, memory: Breakdown) -> Textbook:
     """The notes' params and cache against the exact params and (KV cache | activations)."""
     if workload.is_training:
         exact_cache, what = memory.group("activations"), "activations saved for backward"
+        formula = "b x L x (3 T d + T^2 + T d) x bytes"
     else:
         exact_cache, what = memory.group("kv_cache"), "KV cache"
+        formula = "2 x b x L x T x d x bytes"
     return Textbook(
         terms=[
             TextbookTerm(
@@ -52,7 +63,7 @@ def textbook(spec: ModelSpec, workload: Workload, params: Breakdown, memory: Bre
             ),
             TextbookTerm(
                 name=f"cache_bytes ({what})",
-                formula="b x L x (3 T d + T^2 + T d) x bytes",
+                formula=formula,
                 textbook=textbook_cache_bytes(spec, workload),
                 exact=exact_cache,
             ),

@@ -15,6 +15,7 @@ share one input lands on each projection. Works on the meta device: formulas nee
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -112,7 +113,9 @@ def own_counts(inclusive: dict[str, int]) -> dict[str, int]:
 def fvcore_flops(model: Any, inputs: Any) -> FvcoreCount:
     """fvcore's forward FLOPs per term (its MACs x 2), unsupported ops and uncalled modules."""
     try:
-        from fvcore.nn import FlopCountAnalysis
+        with warnings.catch_warnings():  # fvcore scripts a function at import: torch warns
+            warnings.simplefilter("ignore", FutureWarning)
+            from fvcore.nn import FlopCountAnalysis
     except ImportError:
         return FvcoreCount(flops=Measured.missing("fvcore is not installed"))
     prefix = ""

@@ -265,18 +265,23 @@ class HFDecoder:
     """
 
     def __init__(self, model: Any, input_ids: Any) -> None:
+        import inspect
+
         self.model, self.input_ids = model, input_ids
         self.past_key_values: Any = None
         self.next_ids: Any = None
+        # transformers 5.x names the cache argument and output `cache` (and deprecates
+        # `past_key_values`, with a FutureWarning); earlier versions know only the old name
+        forward = inspect.signature(model.forward).parameters
+        self._cache_name = "cache" if "cache" in forward else "past_key_values"
 
     def _run(self, input_ids: Any) -> None:
         import torch
 
+        cache = {self._cache_name: self.past_key_values}
         with torch.no_grad():
-            out = self.model(
-                input_ids=input_ids, past_key_values=self.past_key_values, use_cache=True
-            )
-        self.past_key_values = out.past_key_values
+            out = self.model(input_ids=input_ids, use_cache=True, **cache)
+        self.past_key_values = getattr(out, self._cache_name)
         self.next_ids = out.logits[:, -1:].argmax(-1)  # [b, 1]
 
     def prefill(self) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -43,6 +44,27 @@ _PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
 console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from tgauge import __version__
+
+        console.print(f"tgauge {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Size a Transformer before you rent a GPU, then prove it by measuring."""
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -50,9 +72,25 @@ class UserError(Exception):
     """Bad input found by the application (unknown preset, unreadable file, ...)."""
 
 
+# module -> the extra of pyproject.toml that installs it
+EXTRAS = {"torch": "profile", "transformers": "hf", "matplotlib": "report"}
+
+
+def require(module: str, needed_by: str) -> None:
+    """UserError naming the extra to install when ``module`` cannot be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(
+            f"{needed_by} needs {module} ({exc}): pip install 'tgauge[{EXTRAS[module]}]'"
+        ) from None
+
+
 def fail(message: str) -> NoReturn:
-    """One red line on stderr, exit code 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One red line on stderr, exit code 2 (``message`` is plain text: [...] stays as is)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -107,6 +145,30 @@ def out_dir(path: Path, option: str = "--out") -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{option}={str(path)!r} is not writable") from None
     return path
+
+
+def progress_display() -> Any:
+    """A rich Progress on stderr (spinner, what runs, bar, count, elapsed time), drawn only on
+    a terminal and erased when done: stdout (tables, --json) stays clean."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,  # rich would still print a newline to a pipe
+    )
 
 
 def print_json(payload: Any) -> None:

@@ -3,6 +3,8 @@ GFLOP/TFLOP (powers of 10). The library stays in exact ints; only this module ro
 
 from __future__ import annotations
 
+from typing import Any
+
 _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 _DECIMAL = (
     ("EFLOP", 10**18),
@@ -54,3 +56,54 @@ def human_seconds(s: float) -> str:
         if s >= scale:
             return f"{s / scale:.3g} {unit}"
     return f"{s * 1e6:.3g} us"
+
+
+def describe_workload(spec: Any, workload: Any) -> str:
+    """'train, b=1, s=512, bf16 weights + fp32 master, compute bf16, attention fused,
+    checkpointing none': every setting that changes the numbers, defaults included."""
+    from estimator.spec import resolved_prompt_len
+
+    w = workload
+    if w.mode == "decode":
+        lengths = f"prompt {resolved_prompt_len(spec, w):,} + {w.new_tokens:,} new tokens"
+        if spec.arch == "encoder-decoder":
+            lengths = f"s={w.seq_len:,}, {lengths}"
+    else:
+        lengths = f"s={w.seq_len:,}" + (f", target {w.target_len:,}" if w.target_len else "")
+    precision = f"{w.dtype} weights" + (" + fp32 master" if w.master_weights else "")
+    precision += f", compute {w.compute_dtype}"
+    if w.mode != "train" and w.kv_cache:
+        precision += f", KV cache {w.kv_cache_dtype}"
+    parts = [w.mode, f"b={w.batch_size}", lengths, precision, f"attention {w.attention_impl}"]
+    if w.mode == "train":
+        parts.append(f"checkpointing {w.checkpointing}")
+    if w.rope_scaling:
+        parts.append(f"rope scaling x{w.rope_scaling:g}")
+    return ", ".join(parts)
+
+
+def defaults_note(model: str, applied: dict[str, Any]) -> str | None:
+    """One line naming the preset defaults the CLI filled in, or None when there were none."""
+    if not applied:
+        return None
+    flags = {
+        "dtype": "--dtype",
+        "attention_impl": "--attention",
+        "master_weights": "--master-weights",
+    }
+    shown = ", ".join(f"{k}={v}" for k, v in applied.items())
+    given = "/".join(flags[k] for k in applied if k in flags)
+    return f"{model}'s usual settings applied: {shown} (set {given} to change)"
+
+
+def validate_defaults_note(model: str, workload: dict[str, Any]) -> str:
+    """For validate's titles: '' or a note that validate measured fp32 / eager where estimate
+    and fit would use the preset's usual settings (estimator.presets.PRESET_DEFAULTS)."""
+    from estimator.presets import preset_workload_defaults
+
+    usual = preset_workload_defaults(model, str(workload.get("mode", "train")), set())
+    differ = {k: v for k, v in usual.items() if workload.get(k) != v}
+    if not differ:
+        return ""
+    shown = ", ".join(f"{k}={v}" for k, v in differ.items())
+    return f" (validate's defaults; estimate and fit would use {shown})"

@@ -1,9 +1,13 @@
-"""MODEL arguments: a preset name, a spec file (JSON or YAML) or a Hugging Face config.json."""
+"""MODEL arguments: a preset name, a spec file (JSON or YAML), a Hugging Face config.json, or
+a Hub id (``org/name``) whose config.json is in the local Hugging Face cache (never downloaded).
+"""
 
 from __future__ import annotations
 
 import difflib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +48,10 @@ def load_spec(model: str) -> ModelSpec:
     if model.lower() in {name.lower() for name in PRESETS}:
         return get_preset(model)
     path = Path(model)
-    if not path.exists():
-        if path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in model:
+    if not path.exists() and is_hub_id(model):
+        path = _cached_config(model)
+    elif not path.exists():
+        if path.suffix.lower() in _SPEC_SUFFIXES or "/" in model:
             raise UserError(f"no such file: {model}")
         close = difflib.get_close_matches(model.lower(), PRESETS, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -59,5 +65,93 @@ def load_spec(model: str) -> ModelSpec:
         path = path / "config.json"
     data = read_mapping(path)
     if "model_type" in data:
+        if path.parent.parent.name == "snapshots":  # from the Hub cache: name it by its id
+            data.setdefault("_name_or_path", model)
         return ModelSpec.from_hf_config(data)
     return ModelSpec.model_validate(data)
+
+
+_SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, as the Hub spells repo ids
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)b(?![a-z])")  # "7b" in llama-2-7b-hf, "8b" in ...-3-8B
+
+
+def is_hub_id(model: str) -> bool:
+    """``org/name`` (not a spec file's name): looked up in the Hugging Face cache."""
+    return bool(_HUB_ID.match(model)) and Path(model).suffix.lower() not in _SPEC_SUFFIXES
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face Hub cache, resolved as huggingface_hub does (without importing it):
+    HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub (default ~/.cache/huggingface/hub)."""
+    env = os.environ
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(name):
+            return Path(env[name]).expanduser()
+    home = env.get("HF_HOME") or os.path.join(
+        env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def cached_hub_config(repo_id: str) -> Path | None:
+    """config.json of Hub model ``repo_id`` in the local cache, or None.
+
+    Layout: ``models--{org}--{name}/refs/main`` holds the revision of
+    ``snapshots/{revision}/config.json``; without refs/main, the newest snapshot holding one.
+    """
+    root = hub_cache_dir()
+    folder_name = "models--" + repo_id.replace("/", "--")
+    folder = root / folder_name
+    if not folder.is_dir() and root.is_dir():  # the Hub treats ids case-insensitively
+        same = [p for p in root.iterdir() if p.name.lower() == folder_name.lower()]
+        folder = same[0] if same else folder
+    ref = folder / "refs" / "main"
+    if ref.is_file():
+        config = folder / "snapshots" / ref.read_text().strip() / "config.json"
+        if config.is_file():
+            return config
+    snapshots = folder / "snapshots"
+    found = list(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def closest_preset(name: str) -> str | None:
+    """The preset a Hub name most likely means (``meta-llama/Llama-2-7b-hf`` -> llama-2-7b):
+    one of the same family (llama, gpt2, bert, ...), never of another size (13b vs 7b)."""
+    from estimator.presets import PRESETS
+
+    key = name.rpartition("/")[2].lower()
+    if key in _HUB_NAMES:
+        return _HUB_NAMES[key]
+    size = _SIZE.findall(key)
+    candidates = [
+        p
+        for p in PRESETS
+        if re.search(rf"(?<![a-z0-9]){_family(p)}(?![a-z])", key)
+        and (not size or _SIZE.findall(p) in ([], size))
+    ]
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+_HUB_NAMES = {"gpt2": "gpt2-small"}  # the Hub's name of a preset that fuzzy matching misses
+
+
+def _family(preset: str) -> str:
+    """'llama' of llama-2-7b, 'gpt2' of gpt2-small, 't5' of t5-base."""
+    return re.match(r"[a-z]+\d*", preset).group()  # type: ignore[union-attr]
+
+
+def _cached_config(repo_id: str) -> Path:
+    """The cached config.json of ``repo_id``; UserError saying what to give instead."""
+    config = cached_hub_config(repo_id)
+    if config is not None:
+        return config
+    preset = closest_preset(repo_id)
+    hint = f"use the preset {preset!r}, or " if preset else ""
+    raise UserError(
+        f"MODEL={repo_id!r} is neither a file nor a model in the local Hugging Face cache "
+        f"({hub_cache_dir()}) and tgauge never downloads: {hint}give the path to its config.json"
+    )

@@ -37,13 +37,19 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         "decode: prompt tokens (default: seq-len, or 1 for encoder-decoder)",
     ),
     "new_tokens": (int, 1, ("--new-tokens",), "decode: one-token steps after the prompt"),
-    "dtype": (str, "fp32", ("--dtype",), "weights: fp32 | fp16 | bf16 | int8 | int4"),
+    "dtype": (
+        str | None,
+        None,
+        ("--dtype",),
+        "weights: fp32 | fp16 | bf16 | int8 | int4 (default: the preset's usual dtype, else fp32)",
+    ),
     "compute_dtype": (str | None, None, ("--compute-dtype",), "activations: fp32 | fp16 | bf16"),
     "master_weights": (
-        bool,
-        False,
+        bool | None,
+        None,
         ("--master-weights/--no-master-weights",),
-        "mixed precision: keep an fp32 master copy of the weights",
+        "mixed precision: keep an fp32 master copy of the weights (default: off, on for a "
+        "preset trained that way when --dtype is not given)",
     ),
     "optimizer": (
         str,
@@ -59,10 +65,11 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
     ),
     "checkpointing": (str, "none", ("--checkpointing",), "activation checkpointing: none | full"),
     "attention_impl": (
-        str,
-        "eager",
+        str | None,
+        None,
         ("--attention",),
-        "eager (s x s scores kept) | fused (flash-style, no s x s tensor)",
+        "eager (s x s scores kept) | fused (flash-style, no s x s tensor); default: the "
+        "preset's usual one, else eager",
     ),
     "dropout": (float, 0.0, ("--dropout",), "dropout probability"),
     "attention_pattern": (
@@ -73,7 +80,18 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
     ),
     "window": (int | None, None, ("--window",), "sliding-window width or chunk size"),
     "kv_cache": (bool, True, ("--kv-cache/--no-kv-cache",), "decode with a KV cache"),
-    "kv_cache_dtype": (str | None, None, ("--kv-cache-dtype",), "default: the compute dtype"),
+    "kv_cache_dtype": (
+        str | None,
+        None,
+        ("--kv-cache-dtype",),
+        "fp32 | fp16 | bf16 | fp8 | fp8_e4m3 | fp8_e5m2 | int8 | int4 (default: compute dtype)",
+    ),
+    "rope_scaling": (
+        float | None,
+        None,
+        ("--rope-scaling",),
+        "rotary models: RoPE scaling factor; the context limit becomes factor x max_seq_len",
+    ),
     "causal_flops": (
         str,
         "full",
@@ -98,8 +116,27 @@ def build_workload(**fields: Any) -> Workload:
     return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
-def with_workload(func: F) -> F:
-    """Add the workload options to a command; it receives them as ``workload``."""
+def _preset_defaults(model: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """The preset's usual values for the fields left out (one MODEL that is a preset)."""
+    from estimator.presets import preset_workload_defaults
+
+    if isinstance(model, list):
+        model = model[0] if len(model) == 1 else None
+    if not isinstance(model, str):
+        return {}
+    given = {k for k, v in fields.items() if v is not None}
+    return preset_workload_defaults(model, fields.get("mode") or "train", given)
+
+
+def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> Any:
+    """Add the workload options to a command; it receives them as ``workload``.
+
+    With ``preset_defaults``, a MODEL that is a preset fills the fields the user left out
+    from estimator.presets.PRESET_DEFAULTS (its usual dtype and attention); a command with a
+    ``defaults_applied`` parameter receives those values to show them.
+    """
+    if func is None:
+        return functools.partial(with_workload, preset_defaults=preset_defaults)
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func, include_extras=True)  # resolve string annotations
     kept = [
@@ -117,10 +154,17 @@ def with_workload(func: F) -> F:
         for name, (typ, default, flags, help_) in WORKLOAD_OPTIONS.items()
     ]
 
+    takes_applied = "defaults_applied" in sig.parameters
+    kept = [p for p in kept if p.name != "defaults_applied"]
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         fields = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
-        return func(*args, workload=build_workload(**fields), **kwargs)
+        applied = _preset_defaults(kwargs.get("model"), fields) if preset_defaults else {}
+        workload = build_workload(**(fields | applied))
+        if takes_applied:
+            kwargs["defaults_applied"] = applied
+        return func(*args, workload=workload, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

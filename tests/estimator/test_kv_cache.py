@@ -57,3 +57,15 @@ def test_growth_is_one_position_per_step():
     w = Workload(mode="decode", prompt_len=3, new_tokens=4)
     growth = kv_cache_growth_bytes(TINY, w)
     assert [b - a for a, b in zip(growth, growth[1:], strict=False)] == [2 * 2 * 2 * 2 * 4] * 4
+
+
+def test_textbook_kv_cache_has_no_quadratic_term() -> None:
+    # back-of-envelope KV cache: 2 (K, V) x b x L x T x d x bytes (Pope et al. 2022, sec. 2);
+    # doubling T doubles it (no T^2 term)
+    from estimator.textbook import textbook_cache_bytes
+
+    spec = get_preset("llama-2-7b")  # L = 32, d = 4096
+    w = Workload(mode="decode", dtype="fp16", prompt_len=1000, new_tokens=24)
+    assert textbook_cache_bytes(spec, w) == 2 * 1 * 32 * 1024 * 4096 * 2
+    w2 = w.model_copy(update={"prompt_len": 2024})
+    assert textbook_cache_bytes(spec, w2) == 2 * textbook_cache_bytes(spec, w)

@@ -47,9 +47,20 @@ def test_llama2_max_batch_at_4k_on_80_gib_by_hand() -> None:
 
 def test_llama2_longest_prefill_on_80_gib_by_hand() -> None:
     # b = 1: the FFN moment bounds it, (80 GiB - W) // 623,112 = 116,227 tokens; fused causal
-    # attention gets sdpa's is_causal, so no [s, s] mask is built
-    limit = max_context(LLAMA2, PREFILL.model_copy(update={"batch_size": 1}), 80 * GiB)
+    # attention gets sdpa's is_causal, so no [s, s] mask is built. Past Llama-2's 4096
+    # positions only with a rope scaling factor (32 x 4096 = 131,072 > 116,227).
+    scaled = PREFILL.model_copy(update={"batch_size": 1, "rope_scaling": 32.0})
+    limit = max_context(LLAMA2, scaled, 80 * GiB)
     assert limit.max_value == (80 * GiB - W) // PER_TOKEN == 116_227
+
+
+def test_llama2_longest_context_stops_at_its_4096_positions_without_rope_scaling() -> None:
+    limit = max_context(LLAMA2, PREFILL.model_copy(update={"batch_size": 1}), 80 * GiB)
+    assert limit.max_value == 4096 and limit.next_fit is None
+    assert "context limit, 4,096 tokens" in limit.capped_by
+    # decode: the prompt leaves room for the new tokens (3840 + 256 = 4096)
+    dec = Workload(mode="decode", dtype="fp16", attention_impl="fused", new_tokens=256)
+    assert max_context(LLAMA2, dec, 80 * GiB).max_value == 3840
 
 
 @pytest.mark.parametrize(
@@ -76,7 +87,7 @@ def test_max_batch_and_context_fit_and_max_plus_one_does_not(name, workload) -> 
 
 def test_learned_positions_cap_the_context_of_gpt2() -> None:
     limit = max_context(get_preset("gpt2-small"), Workload(mode="prefill"), 80 * GiB)
-    assert limit.max_value == 1024 and "invalid" in limit.capped_by
+    assert limit.max_value == 1024 and "context limit, 1,024 tokens" in limit.capped_by
 
 
 def test_zero3_divides_states_by_dp_and_adds_one_gathered_layer() -> None:

@@ -128,3 +128,34 @@ def test_check_compatible_rejects_target_len_patch_length_and_long_learned_input
         check_compatible(gpt, Workload(mode="decode", seq_len=16, new_tokens=4))
     check_compatible(gpt, Workload(seq_len=16))  # the limit itself is fine
     check_compatible(vit, Workload(seq_len=5))
+
+
+def test_rotary_models_end_at_max_seq_len_unless_rope_scaled() -> None:
+    from estimator.presets import get_preset
+    from estimator.spec import context_limit
+
+    llama3 = get_preset("llama-3-8b")  # max_position_embeddings 8192
+    with pytest.raises(
+        SpecError, match=re.escape("seq_len=9000 is invalid: llama-3-8b has rotary")
+    ):
+        check_compatible(llama3, Workload(seq_len=9000))
+    check_compatible(llama3, Workload(seq_len=8192))  # the limit itself is fine
+    check_compatible(llama3, Workload(seq_len=9000, rope_scaling=2.0))
+    assert context_limit(llama3, Workload(rope_scaling=4.0)) == 4 * 8192
+    with pytest.raises(SpecError, match=re.escape("seq_len=8193 is invalid")):
+        check_compatible(llama3, Workload(mode="decode", prompt_len=8000, new_tokens=193))
+    with pytest.raises(ValidationError):
+        Workload(rope_scaling=0.5)  # a factor below 1 would shrink the context
+
+
+def test_rope_scaling_is_refused_for_other_positions() -> None:
+    with pytest.raises(SpecError, match="it has learned positions, not rotary"):
+        check_compatible(ModelSpec(**GPT), Workload(seq_len=4, rope_scaling=2.0))
+
+
+@pytest.mark.parametrize("kv_dtype", ["fp8", "fp8_e4m3", "fp8_e5m2"])
+def test_fp8_kv_cache_dtypes_are_one_byte(kv_dtype: str) -> None:
+    from estimator.dtypes import nbytes
+
+    w = Workload(mode="decode", dtype="bf16", kv_cache_dtype=kv_dtype)
+    assert w.kv_cache_dtype == kv_dtype and nbytes(10, kv_dtype) == 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,12 +26,69 @@ def test_json_equals_library_estimate():
     assert json.loads(r.stdout) == json.loads(expected.model_dump_json())
 
 
-def test_tables_show_summary_memory_flops_textbook():
+def test_tables_show_summary_memory_flops():
     r = runner.invoke(app, ["estimate", "gpt2-small", "-b", "8", "-s", "1024"])
     assert r.exit_code == 0, r.output
-    for title in ("Memory by term", "FLOPs by term", "textbook", "peak memory", "GiB"):
+    for title in ("Memory by term", "FLOPs by term", "peak memory", "GiB"):
         assert title in r.stdout
     assert " GB" not in r.stdout
+    assert not re.search(r"┃\s+┃", r.stdout)  # no blank header
+
+
+def test_textbook_table_only_on_request_with_its_sources():
+    args = ["estimate", "llama-2-7b", "--mode", "decode", "--prompt-len", "512"]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0 and "Back-of-envelope" not in plain.stdout
+    assert "Seed notes" not in plain.stdout
+    r = runner.invoke(app, [*args, "--textbook"])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.stdout.split())
+    assert "Back-of-envelope formulas vs tgauge's exact count" in out
+    assert "Pope et al. 2022" in out and "seed notes" in out
+    kv_row = next(line for line in r.stdout.splitlines() if "KV cache" in line and "x" in line)
+    assert "T^2" not in kv_row and "2 x b x L x T x d x bytes" in kv_row
+
+
+def test_sliding_window_cap_of_the_kv_cache_is_stated():
+    r = runner.invoke(app, ["estimate", "mistral-7b", "--mode", "decode", "--prompt-len", "32000"])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.stdout.split())
+    assert "512.00 MiB (capped by the sliding window of 4,096: 4,096 of 32,001 positions" in out
+
+
+def test_fp8_kv_cache_is_accepted_and_halves_the_bf16_cache():
+    args = ["estimate", "llama-3-8b", "--mode", "decode", "--prompt-len", "1000", "--json"]
+    kv = {}
+    for dtype in ("bf16", "fp8", "fp8_e4m3", "fp8_e5m2"):
+        r = runner.invoke(app, [*args, "--kv-cache-dtype", dtype])
+        assert r.exit_code == 0, r.output
+        kv[dtype] = json.loads(r.stdout)["kv_cache"]["total"]
+    assert kv["fp8"] == kv["fp8_e4m3"] == kv["fp8_e5m2"] == kv["bf16"] // 2
+
+
+def test_sum_of_terms_above_the_peak_is_explained_and_own_ops_are_not_subtotals():
+    r = runner.invoke(app, ["estimate", "llama-2-7b", "-s", "128"])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.stdout.split())
+    wl = Workload(dtype="bf16", master_weights=True, attention_impl="fused", seq_len=128)
+    est = estimate(get_preset("llama-2-7b"), wl)
+    assert est.memory.total > est.peak_memory_bytes  # the case the caption explains
+    assert "sum of all terms (never all live)" in out
+    assert "the sum of all terms exceeds the peak: not every term is alive at once" in out
+    assert "ffn (own ops, not a subtotal)" in out  # the gated product, not the ffn's total
+    assert "(x32 layers, subtotal)" in out
+
+
+def test_rotary_context_limit_is_respected_unless_rope_scaled():
+    err = _bad(["llama-3-8b", "-s", "9000"])
+    assert "max_seq_len=8192" in err and "--rope-scaling" in err
+    r = runner.invoke(app, ["estimate", "llama-3-8b", "-s", "9000", "--rope-scaling", "2"])
+    assert r.exit_code == 0, r.output
+    assert "rope scaling x2" in " ".join(r.stdout.split())
+    # decode: prompt + new tokens count
+    assert "max_seq_len=8192" in _bad(["llama-3-8b", "--mode", "decode", "--prompt-len",
+                                        "8000", "--new-tokens", "193"])  # fmt: skip
+    assert "not rotary" in _bad(["gpt2-small", "--rope-scaling", "2"])
 
 
 def test_decode_table_shows_with_and_without_cache():

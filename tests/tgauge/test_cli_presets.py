@@ -1,4 +1,5 @@
-"""`tgauge presets`: the table and the JSON list agree with estimator.params."""
+"""`tgauge presets`: the table and the JSON list agree with estimator.params and
+estimator.hardware."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
+from estimator.hardware import get_gpu
 from estimator.params import params
 from estimator.presets import PRESETS
 from estimator.spec import ModelSpec
@@ -18,13 +20,26 @@ WIDE = {"COLUMNS": "160"}
 def test_presets_json_lists_every_preset_with_its_exact_count() -> None:
     result = CliRunner().invoke(app, ["presets", "--json"], env=WIDE)
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["models"]
     assert [r["name"] for r in rows] == list(PRESETS)
     for row in rows:
         spec = ModelSpec.model_validate(row["spec"])
         assert spec == PRESETS[row["name"]]
         assert row["arch"] == spec.arch
         assert row["n_params"] == params(spec).total
+
+
+def test_presets_json_lists_every_gpu_with_its_fields() -> None:
+    from estimator.hardware import GPU, GPUS
+
+    result = CliRunner().invoke(app, ["presets", "--json"], env=WIDE)
+    gpus = json.loads(result.stdout)["gpus"]
+    assert [g["name"] for g in gpus] == list(GPUS)
+    assert next(g for g in gpus if g["name"] == "h100-sxm")["aliases"] == ["h100"]
+    for row in gpus:
+        aliases = row.pop("aliases")
+        assert GPU.model_validate(row) == GPUS[row["name"]]
+        assert all(get_gpu(alias) == GPUS[row["name"]] for alias in aliases)
 
 
 def test_presets_table_shows_exact_and_short_counts() -> None:

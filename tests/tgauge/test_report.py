@@ -114,4 +114,50 @@ def test_memory_breakdown_stacks_sum_to_the_memory_total() -> None:
     for i, s in enumerate([128, 256]):
         total = estimate(spec, wl.model_copy(update={"seq_len": s})).memory.total
         assert sum(series.y[i] for series in data.series) == total
-    assert "activations (attention s x s)" in [s.label for s in data.series]
+    assert "activations (attention blocks)" in [s.label for s in data.series]
+
+
+def test_validation_lines_start_at_zero_and_state_the_largest_gap() -> None:
+    # fixture gaps: |1000 - 1100| / 1100 = 9.09%, 50 / 2050 = 2.44%, 0
+    (chart,) = validation_lines_data(load_validation(FIXTURE), unit="bytes")
+    assert chart.y_from_zero and "largest gap 9.09%" in chart.title
+    from tgauge.report.charts import figure
+
+    fig = figure(chart)
+    assert fig.axes[0].get_ylim()[0] == 0  # a 0.01% gap no longer fills the axis
+
+
+def test_quadratic_series_counts_only_what_grows_with_s_squared() -> None:
+    from estimator.presets import get_preset
+    from estimator.spec import Workload
+    from tgauge.report.chartdata import quadratic_part, scaling_data
+
+    spec, xs = get_preset("gpt2-small"), [128, 256, 1000]  # L = 12, h = 12, d_h = 64
+    eager = Workload(mode="train", attention_impl="eager")
+    flops, memory = scaling_data(spec, eager, xs)
+    # FLOPs: scores and mix, 2 * h * s^2 * d_h each forward, backward twice the forward
+    assert flops.series[1].y == [12 * 2 * (2 * 12 * s * s * 64) * 3 for s in xs]
+    # memory (fp32, causal): the softmax output [h, s, s] x 4 bytes + the bool mask [s, s];
+    # Q, K, V and the inputs of the projections grow linearly and are not counted
+    assert memory.series[1].y == [12 * (12 * 4 + 1) * s * s for s in xs]
+    # fused attention saves q, k, v, out and the logsumexp: nothing quadratic
+    fused = Workload(mode="train", attention_impl="fused")
+    assert scaling_data(spec, fused, xs)[1].series[1].y == [0.0, 0.0, 0.0]
+    assert quadratic_part(lambda s: 3 * s * s + 7 * s + 5, 2) == 12  # forward points, s < 4
+
+
+def test_report_from_a_sweep_states_the_sweep_workload(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tgauge.cli import app
+
+    runner = CliRunner()
+    sweep_dir = tmp_path / "sweep"
+    args = ["sweep", "gpt2-small", "--mode", "prefill", "-b", "4", "--vary", "seq_len=64,128"]
+    assert runner.invoke(app, [*args, "--out", str(sweep_dir)]).exit_code == 0
+    res = runner.invoke(app, ["report", "--sweep", str(sweep_dir / "sweep.json"), "--out",
+                              str(tmp_path / "r")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Varied: seq_len. Every other setting: prefill b=4 s=(varied)" in md
+    assert "dtype=fp32" in md and "attention_impl=eager" in md

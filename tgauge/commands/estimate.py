@@ -14,6 +14,8 @@ from tgauge.app import app, console, print_json, user_errors
 from tgauge.format import (
     BYTE_UNITS_NOTE,
     FLOP_UNITS_NOTE,
+    defaults_note,
+    describe_workload,
     human_bytes,
     human_count,
     human_flops,
@@ -38,22 +40,49 @@ def _layers_of(est: Estimate, group: str) -> int:
     return dict(est.spec.stacks).get(group.split(".")[0], 0)
 
 
-def summary_table(est: Estimate) -> Table:
+def kv_cache_note(est: Estimate) -> str:
+    """'' or why the cache holds fewer positions than tokens seen (sliding window, chunks)."""
+    from estimator.kv_cache import cached_positions
+    from estimator.spec import resolved_pattern, resolved_prompt_len
+
     w = est.workload
-    t = Table(title=f"{est.spec.name}: {w.mode}, b={w.batch_size}, {w.dtype}", show_header=False)
+    if not est.kv_cache.terms or est.spec.n_decoder_layers == 0:
+        return ""
+    pattern, window = resolved_pattern(est.spec, w, "decoder")
+    seen = resolved_prompt_len(est.spec, w) + w.new_tokens if w.mode == "decode" else w.seq_len
+    if est.spec.arch == "encoder-decoder":
+        return ""
+    kept = cached_positions(pattern, window, seen)
+    if kept == seen:
+        return ""
+    what = "sliding window" if pattern == "sliding_window" else "chunk"
+    return f" (capped by the {what} of {window:,}: {kept:,} of {seen:,} positions kept)"
+
+
+def summary_table(est: Estimate) -> Table:
+    t = Table(
+        title=f"{est.spec.name}: {describe_workload(est.spec, est.workload)}",
+        show_header=False,
+    )
+    if est.memory.total > est.peak_memory_bytes:
+        t.caption = (
+            "the sum of all terms exceeds the peak: not every term is alive at once "
+            "(activations are freed as the backward pass or the prefill moves on)"
+        )
     t.add_column("quantity", style="bold")
     t.add_column("value", justify="right")
     t.add_row("parameters", f"{human_count(est.params.total)} ({est.params.total:,})")
     t.add_row("peak memory", f"{human_bytes(est.peak_memory_bytes)} at {est.peak_phase}")
+    w = est.workload
     if w.is_training and w.optimizer != "none":
         from estimator.optimizers import step_temporaries_bytes
 
         temporaries = human_bytes(step_temporaries_bytes(est.spec, w))
         t.add_row("optimizer", f"{w.optimizer}, {w.optimizer_impl} step on {w.device}")
         t.add_row("optimizer step temporaries", temporaries)
-    t.add_row("memory terms (sum)", human_bytes(est.memory.total))
+    t.add_row("sum of all terms (never all live)", human_bytes(est.memory.total))
     if est.kv_cache.terms:
-        t.add_row("KV cache", human_bytes(est.kv_cache.total))
+        t.add_row("KV cache", human_bytes(est.kv_cache.total) + kv_cache_note(est))
     for p in _PASSES:
         if est.flops.group(p):
             t.add_row(f"FLOPs {p}", human_flops(est.flops.group(p)))
@@ -61,12 +90,26 @@ def summary_table(est: Estimate) -> Table:
     return t
 
 
+def _own_ops(leaf: str, leaves: set[str]) -> str:
+    """A term named after a module that also has child terms holds what the module's own code
+    saves (ffn: the inputs of act(gate) * up); say so, so it does not read as a subtotal."""
+    return (
+        f"{leaf} (own ops, not a subtotal)"
+        if any(x.startswith(leaf + ".") for x in leaves)
+        else leaf
+    )
+
+
 def memory_table(est: Estimate) -> Table:
     mem = est.memory
-    t = Table(title="Memory by term", caption=BYTE_UNITS_NOTE)
+    t = Table(
+        title="Memory by term (sum of all terms; the peak is in the summary)",
+        caption=BYTE_UNITS_NOTE,
+    )
     t.add_column("term")
     t.add_column("bytes", justify="right")
     t.add_column("share", justify="right")
+    leaves = {_layer_split(n.removeprefix("activations."))[1] for n in mem.terms}
     seen: set[str] = set()
     for name, value in mem.terms.items():
         group, leaf = _layer_split(name.removeprefix("activations."))
@@ -75,9 +118,9 @@ def memory_table(est: Estimate) -> Table:
             if full_group not in seen:
                 seen.add(full_group)
                 sub = mem.group(full_group)
-                label = f"{full_group} (x{_layers_of(est, group)} layers)"
+                label = f"{full_group} (x{_layers_of(est, group)} layers, subtotal)"
                 t.add_row(f"[bold]{label}[/]", human_bytes(sub), share(sub, mem.total))
-            name = f"  {leaf}"
+            name = f"  {_own_ops(leaf, leaves)}"
         t.add_row(name, human_bytes(value), share(value, mem.total))
     t.add_row("[bold]total[/]", human_bytes(mem.total), "100.0%")
     return t
@@ -113,7 +156,7 @@ def decode_table(est: Estimate) -> Table:
     dec = est.decode
     n = len(dec.per_step_flops)
     t = Table(title=f"Decode: prefill + {n} one-token steps", caption=FLOP_UNITS_NOTE)
-    t.add_column("")
+    t.add_column("FLOPs of")
     t.add_column("with KV cache", justify="right")
     t.add_column("without cache", justify="right")
     t.add_row("prefill", human_flops(dec.prefill_flops), human_flops(dec.prefill_flops))
@@ -137,9 +180,18 @@ def decode_table(est: Estimate) -> Table:
     return t
 
 
+TEXTBOOK_SOURCES = (
+    "params L x 3 x (d^2 + d): the project's seed notes (Q, K, V projections with biases only). "
+    "activations b x L x (3 T d + T^2 + T d): the seed notes (Q, K, V, the T x T scores, the "
+    "attention output per layer). KV cache 2 x b x L x T x d x bytes: keys and values of every "
+    "layer with all heads cached (Pope et al. 2022, Efficiently Scaling Transformer Inference, "
+    "sec. 2; GQA/MQA models cache h_kv of h heads). T: tokens of one sequence."
+)
+
+
 def textbook_table(est: Estimate) -> Table:
-    t = Table(title="Seed notes' textbook formulas vs exact")
-    for col in ("quantity", "formula", "textbook", "exact", "exact / textbook"):
+    t = Table(title="Back-of-envelope formulas vs tgauge's exact count", caption=TEXTBOOK_SOURCES)
+    for col in ("quantity", "formula", "back-of-envelope", "exact", "exact / formula"):
         t.add_column(col, justify="left" if col in ("quantity", "formula") else "right")
     for term in est.textbook.terms:
         fmt = human_count if term.name == "params" else human_bytes
@@ -147,27 +199,40 @@ def textbook_table(est: Estimate) -> Table:
     return t
 
 
-def render(est: Estimate) -> None:
+def render(est: Estimate, textbook: bool = False, note: str | None = None) -> None:
+    if note:
+        console.print(f"[dim]{note}[/]", highlight=False)
     console.print(summary_table(est))
     console.print(memory_table(est))
     console.print(flops_table(est))
     if est.decode is not None:
         console.print(decode_table(est))
-    console.print(textbook_table(est))
+    if textbook:
+        console.print(textbook_table(est))
     if est.unchecked:
         console.print("[dim]Not checked by any measurement:[/]")
         for line in est.unchecked:
             console.print(f"[dim]  - {line}[/]", highlight=False)
 
 
-@app.command("estimate")
+@app.command(
+    "estimate",
+    epilog="Example: tgauge estimate llama-2-7b --mode decode --dtype fp16 --prompt-len 2048",
+)
 @user_errors
-@with_workload
+@with_workload(preset_defaults=True)
 def estimate_command(
     model: Annotated[str, typer.Argument(help="preset name, spec file, or HF config.json")],
     json_out: Json = False,
+    textbook: Annotated[
+        bool,
+        typer.Option(
+            "--textbook", help="also compare with back-of-envelope formulas (and their sources)"
+        ),
+    ] = False,
     *,
     workload: Workload,  # injected by with_workload
+    defaults_applied: dict[str, object],  # injected by with_workload
 ) -> None:
     """Predict parameters, memory (with its peak), KV cache and FLOPs of MODEL."""
     from estimator.estimate import estimate
@@ -176,4 +241,4 @@ def estimate_command(
     if json_out:
         print_json(est)
     else:
-        render(est)
+        render(est, textbook, defaults_note(model, defaults_applied))

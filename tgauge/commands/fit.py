@@ -6,15 +6,24 @@ import typer
 
 from estimator.spec import Workload
 from tgauge.app import app, console, print_json, user_errors
-from tgauge.format import human_bytes, human_flops, human_seconds
+from tgauge.format import (
+    defaults_note,
+    describe_workload,
+    human_bytes,
+    human_flops,
+    human_seconds,
+)
 from tgauge.options import Json, with_workload
 
 _PLAN = "Plan"
 
 
-@app.command("fit")
+@app.command(
+    "fit",
+    epilog="Example: tgauge fit llama-3-8b --gpu h100-sxm --gpus 8 --zero 3 --dtype bf16 -s 4096",
+)
 @user_errors
-@with_workload
+@with_workload(preset_defaults=True)
 def fit_command(
     model: Annotated[str, typer.Argument(help="preset name, spec file or HF config.json")],
     gpu: Annotated[
@@ -53,11 +62,32 @@ def fit_command(
         int | None,
         typer.Option("--tokens", help="train: token budget to time", min=1, rich_help_panel=_PLAN),
     ] = None,
+    block_size: Annotated[
+        int,
+        typer.Option(
+            "--block-size",
+            help="decode: tokens per KV-cache block of a paged server (vLLM's default 16)",
+            min=1,
+            rich_help_panel=_PLAN,
+        ),
+    ] = 16,
+    gpu_memory_utilization: Annotated[
+        float,
+        typer.Option(
+            "--gpu-memory-utilization",
+            help="decode: fraction of GPU memory a paged server uses (vLLM's default 0.9)",
+            min=0.01,
+            max=1.0,
+            rich_help_panel=_PLAN,
+        ),
+    ] = 0.9,
     *,
     workload: Workload,
+    defaults_applied: dict[str, object],
     as_json: Json = False,
 ) -> None:
-    """Will MODEL run on GPU? Headroom, largest batch, longest context, fewest GPUs."""
+    """Will MODEL run on GPU? Headroom, largest batch, longest context, fewest GPUs; speed
+    (per GPU and for all GPUs); in decode, how many sequences a paged-KV server holds."""
     from estimator.estimate import estimate
     from estimator.hardware import (
         Efficiency,
@@ -69,6 +99,7 @@ def fit_command(
         usable_bytes,
     )
     from estimator.plan import Sharding, plan
+    from estimator.serving import serving_capacity, throughput
     from tgauge.loading import load_spec
 
     spec = load_spec(model)
@@ -79,25 +110,50 @@ def fit_command(
     usable = usable_bytes(device, overheads)
     sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp)  # type: ignore[arg-type]
     result = plan(spec, workload, usable, device.name, sharding)
-    times = step_times(estimate(spec, workload), device, Efficiency(mfu=mfu, bw_util=bw_util))
+    efficiency = Efficiency(mfu=mfu, bw_util=bw_util)
+    times = step_times(estimate(spec, workload), device, efficiency)
+    speed = throughput(times, gpus, tp)
     train_s = (
         training_time_s(times, tokens, sharding.dp) if tokens and workload.is_training else None
     )
+    serving = None
+    if workload.mode == "decode" and workload.kv_cache and spec.arch == "decoder":
+        serving = serving_capacity(
+            spec,
+            workload,
+            device,
+            block_size=block_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            n_gpus=gpus,
+            tp=tp,
+            overheads=overheads,
+            efficiency=efficiency,
+        )
     if as_json:
         print_json(
             {
                 "plan": result.model_dump(mode="json"),
+                "defaults_applied": defaults_applied,
                 "unusable_bytes": unusable_terms(device, overheads),
                 "times": times.model_dump(mode="json") | {"tokens_per_s": times.tokens_per_s},
+                "throughput": speed.model_dump(mode="json"),
+                "serving": None if serving is None else serving.model_dump(mode="json"),
                 "training_time_s": train_s,
             }
         )
         return
-    _print(result, device, unusable_terms(device, overheads), times, train_s, tokens)
+    note = defaults_note(model, defaults_applied)
+    if note:
+        console.print(f"[dim]{note}[/]", highlight=False)
+    _print(result, spec, device, unusable_terms(device, overheads), times, train_s, tokens)
+    _print_speed(times, speed)
+    if serving is not None:
+        _print_serving(serving)
 
 
 def _print(
     result: Any,
+    spec: Any,
     device: Any,
     unusable: dict[str, int],
     times: Any,
@@ -109,9 +165,10 @@ def _print(
     f, sh = result.fit, result.sharding
     verdict = "[green]fits[/]" if f.fits else "[red]does not fit[/]"
     console.print(
-        f"{result.model} on {sh.n_gpus} x {device.name} (zero={sh.zero}, tp={sh.tp}): "
-        f"{verdict}; peak {human_bytes(f.peak_bytes)} ({f.peak_phase}) of "
-        f"{human_bytes(f.usable_bytes)} usable, headroom {human_bytes(f.headroom_bytes)}"
+        f"{result.model} ({describe_workload(spec, result.workload)}) on {sh.n_gpus} x "
+        f"{device.name} (zero={sh.zero}, tp={sh.tp}): {verdict}; peak "
+        f"{human_bytes(f.peak_bytes)} ({f.peak_phase}) of {human_bytes(f.usable_bytes)} usable, "
+        f"headroom {human_bytes(f.headroom_bytes)}"
     )
     mem = Table(
         title="Memory per GPU",
@@ -120,38 +177,113 @@ def _print(
     )
     mem.add_column("term")
     mem.add_column("bytes", justify="right")
-    mem.add_column("", justify="right")
+    mem.add_column("size", justify="right")
     for name, value in sorted(f.terms.items(), key=lambda kv: -kv[1]):
         mem.add_row(name, str(value), human_bytes(value))
     console.print(mem)
-    ans = Table(title="Limits (exact search: max fits, next does not)")
-    for col in ("question", "answer", "next size up", "its peak", "grew most"):
-        ans.add_column(col, justify="left" if col in ("question", "grew most") else "right")
+    ans = Table(title="Limits (exact search: the answer fits, the next size does not)")
+    cols = ("question", "answer", "next size (does not fit)", "its peak", "grew most / capped by")
+    for col in cols:
+        ans.add_column(col, justify="left" if col in ("question", cols[-1]) else "right")
     limits = [
-        ("largest batch_size", result.max_batch),
-        ("longest context", result.max_context),
-        ("fewest GPUs", result.fewest_gpus),
+        ("largest batch_size", result.max_batch, "one more"),
+        ("longest context", result.max_context, "one more"),
+        ("fewest GPUs", result.fewest_gpus, "one fewer"),
     ]
-    for label, lim in limits:
+    for label, lim, step in limits:
         if lim is None:
             ans.add_row(label, "n/a", "-", "-", "-")
             continue
         answer = "does not fit" if lim.max_value is None else str(lim.max_value)
         nxt = lim.next_fit.peak_bytes if lim.next_fit else None
+        nxt_value = f"{lim.next_value} ({step})" if lim.next_value and lim.max_value else "-"
         ans.add_row(
-            label,
-            answer,
-            str(lim.next_value or "-"),
-            human_bytes(nxt),
-            lim.grew_most or lim.capped_by or "-",
+            label, answer, nxt_value, human_bytes(nxt), lim.grew_most or lim.capped_by or "-"
         )
     console.print(ans)
-    step = times.step
-    console.print(
-        f"roofline ({step.math_dtype}): {times.mode} step {human_seconds(step.time_s)} "
-        f"({step.bound}-bound: {human_flops(step.flops)}, "
-        f"{human_bytes(step.bytes_moved)} moved); total {human_seconds(times.total_s)}, "
-        f"{times.tokens_per_s:,.0f} tokens/s"
-    )
     if train_s is not None:
         console.print(f"training on {tokens:,} tokens: {human_seconds(train_s)}")
+
+
+def _print_speed(times: Any, speed: Any) -> None:
+    """Roofline step, latency and tokens/s, each labelled per GPU or for all GPUs."""
+    from rich.table import Table
+
+    step = times.step
+    n = speed.n_gpus
+    t = Table(
+        title=f"Speed (roofline, {step.math_dtype} math on {times.gpu})",
+        caption="per GPU: one GPU's share; all GPUs: x the GPU count (data parallel replicas; "
+        "tensor parallel as an ideal split, communication not modelled)",
+    )
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    what = f"{human_flops(step.flops)}, {human_bytes(step.bytes_moved)} moved, {step.bound}-bound"
+    if speed.mode == "decode":
+        t.add_row("time to first token (prefill of the batch)", human_seconds(speed.ttft_s))
+        t.add_row("  prefill work", what)
+        last = times.decode_steps[-1]
+        t.add_row("time per output token, first step", human_seconds(speed.tpot_first_s))
+        t.add_row(
+            f"time per output token, last step ({len(times.decode_steps)})",
+            f"{human_seconds(speed.tpot_last_s)} ({last.bound}-bound)",
+        )
+        t.add_row(
+            "generated tokens/s per GPU (prefill excluded)", _rate(speed.tokens_per_s_per_gpu)
+        )
+        t.add_row(f"generated tokens/s for all GPUs ({n})", _rate(speed.tokens_per_s_all_gpus))
+        t.add_row(
+            "end-to-end tokens/s per GPU (prefill included)",
+            _rate(speed.end_to_end_tokens_per_s_per_gpu),
+        )
+    else:
+        t.add_row(f"{speed.mode} step", f"{human_seconds(speed.step_s)} ({what})")
+        t.add_row("tokens/s per GPU", _rate(speed.tokens_per_s_per_gpu))
+        t.add_row(f"tokens/s for all GPUs ({n})", _rate(speed.tokens_per_s_all_gpus))
+    console.print(t)
+
+
+def _rate(tokens_per_s: float | None) -> str:
+    return "-" if tokens_per_s is None else f"{tokens_per_s:,.1f}"
+
+
+def _print_serving(c: Any) -> None:
+    """How many sequences a paged-KV server holds, and the decode speed at that concurrency."""
+    from rich.table import Table
+
+    t = Table(
+        title=f"Serving: paged KV cache, blocks of {c.block_size} tokens, "
+        f"{c.gpu_memory_utilization:.0%} of GPU memory (vLLM's scheme)",
+        caption="override with --block-size and --gpu-memory-utilization; every sequence "
+        "counted at its full prompt + output length",
+    )
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("sequence length (prompt + output)", f"{c.sequence_tokens:,} tokens")
+    t.add_row("blocks per sequence", f"{c.blocks_per_sequence:,}")
+    t.add_row("one block (all layers, K + V, per GPU)", human_bytes(c.block_bytes))
+    t.add_row("memory budget per GPU", human_bytes(c.budget_bytes))
+    t.add_row("  minus weights, activation peak, CUDA context", human_bytes(c.reserved_bytes))
+    t.add_row("  = KV cache per GPU", f"{human_bytes(c.kv_cache_bytes)} ({c.n_blocks:,} blocks)")
+    t.add_row(
+        "[bold]concurrent sequences per replica[/]", f"[bold]{c.max_concurrent_sequences:,}[/]"
+    )
+    t.add_row(
+        f"concurrent sequences for all GPUs ({c.n_gpus})",
+        f"{c.max_concurrent_sequences_all_gpus:,}",
+    )
+    t.add_row("time to first token, one lone prompt", human_seconds(c.ttft_one_sequence_s))
+    s = c.at_max_concurrency
+    if s is not None:
+        t.add_row(
+            "time per output token at that concurrency, first step", human_seconds(s.tpot_first_s)
+        )
+        t.add_row(
+            "time per output token at that concurrency, last step", human_seconds(s.tpot_last_s)
+        )
+        t.add_row(
+            "[bold]decode tokens/s per GPU at that concurrency[/]",
+            f"[bold]{_rate(s.tokens_per_s_per_gpu)}[/]",
+        )
+        t.add_row(f"decode tokens/s for all GPUs ({c.n_gpus})", _rate(s.tokens_per_s_all_gpus))
+    console.print(t)

@@ -4,7 +4,7 @@ MODEL is a Hugging Face config.json (built with random init via transformers), o
 spec file (built as our reference model). torch is imported inside the command only.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,15 @@ from typing import Annotated, Any
 import typer
 
 from estimator.spec import Workload
-from tgauge.app import UserError, app, console, err_console, print_json, user_errors
+from tgauge.app import (
+    UserError,
+    app,
+    console,
+    print_json,
+    progress_display,
+    require,
+    user_errors,
+)
 from tgauge.options import with_workload
 
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -64,11 +72,13 @@ def make_optimizer(model: Any, workload: Workload) -> Any:
 
 def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target:
     """A Hugging Face model with random init from ``config`` (never downloads)."""
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("transformers is not installed: pip install transformers") from None
+    require("transformers", "tgauge profile CONFIG.json")
     import torch
+    import transformers
+
+    # this process only builds and measures: transformers' advice on the config (token ids
+    # outside a small vocabulary, an unset loss_type) is noise in the output
+    transformers.logging.set_verbosity_error()
 
     from profiler.run import HFDecoder
 
@@ -173,11 +183,13 @@ def reference_target(model_arg: str, workload: Workload, device: str) -> Target:
 
 def load_target(model_arg: str, workload: Workload, device: str) -> Target:
     """A config.json with model_type -> Hugging Face; anything else -> the reference model."""
-    from tgauge.loading import read_mapping
+    from tgauge.loading import cached_hub_config, is_hub_id, read_mapping
 
     path = Path(model_arg)
     if path.is_dir():
         path = path / "config.json"
+    elif not path.exists() and is_hub_id(model_arg):
+        path = cached_hub_config(model_arg) or path
     if path.is_file() and path.suffix.lower() == ".json":
         data = read_mapping(path)
         if "model_type" in data:
@@ -185,8 +197,16 @@ def load_target(model_arg: str, workload: Workload, device: str) -> Target:
     return reference_target(model_arg, workload, device)
 
 
-def run_profile(target: Target, workload: Workload, device: str, repeats: int) -> Any:
-    """The workload's entry point of the profiler on ``target``."""
+def run_profile(
+    target: Target,
+    workload: Workload,
+    device: str,
+    repeats: int,
+    tick: Callable[[Any], None] | None = None,
+    task: Any = None,
+) -> Any:
+    """The workload's entry point of the profiler on ``target``; decode calls ``tick(task)``
+    after the prefill and after each step (outside the timed region)."""
     from profiler.run import profile_decode, profile_forward, profile_train_step
 
     if workload.mode == "train":
@@ -196,12 +216,19 @@ def run_profile(target: Target, workload: Workload, device: str, repeats: int) -
     if workload.mode == "prefill":
         return profile_forward(target.model, target.inputs, repeats=repeats)
     dec = target.decoder
+
+    def cache_bytes() -> int:
+        n = dec.cache_bytes()
+        if tick is not None:
+            tick(task)
+        return n
+
     return profile_decode(
-        dec.step, workload.new_tokens, dec.cache_bytes, device=device, prefill_fn=dec.prefill
+        dec.step, workload.new_tokens, cache_bytes, device=device, prefill_fn=dec.prefill
     )
 
 
-@app.command("profile")
+@app.command("profile", epilog="Example: tgauge profile path/to/config.json --mode prefill -s 128")
 @user_errors
 @with_workload
 def profile_command(
@@ -222,17 +249,22 @@ def profile_command(
     """Measure MODEL (parameters, saved activations, live memory, FLOPs, time, KV cache)."""
     from tgauge.commands.validate import check_device
 
+    require("torch", "tgauge profile")
     check_device(device, ("cpu", "cuda", "meta"))
     if target_device not in ("cpu", "cuda"):
         raise UserError(f"--target-device={target_device!r} is invalid: use cpu or cuda")
     # the kernels the run is for: the device itself, or a meta dry run's target
     workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
-    with err_console.status(f"building {model} on {device}"):
-        with _allocation_errors(device):
-            target = load_target(model, workload, device)
-    with err_console.status(f"measuring {workload.mode} of {model} on {device}"):
-        with _allocation_errors(device):
-            result = run_profile(target, workload, device, repeats)
+    with progress_display() as progress, _allocation_errors(device):
+        task = progress.add_task(f"building {model} on {device}", total=None)
+        target = load_target(model, workload, device)
+        decoding = target.decoder is not None and workload.mode == "decode"
+        progress.update(
+            task,
+            description=f"measuring {workload.mode} of {model} on {device}",
+            total=workload.new_tokens + 1 if decoding else None,  # prefill, then each step
+        )
+        result = run_profile(target, workload, device, repeats, tick=progress.advance, task=task)
     if as_json:
         print_json(result)
     else:

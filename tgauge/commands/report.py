@@ -7,16 +7,19 @@ from typing import Annotated, Any
 import typer
 
 from estimator.spec import Workload
-from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
-from tgauge.format import human_bytes, human_flops
+from tgauge.app import UserError, app, console, out_dir, print_json, require, user_errors
+from tgauge.format import describe_workload, human_bytes, human_flops
 from tgauge.options import Json, with_workload
 
 MAX_CHART_POINTS = 200  # x values of one chart; each is a full estimate
 
 
-@app.command("report")
+@app.command(
+    "report",
+    epilog="Example: tgauge report --model gpt2-small --validation out/validation.jsonl --out out",
+)
 @user_errors
-@with_workload
+@with_workload(preset_defaults=True)
 def report_command(
     out: Annotated[Path, typer.Option("--out", help="folder for report.md, report.html")],
     model: Annotated[list[str], typer.Option("--model", help="model(s) to chart")] = [],  # noqa: B006
@@ -44,6 +47,8 @@ def report_command(
         sections.append(_sweep_section(sweep_file))
     if validation is not None:
         sections.append(_validation_section(validation))
+    if any(s.charts for s in sections):
+        require("matplotlib", "tgauge report (its charts)")  # before anything is written
     out_dir(out)
     files = write_report(Report(title="tgauge report", sections=sections), out)
     if as_json:
@@ -54,6 +59,7 @@ def report_command(
 
 _SHOWN_ALWAYS = ("mode", "batch_size", "seq_len")
 _DERIVED = ("compute_dtype", "kv_cache_dtype", "device")
+_STATED = ("dtype", "compute_dtype", "master_weights", "attention_impl", "checkpointing")
 
 
 def _workload_summary(fields: dict[str, Any]) -> str:
@@ -70,6 +76,7 @@ def _workload_summary(fields: dict[str, Any]) -> str:
 
 def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     from estimator.estimate import estimate
+    from estimator.spec import context_limit
     from estimator.sweep import parse_values
     from tgauge.loading import load_spec
     from tgauge.report import chartdata as cd
@@ -77,7 +84,7 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
 
     spec = load_spec(model)
     est = estimate(spec, workload)
-    limit = spec.max_seq_len if spec.position == "learned" else None
+    limit = context_limit(spec, workload)
     values = parse_values(seq_lens)
     if len(values) > MAX_CHART_POINTS or not all(isinstance(v, int) for v in values):
         raise UserError(
@@ -103,15 +110,14 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
         for k, v in sorted(est.memory.terms.items(), key=lambda kv: -kv[1])
     ]
     summary = (
-        f"{spec.name}: {est.params.total:,} parameters; {workload.mode}, "
-        f"b={workload.batch_size}, s={workload.seq_len}, {workload.dtype}: peak "
-        f"{human_bytes(est.peak_memory_bytes)} ({est.peak_phase}), "
+        f"{spec.name}: {est.params.total:,} parameters; {describe_workload(spec, workload)}: "
+        f"peak {human_bytes(est.peak_memory_bytes)} ({est.peak_phase}), "
         f"{human_flops(est.flops.total)} per step."
     )
     return Section(
         heading=spec.name,
         paragraphs=[summary],
-        tables=[Table(columns=["memory term", "bytes", ""], rows=rows)],
+        tables=[Table(columns=["memory term", "bytes", "size"], rows=rows)],
         charts=charts,
     )
 
@@ -124,11 +130,32 @@ def _sweep_section(path: Path) -> Any:
         points, fields = doc["points"], doc["fields"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path} is not a sweep.json of `tgauge sweep --out`: {exc}") from None
+    base = doc.get("base_workload")
+    if not isinstance(base, dict):
+        raise UserError(f"{path} has no base_workload: write it again with `tgauge sweep --out`")
     cols = [*fields, "peak_memory_bytes", "flops", "fits", "error"]
     rows = [[_cell(p.get(c), c) for c in cols] for p in points]
+    base = {k: "(varied)" if k in fields else v for k, v in base.items()}
+    usable = doc.get("usable_bytes")
+    budget = f"; fits against {human_bytes(usable)} usable" if usable else ""
     return Section(
         heading=f"Sweep of {doc.get('model', '?')} ({len(points)} points)",
-        tables=[Table(columns=cols, rows=rows)],
+        paragraphs=[
+            f"Varied: {', '.join(fields)}. Every other setting: {_workload_summary(base)}; "
+            + ", ".join(
+                f"{k}={base.get(k)}" for k in _STATED if f"{k}=" not in _workload_summary(base)
+            )
+            + f"{budget}."
+        ],
+        tables=[Table(columns=[_header(c) for c in cols], rows=rows)],
+    )
+
+
+def _header(column: str) -> str:
+    return (
+        column.removesuffix("_bytes") + " (bytes, binary units)"
+        if column.endswith("_bytes")
+        else column
     )
 
 

@@ -7,16 +7,19 @@ import typer
 
 from estimator.spec import Workload
 from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
-from tgauge.format import human_bytes, human_flops
+from tgauge.format import defaults_note, describe_workload, human_flops
 from tgauge.options import Json, with_workload
 
 PROGRESS_FROM = 500  # grids at least this large show a progress bar
 MAX_POINTS = 1_000_000  # larger grids would run for hours: refuse them up front
 
 
-@app.command("sweep")
+@app.command(
+    "sweep",
+    epilog="Example: tgauge sweep gpt2-small --vary seq_len=512..8192 --vary batch_size=1,2,4",
+)
 @user_errors
-@with_workload
+@with_workload(preset_defaults=True)
 def sweep_command(
     model: Annotated[str, typer.Argument(help="preset name, spec file or HF config.json")],
     vary: Annotated[
@@ -25,7 +28,7 @@ def sweep_command(
             "--vary",
             help="field=range: a..b (doubling), "
             "a..b:step (linear) or x,y,z; spec.<field> varies "
-            "the model",
+            "the model; CLI names work too (attention=eager,fused)",
         ),
     ] = [],  # noqa: B006
     gpu: Annotated[
@@ -37,6 +40,7 @@ def sweep_command(
     ] = None,
     *,
     workload: Workload,
+    defaults_applied: dict[str, object],
     as_json: Json = False,
 ) -> None:
     """Evaluate the estimator on every combination of the --vary values."""
@@ -75,30 +79,52 @@ def sweep_command(
     if as_json:
         print_json(list(result.records()))
         return
-    _print(result)
+    note = defaults_note(model, defaults_applied)
+    if note:
+        console.print(f"[dim]{note}[/]", highlight=False)
+    _print(result, spec)
     if out is not None:
         console.print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.json'}")
 
 
-def _print(result: object, limit: int = 40) -> None:
+GiB = 2**30
+#: metric column -> (header, format); bytes in GiB with the unit in the header
+_SHOWN = {
+    "peak_memory_bytes": ("peak (GiB)", lambda v: f"{v / GiB:,.2f}"),
+    "peak_phase": ("peak phase", str),
+    "kv_cache_bytes": ("KV cache (GiB)", lambda v: f"{v / GiB:,.2f}"),
+    "flops": ("FLOPs", human_flops),
+    "fits": ("fits", lambda v: "yes" if v else "no"),
+    "headroom_bytes": ("headroom (GiB)", lambda v: f"{v / GiB:,.2f}"),
+    "error": ("error", str),
+}
+
+
+def _empty(value: object) -> bool:
+    return value is None or value == "" or value == 0
+
+
+def _print(result: object, spec: object, limit: int = 40) -> None:
+    """The first ``limit`` points; a metric column empty (or 0) on every row is left out."""
     from rich.table import Table
 
-    table = Table(title=f"sweep of {result.model}: {len(result.rows)} points")  # type: ignore[attr-defined]
+    records = list(result.records())  # type: ignore[attr-defined]
+    base = result.base_workload  # type: ignore[attr-defined]
     fields = result.fields  # type: ignore[attr-defined]
-    shown = ["peak_memory_bytes", "peak_phase", "kv_cache_bytes", "flops", "fits", "error"]
-    for col in [*fields, *shown]:
-        table.add_column(col, justify="left" if col in ("peak_phase", "error") else "right")
-    for rec in list(result.records())[:limit]:  # type: ignore[attr-defined]
+    title = (
+        f"sweep of {result.model}: {len(records)} points, varying {', '.join(fields)}; "  # type: ignore[attr-defined]
+        f"other settings {describe_workload(spec, base)}"
+    )
+    table = Table(title=title)
+    shown = [m for m in _SHOWN if not all(_empty(r[m]) for r in records)]
+    for col in fields:
+        table.add_column(col, justify="right", min_width=len(col))
+    for m in shown:
+        table.add_column(_SHOWN[m][0], justify="left" if m in ("peak_phase", "error") else "right")
+    for rec in records[:limit]:
         cells = [str(rec[f]) for f in fields]
-        cells += [
-            human_bytes(rec["peak_memory_bytes"]),
-            rec["peak_phase"] or "-",
-            human_bytes(rec["kv_cache_bytes"]),
-            human_flops(rec["flops"]),
-            "-" if rec["fits"] is None else ("yes" if rec["fits"] else "no"),
-            rec["error"] or "",
-        ]
+        cells += ["-" if rec[m] is None else _SHOWN[m][1](rec[m]) for m in shown]
         table.add_row(*cells)
     console.print(table)
-    if len(result.rows) > limit:  # type: ignore[attr-defined]
-        console.print(f"... {len(result.rows) - limit} more rows (use --out or --json)")  # type: ignore[attr-defined]
+    if len(records) > limit:
+        console.print(f"... {len(records) - limit} more rows (use --out or --json)")

@@ -11,8 +11,17 @@ import typer
 from rich.table import Table
 
 from estimator.spec import ModelSpec, Workload
-from tgauge.app import UserError, app, console, err_console, out_dir, print_json, user_errors
-from tgauge.format import human_bytes, human_count, human_flops
+from tgauge.app import (
+    UserError,
+    app,
+    console,
+    out_dir,
+    print_json,
+    progress_display,
+    require,
+    user_errors,
+)
+from tgauge.format import human_bytes, human_count, human_flops, validate_defaults_note
 from tgauge.options import Json, with_workload
 
 MAX_POINTS = 1_000  # each point builds and runs a model
@@ -125,6 +134,7 @@ def _table(point: Any) -> Table:
     title = (
         f"{point.model} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
         f"{w['dtype']} {w['attention_impl']} on {point.device}"
+        + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")
     for col in ("term", "predicted", "measured", "difference", "rel. error", "verdict"):
@@ -170,7 +180,9 @@ def _summary(points: list[Any]) -> Table:
     return table
 
 
-@app.command("validate")
+@app.command(
+    "validate", epilog="Example: tgauge validate gpt2-small -s 64 --sweep seq_len=32,64 --out out"
+)
 @user_errors
 @with_workload
 def validate_command(
@@ -197,8 +209,7 @@ def validate_command(
 ) -> None:
     """Build the reference model, run the workload, measure it and compare with the estimator
     term by term: predicted, measured, difference, relative error and a verdict."""
-    from rich.progress import Progress
-
+    require("torch", "tgauge validate")  # before any point: each would fail on its own
     from tgauge.validate import validate_point
 
     check_device(device)
@@ -213,7 +224,7 @@ def validate_command(
     if out is not None:
         jsonl = out_dir(out) / "validation.jsonl"
     results = []
-    with Progress(console=err_console, transient=True, disable=len(points) < 2) as progress:
+    with progress_display() as progress:  # one point of a large model takes minutes
         task = progress.add_task("validating", total=len(points))
         for spec, point_workload in points:
             progress.update(

@@ -7,7 +7,8 @@ here imports matplotlib.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,6 +41,7 @@ class ChartData(BaseModel):
     series: list[Series]
     log_x: bool = False
     log_y: bool = False
+    y_from_zero: bool = False  # a linear y axis that starts at 0, so small gaps look small
 
 
 def _varying_field(records: list[ValidationRecord]) -> str | None:
@@ -87,13 +89,16 @@ def validation_lines_data(records: list[ValidationRecord], unit: str = "bytes") 
             for rec in group
         )
         xs = [p[0] for p in points]
+        worst = max((abs(p[1] - p[2]) / p[2] for p in points if p[2]), default=0.0)
         charts.append(
             ChartData(
                 name=f"validation_{unit}_{model}_{device}".replace("/", "_").replace(" ", "_"),
-                title=f"{model} on {device}: {term}, predicted vs measured",
+                title=f"{model} on {device}: {term}, predicted vs measured "
+                f"(largest gap {worst:.2%})",
                 x_label=f"{field} (tokens)" if "len" in field else field,
                 y_label=UNIT_LABEL[unit],
                 kind="lines",
+                y_from_zero=True,
                 series=[
                     Series(label="predicted", x=xs, y=[float(p[1]) for p in points]),
                     Series(label="measured", x=xs, y=[float(p[2]) for p in points], style="points"),
@@ -127,15 +132,30 @@ def parity_data(records: list[ValidationRecord]) -> ChartData:
 
 
 # ---- from the estimator ------------------------------------------------------------------
-_QUADRATIC = (".scores", ".mix", ".sdpa")  # attention terms whose size grows with s_q * s_k
+def _is_attention(term: str) -> bool:
+    """A term of a self- or cross-attention block (projections, scores, mix, sdpa)."""
+    return "self_attn." in term or "cross_attn." in term
 
 
 def _category(term: str) -> str:
-    """weights / gradients / optimizer / attention scores / activations / kv_cache."""
+    """weights / gradients / optimizer / attention activations / other activations / kv_cache."""
     head = term.split(".")[0]
-    if head == "activations" and term.endswith(_QUADRATIC):
-        return "activations (attention s x s)"
+    if head == "activations" and _is_attention(term):
+        return "activations (attention blocks)"
     return head
+
+
+def quadratic_part(f: Callable[[int], float], s: int) -> float:
+    """The s^2 part a s^2 of f(s) = a s^2 + b s + c, from the second difference over three
+    equally spaced lengths s, s - h, s - 2h (h = s // 4): f(s) - 2 f(s - h) + f(s - 2h) =
+    2 a h^2, so linear and constant parts cancel exactly. Terms that grow linearly (Q, K, V,
+    fused attention's saved tensors) contribute 0; under a window or chunk of width w the
+    scores grow linearly past w and so does this curve. s < 4: forward points s, s+1, s+2."""
+    h = s // 4
+    points = (s, s - h, s - 2 * h) if h else (s + 2, s + 1, s)
+    h = h or 1
+    second = f(points[0]) - 2 * f(points[1]) + f(points[2])
+    return max(second / (2 * h * h) * s * s, 0.0)
 
 
 def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -> ChartData:
@@ -152,7 +172,7 @@ def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -
             cats.setdefault(_category(term), [0.0] * len(rows))[i] += value
     return ChartData(
         name=f"memory_by_term_{spec.name}",  # type: ignore[attr-defined]
-        title=f"{spec.name}: memory by term, {workload.mode}, b={workload.batch_size}",  # type: ignore[attr-defined]
+        title=f"{spec.name}: memory by term, {_short(workload)}",  # type: ignore[attr-defined]
         x_label="sequence length (tokens)",
         y_label="bytes",
         kind="stacked",
@@ -164,46 +184,68 @@ def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -
     )
 
 
+def _short(workload: Any) -> str:
+    """'train, b=1, fp32, eager attention' for chart titles."""
+    w = workload
+    dtype = w.dtype + (" + fp32 master" if w.master_weights else "")
+    return f"{w.mode}, b={w.batch_size}, {dtype}, {w.attention_impl} attention"
+
+
 def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[ChartData]:
-    """FLOPs and peak memory vs sequence length, with the quadratic attention part apart."""
+    """FLOPs and peak memory vs sequence length, with the quadratic attention part apart
+    (``quadratic_part`` of the attention terms: what truly grows with s x s)."""
     from estimator.estimate import estimate
 
-    ests = [estimate(spec, workload.model_copy(update={"seq_len": s})) for s in seq_lens]  # type: ignore[attr-defined]
+    cache: dict[int, Any] = {}
+
+    def est(s: int) -> Any:
+        if s not in cache:
+            cache[s] = estimate(spec, workload.model_copy(update={"seq_len": s}))  # type: ignore[attr-defined]
+        return cache[s]
+
+    def attention(kind: str) -> Callable[[int], float]:
+        def f(s: int) -> float:
+            terms = getattr(est(s), kind).terms
+            keep = (
+                k
+                for k in terms
+                if _is_attention(k) and (kind == "flops" or k.startswith("activations."))
+            )
+            return float(sum(terms[k] for k in keep))
+
+        return f
+
     xs = [float(s) for s in seq_lens]
-
-    def quad(b: object) -> float:
-        return float(sum(v for k, v in b.terms.items() if k.endswith(_QUADRATIC)))  # type: ignore[attr-defined]
-
     flops = ChartData(
         name=f"flops_vs_seq_{spec.name}",
-        title=f"{spec.name}: FLOPs per step vs sequence length",  # type: ignore[attr-defined]
+        title=f"{spec.name}: FLOPs per step vs sequence length, {_short(workload)}",  # type: ignore[attr-defined]
         x_label="sequence length (tokens)",
         y_label="FLOPs",
         kind="lines",
         log_x=True,
         series=[
-            Series(label="total", x=xs, y=[float(e.flops.total) for e in ests]),
+            Series(label="total", x=xs, y=[float(est(s).flops.total) for s in seq_lens]),
             Series(
                 label="attention s x s part (quadratic)",
                 x=xs,
-                y=[quad(e.flops) for e in ests],
+                y=[quadratic_part(attention("flops"), s) for s in seq_lens],
                 style="dashed",
             ),
         ],
     )
     memory = ChartData(
         name=f"memory_vs_seq_{spec.name}",
-        title=f"{spec.name}: peak memory vs sequence length",  # type: ignore[attr-defined]
+        title=f"{spec.name}: peak memory vs sequence length, {_short(workload)}",  # type: ignore[attr-defined]
         x_label="sequence length (tokens)",
         y_label="bytes",
         kind="lines",
         log_x=True,
         series=[
-            Series(label="peak", x=xs, y=[float(e.peak_memory_bytes) for e in ests]),
+            Series(label="peak", x=xs, y=[float(est(s).peak_memory_bytes) for s in seq_lens]),
             Series(
                 label="attention s x s activations (quadratic)",
                 x=xs,
-                y=[quad(e.memory) for e in ests],
+                y=[quadratic_part(attention("memory"), s) for s in seq_lens],
                 style="dashed",
             ),
         ],

@@ -82,6 +82,9 @@ def lines_figure(data: ChartData) -> Any:
             ax.fill_between(s.x, y, alpha=0.3, label=s.label)
         else:
             ax.plot(s.x, y, "--" if s.style == "dashed" else "-", label=s.label, linewidth=2)
+    if data.y_from_zero:  # from 0 with a margin above the largest value
+        top = max((v / div for s in data.series for v in s.y), default=1.0)
+        ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
     return _finish(fig, ax, data, unit)
 
 
