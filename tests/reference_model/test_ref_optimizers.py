@@ -74,7 +74,7 @@ def test_8bit_cpu_kernel_working_set_matches_the_rule(dtype) -> None:
 
     s = spec(**{**LLAMA, "vocab_size": 4096, "tie_embeddings": False})
     name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
-    w = Workload(optimizer="adamw-8bit", dtype=name, device="cpu")
+    w = Workload(optimizer="adamw-8bit", dtype=name, device="cpu", seq_len=4)
     lm_head = torch.nn.Linear(s.d_model, s.vocab_size, bias=False).to(dtype)  # the largest
     opt = bnb.optim.AdamW8bit(lm_head.parameters())
     lm_head(torch.randn(2, s.d_model, dtype=dtype)).sum().backward()
