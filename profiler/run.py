@@ -258,17 +258,22 @@ def _step_timing(times: list[float], kind: str) -> Measured[Timing]:
 
 
 class HFDecoder:
-    """Greedy decode of a Hugging Face causal LM: ``prefill()``, ``step(i)``, ``cache_bytes()``.
+    """Greedy decode of a Hugging Face causal or seq2seq LM: ``prefill()``, ``step(i)``,
+    ``cache_bytes()``.
 
-    Pass its methods to ``profile_decode(decoder.step, n, decoder.cache_bytes,
+    ``input_ids`` is the prompt; a seq2seq model also takes ``encoder_input_ids`` (the source),
+    encoded once by the prefill and passed to every step as ``encoder_outputs``. Pass its
+    methods to ``profile_decode(decoder.step, n, decoder.cache_bytes,
     prefill_fn=decoder.prefill)``.
     """
 
-    def __init__(self, model: Any, input_ids: Any) -> None:
+    def __init__(self, model: Any, input_ids: Any, encoder_input_ids: Any = None) -> None:
         import inspect
 
         self.model, self.input_ids = model, input_ids
+        self.encoder_input_ids = encoder_input_ids
         self.past_key_values: Any = None
+        self.encoder_outputs: Any = None
         self.next_ids: Any = None
         # transformers 5.x names the cache argument and output `cache` (and deprecates
         # `past_key_values`, with a FutureWarning); earlier versions know only the old name
@@ -278,14 +283,26 @@ class HFDecoder:
     def _run(self, input_ids: Any) -> None:
         import torch
 
-        cache = {self._cache_name: self.past_key_values}
+        kwargs = {self._cache_name: self.past_key_values, "use_cache": True}
+        if self.encoder_input_ids is None:
+            kwargs["input_ids"] = input_ids
+        else:
+            kwargs["decoder_input_ids"] = input_ids
+            if self.encoder_outputs is None:
+                kwargs["input_ids"] = self.encoder_input_ids
+            else:
+                kwargs["encoder_outputs"] = self.encoder_outputs
         with torch.no_grad():
-            out = self.model(input_ids=input_ids, use_cache=True, **cache)
+            out = self.model(**kwargs)
         self.past_key_values = getattr(out, self._cache_name)
+        if self.encoder_input_ids is not None and self.encoder_outputs is None:
+            from transformers.modeling_outputs import BaseModelOutput
+
+            self.encoder_outputs = BaseModelOutput(last_hidden_state=out.encoder_last_hidden_state)
         self.next_ids = out.logits[:, -1:].argmax(-1)  # [b, 1]
 
     def prefill(self) -> None:
-        self.past_key_values = None
+        self.past_key_values = self.encoder_outputs = None
         self._run(self.input_ids)
 
     def step(self, _: int) -> None:

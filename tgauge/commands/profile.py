@@ -71,44 +71,32 @@ def make_optimizer(model: Any, workload: Workload) -> Any:
 
 
 def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target:
-    """A Hugging Face model with random init from ``config`` (never downloads)."""
+    """The Hugging Face model of ``config`` (tgauge/hf_models.py: the class ``architectures``
+    names, random init, never downloads), its inputs, optimizer or decoder."""
     require("transformers", "tgauge profile CONFIG.json")
     import torch
-    import transformers
-
-    # this process only builds and measures: transformers' advice on the config (token ids
-    # outside a small vocabulary, an unset loss_type) is noise in the output
-    transformers.logging.set_verbosity_error()
 
     from profiler.run import HFDecoder
+    from tgauge.hf_models import build_hf_model, check_mode, hf_inputs
 
-    try:  # any failure here comes from the user's config: say so in one line
-        cfg = transformers.AutoConfig.for_model(**config)
-        with torch.device(device):
-            try:
-                model = transformers.AutoModelForCausalLM.from_config(cfg)
-            except ValueError:
-                model = transformers.AutoModel.from_config(cfg)
-    except Exception as exc:
-        text = " ".join(str(exc).split()).split(". Should contain")[0] or type(exc).__name__
-        raise UserError(
-            f"transformers {transformers.__version__} cannot build "
-            f"model_type={config.get('model_type')!r} from this config: {text[:200]}"
-        ) from None
-    model = model.to(dtype=_torch_dtype(workload))
-    b = workload.batch_size
-    s = workload.prompt_len or workload.seq_len if workload.mode == "decode" else workload.seq_len
-    ids = torch.randint(0, cfg.vocab_size, (b, s), device=device)  # [b, s]
-    inputs: dict[str, Any] = {"input_ids": ids}
-    if workload.mode == "train" and hasattr(model, "lm_head"):
-        inputs["labels"] = ids
-    target = Target(model=model, inputs=inputs)
+    built = build_hf_model(config, workload, device)
+    check_mode(built, workload)
+    model = built.model
     if workload.mode == "train":
         model.train()
+        target = Target(model=model, inputs=hf_inputs(built, workload, device))
         target.optimizer = make_optimizer(model, workload)
-    else:
-        model.eval()
-        target.decoder = HFDecoder(model, ids)
+        return target
+    model.eval()
+    target = Target(model=model, inputs=hf_inputs(built, workload, device))
+    if workload.mode == "decode":
+        # the prompt as estimator.spec.resolved_prompt_len: seq2seq starts from 1 token
+        seq2seq = built.task == "seq2seq-lm"
+        p = workload.prompt_len or (1 if seq2seq else workload.seq_len)
+        gen = torch.Generator().manual_seed(1)
+        prompt = torch.randint(0, built.config.vocab_size, (workload.batch_size, p), generator=gen)
+        source = target.inputs["input_ids"] if seq2seq else None
+        target.decoder = HFDecoder(model, prompt.to(device), encoder_input_ids=source)
     return target
 
 
