@@ -25,6 +25,7 @@ rotary its cos and sin [s,d_h] per call (q and k, every layer), relative bias it
 [n,V], the targets (int64) and nll's total_weight (0-dim). Encoder-decoder: the encoder
 output is saved once, by the first decoder layer's cross_attn.k_proj. pooler.proj saves a
 view of the stack output (the whole [n,d] storage counts) and tanh its output [b,d].
+head_transform (BERT's MLM head): dense and act save their inputs [n,d], norm as a norm.
 {stack}.dropout: the embedding dropout mask. Assumptions a measurement must confirm: chunked
 eager scores are [b,h,s/c,c,c] with a mask of as many entries, fused sdpa gets h_kv heads.
 """
@@ -184,6 +185,10 @@ def head_saved(spec: ModelSpec, workload: Workload, s: int) -> Terms:
     if spec.pooler:
         t["pooler.proj"] = n * d * cb  # x[:, 0] is a view: its whole storage
         t["pooler.act"] = b * d * cb  # nn.Tanh saves its output [b, d]
+    if spec.head_transform:  # dense saves its input, gelu its input, the norm its own set
+        t["head_transform.dense"] = n * d * cb
+        t["head_transform.act"] = n * d * cb
+        t["head_transform.norm"] = norm_saved(spec, workload, n)
     if spec.lm_head:
         t["lm_head"] = n * d * cb
         t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight

@@ -1,8 +1,10 @@
 """ModelSpec from a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral).
 
-Reads plain JSON; never imports transformers. The spec describes the bare model class plus
-the LM head its causal / seq2seq class adds:
-  gpt2 -> GPT2LMHeadModel, bert -> BertModel (with pooler, no MLM head), t5 ->
+Reads plain JSON; never imports transformers. The spec describes the Hugging Face
+implementation (``implementation="hf"``) of one class, recorded in ``hf_architecture``: the
+class ``architectures`` names when it is modelled (ARCHITECTURES), else the family's default:
+  gpt2 -> GPT2LMHeadModel, bert -> BertModel (with pooler, no MLM head) or BertForMaskedLM
+  (MLM head: dense + act + LayerNorm, tied decoder with a bias; no pooler), t5 ->
   T5ForConditionalGeneration, bart -> BartForConditionalGeneration, vit -> ViTModel (with
   pooler), llama / mistral -> LlamaForCausalLM / MistralForCausalLM.
 A config field combination tgauge does not model raises UnsupportedError naming the field;
@@ -168,6 +170,36 @@ _READERS: dict[str, Callable[[Config], dict[str, Any]]] = {
 }
 
 
+#: family -> the class its spec describes when ``architectures`` names none modelled
+DEFAULT_ARCHITECTURE = {
+    "gpt2": "GPT2LMHeadModel",
+    "bert": "BertModel",
+    "t5": "T5ForConditionalGeneration",
+    "bart": "BartForConditionalGeneration",
+    "vit": "ViTModel",
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+}
+#: modelled classes -> the spec fields their head changes from the family reader's
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    **{name: {} for name in DEFAULT_ARCHITECTURE.values()},
+    # BertOnlyMLMHead: transform (dense d->d, act, LayerNorm), decoder tied to the word
+    # embeddings with its own bias [V]; BertForMaskedLM builds BertModel without the pooler
+    "BertForMaskedLM": dict(pooler=False, lm_head=True, head_transform=True, lm_head_bias=True),
+}
+
+
+def _architecture(cfg: Config, model_type: str) -> str:
+    """The first class of ``architectures`` that is modelled for this family, else the
+    family's default class."""
+    family_default = DEFAULT_ARCHITECTURE[model_type]
+    prefix = family_default[: len(model_type)]  # GPT2, Bert, T5, Bart, ViT, Llama, Mistral
+    for name in cfg.get("architectures") or ():
+        if name in ARCHITECTURES and name.startswith(prefix):
+            return name
+    return family_default
+
+
 def _read(path: str | Path) -> Config:
     path = Path(path)
     if path.is_dir():
@@ -197,4 +229,8 @@ def spec_from_hf_config(path_or_dict: str | Path | Config) -> ModelSpec:
         raise SpecError(f"config field {exc.args[0]!r} is missing for "
                         f"model_type={model_type!r}") from None  # fmt: skip
     name = cfg.get("_name_or_path") or model_type
-    return ModelSpec(name=name, **fields)
+    architecture = _architecture(cfg, model_type)
+    if model_type == "bert" and architecture != "BertModel":  # the head decides the tying
+        fields["tie_embeddings"] = cfg.get("tie_word_embeddings", True)
+    fields.update(ARCHITECTURES[architecture])
+    return ModelSpec(name=name, implementation="hf", hf_architecture=architecture, **fields)

@@ -135,6 +135,7 @@ def _backward_order(spec: ModelSpec) -> tuple[tuple[tuple[tuple[str, int], ...],
     reverse, then the stack's embeddings."""
     segments: list[tuple[tuple[tuple[str, int], ...], int]] = []
     head = [("pooler.act", 1), ("pooler.proj", 1), ("loss", 1), ("lm_head", 1)]
+    head += [(f"head_transform.{m}", 1) for m in ("norm", "act", "dense")]
     for stack, n_layers in reversed(spec.stacks):
         head.append((f"{stack}.final_norm", 1))
         segments.append((tuple(head), 1))

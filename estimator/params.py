@@ -10,6 +10,8 @@ Closed form per layer (d = d_model, d_q = h * d_h, d_kv = h_kv * d_h, bias terms
   cross_attn same shapes as self_attn (decoder of encoder-decoder models)
   ffn        d*d_ff * (3 if gated else 2)  (+ d_ff * (2 if gated else 1) + d)
   norms      n(d) per norm (attn_norm, ffn_norm, cross_norm)
+Head: pooler.proj d*d + d; BERT's MLM head_transform dense d*d + d and a norm; lm_head V*d
+unless tied (+ V with lm_head_bias).
 Positional tables: learned (max_seq_len + position_offset) x d, ViT n_positions x d,
 relative Embedding(relative_buckets, h); sinusoidal and rotary are buffers (no parameters).
 """
@@ -94,8 +96,13 @@ def _entries(spec: ModelSpec) -> list[_Entry]:
         out += _stack(spec, stack, n_layers)
     if spec.pooler:
         out.append(("pooler.proj", _linear(d, d, True), 1))  # dense d -> d (+ tanh)
+    if spec.head_transform:  # BERT's MLM head: dense d -> d, act, LayerNorm
+        out.append(("head_transform.dense", _linear(d, d, True), 1))
+        out.append(("head_transform.norm", _norm(spec), 1))
     if spec.lm_head and not spec.tie_embeddings:
-        out.append(("lm_head", _linear(d, spec.vocab_size, False), 1))  # [.., d] -> [.., V]
+        out.append(("lm_head", _linear(d, spec.vocab_size, spec.lm_head_bias), 1))  # d -> V
+    elif spec.lm_head_bias:  # tied weight (counted at embed), own bias [V]
+        out.append(("lm_head", (spec.vocab_size,), 1))
     return out
 
 
@@ -176,6 +183,10 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
             out += _norm_shapes(spec)
     if spec.pooler:
         out += _linear_shapes(d, d, True)
+    if spec.head_transform:
+        out += _linear_shapes(d, d, True) + _norm_shapes(spec)
     if spec.lm_head and not spec.tie_embeddings:
         out.append((spec.vocab_size, d))
+    if spec.lm_head_bias:
+        out.append((spec.vocab_size,))
     return tuple(out)

@@ -27,6 +27,7 @@ Checkpointing = Literal["none", "full"]
 AttentionImpl = Literal["eager", "fused"]
 AttentionPattern = Literal["full", "causal", "sliding_window", "chunked"]
 CausalFlops = Literal["full", "triangle"]
+Implementation = Literal["reference", "hf"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu")
 
@@ -78,6 +79,10 @@ class ModelSpec(BaseModel):
     n_token_types: int = Field(0, ge=0, description="segment embeddings (BERT: 2)")
     pooler: bool = Field(False, description="dense d->d + tanh on the first token (BERT, ViT)")
     lm_head: bool | None = Field(None, description="default: True unless encoder-only")
+    head_transform: bool = Field(
+        False, description="dense d->d + act + norm before the LM head (BERT's MLM head)"
+    )
+    lm_head_bias: bool = Field(False, description="a bias [V] on the LM head (BERT's MLM head)")
     position: Position = "learned"
     position_offset: int = Field(0, ge=0, description="extra rows of a learned table (BART: 2)")
     relative_buckets: int = Field(32, gt=0)
@@ -87,6 +92,12 @@ class ModelSpec(BaseModel):
     image_size: int | None = Field(None, gt=0)
     patch_size: int | None = Field(None, gt=0)
     n_channels: int | None = Field(None, gt=0)
+    implementation: Implementation = Field(
+        "reference", description="the code the spec describes: our reference model or HF's"
+    )
+    hf_architecture: str | None = Field(
+        None, description="the transformers class (config.json's architectures), if any"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -158,6 +169,8 @@ class ModelSpec(BaseModel):
             fail("vocab_size", None, "a token model needs vocab_size > 0")
         if self.lm_head and self.vocab_size is None:
             fail("lm_head", True, "an LM head needs vocab_size")
+        if (self.head_transform or self.lm_head_bias) and not self.lm_head:
+            fail("lm_head", self.lm_head, "head_transform / lm_head_bias need an LM head")
         if self.n_token_types and self.vocab_size is None:
             fail("n_token_types", self.n_token_types, "segment embeddings need token input")
         return self

@@ -101,6 +101,19 @@ class Pooler(nn.Module):
         return self.act(self.proj(x[:, 0]))  # [b, s, d] -> [b, d]
 
 
+class HeadTransform(nn.Module):
+    """BERT's MLM head before the vocabulary projection: norm(act(dense(x))), per position."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.dense = nn.Linear(spec.d_model, spec.d_model)
+        self.act = _ACTIVATIONS[spec.activation]()
+        self.norm = make_norm(spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(x)))  # [b, s, d] -> [b, s, d]
+
+
 class Stack(nn.Module):
     """Embedding extras (patches, positions, token types, norm, dropout), layers, final norm."""
 

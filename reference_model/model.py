@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from estimator.spec import ModelSpec, SpecError, Workload, resolved_pattern
 from reference_model.cache import KVCache
-from reference_model.layers import Pooler, Stack
+from reference_model.layers import HeadTransform, Pooler, Stack
 from reference_model.masks import Pattern
 
 IGNORE_INDEX = -100  # label of padding: cross-entropy ignores it
@@ -75,8 +75,10 @@ class Transformer(nn.Module):
             setattr(self, stack, mod)
         if spec.pooler:
             self.pooler = Pooler(d)
+        if spec.head_transform:
+            self.head_transform = HeadTransform(spec)
         if spec.lm_head:
-            self.lm_head = nn.Linear(d, spec.vocab_size, bias=False)
+            self.lm_head = nn.Linear(d, spec.vocab_size, bias=spec.lm_head_bias)
             if spec.tie_embeddings:
                 self.lm_head.weight = self.embed.weight  # tied: one storage, owned by embed
             self.loss = CrossEntropy()
@@ -111,6 +113,8 @@ class Transformer(nn.Module):
         out = ModelOutput(hidden_states=h)
         if hasattr(self, "pooler"):
             out.pooled = self.pooler(h)
+        if hasattr(self, "head_transform"):
+            h = self.head_transform(h)  # [b, s, d] -> [b, s, d]
         if hasattr(self, "lm_head"):
             out.logits = self.lm_head(h)  # [b, s, d] -> [b, s, V]
             if labels is not None:
@@ -133,6 +137,8 @@ class Transformer(nn.Module):
             y, start=start, memory=memory, memory_padding=cache.memory_padding, cache=cache
         )
         cache.length = start + ids.shape[1]
+        if hasattr(self, "head_transform"):
+            h = self.head_transform(h)
         return self.lm_head(h)  # [b, s, V]
 
     def prefill(

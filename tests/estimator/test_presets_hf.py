@@ -137,8 +137,10 @@ def test_spec_from_hf_config_matches_preset(name: str) -> None:
     cfg, model = build(name)
     spec = spec_from_hf_config(cfg.to_dict())
     assert params(spec).total == n_unique_params(model)
-    preset = get_preset(name).model_dump(exclude={"name"})
-    assert spec.model_dump(exclude={"name"}) == preset
+    which = {"name", "implementation", "hf_architecture"}  # a preset is our reference model
+    preset = get_preset(name).model_dump(exclude=which)
+    assert spec.model_dump(exclude=which) == preset
+    assert spec.implementation == "hf"
 
 
 @pytest.mark.parametrize("name", ["transformer-base", "transformer-big"])
