@@ -135,6 +135,14 @@ def hf_inputs(built: HFModel, workload: Workload, device: str) -> dict[str, Any]
     return inputs
 
 
+def stand_in_loss(out: Any) -> Any:
+    """A base model computes no loss: train it on reference_model.train.objective's stand-in,
+    the mean square of its pooled (else last hidden) output, so backward covers every layer."""
+    pooled = getattr(out, "pooler_output", None)
+    hidden = pooled if pooled is not None else out.last_hidden_state
+    return hidden.float().pow(2).mean()
+
+
 def check_mode(built: HFModel, workload: Workload) -> None:
     """Decode needs a class that generates (a causal or seq2seq LM)."""
     if workload.mode == "decode" and built.task not in GENERATING:

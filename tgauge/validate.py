@@ -161,7 +161,7 @@ def validate_point(
 
     ``available``: bytes the device offers; the point then records whether the estimator
     predicted that it fits. ``hf_config``: measure the Hugging Face model of this config
-    instead (training only; ``spec`` is its ModelSpec.from_hf_config)."""
+    instead (tgauge/validate_hf.py; ``spec`` is its ModelSpec.from_hf_config)."""
     from estimator import estimate
 
     # the estimator predicts for the kernels of the device measured (what autograd saves)
@@ -180,7 +180,9 @@ def validate_point(
     runner = {"train": _train, "prefill": _prefill, "decode": _decode}[workload.mode]
     try:
         if hf_config is not None:
-            _train_hf(hf_config, workload, est, point, device)
+            from tgauge.validate_hf import validate_hf
+
+            validate_hf(spec, hf_config, workload, est, point, device)
         else:
             runner(spec, workload, est, point, device, fvcore)
     except Exception as exc:  # a point that fails is data here: the sweep goes on
@@ -256,42 +258,6 @@ def _train(
         point.rows.append(
             make_row("peak_memory.cuda_allocated", "bytes", est.peak_memory_bytes, allocated, note)
         )
-
-
-def _train_hf(
-    config: dict[str, Any], workload: Workload, est: Any, point: Point, device: str
-) -> None:
-    """A training step of the Hugging Face model of ``config`` (random init, built as
-    `tgauge profile CONFIG.json` builds it, with the same optimizer as the reference model):
-    parameter count, weights, gradients and optimizer states (exact) and the peak. HF's
-    modules are not the reference model's, so activations are not compared per term."""
-    import torch
-
-    from profiler import profile_train_step
-    from tgauge.commands.profile import hf_target
-
-    if workload.mode != "train":
-        raise ValueError(f"the Hugging Face path validates training steps, not {workload.mode}")
-    torch.manual_seed(0)
-    target = hf_target(config, workload, device)
-    prof = profile_train_step(
-        target.model, target.inputs, target.optimizer, repeats=1, fvcore=False
-    )
-    mem, measured = est.memory.terms, prof.memory().terms
-    point.rows.append(make_row("params.total", "params", est.params.total, prof.n_params.total))
-    point.rows.append(make_row("memory.weights", "bytes", mem["weights"], prof.weights.total))
-    point.rows.append(
-        make_row("memory.gradients", "bytes", mem.get("gradients", 0), measured["gradients"])
-    )
-    point.rows += compare(
-        "memory.optimizer",
-        "bytes",
-        _memory_split(mem, "optimizer"),
-        _memory_split(measured, "optimizer"),
-    )
-    point.rows.append(_train_peak_row(workload, est, prof.live_peak.peak_bytes))
-    point.peak_phase_measured = prof.live_peak.phase
-    point.notes.append("Hugging Face model: activations are not compared term by term")
 
 
 def _train_peak_row(workload: Workload, est: Any, measured: int) -> Row:

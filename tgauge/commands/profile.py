@@ -77,7 +77,7 @@ def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target
     import torch
 
     from profiler.run import HFDecoder
-    from tgauge.hf_models import build_hf_model, check_mode, hf_inputs
+    from tgauge.hf_models import build_hf_model, check_mode, hf_inputs, stand_in_loss
 
     built = build_hf_model(config, workload, device)
     check_mode(built, workload)
@@ -86,6 +86,8 @@ def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target
         model.train()
         target = Target(model=model, inputs=hf_inputs(built, workload, device))
         target.optimizer = make_optimizer(model, workload)
+        if built.task == "base":  # no loss of its own
+            target.loss_fn = stand_in_loss
         return target
     model.eval()
     target = Target(model=model, inputs=hf_inputs(built, workload, device))

@@ -1,0 +1,133 @@
+"""`tgauge validate CONFIG.json --hf`: the estimate of ModelSpec.from_hf_config against the real
+transformers model (tgauge/hf_models.py), in train, prefill and decode.
+
+Measured terms are renamed onto glossary terms by the family's table (tgauge/hf_terms.py);
+an HF module without an entry keeps its HF name (``hf:...``): every measured byte, FLOP and
+parameter appears in some row. torch and transformers are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.spec import Workload
+from tgauge.validate import Point, Row, _memory_split, _train_peak_row, compare, make_row
+
+NOTE = "Hugging Face model: HF modules mapped onto glossary terms (tgauge/hf_terms.py)"
+
+
+def _mapped(
+    prefix: str, unit: str, family: str, base: str, predicted: dict[str, int], measured: Any
+) -> list[Row]:
+    from tgauge.hf_terms import map_terms
+
+    got, want = map_terms(family, base, measured, predicted)
+    return compare(prefix, unit, want, got)
+
+
+def _flop_rows(family: str, base: str, est: Any, counted: Any, phases: tuple[str, ...]) -> list:
+    rows = []
+    for phase in phases:
+        cut = len(phase) + 1
+        measured = {k[cut:]: v for k, v in counted.flops.terms.items() if k.startswith(phase + ".")}
+        predicted = {k[cut:]: v for k, v in est.flops.terms.items() if k.startswith(phase + ".")}
+        if measured or predicted:
+            rows += _mapped(f"flops.{phase}", "flops", family, base, predicted, measured)
+    return rows
+
+
+def validate_hf(
+    spec: Any, config: dict[str, Any], workload: Workload, est: Any, point: Point, device: str
+) -> None:
+    """Rows of one point on the real model of ``config``: parameters per term, weights; in
+    training gradients, optimizer states, saved activations per term, FLOPs per term and the
+    peak; prefill FLOPs and the peak; decode the cache after the prefill and every step."""
+    import torch
+
+    from tgauge.commands.profile import hf_target
+    from tgauge.hf_terms import base_prefix
+
+    torch.manual_seed(0)
+    target = hf_target(config, workload, device)
+    family, base = config["model_type"], base_prefix(target.model)
+    runner = {"train": _train, "prefill": _prefill, "decode": _decode}[workload.mode]
+    runner(target, family, base, spec, workload, est, point)
+    point.notes.append(NOTE)
+
+
+def _param_rows(family: str, base: str, est: Any, n_params: Any, weights: int) -> list[Row]:
+    rows = _mapped("params", "params", family, base, est.params.terms, n_params.terms)
+    rows.append(make_row("memory.weights", "bytes", est.memory.terms["weights"], weights))
+    return rows
+
+
+def _train(
+    target: Any, family: str, base: str, spec: Any, workload: Workload, est: Any, point: Point
+) -> None:
+    from profiler import profile_train_step
+
+    prof = profile_train_step(
+        target.model,
+        target.inputs,
+        target.optimizer,
+        loss_fn=target.loss_fn,
+        repeats=1,
+        fvcore=False,
+    )
+    mem, measured = est.memory.terms, prof.memory().terms
+    point.rows += _param_rows(family, base, est, prof.n_params, prof.weights.total)
+    point.rows.append(
+        make_row("memory.gradients", "bytes", mem.get("gradients", 0), measured["gradients"])
+    )
+    point.rows += compare(
+        "memory.optimizer",
+        "bytes",
+        _memory_split(mem, "optimizer"),
+        _memory_split(measured, "optimizer"),
+    )
+    acts = _memory_split(mem, "activations"), _memory_split(measured, "activations")
+    point.rows += _mapped("memory.activations", "bytes", family, base, *acts)
+    point.rows += _flop_rows(family, base, est, prof.flops, ("forward", "backward"))
+    point.rows.append(_train_peak_row(workload, est, prof.live_peak.peak_bytes))
+    point.peak_phase_measured = prof.live_peak.phase
+
+
+def _prefill(
+    target: Any, family: str, base: str, spec: Any, workload: Workload, est: Any, point: Point
+) -> None:
+    from profiler import profile_forward
+
+    prof = profile_forward(target.model, target.inputs, repeats=1, fvcore=False)
+    point.rows += _param_rows(family, base, est, prof.n_params, prof.weights.total)
+    point.rows += _flop_rows(family, base, est, prof.flops, ("forward",))
+    point.rows.append(
+        make_row("peak_memory", "bytes", est.peak_memory_bytes, prof.live_peak.peak_bytes)
+    )
+    phase = prof.live_peak.phase
+    point.peak_phase_measured = "prefill" if phase == "forward" else phase
+
+
+def _decode(
+    target: Any, family: str, base: str, spec: Any, workload: Workload, est: Any, point: Point
+) -> None:
+    from estimator.kv_cache import kv_cache_growth_bytes
+    from profiler import measure_params, param_bytes, profile_decode
+
+    dec = target.decoder
+    prof = profile_decode(
+        dec.step,
+        workload.new_tokens,
+        dec.cache_bytes,
+        prefill_fn=dec.prefill,
+        model=target.model,
+        inputs=[t for t in (dec.input_ids, dec.encoder_input_ids) if t is not None],
+    )
+    model = target.model
+    weights = param_bytes(model).total
+    point.rows += _param_rows(family, base, est, measure_params(model), weights)
+    predicted = kv_cache_growth_bytes(spec, workload)
+    for t, (pred, got) in enumerate(zip(predicted, prof.cache_bytes, strict=True)):
+        point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
+    peak = prof.live_peak
+    point.rows.append(make_row("peak_memory", "bytes", est.peak_memory_bytes, peak.peak_bytes))
+    point.peak_phase_measured = peak.phase
