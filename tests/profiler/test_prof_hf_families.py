@@ -17,6 +17,9 @@ from tgauge.commands.profile import hf_target  # noqa: E402
 from tgauge.hf_models import DROPOUT_FIELDS  # noqa: E402
 
 F = torch.nn.functional
+# the profiler's runs of every family are repeated by tests/tgauge/test_validate_hf.py: here
+# the families whose inputs differ most (decoder ids, pixels) run by default, the rest slow
+ALL = [f if f in ("t5", "vit") else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES]
 
 
 def target(family: str, **workload):
@@ -56,7 +59,7 @@ def test_hf_train_loss_is_the_models_own_cross_entropy(family):
     torch.testing.assert_close(out.loss, expected)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL)
 def test_hf_train_step_params_are_numel_and_states_follow(family):
     t = target(family)
     prof = profile_train_step(t.model, t.inputs, t.optimizer, repeats=1, fvcore=False)
@@ -66,7 +69,7 @@ def test_hf_train_step_params_are_numel_and_states_follow(family):
     assert prof.saved.activations.total > 0 and prof.flops.flops.group("backward") > 0
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL)
 def test_hf_prefill_flops_and_params_measured(family):
     t = target(family, mode="prefill")
     prof = profile_forward(t.model, t.inputs, repeats=1, fvcore=False)
