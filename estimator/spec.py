@@ -30,6 +30,10 @@ CausalFlops = Literal["full", "triangle"]
 GATED_ACTIVATIONS = ("swiglu", "geglu")
 
 
+#: decode is estimated one step at a time: time and memory grow linearly with new_tokens
+MAX_NEW_TOKENS = 2**17
+
+
 class SpecError(ValueError):
     """A spec or workload that cannot be built; the message names field, value and options."""
 
@@ -216,7 +220,12 @@ class Workload(BaseModel):
     prompt_len: int | None = Field(
         None, gt=0, description="decode: prompt; default seq_len (decoder-only) or 1 (enc-dec)"
     )
-    new_tokens: int = Field(1, gt=0, description="decode: number of one-token steps")
+    new_tokens: int = Field(
+        1,
+        gt=0,
+        le=MAX_NEW_TOKENS,
+        description="decode: number of one-token steps (the estimate walks every step)",
+    )
     dtype: DType = Field("fp32", description="dtype the weights are stored in")
     compute_dtype: FloatDType | None = Field(
         None, description="activations; default dtype, or bf16 for int8/int4 weights"
@@ -274,6 +283,20 @@ class Workload(BaseModel):
     @property
     def is_training(self) -> bool:
         return self.mode == "train"
+
+    def replace(self, **update: Any) -> Workload:
+        """A validated copy with ``update`` applied (``model_copy`` skips validation)."""
+        return Workload.model_validate(self.model_dump(exclude_unset=True) | update)
+
+
+def revalidated(spec: ModelSpec, workload: Workload) -> tuple[ModelSpec, Workload]:
+    """``spec`` and ``workload`` validated again: a ``model_copy(update=...)`` bypasses the
+    field constraints (``seq_len=-5`` would give negative FLOPs); SpecError / ValidationError
+    for such a copy. Cheap next to an estimate."""
+    return (
+        ModelSpec.model_validate(spec.model_dump()),
+        Workload.model_validate(workload.model_dump()),
+    )
 
 
 def check_compatible(spec: ModelSpec, workload: Workload) -> None:

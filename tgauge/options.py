@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from estimator.spec import SpecError, Workload
+from estimator.spec import MAX_NEW_TOKENS, SpecError, Workload
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PANEL = "Workload"
@@ -72,9 +72,6 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
 }
 
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
-
-
-MAX_NEW_TOKENS = 2**17  # decode is estimated step by step: time and memory grow with it
 
 
 def build_workload(**fields: Any) -> Workload:

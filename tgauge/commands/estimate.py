@@ -6,6 +6,7 @@ Imports no torch: the estimator is pure Python.
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from estimator.breakdown import Breakdown, Estimate
@@ -40,7 +41,9 @@ def _layers_of(est: Estimate, group: str) -> int:
 
 def summary_table(est: Estimate) -> Table:
     w = est.workload
-    t = Table(title=f"{est.spec.name}: {w.mode}, b={w.batch_size}, {w.dtype}", show_header=False)
+    t = Table(
+        title=f"{escape(est.spec.name)}: {w.mode}, b={w.batch_size}, {w.dtype}", show_header=False
+    )
     t.add_column("quantity", style="bold")
     t.add_column("value", justify="right")
     t.add_row("parameters", f"{human_count(est.params.total)} ({est.params.total:,})")

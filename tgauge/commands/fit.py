@@ -3,6 +3,7 @@
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from estimator.spec import Workload
 from tgauge.app import app, console, print_json, user_errors
@@ -109,7 +110,8 @@ def _print(
     f, sh = result.fit, result.sharding
     verdict = "[green]fits[/]" if f.fits else "[red]does not fit[/]"
     console.print(
-        f"{result.model} on {sh.n_gpus} x {device.name} (zero={sh.zero}, tp={sh.tp}): "
+        f"{escape(result.model)} on {sh.n_gpus} x {escape(device.name)} "
+        f"(zero={sh.zero}, tp={sh.tp}): "
         f"{verdict}; peak {human_bytes(f.peak_bytes)} ({f.peak_phase}) of "
         f"{human_bytes(f.usable_bytes)} usable, headroom {human_bytes(f.headroom_bytes)}"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from estimator.spec import Workload
 from tgauge.app import UserError, app, console, err_console, print_json, user_errors
@@ -208,10 +209,10 @@ def profile_command(
     from tgauge.commands.validate import check_device
 
     check_device(device, ("cpu", "cuda", "meta"))
-    with err_console.status(f"building {model} on {device}"):
+    with err_console.status(f"building {escape(model)} on {escape(device)}"):
         with _allocation_errors(device):
             target = load_target(model, workload, device)
-    with err_console.status(f"measuring {workload.mode} of {model} on {device}"):
+    with err_console.status(f"measuring {workload.mode} of {escape(model)} on {escape(device)}"):
         with _allocation_errors(device):
             result = run_profile(target, workload, device, repeats)
     if as_json:
@@ -247,7 +248,7 @@ def render(model: str, workload: Workload, result: Any) -> None:
 
     from tgauge.format import human_bytes, human_flops, human_seconds
 
-    title = f"tgauge profile {model} ({workload.mode}, {result.device})"
+    title = f"tgauge profile {escape(model)} ({workload.mode}, {result.device})"
     if not hasattr(result, "n_params"):  # DecodeProfile
         table = Table("after", "KV cache", title=title)
         for i, n in enumerate(result.cache_bytes):

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from estimator.spec import Workload
 from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
@@ -83,20 +84,20 @@ def sweep_command(
 def _print(result: object, limit: int = 40) -> None:
     from rich.table import Table
 
-    table = Table(title=f"sweep of {result.model}: {len(result.rows)} points")  # type: ignore[attr-defined]
+    table = Table(title=f"sweep of {escape(result.model)}: {len(result.rows)} points")  # type: ignore[attr-defined]
     fields = result.fields  # type: ignore[attr-defined]
     shown = ["peak_memory_bytes", "peak_phase", "kv_cache_bytes", "flops", "fits", "error"]
     for col in [*fields, *shown]:
         table.add_column(col, justify="left" if col in ("peak_phase", "error") else "right")
     for rec in list(result.records())[:limit]:  # type: ignore[attr-defined]
-        cells = [str(rec[f]) for f in fields]
+        cells = [escape(str(rec[f])) for f in fields]
         cells += [
             human_bytes(rec["peak_memory_bytes"]),
             rec["peak_phase"] or "-",
             human_bytes(rec["kv_cache_bytes"]),
             human_flops(rec["flops"]),
             "-" if rec["fits"] is None else ("yes" if rec["fits"] else "no"),
-            rec["error"] or "",
+            escape(rec["error"] or ""),
         ]
         table.add_row(*cells)
     console.print(table)

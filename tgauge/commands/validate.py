@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from estimator.spec import ModelSpec, Workload
@@ -108,7 +109,7 @@ def _human(unit: str, value: int | None) -> str:
 def _table(point: Any) -> Table:
     w = point.workload
     title = (
-        f"{point.model} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
+        f"{escape(point.model)} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
         f"{w['dtype']} {w['attention_impl']} on {point.device}"
     )
     table = Table(title=title, title_justify="left")
@@ -146,7 +147,7 @@ def _summary(points: list[Any]) -> Table:
             else (f"{p.peak_phase_predicted}/{p.peak_phase_measured}")
         )
         table.add_row(
-            f"{p.model} {p.workload['mode']} s={p.workload['seq_len']}",
+            f"{escape(p.model)} {p.workload['mode']} s={p.workload['seq_len']}",
             p.status,
             str(len(p.rows)),
             *(f"[{COLORS[v]}]{counts[v]}[/]" for v in COLORS),
@@ -193,7 +194,8 @@ def validate_command(
         task = progress.add_task("validating", total=len(points))
         for spec, point_workload in points:
             progress.update(
-                task, description=f"{spec.name} {point_workload.mode} s={point_workload.seq_len}"
+                task,
+                description=f"{escape(spec.name)} {point_workload.mode} s={point_workload.seq_len}",
             )
             result = validate_point(spec, point_workload, device=device, available=available)
             results.append(result)
@@ -217,7 +219,7 @@ def validate_command(
         return
     for p in results:
         if p.status != "ok":
-            console.print(f"[yellow]{p.model}: {p.status}[/] {'; '.join(p.notes)}")
+            console.print(f"[yellow]{escape(p.model)}: {p.status}[/] {escape('; '.join(p.notes))}")
         else:
             console.print(_table(p))
     if len(results) > 1:

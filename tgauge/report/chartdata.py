@@ -143,7 +143,7 @@ def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -
     from estimator.estimate import estimate
 
     rows = [
-        estimate(spec, workload.model_copy(update={"seq_len": s})).memory.terms  # type: ignore[attr-defined]
+        estimate(spec, workload.replace(seq_len=s)).memory.terms  # type: ignore[attr-defined]
         for s in seq_lens
     ]
     cats: dict[str, list[float]] = {}
@@ -168,7 +168,7 @@ def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[Ch
     """FLOPs and peak memory vs sequence length, with the quadratic attention part apart."""
     from estimator.estimate import estimate
 
-    ests = [estimate(spec, workload.model_copy(update={"seq_len": s})) for s in seq_lens]  # type: ignore[attr-defined]
+    ests = [estimate(spec, workload.replace(seq_len=s)) for s in seq_lens]  # type: ignore[attr-defined]
     xs = [float(s) for s in seq_lens]
 
     def quad(b: object) -> float:
