@@ -192,7 +192,7 @@ def get_gpu(name: str) -> GPU:
     if key in GPUS:
         return GPUS[key]
     path = Path(name)
-    if path.suffix.lower() == ".json" and path.is_file():
+    if path.suffix.lower() == ".json" and path.exists():  # read_text refuses a non-file
         return gpu_from_json(path)
     close = difflib.get_close_matches(key, [*GPUS, *_ALIASES], n=1, cutoff=0.6)
     hint = f"did you mean {_ALIASES.get(close[0], close[0])!r}? " if close else ""

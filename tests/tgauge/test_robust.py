@@ -153,3 +153,101 @@ def test_presets_with_stdout_closed_exits_0_without_traceback():
         timeout=120,
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+# ---- 2. unbounded work ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "llama-2-7b", "--mode", "decode", "--vary", "new_tokens=1000000000"],
+        ["validate", "{tiny}", "--mode", "decode", "-s", "4", "--sweep", "new_tokens=1000000000"],
+    ],
+)
+def test_new_tokens_cap_holds_in_sweeps(tmp_path, argv):
+    tiny = write(tmp_path / "tiny.json", TINY | {"position": "rotary"})
+    one_error([a.format(tiny=tiny) for a in argv], "new_tokens=1000000000")
+
+
+def test_library_caps_new_tokens():
+    from pydantic import ValidationError
+
+    from estimator.spec import MAX_NEW_TOKENS, Workload
+
+    assert MAX_NEW_TOKENS == 2**17  # the stated cap: decode is walked step by step
+    with pytest.raises(ValidationError, match="less than or equal to 131072"):
+        Workload(mode="decode", new_tokens=10**30)
+
+
+def test_yaml_bomb_in_hf_style_config_is_refused_without_expanding(tmp_path):
+    line = one_error(["estimate", write(tmp_path / "config.yaml", BOMB)], "aliases")
+    assert len(line) < 300 and "lol" not in line
+
+
+def test_duplicate_keys_are_rejected(tmp_path):
+    dup_json = write(tmp_path / "s.json", '{"d_model": 32, "d_model": 64}')
+    one_error(["estimate", dup_json], "duplicate key 'd_model'")
+    dup_yaml = write(tmp_path / "s.yaml", "arch: decoder\narch: encoder\n")
+    one_error(["estimate", dup_yaml], "duplicate key 'arch'")
+
+
+@pytest.mark.parametrize("option", [None, "--validation", "--sweep", "--gpu"])
+def test_dev_zero_and_fifo_are_refused_not_read(tmp_path, option):
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # no writer: opening it for reading would block forever
+    for path in ("/dev/zero", str(fifo)):
+        argv = {
+            None: ["estimate", path],
+            "--validation": ["report", "--out", str(tmp_path / "r"), "--validation", path],
+            "--sweep": ["report", "--out", str(tmp_path / "r"), "--sweep", path],
+            "--gpu": ["fit", "gpt2-small", "--gpu", path],
+        }[option]
+        if option == "--gpu" and path == "/dev/zero":
+            continue  # a GPU argument is read as a file only when it ends in .json
+        one_error(argv, "not a regular file")
+
+
+def test_oversized_spec_file_is_refused(tmp_path):
+    from estimator.inputfile import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.json"
+    big.write_text('{"name": "' + "x" * MAX_CONFIG_BYTES + '"}')
+    one_error(["estimate", str(big)], "larger than 16 MiB")
+
+
+def test_model_copy_with_negative_seq_len_is_revalidated_by_estimate():
+    from pydantic import ValidationError
+
+    from estimator import estimate
+    from estimator.presets import get_preset
+    from estimator.spec import Workload
+
+    bad = Workload().model_copy(update={"seq_len": -5})
+    with pytest.raises(ValidationError, match="seq_len"):
+        estimate(get_preset("gpt2-small"), bad)
+    with pytest.raises(ValidationError, match="seq_len"):
+        Workload().replace(seq_len=-5)
+
+
+def test_report_rejects_negative_seq_lens(tmp_path):
+    out = tmp_path / "r"
+    one_error(["report", "--out", str(out), "--model", "gpt2-small", "--seq-lens", "-5,16"],
+              "--seq-lens='-5,16' is invalid")  # fmt: skip
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_report_seq_lens_past_max_positions_is_an_error_not_empty_charts(tmp_path):
+    out = tmp_path / "r"
+    argv = ["report", "--out", str(out), "--model", "gpt2-small", "--seq-lens", "2048,4096"]
+    one_error(argv, "past its max_seq_len=1024")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_report_seq_lens_partly_past_max_positions_says_so(tmp_path):
+    argv = ["report", "--out", str(tmp_path), "--model", "gpt2-small", "-s", "64",
+            "--seq-lens", "512,1024,2048"]  # fmt: skip
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("note: Charts stop at s=1024") and "2048" in r.stderr
+    assert "left out: 2048" in (tmp_path / "report.md").read_text()
