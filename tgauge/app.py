@@ -65,7 +65,9 @@ def note(message: str) -> None:
     """One yellow line on stderr for a default that applied or an option with no effect."""
     from rich.text import Text
 
-    err_console.print(Text.assemble(("note:", "yellow"), " ", message), highlight=False)
+    err_console.print(
+        Text.assemble(("note:", "yellow"), " ", message), highlight=False, soft_wrap=True
+    )
 
 
 def describe_error(exc: BaseException) -> str:

@@ -251,3 +251,206 @@ def test_report_seq_lens_partly_past_max_positions_says_so(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stderr.startswith("note: Charts stop at s=1024") and "2048" in r.stderr
     assert "left out: 2048" in (tmp_path / "report.md").read_text()
+
+
+# ---- 3. lost or half-written data ----------------------------------------------------------
+
+
+def _full_disk_after(n_bytes: int):
+    """A stand-in for safeio._write: ``n_bytes`` reach the file, then the disk is full."""
+    import errno
+
+    left = [n_bytes]
+
+    def write(fd: int, data) -> int:
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = os.write(fd, bytes(data[: left[0]]))
+        left[0] -= n
+        return n
+
+    return write
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_sweep_on_a_full_disk_keeps_the_previous_files_whole(tmp_path, monkeypatch):
+    from tgauge import safeio
+
+    good = ["sweep", "gpt2-small", "--vary", "seq_len=64,128", "--out", str(tmp_path)]
+    assert runner.invoke(app, good).exit_code == 0
+    before = _files(tmp_path)
+    monkeypatch.setattr(safeio, "_write", _full_disk_after(100))
+    line = one_error([*good[:-3], "seq_len=64,128,256", "--out", str(tmp_path)], "No space left")
+    assert str(tmp_path / "sweep.csv") in line  # the error names the file
+    assert _files(tmp_path) == before  # old csv and json whole, no temporary file left
+
+
+def test_validate_on_a_full_disk_leaves_no_partial_line(tmp_path, monkeypatch):
+    from tgauge import safeio
+
+    spec = write(tmp_path / "tiny.json", TINY)
+    out = tmp_path / "v"
+    argv = ["validate", spec, "--mode", "prefill", "-s", "8", "--out", str(out)]
+    assert runner.invoke(app, argv).exit_code == 0
+    before = (out / "validation.jsonl").read_bytes()
+    monkeypatch.setattr(safeio, "_write", _full_disk_after(50))
+    line = one_error([*argv, "--sweep", "seq_len=16,32"], "only 50 of")
+    assert str(out / "validation.jsonl") in line
+    assert (out / "validation.jsonl").read_bytes() == before  # one whole line, as before
+
+
+def test_partial_last_line_is_skipped_by_report_and_cut_by_the_next_run(tmp_path):
+    spec = write(tmp_path / "tiny.json", TINY)
+    out = tmp_path / "v"
+    argv = ["validate", spec, "--mode", "prefill", "-s", "8", "--out", str(out)]
+    assert runner.invoke(app, argv).exit_code == 0
+    jsonl = out / "validation.jsonl"
+    with jsonl.open("a") as fh:
+        fh.write('{"model": "custom", "dev')  # what a crash mid-write leaves
+    r = runner.invoke(app, ["report", "--out", str(tmp_path / "r"), "--validation", str(jsonl)])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith(f"note: {jsonl}:2: skipped a partial last line")
+    r = runner.invoke(app, [*argv, "--sweep", "seq_len=8,16"])
+    assert r.exit_code == 0, r.output
+    assert "removed a partial last line (24 bytes)" in r.stderr
+    records = [json.loads(x) for x in jsonl.read_text().splitlines()]  # every line whole
+    assert [x["workload"]["seq_len"] for x in records] == [8, 16]
+
+
+def test_validate_rerun_into_the_same_folder_resumes(tmp_path):
+    from tgauge import __version__
+
+    spec = write(tmp_path / "tiny.json", TINY)
+    out = tmp_path / "v"
+    argv = ["validate", spec, "--mode", "prefill", "--out", str(out), "--sweep"]
+    assert runner.invoke(app, [*argv, "seq_len=8,16"]).exit_code == 0
+    r = runner.invoke(app, [*argv, "seq_len=8,16,32"])
+    assert r.exit_code == 0, r.output
+    assert "resuming: 2 of 3 points are already in" in r.stderr
+    records = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
+    assert [x["workload"]["seq_len"] for x in records] == [8, 16, 32]
+    assert {x["tgauge_version"] for x in records} == {__version__}
+    first, second = records[0]["run_id"], records[2]["run_id"]
+    assert records[1]["run_id"] == first and first and second and first != second
+
+
+def test_report_on_a_full_disk_writes_no_report_file(tmp_path, monkeypatch):
+    import errno
+
+    from tgauge.report import charts
+
+    out = tmp_path / "r"
+    argv = ["report", "--out", str(out), "--model", "gpt2-small", "-s", "64", "--seq-lens",
+            "64,128"]  # fmt: skip
+    assert runner.invoke(app, argv).exit_code == 0
+    before = _files(out)
+    real, calls = charts.render, []
+
+    def render(data, folder):
+        calls.append(data.name)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder / "x.svg"))
+        return real(data, folder)
+
+    monkeypatch.setattr(charts, "render", render)
+    line = one_error([*argv[:-1], "64,256"], "No space left on device")
+    assert str(out) in line and "no report file was written" in line
+    assert _files(out) == before  # the previous report whole, no staging folder left
+    assert sorted(p.name for p in out.iterdir()) == ["charts", "report.html", "report.md"]
+
+
+def _tgauge(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tgauge.cli", *argv],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (Linux: SigCgt of /proc/pid/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_a_sweep_and_keeps_the_previous_files(tmp_path):
+    import signal
+    import time
+
+    assert runner.invoke(app, ["sweep", "gpt2-small", "--vary", "seq_len=64", "--out",
+                               str(tmp_path)]).exit_code == 0  # fmt: skip
+    before = _files(tmp_path)
+    proc = _tgauge("sweep", "gpt2-small", "--vary", "seq_len=1..1000:1", "--vary",
+                   "batch_size=1..900:1", "--out", str(tmp_path), "--json")  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not _catches(proc.pid, signal.SIGTERM):  # the sweep of 900,000 points is under way
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [
+        "interrupted: nothing written; sweep.csv and sweep.json in the --out folder are as "
+        "they were"
+    ]
+    assert _files(tmp_path) == before
+
+
+def test_sigint_stops_validate_and_says_how_many_points_were_kept(tmp_path):
+    import signal
+    import time
+
+    spec = write(tmp_path / "tiny.json", TINY)
+    jsonl = tmp_path / "v" / "validation.jsonl"
+    proc = _tgauge("validate", spec, "--mode", "prefill", "--sweep", "seq_len=8..64:1",
+                   "--out", str(tmp_path / "v"))  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (jsonl.exists() and jsonl.read_text().count("\n") >= 1):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    (line,) = err.strip().splitlines()
+    kept = len(jsonl.read_text().splitlines())
+    assert line == f"interrupted: {kept} of 57 points finished and appended to {jsonl}"
+    assert all(json.loads(x) for x in jsonl.read_text().splitlines())
+
+
+def test_cpu_out_of_memory_is_did_not_fit_and_frees_the_points_tensors(monkeypatch):
+    import gc
+    import weakref
+
+    from estimator.spec import ModelSpec, Workload
+    from tgauge import validate
+
+    held: list[weakref.ref] = []
+
+    class Tensor:  # stands for the failed point's activations
+        pass
+
+    def runner_that_runs_out(spec, workload, est, point, device, fvcore):
+        activations = [Tensor() for _ in range(3)]
+        held.extend(weakref.ref(t) for t in activations)
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 6840000000 bytes. Error code 12"
+        )
+
+    monkeypatch.setattr(validate, "_prefill", runner_that_runs_out)
+    gc.disable()  # only validate_point's own collection may free the cycle
+    try:
+        point = validate.validate_point(ModelSpec(**TINY), Workload(mode="prefill", seq_len=8))
+        assert point.status == "did_not_fit" and "out of memory on cpu" in point.notes[0]
+        assert all(ref() is None for ref in held)
+    finally:
+        gc.enable()

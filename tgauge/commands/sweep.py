@@ -60,19 +60,26 @@ def sweep_command(
         )
     if out is not None:
         out_dir(out)  # before the work: an unusable --out is found at once
-    if n >= PROGRESS_FROM and not as_json:
-        from rich.progress import Progress
+    from tgauge.safeio import stop_on_signals, write_files
 
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"{n:,} points", total=n)
-            result = sweep(
-                spec, workload, grid, usable, progress=lambda i: bar.update(task, completed=i)
-            )
-    else:
-        result = sweep(spec, workload, grid, usable)
-    if out is not None:
-        (out / "sweep.csv").write_text(result.to_csv())
-        (out / "sweep.json").write_text(result.to_json())
+    kept = (
+        "nothing written; sweep.csv and sweep.json in the --out folder are as they were"
+        if out is not None
+        else "nothing written"
+    )
+    with stop_on_signals(lambda: kept):
+        if n >= PROGRESS_FROM and not as_json:
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task(f"{n:,} points", total=n)
+                result = sweep(
+                    spec, workload, grid, usable, progress=lambda i: bar.update(task, completed=i)
+                )
+        else:
+            result = sweep(spec, workload, grid, usable)
+        if out is not None:  # both files or neither: a kill or a full disk loses nothing
+            write_files({out / "sweep.csv": result.to_csv(), out / "sweep.json": result.to_json()})
     if as_json:
         print_json(list(result.records()))
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from estimator.spec import ModelSpec, Workload
-from tgauge.app import UserError, app, console, err_console, out_dir, print_json, user_errors
+from tgauge.app import (
+    UserError,
+    app,
+    console,
+    err_console,
+    note,
+    out_dir,
+    print_json,
+    user_errors,
+)
 from tgauge.format import human_bytes, human_count, human_flops
 from tgauge.options import Json, with_workload
 
@@ -52,6 +62,41 @@ def _points(
         check_compatible(spec, point)
         points.append((spec, point))
     return points
+
+
+def _resume(
+    points: list[tuple[ModelSpec, Workload]], jsonl: Path, device: str
+) -> list[tuple[ModelSpec, Workload]]:
+    """The points not yet in ``jsonl`` (same model, device, workload and tgauge version, status
+    ok or did_not_fit): a rerun into the same folder resumes instead of repeating them."""
+    import json
+
+    from tgauge import __version__
+    from tgauge.report.validation import load_validation
+    from tgauge.validate import for_device
+
+    if not jsonl.exists():
+        return points
+    notes: list[str] = []
+    done = {
+        (r.model, r.device, json.dumps(r.workload, sort_keys=True))
+        for r in load_validation(jsonl, notes)
+        if r.status != "error" and r.tgauge_version == __version__
+    }
+    for line in notes:
+        note(line)
+
+    def key(spec: ModelSpec, w: Workload) -> tuple[str, str, str]:
+        recorded = for_device(w, device).model_dump(mode="json")
+        return spec.name, device, json.dumps(recorded, sort_keys=True)
+
+    todo = [(spec, w) for spec, w in points if key(spec, w) not in done]
+    if len(todo) < len(points):
+        note(
+            f"resuming: {len(points) - len(todo)} of {len(points)} points are already in "
+            f"{jsonl}; running the other {len(todo)}"
+        )
+    return todo
 
 
 def available_bytes(device: str) -> int | None:
@@ -179,6 +224,7 @@ def validate_command(
     term by term: predicted, measured, difference, relative error and a verdict."""
     from rich.progress import Progress
 
+    from tgauge.safeio import append_line, stop_on_signals
     from tgauge.validate import validate_point
 
     check_device(device)
@@ -189,8 +235,18 @@ def validate_command(
     jsonl = None
     if out is not None:
         jsonl = out_dir(out) / "validation.jsonl"
-    results = []
-    with Progress(console=err_console, transient=True, disable=len(points) < 2) as progress:
+        points = _resume(points, jsonl, device)
+    run_id = uuid.uuid4().hex[:12]
+    results: list[Any] = []
+
+    def kept() -> str:
+        where = f"appended to {jsonl}" if jsonl is not None else "not saved (no --out)"
+        return f"{len(results)} of {len(points)} points finished and {where}"
+
+    with (
+        stop_on_signals(kept),
+        Progress(console=err_console, transient=True, disable=len(points) < 2) as progress,
+    ):
         task = progress.add_task("validating", total=len(points))
         for spec, point_workload in points:
             progress.update(
@@ -198,10 +254,12 @@ def validate_command(
                 description=f"{escape(spec.name)} {point_workload.mode} s={point_workload.seq_len}",
             )
             result = validate_point(spec, point_workload, device=device, available=available)
-            results.append(result)
+            result.run_id = run_id
             if jsonl is not None:
-                with jsonl.open("a") as fh:
-                    fh.write(result.model_dump_json() + "\n")
+                repaired = append_line(jsonl, result.model_dump_json())
+                if repaired:
+                    note(repaired)
+            results.append(result)
             progress.advance(task)
     if json_out:
         print_json(

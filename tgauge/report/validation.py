@@ -37,6 +37,8 @@ class ValidationRecord(BaseModel):
     device: str
     workload: dict[str, Any]
     status: Literal["ok", "did_not_fit", "error"]
+    run_id: str = ""
+    tgauge_version: str = ""
     predicted_fits: bool | None = None
     rows: list[ValidationRow] = []
 
