@@ -84,6 +84,12 @@ class ModelSpec(BaseModel):
     def _accept_n_layers(cls, data: Any) -> Any:
         """Let a spec file say ``n_layers`` for a single-stack model."""
         if isinstance(data, dict) and "n_layers" in data:
+            both = [k for k in ("n_encoder_layers", "n_decoder_layers") if k in data]
+            if both:
+                raise SpecError(
+                    f"n_layers={data['n_layers']!r} conflicts with {both[0]}={data[both[0]]!r}: "
+                    "give n_layers (one stack) or the per-stack counts, not both"
+                )
             data = dict(data)
             n = data.pop("n_layers")
             key = "n_encoder_layers" if data.get("arch") == "encoder" else "n_decoder_layers"
@@ -278,6 +284,13 @@ class Workload(BaseModel):
             )
         if self.attention_pattern in ("sliding_window", "chunked") and self.window is None:
             fail("window", None, f"attention_pattern={self.attention_pattern!r} needs a window")
+        if self.window is not None and self.attention_pattern not in ("sliding_window", "chunked"):
+            fail(
+                "window",
+                self.window,
+                "it applies only with attention_pattern='sliding_window' or 'chunked' "
+                f"(attention_pattern={self.attention_pattern!r} would ignore it)",
+            )
         return self
 
     @property

@@ -51,12 +51,20 @@ class UserError(Exception):
     """Bad input found by the application (unknown preset, unreadable file, ...)."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines, U+001C, ...) escaped: user text such as a
+    key in a file cannot split a message over lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """One red line on stderr, exit code 2. The message is printed literally: user text such
     as ``foo[/]bar`` is not read as Rich markup."""
     from rich.text import Text
 
-    line = Text.assemble(("error:", "bold red"), " ", message)
+    line = Text.assemble(("error:", "bold red"), " ", one_line(message))
     err_console.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(code=code)
 
@@ -66,7 +74,7 @@ def note(message: str) -> None:
     from rich.text import Text
 
     err_console.print(
-        Text.assemble(("note:", "yellow"), " ", message), highlight=False, soft_wrap=True
+        Text.assemble(("note:", "yellow"), " ", one_line(message)), highlight=False, soft_wrap=True
     )
 
 

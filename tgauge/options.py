@@ -74,6 +74,31 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 
 
+#: options that only one kind of run reads: given elsewhere they would be silently ignored
+_ONLY_IN: dict[str, tuple[str, ...]] = {
+    "optimizer": ("train",),
+    "checkpointing": ("train",),
+    "master_weights": ("train",),
+    "dropout": ("train",),
+    "kv_cache": ("prefill", "decode"),
+    "kv_cache_dtype": ("prefill", "decode"),
+    "prompt_len": ("decode",),
+    "new_tokens": ("decode",),
+}
+
+
+def _check_ignored(fields: dict[str, Any]) -> None:
+    """SpecError for an option given (not its default) that this --mode would ignore."""
+    mode = fields.get("mode", "train")
+    for name, modes in _ONLY_IN.items():
+        value = fields.get(name)
+        if name in fields and value != WORKLOAD_OPTIONS[name][1] and mode not in modes:
+            flag = WORKLOAD_OPTIONS[name][2][0].split("/")[0 if value else -1]
+            raise SpecError(
+                f"{flag} applies to --mode {' or '.join(modes)} only; --mode {mode} would ignore it"
+            )
+
+
 def build_workload(**fields: Any) -> Workload:
     """A Workload from option values; None means 'use the Workload's default'."""
     if (fields.get("new_tokens") or 0) > MAX_NEW_TOKENS:
@@ -81,6 +106,7 @@ def build_workload(**fields: Any) -> Workload:
             f"new_tokens={fields['new_tokens']} is invalid: at most {MAX_NEW_TOKENS:,} "
             "(decode is estimated one step at a time)"
         )
+    _check_ignored(fields)
     return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
 
 

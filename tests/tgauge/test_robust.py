@@ -454,3 +454,68 @@ def test_cpu_out_of_memory_is_did_not_fit_and_frees_the_points_tensors(monkeypat
         assert all(ref() is None for ref in held)
     finally:
         gc.enable()
+
+
+# ---- 4. accepted and silently ignored ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--window", "64"], "window=64 is invalid: it applies only with"),
+        (["--pattern", "full", "--window", "64"], "attention_pattern='full' would ignore it"),
+        (["--mode", "prefill", "--optimizer", "sgd"], "--optimizer applies to --mode train"),
+        (["--mode", "decode", "--checkpointing", "full"], "--checkpointing applies to"),
+        (["--mode", "decode", "--master-weights", "--dtype", "bf16"], "--master-weights"),
+        (["--mode", "prefill", "--dropout", "0.1"], "--dropout applies to --mode train"),
+        (["--no-kv-cache"], "--no-kv-cache applies to --mode prefill or decode only"),
+        (["--kv-cache-dtype", "int8"], "--kv-cache-dtype applies to"),
+        (["--new-tokens", "4"], "--new-tokens applies to --mode decode only"),
+        (["--mode", "prefill", "--prompt-len", "5000"], "--prompt-len applies to --mode decode"),
+        (["--mode", "decode", "--prompt-len", "5000"], "max_seq_len=1024"),
+    ],
+)
+def test_option_the_mode_would_ignore_is_an_error(argv, fragment):
+    one_error(["estimate", "gpt2-small", "-s", "64", *argv], fragment)
+
+
+def test_fit_tokens_in_decode_is_an_error():
+    one_error(["fit", "gpt2-small", "--mode", "decode", "-s", "64", "--tokens", "1000"],
+              "--tokens times training; --mode decode would ignore it")  # fmt: skip
+
+
+def test_fit_zero_on_one_gpu_prints_a_note():
+    r = runner.invoke(app, ["fit", "gpt2-small", "-s", "64", "--zero", "3", "--gpus", "1"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("note: --zero 3 with one data-parallel GPU shards nothing")
+
+
+def test_validate_sweep_of_one_field_twice_is_rejected(tmp_path):
+    spec = write(tmp_path / "tiny.json", TINY)
+    one_error(["validate", spec, "--sweep", "seq_len=16", "--sweep", "seq_len=32"],
+              "each field may be swept once")  # fmt: skip
+
+
+def test_spec_with_n_layers_and_n_decoder_layers_is_a_conflict(tmp_path):
+    spec = write(tmp_path / "s.json", TINY | {"n_decoder_layers": 5})
+    one_error(["estimate", spec], "n_layers=2 conflicts with n_decoder_layers=5")
+
+
+def test_sweep_with_an_impossible_value_exits_2_up_front(tmp_path):
+    line = one_error(["sweep", "gpt2-small", "--vary", "mode=train,bogus", "--out",
+                      str(tmp_path)], "vary mode='bogus' is invalid")  # fmt: skip
+    assert "'train', 'prefill' or 'decode'" in line and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("config", "argv", "fragment"),
+    [
+        (GPT2, ["-s", "4096"], "max_seq_len=128"),
+        ({k: v for k, v in GPT2.items() if k != "n_layer"}, ["-s", "16"], "'n_layer' is missing"),
+        ({"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "vocab_size": 100,
+          "num_attention_heads": 4, "intermediate_size": 128, "max_position_embeddings": 128},
+         ["-s", "16", "--mode", "decode"], "decode needs a decoder"),
+    ],
+)  # fmt: skip
+def test_profile_on_an_hf_config_checks_what_estimate_checks(tmp_path, config, argv, fragment):
+    one_error(["profile", write(tmp_path / "config.json", config), *argv], fragment)

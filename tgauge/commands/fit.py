@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from estimator.spec import Workload
-from tgauge.app import app, console, print_json, user_errors
+from tgauge.app import UserError, app, console, note, print_json, user_errors
 from tgauge.format import human_bytes, human_flops, human_seconds
 from tgauge.options import Json, with_workload
 
@@ -72,6 +72,8 @@ def fit_command(
     from estimator.plan import Sharding, plan
     from tgauge.loading import load_spec
 
+    if tokens is not None and not workload.is_training:
+        raise UserError(f"--tokens times training; --mode {workload.mode} would ignore it")
     spec = load_spec(model)
     device = get_gpu(gpu)
     overheads = Overheads(
@@ -79,6 +81,11 @@ def fit_command(
     )
     usable = usable_bytes(device, overheads)
     sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp)  # type: ignore[arg-type]
+    if zero and sharding.dp == 1:
+        note(
+            f"--zero {zero} with one data-parallel GPU shards nothing (ZeRO splits optimizer "
+            "state, gradients and weights across the --gpus / --tp data-parallel ranks)"
+        )
     result = plan(spec, workload, usable, device.name, sharding)
     times = step_times(estimate(spec, workload), device, Efficiency(mfu=mfu, bw_util=bw_util))
     train_s = (

@@ -174,8 +174,25 @@ def load_target(model_arg: str, workload: Workload, device: str) -> Target:
     if path.is_file() and path.suffix.lower() == ".json":
         data = read_mapping(path)
         if "model_type" in data:
+            _check_hf_limits(data, workload)
             return hf_target(data, workload, device)
     return reference_target(model_arg, workload, device)
+
+
+def _check_hf_limits(config: dict[str, Any], workload: Workload) -> None:
+    """The checks `estimate` makes (config values, max positions, decode on an encoder) for a
+    config tgauge reads; a model_type or field combination it does not model is left to
+    transformers."""
+    from estimator.hf_config import _READERS
+    from estimator.spec import ModelSpec, UnsupportedError, check_compatible
+
+    if config["model_type"] not in _READERS:
+        return
+    try:
+        spec = ModelSpec.from_hf_config(config)
+    except UnsupportedError:
+        return
+    check_compatible(spec, workload)
 
 
 def run_profile(target: Target, workload: Workload, device: str, repeats: int) -> Any:

@@ -47,6 +47,8 @@ def _points(
         raise UserError("give a MODEL (preset, spec file or config.json) or --matrix")
     spec = load_spec(model)
     varied = [parse_vary(text) for text in sweep]
+    if len({field for field, _ in varied}) < len(varied):
+        raise UserError("each field may be swept once: combine its values in one --sweep")
     n_points = math.prod(len(values) for _, values in varied)
     if n_points > MAX_POINTS:
         raise UserError(

@@ -35,7 +35,7 @@ class ValidationRecord(BaseModel):
 
     model: str
     device: str
-    workload: dict[str, Any]
+    workload: dict[str, int | float | str | bool | None]  # Workload fields: scalars only
     status: Literal["ok", "did_not_fit", "error"]
     run_id: str = ""
     tgauge_version: str = ""
