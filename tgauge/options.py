@@ -87,8 +87,11 @@ _ONLY_IN: dict[str, tuple[str, ...]] = {
 }
 
 
-def _check_ignored(fields: dict[str, Any]) -> None:
-    """SpecError for an option given (not its default) that this --mode would ignore."""
+def _check_ignored(fields: dict[str, Any], swept: frozenset[str] = frozenset()) -> None:
+    """SpecError for an option given (not its default) that this --mode would ignore; not
+    when the command sweeps the mode itself (``--vary mode=train,decode``)."""
+    if "mode" in swept:
+        return
     mode = fields.get("mode", "train")
     for name, modes in _ONLY_IN.items():
         value = fields.get(name)
@@ -99,14 +102,15 @@ def _check_ignored(fields: dict[str, Any]) -> None:
             )
 
 
-def build_workload(**fields: Any) -> Workload:
-    """A Workload from option values; None means 'use the Workload's default'."""
+def build_workload(swept: frozenset[str] = frozenset(), **fields: Any) -> Workload:
+    """A Workload from option values; None means 'use the Workload's default'. ``swept``:
+    the fields the command varies (--vary / --sweep)."""
     if (fields.get("new_tokens") or 0) > MAX_NEW_TOKENS:
         raise SpecError(
             f"new_tokens={fields['new_tokens']} is invalid: at most {MAX_NEW_TOKENS:,} "
             "(decode is estimated one step at a time)"
         )
-    _check_ignored(fields)
+    _check_ignored(fields, swept)
     return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
@@ -132,7 +136,9 @@ def with_workload(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         fields = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
-        return func(*args, workload=build_workload(**fields), **kwargs)
+        ranges = [*(kwargs.get("vary") or []), *(kwargs.get("sweep") or [])]
+        swept = frozenset(r.partition("=")[0].strip() for r in ranges if isinstance(r, str))
+        return func(*args, workload=build_workload(swept, **fields), **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

@@ -519,3 +519,11 @@ def test_sweep_with_an_impossible_value_exits_2_up_front(tmp_path):
 )  # fmt: skip
 def test_profile_on_an_hf_config_checks_what_estimate_checks(tmp_path, config, argv, fragment):
     one_error(["profile", write(tmp_path / "config.json", config), *argv], fragment)
+
+
+def test_an_option_for_one_mode_is_allowed_when_the_mode_itself_is_swept():
+    argv = ["sweep", "gpt2-small", "-s", "64", "--mode", "decode", "--new-tokens", "4",
+            "--vary", "mode=prefill,decode", "--json"]  # fmt: skip
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    assert [p["mode"] for p in json.loads(r.stdout)] == ["prefill", "decode"]
