@@ -527,3 +527,47 @@ def test_an_option_for_one_mode_is_allowed_when_the_mode_itself_is_swept():
     r = runner.invoke(app, argv)
     assert r.exit_code == 0, r.output
     assert [p["mode"] for p in json.loads(r.stdout)] == ["prefill", "decode"]
+
+
+def test_a_forward_that_fails_while_saves_are_measured_frees_its_tensors():
+    # profiler.saved's pack hook: returning the tensor itself made a tensor -> grad_fn ->
+    # saved-tensor cycle through C++; a failed forward (out of memory) never ran the backward
+    # that breaks it, so every tensor of the point stayed alive and the next point failed too
+    import gc
+    import weakref
+
+    import torch
+
+    from profiler.saved import measure_saved
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
+    refs: list[weakref.ref] = []
+
+    def run() -> None:
+        hidden = torch.tanh(model[0](torch.randn(4, 8)))  # tanh saves its own output
+        refs.append(weakref.ref(hidden))
+        model[2](hidden)
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+    with pytest.raises(RuntimeError):
+        measure_saved(model, run)
+    gc.collect()
+    assert refs[0]() is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/prlimit").exists(), reason="needs prlimit")
+def test_cpu_oom_point_does_not_sink_the_next_point(tmp_path):
+    # the command: b=16 does not fit in 7 GB of address space, b=1 alone does
+    r = subprocess.run(
+        ["prlimit", "--as=7000000000", sys.executable, "-m", "tgauge.cli", "validate",
+         "gpt2-small", "-s", "256", "--sweep", "batch_size=16,1", "--out", str(tmp_path)],
+        cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=1200,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    assert [(x["workload"]["batch_size"], x["status"]) for x in records] == [
+        (16, "did_not_fit"),
+        (1, "ok"),
+    ]
