@@ -143,6 +143,12 @@ class Limit(BaseModel):
     next_fit: Fit | None
     grew_most: str | None = Field(description="term that grew most from max to max + 1")
     capped_by: str | None = Field(None, description="why the search stopped below a misfit")
+    longest_fitting: int | None = Field(
+        None,
+        description="where the peak is not monotone (chunked attention): the largest value "
+        "that fits at all, above next_value; values between them fit in some chunk "
+        "positions and not in others. None: no value above max_value fits",
+    )
 
 
 def largest(
@@ -203,6 +209,75 @@ def largest(
     )
 
 
+def _last(fits: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The largest n in [lo, hi] with fits(n), for fits true up to a point and false after
+    it (lo - 1 when fits(lo) is false): doubling from lo, then binary search."""
+    if not fits(lo):
+        return lo - 1
+    good, step, bad = lo, 1, None
+    while bad is None and good < hi:
+        n = min(lo + step, hi)
+        good, bad = (n, None) if fits(n) else (good, n)
+        step *= 2
+    if bad is None:
+        return good
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+
+
+def largest_sawtooth(
+    quantity: str,
+    probe: Callable[[int], Fit | None],
+    period: int,
+    ends: tuple[int, ...],
+    cap: int = SEARCH_CAP,
+) -> Limit:
+    """``largest`` for a peak that is monotone only between segment ends: the values n >= 1
+    with n % period in ``ends`` close a segment (chunked attention: every chunk boundary).
+    Within a segment every replayed size is a non-decreasing function of n (the chunk count
+    is constant), so the peak is; across a boundary it may fall (a new, mostly padded
+    chunk replaces a full one's copies). Assumed, and tested on the presets: the segments'
+    first and last values' peaks grow from segment to segment. Answers: ``max_value`` the
+    largest n such that every value up to n fits (the next does not), ``longest_fitting``
+    the largest n that fits at all (when larger)."""
+    firsts = sorted({(r % period) or period for r in ends})
+
+    def end(j: int) -> int:  # last value of segment j >= 0; segment j = (end(j-1), end(j)]
+        return firsts[j % len(firsts)] + (j // len(firsts)) * period if j >= 0 else 0
+
+    def fits(n: int) -> bool:
+        f = probe(n) if n <= cap else None
+        return f is not None and f.fits
+
+    n_segments = cap // period * len(firsts) + len(firsts)  # an upper bound on the count
+    j = _last(lambda k: fits(min(end(k), cap)), 0, n_segments) + 1  # first segment misfitting
+    top = _last(fits, end(j - 1) + 1, min(end(j), cap)) if end(j - 1) < cap else cap
+    if top >= cap:
+        return largest(quantity, probe, cap=cap)  # fits up to the cap: the capped answer
+    limit = _limit(quantity, probe, top)
+    k = _last(lambda k: fits(end(k - 1) + 1), j, n_segments)  # last segment starting fitting
+    beyond = _last(fits, end(k - 1) + 1, min(end(k), cap)) if k >= j else top
+    return limit.model_copy(update={"longest_fitting": beyond if beyond > top + 1 else None})
+
+
+def _limit(quantity: str, probe: Callable[[int], Fit | None], top: int) -> Limit:
+    """The Limit of max ``top`` (0: even 1 does not fit), the next value top + 1 misfitting."""
+    max_fit, next_fit = (probe(top) if top else None), probe(top + 1)
+    return Limit(
+        quantity=quantity,
+        max_value=top or None,
+        max_fit=max_fit,
+        next_value=top + 1,
+        next_fit=next_fit,
+        grew_most=None
+        if next_fit is None or max_fit is None
+        else grew_most(max_fit.terms, next_fit.terms),
+        capped_by=f"{quantity}={top + 1} is invalid for the model" if next_fit is None else None,
+    )
+
+
 def grew_most(before: dict[str, int], after: dict[str, int]) -> str | None:
     """The term with the largest increase (ties: the larger term at ``after``)."""
     deltas = {k: v - before.get(k, 0) for k, v in after.items()}
@@ -254,11 +329,32 @@ def max_context(
             f"length of {spec.n_positions}"
         )
     if workload.mode == "decode":
-        return largest("prompt_len", _probe(spec, workload, usable, sharding, "prompt_len"))
-    if spec.arch == "encoder-decoder":
-        both = _probe(spec, workload, usable, sharding, lambda n: {"seq_len": n, "target_len": n})
-        return largest("seq_len", both)
-    return largest("seq_len", _probe(spec, workload, usable, sharding, "seq_len"))
+        quantity, probe = "prompt_len", _probe(spec, workload, usable, sharding, "prompt_len")
+    elif spec.arch == "encoder-decoder":
+        quantity = "seq_len"
+        probe = _probe(spec, workload, usable, sharding, lambda n: {"seq_len": n, "target_len": n})
+    else:
+        quantity, probe = "seq_len", _probe(spec, workload, usable, sharding, "seq_len")
+    saw = _sawtooth(spec, workload)
+    if saw is None:
+        return largest(quantity, probe)
+    return largest_sawtooth(quantity, probe, *saw)
+
+
+def _sawtooth(spec: ModelSpec, workload: Workload) -> tuple[int, tuple[int, ...]] | None:
+    """(period, segment ends mod period) where the peak is not monotone in the context:
+    chunked attention (chunk count ceil(n / c); a decode's cache keeps (length - 1) % c + 1
+    positions, so its segments also end where the last steps' cache restarts)."""
+    from estimator.spec import resolved_pattern
+
+    own = "encoder" if spec.arch == "encoder" else "decoder"
+    pattern, window = resolved_pattern(spec, workload, own)
+    if pattern != "chunked" or not window:
+        return None
+    if workload.mode == "decode":
+        new = workload.new_tokens
+        return window, (0, (1 - new) % window, (-new) % window)
+    return window, (0,)
 
 
 def fewest_gpus(

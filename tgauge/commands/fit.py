@@ -124,7 +124,7 @@ def _print(
     for name, value in sorted(f.terms.items(), key=lambda kv: -kv[1]):
         mem.add_row(name, str(value), human_bytes(value))
     console.print(mem)
-    ans = Table(title="Limits (exact search: max fits, next does not)")
+    ans = Table(title="Limits (exact search: every size up to the answer fits, the next does not)")
     for col in ("question", "answer", "next size up", "its peak", "grew most"):
         ans.add_column(col, justify="left" if col in ("question", "grew most") else "right")
     limits = [
@@ -146,6 +146,13 @@ def _print(
             lim.grew_most or lim.capped_by or "-",
         )
     console.print(ans)
+    for label, lim in limits:
+        if lim is not None and lim.longest_fitting:
+            console.print(
+                f"{label}: the peak is not monotone (chunked attention): "
+                f"{lim.longest_fitting} fits, though {lim.next_value} does not; "
+                f"between them some sizes fit and some do not"
+            )
     step = times.step
     console.print(
         f"roofline ({step.math_dtype}): {times.mode} step {human_seconds(step.time_s)} "

@@ -1,0 +1,483 @@
+"""Peak live bytes of a training step's backward, by replaying autograd's backward through the
+reference model (reference_model/) module by module, tensor by tensor.
+
+Convention of the live tracker (profiler/live.py), as in estimator/inference.py: every tensor a
+backward op returns is counted when it is returned; a saved tensor is freed when the last
+autograd node holding it has run; a gradient is freed once its consumer node has run (autograd
+drops its input buffer), unless the residual stream still holds it. The walk starts at the
+loss with every activation live (``start``) and visits the head, then each stack (last first):
+final norm, layers (last first), embeddings. Each module kind has one rule below, naming the
+torch backward it mirrors; the saved set of a module (estimator/activations.py) is freed by
+its rule, so the saved bytes freed add up to the activation terms exactly.
+
+Transients modelled (sizes: n = b s tokens, R = [n, d], A = [n, h d_h], KV = [n, h_kv d_h],
+F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):
+  loss        nll_loss_backward's d(log-probs) and log_softmax_backward's d(logits) [n, V]
+  linear      AddmmBackward0 / MmBackward0: grad input and dW (db) while the grad output lives
+  layernorm   native_layer_norm_backward: grad input [n, d] (+ dw, db); rmsnorm (written out):
+              MulBackward0 x2, RsqrtBackward0, MeanBackward1, PowBackward0: up to 3 R at once
+  residual    pre-norm x + F(Norm(x)): the branch's grad is summed into the residual's (+R)
+  ffn         down, act (gelu/relu backward: +F), up; gated: the product's two [n, d_ff] grads
+  eager attn  BmmBackward0 of probs @ V: grad V and grad probs (P); SoftmaxBackward0 (+P);
+              MaskedFillBackward0 (+P); MulBackward0 of the scale (+P); BmmBackward0 of
+              Q K^T: grad Q, grad K; repeat_kv's ExpandBackward0 sums; head views' clones
+  fused attn  ScaledDotProductFlashAttentionForCpuBackward0: dq, dk, dv at once
+  chunked     as eager on the [b, n_c, h, c, c] blocks, plus the block-layout clones and
+              ConstantPadNdBackward0's copies of q, k, v grads
+  rotary      MulBackward0 x2, NegBackward0, SplitBackward0 (cat + add) on q and k grads
+  relative    AddBackward0's sum of the bias grad over the batch [1, h, s, s_k]
+  dropout     MulBackward0: grad * mask (+R, or +P for attention probabilities)
+  embeddings  learned positions: the grad summed over the batch [s, d]; the shared token
+              embedding: embedding_dense_backward's [V, d] waits in autograd's input buffer
+              for its other uses (tied LM head, the other stack), then their sum
+  checkpoint  a layer's saved set is recomputed (all of it live) when backward reaches it;
+              the recompute's own forward temporaries are not modelled
+Not modelled: T5's relative bias grad accumulation across layers, the pooler's [b, d] grads,
+ViT's patch and class-token grads, kernel scratch. Measured against profiler.live on CPU:
+docs/validation.md.
+"""
+
+from __future__ import annotations
+
+from estimator.activations import layer_saved, scores_entries
+from estimator.dtypes import INDEX_BYTES, bits
+from estimator.inference import Live
+from estimator.spec import ModelSpec, Workload, resolved_pattern
+
+Terms = dict[str, int]
+
+
+class Backward:
+    """One backward walk: ``saved`` activation terms and ``grads`` parameter-gradient bytes,
+    both by full term name; ``embed_grad`` the shared token embedding's gradient bytes."""
+
+    def __init__(
+        self, spec: ModelSpec, workload: Workload, live: Live, saved: Terms, grads: Terms
+    ) -> None:
+        self.spec, self.w, self.live = spec, workload, live
+        self.saved, self.grads = dict(saved), dict(grads)
+        self.embed_grad = self.grads.pop("embed", 0)
+        self.embed_uses = 0
+        self.cb = bits(workload.compute_dtype) // 8
+        self.b = workload.batch_size
+        self.share = 1  # a per-layer term is L layers' bytes: one layer frees 1/L
+        self.freed: Terms = {}
+        self.memory_grad = 0  # encoder-decoder: the encoder output's grad buffer
+        self.release = 0  # a dropout's grad, freed once the branch's first linear has run
+        self.sublayers = 2  # residual dropout masks per layer (3 with cross-attention)
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+    def free(self, name: str, part: int | None = None) -> None:
+        """Free ``part`` bytes of ``name``'s saved set (default: what is left of it)."""
+        whole = self.saved.get(name, 0) // self.share
+        done = self.freed.get(name, 0)
+        n = whole - done if part is None else min(part, whole - done)
+        self.freed[name] = done + n
+        self.live.drop(n)
+
+    def grad(self, name: str) -> None:
+        """A module's parameter gradients appear (AccumulateGrad keeps them)."""
+        self.live.take(self.grads.get(name, 0) // self.share)
+
+    # ---- rules per module kind -------------------------------------------------------------
+    def linear(self, name: str, out: int) -> int:
+        """AddmmBackward0 / MmBackward0 (torch.nn.Linear): dW (db), then the grad input
+        (``out`` bytes); the module's saved input is freed. -> bytes of the grad input."""
+        self.grad(name)
+        self.live.take(out)
+        self.live.drop(self.release)
+        self.release = 0
+        self.free(name)
+        return out
+
+    def norm(self, name: str, c: int, n: int) -> int:
+        """Backward of the norm over n tokens given its output's grad (``c`` bytes, freed
+        here) -> its input's grad [n, d]. LayerNorm: native_layer_norm_backward (grad input,
+        dw, db). RMSNorm (reference_model/norms.py, written out): MulBackward0 of * weight
+        (grad, grad * x_rms for dw), of x * rms (grad * rms, grad * x), RsqrtBackward0 and
+        MeanBackward1 on [n, 1], PowBackward0 (pow, * 2, * grad), then AddBackward of the
+        two paths."""
+        live, nd, col = self.live, n * self.spec.d_model * self.cb, n * self.cb
+        self.grad(name)
+        if self.spec.norm == "layernorm":
+            live.take(nd)
+            live.drop(c)
+            self.free(name)
+            return nd
+        live.take(nd, nd)  # grad * weight; grad * x_rms (summed into dw)
+        live.drop(nd, c)
+        self.free(name, nd)  # x_rms, saved by * weight
+        live.take(nd, nd, col)  # grad * rms; grad * x -> sum: grad of rms [n, 1]
+        live.drop(nd)
+        live.drop(nd)  # the grad of x_rms
+        live.take(col, col, col)  # rsqrt backward: pow, * -0.5, * grad
+        live.drop(col, col, col)
+        self.free(name, col)  # rms
+        live.take(nd)  # mean backward: expand / d
+        live.drop(col)
+        live.take(nd, nd, nd)  # pow backward: x ** 1, * 2, * grad
+        live.drop(nd, nd, nd)
+        self.free(name)  # x, saved by pow
+        live.take(nd)  # the two paths' grads summed
+        live.drop(nd, nd)
+        return nd
+
+    def residual(self, n: int) -> None:
+        """The branch's input grad (``n`` tokens, live) summed into the residual's: AddBackward's
+        two uses of x meet in autograd's input buffer; the sum replaces both."""
+        nd = n * self.spec.d_model * self.cb
+        self.live.take(nd)
+        self.live.drop(nd, nd)
+
+    def dropout(self, name: str, numel: int, part: int | None = None) -> int:
+        """MulBackward0 of x * mask (CPU native_dropout): grad * mask -> numel entries."""
+        out = numel * self.cb
+        self.live.take(out)
+        self.free(name, part)
+        return out
+
+    def ffn(self, p: str, n: int, g: int) -> int:
+        """FeedForward (reference_model/layers.py) given its output's grad ``g`` (not freed:
+        the residual holds it) -> its input's grad."""
+        live, cb = self.live, self.cb
+        inner, nd = n * self.spec.d_ff * cb, n * self.spec.d_model * cb
+        d_down = self.linear(f"{p}.ffn.down", inner)
+        if not self.spec.gated:
+            live.take(inner)  # gelu_backward / threshold_backward
+            live.drop(d_down)
+            self.free(f"{p}.ffn.act")
+            d_up = self.linear(f"{p}.ffn.up", nd)
+            live.drop(inner)
+            return d_up
+        live.take(inner, inner)  # act(gate) * up: grad of each factor
+        live.drop(d_down)
+        self.free(f"{p}.ffn")
+        self.linear(f"{p}.ffn.up", nd)
+        live.drop(inner)
+        live.take(inner)  # silu_backward / gelu_backward
+        live.drop(inner)
+        self.free(f"{p}.ffn.act")
+        self.linear(f"{p}.ffn.gate", nd)
+        live.drop(inner)
+        self.residual(n)  # up's and gate's input grads summed
+        return nd
+
+    def rotary(self, x: int) -> int:
+        """RotaryPositions backward of q or k (x bytes, freed): grad * sin, neg, grad * cos,
+        cat and add of the rotate-half split."""
+        live = self.live
+        live.take(x, x // 2, x)
+        live.drop(x)
+        live.take(x)
+        live.drop(x, x // 2)
+        live.take(x)
+        live.drop(x, x)
+        return x
+
+    def attention(self, p: str, s: int, s_k: int, g: int, cross: bool) -> int:
+        """Attention.forward's backward given its output's grad ``g`` (held by the residual):
+        o_proj, the attention core, q/k/v projections -> the grad of its input [b, s, d]
+        (cross-attention: the grads of k_proj, v_proj go to the encoder output's buffer)."""
+        spec, cb, b, live = self.spec, self.cb, self.b, self.live
+        a = b * s * spec.n_heads * spec.head_dim * cb  # q, o_proj input
+        kv = b * s_k * spec.n_kv_heads * spec.head_dim * cb
+        d_o = self.linear(f"{p}.o_proj", a)
+        if self.w.attention_impl == "fused" and not self._chunked(p, cross, s):
+            live.take(a, kv, kv)  # dq, dk, dv at once
+            live.drop(d_o)
+            self.free(f"{p}.sdpa")
+            dq, dk, dv = a, kv, kv
+            clones = False
+        else:
+            dq, dk, dv = self.eager_core(p, s, s_k, d_o, cross)
+            clones = True
+        if not cross:
+            self.positions(p, s, dq, dk)
+        return self.projections(p, s, s_k, dq, dk, dv, clones, cross)
+
+    def _chunked(self, p: str, cross: bool, s: int) -> bool:
+        pattern, _ = resolved_pattern(self.spec, self.w, p.split(".")[0])
+        return not cross and pattern == "chunked" and s > 1
+
+    def eager_core(self, p: str, s: int, s_k: int, d_o: int, cross: bool) -> tuple[int, int, int]:
+        """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
+        math sdpa): -> (dq, dk, dv) bytes, the k, v grads summed back to h_kv heads."""
+        spec, cb, b, live = self.spec, self.cb, self.b, self.live
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        stack = p.split(".")[0]
+        pattern, window = resolved_pattern(spec, self.w, stack)
+        chunked = self._chunked(p, cross, s)
+        entries = s * s_k if cross else scores_entries(spec, self.w, stack, s)
+        s_pad = -(-s // window) * window if chunked else s
+        scores = b * h * entries * cb
+        a_pad = b * h * s_pad * d_h * cb  # q (and repeated k, v) as the matmuls see them
+        kv_pad = b * h * (s_pad if chunked else s_k) * d_h * cb
+        fused = self.w.attention_impl == "fused"  # chunked + fused: math sdpa (autograd ops)
+        if chunked:  # slice backward: zeros [b, h, n_c c, d_h]; then the block-layout clone
+            live.take(a_pad)
+            live.drop(d_o)
+            d_o = a_pad
+        live.take(kv_pad, scores)  # probs @ v: grad v, grad probs
+        live.drop(d_o)
+        self.free(f"{p}.mix")
+        if self.w.dropout > 0 and not fused:  # grad * mask
+            live.take(scores)
+            live.drop(scores)
+            self.free(f"{p}.scores.dropout")
+        core = f"{p}.sdpa" if fused else f"{p}.scores"
+        live.take(scores)  # softmax backward
+        live.drop(scores)
+        self.free(core, scores)  # the probabilities
+        if not cross and pattern != "full" and not fused:  # masked_fill backward
+            live.take(scores)
+            live.drop(scores)
+        bias = 0
+        if spec.position == "relative" and not cross:  # + bias: grad summed over the batch
+            side = window if chunked else s
+            bias = live.take(h * side * side * cb)
+        if not fused:
+            live.take(scores)  # * scale
+            live.drop(scores)
+        live.take(kv_pad, a_pad)  # Q K^T: grad k, grad q
+        live.drop(scores)
+        self.free(core)
+        if fused:  # math sdpa scaled q and k by sqrt(scale) each: their grads are copies
+            for grad in (a_pad, kv_pad):
+                live.take(grad)
+                live.drop(grad)
+        live.drop(bias)  # embedding backward of the bias (bucket ids freed with self_attn)
+        dq, dk, dv = a_pad, kv_pad, kv_pad
+        if chunked:  # per q, k, v: block clone, then ConstantPadNd backward's copy [b,h,s,d_h]
+            a = b * h * s * d_h * cb
+            for _ in range(3):
+                live.take(a_pad)
+                live.drop(a_pad)
+                live.take(a)
+                live.drop(a_pad)
+            dq, dk, dv = a, a, a
+            if h_kv < h:  # repeat_kv's sum to h_kv heads: [b, h_kv, s, d_h]
+                kv = b * h_kv * s * d_h * cb
+                for _ in range(2):
+                    live.take(kv)
+                    live.drop(a)
+                dk, dv = kv, kv
+        elif h_kv < h:  # repeat_interleave backward: ExpandBackward0's sum
+            kv = b * h_kv * s_k * d_h * cb
+            for _ in range(2):
+                live.take(kv)
+                live.drop(kv_pad)
+            dk, dv = kv, kv
+        return dq, dk, dv
+
+    def positions(self, p: str, s: int, dq: int, dk: int) -> None:
+        """Rotary backward of k then q; the rotary tables / bucket ids (self_attn) freed."""
+        if self.spec.position == "rotary":
+            self.rotary(dk)
+            self.rotary(dq)
+        self.free(p)
+
+    def projections(
+        self, p: str, s: int, s_k: int, dq: int, dk: int, dv: int, clones: bool, cross: bool
+    ) -> int:
+        """ViewBackward0 clones (eager: the heads of q and v, and of k under GQA) and the q, k, v
+        projections' backward; the grads of their common input are summed as they arrive.
+        -> the grad of the attention's input (cross: of the decoder stream; the k, v grads go
+        to the encoder output's buffer)."""
+        live, cb, d = self.live, self.cb, self.spec.d_model
+        nd, nd_k = self.b * s * d * cb, self.b * s_k * d * cb
+        gqa = self.spec.n_kv_heads < self.spec.n_heads
+
+        def proj(name: str, grad: int, out: int, clone: bool) -> None:
+            if clone:
+                live.take(grad)
+                live.drop(grad)
+            self.linear(name, out)
+            live.drop(grad)
+
+        proj(f"{p}.k_proj", dk, nd_k, clones and gqa)
+        proj(f"{p}.v_proj", dv, nd_k, clones)
+        live.take(nd_k)  # k's and v's input grads summed
+        live.drop(nd_k, nd_k)
+        if cross:  # into the encoder output's grad buffer
+            if self.memory_grad:
+                self.residual_k(nd_k)
+            else:
+                self.memory_grad = nd_k
+        proj(f"{p}.q_proj", dq, nd, clones)
+        if not cross:
+            self.residual(s * self.b)  # q's input grad summed with k's and v's
+        return nd
+
+    def residual_k(self, nbytes: int) -> None:
+        self.live.take(nbytes)
+        self.live.drop(nbytes, nbytes)
+
+    # ---- layers and stacks -----------------------------------------------------------------
+    def sublayer(self, p: str, norm: str, n: int, branch) -> None:
+        """Pre-norm x + Drop(F(Norm(x))) or post-norm Norm(x + Drop(F(x))); the residual's
+        grad (R) is live before and after."""
+        nd = n * self.spec.d_model * self.cb
+        drop = self.w.dropout > 0
+        part = self.saved.get(f"{p}.dropout", 0) // self.share // self.sublayers
+        if self.spec.norm_position == "pre":
+            g = nd
+            if drop:
+                g = self.release = self.dropout(f"{p}.dropout", n * self.spec.d_model, part)
+            d_in = branch(g)
+            d_norm = self.norm(f"{p}.{norm}", d_in, n)
+            self.live.take(nd)  # summed into the residual's grad
+            self.live.drop(d_norm, nd)
+            return
+        d_norm = self.norm(f"{p}.{norm}", nd, n)  # frees the residual's grad
+        g = d_norm
+        if drop:
+            g = self.release = self.dropout(f"{p}.dropout", n * self.spec.d_model, part)
+        d_in = branch(g)
+        self.live.take(nd)
+        self.live.drop(d_in, d_norm)
+
+    def layer(self, stack: str, s: int, s_src: int) -> None:
+        """Layer.forward's backward: FFN, cross-attention, self-attention (reverse order)."""
+        p, n = f"{stack}.layers", self.b * s
+        self.sublayers = 3 if s_src else 2
+        if self.w.checkpointing == "full":  # the layer's saved set is recomputed
+            self.live.take(self._recomputed(stack, s, s_src))
+        self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n, g))
+        if s_src:
+            attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731
+            self.sublayer(p, "cross_norm", n, attn)
+        self.sublayer(p, "attn_norm", n, lambda g: self.attention(f"{p}.self_attn", s, s, g, False))
+        if self.w.checkpointing == "full":
+            self.free(stack)  # the checkpointed layer input
+
+    def _recomputed(self, stack: str, s: int, s_src: int) -> int:
+        """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
+        torch.utils.checkpoint, on the first unpack): the full set of
+        estimator/activations.py (without checkpointing), registered for this walk."""
+        full = layer_saved(self.spec, self.w, stack, s, s_src)
+        # the layer's input is the checkpoint's own (kept): the first module saving it, the
+        # pre-norm attn_norm or the post-norm q_proj, gets that storage back, not a new one
+        first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"
+        full[first] -= self.b * s * self.spec.d_model * self.cb
+        for k, v in full.items():
+            self.saved[f"{stack}.layers.{k}"] = v * self.share
+            self.freed.pop(f"{stack}.layers.{k}", None)
+        return sum(full.values())
+
+    def stack(self, stack: str, n_layers: int, s: int, s_src: int) -> None:
+        """Final norm, layers (last first; layers 3.. change the live bytes like layer 2),
+        embedding extras. The residual's grad [b, s, d] is live before and after."""
+        nd = self.b * s * self.spec.d_model * self.cb
+        if self.spec.final_norm:
+            self.norm(f"{stack}.final_norm", nd, self.b * s)
+        self.share = n_layers
+        for _ in range(min(n_layers, 2)):
+            top, delta = self._measured(lambda: self.layer(stack, s, s_src))
+            per_layer = (f"{stack}.layers.", stack)  # the next layer frees its own share
+            self.freed = {k: v for k, v in self.freed.items() if not k.startswith(per_layer)}
+        if n_layers > 2:
+            m, live = n_layers - 2, self.live
+            live.peak = max(live.peak, live.now + max(0, (m - 1) * delta) + top)
+            live.now += m * delta
+        self.share = 1
+        if s_src and self.w.checkpointing != "full":  # the encoder output (first layer's)
+            self.free(f"{stack}.layers.cross_attn.k_proj")
+        self.extras(stack, s)
+
+    def _measured(self, run) -> tuple[int, int]:
+        live = self.live
+        before, saved_peak = live.now, live.peak
+        live.peak = before
+        run()
+        top, delta = live.peak - before, live.now - before
+        live.peak = max(saved_peak, live.peak)
+        return top, delta
+
+    def extras(self, stack: str, s: int) -> None:
+        """Embedding dropout, embedding norm, token types, positions, patches, then the
+        token embedding (its grad waits for the embedding's other uses)."""
+        spec, live, n = self.spec, self.live, self.b * s
+        nd = n * spec.d_model * self.cb
+        if self.w.dropout > 0:
+            self.dropout(f"{stack}.dropout", n * spec.d_model)
+            live.drop(nd)
+        if spec.embed_norm:
+            self.norm(f"{stack}.embed_norm", nd, n)
+        self.grad(f"{stack}.token_type")
+        self.free(f"{stack}.token_type")
+        if spec.position == "learned":  # x + pos: the grad summed over the batch [s, d]
+            tmp = live.take(s * spec.d_model * self.cb)
+            self.grad(f"{stack}.pos")
+            live.drop(tmp)
+        else:
+            self.grad(f"{stack}.pos")
+        self.free(f"{stack}.pos")
+        self.grad(f"{stack}.patch.proj")
+        self.grad(f"{stack}.patch")
+        self.free(f"{stack}.patch.proj")
+        self.free(f"{stack}.patch")
+        if not spec.is_patch_input:
+            self.embed_use()
+            self.share = len(spec.stacks) if spec.arch == "encoder-decoder" else 1
+            self.free("embed")  # the token ids
+            self.share = 1
+        live.drop(nd)  # the stream's grad
+
+    def embed_use(self) -> None:
+        """embedding_dense_backward: a new [V, d]; after the first use it is summed with the
+        buffer (a third [V, d]) and the buffer keeps the sum."""
+        if not self.embed_grad:
+            return
+        self.embed_uses += 1
+        self.live.take(self.embed_grad)
+        if self.embed_uses > 1:
+            self.live.take(self.embed_grad)
+            self.live.drop(self.embed_grad, self.embed_grad)
+
+    def head(self, s_out: int) -> None:
+        """Loss, LM head (or pooler): leaves the last stack's output grad [b, s, d] live."""
+        spec, live, cb, n = self.spec, self.live, self.cb, self.b * s_out
+        nd = n * spec.d_model * cb
+        if spec.lm_head:
+            logits = n * spec.vocab_size * cb
+            live.take(logits)  # nll_loss_backward: d(log-probs)
+            self.free("loss", n * INDEX_BYTES + cb)  # targets, total_weight
+            live.take(logits)  # log_softmax_backward: d(logits)
+            live.drop(logits)
+            self.free("loss")  # the log-softmax
+            if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's
+                self.embed_use()
+            else:
+                self.grad("lm_head")
+            live.take(nd)
+            live.drop(logits)
+            self.free("lm_head")
+            return
+        if spec.pooler:  # tanh, proj on x[:, 0], then select_backward: zeros [b, s, d]
+            bd = self.b * spec.d_model * cb
+            live.take(bd)
+            self.free("pooler.act")
+            self.linear("pooler.proj", bd)
+            live.drop(bd)
+            live.take(nd)
+            live.drop(bd)
+            return
+        live.take(nd)
+
+
+def backward_peak(
+    spec: ModelSpec, workload: Workload, saved: Terms, grads: Terms, start: int, s_dec: int
+) -> int:
+    """Highest live bytes of the backward walk from ``start`` (every activation live):
+    ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name."""
+    live = Live(start)
+    bw = Backward(spec, workload, live, saved, grads)
+    s = workload.seq_len
+    bw.head(s if spec.arch == "encoder" else s_dec)
+    for stack, n_layers in reversed(spec.stacks):
+        s_stack = s_dec if stack == "decoder" and spec.arch == "encoder-decoder" else s
+        s_src = s if stack == "decoder" and spec.arch == "encoder-decoder" else 0
+        if stack == "encoder" and spec.arch == "encoder-decoder":  # the memory's grad
+            bw.memory_grad = 0  # becomes the encoder stream's grad
+        bw.stack(stack, n_layers, s_stack, s_src)
+    return live.peak
