@@ -235,30 +235,38 @@ def largest_sawtooth(
     cap: int = SEARCH_CAP,
 ) -> Limit:
     """``largest`` for a peak that is monotone only between segment ends: the values n >= 1
-    with n % period in ``ends`` close a segment (chunked attention: every chunk boundary).
+    with n % period in ``ends`` close a segment (chunked attention: the chunk boundaries).
     Within a segment every replayed size is a non-decreasing function of n (the chunk count
-    is constant), so the peak is; across a boundary it may fall (a new, mostly padded
-    chunk replaces a full one's copies). Assumed, and tested on the presets: the segments'
-    first and last values' peaks grow from segment to segment. Answers: ``max_value`` the
-    largest n such that every value up to n fits (the next does not), ``longest_fitting``
-    the largest n that fits at all (when larger)."""
-    firsts = sorted({(r % period) or period for r in ends})
+    and the cache's restart points are constant), so the peak is; across an end it may fall
+    (a new, mostly padded chunk replaces a full one's copies). Assumed, and tested against
+    trying every length: the segments closed by one residue grow from period to period
+    (their first and last values' peaks). Answers: ``max_value`` the largest n such that
+    every value up to n fits (the next does not), ``longest_fitting`` the largest n that
+    fits at all (when larger)."""
+    firsts = sorted({(r % period) or period for r in ends})  # segment ends in (0, period]
+    periods = cap // period + 1
 
-    def end(j: int) -> int:  # last value of segment j >= 0; segment j = (end(j-1), end(j)]
-        return firsts[j % len(firsts)] + (j // len(firsts)) * period if j >= 0 else 0
+    def seg(t: int, p: int) -> tuple[int, int]:  # (first, last) of segment t of period p
+        before = firsts[t - 1] + p * period if t else firsts[-1] + (p - 1) * period
+        return max(before, 0) + 1, firsts[t] + p * period
 
     def fits(n: int) -> bool:
-        f = probe(n) if n <= cap else None
+        f = probe(n) if 1 <= n <= cap else None
         return f is not None and f.fits
 
-    n_segments = cap // period * len(firsts) + len(firsts)  # an upper bound on the count
-    j = _last(lambda k: fits(min(end(k), cap)), 0, n_segments) + 1  # first segment misfitting
-    top = _last(fits, end(j - 1) + 1, min(end(j), cap)) if end(j - 1) < cap else cap
+    top, beyond = cap, 0
+    for t in range(len(firsts)):  # the segments of one residue: monotone across periods
+        p = _last(lambda p, t=t: fits(min(seg(t, p)[1], cap)), 0, periods) + 1  # first misfitting
+        first, last = seg(t, p)
+        if first <= cap:
+            top = min(top, _last(fits, first, min(last, cap)))
+        q = _last(lambda p, t=t: fits(seg(t, p)[0]), 0, periods)  # last starting with a fit
+        if q >= 0:
+            first, last = seg(t, q)
+            beyond = max(beyond, _last(fits, first, min(last, cap)))
     if top >= cap:
         return largest(quantity, probe, cap=cap)  # fits up to the cap: the capped answer
     limit = _limit(quantity, probe, top)
-    k = _last(lambda k: fits(end(k - 1) + 1), j, n_segments)  # last segment starting fitting
-    beyond = _last(fits, end(k - 1) + 1, min(end(k), cap)) if k >= j else top
     return limit.model_copy(update={"longest_fitting": beyond if beyond > top + 1 else None})
 
 
