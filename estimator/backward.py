@@ -80,14 +80,15 @@ class Backward:
         self.live.take(self.grads.get(name, 0) // self.share)
 
     # ---- rules per module kind -------------------------------------------------------------
-    def linear(self, name: str, out: int) -> int:
+    def linear(self, name: str, out: int, free: bool = True) -> int:
         """AddmmBackward0 / MmBackward0 (torch.nn.Linear): dW (db), then the grad input
-        (``out`` bytes); the module's saved input is freed. -> bytes of the grad input."""
+        (``out`` bytes); the module's saved input is freed (``free``). -> the grad input."""
         self.grad(name)
         self.live.take(out)
         self.live.drop(self.release)
         self.release = 0
-        self.free(name)
+        if free:
+            self.free(name)
         return out
 
     def norm(self, name: str, c: int, n: int) -> int:
@@ -291,7 +292,8 @@ class Backward:
             if clone:
                 live.take(grad)
                 live.drop(grad)
-            self.linear(name, out)
+            # cross k_proj's saved input, the encoder output, is freed after the last layer
+            self.linear(name, out, free=not (cross and name.endswith("k_proj")))
             live.drop(grad)
 
         proj(f"{p}.k_proj", dk, nd_k, clones and gqa)
@@ -373,8 +375,9 @@ class Backward:
         self.share = n_layers
         for _ in range(min(n_layers, 2)):
             top, delta = self._measured(lambda: self.layer(stack, s, s_src))
-            per_layer = (f"{stack}.layers.", stack)  # the next layer frees its own share
-            self.freed = {k: v for k, v in self.freed.items() if not k.startswith(per_layer)}
+            self.freed = {  # the next layer frees its own share
+                k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
+            }
         if n_layers > 2:
             m, live = n_layers - 2, self.live
             live.peak = max(live.peak, live.now + max(0, (m - 1) * delta) + top)
@@ -418,9 +421,7 @@ class Backward:
         self.free(f"{stack}.patch")
         if not spec.is_patch_input:
             self.embed_use()
-            self.share = len(spec.stacks) if spec.arch == "encoder-decoder" else 1
-            self.free("embed")  # the token ids
-            self.share = 1
+            self.free("embed", n * INDEX_BYTES)  # this stack's token ids
         live.drop(nd)  # the stream's grad
 
     def embed_use(self) -> None:
@@ -470,6 +471,14 @@ def backward_peak(
 ) -> int:
     """Highest live bytes of the backward walk from ``start`` (every activation live):
     ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name."""
+    return backward_walk(spec, workload, saved, grads, start, s_dec).peak
+
+
+def backward_walk(
+    spec: ModelSpec, workload: Workload, saved: Terms, grads: Terms, start: int, s_dec: int
+) -> Live:
+    """The walk's live bytes: ``now`` at its end (every saved tensor freed, every parameter
+    gradient kept) and ``peak``."""
     live = Live(start)
     bw = Backward(spec, workload, live, saved, grads)
     s = workload.seq_len
@@ -480,4 +489,4 @@ def backward_peak(
         if stack == "encoder" and spec.arch == "encoder-decoder":  # the memory's grad
             bw.memory_grad = 0  # becomes the encoder stream's grad
         bw.stack(stack, n_layers, s_stack, s_src)
-    return live.peak
+    return live
