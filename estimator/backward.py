@@ -6,9 +6,10 @@ backward op returns is counted when it is returned; a saved tensor is freed when
 autograd node holding it has run; a gradient is freed once its consumer node has run (autograd
 drops its input buffer), unless the residual stream still holds it. The walk starts at the
 loss with every activation live (``start``) and visits the head, then each stack (last first):
-final norm, layers (last first), embeddings. Each module kind has one rule below, naming the
-torch backward it mirrors; the saved set of a module (estimator/activations.py) is freed by
-its rule, so the saved bytes freed add up to the activation terms exactly.
+final norm, layers (last first), embeddings. Each module kind has one rule, registered in
+estimator/backward_rules.py and naming the torch backward it mirrors; the saved set of a
+module (estimator/activations.py) is freed by its rule, so the saved bytes freed add up to
+the activation terms exactly (tests/estimator/test_backward.py).
 
 Transients modelled (sizes: n = b s tokens, R = [n, d], A = [n, h d_h], KV = [n, h_kv d_h],
 F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):
@@ -39,7 +40,8 @@ docs/validation.md.
 
 from __future__ import annotations
 
-from estimator.activations import layer_saved, scores_entries
+from estimator import backward_rules as rules
+from estimator.activations import layer_saved
 from estimator.dtypes import INDEX_BYTES, bits
 from estimator.inference import Live
 from estimator.spec import ModelSpec, Workload, resolved_pattern
@@ -80,201 +82,28 @@ class Backward:
         self.live.take(self.grads.get(name, 0) // self.share)
 
     # ---- rules per module kind -------------------------------------------------------------
-    def linear(self, name: str, out: int, free: bool = True) -> int:
-        """AddmmBackward0 / MmBackward0 (torch.nn.Linear): dW (db), then the grad input
-        (``out`` bytes); the module's saved input is freed (``free``). -> the grad input."""
-        self.grad(name)
-        self.live.take(out)
-        self.live.drop(self.release)
-        self.release = 0
-        if free:
-            self.free(name)
-        return out
-
-    def norm(self, name: str, c: int, n: int) -> int:
-        """Backward of the norm over n tokens given its output's grad (``c`` bytes, freed
-        here) -> its input's grad [n, d]. LayerNorm: native_layer_norm_backward (grad input,
-        dw, db). RMSNorm (reference_model/norms.py, written out): MulBackward0 of * weight
-        (grad, grad * x_rms for dw), of x * rms (grad * rms, grad * x), RsqrtBackward0 and
-        MeanBackward1 on [n, 1], PowBackward0 (pow, * 2, * grad), then AddBackward of the
-        two paths."""
-        live, nd, col = self.live, n * self.spec.d_model * self.cb, n * self.cb
-        self.grad(name)
-        if self.spec.norm == "layernorm":
-            live.take(nd)
-            live.drop(c)
-            self.free(name)
-            return nd
-        live.take(nd, nd)  # grad * weight; grad * x_rms (summed into dw)
-        live.drop(nd, c)
-        self.free(name, nd)  # x_rms, saved by * weight
-        live.take(nd, nd, col)  # grad * rms; grad * x -> sum: grad of rms [n, 1]
-        live.drop(nd)
-        live.drop(nd)  # the grad of x_rms
-        live.take(col, col, col)  # rsqrt backward: pow, * -0.5, * grad
-        live.drop(col, col, col)
-        self.free(name, col)  # rms
-        live.take(nd)  # mean backward: expand / d
-        live.drop(col)
-        live.take(nd, nd, nd)  # pow backward: x ** 1, * 2, * grad
-        live.drop(nd, nd, nd)
-        self.free(name)  # x, saved by pow
-        live.take(nd)  # the two paths' grads summed
-        live.drop(nd, nd)
-        return nd
-
-    def residual(self, n: int) -> None:
-        """The branch's input grad (``n`` tokens, live) summed into the residual's: AddBackward's
-        two uses of x meet in autograd's input buffer; the sum replaces both."""
-        nd = n * self.spec.d_model * self.cb
-        self.live.take(nd)
-        self.live.drop(nd, nd)
-
-    def dropout(self, name: str, numel: int, part: int | None = None) -> int:
-        """MulBackward0 of x * mask (CPU native_dropout): grad * mask -> numel entries."""
-        out = numel * self.cb
-        self.live.take(out)
-        self.free(name, part)
-        return out
-
-    def ffn(self, p: str, n: int, g: int) -> int:
-        """FeedForward (reference_model/layers.py) given its output's grad ``g`` (not freed:
-        the residual holds it) -> its input's grad."""
-        live, cb = self.live, self.cb
-        inner, nd = n * self.spec.d_ff * cb, n * self.spec.d_model * cb
-        d_down = self.linear(f"{p}.ffn.down", inner)
-        if not self.spec.gated:
-            live.take(inner)  # gelu_backward / threshold_backward
-            live.drop(d_down)
-            self.free(f"{p}.ffn.act")
-            d_up = self.linear(f"{p}.ffn.up", nd)
-            live.drop(inner)
-            return d_up
-        live.take(inner, inner)  # act(gate) * up: grad of each factor
-        live.drop(d_down)
-        self.free(f"{p}.ffn")
-        self.linear(f"{p}.ffn.up", nd)
-        live.drop(inner)
-        live.take(inner)  # silu_backward / gelu_backward
-        live.drop(inner)
-        self.free(f"{p}.ffn.act")
-        self.linear(f"{p}.ffn.gate", nd)
-        live.drop(inner)
-        self.residual(n)  # up's and gate's input grads summed
-        return nd
-
-    def rotary(self, x: int) -> int:
-        """RotaryPositions backward of q or k (x bytes, freed): grad * sin, neg, grad * cos,
-        cat and add of the rotate-half split."""
-        live = self.live
-        live.take(x, x // 2, x)
-        live.drop(x)
-        live.take(x)
-        live.drop(x, x // 2)
-        live.take(x)
-        live.drop(x, x)
-        return x
-
     def attention(self, p: str, s: int, s_k: int, g: int, cross: bool) -> int:
         """Attention.forward's backward given its output's grad ``g`` (held by the residual):
-        o_proj, the attention core, q/k/v projections -> the grad of its input [b, s, d]
-        (cross-attention: the grads of k_proj, v_proj go to the encoder output's buffer)."""
-        spec, cb, b, live = self.spec, self.cb, self.b, self.live
-        a = b * s * spec.n_heads * spec.head_dim * cb  # q, o_proj input
-        kv = b * s_k * spec.n_kv_heads * spec.head_dim * cb
-        d_o = self.linear(f"{p}.o_proj", a)
-        if self.w.attention_impl == "fused" and not self._chunked(p, cross, s):
-            live.take(a, kv, kv)  # dq, dk, dv at once
-            live.drop(d_o)
-            self.free(f"{p}.sdpa")
-            dq, dk, dv = a, kv, kv
-            clones = False
-        else:
-            dq, dk, dv = self.eager_core(p, s, s_k, d_o, cross)
-            clones = True
+        o_proj, the attention core (``rules.CORE``), rotary, q/k/v projections -> the grad
+        of its input (cross-attention: k_proj's and v_proj's go to the encoder output's)."""
+        a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.cb  # o_proj input
+        d_o = rules.linear(self, f"{p}.o_proj", a)
+        flash = self.w.attention_impl == "fused" and not self.chunked_at(p, cross, s)
+        dq, dk, dv = rules.CORE["flash" if flash else "eager"](self, p, s, s_k, d_o, cross)
         if not cross:
             self.positions(p, s, dq, dk)
-        return self.projections(p, s, s_k, dq, dk, dv, clones, cross)
+        return self.projections(p, s, s_k, dq, dk, dv, not flash, cross)
 
-    def _chunked(self, p: str, cross: bool, s: int) -> bool:
+    def chunked_at(self, p: str, cross: bool, s: int) -> bool:
+        """Whether the attention ``p`` runs Attention.chunked (self-attention, s > 1)."""
         pattern, _ = resolved_pattern(self.spec, self.w, p.split(".")[0])
         return not cross and pattern == "chunked" and s > 1
-
-    def eager_core(self, p: str, s: int, s_k: int, d_o: int, cross: bool) -> tuple[int, int, int]:
-        """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
-        math sdpa): -> (dq, dk, dv) bytes, the k, v grads summed back to h_kv heads."""
-        spec, cb, b, live = self.spec, self.cb, self.b, self.live
-        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
-        stack = p.split(".")[0]
-        pattern, window = resolved_pattern(spec, self.w, stack)
-        chunked = self._chunked(p, cross, s)
-        entries = s * s_k if cross else scores_entries(spec, self.w, stack, s)
-        s_pad = -(-s // window) * window if chunked else s
-        scores = b * h * entries * cb
-        a_pad = b * h * s_pad * d_h * cb  # q (and repeated k, v) as the matmuls see them
-        kv_pad = b * h * (s_pad if chunked else s_k) * d_h * cb
-        fused = self.w.attention_impl == "fused"  # chunked + fused: math sdpa (autograd ops)
-        if chunked:  # slice backward: zeros [b, h, n_c c, d_h]; then the block-layout clone
-            live.take(a_pad)
-            live.drop(d_o)
-            d_o = a_pad
-        live.take(kv_pad, scores)  # probs @ v: grad v, grad probs
-        live.drop(d_o)
-        self.free(f"{p}.mix")
-        if self.w.dropout > 0 and not fused:  # grad * mask
-            live.take(scores)
-            live.drop(scores)
-            self.free(f"{p}.scores.dropout")
-        core = f"{p}.sdpa" if fused else f"{p}.scores"
-        live.take(scores)  # softmax backward
-        live.drop(scores)
-        self.free(core, scores)  # the probabilities
-        if not cross and pattern != "full" and not fused:  # masked_fill backward
-            live.take(scores)
-            live.drop(scores)
-        bias = 0
-        if spec.position == "relative" and not cross:  # + bias: grad summed over the batch
-            side = window if chunked else s
-            bias = live.take(h * side * side * cb)
-        if not fused:
-            live.take(scores)  # * scale
-            live.drop(scores)
-        live.take(kv_pad, a_pad)  # Q K^T: grad k, grad q
-        live.drop(scores)
-        self.free(core)
-        if fused:  # math sdpa scaled q and k by sqrt(scale) each: their grads are copies
-            for grad in (a_pad, kv_pad):
-                live.take(grad)
-                live.drop(grad)
-        live.drop(bias)  # embedding backward of the bias (bucket ids freed with self_attn)
-        dq, dk, dv = a_pad, kv_pad, kv_pad
-        if chunked:  # per q, k, v: block clone, then ConstantPadNd backward's copy [b,h,s,d_h]
-            a = b * h * s * d_h * cb
-            for _ in range(3):
-                live.take(a_pad)
-                live.drop(a_pad)
-                live.take(a)
-                live.drop(a_pad)
-            dq, dk, dv = a, a, a
-            if h_kv < h:  # repeat_kv's sum to h_kv heads: [b, h_kv, s, d_h]
-                kv = b * h_kv * s * d_h * cb
-                for _ in range(2):
-                    live.take(kv)
-                    live.drop(a)
-                dk, dv = kv, kv
-        elif h_kv < h:  # repeat_interleave backward: ExpandBackward0's sum
-            kv = b * h_kv * s_k * d_h * cb
-            for _ in range(2):
-                live.take(kv)
-                live.drop(kv_pad)
-            dk, dv = kv, kv
-        return dq, dk, dv
 
     def positions(self, p: str, s: int, dq: int, dk: int) -> None:
         """Rotary backward of k then q; the rotary tables / bucket ids (self_attn) freed."""
         if self.spec.position == "rotary":
-            self.rotary(dk)
-            self.rotary(dq)
+            rules.rotary(self, dk)
+            rules.rotary(self, dq)
         self.free(p)
 
     def projections(
@@ -293,7 +122,7 @@ class Backward:
                 live.take(grad)
                 live.drop(grad)
             # cross k_proj's saved input, the encoder output, is freed after the last layer
-            self.linear(name, out, free=not (cross and name.endswith("k_proj")))
+            rules.linear(self, name, out, free=not (cross and name.endswith("k_proj")))
             live.drop(grad)
 
         proj(f"{p}.k_proj", dk, nd_k, clones and gqa)
@@ -302,19 +131,14 @@ class Backward:
         live.drop(nd_k, nd_k)
         if cross:  # into the encoder output's grad buffer
             if self.memory_grad:
-                self.residual_k(nd_k)
+                rules.residual(self, self.b * s_k)
             else:
                 self.memory_grad = nd_k
         proj(f"{p}.q_proj", dq, nd, clones)
         if not cross:
-            self.residual(s * self.b)  # q's input grad summed with k's and v's
+            rules.residual(self, self.b * s)  # q's input grad summed with k's and v's
         return nd
 
-    def residual_k(self, nbytes: int) -> None:
-        self.live.take(nbytes)
-        self.live.drop(nbytes, nbytes)
-
-    # ---- layers and stacks -----------------------------------------------------------------
     def sublayer(self, p: str, norm: str, n: int, branch) -> None:
         """Pre-norm x + Drop(F(Norm(x))) or post-norm Norm(x + Drop(F(x))); the residual's
         grad (R) is live before and after."""
@@ -324,16 +148,16 @@ class Backward:
         if self.spec.norm_position == "pre":
             g = nd
             if drop:
-                g = self.release = self.dropout(f"{p}.dropout", n * self.spec.d_model, part)
+                g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
             d_in = branch(g)
-            d_norm = self.norm(f"{p}.{norm}", d_in, n)
+            d_norm = rules.NORM[self.spec.norm](self, f"{p}.{norm}", d_in, n)
             self.live.take(nd)  # summed into the residual's grad
             self.live.drop(d_norm, nd)
             return
-        d_norm = self.norm(f"{p}.{norm}", nd, n)  # frees the residual's grad
+        d_norm = rules.NORM[self.spec.norm](self, f"{p}.{norm}", nd, n)  # frees the residual's grad
         g = d_norm
         if drop:
-            g = self.release = self.dropout(f"{p}.dropout", n * self.spec.d_model, part)
+            g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
         d_in = branch(g)
         self.live.take(nd)
         self.live.drop(d_in, d_norm)
@@ -344,7 +168,7 @@ class Backward:
         self.sublayers = 3 if s_src else 2
         if self.w.checkpointing == "full":  # the layer's saved set is recomputed
             self.live.take(self._recomputed(stack, s, s_src))
-        self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n, g))
+        self.sublayer(p, "ffn_norm", n, lambda g: rules.FFN[self.spec.gated](self, p, n))
         if s_src:
             attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731
             self.sublayer(p, "cross_norm", n, attn)
@@ -371,7 +195,7 @@ class Backward:
         embedding extras. The residual's grad [b, s, d] is live before and after."""
         nd = self.b * s * self.spec.d_model * self.cb
         if self.spec.final_norm:
-            self.norm(f"{stack}.final_norm", nd, self.b * s)
+            rules.NORM[self.spec.norm](self, f"{stack}.final_norm", nd, self.b * s)
         self.share = n_layers
         for _ in range(min(n_layers, 2)):
             top, delta = self._measured(lambda: self.layer(stack, s, s_src))
@@ -402,10 +226,10 @@ class Backward:
         spec, live, n = self.spec, self.live, self.b * s
         nd = n * spec.d_model * self.cb
         if self.w.dropout > 0:
-            self.dropout(f"{stack}.dropout", n * spec.d_model)
+            rules.dropout(self, f"{stack}.dropout", n * spec.d_model)
             live.drop(nd)
         if spec.embed_norm:
-            self.norm(f"{stack}.embed_norm", nd, n)
+            rules.NORM[spec.norm](self, f"{stack}.embed_norm", nd, n)
         self.grad(f"{stack}.token_type")
         self.free(f"{stack}.token_type")
         if spec.position == "learned":  # x + pos: the grad summed over the batch [s, d]
@@ -458,7 +282,7 @@ class Backward:
             bd = self.b * spec.d_model * cb
             live.take(bd)
             self.free("pooler.act")
-            self.linear("pooler.proj", bd)
+            rules.linear(self, "pooler.proj", bd)
             live.drop(bd)
             live.take(nd)
             live.drop(bd)
