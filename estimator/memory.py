@@ -14,12 +14,13 @@ Terms (docs/formulas.md):
 Peak timeline. Training, steady state (optimizer states exist; grads set to None before the
 forward; the step's inputs live throughout; the model output is dropped before backward):
   forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
-  backward       = max of its start, (forward - logits) + d(log-probs) + d(logits) [n, V],
-                   and a module-by-module sweep (_backward_sweep): each module's parameter
-                   gradients appear, then its saved tensors are freed; a checkpointed layer's
-                   saved set is rebuilt when backward reaches it; the tied/shared embedding's
-                   gradient waits in autograd's input buffer, and each further use adds a
-                   [V, d] and their sum
+  backward       = the highest point of a replay of autograd's backward from (forward -
+                   logits), tensor by tensor (estimator/backward.py; per-module-kind rules in
+                   estimator/backward_rules.py): d(log-probs) and d(logits) [n, V], each
+                   module's parameter gradients and backward transients (grads of the
+                   scores, softmax backward, norms, FFN, ...), its saved tensors freed; a
+                   checkpointed layer's saved set is rebuilt when backward reaches it; the
+                   tied/shared embedding's gradient waits in autograd's input buffer
   optimizer_step = weights + master + optimizer + inputs + gradients (fused or single-tensor
                    AdamW, SGD: no parameter-sized temporaries; activations already freed)
 Inference (no grad): weights + buffers (``buffers``: the sinusoidal tables) + inputs, then a

@@ -4,6 +4,9 @@ Does it fit (and with what headroom)? Largest batch? Longest context? Fewest GPU
 answer is an exact integer found by doubling then binary search on a quantity whose peak
 memory grows monotonically with it, and is verified: the maximum fits, maximum + 1 does not.
 Each answer names the first size that does not fit and the memory term that grew most.
+Chunked attention's peak is not monotone in the context (it falls at chunk boundaries):
+``largest_sawtooth`` searches it segment by segment; the answer is still the largest n such
+that every n' <= n fits, and ``Limit.longest_fitting`` adds the largest n that fits at all.
 
 Sharding (per GPU, n_gpus = dp * tp; ``batch_size`` is the micro-batch of one replica):
 - ZeRO stage 1 divides ``optimizer.*`` by dp; stage 2 also ``gradients``; stage 3 (= FSDP)
