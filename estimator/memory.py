@@ -132,6 +132,8 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     grads = mem.group("gradients")
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = states + mem.group("activations") + logits
+    # or earlier, inside the last layer's eager attention (estimator/train_forward.py)
+    forward = max(forward, states + _attention_moment(spec, workload, mem))
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = states + mem.group("activations")
@@ -139,6 +141,13 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     step = states + grads  # fused / single-tensor AdamW, SGD: no parameter-sized temporaries
     phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
     return max(phases, key=lambda p: p[0])
+
+
+def _attention_moment(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:
+    from estimator.train_forward import attention_moment
+
+    acts = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
+    return attention_moment(spec, workload, acts, spec.stacks[-1][1])
 
 
 def buffer_bytes(spec: ModelSpec, workload: Workload) -> int:

@@ -139,10 +139,9 @@ def long_cases() -> list[Case]:
             slow=True,
         ),
         Case(
-            "gpt long train dropout s=256 b=2",
+            "gpt long train dropout s=256 b=2",  # peaks in the forward, at the attention
             gpt,
             work(seq_len=256, batch_size=2, dropout=0.1),
-            slow=True,
         ),
         Case(
             "llama long train gqa eager s=512 b=2",
