@@ -81,7 +81,7 @@ class Backward:
         """A module's parameter gradients appear (AccumulateGrad keeps them)."""
         self.live.take(self.grads.get(name, 0) // self.share)
 
-    # ---- rules per module kind -------------------------------------------------------------
+    # ---- attention: o_proj, the core (backward_rules.CORE), positions, projections --------
     def attention(self, p: str, s: int, s_k: int, g: int, cross: bool) -> int:
         """Attention.forward's backward given its output's grad ``g`` (held by the residual):
         o_proj, the attention core (``rules.CORE``), rotary, q/k/v projections -> the grad
