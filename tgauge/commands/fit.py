@@ -189,7 +189,7 @@ def _print(
     for name, value in sorted(f.terms.items(), key=lambda kv: -kv[1]):
         mem.add_row(name, str(value), human_bytes(value))
     console.print(mem)
-    ans = Table(title="Limits (exact search: the answer fits, the next size does not)")
+    ans = Table(title="Limits (exact search: every size up to the answer fits, the next does not)")
     cols = ("question", "answer", "next size (does not fit)", "its peak", "grew most / capped by")
     for col in cols:
         ans.add_column(col, justify="left" if col in ("question", cols[-1]) else "right")
@@ -209,6 +209,13 @@ def _print(
             label, answer, nxt_value, human_bytes(nxt), lim.grew_most or lim.capped_by or "-"
         )
     console.print(ans)
+    for label, lim, _ in limits:
+        if lim is not None and lim.longest_fitting:
+            console.print(
+                f"{label}: the peak is not monotone (chunked attention): "
+                f"{lim.longest_fitting} fits, though {lim.next_value} does not; "
+                f"between them some sizes fit and some do not"
+            )
     if train_s is not None:
         console.print(f"training on {tokens:,} tokens: {human_seconds(train_s)}")
 
