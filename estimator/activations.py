@@ -65,16 +65,25 @@ def scores_entries(spec: ModelSpec, workload: Workload, stack: str, s: int) -> i
 
 
 def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
-                    entries: int, masked: bool, s_pad: int | None = None) -> Terms:  # fmt: skip
+                    entries: int, masked: bool, s_pad: int | None = None,
+                    fused_mask: bool = False) -> Terms:  # fmt: skip
     """Saved bytes of one attention block: s queries, s_k keys, ``entries`` scores per head;
     ``masked``: the pattern's bool mask (~ok, a new [s, s_k] per call) is saved by masked_fill;
+    ``fused_mask``: sdpa gets an additive mask (a pattern other than plain causal / full);
     ``s_pad``: positions of Q, K, V as the eager matmuls see them (chunked: padded to whole
     chunks by F.pad, a copy that the matmuls save; default s, resp. s_k)."""
     cb, d, h, h_kv, d_h = _cb(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     drop = workload.dropout > 0
     t: Terms = {"q_proj": b * s * d * cb}  # input [b*s, d]
-    if workload.attention_impl == "fused":
+    if workload.attention_impl == "fused" and s_pad is not None:
+        # chunked blocks (5-D) run the math sdpa: softmax output, q * sqrt(scale) and
+        # k^T * sqrt(scale) (k repeated to h heads under GQA), v (repeated) as [b,n_c,h,c,d_h]
+        t["sdpa"] = b * h * entries * cb + 3 * b * h * s_pad * d_h * cb
+        t["o_proj"] = b * s * h * d_h * cb  # the blocks' transpose + reshape: a copy
+    elif workload.attention_impl == "fused":
         t["sdpa"] = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
+        if fused_mask:  # CPU flash saves its additive attn_mask where(ok, 0, min) [s, s_k]
+            t["sdpa"] += s * s_k * cb
         # the flash/efficient kernels return out as a [b,h,s,d_h] view of a [b,s,h,d_h] buffer:
         # o_proj's input (heads merged) is a view of the storage sdpa already saved
         t["o_proj"] = 0
@@ -112,7 +121,9 @@ def layer_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     entries = scores_entries(spec, workload, stack, s)
     pattern, window = resolved_pattern(spec, workload, stack)
     s_pad = -(-s // window) * window if pattern == "chunked" else None  # whole chunks
-    for k, v in attention_saved(spec, workload, b, s, s, entries, pattern != "full", s_pad).items():
+    fused_mask = pattern not in ("full", "causal")
+    saved = attention_saved(spec, workload, b, s, s, entries, pattern != "full", s_pad, fused_mask)
+    for k, v in saved.items():
         t[f"self_attn.{k}"] = v
     sublayers = 2
     if s_src:

@@ -7,7 +7,13 @@ from estimator.flops import decode_flops, flops
 from estimator.kv_cache import kv_cache
 from estimator.memory import memory, peak_memory
 from estimator.params import params
-from estimator.spec import ModelSpec, Workload, check_compatible, resolved_optimizer_impl
+from estimator.spec import (
+    ModelSpec,
+    Workload,
+    check_compatible,
+    resolved_optimizer_impl,
+    revalidated,
+)
 from estimator.textbook import textbook
 
 
@@ -56,7 +62,9 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
 
 
 def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
-    """All predictions for (spec, workload); SpecError when the workload cannot run."""
+    """All predictions for (spec, workload); SpecError when the workload cannot run (a copy
+    that skipped validation is validated here)."""
+    spec, workload = revalidated(spec, workload)
     check_compatible(spec, workload)
     impl = resolved_optimizer_impl(workload)
     if workload.is_training and workload.optimizer_impl != impl:  # say which torch picks

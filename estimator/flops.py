@@ -83,8 +83,10 @@ def full_pass(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: in
 
 
 def _attention(spec: ModelSpec, fused: bool, b: int, s_q: int, s_kv: int, pairs: int,
-               kv: bool) -> dict[str, tuple[int, int]]:  # fmt: skip
-    """(forward, backward) of one attention block; s_kv tokens feed k_proj / v_proj."""
+               kv: bool, math: bool = False) -> dict[str, tuple[int, int]]:  # fmt: skip
+    """(forward, backward) of one attention block; s_kv tokens feed k_proj / v_proj.
+    ``math``: fused attention runs torch's math sdpa (chunked blocks, reference_model/
+    attention.py Attention.chunked), whose backward does not recompute the scores."""
     d, h, h_kv, d_h = spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     t: dict[str, tuple[int, int]] = {}
     q = 2 * b * s_q * d * h * d_h  # [b*s_q, d] @ [d, h*d_h]
@@ -94,7 +96,9 @@ def _attention(spec: ModelSpec, fused: bool, b: int, s_q: int, s_kv: int, pairs:
         t["k_proj"] = (k, 2 * k)
         t["v_proj"] = (k, 2 * k)
     one = 2 * b * h * pairs * d_h  # [b,h,s_q,d_h] @ [b,h,d_h,s_k], pairs = s_q*s_k (full)
-    if fused:
+    if fused and math:  # math sdpa (chunked blocks): autograd through its ops, no recompute
+        t["sdpa"] = (2 * one, 4 * one)
+    elif fused:
         t["sdpa"] = (2 * one, 5 * one)  # scores + mix; backward recomputes the scores
     else:
         t["scores"] = (one, 2 * one)  # Q K^T
@@ -104,13 +108,13 @@ def _attention(spec: ModelSpec, fused: bool, b: int, s_q: int, s_kv: int, pairs:
     return t
 
 
-def _layer(spec: ModelSpec, workload: Workload, p: Pass) -> dict[str, tuple[int, int]]:
+def _layer(spec: ModelSpec, workload: Workload, p: Pass, stack: str) -> dict[str, tuple[int, int]]:
     """(forward, backward) FLOPs of ONE layer, names relative to ``{stack}.layers``."""
     b, s_q, d, d_ff = p.b, p.s_q, spec.d_model, spec.d_ff
     fused = workload.attention_impl == "fused"
-    t = {
-        f"self_attn.{k}": v for k, v in _attention(spec, fused, b, s_q, s_q, p.pairs, True).items()
-    }
+    math = resolved_pattern(spec, workload, stack)[0] == "chunked" and s_q > 1
+    self_attn = _attention(spec, fused, b, s_q, s_q, p.pairs, True, math)
+    t = {f"self_attn.{k}": v for k, v in self_attn.items()}
     if p.s_src:
         cross = _attention(spec, fused, b, s_q, p.s_src, s_q * p.s_src, p.cross_kv)
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
@@ -142,7 +146,7 @@ def stack_terms(spec: ModelSpec, workload: Workload, stack: str, p: Pass,
         c, ps = spec.n_channels, spec.patch_size
         conv = 2 * p.b * spec.n_patches * spec.d_model * c * ps * ps  # conv [b,c,H,W] -> [b,d,..]
         add(f"{stack}.patch.proj", conv, conv)  # pixels need no grad: weight grad only
-    for name, (fwd, bwd) in _layer(spec, workload, p).items():
+    for name, (fwd, bwd) in _layer(spec, workload, p, stack).items():
         add(f"{stack}.layers.{name}", fwd, bwd, per_layer=True)
     d = spec.d_model
     if spec.pooler and stack == spec.stacks[-1][0]:

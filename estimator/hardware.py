@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,10 +38,12 @@ class GPU(BaseModel):
 
     name: str
     total_bytes: int = Field(gt=0, description="device memory")
-    peak_flops_per_s: dict[MathDType, float | None] = Field(
-        description="dense peak per math dtype; None where the part has no such unit"
+    peak_flops_per_s: dict[MathDType, Annotated[float, Field(gt=0, allow_inf_nan=False)] | None] = (
+        Field(description="dense peak per math dtype; None where the part has no such unit")
     )
-    bandwidth_bytes_per_s: float = Field(gt=0, description="device-memory bandwidth")
+    bandwidth_bytes_per_s: float = Field(
+        gt=0, allow_inf_nan=False, description="device-memory bandwidth"
+    )
     source: str = ""
 
     def peak(self, dtype: str) -> float:
@@ -190,7 +192,7 @@ def get_gpu(name: str) -> GPU:
     if key in GPUS:
         return GPUS[key]
     path = Path(name)
-    if path.suffix.lower() == ".json" and path.is_file():
+    if path.suffix.lower() == ".json" and path.exists():  # read_text refuses a non-file
         return gpu_from_json(path)
     close = difflib.get_close_matches(key, [*GPUS, *_ALIASES], n=1, cutoff=0.6)
     hint = f"did you mean {_ALIASES.get(close[0], close[0])!r}? " if close else ""
@@ -200,10 +202,9 @@ def get_gpu(name: str) -> GPU:
 def gpu_from_json(path: str | Path) -> GPU:
     """A custom GPU from a JSON file: name, total_bytes (or total_gib), peak_tflops per dtype
     (or peak_flops_per_s), bandwidth_bytes_per_s (or bandwidth_tb_s)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SpecError(f"gpu file {path} is unreadable: {exc}") from None
+    from estimator.inputfile import parse_json, read_text
+
+    data = parse_json(read_text(path), f"gpu file {path}")
     if not isinstance(data, dict):
         raise SpecError(f"gpu file {path} must hold a mapping of fields")
     fields = inspect.signature(custom_gpu).parameters
@@ -216,10 +217,17 @@ def gpu_from_json(path: str | Path) -> GPU:
 
 
 def _check_numbers(**values: object) -> None:
-    """SpecError for a value that is neither None nor a number (a JSON string, say)."""
+    """SpecError for a value that is neither None nor a finite number > 0 (a JSON string, 0,
+    a negative or Infinity would divide by zero, overflow or time a step negatively)."""
+    from estimator.inputfile import short_repr
+
     for field, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise SpecError(f"{field}={value!r} is invalid: a number")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{field}={short_repr(value)} is invalid: a number")
+        if not (math.isfinite(value) and value > 0):
+            raise SpecError(f"{field}={short_repr(value)} is invalid: a finite number > 0")
 
 
 def custom_gpu(
@@ -233,13 +241,22 @@ def custom_gpu(
     source: str = "user",
 ) -> GPU:
     """A GPU from user values (either unit of each); SpecError naming a missing field."""
-    _check_numbers(total_gib=total_gib, bandwidth_tb_s=bandwidth_tb_s)
+    _check_numbers(
+        total_bytes=total_bytes,
+        total_gib=total_gib,
+        bandwidth_bytes_per_s=bandwidth_bytes_per_s,
+        bandwidth_tb_s=bandwidth_tb_s,
+    )
+    if not isinstance(name, str) or not isinstance(source, str):
+        raise SpecError("name and source of a custom GPU are strings")
     for field, peaks_in in (("peak_tflops", peak_tflops), ("peak_flops_per_s", peak_flops_per_s)):
         if peaks_in is not None and not isinstance(peaks_in, dict):
-            raise SpecError(f"{field}={peaks_in!r} is invalid: a mapping dtype -> number")
+            raise SpecError(f"{field}={str(peaks_in)[:80]!r} is invalid: a mapping dtype -> number")
         _check_numbers(**{f"{field}.{k}": v for k, v in (peaks_in or {}).items()})
     if total_bytes is None and total_gib is not None:
-        total_bytes = int(total_gib * GiB)
+        if not math.isfinite(total_gib * GiB):
+            raise SpecError(f"total_gib={total_gib!r} is invalid: too large")
+        total_bytes = math.ceil(total_gib * GiB)
     if peak_flops_per_s is None and peak_tflops is not None:
         peak_flops_per_s = {k: None if v is None else v * T for k, v in peak_tflops.items()}
     if bandwidth_bytes_per_s is None and bandwidth_tb_s is not None:

@@ -14,11 +14,12 @@ changes no parameter, FLOP or byte count and is read as plain rotary with the gi
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from estimator.inputfile import read_text, short_repr
 from estimator.spec import ModelSpec, SpecError, UnsupportedError
 
 Config = dict[str, Any]
@@ -35,7 +36,7 @@ def _activation(cfg: Config, key: str, gated: bool = False) -> str:
     if act in ("silu", "swish") and gated:
         return "swiglu"
     raise UnsupportedError(
-        f"{key}={act!r} is not modelled for model_type="
+        f"{key}={short_repr(act)} is not modelled for model_type="
         f"{cfg['model_type']!r}{' (gated FFN)' if gated else ''}; tgauge "
         "knows relu and gelu FFNs and swiglu / geglu gated FFNs"
     )
@@ -46,7 +47,7 @@ def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
     value = cfg.get(key, default)
     if value != default:
         raise UnsupportedError(
-            f"{key}={value!r} is not modelled for model_type="
+            f"{key}={short_repr(value)} is not modelled for model_type="
             f"{cfg['model_type']!r}: {why} (expected {default!r})"
         )
 
@@ -101,7 +102,7 @@ def _bart(cfg: Config) -> dict[str, Any]:
                      ("encoder_ffn_dim", "decoder_ffn_dim")):  # fmt: skip
         if cfg[enc] != cfg[dec]:
             raise UnsupportedError(
-                f"{dec}={cfg[dec]!r} differs from {enc}={cfg[enc]!r}: "
+                f"{dec}={short_repr(cfg[dec])} differs from {enc}={short_repr(cfg[enc])}: "
                 "tgauge models one n_heads and d_ff for both stacks"
             )
     _reject(cfg, "normalize_before", False, "BART is post-norm")
@@ -142,7 +143,7 @@ def _llama(cfg: Config) -> dict[str, Any]:
     attn_bias, mlp_bias = cfg.get("attention_bias", False), cfg.get("mlp_bias", False)
     if attn_bias != mlp_bias:
         raise UnsupportedError(
-            f"attention_bias={attn_bias!r} with mlp_bias={mlp_bias!r}: "
+            f"attention_bias={short_repr(attn_bias)} with mlp_bias={short_repr(mlp_bias)}: "
             "tgauge models one bias flag for attention and FFN linears"
         )
     n_heads = cfg["num_attention_heads"]
@@ -201,33 +202,74 @@ def _architecture(cfg: Config, model_type: str) -> str:
 
 
 def _read(path: str | Path) -> Config:
+    from estimator.inputfile import parse_json
+
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"config={str(path)!r} cannot be read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"config={str(path)!r} is not valid JSON: {exc}") from None
+    data = parse_json(read_text(path), f"config={str(path)!r}")
     if not isinstance(data, dict):
         raise SpecError(f"config={str(path)!r} must hold a JSON object")
     return data
+
+
+#: config keys read as counts: an int (not a bool, not a string), > 0 (>= 0 where marked)
+_COUNTS = frozenset({
+    "n_embd", "n_layer", "n_head", "n_inner", "vocab_size", "n_positions", "num_hidden_layers",
+    "hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings",
+    "num_layers", "num_decoder_layers", "d_model", "num_heads", "d_kv", "d_ff",
+    "relative_attention_num_buckets", "relative_attention_max_distance", "encoder_layers",
+    "decoder_layers", "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim",
+    "decoder_ffn_dim", "image_size", "patch_size", "num_channels", "num_key_value_heads",
+    "head_dim", "sliding_window",
+})  # fmt: skip
+_MAY_BE_ZERO = frozenset({"type_vocab_size"})
+_REALS = frozenset({"layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "rope_theta"})
+_WORDS = frozenset({"activation_function", "hidden_act", "feed_forward_proj"})
+
+
+def _check_values(cfg: Config) -> None:
+    """SpecError for a config value of the wrong type or sign, before any arithmetic on it
+    (``"n_embd": "768"`` would otherwise be multiplied as a string)."""
+    for key, value in cfg.items():
+        if value is None:
+            continue
+        shown = f"{key}={short_repr(value)} is invalid"
+        if key in _COUNTS or key in _MAY_BE_ZERO:
+            low = 0 if key in _MAY_BE_ZERO else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SpecError(f"{shown}: an integer >= {low}")
+        elif key in _REALS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"{shown}: a number > 0")
+            if not (math.isfinite(value) and value > 0):
+                raise SpecError(f"{shown}: a finite number > 0")
+        elif key in _WORDS and not isinstance(value, str):
+            raise SpecError(f"{shown}: a string")
+        elif key == "rope_parameters" and not isinstance(value, dict):
+            raise SpecError(f"{shown}: a mapping (rope_theta, rope_type, ...)")
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None:
+        _check_values({"rope_theta": theta})
 
 
 def spec_from_hf_config(path_or_dict: str | Path | Config) -> ModelSpec:
     """A ModelSpec from a config dict, a config.json path or the folder holding it."""
     cfg = path_or_dict if isinstance(path_or_dict, dict) else _read(path_or_dict)
     model_type = cfg.get("model_type")
-    reader = _READERS.get(model_type)
+    reader = _READERS.get(model_type) if isinstance(model_type, str) else None
     if reader is None:
-        raise SpecError(f"model_type={model_type!r} is unknown; tgauge reads "
+        raise SpecError(f"model_type={short_repr(model_type)} is unknown; tgauge reads "
                         f"{', '.join(_READERS)}")  # fmt: skip
+    _check_values(cfg)
     try:
         fields = reader(cfg)
     except KeyError as exc:
         raise SpecError(f"config field {exc.args[0]!r} is missing for "
                         f"model_type={model_type!r}") from None  # fmt: skip
+    except (TypeError, ArithmeticError, AttributeError) as exc:  # a type _check_values missed
+        raise SpecError(f"config for model_type={model_type!r} holds a value of the wrong "
+                        f"type: {short_repr(str(exc))}") from None  # fmt: skip
     name = cfg.get("_name_or_path") or model_type
     architecture = _architecture(cfg, model_type)
     if model_type == "bert" and architecture != "BertModel":  # the head decides the tying

@@ -15,12 +15,13 @@ Terms (docs/formulas.md):
 Peak timeline. Training, steady state (optimizer states exist; grads set to None before the
 forward; the step's inputs live throughout; the model output is dropped before backward):
   forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
-  backward       = max of its start, (forward - logits) + d(log-probs) + d(logits) [n, V],
-                   and a module-by-module sweep (_backward_sweep): each module's parameter
-                   gradients appear, then its saved tensors are freed; a checkpointed layer's
-                   saved set is rebuilt when backward reaches it; the tied/shared embedding's
-                   gradient waits in autograd's input buffer, and each further use adds a
-                   [V, d] and their sum
+  backward       = the highest point of a replay of autograd's backward from (forward -
+                   logits), tensor by tensor (estimator/backward.py; per-module-kind rules in
+                   estimator/backward_rules.py): d(log-probs) and d(logits) [n, V], each
+                   module's parameter gradients and backward transients (grads of the
+                   scores, softmax backward, norms, FFN, ...), its saved tensors freed; a
+                   checkpointed layer's saved set is rebuilt when backward reaches it; the
+                   tied/shared embedding's gradient waits in autograd's input buffer
   optimizer_step = weights + master + optimizer + inputs + gradients + the step's
                    temporaries of (optimizer, optimizer_impl) (estimator/optimizers.py:
                    foreach AdamW one more exp_avg_sq, for-loop max_t (n_{t-1} + 2 n_t), fused
@@ -110,92 +111,15 @@ def input_bytes(spec: ModelSpec, workload: Workload) -> int:
     return t
 
 
-_LAYER_ORDER = (  # modules of one layer in forward order (pre-norm), for the backward sweep
-    "attn_norm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn",
-    "self_attn.scores", "self_attn.scores.dropout", "self_attn.mix", "self_attn.sdpa",
-    "self_attn.o_proj", "cross_norm", "cross_attn.q_proj", "cross_attn.k_proj",
-    "cross_attn.v_proj", "cross_attn.scores", "cross_attn.scores.dropout", "cross_attn.mix",
-    "cross_attn.sdpa", "cross_attn.o_proj", "ffn_norm", "ffn.gate", "ffn.up", "ffn.act", "ffn",
-    "ffn.down", "dropout",
-)  # fmt: skip
-
-
-_POST_NORMS = (
-    ("attn_norm", "self_attn.o_proj"),
-    ("cross_norm", "cross_attn.o_proj"),
-    ("ffn_norm", "ffn.down"),
-)
-
-
-@functools.lru_cache(maxsize=64)
-def _backward_order(spec: ModelSpec) -> tuple[tuple[tuple[tuple[str, int], ...], int], ...]:
-    """Segments ((term name, share), ...) x repeats, in the order backward visits them: the
-    head, then per stack (last first) its final norm, its layers (last first, all alike: one
-    segment repeated L times; ``share`` = L, a per-layer term's 1/L) module by module in
-    reverse, then the stack's embeddings."""
-    segments: list[tuple[tuple[tuple[str, int], ...], int]] = []
-    head = [("pooler.act", 1), ("pooler.proj", 1), ("loss", 1), ("lm_head", 1)]
-    head += [(f"head_transform.{m}", 1) for m in ("norm", "act", "dense")]
-    for stack, n_layers in reversed(spec.stacks):
-        head.append((f"{stack}.final_norm", 1))
-        segments.append((tuple(head), 1))
-        layer = list(_LAYER_ORDER)
-        if spec.norm_position == "post":  # Norm(x + F(x)): each norm runs after its sublayer
-            for norm, last in _POST_NORMS:
-                layer.remove(norm)
-                layer.insert(layer.index(last) + 1, norm)
-        one_layer = [(f"{stack}.layers", n_layers)]  # checkpointing: the layer recomputes
-        one_layer += [(f"{stack}.layers.{m}", n_layers) for m in reversed(layer)]
-        one_layer.append((stack, n_layers))  # checkpointed layer input
-        segments.append((tuple(one_layer), n_layers))
-        head = [(f"{stack}.{m}", 1) for m in ("dropout", "embed_norm", "token_type", "pos")]
-        head += [(f"{stack}.patch.proj", 1), (f"{stack}.patch", 1)]
-        head.append(("embed", len(spec.stacks) if spec.arch == "encoder-decoder" else 1))
-    segments.append((tuple(head), 1))
-    return tuple(segments)
-
-
 def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: int) -> int:
-    """Highest live bytes while backward runs module by module (``_backward_order``) from
-    ``start``, the live bytes at its start. At each module its parameters' gradients appear
-    (and, under checkpointing, a layer's recomputed saved set is live while the layer runs),
-    then its saved tensors are freed. The shared token embedding's gradient waits in
-    autograd's input buffer from its first use in backward (the tied lm_head, or the last
-    stack); each later use adds a [V, d] and their sum (a third [V, d]) before the buffer
-    keeps the sum. One [n, d] gradient of the residual stream is live throughout; the
-    transient gradients inside a module ([n, d_ff], [b, h, s, s_k]) are not counted.
-    The L layers of a stack are alike: each changes the live bytes by the same amount, so the
-    highest point is in the first layer visited (net freeing) or the last (net growing)."""
-    acts = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
-    if workload.checkpointing == "full":  # a layer's saved set exists while it recomputes
-        full = memory(spec, workload.model_copy(update={"checkpointing": "none"})).terms
-        for k, v in full.items():
-            if ".layers." in k:
-                stack = k[len("activations.") :].split(".")[0]
-                acts[k[len("activations.") :]] = v
-                acts[f"{stack}.layers"] = acts.get(f"{stack}.layers", 0) - v  # recompute: +
-    grad_of = {k: nbytes(v, workload.dtype) for k, v in params(spec).terms.items()}
-    embed_grad = grad_of.pop("embed", 0)
-    # the residual stream's gradient dL/dx [b, s, d] is carried from module to module
-    n = workload.batch_size * decoder_len(spec, workload)
-    live = start + n * spec.d_model * _cb(workload)
-    peak, embed_uses = live, 0
-    for segment, repeats in _backward_order(spec):
-        top, delta = 0, 0  # highest point of one pass and its net change, relative to live
-        for name, share in segment:
-            grads, saved = grad_of.get(name, 0) // share, acts.get(name, 0) // share
-            extra = 0
-            is_embed_use = embed_grad and (
-                (name == "lm_head" and spec.lm_head and spec.tie_embeddings) or name == "embed"
-            )
-            if is_embed_use:
-                embed_uses += 1
-                extra += embed_grad if embed_uses == 1 else 2 * embed_grad  # new [V, d] (+ sum)
-            top = max(top, delta + grads + extra)
-            delta += grads - saved + (embed_grad if is_embed_use and embed_uses == 1 else 0)
-        peak = max(peak, live + max(0, (repeats - 1) * delta) + top)
-        live += repeats * delta
-    return peak
+    """Highest live bytes while backward runs, from ``start`` (every activation live): the
+    replay of autograd's backward module by module in estimator/backward.py (parameter
+    gradients, saved tensors freed, and each module's backward transients)."""
+    from estimator.backward import backward_peak
+
+    saved = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
+    grads = {k: nbytes(v, workload.dtype) for k, v in params(spec).terms.items()}
+    return backward_peak(spec, workload, saved, grads, start, decoder_len(spec, workload))
 
 
 def _step_temporaries(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:
@@ -216,6 +140,8 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     grads = mem.group("gradients")
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = states + mem.group("activations") + logits
+    # or earlier, inside the last layer's eager attention (estimator/train_forward.py)
+    forward = max(forward, states + _attention_moment(spec, workload, mem))
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = states + mem.group("activations")
@@ -223,6 +149,13 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     step = states + grads + _step_temporaries(spec, workload, mem)
     phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
     return max(phases, key=lambda p: p[0])
+
+
+def _attention_moment(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:
+    from estimator.train_forward import attention_moment
+
+    acts = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
+    return attention_moment(spec, workload, acts, spec.stacks[-1][1])
 
 
 def buffer_bytes(spec: ModelSpec, workload: Workload) -> int:

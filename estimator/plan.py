@@ -4,6 +4,9 @@ Does it fit (and with what headroom)? Largest batch? Longest context? Fewest GPU
 answer is an exact integer found by doubling then binary search on a quantity whose peak
 memory grows monotonically with it, and is verified: the maximum fits, maximum + 1 does not.
 Each answer names the first size that does not fit and the memory term that grew most.
+Chunked attention's peak is not monotone in the context (it falls at chunk boundaries):
+``largest_sawtooth`` searches it segment by segment; the answer is still the largest n such
+that every n' <= n fits, and ``Limit.longest_fitting`` adds the largest n that fits at all.
 
 Sharding (per GPU, n_gpus = dp * tp; ``batch_size`` is the micro-batch of one replica):
 - ZeRO stage 1 divides ``optimizer.*`` by dp; stage 2 also ``gradients``; stage 3 (= FSDP)
@@ -143,6 +146,12 @@ class Limit(BaseModel):
     next_fit: Fit | None
     grew_most: str | None = Field(description="term that grew most from max to max + 1")
     capped_by: str | None = Field(None, description="why the search stopped below a misfit")
+    longest_fitting: int | None = Field(
+        None,
+        description="where the peak is not monotone (chunked attention): the largest value "
+        "that fits at all, above next_value; values between them fit in some chunk "
+        "positions and not in others. None: no value above max_value fits",
+    )
 
 
 def largest(
@@ -203,6 +212,83 @@ def largest(
     )
 
 
+def _last(fits: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The largest n in [lo, hi] with fits(n), for fits true up to a point and false after
+    it (lo - 1 when fits(lo) is false): doubling from lo, then binary search."""
+    if not fits(lo):
+        return lo - 1
+    good, step, bad = lo, 1, None
+    while bad is None and good < hi:
+        n = min(lo + step, hi)
+        good, bad = (n, None) if fits(n) else (good, n)
+        step *= 2
+    if bad is None:
+        return good
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+
+
+def largest_sawtooth(
+    quantity: str,
+    probe: Callable[[int], Fit | None],
+    period: int,
+    ends: tuple[int, ...],
+    cap: int = SEARCH_CAP,
+) -> Limit:
+    """``largest`` for a peak that is monotone only between segment ends: the values n >= 1
+    with n % period in ``ends`` close a segment (chunked attention: the chunk boundaries).
+    Within a segment every replayed size is a non-decreasing function of n (the chunk count
+    and the cache's restart points are constant), so the peak is; across an end it may fall
+    (a new, mostly padded chunk replaces a full one's copies). Assumed, and tested against
+    trying every length: the segments closed by one residue grow from period to period
+    (their first and last values' peaks). Answers: ``max_value`` the largest n such that
+    every value up to n fits (the next does not), ``longest_fitting`` the largest n that
+    fits at all (when larger)."""
+    firsts = sorted({(r % period) or period for r in ends})  # segment ends in (0, period]
+    periods = cap // period + 1
+
+    def seg(t: int, p: int) -> tuple[int, int]:  # (first, last) of segment t of period p
+        before = firsts[t - 1] + p * period if t else firsts[-1] + (p - 1) * period
+        return max(before, 0) + 1, firsts[t] + p * period
+
+    def fits(n: int) -> bool:
+        f = probe(n) if 1 <= n <= cap else None
+        return f is not None and f.fits
+
+    top, beyond = cap, 0
+    for t in range(len(firsts)):  # the segments of one residue: monotone across periods
+        p = _last(lambda p, t=t: fits(min(seg(t, p)[1], cap)), 0, periods) + 1  # first misfitting
+        first, last = seg(t, p)
+        if first <= cap:
+            top = min(top, _last(fits, first, min(last, cap)))
+        q = _last(lambda p, t=t: fits(seg(t, p)[0]), 0, periods)  # last starting with a fit
+        if q >= 0:
+            first, last = seg(t, q)
+            beyond = max(beyond, _last(fits, first, min(last, cap)))
+    if top >= cap:
+        return largest(quantity, probe, cap=cap)  # fits up to the cap: the capped answer
+    limit = _limit(quantity, probe, top)
+    return limit.model_copy(update={"longest_fitting": beyond if beyond > top + 1 else None})
+
+
+def _limit(quantity: str, probe: Callable[[int], Fit | None], top: int) -> Limit:
+    """The Limit of max ``top`` (0: even 1 does not fit), the next value top + 1 misfitting."""
+    max_fit, next_fit = (probe(top) if top else None), probe(top + 1)
+    return Limit(
+        quantity=quantity,
+        max_value=top or None,
+        max_fit=max_fit,
+        next_value=top + 1,
+        next_fit=next_fit,
+        grew_most=None
+        if next_fit is None or max_fit is None
+        else grew_most(max_fit.terms, next_fit.terms),
+        capped_by=f"{quantity}={top + 1} is invalid for the model" if next_fit is None else None,
+    )
+
+
 def grew_most(before: dict[str, int], after: dict[str, int]) -> str | None:
     """The term with the largest increase (ties: the larger term at ``after``)."""
     deltas = {k: v - before.get(k, 0) for k, v in after.items()}
@@ -254,13 +340,31 @@ def max_context(
             f"length of {spec.n_positions}"
         )
     if workload.mode == "decode":
-        limit = largest("prompt_len", _probe(spec, workload, usable, sharding, "prompt_len"))
+        quantity, probe = "prompt_len", _probe(spec, workload, usable, sharding, "prompt_len")
     elif spec.arch == "encoder-decoder":
-        both = _probe(spec, workload, usable, sharding, lambda n: {"seq_len": n, "target_len": n})
-        limit = largest("seq_len", both)
+        quantity = "seq_len"
+        probe = _probe(spec, workload, usable, sharding, lambda n: {"seq_len": n, "target_len": n})
     else:
-        limit = largest("seq_len", _probe(spec, workload, usable, sharding, "seq_len"))
+        quantity, probe = "seq_len", _probe(spec, workload, usable, sharding, "seq_len")
+    saw = _sawtooth(spec, workload)
+    limit = largest(quantity, probe) if saw is None else largest_sawtooth(quantity, probe, *saw)
     return _name_context_cap(spec, workload, limit)
+
+
+def _sawtooth(spec: ModelSpec, workload: Workload) -> tuple[int, tuple[int, ...]] | None:
+    """(period, segment ends mod period) where the peak is not monotone in the context:
+    chunked attention (chunk count ceil(n / c); a decode's cache keeps (length - 1) % c + 1
+    positions, so its segments also end where the last steps' cache restarts)."""
+    from estimator.spec import resolved_pattern
+
+    own = "encoder" if spec.arch == "encoder" else "decoder"
+    pattern, window = resolved_pattern(spec, workload, own)
+    if pattern != "chunked" or not window:
+        return None
+    if workload.mode == "decode":
+        new = workload.new_tokens
+        return window, (0, (1 - new) % window, (-new) % window)
+    return window, (0,)
 
 
 def _name_context_cap(spec: ModelSpec, workload: Workload, limit: Limit) -> Limit:

@@ -44,6 +44,10 @@ IMPLS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: decode is estimated one step at a time: time and memory grow linearly with new_tokens
+MAX_NEW_TOKENS = 2**17
+
+
 class SpecError(ValueError):
     """A spec or workload that cannot be built; the message names field, value and options."""
 
@@ -104,6 +108,12 @@ class ModelSpec(BaseModel):
     def _accept_n_layers(cls, data: Any) -> Any:
         """Let a spec file say ``n_layers`` for a single-stack model."""
         if isinstance(data, dict) and "n_layers" in data:
+            both = [k for k in ("n_encoder_layers", "n_decoder_layers") if k in data]
+            if both:
+                raise SpecError(
+                    f"n_layers={data['n_layers']!r} conflicts with {both[0]}={data[both[0]]!r}: "
+                    "give n_layers (one stack) or the per-stack counts, not both"
+                )
             data = dict(data)
             n = data.pop("n_layers")
             key = "n_encoder_layers" if data.get("arch") == "encoder" else "n_decoder_layers"
@@ -242,7 +252,12 @@ class Workload(BaseModel):
     prompt_len: int | None = Field(
         None, gt=0, description="decode: prompt; default seq_len (decoder-only) or 1 (enc-dec)"
     )
-    new_tokens: int = Field(1, gt=0, description="decode: number of one-token steps")
+    new_tokens: int = Field(
+        1,
+        gt=0,
+        le=MAX_NEW_TOKENS,
+        description="decode: number of one-token steps (the estimate walks every step)",
+    )
     dtype: DType = Field("fp32", description="dtype the weights are stored in")
     compute_dtype: FloatDType | None = Field(
         None, description="activations; default dtype, or bf16 for int8/int4 weights"
@@ -317,11 +332,32 @@ class Workload(BaseModel):
                 )
         if self.attention_pattern in ("sliding_window", "chunked") and self.window is None:
             fail("window", None, f"attention_pattern={self.attention_pattern!r} needs a window")
+        if self.window is not None and self.attention_pattern not in ("sliding_window", "chunked"):
+            fail(
+                "window",
+                self.window,
+                "it applies only with attention_pattern='sliding_window' or 'chunked' "
+                f"(attention_pattern={self.attention_pattern!r} would ignore it)",
+            )
         return self
 
     @property
     def is_training(self) -> bool:
         return self.mode == "train"
+
+    def replace(self, **update: Any) -> Workload:
+        """A validated copy with ``update`` applied (``model_copy`` skips validation)."""
+        return Workload.model_validate(self.model_dump(exclude_unset=True) | update)
+
+
+def revalidated(spec: ModelSpec, workload: Workload) -> tuple[ModelSpec, Workload]:
+    """``spec`` and ``workload`` validated again: a ``model_copy(update=...)`` bypasses the
+    field constraints (``seq_len=-5`` would give negative FLOPs); SpecError / ValidationError
+    for such a copy. Cheap next to an estimate."""
+    return (
+        ModelSpec.model_validate(spec.model_dump()),
+        Workload.model_validate(workload.model_dump()),
+    )
 
 
 def check_compatible(spec: ModelSpec, workload: Workload) -> None:

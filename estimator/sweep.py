@@ -18,9 +18,9 @@ import io
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from estimator.spec import ModelSpec, SpecError, Workload
 
@@ -196,11 +196,23 @@ def _workloads(base: Workload, fields: list[str], combo: tuple[Value, ...]) -> W
 
 
 def _check_copy_safe(base: Workload, vary: dict[str, list[Value]]) -> None:
-    """Validate each value of a copy-safe field once (model_copy does not validate)."""
+    """Validate each value of a copy-safe field once (model_copy does not validate), and
+    reject up front a value no combination can make valid (``mode=bogus``: not one of the
+    choices, or of the wrong type); a value only some combinations reject becomes an error
+    row of those points."""
     for field, values in vary.items():
-        if field in _COPY_SAFE:
-            for v in values:
+        for v in values:
+            if field in _COPY_SAFE:
                 Workload.model_validate(base.model_dump(exclude_unset=True) | {field: v})
+                continue
+            model, name = (ModelSpec, field[5:]) if field.startswith("spec.") else (Workload, field)
+            info = model.model_fields[name]
+            typ = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            try:
+                TypeAdapter(typ).validate_python(v)
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"]
+                raise SpecError(f"vary {field}={v!r} is invalid: {msg}") from None
 
 
 def sweep(

@@ -47,7 +47,11 @@ class SavedTensorRecorder:
         if key not in self.excluded and (key not in seen or seen[key]() is None):
             seen[key] = weakref.ref(storage)
             add_term(self.terms[kind], self.tracker.innermost(), storage.nbytes())
-        return tensor
+        # a detached alias (same storage, no grad_fn): returning ``tensor`` itself makes a
+        # tensor -> grad_fn -> saved tensor cycle through C++ that the garbage collector
+        # cannot see; a forward that fails (out of memory) never runs the backward that
+        # breaks it, and every tensor of the step stays alive
+        return tensor.detach()
 
     def result(self) -> SavedTensors:
         notes = []

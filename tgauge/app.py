@@ -40,7 +40,8 @@ app = typer.Typer(
 )
 # Piped output (no terminal, no COLUMNS) gets 120 columns rather than rich's 80, so wide
 # tables stay readable in logs and files.
-_PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+_TTY = sys.stdout is not None and sys.stdout.isatty()  # None: started with stdout closed
+_PIPED_WIDTH = None if _TTY or "COLUMNS" in os.environ else 120
 console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
 
@@ -86,12 +87,31 @@ def require(module: str, needed_by: str) -> None:
         ) from None
 
 
-def fail(message: str) -> NoReturn:
-    """One red line on stderr, exit code 2 (``message`` is plain text: [...] stays as is)."""
-    from rich.markup import escape
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines, U+001C, ...) escaped: user text such as a
+    key in a file cannot split a message over lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One red line on stderr, exit code 2. The message is printed literally: user text such
+    as ``foo[/]bar`` is not read as Rich markup."""
+    from rich.text import Text
+
+    line = Text.assemble(("error:", "bold red"), " ", one_line(message))
+    err_console.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=code)
+
+
+def note(message: str) -> None:
+    """One yellow line on stderr for a default that applied or an option with no effect."""
+    from rich.text import Text
+
+    err_console.print(
+        Text.assemble(("note:", "yellow"), " ", one_line(message)), highlight=False, soft_wrap=True
+    )
 
 
 def describe_error(exc: BaseException) -> str:
@@ -106,8 +126,12 @@ def describe_error(exc: BaseException) -> str:
             if err["type"] == "extra_forbidden":
                 msg = f"unknown field {loc!r}"
             elif loc and not msg.startswith(loc):
+                from estimator.inputfile import short_repr
+
                 value = err.get("input")
-                shown = f"={value!r}" if isinstance(value, (str, int, float, bool)) else ""
+                shown = (
+                    f"={short_repr(value)}" if isinstance(value, (str, int, float, bool)) else ""
+                )
                 msg = f"{loc}{shown}: {msg}"
             parts.append(msg)
         return "; ".join(parts)

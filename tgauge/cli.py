@@ -14,7 +14,24 @@ from tgauge.commands import sweep as _sweep  # noqa: F401, E402
 from tgauge.commands import validate as _validate  # noqa: F401, E402
 
 
+def _reopen_closed_streams() -> None:
+    """Started with stdout or stderr closed (``tgauge presets >&-``): point the free file
+    descriptor at /dev/null, so output is dropped rather than crashing, and a file the command
+    opens later can never take descriptor 1 or 2 and receive the tables."""
+    import os
+    import sys
+
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            try:
+                os.fstat(fd)
+            except OSError:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+            setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115
+
+
 def main() -> None:
+    _reopen_closed_streams()
     app()
 
 

@@ -5,7 +5,6 @@ a Hub id (``org/name``) whose config.json is in the local Hugging Face cache (ne
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 from pathlib import Path
@@ -16,28 +15,17 @@ from tgauge.app import UserError
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
-    """A JSON or YAML file holding one mapping; UserError when unreadable."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    """A JSON or YAML file holding one mapping (bounded read, strict parser: unique keys, no
+    YAML aliases); SpecError when unreadable."""
+    from estimator.inputfile import read_mapping_file, short_repr
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        raise UserError(
-            f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {str(exc).splitlines()[0]}"
-        ) from None
+    data = read_mapping_file(path)
     if data is None:
         raise UserError(f"{path} is empty: it must hold a mapping of spec fields")
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of fields, not {type(data).__name__}")
     if "model_type" in data and not isinstance(data["model_type"], str):
-        raise UserError(f"{path}: model_type={data['model_type']!r} must be a string")
+        raise UserError(f"{path}: model_type={short_repr(data['model_type'])} must be a string")
     return data
 
 

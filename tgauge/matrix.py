@@ -22,6 +22,7 @@ class Case(NamedTuple):
     name: str
     spec: ModelSpec
     workload: Workload
+    slow: bool = False  # measured only by `make test-all` (pytest -m slow)
 
 
 def _spec(name: str, arch: str, **fields: Any) -> ModelSpec:
@@ -79,6 +80,111 @@ VIT = dict(
 
 
 def cases() -> list[Case]:
+    """The base cases (s = 16: weights and optimizer states dominate the training peak),
+    then the long ones (``long_cases``: activations dominate)."""
+    return base_cases() + long_cases()
+
+
+def long_cases() -> list[Case]:
+    """Activation-dominated cases (issue 11): tiny d, s up to 512, b up to 8, where the
+    [b, h, s, s] scores (eager) or the [b, s, d] tensors (fused) and their backward
+    transients decide the training peak; long prompts for prefill and decode; each
+    attention path (eager, fused; causal, sliding window, chunked; checkpointing)."""
+    long = dict(max_seq_len=1024)
+    gpt = _spec("gpt-long", "decoder", **GPT, **long)
+    llama = _spec("llama-long", "decoder", **LLAMA, **long)
+    t5 = _spec("t5-long", "encoder-decoder", **T5, **long)
+    bert = _spec("bert-long", "encoder", **BERT, **long)
+
+    def work(mode: str = "train", **fields: Any) -> Workload:
+        return Workload(mode=mode, **{"batch_size": 1, **fields})
+
+    chunked = dict(attention_pattern="chunked", window=48)  # 256 % 48 = 16
+    window = dict(attention_pattern="sliding_window", window=64)
+    return [
+        Case("gpt long train eager s=256", gpt, work(seq_len=256)),
+        Case(
+            "gpt long train fused s=256 b=4",
+            gpt,
+            work(seq_len=256, batch_size=4, attention_impl="fused"),
+        ),
+        Case("gpt long train eager s=128 b=8", gpt, work(seq_len=128, batch_size=8)),
+        Case("gpt long train sliding-window s=256", gpt, work(seq_len=256, **window)),
+        Case(
+            "gpt long train chunked fused s=256",
+            gpt,
+            work(seq_len=256, attention_impl="fused", **chunked),
+        ),
+        Case("gpt long train checkpointing s=256", gpt, work(seq_len=256, checkpointing="full")),
+        Case("llama long train gqa fused s=256", llama, work(seq_len=256, attention_impl="fused")),
+        Case("gpt long prefill s=512 b=4", gpt, work("prefill", seq_len=512, batch_size=4)),
+        Case("gpt long decode prompt 256", gpt, work("decode", seq_len=256, new_tokens=4)),
+        Case("gpt long train eager s=512 b=8", gpt, work(seq_len=512, batch_size=8), slow=True),
+        Case(
+            "gpt long train fused s=512 b=8",
+            gpt,
+            work(seq_len=512, batch_size=8, attention_impl="fused"),
+            slow=True,
+        ),
+        Case(
+            "gpt long train chunked eager s=512 b=2",
+            gpt,
+            work(seq_len=512, batch_size=2, **chunked),
+            slow=True,
+        ),
+        Case(
+            "gpt long train sliding-window fused s=512 b=2",
+            gpt,
+            work(seq_len=512, batch_size=2, attention_impl="fused", **window),
+            slow=True,
+        ),
+        Case(
+            "gpt long train checkpointing fused s=512 b=4",
+            gpt,
+            work(seq_len=512, batch_size=4, attention_impl="fused", checkpointing="full"),
+            slow=True,
+        ),
+        Case(
+            "gpt long train dropout s=256 b=2",  # peaks in the forward, at the attention
+            gpt,
+            work(seq_len=256, batch_size=2, dropout=0.1),
+        ),
+        Case(
+            "llama long train gqa eager s=512 b=2",
+            llama,
+            work(seq_len=512, batch_size=2),
+            slow=True,
+        ),
+        Case("t5 long train s=256", t5, work(seq_len=256, target_len=128), slow=True),
+        Case("bert long train s=512 b=2", bert, work(seq_len=512, batch_size=2), slow=True),
+        Case(
+            "llama long prefill fused s=512 b=8",
+            llama,
+            work("prefill", seq_len=512, batch_size=8, attention_impl="fused"),
+            slow=True,
+        ),
+        Case(
+            "gpt long prefill chunked s=512 b=2",
+            gpt,
+            work("prefill", seq_len=512, batch_size=2, **chunked),
+            slow=True,
+        ),
+        Case(
+            "llama long decode prompt 512 chunked",
+            llama,
+            work("decode", seq_len=512, new_tokens=4, **chunked),
+            slow=True,
+        ),
+        Case(
+            "gpt long decode prompt 512 sliding-window",
+            gpt,
+            work("decode", seq_len=512, new_tokens=4, **window),
+            slow=True,
+        ),
+    ]
+
+
+def base_cases() -> list[Case]:
     """At least 24 cases; every architecture, norm, position, MHA/GQA/MQA, impl and mode."""
     gpt = _spec("gpt", "decoder", **GPT)
     gpt_big_vocab = _spec("gpt-big-vocab", "decoder", **{**GPT, "vocab_size": 4096})

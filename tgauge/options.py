@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from estimator.spec import SpecError, Workload
+from estimator.spec import MAX_NEW_TOKENS, SpecError, Workload
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PANEL = "Workload"
@@ -103,16 +103,43 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 
 
-MAX_NEW_TOKENS = 2**17  # decode is estimated step by step: time and memory grow with it
+#: options that only one kind of run reads: given elsewhere they would be silently ignored
+_ONLY_IN: dict[str, tuple[str, ...]] = {
+    "optimizer": ("train",),
+    "checkpointing": ("train",),
+    "master_weights": ("train",),
+    "dropout": ("train",),
+    "kv_cache": ("prefill", "decode"),
+    "kv_cache_dtype": ("prefill", "decode"),
+    "prompt_len": ("decode",),
+    "new_tokens": ("decode",),
+}
 
 
-def build_workload(**fields: Any) -> Workload:
-    """A Workload from option values; None means 'use the Workload's default'."""
+def _check_ignored(fields: dict[str, Any], swept: frozenset[str] = frozenset()) -> None:
+    """SpecError for an option given (not its default) that this --mode would ignore; not
+    when the command sweeps the mode itself (``--vary mode=train,decode``)."""
+    if "mode" in swept:
+        return
+    mode = fields.get("mode", "train")
+    for name, modes in _ONLY_IN.items():
+        value = fields.get(name)
+        if name in fields and value != WORKLOAD_OPTIONS[name][1] and mode not in modes:
+            flag = WORKLOAD_OPTIONS[name][2][0].split("/")[0 if value else -1]
+            raise SpecError(
+                f"{flag} applies to --mode {' or '.join(modes)} only; --mode {mode} would ignore it"
+            )
+
+
+def build_workload(swept: frozenset[str] = frozenset(), **fields: Any) -> Workload:
+    """A Workload from option values; None means 'use the Workload's default'. ``swept``:
+    the fields the command varies (--vary / --sweep)."""
     if (fields.get("new_tokens") or 0) > MAX_NEW_TOKENS:
         raise SpecError(
             f"new_tokens={fields['new_tokens']} is invalid: at most {MAX_NEW_TOKENS:,} "
             "(decode is estimated one step at a time)"
         )
+    _check_ignored(fields, swept)
     return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
@@ -160,8 +187,10 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         fields = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
+        ranges = [*(kwargs.get("vary") or []), *(kwargs.get("sweep") or [])]
+        swept = frozenset(r.partition("=")[0].strip() for r in ranges if isinstance(r, str))
         applied = _preset_defaults(kwargs.get("model"), fields) if preset_defaults else {}
-        workload = build_workload(**(fields | applied))
+        workload = build_workload(swept, **(fields | applied))
         if takes_applied:
             kwargs["defaults_applied"] = applied
         return func(*args, workload=workload, **kwargs)

@@ -7,12 +7,14 @@ against the tolerance of its quantity. Torch is imported inside the functions th
 
 from __future__ import annotations
 
+import traceback
 from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from estimator.spec import ModelSpec, Workload
+from tgauge import __version__
 
 Verdict = Literal["exact", "within", "off", "not measured"]
 Status = Literal["ok", "did_not_fit", "error"]
@@ -47,12 +49,15 @@ class Row(BaseModel):
 
 
 class Point(BaseModel):
-    """A validated (model, workload): one JSON line of validation.jsonl."""
+    """A validated (model, workload): one JSON line of validation.jsonl. ``run_id`` tells
+    apart the runs appending to one file; ``tgauge_version`` the code that measured it."""
 
     model: str
     device: str
     workload: dict[str, Any]
     status: Status
+    run_id: str = ""
+    tgauge_version: str = __version__
     predicted_fits: bool | None = None
     peak_phase_predicted: str | None = None
     peak_phase_measured: str | None = None
@@ -148,6 +153,24 @@ def _memory_split(terms: dict[str, int], group: str) -> dict[str, int]:
     return {k[cut:]: v for k, v in terms.items() if k.startswith(group + ".")}
 
 
+def for_device(workload: Workload, device: str) -> Workload:
+    """The workload the estimator predicts for the kernels of the device measured (what
+    autograd saves differs); its JSON is the ``workload`` of the point's record."""
+    kernels = "cpu" if device.split(":")[0] == "cpu" else "cuda"
+    return workload.model_copy(update={"device": kernels})
+
+
+#: torch's out-of-memory messages: CUDA ("CUDA out of memory"), the CPU allocator
+#: ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."), MPS
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "defaultcpuallocator")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure on any device (MemoryError included)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(m in text for m in OOM_MESSAGES)
+
+
 def validate_point(
     spec: ModelSpec,
     workload: Workload,
@@ -164,9 +187,7 @@ def validate_point(
     instead (tgauge/validate_hf.py; ``spec`` is its ModelSpec.from_hf_config)."""
     from estimator import estimate
 
-    # the estimator predicts for the kernels of the device measured (what autograd saves)
-    kernels = "cpu" if device.split(":")[0] == "cpu" else "cuda"
-    workload = workload.model_copy(update={"device": kernels})
+    workload = for_device(workload, device)
     est = estimate(spec, workload)
     fits = None if available is None else est.peak_memory_bytes <= available
     point = Point(
@@ -187,14 +208,30 @@ def validate_point(
             runner(spec, workload, est, point, device, fvcore)
     except Exception as exc:  # a point that fails is data here: the sweep goes on
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        if "out of memory" in str(exc).lower():
+        if is_out_of_memory(exc):
             point.status = "did_not_fit"
             point.notes.append(f"out of memory on {device}: {first_line}")
         else:
             point.status = "error"
             point.notes.append(f"{type(exc).__name__}: {first_line}")
         point.rows = []
+        # the traceback's frames hold the failed point's model and tensors: free them now,
+        # or the next point (which may fit alone) runs out of memory too
+        traceback.clear_frames(exc.__traceback__)
+        exc.__traceback__ = None
+        del exc
+        _release_memory(device)
     return point
+
+
+def _release_memory(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _common_rows(est: Any, prof: Any) -> list[Row]:

@@ -134,3 +134,68 @@ def test_zero0_never_fits_when_one_replica_does_not() -> None:
 def test_tp_must_divide_kv_heads() -> None:
     with pytest.raises(SpecError, match="tp=3"):
         fewest_gpus(LLAMA2, Workload(mode="prefill"), 80 * GiB, tp=3)
+
+
+# issue 11: with chunked attention the peak falls at every chunk boundary (a new, mostly
+# padded chunk replaces the copies of a full one), so "longest context" is searched segment by
+# segment: max_value is the largest n such that every n' <= n fits, longest_fitting the
+# largest n that fits at all.
+CHUNKED_PREFILL = Workload(
+    mode="prefill", batch_size=1, seq_len=512, dtype="bf16", attention_pattern="chunked", window=256
+)
+ISSUE_USABLE = 13_847_031_807  # the issue's custom GPU, --reserve 0
+
+
+def test_chunked_prefill_longest_context_of_the_issue_is_the_first_misfit_minus_one() -> None:
+    limit = max_context(LLAMA2, CHUNKED_PREFILL, ISSUE_USABLE)
+    assert (limit.max_value, limit.next_value) == (2047, 2048)
+    assert limit.max_fit.fits and not limit.next_fit.fits
+    assert limit.longest_fitting == 3074
+
+    def fits(s: int) -> bool:
+        est = estimate(LLAMA2, CHUNKED_PREFILL.model_copy(update={"seq_len": s}))
+        return fit(est, ISSUE_USABLE).fits
+
+    # the issue's observations: 2048 does not fit, 2049 and 2600 do; the answer above them
+    assert not fits(2048) and fits(2049) and fits(2600)
+    assert fits(3074) and not any(fits(s) for s in (3075, 3076, 3328, 3329, 3584, 4096))
+
+
+def _brute(spec, workload, usable: int, field: str, top: int) -> tuple[int, int]:
+    """(largest n with every n' <= n fitting, largest n fitting), n in 1..top, by trying all."""
+    ok = []
+    for n in range(1, top + 1):
+        update = {field: n} | ({"target_len": n} if spec.arch == "encoder-decoder" else {})
+        ok.append(fit(estimate(spec, workload.model_copy(update=update)), usable).fits)
+    prefix = ok.index(False) if False in ok else top
+    return prefix, max((i + 1 for i, v in enumerate(ok) if v), default=0)
+
+
+@pytest.mark.parametrize("name", ["gpt2-small", "llama-3-8b", "t5-small"])
+@pytest.mark.parametrize("mode", ["train", "prefill", "decode"])
+@pytest.mark.parametrize("window", [5, 16])
+def test_chunked_longest_context_matches_trying_every_length(name, mode, window) -> None:
+    spec = get_preset(name)
+    if mode == "decode":
+        base = Workload(mode=mode, batch_size=2, prompt_len=8, new_tokens=3, seq_len=8)
+        field = "prompt_len"
+    else:
+        base, field = Workload(mode=mode, batch_size=2, seq_len=8), "seq_len"
+    base = base.model_copy(update={"attention_pattern": "chunked", "window": window})
+    top = 10 * window
+
+    def peak(n: int) -> int:
+        update = {field: n} | ({"target_len": n} if spec.arch == "encoder-decoder" else {})
+        return estimate(spec, base.model_copy(update=update)).peak_memory_bytes
+
+    lo, hi = peak(1), peak(top)
+    for usable in (lo + (hi - lo) * k // 6 for k in (1, 3, 5)):  # budgets across the range
+        limit = max_context(spec, base, usable)
+        prefix, last = _brute(spec, base, usable, field, top + window)
+        assert limit.max_value == prefix and limit.next_value == prefix + 1
+        assert (limit.longest_fitting or prefix) == last
+
+
+def test_monotone_patterns_keep_the_plain_search() -> None:
+    limit = max_context(LLAMA2, PREFILL.model_copy(update={"batch_size": 1}), 80 * GiB)
+    assert limit.longest_fitting is None

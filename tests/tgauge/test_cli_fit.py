@@ -140,3 +140,27 @@ def test_longest_context_respects_the_rotary_limit_unless_rope_scaled() -> None:
     assert json.loads(res.stdout)["plan"]["max_context"]["max_value"] > 4096
     res = runner.invoke(app, [*DECODE[:-4], "--prompt-len", "4096", "--new-tokens", "256"])
     assert res.exit_code == 2 and "max_seq_len=4096" in res.output
+
+
+def test_fit_longest_chunked_context_of_issue_11_is_an_exact_boundary(tmp_path) -> None:
+    # issue 11: 13,847,031,807 usable bytes (the card's total less the 500 MiB CUDA context
+    # and the 32 MiB workspace, --reserve 0); chunked attention's peak falls at each chunk
+    # boundary: every length up to 2047 fits, 2048 does not, 2049 .. 3074 partly do
+    gpu = {
+        "name": "issue-11",
+        "total_bytes": 13_847_031_807 + 500 * 2**20 + 32 * 2**20,
+        "peak_flops_per_s": {"bf16": 1e15},
+        "bandwidth_bytes_per_s": 3e12,
+    }
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(gpu))
+    args = ["fit", "llama-2-7b", "--gpu", str(path), "--mode", "prefill", "--dtype", "bf16"]
+    args += ["--pattern", "chunked", "--window", "256", "--seq-len", "512", "--reserve", "0"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    ctx = json.loads(res.stdout)["plan"]["max_context"]
+    assert (ctx["max_value"], ctx["next_value"], ctx["longest_fitting"]) == (2047, 2048, 3074)
+    assert ctx["max_fit"]["fits"] and not ctx["next_fit"]["fits"]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "3074 fits, though 2048 does not" in " ".join(table.stdout.split())

@@ -121,9 +121,10 @@ def test_validate_sweep_appends_one_point_per_line_and_keeps_earlier_runs(spec_f
     for line in first:
         point = json.loads(line)
         assert point["model"] == "tiny" and point["status"] == "ok" and point["rows"]
-    _run(*argv)
+    _run(*argv[:5], "seq_len=8,16,32", *argv[6:])  # a rerun resumes: only s=32 is new
     second = jsonl.read_text().splitlines()
-    assert len(second) == 4 and second[:2] == first
+    assert len(second) == 3 and second[:2] == first
+    assert json.loads(second[2])["workload"]["seq_len"] == 32
 
 
 BIG_VOCAB = {**TINY, "name": "tiny-untied", "vocab_size": 4096, "tie_embeddings": False}

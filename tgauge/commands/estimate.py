@@ -6,6 +6,7 @@ Imports no torch: the estimator is pure Python.
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from estimator.breakdown import Breakdown, Estimate
@@ -61,7 +62,7 @@ def kv_cache_note(est: Estimate) -> str:
 
 def summary_table(est: Estimate) -> Table:
     t = Table(
-        title=f"{est.spec.name}: {describe_workload(est.spec, est.workload)}",
+        title=f"{escape(est.spec.name)}: {describe_workload(est.spec, est.workload)}",
         show_header=False,
     )
     if est.memory.total > est.peak_memory_bytes:
@@ -201,7 +202,7 @@ def textbook_table(est: Estimate) -> Table:
 
 def render(est: Estimate, textbook: bool = False, note: str | None = None) -> None:
     if note:
-        console.print(f"[dim]{note}[/]", highlight=False)
+        console.print(f"[dim]{escape(note)}[/]", highlight=False)
     console.print(summary_table(est))
     console.print(memory_table(est))
     console.print(flops_table(est))

@@ -3,9 +3,10 @@
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from estimator.spec import Workload
-from tgauge.app import app, console, print_json, user_errors
+from tgauge.app import UserError, app, console, note, print_json, user_errors
 from tgauge.format import (
     defaults_note,
     describe_workload,
@@ -102,6 +103,8 @@ def fit_command(
     from estimator.serving import serving_capacity, throughput
     from tgauge.loading import load_spec
 
+    if tokens is not None and not workload.is_training:
+        raise UserError(f"--tokens times training; --mode {workload.mode} would ignore it")
     spec = load_spec(model)
     device = get_gpu(gpu)
     overheads = Overheads(
@@ -109,6 +112,11 @@ def fit_command(
     )
     usable = usable_bytes(device, overheads)
     sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp)  # type: ignore[arg-type]
+    if zero and sharding.dp == 1:
+        note(
+            f"--zero {zero} with one data-parallel GPU shards nothing (ZeRO splits optimizer "
+            "state, gradients and weights across the --gpus / --tp data-parallel ranks)"
+        )
     result = plan(spec, workload, usable, device.name, sharding)
     efficiency = Efficiency(mfu=mfu, bw_util=bw_util)
     times = step_times(estimate(spec, workload), device, efficiency)
@@ -142,9 +150,9 @@ def fit_command(
             }
         )
         return
-    note = defaults_note(model, defaults_applied)
-    if note:
-        console.print(f"[dim]{note}[/]", highlight=False)
+    applied_line = defaults_note(model, defaults_applied)
+    if applied_line:
+        console.print(f"[dim]{escape(applied_line)}[/]", highlight=False)
     _print(result, spec, device, unusable_terms(device, overheads), times, train_s, tokens)
     _print_speed(times, speed)
     if serving is not None:
@@ -165,8 +173,8 @@ def _print(
     f, sh = result.fit, result.sharding
     verdict = "[green]fits[/]" if f.fits else "[red]does not fit[/]"
     console.print(
-        f"{result.model} ({describe_workload(spec, result.workload)}) on {sh.n_gpus} x "
-        f"{device.name} (zero={sh.zero}, tp={sh.tp}): {verdict}; peak "
+        f"{escape(result.model)} ({describe_workload(spec, result.workload)}) on {sh.n_gpus} x "
+        f"{escape(device.name)} (zero={sh.zero}, tp={sh.tp}): {verdict}; peak "
         f"{human_bytes(f.peak_bytes)} ({f.peak_phase}) of {human_bytes(f.usable_bytes)} usable, "
         f"headroom {human_bytes(f.headroom_bytes)}"
     )
@@ -181,7 +189,7 @@ def _print(
     for name, value in sorted(f.terms.items(), key=lambda kv: -kv[1]):
         mem.add_row(name, str(value), human_bytes(value))
     console.print(mem)
-    ans = Table(title="Limits (exact search: the answer fits, the next size does not)")
+    ans = Table(title="Limits (exact search: every size up to the answer fits, the next does not)")
     cols = ("question", "answer", "next size (does not fit)", "its peak", "grew most / capped by")
     for col in cols:
         ans.add_column(col, justify="left" if col in ("question", cols[-1]) else "right")
@@ -201,6 +209,13 @@ def _print(
             label, answer, nxt_value, human_bytes(nxt), lim.grew_most or lim.capped_by or "-"
         )
     console.print(ans)
+    for label, lim, _ in limits:
+        if lim is not None and lim.longest_fitting:
+            console.print(
+                f"{label}: the peak is not monotone (chunked attention): "
+                f"{lim.longest_fitting} fits, though {lim.next_value} does not; "
+                f"between them some sizes fit and some do not"
+            )
     if train_s is not None:
         console.print(f"training on {tokens:,} tokens: {human_seconds(train_s)}")
 

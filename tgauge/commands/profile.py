@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from estimator.spec import Workload
 from tgauge.app import (
@@ -183,8 +184,25 @@ def load_target(model_arg: str, workload: Workload, device: str) -> Target:
     if path.is_file() and path.suffix.lower() == ".json":
         data = read_mapping(path)
         if "model_type" in data:
+            _check_hf_limits(data, workload)
             return hf_target(data, workload, device)
     return reference_target(model_arg, workload, device)
+
+
+def _check_hf_limits(config: dict[str, Any], workload: Workload) -> None:
+    """The checks `estimate` makes (config values, max positions, decode on an encoder) for a
+    config tgauge reads; a model_type or field combination it does not model is left to
+    transformers."""
+    from estimator.hf_config import _READERS
+    from estimator.spec import ModelSpec, UnsupportedError, check_compatible
+
+    if config["model_type"] not in _READERS:
+        return
+    try:
+        spec = ModelSpec.from_hf_config(config)
+    except UnsupportedError:
+        return
+    check_compatible(spec, workload)
 
 
 def run_profile(
@@ -246,12 +264,12 @@ def profile_command(
     # the kernels the run is for: the device itself, or a meta dry run's target
     workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
     with progress_display() as progress, _allocation_errors(device):
-        task = progress.add_task(f"building {model} on {device}", total=None)
+        task = progress.add_task(f"building {escape(model)} on {escape(device)}", total=None)
         target = load_target(model, workload, device)
         decoding = target.decoder is not None and workload.mode == "decode"
         progress.update(
             task,
-            description=f"measuring {workload.mode} of {model} on {device}",
+            description=f"measuring {workload.mode} of {escape(model)} on {escape(device)}",
             total=workload.new_tokens + 1 if decoding else None,  # prefill, then each step
         )
         result = run_profile(target, workload, device, repeats, tick=progress.advance, task=task)
@@ -288,7 +306,7 @@ def render(model: str, workload: Workload, result: Any) -> None:
 
     from tgauge.format import human_bytes, human_flops, human_seconds
 
-    title = f"tgauge profile {model} ({workload.mode}, {result.device})"
+    title = f"tgauge profile {escape(model)} ({workload.mode}, {result.device})"
     if not hasattr(result, "n_params"):  # DecodeProfile
         table = Table("after", "KV cache", title=title)
         for i, n in enumerate(result.cache_bytes):

@@ -1,13 +1,12 @@
 """`tgauge report --model M --out DIR`: a Markdown file and one self-contained HTML page."""
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from estimator.spec import Workload
-from tgauge.app import UserError, app, console, out_dir, print_json, require, user_errors
+from tgauge.app import UserError, app, console, note, out_dir, print_json, require, user_errors
 from tgauge.format import describe_workload, human_bytes, human_flops
 from tgauge.options import Json, with_workload
 
@@ -86,15 +85,30 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     est = estimate(spec, workload)
     limit = context_limit(spec, workload)
     values = parse_values(seq_lens)
-    if len(values) > MAX_CHART_POINTS or not all(isinstance(v, int) for v in values):
+    if len(values) > MAX_CHART_POINTS or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
+    ):
         raise UserError(
-            f"--seq-lens={seq_lens!r} is invalid: at most {MAX_CHART_POINTS} integers "
+            f"--seq-lens={seq_lens!r} is invalid: at most {MAX_CHART_POINTS} integers > 0 "
             "(e.g. 128..8192 doubles)"
         )
     xs = [int(s) for s in values if limit is None or int(s) <= limit]
-    train_like = (
-        workload.model_copy(update={"mode": "train"}) if workload.mode == "decode" else workload
-    )
+    if not xs and not spec.is_patch_input:
+        raise UserError(
+            f"--seq-lens={seq_lens!r} is invalid for {spec.name}: every value is past its "
+            f"max_seq_len={limit} learned positions"
+        )
+    dropped = [s for s in values if s not in xs]
+    paragraphs = []
+    if dropped and not spec.is_patch_input:
+        paragraphs.append(
+            f"Charts stop at s={max(xs)}: {spec.name} has learned positions for at most "
+            f"{limit} tokens (left out: {', '.join(map(str, dropped))})."
+        )
+        note(paragraphs[-1])
+    # decode charts the step it repeats as train (prefill for int weights, which cannot train)
+    chart_mode = "prefill" if workload.dtype in ("int8", "int4") else "train"
+    train_like = workload.replace(mode=chart_mode) if workload.mode == "decode" else workload
     charts = (
         []
         if spec.is_patch_input
@@ -116,7 +130,7 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     )
     return Section(
         heading=spec.name,
-        paragraphs=[summary],
+        paragraphs=[summary, *paragraphs],
         tables=[Table(columns=["memory term", "bytes", "size"], rows=rows)],
         charts=charts,
     )
@@ -125,13 +139,10 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
 def _sweep_section(path: Path) -> Any:
     from tgauge.report.writers import Section, Table
 
-    try:
-        doc = json.loads(path.read_text())
-        points, fields = doc["points"], doc["fields"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is not a sweep.json of `tgauge sweep --out`: {exc}") from None
-    base = doc.get("base_workload")
-    if not isinstance(base, dict):
+    doc = _read_sweep(path)
+    points, fields = doc["points"], doc["fields"]
+    base = doc["base_workload"]
+    if base is None:
         raise UserError(f"{path} has no base_workload: write it again with `tgauge sweep --out`")
     cols = [*fields, "peak_memory_bytes", "flops", "fits", "error"]
     rows = [[_cell(p.get(c), c) for c in cols] for p in points]
@@ -139,7 +150,7 @@ def _sweep_section(path: Path) -> Any:
     usable = doc.get("usable_bytes")
     budget = f"; fits against {human_bytes(usable)} usable" if usable else ""
     return Section(
-        heading=f"Sweep of {doc.get('model', '?')} ({len(points)} points)",
+        heading=f"Sweep of {doc['model']} ({len(points)} points)",
         paragraphs=[
             f"Varied: {', '.join(fields)}. Every other setting: {_workload_summary(base)}; "
             + ", ".join(
@@ -159,6 +170,49 @@ def _header(column: str) -> str:
     )
 
 
+def _read_sweep(path: Path) -> dict[str, Any]:
+    """sweep.json checked for shape: fields (names), points (objects), a number or null in
+    each byte / FLOP column, true / false / null in fits; UserError naming the file."""
+    from estimator.inputfile import MAX_DATA_BYTES, parse_json, read_text, short_repr
+
+    doc = parse_json(read_text(path, MAX_DATA_BYTES), str(path))
+
+    def bad(why: str) -> UserError:
+        return UserError(f"{path} is not a sweep.json of `tgauge sweep --out`: {why}")
+
+    if not isinstance(doc, dict) or "points" not in doc or "fields" not in doc:
+        raise bad("it needs an object with 'fields' and 'points'")
+    fields, points = doc["fields"], doc["points"]
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise bad(f"fields={short_repr(fields)} must be a list of names")
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise bad(f"points={short_repr(points)} must be a list of objects")
+    for number, point in enumerate(points):
+        for column, value in point.items():
+            numeric = column.endswith("_bytes") or column == "flops"
+            if numeric and not (value is None or (type(value) is int)):
+                raise bad(f"points[{number}].{column}={short_repr(value)} must be an integer")
+            if column == "fits" and not (value is None or isinstance(value, bool)):
+                raise bad(f"points[{number}].fits={short_repr(value)} must be true or false")
+            if isinstance(value, (list, dict)):
+                raise bad(f"points[{number}].{column} must be a number or a word")
+    base, usable = doc.get("base_workload"), doc.get("usable_bytes")
+    if base is not None and not (
+        isinstance(base, dict) and all(not isinstance(v, (list, dict)) for v in base.values())
+    ):
+        raise bad(f"base_workload={short_repr(base)} must be an object of plain values")
+    if usable is not None and type(usable) is not int:
+        raise bad(f"usable_bytes={short_repr(usable)} must be an integer")
+    model = doc.get("model", "?")
+    return {
+        "model": model if isinstance(model, str) else "?",
+        "fields": fields,
+        "points": points,
+        "base_workload": base,
+        "usable_bytes": usable,
+    }
+
+
 def _cell(value: Any, column: str) -> str:
     if value is None:
         return "-"
@@ -176,7 +230,10 @@ def _validation_section(path: Path) -> Any:
     from tgauge.report.validation import load_validation
     from tgauge.report.writers import Section, Table
 
-    records = load_validation(path)
+    notes: list[str] = []
+    records = load_validation(path, notes)
+    for line in notes:
+        note(line)
     if not records:
         raise UserError(f"{path} holds no validation records (run `tgauge validate --out`)")
     verdicts = Counter(row.verdict for r in records for row in r.rows)

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from estimator.spec import Workload
 from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
@@ -63,25 +64,32 @@ def sweep_command(
         )
     if out is not None:
         out_dir(out)  # before the work: an unusable --out is found at once
-    if n >= PROGRESS_FROM and not as_json:
-        from rich.progress import Progress
+    from tgauge.safeio import stop_on_signals, write_files
 
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"{n:,} points", total=n)
-            result = sweep(
-                spec, workload, grid, usable, progress=lambda i: bar.update(task, completed=i)
-            )
-    else:
-        result = sweep(spec, workload, grid, usable)
-    if out is not None:
-        (out / "sweep.csv").write_text(result.to_csv())
-        (out / "sweep.json").write_text(result.to_json())
+    kept = (
+        "nothing written; sweep.csv and sweep.json in the --out folder are as they were"
+        if out is not None
+        else "nothing written"
+    )
+    with stop_on_signals(lambda: kept):
+        if n >= PROGRESS_FROM and not as_json:
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task(f"{n:,} points", total=n)
+                result = sweep(
+                    spec, workload, grid, usable, progress=lambda i: bar.update(task, completed=i)
+                )
+        else:
+            result = sweep(spec, workload, grid, usable)
+        if out is not None:  # both files or neither: a kill or a full disk loses nothing
+            write_files({out / "sweep.csv": result.to_csv(), out / "sweep.json": result.to_json()})
     if as_json:
         print_json(list(result.records()))
         return
-    note = defaults_note(model, defaults_applied)
-    if note:
-        console.print(f"[dim]{note}[/]", highlight=False)
+    applied_line = defaults_note(model, defaults_applied)
+    if applied_line:
+        console.print(f"[dim]{escape(applied_line)}[/]", highlight=False)
     _print(result, spec)
     if out is not None:
         console.print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.json'}")
@@ -96,7 +104,7 @@ _SHOWN = {
     "flops": ("FLOPs", human_flops),
     "fits": ("fits", lambda v: "yes" if v else "no"),
     "headroom_bytes": ("headroom (GiB)", lambda v: f"{v / GiB:,.2f}"),
-    "error": ("error", str),
+    "error": ("error", escape),
 }
 
 
@@ -112,7 +120,7 @@ def _print(result: object, spec: object, limit: int = 40) -> None:
     base = result.base_workload  # type: ignore[attr-defined]
     fields = result.fields  # type: ignore[attr-defined]
     title = (
-        f"sweep of {result.model}: {len(records)} points, varying {', '.join(fields)}; "  # type: ignore[attr-defined]
+        f"sweep of {escape(result.model)}: {len(records)} points, varying {', '.join(fields)}; "  # type: ignore[attr-defined]
         f"other settings {describe_workload(spec, base)}"
     )
     table = Table(title=title)
@@ -122,7 +130,7 @@ def _print(result: object, spec: object, limit: int = 40) -> None:
     for m in shown:
         table.add_column(_SHOWN[m][0], justify="left" if m in ("peak_phase", "error") else "right")
     for rec in records[:limit]:
-        cells = [str(rec[f]) for f in fields]
+        cells = [escape(str(rec[f])) for f in fields]
         cells += ["-" if rec[m] is None else _SHOWN[m][1](rec[m]) for m in shown]
         table.add_row(*cells)
     console.print(table)

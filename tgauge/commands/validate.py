@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from estimator.spec import ModelSpec, Workload
@@ -15,6 +17,7 @@ from tgauge.app import (
     UserError,
     app,
     console,
+    note,
     out_dir,
     print_json,
     progress_display,
@@ -45,6 +48,8 @@ def _points(
         raise UserError("give a MODEL (preset, spec file or config.json) or --matrix")
     spec = load_spec(model)
     varied = [parse_vary(text) for text in sweep]
+    if len({field for field, _ in varied}) < len(varied):
+        raise UserError("each field may be swept once: combine its values in one --sweep")
     n_points = math.prod(len(values) for _, values in varied)
     if n_points > MAX_POINTS:
         raise UserError(
@@ -75,6 +80,41 @@ def _hf_config(model: str | None) -> dict[str, Any]:
     if "model_type" not in data:
         raise UserError(f"--hf: {path} has no model_type: not a Hugging Face config")
     return data
+
+
+def _resume(
+    points: list[tuple[ModelSpec, Workload]], jsonl: Path, device: str
+) -> list[tuple[ModelSpec, Workload]]:
+    """The points not yet in ``jsonl`` (same model, device, workload and tgauge version, status
+    ok or did_not_fit): a rerun into the same folder resumes instead of repeating them."""
+    import json
+
+    from tgauge import __version__
+    from tgauge.report.validation import load_validation
+    from tgauge.validate import for_device
+
+    if not jsonl.exists():
+        return points
+    notes: list[str] = []
+    done = {
+        (r.model, r.device, json.dumps(r.workload, sort_keys=True))
+        for r in load_validation(jsonl, notes)
+        if r.status != "error" and r.tgauge_version == __version__
+    }
+    for line in notes:
+        note(line)
+
+    def key(spec: ModelSpec, w: Workload) -> tuple[str, str, str]:
+        recorded = for_device(w, device).model_dump(mode="json")
+        return spec.name, device, json.dumps(recorded, sort_keys=True)
+
+    todo = [(spec, w) for spec, w in points if key(spec, w) not in done]
+    if len(todo) < len(points):
+        note(
+            f"resuming: {len(points) - len(todo)} of {len(points)} points are already in "
+            f"{jsonl}; running the other {len(todo)}"
+        )
+    return todo
 
 
 def available_bytes(device: str) -> int | None:
@@ -132,7 +172,7 @@ def _human(unit: str, value: int | None) -> str:
 def _table(point: Any) -> Table:
     w = point.workload
     title = (
-        f"{point.model} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
+        f"{escape(point.model)} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
         f"{w['dtype']} {w['attention_impl']} on {point.device}"
         + validate_defaults_note(point.model, w)
     )
@@ -171,7 +211,7 @@ def _summary(points: list[Any]) -> Table:
             else (f"{p.peak_phase_predicted}/{p.peak_phase_measured}")
         )
         table.add_row(
-            f"{p.model} {p.workload['mode']} s={p.workload['seq_len']}",
+            f"{escape(p.model)} {p.workload['mode']} s={p.workload['seq_len']}",
             p.status,
             str(len(p.rows)),
             *(f"[{COLORS[v]}]{counts[v]}[/]" for v in COLORS),
@@ -210,6 +250,7 @@ def validate_command(
     """Build the reference model, run the workload, measure it and compare with the estimator
     term by term: predicted, measured, difference, relative error and a verdict."""
     require("torch", "tgauge validate")  # before any point: each would fail on its own
+    from tgauge.safeio import append_line, stop_on_signals
     from tgauge.validate import validate_point
 
     check_device(device)
@@ -221,20 +262,30 @@ def validate_command(
     jsonl = None
     if out is not None:
         jsonl = out_dir(out) / "validation.jsonl"
-    results = []
-    with progress_display() as progress:  # one point of a large model takes minutes
+        points = _resume(points, jsonl, device)
+    run_id = uuid.uuid4().hex[:12]
+    results: list[Any] = []
+
+    def kept() -> str:
+        where = f"appended to {jsonl}" if jsonl is not None else "not saved (no --out)"
+        return f"{len(results)} of {len(points)} points finished and {where}"
+
+    with stop_on_signals(kept), progress_display() as progress:
         task = progress.add_task("validating", total=len(points))
         for spec, point_workload in points:
             progress.update(
-                task, description=f"{spec.name} {point_workload.mode} s={point_workload.seq_len}"
+                task,
+                description=f"{escape(spec.name)} {point_workload.mode} s={point_workload.seq_len}",
             )
             result = validate_point(
                 spec, point_workload, device=device, available=available, hf_config=hf_config
             )
-            results.append(result)
+            result.run_id = run_id
             if jsonl is not None:
-                with jsonl.open("a") as fh:
-                    fh.write(result.model_dump_json() + "\n")
+                repaired = append_line(jsonl, result.model_dump_json())
+                if repaired:
+                    note(repaired)
+            results.append(result)
             progress.advance(task)
     if json_out:
         print_json(
@@ -252,7 +303,7 @@ def validate_command(
         return
     for p in results:
         if p.status != "ok":
-            console.print(f"[yellow]{p.model}: {p.status}[/] {'; '.join(p.notes)}")
+            console.print(f"[yellow]{escape(p.model)}: {p.status}[/] {escape('; '.join(p.notes))}")
         else:
             console.print(_table(p))
     if len(results) > 1:

@@ -163,7 +163,7 @@ def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -
     from estimator.estimate import estimate
 
     rows = [
-        estimate(spec, workload.model_copy(update={"seq_len": s})).memory.terms  # type: ignore[attr-defined]
+        estimate(spec, workload.replace(seq_len=s)).memory.terms  # type: ignore[attr-defined]
         for s in seq_lens
     ]
     cats: dict[str, list[float]] = {}
@@ -200,7 +200,7 @@ def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[Ch
 
     def est(s: int) -> Any:
         if s not in cache:
-            cache[s] = estimate(spec, workload.model_copy(update={"seq_len": s}))  # type: ignore[attr-defined]
+            cache[s] = estimate(spec, workload.replace(seq_len=s))  # type: ignore[attr-defined]
         return cache[s]
 
     def attention(kind: str) -> Callable[[int], float]:

@@ -11,9 +11,8 @@ One object per measured point::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -36,25 +35,40 @@ class ValidationRecord(BaseModel):
 
     model: str
     device: str
-    workload: dict[str, Any]
+    workload: dict[str, int | float | str | bool | None]  # Workload fields: scalars only
     status: Literal["ok", "did_not_fit", "error"]
+    run_id: str = ""
+    tgauge_version: str = ""
     predicted_fits: bool | None = None
     rows: list[ValidationRow] = []
 
 
-def load_validation(path: str | Path) -> list[ValidationRecord]:
-    """Every record of a JSON-lines validation file; SpecError naming the bad line."""
+def load_validation(path: str | Path, notes: list[str] | None = None) -> list[ValidationRecord]:
+    """Every record of a JSON-lines validation file; SpecError naming the bad line.
+
+    A last line without its newline that is not a whole record is what a run killed mid-write
+    (or a full disk) leaves: it is skipped, and said so in ``notes`` when a list is given."""
+    from estimator.inputfile import MAX_DATA_BYTES, parse_json, read_text
+
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise SpecError(f"cannot read validation file {path}: {exc.strerror}") from None
+        text = read_text(path, MAX_DATA_BYTES)
+    except SpecError as exc:
+        raise SpecError(f"validation file: {exc}") from None
+    lines = text.split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(ValidationRecord.model_validate(json.loads(line)))
-        except (json.JSONDecodeError, ValidationError) as exc:
+            records.append(ValidationRecord.model_validate(parse_json(line, "the line")))
+        except (SpecError, ValidationError) as exc:
+            if number == len(lines):  # no newline after it: cut off mid-write
+                if notes is not None:
+                    notes.append(
+                        f"{path}:{number}: skipped a partial last line ({len(line):,} characters) "
+                        "left by an interrupted run"
+                    )
+                continue
             first = str(exc).splitlines()[0]
             raise SpecError(f"{path}:{number} is not a validation record: {first}") from None
     return records

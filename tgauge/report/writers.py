@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 from pathlib import Path
 
@@ -75,10 +76,50 @@ _CSS = (
 
 
 def write_report(report: Report, out_dir: Path) -> ReportFiles:
-    """Render every chart to out_dir/charts/, then write report.md and report.html."""
-    from tgauge.report.charts import render
+    """Render every chart to out_dir/charts/, then write report.md and report.html: all in a
+    staging folder first, renamed into ``out_dir`` only once every file is written (a full
+    disk leaves the previous report as it was); UserError naming the folder otherwise."""
+    import shutil
+    import tempfile
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    try:  # every file is made in a staging folder, then all are renamed into place
+        files = _write_report(report, staging)
+        return _move_into(files, staging, out_dir)
+    except OSError as exc:
+        from tgauge.app import UserError
+
+        where = exc.filename or staging
+        raise UserError(
+            f"cannot write the report into {out_dir} ({where}): {exc.strerror or exc}; "
+            "no report file was written"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into(files: ReportFiles, staging: Path, out_dir: Path) -> ReportFiles:
+    """Rename the staged files to the same names under ``out_dir`` (signals held meanwhile)."""
+    from tgauge.safeio import _signals_held
+
+    def target(p: Path) -> Path:
+        return out_dir / p.relative_to(staging)
+
+    (out_dir / "charts").mkdir(exist_ok=True)
+    with _signals_held():
+        for path in [*files.charts, files.markdown, files.html]:
+            os.replace(path, target(path))
+    return ReportFiles(
+        markdown=target(files.markdown),
+        html=target(files.html),
+        charts=[target(p) for p in files.charts],
+    )
+
+
+def _write_report(report: Report, out_dir: Path) -> ReportFiles:
+    from tgauge.report.charts import render
+
     chart_dir = out_dir / "charts"
     rendered = {c.name: render(c, chart_dir) for c in report.charts}
     md = [f"# {report.title}", ""]

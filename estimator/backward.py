@@ -1,0 +1,324 @@
+"""Peak live bytes of a training step's backward, by replaying autograd's backward through the
+reference model (reference_model/) module by module, tensor by tensor.
+
+Convention of the live tracker (profiler/live.py), as in estimator/inference.py: every tensor a
+backward op returns is counted when it is returned; a saved tensor is freed when the last
+autograd node holding it has run; a gradient is freed once its consumer node has run (autograd
+drops its input buffer), unless the residual stream still holds it. The walk starts at the
+loss with every activation live (``start``) and visits the head, then each stack (last first):
+final norm, layers (last first), embeddings. Each module kind has one rule, registered in
+estimator/backward_rules.py and naming the torch backward it mirrors; the saved set of a
+module (estimator/activations.py) is freed by its rule, so the saved bytes freed add up to
+the activation terms exactly (tests/estimator/test_backward.py).
+
+Transients modelled (sizes: n = b s tokens, R = [n, d], A = [n, h d_h], KV = [n, h_kv d_h],
+F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):
+  loss        nll_loss_backward's d(log-probs) and log_softmax_backward's d(logits) [n, V]
+  mlm head    BERT's head_transform: its norm, gelu_backward (+R), dense, after the lm_head
+  linear      AddmmBackward0 / MmBackward0: grad input and dW (db) while the grad output lives
+  layernorm   native_layer_norm_backward: grad input [n, d] (+ dw, db); rmsnorm (written out):
+              MulBackward0 x2, RsqrtBackward0, MeanBackward1, PowBackward0: up to 3 R at once
+  residual    pre-norm x + F(Norm(x)): the branch's grad is summed into the residual's (+R)
+  ffn         down, act (gelu/relu backward: +F), up; gated: the product's two [n, d_ff] grads
+  eager attn  BmmBackward0 of probs @ V: grad V and grad probs (P); SoftmaxBackward0 (+P);
+              MaskedFillBackward0 (+P); MulBackward0 of the scale (+P); BmmBackward0 of
+              Q K^T: grad Q, grad K; repeat_kv's ExpandBackward0 sums; head views' clones
+  fused attn  ScaledDotProductFlashAttentionForCpuBackward0: dq, dk, dv at once
+  chunked     as eager on the [b, n_c, h, c, c] blocks, plus the block-layout clones and
+              ConstantPadNdBackward0's copies of q, k, v grads
+  rotary      MulBackward0 x2, NegBackward0, SplitBackward0 (cat + add) on q and k grads
+  relative    AddBackward0's sum of the bias grad over the batch [1, h, s, s_k]
+  dropout     MulBackward0: grad * mask (+R, or +P for attention probabilities)
+  embeddings  learned positions: the grad summed over the batch [s, d]; the shared token
+              embedding: embedding_dense_backward's [V, d] waits in autograd's input buffer
+              for its other uses (tied LM head, the other stack), then their sum
+  checkpoint  a layer's saved set is recomputed (all of it live) when backward reaches it;
+              the recompute's own forward temporaries are not modelled
+Not modelled: T5's relative bias grad accumulation across layers, the pooler's [b, d] grads,
+ViT's patch and class-token grads, kernel scratch. Measured against profiler.live on CPU:
+docs/validation.md.
+"""
+
+from __future__ import annotations
+
+from estimator import backward_rules as rules
+from estimator.activations import layer_saved
+from estimator.dtypes import INDEX_BYTES, bits
+from estimator.inference import Live
+from estimator.spec import ModelSpec, Workload, resolved_pattern
+
+Terms = dict[str, int]
+
+
+class Backward:
+    """One backward walk: ``saved`` activation terms and ``grads`` parameter-gradient bytes,
+    both by full term name; ``embed_grad`` the shared token embedding's gradient bytes."""
+
+    def __init__(
+        self, spec: ModelSpec, workload: Workload, live: Live, saved: Terms, grads: Terms
+    ) -> None:
+        self.spec, self.w, self.live = spec, workload, live
+        self.saved, self.grads = dict(saved), dict(grads)
+        self.embed_grad = self.grads.pop("embed", 0)
+        self.embed_uses = 0
+        self.cb = bits(workload.compute_dtype) // 8
+        self.b = workload.batch_size
+        self.share = 1  # a per-layer term is L layers' bytes: one layer frees 1/L
+        self.freed: Terms = {}
+        self.memory_grad = 0  # encoder-decoder: the encoder output's grad buffer
+        self.release = 0  # a dropout's grad, freed once the branch's first linear has run
+        self.sublayers = 2  # residual dropout masks per layer (3 with cross-attention)
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+    def free(self, name: str, part: int | None = None) -> None:
+        """Free ``part`` bytes of ``name``'s saved set (default: what is left of it)."""
+        whole = self.saved.get(name, 0) // self.share
+        done = self.freed.get(name, 0)
+        n = whole - done if part is None else min(part, whole - done)
+        self.freed[name] = done + n
+        self.live.drop(n)
+
+    def grad(self, name: str) -> None:
+        """A module's parameter gradients appear (AccumulateGrad keeps them)."""
+        self.live.take(self.grads.get(name, 0) // self.share)
+
+    # ---- attention: o_proj, the core (backward_rules.CORE), positions, projections --------
+    def attention(self, p: str, s: int, s_k: int, g: int, cross: bool) -> int:
+        """Attention.forward's backward given its output's grad ``g`` (held by the residual):
+        o_proj, the attention core (``rules.CORE``), rotary, q/k/v projections -> the grad
+        of its input (cross-attention: k_proj's and v_proj's go to the encoder output's)."""
+        a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.cb  # o_proj input
+        d_o = rules.linear(self, f"{p}.o_proj", a)
+        flash = self.w.attention_impl == "fused" and not self.chunked_at(p, cross, s)
+        dq, dk, dv = rules.CORE["flash" if flash else "eager"](self, p, s, s_k, d_o, cross)
+        if not cross:
+            self.positions(p, s, dq, dk)
+        return self.projections(p, s, s_k, dq, dk, dv, not flash, cross)
+
+    def chunked_at(self, p: str, cross: bool, s: int) -> bool:
+        """Whether the attention ``p`` runs Attention.chunked (self-attention, s > 1)."""
+        pattern, _ = resolved_pattern(self.spec, self.w, p.split(".")[0])
+        return not cross and pattern == "chunked" and s > 1
+
+    def positions(self, p: str, s: int, dq: int, dk: int) -> None:
+        """Rotary backward of k then q; the rotary tables / bucket ids (self_attn) freed."""
+        if self.spec.position == "rotary":
+            rules.rotary(self, dk)
+            rules.rotary(self, dq)
+        self.free(p)
+
+    def projections(
+        self, p: str, s: int, s_k: int, dq: int, dk: int, dv: int, clones: bool, cross: bool
+    ) -> int:
+        """ViewBackward0 clones (eager: the heads of q and v, and of k under GQA) and the q, k, v
+        projections' backward; the grads of their common input are summed as they arrive.
+        -> the grad of the attention's input (cross: of the decoder stream; the k, v grads go
+        to the encoder output's buffer)."""
+        live, cb, d = self.live, self.cb, self.spec.d_model
+        nd, nd_k = self.b * s * d * cb, self.b * s_k * d * cb
+        gqa = self.spec.n_kv_heads < self.spec.n_heads
+
+        def proj(name: str, grad: int, out: int, clone: bool) -> None:
+            if clone:
+                live.take(grad)
+                live.drop(grad)
+            # cross k_proj's saved input, the encoder output, is freed after the last layer
+            rules.linear(self, name, out, free=not (cross and name.endswith("k_proj")))
+            live.drop(grad)
+
+        proj(f"{p}.k_proj", dk, nd_k, clones and gqa)
+        proj(f"{p}.v_proj", dv, nd_k, clones)
+        live.take(nd_k)  # k's and v's input grads summed
+        live.drop(nd_k, nd_k)
+        if cross:  # into the encoder output's grad buffer
+            if self.memory_grad:
+                rules.residual(self, self.b * s_k)
+            else:
+                self.memory_grad = nd_k
+        proj(f"{p}.q_proj", dq, nd, clones)
+        if not cross:
+            rules.residual(self, self.b * s)  # q's input grad summed with k's and v's
+        return nd
+
+    def sublayer(self, p: str, norm: str, n: int, branch) -> None:
+        """Pre-norm x + Drop(F(Norm(x))) or post-norm Norm(x + Drop(F(x))); the residual's
+        grad (R) is live before and after."""
+        nd = n * self.spec.d_model * self.cb
+        drop = self.w.dropout > 0
+        part = self.saved.get(f"{p}.dropout", 0) // self.share // self.sublayers
+        if self.spec.norm_position == "pre":
+            g = nd
+            if drop:
+                g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
+            d_in = branch(g)
+            d_norm = rules.NORM[self.spec.norm](self, f"{p}.{norm}", d_in, n)
+            self.live.take(nd)  # summed into the residual's grad
+            self.live.drop(d_norm, nd)
+            return
+        d_norm = rules.NORM[self.spec.norm](self, f"{p}.{norm}", nd, n)  # frees the residual's grad
+        g = d_norm
+        if drop:
+            g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
+        d_in = branch(g)
+        self.live.take(nd)
+        self.live.drop(d_in, d_norm)
+
+    def layer(self, stack: str, s: int, s_src: int) -> None:
+        """Layer.forward's backward: FFN, cross-attention, self-attention (reverse order)."""
+        p, n = f"{stack}.layers", self.b * s
+        self.sublayers = 3 if s_src else 2
+        if self.w.checkpointing == "full":  # the layer's saved set is recomputed
+            self.live.take(self._recomputed(stack, s, s_src))
+        self.sublayer(p, "ffn_norm", n, lambda g: rules.FFN[self.spec.gated](self, p, n))
+        if s_src:
+            attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731
+            self.sublayer(p, "cross_norm", n, attn)
+        self.sublayer(p, "attn_norm", n, lambda g: self.attention(f"{p}.self_attn", s, s, g, False))
+        if self.w.checkpointing == "full":
+            self.free(stack)  # the checkpointed layer input
+
+    def _recomputed(self, stack: str, s: int, s_src: int) -> int:
+        """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
+        torch.utils.checkpoint, on the first unpack): the full set of
+        estimator/activations.py (without checkpointing), registered for this walk."""
+        full = layer_saved(self.spec, self.w, stack, s, s_src)
+        # the layer's input is the checkpoint's own (kept): the first module saving it, the
+        # pre-norm attn_norm or the post-norm q_proj, gets that storage back, not a new one
+        first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"
+        full[first] -= self.b * s * self.spec.d_model * self.cb
+        for k, v in full.items():
+            self.saved[f"{stack}.layers.{k}"] = v * self.share
+            self.freed.pop(f"{stack}.layers.{k}", None)
+        return sum(full.values())
+
+    def stack(self, stack: str, n_layers: int, s: int, s_src: int) -> None:
+        """Final norm, layers (last first; layers 3.. change the live bytes like layer 2),
+        embedding extras. The residual's grad [b, s, d] is live before and after."""
+        nd = self.b * s * self.spec.d_model * self.cb
+        if self.spec.final_norm:
+            rules.NORM[self.spec.norm](self, f"{stack}.final_norm", nd, self.b * s)
+        self.share = n_layers
+        for _ in range(min(n_layers, 2)):
+            top, delta = self._measured(lambda: self.layer(stack, s, s_src))
+            self.freed = {  # the next layer frees its own share
+                k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
+            }
+        if n_layers > 2:
+            m, live = n_layers - 2, self.live
+            live.peak = max(live.peak, live.now + max(0, (m - 1) * delta) + top)
+            live.now += m * delta
+        self.share = 1
+        if s_src and self.w.checkpointing != "full":  # the encoder output (first layer's)
+            self.free(f"{stack}.layers.cross_attn.k_proj")
+        self.extras(stack, s)
+
+    def _measured(self, run) -> tuple[int, int]:
+        live = self.live
+        before, saved_peak = live.now, live.peak
+        live.peak = before
+        run()
+        top, delta = live.peak - before, live.now - before
+        live.peak = max(saved_peak, live.peak)
+        return top, delta
+
+    def extras(self, stack: str, s: int) -> None:
+        """Embedding dropout, embedding norm, token types, positions, patches, then the
+        token embedding (its grad waits for the embedding's other uses)."""
+        spec, live, n = self.spec, self.live, self.b * s
+        nd = n * spec.d_model * self.cb
+        if self.w.dropout > 0:
+            rules.dropout(self, f"{stack}.dropout", n * spec.d_model)
+            live.drop(nd)
+        if spec.embed_norm:
+            rules.NORM[spec.norm](self, f"{stack}.embed_norm", nd, n)
+        self.grad(f"{stack}.token_type")
+        self.free(f"{stack}.token_type")
+        if spec.position == "learned":  # x + pos: the grad summed over the batch [s, d]
+            tmp = live.take(s * spec.d_model * self.cb)
+            self.grad(f"{stack}.pos")
+            live.drop(tmp)
+        else:
+            self.grad(f"{stack}.pos")
+        self.free(f"{stack}.pos")
+        self.grad(f"{stack}.patch.proj")
+        self.grad(f"{stack}.patch")
+        self.free(f"{stack}.patch.proj")
+        self.free(f"{stack}.patch")
+        if not spec.is_patch_input:
+            self.embed_use()
+            self.free("embed", n * INDEX_BYTES)  # this stack's token ids
+        live.drop(nd)  # the stream's grad
+
+    def embed_use(self) -> None:
+        """embedding_dense_backward: a new [V, d]; after the first use it is summed with the
+        buffer (a third [V, d]) and the buffer keeps the sum."""
+        if not self.embed_grad:
+            return
+        self.embed_uses += 1
+        self.live.take(self.embed_grad)
+        if self.embed_uses > 1:
+            self.live.take(self.embed_grad)
+            self.live.drop(self.embed_grad, self.embed_grad)
+
+    def head(self, s_out: int) -> None:
+        """Loss, LM head (or pooler): leaves the last stack's output grad [b, s, d] live."""
+        spec, live, cb, n = self.spec, self.live, self.cb, self.b * s_out
+        nd = n * spec.d_model * cb
+        if spec.lm_head:
+            logits = n * spec.vocab_size * cb
+            live.take(logits)  # nll_loss_backward: d(log-probs)
+            self.free("loss", n * INDEX_BYTES + cb)  # targets, total_weight
+            live.take(logits)  # log_softmax_backward: d(logits)
+            live.drop(logits)
+            self.free("loss")  # the log-softmax
+            if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's
+                self.embed_use()
+            else:
+                self.grad("lm_head")
+            live.take(nd)
+            live.drop(logits)
+            self.free("lm_head")
+            if spec.head_transform:  # BERT's MLM head: norm, gelu_backward (+R), dense
+                g = rules.NORM[spec.norm](self, "head_transform.norm", nd, n)
+                live.take(nd)
+                live.drop(g)
+                self.free("head_transform.act")
+                rules.linear(self, "head_transform.dense", nd)
+                live.drop(nd)
+            return
+        if spec.pooler:  # tanh, proj on x[:, 0], then select_backward: zeros [b, s, d]
+            bd = self.b * spec.d_model * cb
+            live.take(bd)
+            self.free("pooler.act")
+            rules.linear(self, "pooler.proj", bd)
+            live.drop(bd)
+            live.take(nd)
+            live.drop(bd)
+            return
+        live.take(nd)
+
+
+def backward_peak(
+    spec: ModelSpec, workload: Workload, saved: Terms, grads: Terms, start: int, s_dec: int
+) -> int:
+    """Highest live bytes of the backward walk from ``start`` (every activation live):
+    ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name."""
+    return backward_walk(spec, workload, saved, grads, start, s_dec).peak
+
+
+def backward_walk(
+    spec: ModelSpec, workload: Workload, saved: Terms, grads: Terms, start: int, s_dec: int
+) -> Live:
+    """The walk's live bytes: ``now`` at its end (every saved tensor freed, every parameter
+    gradient kept) and ``peak``."""
+    live = Live(start)
+    bw = Backward(spec, workload, live, saved, grads)
+    s = workload.seq_len
+    bw.head(s if spec.arch == "encoder" else s_dec)
+    for stack, n_layers in reversed(spec.stacks):
+        s_stack = s_dec if stack == "decoder" and spec.arch == "encoder-decoder" else s
+        s_src = s if stack == "decoder" and spec.arch == "encoder-decoder" else 0
+        if stack == "encoder" and spec.arch == "encoder-decoder":  # the memory's grad
+            bw.memory_grad = 0  # becomes the encoder stream's grad
+        bw.stack(stack, n_layers, s_stack, s_src)
+    return live

@@ -1,0 +1,220 @@
+"""Backward rules per module kind, for the walk of estimator/backward.py: each takes what one
+module's backward ops return (``bw.live.take``) and drops what autograd frees, naming the
+torch backward it mirrors. Registered by kind: ``NORM`` (spec.norm), ``FFN`` (plain or
+gated), ``CORE`` (attention core: CPU flash sdpa, or the eager ops, which also serve the
+chunked blocks and the math sdpa that fused chunked attention runs). Sizes in bytes:
+n = b s tokens, R = [n, d], F = [n, d_ff], P = [b, h, s, s_k], compute dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from estimator.activations import scores_entries
+from estimator.spec import resolved_pattern
+
+if TYPE_CHECKING:
+    from estimator.backward import Backward
+
+
+def linear(bw: Backward, name: str, out: int, free: bool = True) -> int:
+    """AddmmBackward0 / MmBackward0 (torch.nn.Linear): dW (db), then the grad input
+    (``out`` bytes); the module's saved input is freed (``free``). -> the grad input."""
+    bw.grad(name)
+    bw.live.take(out)
+    bw.live.drop(bw.release)
+    bw.release = 0
+    if free:
+        bw.free(name)
+    return out
+
+
+def layernorm(bw: Backward, name: str, c: int, n: int) -> int:
+    """native_layer_norm_backward given the output's grad (``c`` bytes, freed): the input's
+    grad [n, d] (and dw, db); the input, mean and rstd are freed. -> the input's grad."""
+    nd = n * bw.spec.d_model * bw.cb
+    bw.grad(name)
+    bw.live.take(nd)
+    bw.live.drop(c)
+    bw.free(name)
+    return nd
+
+
+def rmsnorm(bw: Backward, name: str, c: int, n: int) -> int:
+    """RMSNorm written out (reference_model/norms.py): MulBackward0 of * weight (grad,
+    grad * x_rms for dw), of x * rms (grad * rms, grad * x), RsqrtBackward0 and MeanBackward1
+    on [n, 1], PowBackward0 (pow, * 2, * grad), then the two paths' grads summed."""
+    live, nd, col = bw.live, n * bw.spec.d_model * bw.cb, n * bw.cb
+    bw.grad(name)
+    live.take(nd, nd)  # grad * weight; grad * x_rms (summed into dw)
+    live.drop(nd, c)
+    bw.free(name, nd)  # x_rms, saved by * weight
+    live.take(nd, nd, col)  # grad * rms; grad * x -> sum: grad of rms [n, 1]
+    live.drop(nd)
+    live.drop(nd)  # the grad of x_rms
+    live.take(col, col, col)  # rsqrt backward: pow, * -0.5, * grad
+    live.drop(col, col, col)
+    bw.free(name, col)  # rms
+    live.take(nd)  # mean backward: expand / d
+    live.drop(col)
+    live.take(nd, nd, nd)  # pow backward: x ** 1, * 2, * grad
+    live.drop(nd, nd, nd)
+    bw.free(name)  # x, saved by pow
+    live.take(nd)  # the two paths' grads summed
+    live.drop(nd, nd)
+    return nd
+
+
+def residual(bw: Backward, n: int) -> None:
+    """A second grad of one tensor (``n`` tokens) summed into the first: autograd's input
+    buffer (AddBackward0's two uses of x) keeps the sum and frees both."""
+    nd = n * bw.spec.d_model * bw.cb
+    bw.live.take(nd)
+    bw.live.drop(nd, nd)
+
+
+def dropout(bw: Backward, name: str, numel: int, part: int | None = None) -> int:
+    """MulBackward0 of x * mask (CPU native_dropout): grad * mask -> numel entries."""
+    out = numel * bw.cb
+    bw.live.take(out)
+    bw.free(name, part)
+    return out
+
+
+def ffn_plain(bw: Backward, p: str, n: int) -> int:
+    """FeedForward down(act(up(x))) given its output's grad (held by the residual):
+    down's grad input F, gelu_backward / threshold_backward (+F), up. -> the input's grad."""
+    inner, nd = n * bw.spec.d_ff * bw.cb, n * bw.spec.d_model * bw.cb
+    d_down = linear(bw, f"{p}.ffn.down", inner)
+    bw.live.take(inner)
+    bw.live.drop(d_down)
+    bw.free(f"{p}.ffn.act")
+    d_up = linear(bw, f"{p}.ffn.up", nd)
+    bw.live.drop(inner)
+    return d_up
+
+
+def ffn_gated(bw: Backward, p: str, n: int) -> int:
+    """down(act(gate(x)) * up(x)): down, the product's MulBackward0 (a grad per factor,
+    2 F), up, silu_backward / gelu_backward, gate; up's and gate's input grads summed."""
+    live, inner, nd = bw.live, n * bw.spec.d_ff * bw.cb, n * bw.spec.d_model * bw.cb
+    d_down = linear(bw, f"{p}.ffn.down", inner)
+    live.take(inner, inner)
+    live.drop(d_down)
+    bw.free(f"{p}.ffn")
+    linear(bw, f"{p}.ffn.up", nd)
+    live.drop(inner)
+    live.take(inner)
+    live.drop(inner)
+    bw.free(f"{p}.ffn.act")
+    linear(bw, f"{p}.ffn.gate", nd)
+    live.drop(inner)
+    residual(bw, n)
+    return nd
+
+
+def rotary(bw: Backward, x: int) -> int:
+    """RotaryPositions backward of q or k (x bytes, freed): MulBackward0 (grad * sin),
+    NegBackward0, MulBackward0 (grad * cos), SplitBackward0's cat and add."""
+    live = bw.live
+    live.take(x, x // 2, x)
+    live.drop(x)
+    live.take(x)
+    live.drop(x, x // 2)
+    live.take(x)
+    live.drop(x, x)
+    return x
+
+
+def flash_core(
+    bw: Backward, p: str, s: int, s_k: int, d_o: int, cross: bool
+) -> tuple[int, int, int]:
+    """_scaled_dot_product_flash_attention_for_cpu_backward: dq [b, h, s, d_h], dk, dv
+    [b, h_kv, s_k, d_h] at once beside o_proj's grad (``d_o``, freed); its saved set freed."""
+    spec, cb, b = bw.spec, bw.cb, bw.b
+    a = b * s * spec.n_heads * spec.head_dim * cb
+    kv = b * s_k * spec.n_kv_heads * spec.head_dim * cb
+    bw.live.take(a, kv, kv)
+    bw.live.drop(d_o)
+    bw.free(f"{p}.sdpa")
+    return a, kv, kv
+
+
+def eager_core(
+    bw: Backward, p: str, s: int, s_k: int, d_o: int, cross: bool
+) -> tuple[int, int, int]:
+    """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
+    math sdpa): -> (dq, dk, dv) bytes, the k, v grads summed back to h_kv heads."""
+    spec, cb, b, live = bw.spec, bw.cb, bw.b, bw.live
+    h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+    stack = p.split(".")[0]
+    pattern, window = resolved_pattern(spec, bw.w, stack)
+    chunked = bw.chunked_at(p, cross, s)
+    entries = s * s_k if cross else scores_entries(spec, bw.w, stack, s)
+    s_pad = -(-s // window) * window if chunked else s
+    scores = b * h * entries * cb
+    a_pad = b * h * s_pad * d_h * cb  # q (and repeated k, v) as the matmuls see them
+    kv_pad = b * h * (s_pad if chunked else s_k) * d_h * cb
+    fused = bw.w.attention_impl == "fused"  # chunked + fused: math sdpa (autograd ops)
+    if chunked:  # slice backward: zeros [b, h, n_c c, d_h]; then the block-layout clone
+        live.take(a_pad)
+        live.drop(d_o)
+        d_o = a_pad
+    live.take(kv_pad, scores)  # probs @ v: grad v, grad probs
+    live.drop(d_o)
+    bw.free(f"{p}.mix")
+    if bw.w.dropout > 0 and not fused:  # grad * mask
+        live.take(scores)
+        live.drop(scores)
+        bw.free(f"{p}.scores.dropout")
+    core = f"{p}.sdpa" if fused else f"{p}.scores"
+    live.take(scores)  # softmax backward
+    live.drop(scores)
+    bw.free(core, scores)  # the probabilities
+    if not cross and pattern != "full" and not fused:  # masked_fill backward
+        live.take(scores)
+        live.drop(scores)
+    bias = 0
+    if spec.position == "relative" and not cross:  # + bias: grad summed over the batch
+        side = window if chunked else s
+        bias = live.take(h * side * side * cb)
+    if not fused:
+        live.take(scores)  # * scale
+        live.drop(scores)
+    live.take(kv_pad, a_pad)  # Q K^T: grad k, grad q
+    live.drop(scores)
+    bw.free(core)
+    if fused:  # math sdpa scaled q and k by sqrt(scale) each: their grads are copies
+        for grad in (a_pad, kv_pad):
+            live.take(grad)
+            live.drop(grad)
+    live.drop(bias)  # embedding backward of the bias (bucket ids freed with self_attn)
+    dq, dk, dv = a_pad, kv_pad, kv_pad
+    if chunked:  # per q, k, v: block clone, then ConstantPadNd backward's copy [b,h,s,d_h]
+        a = b * h * s * d_h * cb
+        for _ in range(3):
+            live.take(a_pad)
+            live.drop(a_pad)
+            live.take(a)
+            live.drop(a_pad)
+        dq, dk, dv = a, a, a
+        if h_kv < h:  # repeat_kv's sum to h_kv heads: [b, h_kv, s, d_h]
+            kv = b * h_kv * s * d_h * cb
+            for _ in range(2):
+                live.take(kv)
+                live.drop(a)
+            dk, dv = kv, kv
+    elif h_kv < h:  # repeat_interleave backward: ExpandBackward0's sum
+        kv = b * h_kv * s_k * d_h * cb
+        for _ in range(2):
+            live.take(kv)
+            live.drop(kv_pad)
+        dk, dv = kv, kv
+    return dq, dk, dv
+
+
+Rule = Callable[..., int]
+NORM: dict[str, Rule] = {"layernorm": layernorm, "rmsnorm": rmsnorm}
+FFN: dict[bool, Rule] = {False: ffn_plain, True: ffn_gated}  # by spec.gated
+CORE: dict[str, Callable[..., tuple[int, int, int]]] = {"flash": flash_core, "eager": eager_core}

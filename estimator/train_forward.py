@@ -1,0 +1,70 @@
+"""The training forward's highest moment inside the last layer's eager attention.
+
+At the loss every saved tensor and the logits are live (estimator/memory.py). When the
+[b, h, s, s_k] scores dominate, an earlier moment can be higher: the end of the last layer's
+AttentionScores.forward (reference_model/attention.py), where the masked (or scaled) scores
+are still held by the local ``scores`` beside the saved probabilities (and dropout's mask and
+output), before the rest of the layer and the head have saved anything. Live then, beyond the
+tensors saved so far (every activation term less those saved after this moment):
+  scores      the local: b h s s_k in the compute dtype
+  ok          the pattern's bool mask [s, s_k] (Attention.self_attention's local; ~ok is saved)
+  embeddings  Transformer.forward's ``x`` = embed(input_ids) [b, s, d] when embed_extras made
+              a new tensor of it (positions added, token types, embedding norm or dropout)
+  q, k, v     the projections' outputs, held by locals, when the saved Q and K are copies:
+              matmul copies a [b, h, s, d_h] view of [b, s, h, d_h] unless b = 1; GQA's
+              repeat_kv copies k and v (the h_kv-head k and v stay held)
+Modelled for eager dense self-attention (causal, sliding window, full) of decoder-only and
+encoder-only models, without rotary or relative positions; otherwise 0 (not modelled).
+"""
+
+from __future__ import annotations
+
+from estimator.spec import ModelSpec, Workload, resolved_pattern
+
+Terms = dict[str, int]
+
+#: saved after the scores in the last layer (names relative to ``{stack}.layers``; post-norm:
+#: attn_norm too, Norm(x + F(x)) runs after the attention)
+_AFTER_SCORES = ("self_attn.o_proj", "ffn_norm", "ffn.gate", "ffn.up", "ffn.act", "ffn",
+                 "ffn.down", "dropout")  # fmt: skip
+_HEAD = ("final_norm", "pooler.proj", "pooler.act", "head_transform.dense", "head_transform.act",
+         "head_transform.norm", "lm_head", "loss")  # fmt: skip
+
+
+def attention_moment(spec: ModelSpec, workload: Workload, acts: Terms, n_layers: int) -> int:
+    """Bytes beyond the states live at the last layer's attention scores (0: not modelled).
+    ``acts``: activation terms by name (without the ``activations.`` prefix)."""
+    stack = spec.stacks[-1][0]
+    pattern, _ = resolved_pattern(spec, workload, stack)
+    if (
+        workload.attention_impl != "eager"
+        or spec.arch == "encoder-decoder"
+        or pattern == "chunked"
+        or spec.position in ("rotary", "relative")
+        or workload.checkpointing != "none"
+    ):
+        return 0
+    b, s, d, cb = workload.batch_size, workload.seq_len, spec.d_model, _cb(workload)
+    h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+    later = _AFTER_SCORES + (("attn_norm",) if spec.norm_position == "post" else ())
+    after = sum(acts.get(f"{stack}.layers.{k}", 0) // n_layers for k in later)
+    after += sum(acts.get(k, 0) for k in (f"{stack}.final_norm", *_HEAD[1:]))
+    live = sum(acts.values()) - after
+    live += b * h * s * s * cb  # the local scores
+    live += s * s if pattern != "full" else 0  # ok [s, s] bool
+    new_x = spec.position in ("learned", "sinusoidal") or spec.n_token_types or spec.embed_norm
+    if new_x or workload.dropout > 0:
+        live += b * s * d * cb  # embed(input_ids), held by Transformer.forward
+    if b > 1 and h > 1:
+        live += b * s * h * d_h * cb  # q_proj's output (the saved Q is its copy)
+    if (b > 1 and h > 1) or h_kv < h:
+        live += b * s * h_kv * d_h * cb  # k_proj's output (the saved K: copy or repeat)
+    if h_kv < h:
+        live += b * s * h_kv * d_h * cb  # v_proj's output (the saved V: repeat_kv's copy)
+    return live
+
+
+def _cb(workload: Workload) -> int:
+    from estimator.dtypes import bits
+
+    return bits(workload.compute_dtype) // 8

@@ -1,0 +1,49 @@
+"""The backward replay (estimator/backward.py): its bookkeeping is closed (every activation
+freed once, every parameter gradient kept), on every training case of the validation matrix
+and its variants; its peak against measurement is tests/tgauge/test_validation_matrix.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from estimator.backward import backward_walk
+from estimator.dtypes import nbytes
+from estimator.kv_cache import decoder_len
+from estimator.memory import input_bytes, memory, peak_memory
+from estimator.params import params
+from tgauge.matrix import cases
+
+TRAIN = [c for c in cases() if c.workload.mode == "train"]
+VARIANTS = [
+    {},
+    {"checkpointing": "full"},
+    {"dropout": 0.1},
+    {"attention_impl": "fused"},
+    {"attention_pattern": "chunked", "window": 5},
+    {"attention_pattern": "sliding_window", "window": 5, "attention_impl": "fused"},
+]
+
+
+@pytest.mark.parametrize(
+    "update", VARIANTS, ids=lambda u: ",".join(f"{k}={v}" for k, v in u.items())
+)
+@pytest.mark.parametrize("case", TRAIN, ids=[c.name for c in TRAIN])
+def test_backward_walk_frees_every_activation_and_keeps_every_gradient(case, update) -> None:
+    spec, workload = case.spec, case.workload.model_copy(update=update)
+    mem = memory(spec, workload)
+    saved = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
+    grads = {k: nbytes(v, workload.dtype) for k, v in params(spec).terms.items()}
+    start = 10**9
+    live = backward_walk(spec, workload, saved, grads, start, decoder_len(spec, workload))
+    assert live.now == start - sum(saved.values()) + sum(grads.values())
+    assert live.peak >= start + sum(grads.values()) - sum(saved.values())
+
+
+@pytest.mark.parametrize("case", TRAIN, ids=[c.name for c in TRAIN])
+def test_training_peak_is_at_least_the_forward_and_the_step(case) -> None:
+    spec, workload = case.spec, case.workload
+    mem = memory(spec, workload)
+    states = mem.group("weights") + mem.group("optimizer") + input_bytes(spec, workload)
+    peak, _ = peak_memory(spec, workload)
+    assert peak >= states + mem.group("activations")
+    assert peak >= states + mem.group("gradients")

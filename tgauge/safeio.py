@@ -1,0 +1,179 @@
+"""Writing results so that nothing is lost or half-written, and stopping cleanly on a signal.
+
+- ``write_files``: every file is first written in full to a temporary file in its own folder
+  and fsync'ed; only when all of them are written are they renamed over their targets (with
+  SIGINT / SIGTERM held back during the renames). A full disk or a kill leaves the previous
+  files as they were, and no temporary file behind.
+- ``append_line``: one record appended as one whole line, with a single ``write`` on an
+  O_APPEND descriptor (concurrent runs interleave whole lines, never bytes). A partial last
+  line left by an earlier crash is cut off first, and said so; a short write is undone.
+- ``stop_on_signals``: SIGINT / SIGTERM end a loop with one line saying what was kept and
+  exit code 130 / 143.
+Errors are UserError naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import typer
+
+from tgauge.app import UserError, err_console
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _write(fd: int, data: bytes | memoryview) -> int:
+    """``os.write``: the one place bytes reach a file (tests put a full disk here)."""
+    return os.write(fd, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[_write(fd, view) :]
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``path``, on disk (fsync) before returning."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT / SIGTERM wait until the block is done (then they are delivered)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def write_files(files: dict[Path, str | bytes]) -> None:
+    """Write every file or none: temporaries first, then renames; UserError naming the file."""
+    temps: dict[Path, Path] = {}
+    try:
+        for path, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            try:
+                temps[path] = _write_temp(path, data)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot write {path}: {exc.strerror or exc}; nothing was written "
+                    "(files already there are unchanged)"
+                ) from None
+        with _signals_held():
+            for path, temp in temps.items():
+                os.replace(temp, path)
+            temps.clear()
+            with contextlib.suppress(OSError):  # make the renames durable
+                for folder in {p.parent for p in files}:
+                    dfd = os.open(folder, os.O_RDONLY)
+                    try:
+                        os.fsync(dfd)
+                    finally:
+                        os.close(dfd)
+    finally:
+        for temp in temps.values():
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+def append_line(path: Path, line: str) -> str | None:
+    """Append ``line`` (no newline in it) plus a newline in one write. Returns a note when a
+    partial last line of an earlier, interrupted run was cut off first."""
+    data = (line + "\n").encode()
+    note = None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            tail = os.pread(fd, 1, size - 1) if hasattr(os, "pread") else b"\n"
+            if tail != b"\n":  # an earlier run was cut off mid-line: drop that fragment
+                keep = _last_newline_end(path, size)
+                os.ftruncate(fd, keep)
+                note = (
+                    f"{path}: removed a partial last line ({size - keep:,} bytes) "
+                    "left by an interrupted run"
+                )
+                size = keep
+        try:
+            written = _write(fd, data)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise UserError(
+                f"cannot write {path}: {exc.strerror}; the records already there are kept"
+            ) from None
+        if written != len(data):  # short write (disk full): leave no partial line
+            os.ftruncate(fd, size)
+            raise UserError(
+                f"cannot write {path}: only {written} of {len(data)} bytes fit; "
+                "the records already there are kept"
+            )
+    finally:
+        os.close(fd)
+    return note
+
+
+def _last_newline_end(path: Path, size: int) -> int:
+    """Offset just after the last newline of the first ``size`` bytes of ``path`` (0: none)."""
+    with path.open("rb") as fh:
+        pos = size
+        while pos > 0:
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            pos = start
+    return 0
+
+
+class Interrupted(Exception):
+    """SIGTERM turned into an exception, so ``finally`` blocks run as for SIGINT."""
+
+
+@contextlib.contextmanager
+def stop_on_signals(kept: Callable[[], str]) -> Iterator[None]:
+    """Run the block; on SIGINT (exit 130) or SIGTERM (exit 143) print one line,
+    ``interrupted: <kept()>``, instead of a traceback."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous = None
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted) as exc:
+        from rich.text import Text
+
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 143
+        err_console.print(Text.assemble(("interrupted:", "bold red"), " ", kept()))
+        raise typer.Exit(code=code) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
