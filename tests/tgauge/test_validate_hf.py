@@ -94,3 +94,15 @@ def test_cli_validate_hf_decode_json(tmp_path):
     assert result.exit_code == 0, result.output
     rows = {r["term"]: r for r in json.loads(result.stdout)}
     assert [rows[f"kv_cache.after_step.{t}"]["verdict"] for t in range(3)] == ["exact"] * 3
+
+
+@pytest.mark.parametrize("mode", ["train", "prefill"])
+def test_reference_model_of_the_bert_mlm_spec_is_exact(mode):
+    # the spec of BertForMaskedLM (MLM head, no pooler) built as our reference model: the
+    # reference matrix stays exact with the new head (params, activations, FLOPs, peak)
+    spec = ModelSpec.from_hf_config(CONFIGS["bert"])
+    p = validate_point(spec, Workload(mode=mode, batch_size=2, seq_len=16))
+    assert p.status == "ok", p.notes
+    assert any(r.term.startswith("params.head_transform") for r in p.rows)
+    assert [r for r in p.rows if r.verdict != "exact"] == []
+    assert p.peak_phase_predicted == p.peak_phase_measured
