@@ -156,6 +156,7 @@ def test_fit_longest_chunked_context_of_issue_11_is_an_exact_boundary(tmp_path) 
     path.write_text(json.dumps(gpu))
     args = ["fit", "llama-2-7b", "--gpu", str(path), "--mode", "prefill", "--dtype", "bf16"]
     args += ["--pattern", "chunked", "--window", "256", "--seq-len", "512", "--reserve", "0"]
+    args += ["--attention", "eager"]  # the issue's run, before presets defaulted to fused
     res = runner.invoke(app, [*args, "--json"])
     assert res.exit_code == 0, res.output
     ctx = json.loads(res.stdout)["plan"]["max_context"]

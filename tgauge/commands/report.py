@@ -41,13 +41,15 @@ def report_command(
 
     if not (model or sweep_file or validation):
         raise UserError("nothing to report: give --model, --sweep or --validation")
+    if model or validation:  # their sections hold charts; say so before reading anything
+        require("matplotlib", "tgauge report (its charts)")
     sections = [_model_section(m, workload, seq_lens) for m in model]
     if sweep_file is not None:
         sections.append(_sweep_section(sweep_file))
     if validation is not None:
         sections.append(_validation_section(validation))
-    if any(s.charts for s in sections):
-        require("matplotlib", "tgauge report (its charts)")  # before anything is written
+    if any(s.charts for s in sections):  # nothing is written without the chart library
+        require("matplotlib", "tgauge report (its charts)")
     out_dir(out)
     files = write_report(Report(title="tgauge report", sections=sections), out)
     if as_json:
