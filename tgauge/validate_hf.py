@@ -26,13 +26,22 @@ def _mapped(
 
 
 def _flop_rows(family: str, base: str, est: Any, counted: Any, phases: tuple[str, ...]) -> list:
+    """FLOP rows per phase; as tgauge.validate._flop_rows, the fused attention terms are not
+    measured where FlopCounterMode has no formula for the device's sdpa kernel."""
+    from tgauge.hf_terms import map_terms
+
+    uncounted = any("scaled_dot_product" in op for op in counted.uncounted_ops)
+    note = "FlopCounterMode has no formula for " + ", ".join(sorted(counted.uncounted_ops))
     rows = []
     for phase in phases:
         cut = len(phase) + 1
         measured = {k[cut:]: v for k, v in counted.flops.terms.items() if k.startswith(phase + ".")}
         predicted = {k[cut:]: v for k, v in est.flops.terms.items() if k.startswith(phase + ".")}
-        if measured or predicted:
-            rows += _mapped(f"flops.{phase}", "flops", family, base, predicted, measured)
+        if not (measured or predicted):
+            continue
+        got, want = map_terms(family, base, measured, predicted)
+        unmeasured = frozenset(n for n in want if uncounted and "sdpa" in n)
+        rows += compare(f"flops.{phase}", "flops", want, got, note=note, unmeasured=unmeasured)
     return rows
 
 

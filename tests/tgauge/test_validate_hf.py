@@ -106,3 +106,11 @@ def test_reference_model_of_the_bert_mlm_spec_is_exact(mode):
     assert any(r.term.startswith("params.head_transform") for r in p.rows)
     assert [r for r in p.rows if r.verdict != "exact"] == []
     assert p.peak_phase_predicted == p.peak_phase_measured
+
+
+def test_hf_fused_attention_flops_not_measured_where_flop_counter_has_no_formula():
+    p = point("gpt2", attention_impl="fused")  # sdpa: the CPU flash kernel
+    flops = rows_of(p, "flops.")
+    assert {r.verdict for r in flops.values()} == {"exact", "not measured"}
+    assert all("sdpa" in t for t, r in flops.items() if r.verdict == "not measured")
+    assert flops["flops.backward.total"].note == "over the measured terms"
