@@ -1,4 +1,4 @@
-"""The training forward's highest moment inside the last layer's eager attention.
+"""The training forward's highest moment inside the last layer's attention (eager; fused chunked).
 
 At the loss every saved tensor and the logits are live (estimator/memory.py). When the
 [b, h, s, s_k] scores dominate, an earlier moment can be higher: the end of the last layer's
