@@ -25,7 +25,8 @@ F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):
               Q K^T: grad Q, grad K; repeat_kv's ExpandBackward0 sums; head views' clones
   fused attn  ScaledDotProductFlashAttentionForCpuBackward0: dq, dk, dv at once
   chunked     as eager on the [b, n_c, h, c, c] blocks, plus the block-layout clones and
-              ConstantPadNdBackward0's copies of q, k, v grads
+              ConstantPadNdBackward0's copies of q, k, v grads (fused: math sdpa's saved v
+              block copy is freed with probs @ v's BmmBackward0)
   rotary      MulBackward0 x2, NegBackward0, SplitBackward0 (cat + add) on q and k grads
   relative    AddBackward0's sum of the bias grad over the batch [1, h, s, s_k]
   dropout     MulBackward0: grad * mask (+R, or +P for attention probabilities)

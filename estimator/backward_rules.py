@@ -164,6 +164,8 @@ def eager_core(
     live.take(kv_pad, scores)  # probs @ v: grad v, grad probs
     live.drop(d_o)
     bw.free(f"{p}.mix")
+    if fused:  # math sdpa: the bmm's saved v block copy goes with its node
+        bw.free(f"{p}.sdpa", kv_pad)
     if bw.w.dropout > 0 and not fused:  # grad * mask
         live.take(scores)
         live.drop(scores)

@@ -140,7 +140,8 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     grads = mem.group("gradients")
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = states + mem.group("activations") + logits
-    # or earlier, inside the last layer's eager attention (estimator/train_forward.py)
+    # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
+    # math sdpa block scores + mask (estimator/train_forward.py)
     forward = max(forward, states + _attention_moment(spec, workload, mem))
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet

@@ -1,4 +1,4 @@
-"""The training forward's highest moment inside the last layer's eager attention.
+"""The training forward's highest moment inside the last layer's attention (eager; fused chunked).
 
 At the loss every saved tensor and the logits are live (estimator/memory.py). When the
 [b, h, s, s_k] scores dominate, an earlier moment can be higher: the end of the last layer's
@@ -15,10 +15,27 @@ tensors saved so far (every activation term less those saved after this moment):
               repeat_kv copies k and v (the h_kv-head k and v stay held)
 Modelled for eager dense self-attention (causal, sliding window, full) of decoder-only and
 encoder-only models, without rotary or relative positions; otherwise 0 (not modelled).
+
+Fused chunked attention (Attention.chunked, 5-D blocks: torch's math sdpa) peaks instead at
+the math sdpa's ``scores + mask`` in the last layer, the bmm's block scores still held
+(``chunked_fused_moment``). Live then, beyond the tensors saved so far (the last layer's
+sdpa has saved the contiguous q and k^T block copies of its first bmm, not yet its softmax
+output nor the v block copy):
+  scores      the bmm's [b, n_c, h, c, c] and scores + mask: 2 b n_c h c c, compute dtype
+  mask        additive(ok): where(ok, 0, min) [1, n_c, 1, c, c] (causal; else [1, n_c, 1, 1, c])
+  q_scaled    q * sqrt(scale) [b, n_c, h, c, d_h] (k's scaled copy is freed by then)
+  blocks      F.pad's copies of q, k, v [b, n, n_c c, d_h]
+  masks       arange(c) int64, real [n_c c] bool, ok [n_c, c, c] bool (causal)
+  positions   Attention.self_attention's q_pos, k_pos aranges [s] int64
+  q, k, v     the projections' outputs, held by locals (nothing saves them)
+  embeddings  as above
+Modelled without dropout, GQA, rotary or relative positions, for the blocks that matmul
+copies (h > 1, and n_c > 1 or no padding); otherwise 0 (not modelled).
 """
 
 from __future__ import annotations
 
+from estimator.dtypes import INDEX_BYTES
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 Terms = dict[str, int]
@@ -36,6 +53,8 @@ def attention_moment(spec: ModelSpec, workload: Workload, acts: Terms, n_layers:
     ``acts``: activation terms by name (without the ``activations.`` prefix)."""
     stack = spec.stacks[-1][0]
     pattern, _ = resolved_pattern(spec, workload, stack)
+    if pattern == "chunked" and workload.attention_impl == "fused":
+        return chunked_fused_moment(spec, workload, acts, n_layers)
     if (
         workload.attention_impl != "eager"
         or spec.arch == "encoder-decoder"
@@ -61,6 +80,47 @@ def attention_moment(spec: ModelSpec, workload: Workload, acts: Terms, n_layers:
         live += b * s * h_kv * d_h * cb  # k_proj's output (the saved K: copy or repeat)
     if h_kv < h:
         live += b * s * h_kv * d_h * cb  # v_proj's output (the saved V: repeat_kv's copy)
+    return live
+
+
+def chunked_fused_moment(spec: ModelSpec, workload: Workload, acts: Terms, n_layers: int) -> int:
+    """Bytes beyond the states live at the last layer's math sdpa ``scores + mask`` in fused
+    chunked attention (0: not modelled)."""
+    stack = spec.stacks[-1][0]
+    _, c = resolved_pattern(spec, workload, stack)
+    b, s, d, cb = workload.batch_size, workload.seq_len, spec.d_model, _cb(workload)
+    h, d_h = spec.n_heads, spec.head_dim
+    n_c = -(-s // c)
+    if (
+        spec.arch == "encoder-decoder"
+        or spec.position in ("rotary", "relative")
+        or workload.checkpointing != "none"
+        or workload.dropout > 0
+        or spec.n_kv_heads < h
+        or h == 1
+        or s < 2
+        or (n_c == 1 and c > s)  # the blocks merge into a view: no matmul copies
+    ):
+        return 0
+    blk = b * h * n_c * c * d_h * cb  # one [b, n_c, h, c, d_h] block tensor
+    scores = b * n_c * h * c * c * cb
+    causal = stack == "decoder"  # Pattern.for_stack: a chunked decoder is causal
+    later = _AFTER_SCORES + (("attn_norm",) if spec.norm_position == "post" else ())
+    after = sum(acts.get(f"{stack}.layers.{k}", 0) // n_layers for k in later)
+    after += sum(acts.get(k, 0) for k in (f"{stack}.final_norm", *_HEAD[1:]))
+    # the sdpa's saved softmax output and v block copy come after this moment
+    after += acts.get(f"{stack}.layers.self_attn.sdpa", 0) // n_layers - 2 * blk
+    live = sum(acts.values()) - after
+    live += 2 * scores  # the bmm's scores, scores + mask
+    live += (n_c * c * c if causal else n_c * c) * cb  # the additive mask
+    live += blk  # q * sqrt(scale)
+    live += 3 * blk  # F.pad of q, k, v
+    live += c * INDEX_BYTES + n_c * c + (n_c * c * c if causal else 0)  # local, real, ok
+    live += 2 * s * INDEX_BYTES  # q_pos, k_pos
+    live += 3 * b * s * h * d_h * cb  # q_proj, k_proj, v_proj outputs
+    new_x = spec.position in ("learned", "sinusoidal") or spec.n_token_types or spec.embed_norm
+    if new_x:
+        live += b * s * d * cb  # embed(input_ids), held by Transformer.forward
     return live
 
 

@@ -14,12 +14,10 @@ EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv
 # inference peaks the replay (estimator/inference.py) does not model: none (chunked prefill,
 # Attention.chunked, is replayed block by block)
 PEAK_UNMODELLED: set[str] = set()
-# training cases whose measured peak is in the forward, at the last layer's attention, where
-# the estimator does not model the forward's temporaries (estimator/train_forward.py models
-# eager dense attention only; here math sdpa's padded q/k/v copies, scores and additive
-# mask): it predicts the backward, within 0.3% of the measured forward peak
-# (docs/validation.md, "Not measured")
-PHASE_UNMODELLED = {"gpt long train chunked fused s=256"}
+# training cases whose measured peak is in a phase the estimator does not model: none (the
+# forward's moment inside the last layer's attention, estimator/train_forward.py, covers eager
+# dense attention and the math sdpa of chunked fused attention)
+PHASE_UNMODELLED: set[str] = set()
 
 
 def _param(case):
