@@ -148,6 +148,20 @@ def compare(
     return rows
 
 
+def state_rows(predicted: dict[str, int], measured: dict[str, int]) -> list[Row]:
+    """The gradients row and one row per optimizer state (bytes) of a training step."""
+    grads = make_row(
+        "memory.gradients", "bytes", predicted.get("gradients", 0), measured["gradients"]
+    )
+    states = compare(
+        "memory.optimizer",
+        "bytes",
+        _memory_split(predicted, "optimizer"),
+        _memory_split(measured, "optimizer"),
+    )
+    return [grads, *states]
+
+
 def _memory_split(terms: dict[str, int], group: str) -> dict[str, int]:
     cut = len(group) + 1
     return {k[cut:]: v for k, v in terms.items() if k.startswith(group + ".")}
@@ -271,15 +285,7 @@ def _train(
     prof = profile_train_step(model, inputs, optimizer, loss_fn=objective, repeats=1, fvcore=fvcore)
     mem, measured = est.memory.terms, prof.memory().terms
     point.rows += _common_rows(est, prof)
-    point.rows.append(
-        make_row("memory.gradients", "bytes", mem.get("gradients", 0), measured["gradients"])
-    )
-    point.rows += compare(
-        "memory.optimizer",
-        "bytes",
-        _memory_split(mem, "optimizer"),
-        _memory_split(measured, "optimizer"),
-    )
+    point.rows += state_rows(mem, measured)
     point.rows += compare(
         "memory.activations",
         "bytes",

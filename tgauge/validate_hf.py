@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.spec import Workload
-from tgauge.validate import Point, Row, _memory_split, _train_peak_row, compare, make_row
+from tgauge.validate import (
+    Point,
+    Row,
+    _memory_split,
+    _train_peak_row,
+    compare,
+    make_row,
+    state_rows,
+)
 
 NOTE = "Hugging Face model: HF modules mapped onto glossary terms (tgauge/hf_terms.py)"
 
@@ -85,15 +93,7 @@ def _train(
     )
     mem, measured = est.memory.terms, prof.memory().terms
     point.rows += _param_rows(family, base, est, prof.n_params, prof.weights.total)
-    point.rows.append(
-        make_row("memory.gradients", "bytes", mem.get("gradients", 0), measured["gradients"])
-    )
-    point.rows += compare(
-        "memory.optimizer",
-        "bytes",
-        _memory_split(mem, "optimizer"),
-        _memory_split(measured, "optimizer"),
-    )
+    point.rows += state_rows(mem, measured)
     acts = _memory_split(mem, "activations"), _memory_split(measured, "activations")
     point.rows += _mapped("memory.activations", "bytes", family, base, *acts)
     point.rows += _flop_rows(family, base, est, prof.flops, ("forward", "backward"))
