@@ -138,18 +138,31 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     logits = _logits_bytes(spec, workload, n_out)
     states = mem.group("weights") + mem.group("optimizer") + input_bytes(spec, workload)
     grads = mem.group("gradients")
+    # while activations live, the ids the embeddings saved are the inputs' own storage
+    with_acts = states - _saved_inputs(mem)
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
-    forward = states + mem.group("activations") + logits
+    forward = with_acts + mem.group("activations") + logits
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
-    forward = max(forward, states + _attention_moment(spec, workload, mem))
+    forward = max(forward, with_acts + _attention_moment(spec, workload, mem))
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
-    start = states + mem.group("activations")
+    start = with_acts + mem.group("activations")
     backward = max(start + 2 * logits, _backward_sweep(spec, workload, mem, start))
     step = states + grads + _step_temporaries(spec, workload, mem)
     phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
     return max(phases, key=lambda p: p[0])
+
+
+def _saved_inputs(mem: Breakdown) -> int:
+    """Saved activations that are the step's input tensors themselves (one storage, already
+    in ``input_bytes``): the token ids nn.Embedding saves (``embed``: input_ids, and
+    decoder_input_ids for encoder-decoder) and the token type ids (``{stack}.token_type``)."""
+    return sum(
+        v
+        for k, v in mem.terms.items()
+        if k == "activations.embed" or (k.startswith("activations.") and k.endswith(".token_type"))
+    )
 
 
 def _attention_moment(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:

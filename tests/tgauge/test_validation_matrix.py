@@ -18,6 +18,21 @@ PEAK_UNMODELLED: set[str] = set()
 # forward's moment inside the last layer's attention, estimator/train_forward.py, covers eager
 # dense attention and the math sdpa of chunked fused attention)
 PHASE_UNMODELLED: set[str] = set()
+# Activation-dominated cases whose training peak the backward replay gets to the byte, but for
+# 0-dim tensors (the loss, optimizer scalars): the token ids the embedding saves are the input's
+# own storage, counted once (estimator.memory._saved_inputs; counted twice, these were b s 8 B
+# over). Measured: docs/validation/cpu/validation.jsonl.
+PEAK_TO_THE_SCALAR = {
+    "gpt long train eager s=256",
+    "gpt long train eager s=512 b=8",
+    "gpt long train checkpointing s=256",
+    "gpt long train checkpointing fused s=512 b=4",
+    "gpt long train chunked fused s=256",
+    "llama long train gqa eager s=512 b=2",
+    "bert long train s=512 b=2",
+    "t5 long train s=256",
+}
+SCALAR_BYTES = 16
 
 
 def _param(case):
@@ -50,6 +65,8 @@ def test_predictions_match_reference_model_measurements(case):
         elif quantity == "peak_memory" and case.name not in PEAK_UNMODELLED:
             assert r.rel_error <= TOLERANCES["peak_memory"], r
             assert r.verdict in ("exact", "within")
+            if case.name in PEAK_TO_THE_SCALAR:
+                assert abs(r.predicted - r.measured) <= SCALAR_BYTES, r
     measured = {r.term.split(".")[0] for r in rows if r.measured is not None}
     expected = {"params", "memory"} | ({"kv_cache"} if case.workload.mode == "decode" else set())
     if case.workload.mode != "decode":
