@@ -200,7 +200,7 @@ class Backward:
             rules.NORM[self.spec.norm](self, f"{stack}.final_norm", nd, self.b * s)
         self.share = n_layers
         for _ in range(min(n_layers, 2)):
-            top, delta = self._measured(lambda: self.layer(stack, s, s_src))
+            top, delta = self.live.measure(lambda: self.layer(stack, s, s_src))
             self.freed = {  # the next layer frees its own share
                 k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
             }
@@ -212,15 +212,6 @@ class Backward:
         if s_src and self.w.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")
         self.extras(stack, s)
-
-    def _measured(self, run) -> tuple[int, int]:
-        live = self.live
-        before, saved_peak = live.now, live.peak
-        live.peak = before
-        run()
-        top, delta = live.peak - before, live.now - before
-        live.peak = max(saved_peak, live.peak)
-        return top, delta
 
     def extras(self, stack: str, s: int) -> None:
         """Embedding dropout, embedding norm, token types, positions, patches, then the

@@ -16,6 +16,8 @@ mask in chunk-wise attention (inference passes none).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from estimator.dtypes import INDEX_BYTES, bits
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
@@ -37,6 +39,16 @@ class Live:
 
     def drop(self, *nbytes: int) -> None:
         self.now -= sum(nbytes)
+
+    def measure(self, run: Callable[[], object]) -> tuple[int, int]:
+        """(highest reading above the current one, net change) while ``run`` runs; the
+        overall peak keeps whichever reading is higher."""
+        before, saved = self.now, self.peak
+        self.peak = before
+        run()
+        top, delta = self.peak - before, self.now - before
+        self.peak = max(saved, self.peak)
+        return top, delta
 
 
 class Pass:
@@ -326,17 +338,6 @@ class Pass:
         live.drop(nd)
         return nd
 
-    def _measured(self, run) -> tuple[int, int]:
-        """(highest reading above the start, net change) of ``run`` (its leading drop is
-        the caller's: layer i >= 2 starts by dropping layer i - 2's output)."""
-        live = self.live
-        before, saved = live.now, live.peak
-        live.peak = before
-        run()
-        top, delta = live.peak - before, live.now - before
-        live.peak = max(saved, live.peak)
-        return top, delta
-
     def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
         """Layer.forward: its input stays live (the stack's args); -> one new [b, s, d]."""
         x_a = self.sublayer(s, lambda: self.attention(s, start, stack, 0, cache))
@@ -373,7 +374,7 @@ class Pass:
         for i in range(min(n_layers, 3)):
             if i:  # the previous layer's input goes with the stack's old args
                 live.drop(inputs[i - 1])
-            top, delta = self._measured(lambda: self.layer(stack, s, start, cross_s, cache))
+            top, delta = self.live.measure(lambda: self.layer(stack, s, start, cross_s, cache))
         if n_layers > 3:  # layers 3.. repeat layer 2: same top, same net change (the cache)
             m, top, delta = n_layers - 3, top - nd, delta - nd  # each starts by dropping nd
             live.peak = max(live.peak, live.now + max(0, (m - 1) * delta) + top)
