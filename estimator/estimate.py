@@ -71,7 +71,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         workload = workload.model_copy(update={"optimizer_impl": impl})
     p = params(spec)
     mem = memory(spec, workload)
-    peak, phase = peak_memory(spec, workload)
+    peak, phase = peak_memory(spec, workload, mem)
     return Estimate(
         spec=spec,
         workload=workload,

@@ -216,9 +216,12 @@ def _inference_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tupl
     return (decode, "decode") if decode > prefill else (prefill, "prefill")
 
 
-def peak_memory(spec: ModelSpec, workload: Workload) -> tuple[int, str]:
-    """(peak bytes, phase) of the timeline in the module docstring."""
-    mem = memory(spec, workload)
+def peak_memory(
+    spec: ModelSpec, workload: Workload, mem: Breakdown | None = None
+) -> tuple[int, str]:
+    """(peak bytes, phase) of the timeline in the module docstring; ``mem``: memory(spec,
+    workload) when the caller has it already."""
+    mem = memory(spec, workload) if mem is None else mem
     if workload.is_training:
         return _train_peak(spec, workload, mem)
     return _inference_peak(spec, workload, mem)
