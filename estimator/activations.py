@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from estimator.dtypes import INDEX_BYTES, bits
 from estimator.flops import attention_pairs
+from estimator.implementations import register, rule
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 Terms = dict[str, int]
@@ -91,11 +92,18 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         probs = b * h * entries * cb  # [b,h,s,s_k]
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
         qk = (b * h * s_q * d_h + b * h * s_kv * d_h) * cb  # Q, K (repeated to h heads)
-        t["scores"] = qk + probs + (entries if masked else 0)  # + bool mask [s, s_k]
+        t["scores"] = qk + probs + rule("saved.eager_mask", spec)(spec, workload, entries, masked)
         t["scores.dropout"] = mask_bytes(workload, b * h * entries) if drop else 0  # [b,h,s,s_k]
         t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
         t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]: reshape copies
     return t
+
+
+@register("saved.eager_mask", "reference")
+def eager_mask_saved(spec: ModelSpec, workload: Workload, entries: int, masked: bool) -> int:
+    """Bytes eager attention's mask saves per call: masked_fill(~ok) keeps the bool [s, s_k]
+    it builds (reference_model/attention.py), ``entries`` of them; none when unmasked."""
+    return entries if masked else 0
 
 
 def ffn_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:

@@ -202,6 +202,9 @@ def validate_point(
     from estimator import estimate
 
     workload = for_device(workload, device)
+    if hf_config is None and spec.implementation != "reference":
+        # our reference model of this spec is what runs: predict what its code does
+        spec = spec.model_copy(update={"implementation": "reference"})
     est = estimate(spec, workload)
     fits = None if available is None else est.peak_memory_bytes <= available
     point = Point(

@@ -1,0 +1,71 @@
+"""Where one implementation of a module kind differs from our reference model, as data.
+
+A spec says which code it describes (``ModelSpec.implementation``: "reference", our
+reference_model/, or "hf", the transformers class of ``hf_architecture``). The estimator's
+term functions ask this registry for the rule of a module kind under the spec's
+implementation, as torch's flop_counter keeps one formula per op: a kind without an entry for
+an implementation falls back to the reference rule, so an implementation lists only what its
+code does differently (saves, allocates, caches), each rule naming the code it mirrors.
+
+Kinds are dotted names of what a rule answers, e.g. ``"saved.ffn.act"`` (bytes an FFN
+activation saves), ``"saved.mask"``; the signature of a kind is fixed by its reference rule.
+Modules that register rules are imported on the first lookup (``PROVIDERS``), so importing
+one term module never pulls in another implementation's rules by hand.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from estimator.spec import ModelSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: (kind, implementation) -> rule
+RULES: dict[tuple[str, str], Callable[..., Any]] = {}
+#: the modules that register rules (imported once, on the first lookup)
+PROVIDERS: tuple[str, ...] = ("estimator.activations", "estimator.hf_rules")
+_loaded = False
+
+
+def register(kind: str, *implementations: str) -> Callable[[F], F]:
+    """Decorator: ``fn`` is the rule of ``kind`` for each of ``implementations``."""
+
+    def deco(fn: F) -> F:
+        for impl in implementations:
+            key = (kind, impl)
+            if key in RULES and RULES[key] is not fn:
+                raise ValueError(f"two rules for {kind!r} under {impl!r}")
+            RULES[key] = fn
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in PROVIDERS:
+            importlib.import_module(name)
+
+
+def rule(kind: str, spec: ModelSpec | str) -> Callable[..., Any]:
+    """The rule of ``kind`` under the spec's implementation (or an implementation's name),
+    else the reference rule."""
+    _load()
+    impl = spec if isinstance(spec, str) else spec.implementation
+    found = RULES.get((kind, impl)) or RULES.get((kind, "reference"))
+    if found is None:
+        raise KeyError(f"no rule registered for {kind!r}")
+    return found
+
+
+def overrides(implementation: str) -> list[str]:
+    """The kinds ``implementation`` does differently from the reference model (sorted)."""
+    _load()
+    return sorted(
+        k for k, impl in RULES if impl == implementation and implementation != "reference"
+    )
