@@ -79,7 +79,15 @@ def describe_workload(spec: Any, workload: Any) -> str:
         parts.append(f"checkpointing {w.checkpointing}")
     if w.rope_scaling:
         parts.append(f"rope scaling x{w.rope_scaling:g}")
+    parts.append(f"implementation {implementation_label(spec)}")
     return ", ".join(parts)
+
+
+def implementation_label(spec: Any) -> str:
+    """'reference' (our reference model) or 'hf LlamaForCausalLM' (the transformers class)."""
+    if spec.implementation == "hf":
+        return f"hf {spec.hf_architecture}" if spec.hf_architecture else "hf"
+    return spec.implementation
 
 
 def defaults_note(model: str, applied: dict[str, Any]) -> str | None:

@@ -29,12 +29,52 @@ def read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_spec(model: str) -> ModelSpec:
-    """Resolve MODEL: preset name first, then a file (HF config when it has model_type)."""
+#: ``--impl``: which implementation of MODEL to predict (and, for validate / profile, run)
+IMPLEMENTATIONS = ("reference", "hf")
+
+
+def load_spec(model: str, impl: str | None = None) -> ModelSpec:
+    """Resolve MODEL: preset name first, then a file (HF config when it has model_type).
+    ``impl`` (--impl): None keeps what MODEL describes (a preset or spec file: our reference
+    model; a config.json: its Hugging Face class); see ``load_model``."""
+    return load_model(model, impl)[0]
+
+
+def load_model(model: str, impl: str | None = None) -> tuple[ModelSpec, dict[str, Any] | None]:
+    """The spec of MODEL under ``impl`` and, for the Hugging Face implementation, the
+    config.json it was read from (a preset's: its twin, estimator/hf_twins.py).
+
+    ``impl="reference"``: our reference model of any MODEL; ``impl="hf"``: a preset with a
+    twin or a config.json (UserError for a spec file or a preset without a twin)."""
+    from estimator.hf_twins import hf_twin_config, hf_twin_spec
+
+    if impl not in (None, *IMPLEMENTATIONS):
+        raise UserError(f"--impl={impl!r} is invalid: use {' or '.join(IMPLEMENTATIONS)}")
+    if impl == "hf" and _is_preset(model):
+        return hf_twin_spec(model), hf_twin_config(model)
+    spec, config = _load(model)
+    if impl == "reference" and spec.implementation != "reference":
+        return spec.model_copy(update={"implementation": "reference"}), None
+    if impl == "hf" and config is None:
+        raise UserError(
+            f"--impl hf needs a preset with a Hugging Face twin or a config.json; {model} is "
+            "a tgauge spec file (our reference model)"
+        )
+    return spec, config
+
+
+def _is_preset(model: str) -> bool:
+    from estimator.presets import PRESETS
+
+    return model.lower() in {name.lower() for name in PRESETS}
+
+
+def _load(model: str) -> tuple[ModelSpec, dict[str, Any] | None]:
+    """The spec MODEL describes and, for a Hugging Face config.json, its dict."""
     from estimator.presets import PRESETS, get_preset
 
-    if model.lower() in {name.lower() for name in PRESETS}:
-        return get_preset(model)
+    if _is_preset(model):
+        return get_preset(model), None
     path = Path(model)
     if not path.exists() and is_hub_id(model):
         path = _cached_config(model)
@@ -55,8 +95,8 @@ def load_spec(model: str) -> ModelSpec:
     if "model_type" in data:
         if path.parent.parent.name == "snapshots":  # from the Hub cache: name it by its id
             data.setdefault("_name_or_path", model)
-        return ModelSpec.from_hf_config(data)
-    return ModelSpec.model_validate(data)
+        return ModelSpec.from_hf_config(data), data
+    return ModelSpec.model_validate(data), None
 
 
 _SPEC_SUFFIXES = (".json", ".yaml", ".yml")

@@ -2,7 +2,9 @@
 variants and modes, small enough to measure on a CPU in seconds each.
 
 `tgauge validate --matrix`, the accuracy tests and scripts/gpu_validate.sh all run these
-cases, so the numbers in docs/validation/ come from one list.
+cases, so the numbers in docs/validation/ come from one list. Two sections: ``cases()``
+measures our reference model, ``hf_cases()`` the real Hugging Face classes of
+tgauge/hf_tiny.py's configs (issue 9).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ class Case(NamedTuple):
     spec: ModelSpec
     workload: Workload
     slow: bool = False  # measured only by `make test-all` (pytest -m slow)
+    hf_config: dict[str, Any] | None = None  # the HF section: the config.json measured
+
+    @property
+    def section(self) -> str:
+        """'reference' (our reference model) or 'hf' (the real transformers class)."""
+        return "reference" if self.hf_config is None else "hf"
 
 
 def _spec(name: str, arch: str, **fields: Any) -> ModelSpec:
@@ -254,3 +262,43 @@ def base_cases() -> list[Case]:
         Case("t5 decode", t5, _work("decode", seq_len=10, new_tokens=5)),
         Case("bart decode", bart, _work("decode", seq_len=10, new_tokens=5)),
     ]
+
+
+#: the HF section's two (b, s) points: a small one, and one where activations dominate the
+#: training peak (tiny widths: still seconds on a CPU); s is bounded by the configs' 64
+#: positions. ViT's s is set by its image: 32 px / 8 px patches -> 17 tokens; 64 px -> 65.
+HF_POINTS = ((2, 32), (8, 64))
+HF_NEW_TOKENS = 3
+
+
+def hf_cases() -> list[Case]:
+    """The HF section: every family of tgauge/hf_tiny.py x eager / fused attention x train,
+    prefill and (generating classes only) decode, at the two (b, s) points of HF_POINTS.
+    Decode: a decoder's prompt is s - HF_NEW_TOKENS tokens, then HF_NEW_TOKENS steps (s
+    positions in all); an encoder-decoder reads s source tokens, a 1-token prompt, then the
+    steps."""
+    from tgauge.hf_tiny import CONFIGS, DECODERS
+
+    out = []
+    for family, base in CONFIGS.items():
+        for b, s in HF_POINTS:
+            config = {**base, "image_size": s} if family == "vit" else base
+            if family == "vit":
+                s = (s // config["patch_size"]) ** 2 + 1
+            spec = ModelSpec.from_hf_config(config).model_copy(update={"name": f"hf-{family}"})
+            modes = ("train", "prefill", "decode") if family in DECODERS else ("train", "prefill")
+            for mode, attn in ((m, a) for m in modes for a in ("eager", "fused")):
+                w = Workload(mode=mode, batch_size=b, seq_len=s, attention_impl=attn,
+                             **_hf_decode(spec, mode, s))  # fmt: skip
+                out.append(Case(f"hf {family} {mode} {attn} b={b} s={s}", spec, w,
+                                hf_config=config))  # fmt: skip
+    return out
+
+
+def _hf_decode(spec: ModelSpec, mode: str, s: int) -> dict[str, int]:
+    """A decode's steps and, for a decoder, its prompt (s positions in all)."""
+    if mode != "decode":
+        return {}
+    if spec.arch == "encoder-decoder":
+        return {"new_tokens": HF_NEW_TOKENS}
+    return {"new_tokens": HF_NEW_TOKENS, "prompt_len": s - HF_NEW_TOKENS}

@@ -101,6 +101,15 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
 }
 
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+Impl = Annotated[
+    str | None,
+    typer.Option(
+        "--impl",
+        help="reference | hf: our reference model of MODEL, or its Hugging Face class (a "
+        "config.json, or a preset with a twin: estimator/hf_twins.py); default: a preset or "
+        "spec file -> reference, a config.json -> hf",
+    ),
+]
 
 
 #: options that only one kind of run reads: given elsewhere they would be silently ignored

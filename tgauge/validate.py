@@ -56,6 +56,7 @@ class Point(BaseModel):
     device: str
     workload: dict[str, Any]
     status: Status
+    implementation: Literal["reference", "hf"] = "reference"  # the code measured
     run_id: str = ""
     tgauge_version: str = __version__
     predicted_fits: bool | None = None
@@ -212,6 +213,7 @@ def validate_point(
         device=device,
         workload=workload.model_dump(mode="json"),
         status="ok",
+        implementation="reference" if hf_config is None else "hf",
         predicted_fits=fits,
         peak_phase_predicted=est.peak_phase,
     )

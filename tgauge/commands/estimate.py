@@ -23,7 +23,7 @@ from tgauge.format import (
     share,
 )
 from tgauge.loading import load_spec
-from tgauge.options import Json, with_workload
+from tgauge.options import Impl, Json, with_workload
 
 _PASSES = ("forward", "backward", "recompute")
 
@@ -231,6 +231,7 @@ def estimate_command(
             "--textbook", help="also compare with back-of-envelope formulas (and their sources)"
         ),
     ] = False,
+    impl: Impl = None,
     *,
     workload: Workload,  # injected by with_workload
     defaults_applied: dict[str, object],  # injected by with_workload
@@ -238,7 +239,7 @@ def estimate_command(
     """Predict parameters, memory (with its peak), KV cache and FLOPs of MODEL."""
     from estimator.estimate import estimate
 
-    est = estimate(load_spec(model), workload)
+    est = estimate(load_spec(model, impl), workload)
     if json_out:
         print_json(est)
     else:

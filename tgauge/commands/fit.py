@@ -13,8 +13,9 @@ from tgauge.format import (
     human_bytes,
     human_flops,
     human_seconds,
+    implementation_label,
 )
-from tgauge.options import Json, with_workload
+from tgauge.options import Impl, Json, with_workload
 
 _PLAN = "Plan"
 
@@ -82,6 +83,7 @@ def fit_command(
             rich_help_panel=_PLAN,
         ),
     ] = 0.9,
+    impl: Impl = None,
     *,
     workload: Workload,
     defaults_applied: dict[str, object],
@@ -105,7 +107,7 @@ def fit_command(
 
     if tokens is not None and not workload.is_training:
         raise UserError(f"--tokens times training; --mode {workload.mode} would ignore it")
-    spec = load_spec(model)
+    spec = load_spec(model, impl)
     device = get_gpu(gpu)
     overheads = Overheads(
         cuda_context_bytes=context_mib * 2**20, allocator_reserve_fraction=reserve
@@ -141,6 +143,7 @@ def fit_command(
         print_json(
             {
                 "plan": result.model_dump(mode="json"),
+                "implementation": implementation_label(spec),
                 "defaults_applied": defaults_applied,
                 "unusable_bytes": unusable_terms(device, overheads),
                 "times": times.model_dump(mode="json") | {"tokens_per_s": times.tokens_per_s},

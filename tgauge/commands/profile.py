@@ -23,7 +23,7 @@ from tgauge.app import (
     require,
     user_errors,
 )
-from tgauge.options import with_workload
+from tgauge.options import Impl, with_workload
 
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -143,12 +143,15 @@ class _ReferenceDecoder:
         return int(self.cache.nbytes())
 
 
-def reference_target(model_arg: str, workload: Workload, device: str) -> Target:
-    """Our reference model of a preset / spec file, with reference_model's own inputs."""
+def reference_target(
+    model_arg: str, workload: Workload, device: str, impl: str | None = None
+) -> Target:
+    """Our reference model of a preset / spec file (or, with ``impl="reference"``, of a
+    config.json's spec), with reference_model's own inputs."""
     from estimator.spec import check_compatible
     from tgauge.loading import load_spec
 
-    spec = load_spec(model_arg)
+    spec = load_spec(model_arg, impl)
     check_compatible(spec, workload)
     if device == "cpu":
         from tgauge.commands.validate import available_bytes, check_host_memory
@@ -172,10 +175,14 @@ def reference_target(model_arg: str, workload: Workload, device: str) -> Target:
     return target
 
 
-def load_target(model_arg: str, workload: Workload, device: str) -> Target:
-    """A config.json with model_type -> Hugging Face; anything else -> the reference model."""
-    from tgauge.loading import cached_hub_config, is_hub_id, read_mapping
+def load_target(model_arg: str, workload: Workload, device: str, impl: str | None = None) -> Target:
+    """A config.json with model_type -> Hugging Face (``impl="reference"``: our reference model
+    of its spec); a preset with ``impl="hf"`` -> its twin's Hugging Face class
+    (estimator/hf_twins.py); anything else -> the reference model."""
+    from tgauge.loading import cached_hub_config, is_hub_id, load_model, read_mapping
 
+    if impl == "reference":
+        return reference_target(model_arg, workload, device, impl)
     path = Path(model_arg)
     if path.is_dir():
         path = path / "config.json"
@@ -186,6 +193,14 @@ def load_target(model_arg: str, workload: Workload, device: str) -> Target:
         if "model_type" in data:
             _check_hf_limits(data, workload)
             return hf_target(data, workload, device)
+    if impl == "hf":  # a preset's twin (load_model refuses a spec file or no twin)
+        spec, config = load_model(model_arg, impl)
+        _check_hf_limits(config, workload)
+        if device == "cpu":
+            from tgauge.commands.validate import available_bytes, check_host_memory
+
+            check_host_memory([(spec, workload)], available_bytes("cpu"))
+        return hf_target(config, workload, device)
     return reference_target(model_arg, workload, device)
 
 
@@ -252,6 +267,7 @@ def profile_command(
         ),
     ] = "cuda",
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="timed repeats")] = 3,
+    impl: Impl = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
     """Measure MODEL (parameters, saved activations, live memory, FLOPs, time, KV cache)."""
@@ -265,7 +281,7 @@ def profile_command(
     workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
     with progress_display() as progress, _allocation_errors(device):
         task = progress.add_task(f"building {escape(model)} on {escape(device)}", total=None)
-        target = load_target(model, workload, device)
+        target = load_target(model, workload, device, impl)
         decoding = target.decoder is not None and workload.mode == "decode"
         progress.update(
             task,

@@ -8,8 +8,8 @@ from rich.markup import escape
 
 from estimator.spec import Workload
 from tgauge.app import UserError, app, console, out_dir, print_json, user_errors
-from tgauge.format import defaults_note, describe_workload, human_flops
-from tgauge.options import Json, with_workload
+from tgauge.format import defaults_note, describe_workload, human_flops, implementation_label
+from tgauge.options import Impl, Json, with_workload
 
 PROGRESS_FROM = 500  # grids at least this large show a progress bar
 MAX_POINTS = 1_000_000  # larger grids would run for hours: refuse them up front
@@ -39,6 +39,7 @@ def sweep_command(
     out: Annotated[
         Path | None, typer.Option("--out", help="write sweep.csv and sweep.json into this folder")
     ] = None,
+    impl: Impl = None,
     *,
     workload: Workload,
     defaults_applied: dict[str, object],
@@ -51,7 +52,7 @@ def sweep_command(
 
     if not vary:
         raise UserError("--vary is required, e.g. --vary seq_len=512..8192")
-    spec = load_spec(model)
+    spec = load_spec(model, impl)
     pairs = [parse_vary(v) for v in vary]
     grid = dict(pairs)
     if len(grid) < len(pairs):
@@ -85,7 +86,8 @@ def sweep_command(
         if out is not None:  # both files or neither: a kill or a full disk loses nothing
             write_files({out / "sweep.csv": result.to_csv(), out / "sweep.json": result.to_json()})
     if as_json:
-        print_json(list(result.records()))
+        impl = implementation_label(spec)  # the code the estimates describe
+        print_json([{**record, "implementation": impl} for record in result.records()])
         return
     applied_line = defaults_note(model, defaults_applied)
     if applied_line:

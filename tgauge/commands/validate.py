@@ -6,7 +6,7 @@ import itertools
 import math
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.markup import escape
@@ -25,28 +25,53 @@ from tgauge.app import (
     user_errors,
 )
 from tgauge.format import human_bytes, human_count, human_flops, validate_defaults_note
-from tgauge.options import Json, with_workload
+from tgauge.options import Impl, Json, with_workload
 
 MAX_POINTS = 1_000  # each point builds and runs a model
+#: Point.implementation -> what the title says was measured
+IMPL_NAMES = {"reference": "reference model", "hf": "Hugging Face transformers"}
 COLORS = {"exact": "green", "within": "cyan", "off": "bold red", "not measured": "yellow"}
 
 
+class Run(NamedTuple):
+    """One point to run: the spec, the workload and, to measure the real Hugging Face class
+    instead of our reference model, the config.json to build it from."""
+
+    spec: ModelSpec
+    workload: Workload
+    hf_config: dict[str, Any] | None = None
+
+
+SECTIONS = ("all", "reference", "hf")
+
+
 def _points(
-    model: str | None, matrix: bool, workload: Workload, sweep: list[str]
-) -> list[tuple[ModelSpec, Workload]]:
-    """The (spec, workload) points to run: the matrix, or MODEL under each sweep combination."""
+    model: str | None,
+    matrix: bool,
+    workload: Workload,
+    sweep: list[str],
+    impl: str | None = None,
+    section: str = "all",
+) -> list[Run]:
+    """The points to run: the matrix (its sections), or MODEL under each sweep combination."""
     from estimator.spec import check_compatible
     from estimator.sweep import parse_vary
-    from tgauge.loading import load_spec
-    from tgauge.matrix import cases
+    from tgauge.loading import load_model
 
     if matrix:
-        if model is not None or sweep:
-            raise UserError("--matrix runs the built-in cases: give no MODEL and no --sweep")
-        return [(c.spec.model_copy(update={"name": c.name}), c.workload) for c in cases()]
+        if model is not None or sweep or impl is not None:
+            raise UserError(
+                "--matrix runs the built-in cases: give no MODEL, --sweep or --impl "
+                "(--section picks reference or hf)"
+            )
+        return _matrix(section)
+    if section != "all":
+        raise UserError("--section picks a section of --matrix: give --matrix too")
     if model is None:
         raise UserError("give a MODEL (preset, spec file or config.json) or --matrix")
-    spec = load_spec(model)
+    spec, config = load_model(model, impl)
+    if impl != "hf":
+        config = None  # a config.json without --impl hf: our reference model of its spec
     varied = [parse_vary(text) for text in sweep]
     if len({field for field, _ in varied}) < len(varied):
         raise UserError("each field may be swept once: combine its values in one --sweep")
@@ -63,30 +88,37 @@ def _points(
         update = dict(zip((field for field, _ in varied), combo, strict=True))
         point = Workload.model_validate({**base, **update})
         check_compatible(spec, point)
-        points.append((spec, point))
+        points.append(Run(spec, point, config))
     return points
 
 
-def _hf_config(model: str | None) -> dict[str, Any]:
-    """The Hugging Face config.json MODEL names (--hf)."""
-    from tgauge.loading import read_mapping
+def _matrix(section: str) -> list[Run]:
+    """The cases of tgauge/matrix.py in ``section`` (all: reference, then hf; hf needs
+    transformers: without it, 'all' runs the reference section and says so)."""
+    import importlib.util
 
-    path = Path(model or "")
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file() or path.suffix.lower() != ".json":
-        raise UserError(f"--hf needs MODEL to be a Hugging Face config.json, not {model!r}")
-    data = read_mapping(path)
-    if "model_type" not in data:
-        raise UserError(f"--hf: {path} has no model_type: not a Hugging Face config")
-    return data
+    from tgauge.matrix import cases, hf_cases
+
+    if section not in SECTIONS:
+        raise UserError(f"--section={section!r} is invalid: use {', '.join(SECTIONS)}")
+    chosen = []
+    if section in ("all", "reference"):
+        chosen += cases()
+    if section in ("all", "hf"):
+        if importlib.util.find_spec("transformers") is not None:
+            chosen += hf_cases()
+        elif section == "hf":
+            require("transformers", "tgauge validate --matrix --section hf")
+        else:
+            note("transformers is not installed: the matrix's HF section is left out")
+    return [Run(c.spec.model_copy(update={"name": c.name}), c.workload, c.hf_config)
+            for c in chosen]  # fmt: skip
 
 
-def _resume(
-    points: list[tuple[ModelSpec, Workload]], jsonl: Path, device: str
-) -> list[tuple[ModelSpec, Workload]]:
-    """The points not yet in ``jsonl`` (same model, device, workload and tgauge version, status
-    ok or did_not_fit): a rerun into the same folder resumes instead of repeating them."""
+def _resume(points: list[Run], jsonl: Path, device: str) -> list[Run]:
+    """The points not yet in ``jsonl`` (same model, implementation, device, workload and tgauge
+    version, status ok or did_not_fit): a rerun into the same folder resumes instead of
+    repeating them."""
     import json
 
     from tgauge import __version__
@@ -97,18 +129,19 @@ def _resume(
         return points
     notes: list[str] = []
     done = {
-        (r.model, r.device, json.dumps(r.workload, sort_keys=True))
+        (r.model, r.implementation, r.device, json.dumps(r.workload, sort_keys=True))
         for r in load_validation(jsonl, notes)
         if r.status != "error" and r.tgauge_version == __version__
     }
     for line in notes:
         note(line)
 
-    def key(spec: ModelSpec, w: Workload) -> tuple[str, str, str]:
-        recorded = for_device(w, device).model_dump(mode="json")
-        return spec.name, device, json.dumps(recorded, sort_keys=True)
+    def key(run: Run) -> tuple[str, str, str, str]:
+        recorded = for_device(run.workload, device).model_dump(mode="json")
+        impl = "reference" if run.hf_config is None else "hf"
+        return run.spec.name, impl, device, json.dumps(recorded, sort_keys=True)
 
-    todo = [(spec, w) for spec, w in points if key(spec, w) not in done]
+    todo = [run for run in points if key(run) not in done]
     if len(todo) < len(points):
         note(
             f"resuming: {len(points) - len(todo)} of {len(points)} points are already in "
@@ -131,14 +164,14 @@ def available_bytes(device: str) -> int | None:
         return None
 
 
-def check_host_memory(points: list[tuple[ModelSpec, Workload]], available: int | None) -> None:
+def check_host_memory(points: list[Any], available: int | None) -> None:
     """Refuse, before any run, a CPU point the estimator says exceeds this machine's memory:
     on CPU the kernel's OOM killer, not an exception, would end the run."""
     from estimator import estimate
 
     if available is None:
         return
-    for spec, w in points:
+    for spec, w, *_ in points:  # (spec, workload) or a Run
         peak = estimate(spec, w.model_copy(update={"device": "cpu"})).peak_memory_bytes
         if peak > available:
             raise UserError(
@@ -173,7 +206,7 @@ def _table(point: Any) -> Table:
     w = point.workload
     title = (
         f"{escape(point.model)} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
-        f"{w['dtype']} {w['attention_impl']} on {point.device}"
+        f"{w['dtype']} {w['attention_impl']} on {point.device} · {IMPL_NAMES[point.implementation]}"
         + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")
@@ -201,7 +234,8 @@ def _table(point: Any) -> Table:
 
 def _summary(points: list[Any]) -> Table:
     table = Table(title="validation summary", title_justify="left")
-    for col in ("point", "status", "rows", "exact", "within", "off", "not measured", "peak"):
+    columns = ("point", "section", "status", "rows", "exact", "within", "off", "not measured")
+    for col in (*columns, "peak"):
         table.add_column(col)
     for p in points:
         counts = {v: sum(r.verdict == v for r in p.rows) for v in COLORS}
@@ -212,6 +246,7 @@ def _summary(points: list[Any]) -> Table:
         )
         table.add_row(
             f"{escape(p.model)} {p.workload['mode']} s={p.workload['seq_len']}",
+            p.implementation,
             p.status,
             str(len(p.rows)),
             *(f"[{COLORS[v]}]{counts[v]}[/]" for v in COLORS),
@@ -232,15 +267,25 @@ def validate_command(
     sweep: Annotated[
         list[str], typer.Option("--sweep", help="field=v1,v2 or a..b; repeat to combine")
     ] = [],  # noqa: B006
+    impl: Impl = None,
     hf: Annotated[
         bool,
         typer.Option(
-            "--hf", help="measure the Hugging Face model of MODEL (a config.json, random init)"
+            "--hf",
+            help="measure the Hugging Face model of MODEL (random init): the same as --impl hf",
         ),
     ] = False,
     matrix: Annotated[
         bool, typer.Option("--matrix", help="run the built-in validation matrix (tgauge/matrix.py)")
     ] = False,
+    section: Annotated[
+        str,
+        typer.Option(
+            "--section",
+            help="with --matrix: all | reference (our reference model) | hf (the real "
+            "transformers classes of tgauge/hf_tiny.py's configs)",
+        ),
+    ] = "all",
     out: Annotated[
         Path | None,
         typer.Option("--out", help="append each point to OUT/validation.jsonl as it finishes"),
@@ -254,8 +299,11 @@ def validate_command(
     from tgauge.validate import validate_point
 
     check_device(device)
-    points = _points(model, matrix, workload, sweep)
-    hf_config = _hf_config(model) if hf else None
+    if hf and impl == "reference":
+        raise UserError("--hf means --impl hf: give one of --hf and --impl reference")
+    points = _points(model, matrix, workload, sweep, "hf" if hf else impl, section)
+    if any(run.hf_config is not None for run in points) and not matrix:
+        require("transformers", "tgauge validate --impl hf")
     available = available_bytes(device)
     if device == "cpu":
         check_host_memory(points, available)
@@ -272,7 +320,7 @@ def validate_command(
 
     with stop_on_signals(kept), progress_display() as progress:
         task = progress.add_task("validating", total=len(points))
-        for spec, point_workload in points:
+        for spec, point_workload, hf_config in points:
             progress.update(
                 task,
                 description=f"{escape(spec.name)} {point_workload.mode} s={point_workload.seq_len}",
@@ -294,6 +342,8 @@ def validate_command(
                     "model": p.model,
                     "mode": p.workload["mode"],
                     "status": p.status,
+                    "implementation": p.implementation,
+                    **({"section": p.implementation} if matrix else {}),
                     **r.model_dump(mode="json"),
                 }
                 for p in results

@@ -3,7 +3,8 @@
 One object per measured point::
 
     {"model": str, "device": str, "workload": {Workload fields},
-     "status": "ok" | "did_not_fit" | "error", "predicted_fits": bool | null,
+     "status": "ok" | "did_not_fit" | "error", "implementation": "reference" | "hf",
+     "predicted_fits": bool | null,
      "rows": [{"term": str, "unit": "params" | "bytes" | "flops", "predicted": int,
                "measured": int | null, "rel_error": float | null,
                "verdict": "exact" | "within" | "off" | "not measured"}]}
@@ -37,6 +38,7 @@ class ValidationRecord(BaseModel):
     device: str
     workload: dict[str, int | float | str | bool | None]  # Workload fields: scalars only
     status: Literal["ok", "did_not_fit", "error"]
+    implementation: Literal["reference", "hf"] = "reference"  # files before issue 9: reference
     run_id: str = ""
     tgauge_version: str = ""
     predicted_fits: bool | None = None
