@@ -115,3 +115,20 @@ def test_validate_gpt2_small_impl_hf_runs_the_real_class() -> None:
     params = [r for r in rows if r["term"].startswith("params.")]
     assert params and all(r["verdict"] == "exact" for r in params)
     assert all(not r["term"].startswith("params.hf:") for r in params)
+
+
+@pytest.mark.parametrize(("flags", "impl"), [((), "hf"), (("--impl", "reference"), "reference")])
+def test_validate_config_json_runs_its_hf_class_unless_impl_reference(
+    tmp_path: Path, flags: tuple[str, ...], impl: str
+) -> None:
+    pytest.importorskip("transformers")
+    from tgauge.hf_tiny import CONFIGS
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIGS["gpt2"]))
+    rows = json.loads(_run("validate", str(path), "--mode", "prefill", "-s", "8", *flags,
+                           "--json"))  # fmt: skip
+    assert {r["implementation"] for r in rows} == {impl}
+    assert all(r["verdict"] == "exact" for r in rows if r["term"].startswith("params."))
+    title = " ".join(_run("validate", str(path), "--mode", "prefill", "-s", "8", *flags).split())
+    assert ("Hugging Face transformers" if impl == "hf" else "reference model") in title

@@ -148,7 +148,7 @@ def test_profile_meta_steps_the_optimizer_as_the_target_device_would(tmp_path, t
     [
         (["profile", "--device", "meta", "--optimizer", "adafactor"], "cannot step on meta"),
         (["profile", "--device", "meta", "--target-device", "tpu"], "--target-device"),
-        (["validate", "--hf"], "has no model_type: not a Hugging Face config"),
+        (["validate", "--hf"], "--impl hf needs a preset with a Hugging Face twin"),
         (["validate", "--optimizer-impl", "fused", "--optimizer", "adafactor"], "optimizer_impl"),
     ],
 )

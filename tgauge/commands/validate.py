@@ -69,9 +69,7 @@ def _points(
         raise UserError("--section picks a section of --matrix: give --matrix too")
     if model is None:
         raise UserError("give a MODEL (preset, spec file or config.json) or --matrix")
-    spec, config = load_model(model, impl)
-    if impl != "hf":
-        config = None  # a config.json without --impl hf: our reference model of its spec
+    spec, config = load_model(model, impl)  # config: the HF class to build, else None
     varied = [parse_vary(text) for text in sweep]
     if len({field for field, _ in varied}) < len(varied):
         raise UserError("each field may be swept once: combine its values in one --sweep")
@@ -272,7 +270,7 @@ def validate_command(
         bool,
         typer.Option(
             "--hf",
-            help="measure the Hugging Face model of MODEL (random init): the same as --impl hf",
+            help="the same as --impl hf (a config.json's default): the Hugging Face class",
         ),
     ] = False,
     matrix: Annotated[
@@ -292,8 +290,10 @@ def validate_command(
     ] = None,
     json_out: Json = False,
 ) -> None:
-    """Build the reference model, run the workload, measure it and compare with the estimator
-    term by term: predicted, measured, difference, relative error and a verdict."""
+    """Build the model (a preset or spec file: the reference model; a config.json, or --impl
+    hf on a preset with a twin: the Hugging Face class), run the workload, measure it and
+    compare with the estimator term by term: predicted, measured, difference, relative error
+    and a verdict."""
     require("torch", "tgauge validate")  # before any point: each would fail on its own
     from tgauge.safeio import append_line, stop_on_signals
     from tgauge.validate import validate_point
