@@ -132,3 +132,20 @@ def test_validate_config_json_runs_its_hf_class_unless_impl_reference(
     assert all(r["verdict"] == "exact" for r in rows if r["term"].startswith("params."))
     title = " ".join(_run("validate", str(path), "--mode", "prefill", "-s", "8", *flags).split())
     assert ("Hugging Face transformers" if impl == "hf" else "reference model") in title
+
+
+def test_validate_matrix_json_says_the_section_of_each_point(monkeypatch) -> None:
+    pytest.importorskip("transformers")
+    import tgauge.matrix as matrix
+
+    ref = next(c for c in matrix.cases() if c.name == "gpt prefill")
+    hf = next(c for c in matrix.hf_cases() if c.name == "hf bert prefill eager b=2 s=32")
+    monkeypatch.setattr(matrix, "cases", lambda: [ref])
+    monkeypatch.setattr(matrix, "hf_cases", lambda: [hf])
+    rows = json.loads(_run("validate", "--matrix", "--json"))
+    sections = {r["model"]: r["section"] for r in rows}
+    assert sections == {"gpt prefill": "reference", "hf bert prefill eager b=2 s=32": "hf"}
+    rows = json.loads(_run("validate", "--matrix", "--section", "hf", "--json"))
+    assert {r["section"] for r in rows} == {"hf"}
+    summary = " ".join(_run("validate", "--matrix").split())
+    assert "section" in summary and "reference" in summary and " hf " in summary
