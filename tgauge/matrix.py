@@ -27,11 +27,6 @@ class Case(NamedTuple):
     slow: bool = False  # measured only by `make test-all` (pytest -m slow)
     hf_config: dict[str, Any] | None = None  # the HF section: the config.json measured
 
-    @property
-    def section(self) -> str:
-        """'reference' (our reference model) or 'hf' (the real transformers class)."""
-        return "reference" if self.hf_config is None else "hf"
-
 
 def _spec(name: str, arch: str, **fields: Any) -> ModelSpec:
     return ModelSpec(name=name, arch=arch, **{**_BASE, **fields})

@@ -104,6 +104,16 @@ def test_profile_impl_hf_builds_the_twin_on_meta() -> None:
     out = json.loads(_run("profile", "llama-2-7b", "--impl", "hf", "--device", "meta",
                           "--mode", "prefill", "-s", "16", "--repeats", "1", "--json"))  # fmt: skip
     assert out["n_params"]["total"] == 6_738_415_616  # Llama-2-7b, as the preset counts it
+    assert out["implementation"] == "hf LlamaForCausalLM"
+
+
+def test_profile_json_and_title_state_the_implementation() -> None:
+    out = json.loads(_run("profile", "gpt2-small", "--device", "meta", "--mode", "prefill",
+                          "-s", "8", "--repeats", "1", "--json"))  # fmt: skip
+    assert out["implementation"] == "reference"
+    title = " ".join(_run("profile", "bert-base", "--impl", "hf", "--device", "meta",
+                          "--mode", "prefill", "-s", "8", "--repeats", "1").split())  # fmt: skip
+    assert "implementation hf BertModel" in title
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ class Target:
     optimizer: Any = None
     loss_fn: Any = None
     decoder: Any = None  # an object with prefill(), step(i), cache_bytes()
+    implementation: str = "reference"  # or "hf <transformers class>"
 
 
 def _torch_dtype(workload: Workload) -> Any:
@@ -83,15 +84,16 @@ def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target
     built = build_hf_model(config, workload, device)
     check_mode(built, workload)
     model = built.model
+    impl = f"hf {built.architecture}"
     if workload.mode == "train":
         model.train()
-        target = Target(model=model, inputs=hf_inputs(built, workload, device))
+        target = Target(model=model, inputs=hf_inputs(built, workload, device), implementation=impl)
         target.optimizer = make_optimizer(model, workload)
         if built.task == "base":  # no loss of its own
             target.loss_fn = stand_in_loss
         return target
     model.eval()
-    target = Target(model=model, inputs=hf_inputs(built, workload, device))
+    target = Target(model=model, inputs=hf_inputs(built, workload, device), implementation=impl)
     if workload.mode == "decode":
         # the prompt as estimator.spec.resolved_prompt_len: seq2seq starts from 1 token
         seq2seq = built.task == "seq2seq-lm"
@@ -289,10 +291,10 @@ def profile_command(
             total=workload.new_tokens + 1 if decoding else None,  # prefill, then each step
         )
         result = run_profile(target, workload, device, repeats, tick=progress.advance, task=task)
-    if as_json:
-        print_json(result)
+    if as_json:  # the measurement, and which implementation was measured
+        print_json(result.model_dump(mode="json") | {"implementation": target.implementation})
     else:
-        render(model, workload, result)
+        render(model, workload, result, target.implementation)
 
 
 @contextmanager
@@ -316,13 +318,16 @@ def _measured(m: Any, fmt: Any) -> str:
     return fmt(m.value) if m.value is not None else f"[dim]{m.note}[/]"
 
 
-def render(model: str, workload: Workload, result: Any) -> None:
+def render(model: str, workload: Workload, result: Any, implementation: str = "reference") -> None:
     """Rich tables of a TrainProfile / ForwardProfile / DecodeProfile."""
     from rich.table import Table
 
     from tgauge.format import human_bytes, human_flops, human_seconds
 
-    title = f"tgauge profile {escape(model)} ({workload.mode}, {result.device})"
+    title = (
+        f"tgauge profile {escape(model)} ({workload.mode}, {result.device}, "
+        f"implementation {escape(implementation)})"
+    )
     if not hasattr(result, "n_params"):  # DecodeProfile
         table = Table("after", "KV cache", title=title)
         for i, n in enumerate(result.cache_bytes):
