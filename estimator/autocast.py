@@ -59,6 +59,34 @@ def autocast_linear_saved(spec: ModelSpec, workload: Workload, n: int, d_in: int
     return x + d_out * d_in * low  # the weight's cast copy [d_out, d_in]
 
 
+def bias_casts_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """The low copies of every nn.Linear's bias, held by autocast's cast cache until the
+    autocast region ends (the end of the forward and loss): not saved, but live at the loss."""
+    if not spec.bias:
+        return 0
+    per_layer = spec.q_dim + 2 * spec.kv_dim + spec.d_model  # q, k, v, o_proj
+    per_layer += spec.d_ff * (2 if spec.gated else 1) + spec.d_model  # up (gate), down
+    return spec.n_layers * per_layer * low_bytes(workload)
+
+
+def loss_moment_bytes(spec: ModelSpec, workload: Workload, n: int) -> int:
+    """Live at the loss beyond the states and the saved activations under autocast, n
+    tokens into the LM head (measured with profiler.live on CPU):
+      logits      the lm_head's output [n, V], low
+      logits32    cross_entropy_loss's fp32 copy of it (held until the loss returns)
+      head input  the final norm's fp32 output [n, d], held by Transformer.forward (the
+                  lm_head saved its own low cast)
+      embeddings  Transformer.forward's ``x`` = embed(input_ids) [n, d] fp32 when
+                  embed_extras made a new tensor of it (learned / sinusoidal positions)
+      biases      the cast cache's bias copies (bias_casts_bytes); the loss value (fp32 [])"""
+    fp32 = 4
+    t = n * spec.vocab_size * (low_bytes(workload) + fp32)
+    t += n * spec.d_model * fp32
+    if spec.position in ("learned", "sinusoidal") or spec.n_token_types or spec.embed_norm:
+        t += n * spec.d_model * fp32
+    return t + bias_casts_bytes(spec, workload) + fp32
+
+
 def unsupported(spec: ModelSpec, workload: Workload) -> str | None:
     """Why (spec, workload) under autocast is not modelled, else None."""
     if spec.arch == "encoder-decoder":

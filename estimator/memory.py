@@ -142,6 +142,10 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     with_acts = states - _saved_inputs(mem)
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = with_acts + mem.group("activations") + logits
+    if workload.autocast:  # the low logits, their fp32 copy, the cast cache's biases, ...
+        from estimator.autocast import loss_moment_bytes
+
+        forward = with_acts + mem.group("activations") + loss_moment_bytes(spec, workload, n_out)
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
     forward = max(forward, with_acts + _attention_moment(spec, workload, mem))
