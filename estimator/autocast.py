@@ -33,14 +33,16 @@ Parameters, gradients and optimizer states stay fp32 (gradients reach the fp32 w
 through the cast's backward). GradScaler (fp16 on CUDA): its scale (fp32 [1]), growth tracker
 (int32 [1]) and per-device found-inf (fp32 [1]) are 12 bytes, not counted.
 Not modelled under autocast (UnsupportedError): encoder-decoder, patch input, relative
-position bias (its fp32 bias promotes the scores), dropout, checkpointing.
+position bias (its fp32 bias promotes the scores), dropout, checkpointing, pooler / MLM
+head transform, fused chunked attention (the math sdpa upcasts its 5-D blocks to fp32:
+measured, its saved set is twice the low-dtype one).
 """
 
 from __future__ import annotations
 
 from estimator.dtypes import bits
 from estimator.implementations import register
-from estimator.spec import ModelSpec, Workload
+from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 
 def low_bytes(workload: Workload) -> int:
@@ -101,6 +103,9 @@ def unsupported(spec: ModelSpec, workload: Workload) -> str | None:
         return "dropout (its masks in the branch's low dtype)"
     if workload.checkpointing != "none":
         return "activation checkpointing (the recompute under autocast)"
+    pattern, _ = resolved_pattern(spec, workload, spec.stacks[-1][0])
+    if pattern == "chunked" and workload.attention_impl == "fused":
+        return "fused chunked attention (its 5-D blocks run the math sdpa, which upcasts to fp32)"
     return None
 
 
