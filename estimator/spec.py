@@ -352,7 +352,7 @@ class Workload(BaseModel):
     def _check_autocast(self, fail: Any) -> None:
         """torch.autocast casts fp32 weights per op: it needs fp32 weights (dtype), fp32
         activations outside the cast ops (compute_dtype) and no master copy (the weights are
-        the master). Only a training step is modelled under autocast."""
+        the master). Only a training step is modelled (check_compatible)."""
         if self.dtype != "fp32":
             fail(
                 "dtype",
@@ -365,11 +365,6 @@ class Workload(BaseModel):
                 "compute_dtype",
                 self.compute_dtype,
                 f"autocast={self.autocast!r} picks the dtype per op: leave compute_dtype fp32",
-            )
-        if self.mode != "train":
-            raise UnsupportedError(
-                f"autocast={self.autocast!r} is modelled for mode='train' only, not "
-                f"mode={self.mode!r}"
             )
 
     @property
@@ -412,6 +407,11 @@ def check_compatible(spec: ModelSpec, workload: Workload) -> None:
         raise SpecError(
             f"rope_scaling={workload.rope_scaling} is invalid for {spec.name}: "
             f"it has {spec.position} positions, not rotary"
+        )
+    if workload.autocast and workload.mode != "train":
+        raise UnsupportedError(
+            f"autocast={workload.autocast!r} is modelled for mode='train' only, not "
+            f"mode={workload.mode!r}"
         )
     if workload.autocast:
         from estimator.autocast import unsupported
