@@ -311,9 +311,7 @@ def render(model: str, workload: Workload, result: Any) -> None:
     """Rich tables of a TrainProfile / ForwardProfile / DecodeProfile."""
     from rich.table import Table
 
-    from tgauge.format import human_bytes, human_flops, human_seconds
-
-    from tgauge.format import precision_label
+    from tgauge.format import human_bytes, human_flops, human_seconds, precision_label
 
     title = (
         f"tgauge profile {escape(model)} ({workload.mode}, {precision_label(workload)}, "
