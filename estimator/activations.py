@@ -28,6 +28,9 @@ view of the stack output (the whole [n,d] storage counts) and tanh its output [b
 head_transform (BERT's MLM head): dense and act save their inputs [n,d], norm as a norm.
 {stack}.dropout: the embedding dropout mask. Assumptions a measurement must confirm: chunked
 eager scores are [b,h,s/c,c,c] with a mask of as many entries, fused sdpa gets h_kv heads.
+Under torch.autocast (``workload.autocast``, estimator/autocast.py): what matmuls make is in
+the autocast dtype (``_ib``), the norms and the loss stay fp32 (cb), and every linear saves
+its own low cast of an fp32 input and its weight's low copy (rule ``saved.linear@autocast``).
 """
 
 from __future__ import annotations

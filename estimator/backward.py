@@ -35,6 +35,9 @@ F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):
               for its other uses (tied LM head, the other stack), then their sum
   checkpoint  a layer's saved set is recomputed (all of it live) when backward reaches it;
               the recompute's own forward temporaries are not modelled
+  autocast    the branch grads in the low dtype (+ a low copy of the stream's grad per
+              sublayer); each linear's dW and grad input low, then ToCopyBackward0 to fp32
+              (rules.autocast_linear); the loss head in fp32, then d(logits)'s low copy
 Not modelled: T5's relative bias grad accumulation across layers, the pooler's [b, d] grads,
 ViT's patch and class-token grads, kernel scratch. Measured against profiler.live on CPU:
 docs/validation.md.

@@ -15,6 +15,8 @@ Terms (docs/formulas.md):
 Peak timeline. Training, steady state (optimizer states exist; grads set to None before the
 forward; the step's inputs live throughout; the model output is dropped before backward):
   forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
+                   (under autocast: the low logits, their fp32 copy, the cast cache's bias
+                   copies and the held fp32 head input, estimator/autocast.py)
   backward       = the highest point of a replay of autograd's backward from (forward -
                    logits), tensor by tensor (estimator/backward.py; per-module-kind rules in
                    estimator/backward_rules.py): d(log-probs) and d(logits) [n, V], each
