@@ -78,10 +78,13 @@ def mask_bytes(workload: Workload, numel: int) -> int:
 
 
 def norm_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
-    """Bytes a norm over [n, d] saves: its input plus its statistics."""
+    """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and
+    rstd are fp32 on CUDA (the kernel's accumulate type) and in the input's dtype on CPU
+    (measured: pure bf16 training saves them in bf16)."""
     cb, d = _cb(workload), spec.d_model
     if spec.norm == "layernorm":
-        return n * d * cb + 2 * n * FP32_BYTES  # input; mean, rstd
+        stat = FP32_BYTES if workload.device == "cuda" else cb
+        return n * d * cb + 2 * n * stat  # input; mean, rstd
     return 2 * n * d * cb + n * cb  # input (pow), x*rms (mul by weight); rms [n,1] (rsqrt)
 
 

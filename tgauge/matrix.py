@@ -118,6 +118,7 @@ def long_cases() -> list[Case]:
         Case("gpt long train checkpointing s=256", gpt, work(seq_len=256, checkpointing="full")),
         # torch.autocast on CPU (issue 10): the scores and their backward decide the peak
         Case("gpt long train autocast bf16 s=256", gpt, work(seq_len=256, autocast="bf16")),
+        Case("gpt long train pure bf16 s=256", gpt, work(seq_len=256, dtype="bf16")),
         Case(
             "gpt long train fused autocast bf16 s=256 b=4",
             gpt,
@@ -240,6 +241,8 @@ def base_cases() -> list[Case]:
             _work(attention_impl="fused", autocast="bf16"),
         ),  # fmt: skip
         Case("gpt big-vocab train autocast bf16", gpt_big_vocab, _work(autocast="bf16")),
+        # pure bf16 (weights, grads, optimizer states bf16; CPU LayerNorm stats in bf16)
+        Case("gpt train pure bf16", gpt, _work(dtype="bf16")),
         # b * s small, V >> d, untied: the optimizer step's temporaries make the peak
         *(
             Case(f"llama big-vocab train {opt} {impl}", llama_big_vocab, _step(opt, impl))
