@@ -201,11 +201,16 @@ def _human(unit: str, value: int | None) -> str:
 
 
 def _table(point: Any) -> Table:
+    from types import SimpleNamespace
+
+    from tgauge.format import precision_label
+
     w = point.workload
+    precision = precision_label(SimpleNamespace(**{"autocast": None, **w}))
     title = (
         f"{escape(point.model)} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
-        f"{w['dtype']} {w['attention_impl']} on {point.device} · {IMPL_NAMES[point.implementation]}"
-        + validate_defaults_note(point.model, w)
+        f"{precision}, {w['attention_impl']} on {point.device} · "
+        f"{IMPL_NAMES[point.implementation]}" + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")
     for col in ("term", "predicted", "measured", "difference", "rel. error", "verdict"):
