@@ -37,8 +37,9 @@ TOLERANCE = 0.02
 # Points whose saved activations (a term or the total) or peak miss 2%, or whose peak is in
 # another phase, as measured on main at c3a7c9a (transformers 5.24.0, torch 2.14, CPU fp32):
 # predicted/measured, (predicted - measured) / measured; `self_attn*` is the attention core's
-# mapped row. Measured with `tgauge validate --matrix --section hf --out DIR`. The lead updates
-# this table as the per-family rules land (a closed gap fails here as an XPASS).
+# mapped row. Measured with `tgauge validate --matrix --section hf --out DIR`, written by
+# `python scripts/hf_gap_table.py DIR/validation.jsonl`. The lead updates this table as the
+# per-family rules land (a closed gap fails here as an XPASS).
 HF_KNOWN_GAPS: dict[str, str] = {
     "hf gpt2 train eager b=2 s=32": (
         "peak 2,094,224/2,552,952 B (-18.0%); saved dec.ffn.act -75.0%, total -37.6%"
