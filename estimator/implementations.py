@@ -26,7 +26,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: (kind, implementation) -> rule
 RULES: dict[tuple[str, str], Callable[..., Any]] = {}
 #: the modules that register rules (imported once, on the first lookup)
-PROVIDERS: tuple[str, ...] = ("estimator.activations", "estimator.hf_rules")
+PROVIDERS: tuple[str, ...] = (
+    "estimator.activations",
+    "estimator.kv_cache",
+    "estimator.hf_rules",
+    "estimator.hf_rules_decoders",
+)
 _loaded = False
 
 
