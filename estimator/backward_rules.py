@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from estimator.activations import scores_entries
+from estimator.implementations import register, rule
 from estimator.spec import resolved_pattern
 
 if TYPE_CHECKING:
@@ -87,12 +88,20 @@ def ffn_plain(bw: Backward, p: str, n: int) -> int:
     down's grad input F, gelu_backward / threshold_backward (+F), up. -> the input's grad."""
     inner, nd = n * bw.spec.d_ff * bw.cb, n * bw.spec.d_model * bw.cb
     d_down = linear(bw, f"{p}.ffn.down", inner)
-    bw.live.take(inner)
-    bw.live.drop(d_down)
-    bw.free(f"{p}.ffn.act")
+    rule("backward.ffn.act", bw.spec)(bw, f"{p}.ffn.act", inner, d_down)
     d_up = linear(bw, f"{p}.ffn.up", nd)
     bw.live.drop(inner)
     return d_up
+
+
+@register("backward.ffn.act", "reference")
+def act_backward(bw: Backward, name: str, inner: int, d_out: int) -> int:
+    """gelu_backward / threshold_backward: the input's grad (``inner`` bytes) beside the
+    output's (``d_out``, freed); the saved input (or output) freed. -> the input's grad."""
+    bw.live.take(inner)
+    bw.live.drop(d_out)
+    bw.free(name)
+    return inner
 
 
 def ffn_gated(bw: Backward, p: str, n: int) -> int:

@@ -6,9 +6,15 @@ in tests/tgauge/test_hf_rules_decoders.py (CPU, fp32, eager and sdpa, two (b, s)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from estimator.backward_rules import act_backward as reference_act_backward
 from estimator.dtypes import bits
 from estimator.implementations import register
 from estimator.spec import ModelSpec, Workload
+
+if TYPE_CHECKING:
+    from estimator.backward import Backward
 
 FP32_BYTES = 4
 #: activations.py ACT2FN functions written out of elementwise ops, and the [n, d_ff] tensors
@@ -89,3 +95,31 @@ def kv_positions(pattern: str, window: int | None, seen: int, new: int) -> int:
     if pattern == "sliding_window":
         return min(seen - new, window - 1) + new
     return seen
+
+
+@register("backward.ffn.act", "hf")
+def act_backward(bw: Backward, name: str, inner: int, d_out: int) -> int:
+    """Backward of a written-out activation (``WRITTEN_OUT_SAVES``), else the reference's.
+    gelu_new, as the live tracker reads autograd's nodes (F = ``inner``, from the output's
+    grad ``d_out``): MulBackward0 of 0.5 x * (1 + tanh) makes a grad per factor (+2 F, the
+    highest reading), frees both factors and d_out; TanhBackward0 (+F) frees tanh's output;
+    the scalar muls replace their input; PowBackward0's pow, * 3 and * grad (+2 F again);
+    the three grads of x summed into one (-> F), x freed."""
+    if WRITTEN_OUT_SAVES.get(bw.spec.activation_fn or "") != 4:
+        return reference_act_backward(bw, name, inner, d_out)
+    live, F = bw.live, inner
+    live.take(F, F)  # grad * (1 + tanh), grad * 0.5 x
+    live.drop(d_out)
+    bw.free(name, 2 * F)  # 0.5 x, 1 + tanh
+    live.take(F)  # tanh_backward
+    bw.free(name, F)  # tanh's output
+    live.drop(F)  # the grad of 1 + tanh
+    live.take(F)  # * sqrt(2 / pi)
+    live.take(F)  # * 0.044715 (the branch through pow)
+    live.drop(F)
+    live.take(F, F, F)  # pow_backward: x ** 2, * 3, * grad
+    bw.free(name)  # x
+    live.drop(3 * F)
+    live.take(F)  # the grads of x summed
+    live.drop(3 * F)
+    return F
