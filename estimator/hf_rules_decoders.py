@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from estimator.backward_rules import act_backward as reference_act_backward
-from estimator.dtypes import bits
+from estimator.dtypes import INDEX_BYTES, bits
 from estimator.implementations import register
 from estimator.spec import ModelSpec, Workload
 
@@ -123,3 +123,35 @@ def act_backward(bw: Backward, name: str, inner: int, d_out: int) -> int:
     live.take(F)  # the grads of x summed
     live.drop(3 * F)
     return F
+
+
+def cache_copies_unsaved(spec: ModelSpec, workload: Workload, window: int | None) -> bool:
+    """Whether attention works on copies of the cache's keys and values (so autograd does
+    not keep the cache's own storages): repeat_kv's under GQA when the kernel gets h heads
+    (eager; sdpa with a mask, see ``sdpa_saved``)."""
+    if spec.n_kv_heads == spec.n_heads:
+        return False  # eager's matmul and sdpa take the cache's tensors themselves
+    if workload.attention_impl == "eager":
+        return True
+    return window is not None and workload.seq_len >= window  # sdpa_gets_mask
+
+
+@register("live.loss_moment", "hf")
+def loss_moment_extra(spec: ModelSpec, workload: Workload) -> int:
+    """Bytes live at the loss beyond the states, the saved tensors and the logits.
+    loss_utils.ForCausalLMLoss pads the labels by one (nn.functional.pad -> [b, s + 1]
+    int64) before shifting them (the shifted copy is the saved target). The model output
+    holds the DynamicCache a training forward builds (``builds_cache``): the torch.cat
+    copies of k and v [b, h_kv, s, d_h] per layer, extra where attention saved other
+    copies (``cache_copies_unsaved``); a sliding-window layer keeps a view of the whole cat."""
+    from estimator.spec import resolved_pattern
+
+    if not spec.lm_head or spec.arch != "decoder":
+        return 0
+    b, s, cb = workload.batch_size, workload.seq_len, _cb(workload)
+    extra = b * (s + 1) * INDEX_BYTES  # the padded labels
+    pattern, window = resolved_pattern(spec, workload, "decoder")
+    window = window if pattern == "sliding_window" else None
+    if builds_cache(workload) and cache_copies_unsaved(spec, workload, window):
+        extra += spec.n_decoder_layers * 2 * b * spec.n_kv_heads * s * spec.head_dim * cb
+    return extra
