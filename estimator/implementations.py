@@ -31,6 +31,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.kv_cache",
     "estimator.hf_rules",
     "estimator.hf_rules_decoders",
+    "estimator.hf_inference",
 )
 _loaded = False
 
