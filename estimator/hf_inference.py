@@ -30,7 +30,6 @@ from estimator.implementations import register
 from estimator.inference import FP32_BYTES, Live, Pass
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
-
 #: classes whose decoder layer keeps the attention's output in a local until it returns
 #: (modeling_gpt2.GPT2Block: ``attn_output, self_attn_weights = self.attn(...)``, then
 #: ``hidden_states = attn_output + residual``); Llama and Mistral rebind hidden_states
