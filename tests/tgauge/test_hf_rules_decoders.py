@@ -66,7 +66,8 @@ def check(family: str, attention: str, mode: str, b: int, s: int, **workload) ->
 
 
 SLOW = pytest.mark.slow
-SMALL_CASES = [("train", "eager"), ("train", "fused"), ("decode", "fused"),
+SMALL_CASES = [("train", "eager"), ("train", "fused"),
+               pytest.param("decode", "fused", marks=SLOW),
                pytest.param("decode", "eager", marks=SLOW),
                pytest.param("prefill", "eager", marks=SLOW),
                pytest.param("prefill", "fused", marks=SLOW)]  # fmt: skip
@@ -86,7 +87,7 @@ def test_hf_decoder_matches_real_model_large(family, attention, mode):
     check(family, attention, mode, *LARGE[mode])
 
 
-@pytest.mark.parametrize("attention", ATTENTION)
+@pytest.mark.parametrize("attention", ["fused", pytest.param("eager", marks=SLOW)])
 def test_mistral_window_cache_keeps_whole_prefill_then_the_window(attention):
     # prompt 12 > window 8: the prefill's cat stays whole (12 positions), steps keep 8
     check("mistral", attention, "decode", 2, 32, prompt_len=12, new_tokens=4)
@@ -98,7 +99,7 @@ def test_hf_decoder_short_prompt_decode_steps_match_real_model(family):
     check(family, "eager", "decode", 2, 32, prompt_len=4, new_tokens=10)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "mistral"])
+@pytest.mark.parametrize("family", ["gpt2", pytest.param("mistral", marks=SLOW)])
 def test_use_cache_false_training_matches_real_model(family):
     # GPT-2 sdpa saves the DynamicCache's k, v copies only when a cache is built
     check(family, "fused", "train", *SMALL, use_cache=False)
