@@ -28,6 +28,9 @@ view of the stack output (the whole [n,d] storage counts) and tanh its output [b
 head_transform (BERT's MLM head): dense and act save their inputs [n,d], norm as a norm.
 {stack}.dropout: the embedding dropout mask. Assumptions a measurement must confirm: chunked
 eager scores are [b,h,s/c,c,c] with a mask of as many entries, fused sdpa gets h_kv heads.
+Under torch.autocast (``workload.autocast``, estimator/autocast.py): what matmuls make is in
+the autocast dtype (``_ib``), the norms and the loss stay fp32 (cb), and every linear saves
+its own low cast of an fp32 input and its weight's low copy (rule ``saved.linear@autocast``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,29 @@ def _cb(workload: Workload) -> int:
     return bits(workload.compute_dtype) // 8
 
 
+def _ib(workload: Workload) -> int:
+    """Bytes per element of what the matmuls make (q, k, v, scores, probabilities, the FFN's
+    inner tensors, rotary tables): the autocast dtype under autocast, else the compute dtype."""
+    return bits(workload.autocast or workload.compute_dtype) // 8
+
+
+def linear_saved(spec: ModelSpec, workload: Workload, n: int, d_in: int, d_out: int,
+                 stream: bool, fresh: bool = True) -> int:  # fmt: skip
+    """Bytes one nn.Linear over n tokens saves beyond what earlier modules saved: rule
+    ``saved.linear`` (estimator/autocast.py has its autocast variant). ``stream``: its input
+    is a norm output or the residual stream (not a matmul's output); ``fresh``: no earlier
+    module saved that input (k_proj and v_proj share q_proj's)."""
+    return rule("saved.linear", spec, workload)(spec, workload, n, d_in, d_out, stream, fresh)
+
+
+@register("saved.linear", "reference")
+def plain_linear_saved(spec: ModelSpec, workload: Workload, n: int, d_in: int, d_out: int,
+                       stream: bool, fresh: bool) -> int:  # fmt: skip
+    """AddmmBackward0 / MmBackward0 keep the input [n, d_in] (torch.nn.functional.linear)
+    and the weight, a parameter (not an activation): the input when it is a new storage."""
+    return n * d_in * _cb(workload) if fresh else 0
+
+
 def mask_bytes(workload: Workload, numel: int) -> int:
     """A dropout mask of ``numel`` entries: native_dropout keeps it as bool on CUDA (1 byte)
     and in the compute dtype on CPU (the CPU kernel multiplies by a float mask)."""
@@ -52,10 +78,13 @@ def mask_bytes(workload: Workload, numel: int) -> int:
 
 
 def norm_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
-    """Bytes a norm over [n, d] saves: its input plus its statistics."""
+    """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and
+    rstd are fp32 on CUDA (the kernel's accumulate type) and in the input's dtype on CPU
+    (measured: pure bf16 training saves them in bf16)."""
     cb, d = _cb(workload), spec.d_model
     if spec.norm == "layernorm":
-        return n * d * cb + 2 * n * FP32_BYTES  # input; mean, rstd
+        stat = FP32_BYTES if workload.device == "cuda" else cb
+        return n * d * cb + 2 * n * stat  # input; mean, rstd
     return 2 * n * d * cb + n * cb  # input (pow), x*rms (mul by weight); rms [n,1] (rsqrt)
 
 
@@ -74,19 +103,23 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
     ``s_pad``: positions of Q, K, V as the eager matmuls see them (chunked: padded to whole
     chunks by F.pad, a copy that the matmuls save; default s, resp. s_k); ``window``: the
     pattern's window (sliding window, chunk), if any."""
-    cb, d, h, d_h = _cb(workload), spec.d_model, spec.n_heads, spec.head_dim
+    cb, d, h, h_kv, d_h = _ib(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     drop = workload.dropout > 0
-    t: Terms = {"q_proj": b * s * d * cb}  # input [b*s, d]
+    q, kv = h * d_h, h_kv * d_h
+    t: Terms = {"q_proj": linear_saved(spec, workload, b * s, d, q, True)}  # input [b*s, d]
+    t["k_proj"] = linear_saved(spec, workload, b * s_k, d, kv, True, False)  # q_proj's input
+    t["v_proj"] = linear_saved(spec, workload, b * s_k, d, kv, True, False)
+    o_proj = linear_saved(spec, workload, b * s, q, d, False, False)  # beyond its input
     if workload.attention_impl == "fused" and s_pad is not None:
         # chunked blocks (5-D) run the math sdpa: softmax output, q * sqrt(scale) and
         # k^T * sqrt(scale) (k repeated to h heads under GQA), v (repeated) as [b,n_c,h,c,d_h]
         t["sdpa"] = b * h * entries * cb + 3 * b * h * s_pad * d_h * cb
-        t["o_proj"] = b * s * h * d_h * cb  # the blocks' transpose + reshape: a copy
+        t["o_proj"] = b * s * h * d_h * cb + o_proj  # the blocks' transpose + reshape: a copy
     elif workload.attention_impl == "fused":
         t["sdpa"] = rule("saved.sdpa", spec)(spec, workload, b, s, s_k, fused_mask, window)
         # the flash/efficient kernels return out as a [b,h,s,d_h] view of a [b,s,h,d_h] buffer:
         # o_proj's input (heads merged) is a view of the storage sdpa already saved
-        t["o_proj"] = 0
+        t["o_proj"] = o_proj
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
@@ -94,7 +127,7 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         t["scores"] = qk + probs + rule("saved.eager_mask", spec)(spec, workload, entries, masked)
         t["scores.dropout"] = mask_bytes(workload, b * h * entries) if drop else 0  # [b,h,s,s_k]
         t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
-        t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]: reshape copies
+        t["o_proj"] = b * s * h * d_h * cb + o_proj  # merged heads [b*s, h*d_h]: reshape copies
     return t
 
 
@@ -104,7 +137,7 @@ def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, fu
     """Bytes fused (CPU flash) attention saves per call: q [b,h,s,d_h], k, v [b,h_kv,s_k,d_h],
     out, logsumexp [b,h,s] fp32; ``fused_mask``: its additive attn_mask where(ok, 0, min)
     [s, s_k] (reference_model/attention.py)."""
-    cb, h, h_kv, d_h = _cb(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
+    cb, h, h_kv, d_h = _ib(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
     out = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
     return out + (s * s_k * cb if fused_mask else 0)
 
@@ -112,14 +145,14 @@ def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, fu
 @register("saved.ffn.act", "reference")
 def ffn_act_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
     """Bytes a GELU (nn.GELU) saves over n tokens: its input [n, d_ff]."""
-    return n * spec.d_ff * _cb(workload)
+    return n * spec.d_ff * _ib(workload)
 
 
 @register("saved.rotary.layer", "reference")
 def rotary_layer_saved(spec: ModelSpec, workload: Workload, s: int) -> int:
     """Bytes one layer's rotary products save: x * cos, rot(x) * sin keep cos and sin
     [s, d_h], built per call (reference_model/positions.py), for q and for k."""
-    return 2 * 2 * s * spec.head_dim * _cb(workload)
+    return 2 * 2 * s * spec.head_dim * _ib(workload)  # cast to q's dtype
 
 
 @register("saved.rotary.stack", "reference")
@@ -137,16 +170,20 @@ def eager_mask_saved(spec: ModelSpec, workload: Workload, entries: int, masked: 
 
 def ffn_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:
     """Saved bytes of one FFN over n tokens (ffn.up's input included)."""
-    cb, d, d_ff = _cb(workload), spec.d_model, spec.d_ff
+    cb, d, d_ff = _ib(workload), spec.d_model, spec.d_ff
     inner = n * d_ff * cb  # one [n, d_ff] tensor
-    t: Terms = {"ffn.up": n * d * cb}
+    t: Terms = {"ffn.up": linear_saved(spec, workload, n, d, d_ff, True)}
+    down = linear_saved(spec, workload, n, d_ff, d, False, False)  # beyond its input
     if spec.gated:  # act(gate(x)) * up(x): gate runs first and saves the norm output x
-        t = {"ffn.gate": n * d * cb, "ffn.up": 0}
-        t.update({"ffn.act": inner, "ffn": 2 * inner, "ffn.down": inner})
-    elif spec.activation == "relu":
-        t.update({"ffn.act": inner, "ffn.down": 0})  # relu saves its output = down's input
+        t = {"ffn.gate": linear_saved(spec, workload, n, d, d_ff, True)}
+        t["ffn.up"] = linear_saved(spec, workload, n, d, d_ff, True, False)
+        t.update({"ffn.act": inner, "ffn": 2 * inner, "ffn.down": inner + down})
+    elif spec.activation == "relu":  # relu saves its output = down's input
+        t.update({"ffn.act": inner, "ffn.down": down})
     else:
-        t.update({"ffn.act": rule("saved.ffn.act", spec)(spec, workload, n), "ffn.down": inner})
+        t.update(
+            {"ffn.act": rule("saved.ffn.act", spec)(spec, workload, n), "ffn.down": inner + down}
+        )
     return t
 
 
@@ -241,7 +278,7 @@ def head_saved(spec: ModelSpec, workload: Workload, s: int) -> Terms:
         t["head_transform.act"] = n * d * cb
         t["head_transform.norm"] = norm_saved(spec, workload, n)
     if spec.lm_head:
-        t["lm_head"] = n * d * cb
+        t["lm_head"] = linear_saved(spec, workload, n, d, spec.vocab_size, True)
         t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight
     return t
 

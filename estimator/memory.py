@@ -15,6 +15,8 @@ Terms (docs/formulas.md):
 Peak timeline. Training, steady state (optimizer states exist; grads set to None before the
 forward; the step's inputs live throughout; the model output is dropped before backward):
   forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
+                   (under autocast: the low logits, their fp32 copy, the cast cache's bias
+                   copies and the held fp32 head input, estimator/autocast.py)
   backward       = the highest point of a replay of autograd's backward from (forward -
                    logits), tensor by tensor (estimator/backward.py; per-module-kind rules in
                    estimator/backward_rules.py): d(log-probs) and d(logits) [n, V], each
@@ -143,6 +145,10 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     with_acts = states - _saved_inputs(mem)
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = with_acts + mem.group("activations") + logits
+    if workload.autocast:  # the low logits, their fp32 copy, the cast cache's biases, ...
+        from estimator.autocast import loss_moment_bytes
+
+        forward = with_acts + mem.group("activations") + loss_moment_bytes(spec, workload, n_out)
     forward += rule("live.loss_moment", spec)(spec, workload)  # what else the forward holds
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
