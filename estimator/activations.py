@@ -96,12 +96,13 @@ def scores_entries(spec: ModelSpec, workload: Workload, stack: str, s: int) -> i
 
 def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
                     entries: int, masked: bool, s_pad: int | None = None,
-                    fused_mask: bool = False) -> Terms:  # fmt: skip
+                    fused_mask: bool = False, window: int | None = None) -> Terms:  # fmt: skip
     """Saved bytes of one attention block: s queries, s_k keys, ``entries`` scores per head;
     ``masked``: the pattern's bool mask (~ok, a new [s, s_k] per call) is saved by masked_fill;
     ``fused_mask``: sdpa gets an additive mask (a pattern other than plain causal / full);
     ``s_pad``: positions of Q, K, V as the eager matmuls see them (chunked: padded to whole
-    chunks by F.pad, a copy that the matmuls save; default s, resp. s_k)."""
+    chunks by F.pad, a copy that the matmuls save; default s, resp. s_k); ``window``: the
+    pattern's window (sliding window, chunk), if any."""
     cb, d, h, h_kv, d_h = _ib(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     drop = workload.dropout > 0
     q, kv = h * d_h, h_kv * d_h
@@ -115,9 +116,7 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         t["sdpa"] = b * h * entries * cb + 3 * b * h * s_pad * d_h * cb
         t["o_proj"] = b * s * h * d_h * cb + o_proj  # the blocks' transpose + reshape: a copy
     elif workload.attention_impl == "fused":
-        t["sdpa"] = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
-        if fused_mask:  # CPU flash saves its additive attn_mask where(ok, 0, min) [s, s_k]
-            t["sdpa"] += s * s_k * cb
+        t["sdpa"] = rule("saved.sdpa", spec)(spec, workload, b, s, s_k, fused_mask, window)
         # the flash/efficient kernels return out as a [b,h,s,d_h] view of a [b,s,h,d_h] buffer:
         # o_proj's input (heads merged) is a view of the storage sdpa already saved
         t["o_proj"] = o_proj
@@ -130,6 +129,36 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
         t["o_proj"] = b * s * h * d_h * cb + o_proj  # merged heads [b*s, h*d_h]: reshape copies
     return t
+
+
+@register("saved.sdpa", "reference")
+def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, fused_mask: bool,
+               window: int | None) -> int:  # fmt: skip
+    """Bytes fused (CPU flash) attention saves per call: q [b,h,s,d_h], k, v [b,h_kv,s_k,d_h],
+    out, logsumexp [b,h,s] fp32; ``fused_mask``: its additive attn_mask where(ok, 0, min)
+    [s, s_k] (reference_model/attention.py)."""
+    cb, h, h_kv, d_h = _ib(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
+    out = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
+    return out + (s * s_k * cb if fused_mask else 0)
+
+
+@register("saved.ffn.act", "reference")
+def ffn_act_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
+    """Bytes a GELU (nn.GELU) saves over n tokens: its input [n, d_ff]."""
+    return n * spec.d_ff * _ib(workload)
+
+
+@register("saved.rotary.layer", "reference")
+def rotary_layer_saved(spec: ModelSpec, workload: Workload, s: int) -> int:
+    """Bytes one layer's rotary products save: x * cos, rot(x) * sin keep cos and sin
+    [s, d_h], built per call (reference_model/positions.py), for q and for k."""
+    return 2 * 2 * s * spec.head_dim * _ib(workload)  # cast to q's dtype
+
+
+@register("saved.rotary.stack", "reference")
+def rotary_stack_saved(spec: ModelSpec, workload: Workload, s: int) -> int:
+    """Bytes of rotary tables built once per stack and saved (reference: none, per layer)."""
+    return 0
 
 
 @register("saved.eager_mask", "reference")
@@ -152,7 +181,9 @@ def ffn_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:
     elif spec.activation == "relu":  # relu saves its output = down's input
         t.update({"ffn.act": inner, "ffn.down": down})
     else:
-        t.update({"ffn.act": inner, "ffn.down": inner + down})
+        t.update(
+            {"ffn.act": rule("saved.ffn.act", spec)(spec, workload, n), "ffn.down": inner + down}
+        )
     return t
 
 
@@ -165,7 +196,8 @@ def layer_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     pattern, window = resolved_pattern(spec, workload, stack)
     s_pad = -(-s // window) * window if pattern == "chunked" else None  # whole chunks
     fused_mask = pattern not in ("full", "causal")
-    saved = attention_saved(spec, workload, b, s, s, entries, pattern != "full", s_pad, fused_mask)
+    saved = attention_saved(spec, workload, b, s, s, entries, pattern != "full", s_pad, fused_mask,
+                            window)  # fmt: skip
     for k, v in saved.items():
         t[f"self_attn.{k}"] = v
     sublayers = 2
@@ -186,8 +218,8 @@ def rope_or_bias_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) 
     """Bytes one layer's self-attention saves for its rotary / relative positions. The
     ``{stack}.pos`` module is called from the attention, so its saves belong to the deeper
     ``{stack}.layers.self_attn`` (the innermost running module of the glossary)."""
-    if spec.position == "rotary":  # x * cos, rot(x) * sin save cos, sin [s, d_h], for q and k
-        return 2 * 2 * s * spec.head_dim * _ib(workload)  # cast to q's dtype
+    if spec.position == "rotary":
+        return rule("saved.rotary.layer", spec)(spec, workload, s)
     if spec.position == "relative":  # embedding(buckets) saves the bucket ids [s, s_k]
         pattern, window = resolved_pattern(spec, workload, stack)
         side = window if pattern == "chunked" else s  # chunked: one [c, c] bias for all blocks
@@ -223,6 +255,8 @@ def stack_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     else:
         for k, v in layer_saved(spec, workload, stack, s, s_src).items():
             t[f"{stack}.layers.{k}"] = L * v
+        if spec.position == "rotary":  # tables built once per stack, saved by its layers
+            t[f"{stack}.layers.self_attn"] += rule("saved.rotary.stack", spec)(spec, workload, s)
     if s_src:  # the encoder output, saved once by the first cross_attn.k_proj (or checkpoint)
         key = stack if workload.checkpointing == "full" else f"{stack}.layers.cross_attn.k_proj"
         t[key] = t.get(key, 0) + b * s_src * d * cb

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from estimator.activations import scores_entries
+from estimator.implementations import register, rule
 from estimator.spec import resolved_pattern
 
 if TYPE_CHECKING:
@@ -118,10 +119,18 @@ def ffn_plain(bw: Backward, p: str, n: int) -> int:
     down's grad input F, gelu_backward / threshold_backward (+F), up. -> the input's grad."""
     inner, nd = n * bw.spec.d_ff * bw.ib, n * bw.spec.d_model * bw.cb
     d_down = linear(bw, f"{p}.ffn.down", inner)
+    g = rule("backward.ffn.act", bw.spec)(bw, f"{p}.ffn.act", inner, d_down)
+    return linear(bw, f"{p}.ffn.up", nd, g=g, stream=True)
+
+
+@register("backward.ffn.act", "reference")
+def act_backward(bw: Backward, name: str, inner: int, d_out: int) -> int:
+    """gelu_backward / threshold_backward: the input's grad (``inner`` bytes) beside the
+    output's (``d_out``, freed); the saved input (or output) freed. -> the input's grad."""
     bw.live.take(inner)
-    bw.live.drop(d_down)
-    bw.free(f"{p}.ffn.act")
-    return linear(bw, f"{p}.ffn.up", nd, g=inner, stream=True)
+    bw.live.drop(d_out)
+    bw.free(name)
+    return inner
 
 
 def ffn_gated(bw: Backward, p: str, n: int) -> int:

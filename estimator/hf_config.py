@@ -59,6 +59,7 @@ def _gpt2(cfg: Config) -> dict[str, Any]:
         arch="decoder", n_decoder_layers=cfg["n_layer"], d_model=d, n_heads=cfg["n_head"],
         d_ff=cfg.get("n_inner") or 4 * d, vocab_size=cfg["vocab_size"],
         max_seq_len=cfg["n_positions"], activation=_activation(cfg, "activation_function"),
+        activation_fn=cfg.get("activation_function", "gelu_new"), fused_qkv=True,
         norm_eps=cfg.get("layer_norm_epsilon", 1e-5), position="learned",
         tie_embeddings=cfg.get("tie_word_embeddings", True),
     )  # fmt: skip

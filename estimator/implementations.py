@@ -32,7 +32,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: (kind, implementation) -> rule
 RULES: dict[tuple[str, str], Callable[..., Any]] = {}
 #: the modules that register rules (imported once, on the first lookup)
-PROVIDERS: tuple[str, ...] = ("estimator.activations", "estimator.hf_rules", "estimator.autocast")
+PROVIDERS: tuple[str, ...] = (
+    "estimator.activations",
+    "estimator.kv_cache",
+    "estimator.hf_rules",
+    "estimator.autocast",
+    "estimator.hf_rules_decoders",
+    "estimator.hf_inference",
+)
 _loaded = False
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from estimator.dtypes import INDEX_BYTES, bits
+from estimator.implementations import register, rule
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 FP32_BYTES = 4
@@ -315,8 +316,7 @@ class Pass:
             live.drop(2 * inner)
         else:
             live.take(inner)  # up
-            live.take(inner)  # act
-            live.drop(inner)
+            rule("replay.ffn.act", self.spec)(live, inner, self.spec.activation_fn)
         y = live.take(self.act(s, self.spec.d_model))  # down
         live.drop(inner)
         return y
@@ -386,13 +386,26 @@ class Pass:
         return y or inputs[n_layers]
 
 
+@register("replay.ffn.act", "reference")
+def act_forward(live: Live, inner: int, activation_fn: str | None = None) -> None:
+    """nn.GELU / nn.ReLU on up's output (``inner`` bytes, then dropped): one new tensor."""
+    live.take(inner)  # act
+    live.drop(inner)
+
+
+@register("replay.pass", "reference")
+def reference_pass(spec: ModelSpec, workload: Workload, live: Live) -> Pass:
+    """The forward replay of reference_model/ (``Pass``)."""
+    return Pass(spec, workload, live)
+
+
 def prefill_peak(spec: ModelSpec, workload: Workload, start: int) -> int:
     """Highest live bytes of Transformer.forward (no grad) from ``start`` bytes (weights,
     buffers, inputs): embeddings, stacks, pooler / LM head."""
     from estimator.kv_cache import decoder_len
 
     live = Live(start)
-    p = Pass(spec, workload, live)
+    p = rule("replay.pass", spec)(spec, workload, live)
     b, s, d = workload.batch_size, workload.seq_len, spec.d_model
     if spec.is_patch_input:
         n_patches = (spec.image_size // spec.patch_size) ** 2
@@ -436,7 +449,7 @@ def cached_prefill(
     last logits (``next_id``). ``start``: weights, buffers, the token ids."""
     b, s, d = workload.batch_size, workload.seq_len, spec.d_model
     live = Live(start)
-    p = Pass(spec, workload, live)
+    p = rule("replay.pass", spec)(spec, workload, live)
     cross = 0
     if spec.arch == "encoder-decoder":
         source = live.take(p.act(s, d))  # embed(source): the encoder's argument
@@ -469,10 +482,10 @@ def decode_peaks(spec: ModelSpec, workload: Workload, start: int) -> tuple[int, 
         steps.add(last - last % window)
     cross = workload.seq_len if spec.arch == "encoder-decoder" else 0
     decode = 0
-    for pos in sorted(steps):
-        held = _keep(spec, workload, pos)
+    for pos in sorted(steps):  # the cache's storage before the step (kv.positions)
+        held = rule("kv.positions", spec)(pattern, window, pos, 1 if pos > prompt else prompt)
         live = Live(start + _cache_bytes(spec, workload, held, cross) + b * INDEX_BYTES)
-        p = Pass(spec, workload, live)
+        p = rule("replay.pass", spec)(spec, workload, live)
         live.take(p.act(1, d))  # embed(token)
         p.stack("decoder", 1, pos, cross, (held, _keep(spec, workload, pos + 1)))
         live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]

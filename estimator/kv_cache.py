@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from estimator.breakdown import Breakdown
 from estimator.dtypes import nbytes
+from estimator.implementations import register, rule
 from estimator.spec import ModelSpec, Workload, resolved_pattern, resolved_prompt_len
 
 
@@ -25,6 +26,13 @@ def cached_positions(pattern: str, window: int | None, seen: int) -> int:
     if pattern == "chunked":
         return (seen - 1) % window + 1
     return seen
+
+
+@register("kv.positions", "reference")
+def kv_positions(pattern: str, window: int | None, seen: int, new: int) -> int:
+    """Positions the cache holds after a pass of ``new`` tokens brought it to ``seen``
+    (reference_model/cache.py keeps exactly the pattern's positions)."""
+    return cached_positions(pattern, window, seen)
 
 
 def decoder_len(spec: ModelSpec, workload: Workload) -> int:
@@ -49,7 +57,10 @@ def kv_cache_at(spec: ModelSpec, workload: Workload, step: int | None = None) ->
     b, L = workload.batch_size, spec.n_decoder_layers
     h_kv, d_h, dtype = spec.n_kv_heads, spec.head_dim, workload.kv_cache_dtype
     pattern, window = resolved_pattern(spec, workload, "decoder")
-    T = cached_positions(pattern, window, _seen_tokens(spec, workload, step))
+    seen = _seen_tokens(spec, workload, step)
+    last_step = workload.new_tokens if step is None else step
+    new = 1 if workload.mode == "decode" and last_step else seen  # the last pass's tokens
+    T = rule("kv.positions", spec)(pattern, window, seen, new)
     terms = {"decoder.layers.self_attn": L * nbytes(2 * b * T * h_kv * d_h, dtype)}  # K, V
     if spec.arch == "encoder-decoder":
         s_src = workload.seq_len
@@ -73,6 +84,7 @@ def kv_cache_max_bytes(spec: ModelSpec, workload: Workload) -> int:
     last = kv_cache(spec, workload).total
     if workload.mode != "decode":
         return last
+    last = max(last, kv_cache_at(spec, workload, 0).total)  # a prefill kept whole (hf window)
     pattern, window = resolved_pattern(spec, workload, "decoder")
     p, n = resolved_prompt_len(spec, workload), workload.new_tokens
     if pattern == "chunked" and (p + n) // window > (p - 1) // window:  # a chunk was full

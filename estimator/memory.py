@@ -43,6 +43,7 @@ import functools
 from estimator.activations import activations
 from estimator.breakdown import Breakdown
 from estimator.dtypes import INDEX_BYTES, bits, nbytes
+from estimator.implementations import register, rule
 from estimator.kv_cache import (
     decoder_len,
     kv_cache,
@@ -148,6 +149,7 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
         from estimator.autocast import loss_moment_bytes
 
         forward = with_acts + mem.group("activations") + loss_moment_bytes(spec, workload, n_out)
+    forward += rule("live.loss_moment", spec)(spec, workload)  # what else the forward holds
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
     forward = max(forward, with_acts + _attention_moment(spec, workload, mem))
@@ -158,6 +160,13 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     step = states + grads + _step_temporaries(spec, workload, mem)
     phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
     return max(phases, key=lambda p: p[0])
+
+
+@register("live.loss_moment", "reference")
+def loss_moment_extra(spec: ModelSpec, workload: Workload) -> int:
+    """Bytes live at the loss beyond the states, the saved tensors and the logits: none
+    (reference_model's loss reads the targets as given)."""
+    return 0
 
 
 def _saved_inputs(mem: Breakdown) -> int:

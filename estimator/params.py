@@ -146,6 +146,8 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
         *_linear_shapes(d, d_kv, bias),  # v_proj
         *_linear_shapes(d_q, d, bias),  # o_proj
     ]
+    if spec.fused_qkv:  # one projection d -> q, k, v (GPT-2's c_attn), then o_proj
+        attn = [*_linear_shapes(d, d_q + 2 * d_kv, bias), *_linear_shapes(d_q, d, bias)]
     out = [*_norm_shapes(spec), *attn]
     if cross:
         out += [*_norm_shapes(spec), *attn]

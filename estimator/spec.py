@@ -103,6 +103,14 @@ class ModelSpec(BaseModel):
     hf_architecture: str | None = Field(
         None, description="the transformers class (config.json's architectures), if any"
     )
+    activation_fn: str | None = Field(
+        None,
+        description="the activation function as config.json names it (transformers' ACT2FN "
+        "key, e.g. gelu_new: tanh-approximate GELU written out); None: the plain `activation`",
+    )
+    fused_qkv: bool = Field(
+        False, description="one projection makes q, k and v (GPT-2's c_attn), their views"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -287,6 +295,12 @@ class Workload(BaseModel):
     )
     window: int | None = Field(None, gt=0, description="sliding_window width / chunk size")
     kv_cache: bool = True
+    use_cache: bool | None = Field(
+        None,
+        description="training: whether the forward builds a KV cache as it runs (transformers' "
+        "use_cache; what attention saves can differ). None: the model's own default "
+        "(transformers' decoder LMs: True, config.use_cache)",
+    )
     kv_cache_dtype: KVCacheDType | None = Field(
         None, description="default: compute_dtype; fp8 (e4m3 / e5m2) as serving stacks offer"
     )

@@ -132,6 +132,8 @@ def hf_inputs(built: HFModel, workload: Workload, device: str) -> dict[str, Any]
         inputs["labels"] = inputs["input_ids"].clone()  # causal: shifted inside the model
     elif train and task.endswith("classification"):
         inputs["labels"] = torch.randint(0, cfg.num_labels, (b,), generator=gen).to(device)
+    if train and task in GENERATING and workload.use_cache is not None:
+        inputs["use_cache"] = workload.use_cache  # else the model's default (config.use_cache)
     return inputs
 
 

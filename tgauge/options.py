@@ -86,6 +86,13 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
     ),
     "window": (int | None, None, ("--window",), "sliding-window width or chunk size"),
     "kv_cache": (bool, True, ("--kv-cache/--no-kv-cache",), "decode with a KV cache"),
+    "use_cache": (
+        bool | None,
+        None,
+        ("--use-cache/--no-use-cache",),
+        "training: the forward builds a KV cache (transformers' use_cache; what sdpa saves "
+        "can differ); default: the model's own",
+    ),
     "kv_cache_dtype": (
         str | None,
         None,
@@ -126,6 +133,7 @@ _ONLY_IN: dict[str, tuple[str, ...]] = {
     "autocast": ("train",),
     "dropout": ("train",),
     "kv_cache": ("prefill", "decode"),
+    "use_cache": ("train",),
     "kv_cache_dtype": ("prefill", "decode"),
     "prompt_len": ("decode",),
     "new_tokens": ("decode",),
