@@ -13,7 +13,9 @@ from estimator.params import params
 from estimator.presets import PRESETS, get_preset
 from estimator.spec import SpecError
 
-WHICH = {"implementation", "hf_architecture"}  # what tells the twin from the preset
+# what tells the twin from the preset: the implementation, and how HF's code computes the
+# same sizes (GPT-2's written-out gelu_new, its fused c_attn)
+WHICH = {"implementation", "hf_architecture", "activation_fn", "fused_qkv"}
 
 
 def test_every_preset_but_vaswanis_has_a_twin() -> None:
