@@ -116,7 +116,8 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         t["sdpa"] = b * h * entries * cb + 3 * b * h * s_pad * d_h * cb
         t["o_proj"] = b * s * h * d_h * cb + o_proj  # the blocks' transpose + reshape: a copy
     elif workload.attention_impl == "fused":
-        t["sdpa"] = rule("saved.sdpa", spec)(spec, workload, b, s, s_k, fused_mask, window)
+        t["sdpa"] = rule("saved.sdpa", spec, workload)(spec, workload, b, s, s_k, fused_mask,
+                                                       window)  # fmt: skip
         # the flash/efficient kernels return out as a [b,h,s,d_h] view of a [b,s,h,d_h] buffer:
         # o_proj's input (heads merged) is a view of the storage sdpa already saved
         t["o_proj"] = o_proj
@@ -125,6 +126,7 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
         qk = (b * h * s_q * d_h + b * h * s_kv * d_h) * cb  # Q, K (repeated to h heads)
         t["scores"] = qk + probs + rule("saved.eager_mask", spec)(spec, workload, entries, masked)
+        t["scores"] += rule("saved.eager_softmax", spec, workload)(spec, workload, b, entries)
         t["scores.dropout"] = mask_bytes(workload, b * h * entries) if drop else 0  # [b,h,s,s_k]
         t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
         t["o_proj"] = b * s * h * d_h * cb + o_proj  # merged heads [b*s, h*d_h]: reshape copies
@@ -161,6 +163,13 @@ def rotary_stack_saved(spec: ModelSpec, workload: Workload, s: int) -> int:
     return 0
 
 
+@register("saved.eager_softmax", "reference")
+def eager_softmax_saved(spec: ModelSpec, workload: Workload, b: int, entries: int) -> int:
+    """Bytes eager attention's softmax saves beyond the probabilities (``entries`` per head
+    and sequence): none, softmax saves its output, the probabilities probs @ v saves."""
+    return 0
+
+
 @register("saved.eager_mask", "reference")
 def eager_mask_saved(spec: ModelSpec, workload: Workload, entries: int, masked: bool) -> int:
     """Bytes eager attention's mask saves per call: masked_fill(~ok) keeps the bool [s, s_k]
@@ -182,7 +191,10 @@ def ffn_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:
         t.update({"ffn.act": inner, "ffn.down": down})
     else:
         t.update(
-            {"ffn.act": rule("saved.ffn.act", spec)(spec, workload, n), "ffn.down": inner + down}
+            {
+                "ffn.act": rule("saved.ffn.act", spec, workload)(spec, workload, n),
+                "ffn.down": inner + down,
+            }
         )
     return t
 

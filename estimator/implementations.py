@@ -39,6 +39,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.autocast",
     "estimator.hf_rules_decoders",
     "estimator.hf_inference",
+    "estimator.hf_autocast",
 )
 _loaded = False
 

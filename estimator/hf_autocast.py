@@ -1,0 +1,79 @@
+"""The Hugging Face decoder-only classes (GPT-2, Llama; transformers 5.x) trained under
+torch.autocast on CPU (``Workload.autocast``): rules registered as ``kind@autocast`` under the
+"hf" implementation (estimator/implementations.py takes them before the reference's autocast
+rules of estimator/autocast.py and the HF fp32 rules of estimator/hf_rules_decoders.py).
+
+What the real classes save beyond / instead of the reference model under autocast, measured
+with the profiler's saved-tensor hooks (tests/tgauge/test_hf_autocast.py, CPU, bf16):
+  c_attn        GPT-2's fused projection (pytorch_utils.Conv1D: addmm(bias, x, weight)) casts
+                its fp32 input ONCE for q, k and v; its weight copy [d, 3 d] is the three
+                projections' copies summed (``hf_linear_saved``)
+  gelu_new      written out of elementwise ops on c_fc's low output: its four saved tensors
+                are in the low dtype (``hf_ffn_act_saved``)
+  eager core    eager_attention_forward adds the model-dtype (fp32) float mask to the low
+                scores (promoting them to fp32) and runs softmax(..., dtype=float32)
+                .to(query.dtype): softmax saves its fp32 output [b, h, s, s_k] beyond the low
+                copy that probs @ v saves (``hf_eager_softmax_saved``)
+  sdpa          q, k, v, out in the low dtype, logsumexp fp32 (``hf_sdpa_saved``)
+  rotary        LlamaRotaryEmbedding computes cos, sin with autocast disabled and returns them
+                in the hidden states' dtype (fp32): the fp32 rule (saved.rotary.stack) holds
+Everything else (norms, loss, the bias casts, the DynamicCache copies at the loss) is the
+reference's autocast rule or the HF fp32 rule unchanged.
+"""
+
+from __future__ import annotations
+
+from estimator.autocast import autocast_linear_saved, low_bytes
+from estimator.hf_rules_decoders import WRITTEN_OUT_SAVES, builds_cache, sdpa_gets_mask
+from estimator.implementations import register
+from estimator.spec import ModelSpec, Workload
+
+FP32_BYTES = 4
+
+
+@register("saved.linear@autocast", "hf")
+def hf_linear_saved(spec: ModelSpec, workload: Workload, n: int, d_in: int, d_out: int,
+                    stream: bool, fresh: bool) -> int:  # fmt: skip
+    """A fused q/k/v projection (``spec.fused_qkv``, GPT-2's c_attn) is one addmm: k and v
+    (the stream input an earlier projection already cast, ``fresh`` False) add only their
+    share of the weight's copy; other linears: the reference autocast rule (a cast per
+    linear of an fp32 stream input)."""
+    if spec.fused_qkv and stream and not fresh:
+        return d_out * d_in * low_bytes(workload)
+    return autocast_linear_saved(spec, workload, n, d_in, d_out, stream, fresh)
+
+
+@register("saved.ffn.act@autocast", "hf")
+def hf_ffn_act_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
+    """The activation runs on the up projection's low output: a written-out one
+    (``WRITTEN_OUT_SAVES``) saves its tensors [n, d_ff] in that dtype, F.gelu / F.silu
+    their input."""
+    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * spec.d_ff * low_bytes(workload)
+
+
+@register("saved.sdpa@autocast", "hf")
+def hf_sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
+                  fused_mask: bool, window: int | None) -> int:  # fmt: skip
+    """sdpa_attention_forward under autocast (scaled_dot_product_attention is on the CPU low
+    list): the saved set of the fp32 rule (estimator/hf_rules_decoders.sdpa_saved) with q,
+    k, v, out and the float mask in the low dtype (fp32 q, k after rotary are cast), the
+    logsumexp fp32."""
+    lb, h, h_kv, d_h = low_bytes(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
+    mask = sdpa_gets_mask(s_k, fused_mask, window)
+    q = b * s * (h + 2 * h_kv if spec.fused_qkv else h) * d_h
+    if mask and h_kv < h:
+        kv = 2 * b * h * s_k * d_h
+    elif spec.fused_qkv and not builds_cache(workload):
+        kv = 0
+    else:
+        kv = 2 * b * h_kv * s_k * d_h
+    out = b * s * h * d_h
+    return (q + kv + out + (b * s * s_k if mask else 0)) * lb + b * h * s * FP32_BYTES
+
+
+@register("saved.eager_softmax@autocast", "hf")
+def hf_eager_softmax_saved(spec: ModelSpec, workload: Workload, b: int, entries: int) -> int:
+    """eager_attention_forward: ``softmax(scores + mask, dtype=torch.float32)`` saves its fp32
+    output [b, h, entries]; ``.to(query.dtype)`` makes the low copy probs @ v saves (counted
+    as the probabilities)."""
+    return b * spec.n_heads * entries * FP32_BYTES
