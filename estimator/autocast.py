@@ -71,6 +71,7 @@ def bias_casts_bytes(spec: ModelSpec, workload: Workload) -> int:
     return spec.n_layers * per_layer * low_bytes(workload)
 
 
+@register("live.autocast_loss", "reference")
 def loss_moment_bytes(spec: ModelSpec, workload: Workload, n: int) -> int:
     """Live at the loss beyond the states and the saved activations under autocast, n
     tokens into the LM head (measured with profiler.live on CPU):

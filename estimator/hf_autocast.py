@@ -23,10 +23,16 @@ reference's autocast rule or the HF fp32 rule unchanged.
 
 from __future__ import annotations
 
-from estimator.autocast import autocast_linear_saved, low_bytes
-from estimator.hf_rules_decoders import WRITTEN_OUT_SAVES, builds_cache, sdpa_gets_mask
+from estimator.autocast import autocast_linear_saved, bias_casts_bytes, low_bytes
+from estimator.dtypes import INDEX_BYTES
+from estimator.hf_rules_decoders import (
+    WRITTEN_OUT_SAVES,
+    builds_cache,
+    cache_copies_unsaved,
+    sdpa_gets_mask,
+)
 from estimator.implementations import register
-from estimator.spec import ModelSpec, Workload
+from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 FP32_BYTES = 4
 
@@ -77,3 +83,38 @@ def hf_eager_softmax_saved(spec: ModelSpec, workload: Workload, b: int, entries:
     output [b, h, entries]; ``.to(query.dtype)`` makes the low copy probs @ v saves (counted
     as the probabilities)."""
     return b * spec.n_heads * entries * FP32_BYTES
+
+
+@register("live.autocast_loss", "hf")
+def hf_loss_moment_bytes(spec: ModelSpec, workload: Workload, n: int) -> int:
+    """Live at the loss under autocast beyond the states and the saved activations, n tokens
+    into the LM head: the reference's set (estimator/autocast.loss_moment_bytes: the low
+    logits, their fp32 copy, the fp32 head input ``outputs.last_hidden_state``, the bias
+    copies of the cast cache, the loss value) without the embeddings: the base model frees
+    inputs_embeds (+ GPT-2's wpe output) when it returns, before the LM head."""
+    t = n * spec.vocab_size * (low_bytes(workload) + FP32_BYTES) + n * spec.d_model * FP32_BYTES
+    return t + bias_casts_bytes(spec, workload) + FP32_BYTES
+
+
+@register("live.loss_moment@autocast", "hf")
+def hf_loss_moment_extra(spec: ModelSpec, workload: Workload) -> int:
+    """The fp32 rule (estimator/hf_rules_decoders.loss_moment_extra: the padded labels, the
+    DynamicCache a training forward builds) with the cache's dtypes under autocast: v is the
+    low v_proj output; k after apply_rotary_pos_emb is fp32 (q, k times the fp32 cos, sin),
+    else low. A cache storage the attention kernel did not save is extra: k and v when it
+    works on repeat_kv copies (``cache_copies_unsaved``), and a fp32 k in any case (eager's
+    matmul and sdpa save their own low cast of it)."""
+    if not spec.lm_head or spec.arch != "decoder":
+        return 0
+    b, s, lb = workload.batch_size, workload.seq_len, low_bytes(workload)
+    extra = b * (s + 1) * INDEX_BYTES  # the padded labels
+    if not builds_cache(workload):
+        return extra
+    pattern, window = resolved_pattern(spec, workload, "decoder")
+    window = window if pattern == "sliding_window" else None
+    copies = cache_copies_unsaved(spec, workload, window)
+    k_bytes = FP32_BYTES if spec.position == "rotary" else lb
+    per_pos = spec.n_kv_heads * spec.head_dim
+    k = b * s * per_pos * k_bytes if copies or k_bytes != lb else 0
+    v = b * s * per_pos * lb if copies else 0
+    return extra + spec.n_decoder_layers * (k + v)

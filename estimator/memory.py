@@ -146,10 +146,9 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = with_acts + mem.group("activations") + logits
     if workload.autocast:  # the low logits, their fp32 copy, the cast cache's biases, ...
-        from estimator.autocast import loss_moment_bytes
-
-        forward = with_acts + mem.group("activations") + loss_moment_bytes(spec, workload, n_out)
-    forward += rule("live.loss_moment", spec)(spec, workload)  # what else the forward holds
+        held = rule("live.autocast_loss", spec)(spec, workload, n_out)  # estimator/autocast.py
+        forward = with_acts + mem.group("activations") + held
+    forward += rule("live.loss_moment", spec, workload)(spec, workload)  # what else it holds
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
     forward = max(forward, with_acts + _attention_moment(spec, workload, mem))
