@@ -295,6 +295,8 @@ def base_cases() -> list[Case]:
 #: positions. ViT's s is set by its image: 32 px / 8 px patches -> 17 tokens; 64 px -> 65.
 HF_POINTS = ((2, 32), (8, 64))
 HF_NEW_TOKENS = 3
+#: families the HF section also trains under autocast bf16 (estimator/hf_autocast.py)
+HF_AUTOCAST = ("gpt2", "llama")
 
 
 def hf_cases() -> list[Case]:
@@ -302,7 +304,8 @@ def hf_cases() -> list[Case]:
     prefill and (generating classes only) decode, at the two (b, s) points of HF_POINTS.
     Decode: a decoder's prompt is s - HF_NEW_TOKENS tokens, then HF_NEW_TOKENS steps (s
     positions in all); an encoder-decoder reads s source tokens, a 1-token prompt, then the
-    steps."""
+    steps. The families of HF_AUTOCAST also train under torch.autocast bf16, eager and fused,
+    at both points."""
     from tgauge.hf_tiny import CONFIGS, DECODERS
 
     out = []
@@ -321,6 +324,11 @@ def hf_cases() -> list[Case]:
                              **_hf_decode(spec, mode, s))  # fmt: skip
                 out.append(Case(f"hf {family} {mode} {attn} b={b} s={s}", spec, w,
                                 hf_config=config))  # fmt: skip
+            if family in HF_AUTOCAST:  # training under torch.autocast bf16 (issue 10)
+                for attn in ("eager", "fused"):
+                    w = Workload(batch_size=b, seq_len=s, attention_impl=attn, autocast="bf16")
+                    out.append(Case(f"hf {family} train {attn} autocast bf16 b={b} s={s}", spec,
+                                    w, hf_config=config))  # fmt: skip
     return out
 
 

@@ -33,6 +33,11 @@ CASES = [
     pytest.param("llama", "eager", 4, 64, marks=SLOW),
     pytest.param("llama", "fused", 4, 64, marks=SLOW),
 ]
+#: fp16 (torch's CPU autocast casts to fp16 on the same op list as bf16)
+FP16_CASES = [
+    pytest.param("gpt2", "eager", 4, 64, marks=SLOW),
+    pytest.param("llama", "fused", 4, 64, marks=SLOW),
+]
 
 
 def rows(p, prefix: str) -> dict:
@@ -44,10 +49,9 @@ def assert_exact(found: dict) -> None:
     assert found and not off, off
 
 
-@pytest.mark.parametrize(("family", "attention", "b", "s"), CASES)
-def test_hf_autocast_training_matches_real_model(family, attention, b, s):
+def check(family: str, attention: str, b: int, s: int, autocast: str) -> None:
     config = CONFIGS[family]
-    w = Workload(batch_size=b, seq_len=s, attention_impl=attention, autocast="bf16")
+    w = Workload(batch_size=b, seq_len=s, attention_impl=attention, autocast=autocast)
     p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
     assert p.status == "ok", p.notes
     assert_exact(rows(p, "params."))
@@ -58,6 +62,16 @@ def test_hf_autocast_training_matches_real_model(family, attention, b, s):
     peak = rows(p, "peak_memory")["peak_memory"]
     assert abs(peak.predicted - peak.measured) <= PEAK_TOLERANCE * peak.measured, peak
     assert p.peak_phase_predicted == p.peak_phase_measured
+
+
+@pytest.mark.parametrize(("family", "attention", "b", "s"), CASES)
+def test_hf_autocast_bf16_training_matches_real_model(family, attention, b, s):
+    check(family, attention, b, s, "bf16")
+
+
+@pytest.mark.parametrize(("family", "attention", "b", "s"), FP16_CASES)
+def test_hf_autocast_fp16_training_matches_real_model(family, attention, b, s):
+    check(family, attention, b, s, "fp16")
 
 
 def test_hf_autocast_rules_are_registered_variants():
