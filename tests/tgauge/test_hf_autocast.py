@@ -32,6 +32,9 @@ CASES = [
     pytest.param("llama", "eager", 2, 32, marks=SLOW),
     pytest.param("llama", "eager", 4, 64, marks=SLOW),
     pytest.param("llama", "fused", 4, 64, marks=SLOW),
+    # Mistral: window 8 < s (sdpa gets a mask, repeat_kv copies; the cache keeps a view)
+    pytest.param("mistral", "eager", 2, 32, marks=SLOW),
+    pytest.param("mistral", "fused", 2, 32, marks=SLOW),
 ]
 #: fp16 (torch's CPU autocast casts to fp16 on the same op list as bf16)
 FP16_CASES = [
