@@ -26,7 +26,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: (kind, implementation) -> rule
 RULES: dict[tuple[str, str], Callable[..., Any]] = {}
 #: the modules that register rules (imported once, on the first lookup)
-PROVIDERS: tuple[str, ...] = ("estimator.activations", "estimator.hf_rules")
+PROVIDERS: tuple[str, ...] = (
+    "estimator.activations",
+    "estimator.hf_rules",
+    "estimator.hf_rules_encoders",
+)
 _loaded = False
 
 
@@ -53,11 +57,14 @@ def _load() -> None:
 
 
 def rule(kind: str, spec: ModelSpec | str) -> Callable[..., Any]:
-    """The rule of ``kind`` under the spec's implementation (or an implementation's name),
-    else the reference rule."""
+    """The rule of ``kind`` for the spec's class (``hf_architecture``, where one class of an
+    implementation differs from the others, e.g. "T5ForConditionalGeneration"), else for its
+    implementation (or an implementation's name), else the reference rule."""
     _load()
     impl = spec if isinstance(spec, str) else spec.implementation
-    found = RULES.get((kind, impl)) or RULES.get((kind, "reference"))
+    cls = None if isinstance(spec, str) or impl == "reference" else spec.hf_architecture
+    found = (cls and RULES.get((kind, cls))) or RULES.get((kind, impl))
+    found = found or RULES.get((kind, "reference"))
     if found is None:
         raise KeyError(f"no rule registered for {kind!r}")
     return found

@@ -412,6 +412,8 @@ def prefill_peak(spec: ModelSpec, workload: Workload, start: int) -> int:
     if spec.pooler:
         live.take(b * d * p.cb)  # pooler.proj on x[:, 0]
         live.take(b * d * p.cb)  # tanh
+    if spec.n_labels:
+        live.take(b * spec.n_labels * p.cb)  # classifier logits [b, n_labels]
     if spec.lm_head:
         live.take(b * s_out * spec.vocab_size * p.cb)  # logits
     del h

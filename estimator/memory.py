@@ -41,6 +41,7 @@ import functools
 from estimator.activations import activations
 from estimator.breakdown import Breakdown
 from estimator.dtypes import INDEX_BYTES, bits, nbytes
+from estimator.implementations import register, rule
 from estimator.kv_cache import (
     decoder_len,
     kv_cache,
@@ -102,13 +103,21 @@ def input_bytes(spec: ModelSpec, workload: Workload) -> int:
     else:
         t = b * s * INDEX_BYTES  # input_ids [b, s]
     if spec.n_token_types:
-        t += b * s * INDEX_BYTES  # token_type_ids [b, s]
+        t += rule("inputs.token_type", spec)(spec, workload)
     s_dec = decoder_len(spec, workload)
     if spec.arch == "encoder-decoder":
         t += b * s_dec * INDEX_BYTES  # decoder_input_ids [b, s_t]
     if workload.is_training and spec.lm_head:
         t += b * (s_dec if spec.arch != "encoder" else s) * INDEX_BYTES  # labels
+    if workload.is_training and spec.n_labels:
+        t += b * INDEX_BYTES  # labels [b]
     return t
+
+
+@register("inputs.token_type", "reference")
+def token_type_input_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """The token type ids the step passes in (reference_model.inputs: zeros [b, s])."""
+    return workload.batch_size * workload.seq_len * INDEX_BYTES
 
 
 def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: int) -> int:
@@ -139,7 +148,7 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     states = mem.group("weights") + mem.group("optimizer") + input_bytes(spec, workload)
     grads = mem.group("gradients")
     # while activations live, the ids the embeddings saved are the inputs' own storage
-    with_acts = states - _saved_inputs(mem)
+    with_acts = states - _saved_inputs(spec, workload, mem)
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = with_acts + mem.group("activations") + logits
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
@@ -154,14 +163,17 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     return max(phases, key=lambda p: p[0])
 
 
-def _saved_inputs(mem: Breakdown) -> int:
+def _saved_inputs(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:
     """Saved activations that are the step's input tensors themselves (one storage, already
     in ``input_bytes``): the token ids nn.Embedding saves (``embed``: input_ids, and
-    decoder_input_ids for encoder-decoder) and the token type ids (``{stack}.token_type``)."""
+    decoder_input_ids for encoder-decoder) and the token type ids (``{stack}.token_type``)
+    when the step passes them in."""
+    typed = spec.n_token_types and rule("inputs.token_type", spec)(spec, workload)
     return sum(
         v
         for k, v in mem.terms.items()
-        if k == "activations.embed" or (k.startswith("activations.") and k.endswith(".token_type"))
+        if k == "activations.embed"
+        or (typed and k.startswith("activations.") and k.endswith(".token_type"))
     )
 
 
