@@ -86,6 +86,21 @@ def t5_sdpa(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, maske
     return {"sdpa": sdpa, "o_proj": b * s * h * d_h * cb}
 
 
+@register("train.held", *T5)
+def t5_cache_in_training(spec: ModelSpec, workload: Workload) -> int:
+    """T5 builds its EncoderDecoderCache in training too (use_cache): the output keeps the
+    self-attention keys and values (DynamicLayer.update's torch.cat copies) of every decoder
+    block. Eager attention saves both (matmul with K^T, with V); sdpa's math kernel saves v
+    but a scaled copy of k: the key cache [b, h, s, d_h] per block is live, not saved."""
+    if workload.attention_impl != "fused":
+        return 0
+    from estimator.kv_cache import decoder_len
+
+    b, h, d_h = workload.batch_size, spec.n_heads, spec.head_dim
+    n_dec = dict(spec.stacks)["decoder"]
+    return n_dec * b * h * decoder_len(spec, workload) * d_h * _cb(workload)
+
+
 @register("saved.cross_mask", *T5)
 def t5_cross_mask(spec: ModelSpec, workload: Workload, s: int, s_src: int) -> int:
     """The zero position bias [1, h, s, s_src] every cross-attention passes as attn_mask."""

@@ -114,6 +114,13 @@ def input_bytes(spec: ModelSpec, workload: Workload) -> int:
     return t
 
 
+@register("train.held", "reference")
+def held_in_training(spec: ModelSpec, workload: Workload) -> int:
+    """Bytes the model's output keeps live through forward and backward besides the saved
+    activations (reference: none; the loss is computed from the logits)."""
+    return 0
+
+
 @register("inputs.token_type", "reference")
 def token_type_input_bytes(spec: ModelSpec, workload: Workload) -> int:
     """The token type ids the step passes in (reference_model.inputs: zeros [b, s])."""
@@ -149,6 +156,7 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     grads = mem.group("gradients")
     # while activations live, the ids the embeddings saved are the inputs' own storage
     with_acts = states - _saved_inputs(spec, workload, mem)
+    with_acts += rule("train.held", spec)(spec, workload)  # live through the step, not saved
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     forward = with_acts + mem.group("activations") + logits
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
@@ -166,13 +174,13 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
 def _saved_inputs(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:
     """Saved activations that are the step's input tensors themselves (one storage, already
     in ``input_bytes``): the token ids nn.Embedding saves (``embed``: input_ids, and
-    decoder_input_ids for encoder-decoder) and the token type ids (``{stack}.token_type``)
-    when the step passes them in."""
+    decoder_input_ids for encoder-decoder), the token type ids (``{stack}.token_type``)
+    when the step passes them in, and the pixel values the patch projection saves."""
     typed = spec.n_token_types and rule("inputs.token_type", spec)(spec, workload)
     return sum(
         v
         for k, v in mem.terms.items()
-        if k == "activations.embed"
+        if k in ("activations.embed", "activations.encoder.patch.proj")
         or (typed and k.startswith("activations.") and k.endswith(".token_type"))
     )
 
