@@ -30,6 +30,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.activations",
     "estimator.hf_rules",
     "estimator.hf_rules_encoders",
+    "estimator.hf_passes",
 )
 _loaded = False
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from estimator.dtypes import INDEX_BYTES, bits
+from estimator.implementations import register, rule
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 FP32_BYTES = 4
@@ -51,8 +52,10 @@ class Live:
         return top, delta
 
 
+@register("inference.pass", "reference")
 class Pass:
-    """One forward of the reference model over ``s`` new tokens per sequence."""
+    """One forward of the reference model over ``s`` new tokens per sequence (the rule of
+    kind "inference.pass": an implementation's class replays its own forward)."""
 
     def __init__(self, spec: ModelSpec, workload: Workload, live: Live) -> None:
         self.spec, self.w, self.live = spec, workload, live
@@ -392,7 +395,7 @@ def prefill_peak(spec: ModelSpec, workload: Workload, start: int) -> int:
     from estimator.kv_cache import decoder_len
 
     live = Live(start)
-    p = Pass(spec, workload, live)
+    p = rule("inference.pass", spec)(spec, workload, live)
     b, s, d = workload.batch_size, workload.seq_len, spec.d_model
     if spec.is_patch_input:
         n_patches = (spec.image_size // spec.patch_size) ** 2

@@ -63,7 +63,7 @@ def _state_terms(spec: ModelSpec, workload: Workload) -> dict[str, int]:
     """weights, gradients and optimizer states."""
     t = {"weights": _bytes_of_params(spec, workload.dtype)}
     if not workload.is_training:
-        if buffers := buffer_bytes(spec, workload):
+        if buffers := rule("memory.buffers", spec)(spec, workload):
             t["buffers"] = buffers
         return t
     t["gradients"] = _bytes_of_params(spec, workload.dtype)
@@ -192,6 +192,7 @@ def _attention_moment(spec: ModelSpec, workload: Workload, mem: Breakdown) -> in
     return attention_moment(spec, workload, acts, spec.stacks[-1][1])
 
 
+@register("memory.buffers", "reference")
 def buffer_bytes(spec: ModelSpec, workload: Workload) -> int:
     """The model's buffers: SinusoidalPositions' table [n, d] per stack (n = n_positions for
     patch inputs, else max_seq_len), cast to the weight dtype by build_model; rotary angles
