@@ -45,10 +45,17 @@ from __future__ import annotations
 from estimator import backward_rules as rules
 from estimator.activations import layer_saved
 from estimator.dtypes import INDEX_BYTES, bits
+from estimator.implementations import register, rule
 from estimator.inference import Live
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 Terms = dict[str, int]
+
+
+@register("backward.flash", "reference")
+def flash_backward(spec: ModelSpec, workload: Workload, cross: bool) -> bool:
+    """Whether fused (unchunked) attention ran the flash kernel (else sdpa's math ops)."""
+    return True
 
 
 class Backward:
@@ -91,6 +98,7 @@ class Backward:
         a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.cb  # o_proj input
         d_o = rules.linear(self, f"{p}.o_proj", a)
         flash = self.w.attention_impl == "fused" and not self.chunked_at(p, cross, s)
+        flash = flash and rule("backward.flash", self.spec)(self.spec, self.w, cross)
         dq, dk, dv = rules.CORE["flash" if flash else "eager"](self, p, s, s_k, d_o, cross)
         if not cross:
             self.positions(p, s, dq, dk)

@@ -101,6 +101,12 @@ def t5_cache_in_training(spec: ModelSpec, workload: Workload) -> int:
     return n_dec * b * h * decoder_len(spec, workload) * d_h * _cb(workload)
 
 
+@register("backward.flash", *T5)
+def t5_flash_backward(spec: ModelSpec, workload: Workload, cross: bool) -> bool:
+    """The self-attention's bias requires grad: math sdpa (autograd ops); cross: flash."""
+    return cross
+
+
 @register("saved.cross_mask", *T5)
 def t5_cross_mask(spec: ModelSpec, workload: Workload, s: int, s_src: int) -> int:
     """The zero position bias [1, h, s, s_src] every cross-attention passes as attn_mask."""
