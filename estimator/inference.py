@@ -441,7 +441,7 @@ def cached_prefill(
     last logits (``next_id``). ``start``: weights, buffers, the token ids."""
     b, s, d = workload.batch_size, workload.seq_len, spec.d_model
     live = Live(start)
-    p = Pass(spec, workload, live)
+    p = rule("inference.pass", spec)(spec, workload, live)
     cross = 0
     if spec.arch == "encoder-decoder":
         source = live.take(p.act(s, d))  # embed(source): the encoder's argument
