@@ -87,18 +87,19 @@ def t5_sdpa(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, maske
 
 
 @register("train.held", *T5)
-def t5_cache_in_training(spec: ModelSpec, workload: Workload) -> int:
-    """T5 builds its EncoderDecoderCache in training too (use_cache): the output keeps the
-    self-attention keys and values (DynamicLayer.update's torch.cat copies) of every decoder
-    block. Eager attention saves both (matmul with K^T, with V); sdpa's math kernel saves v
-    but a scaled copy of k: the key cache [b, h, s, d_h] per block is live, not saved."""
-    if workload.attention_impl != "fused":
-        return 0
+def t5_held_at_the_loss(spec: ModelSpec, workload: Workload) -> int:
+    """T5ForConditionalGeneration.forward at its loss: the decoder output [b, s, d] (the LM
+    head gets a scaled copy, d ** -0.5), and the EncoderDecoderCache it builds in training too
+    (use_cache): the self-attention keys and values (torch.cat copies) of every decoder block.
+    Eager attention saves both (matmul with K^T, with V); sdpa's math kernel saves v but a
+    scaled copy of k: the key cache [b, h, s, d_h] per block is live, not saved."""
     from estimator.kv_cache import decoder_len
 
-    b, h, d_h = workload.batch_size, spec.n_heads, spec.head_dim
-    n_dec = dict(spec.stacks)["decoder"]
-    return n_dec * b * h * decoder_len(spec, workload) * d_h * _cb(workload)
+    b, h, d_h, s = workload.batch_size, spec.n_heads, spec.head_dim, decoder_len(spec, workload)
+    out = b * s * spec.d_model * _cb(workload)
+    if workload.attention_impl != "fused":
+        return out
+    return out + dict(spec.stacks)["decoder"] * b * h * s * d_h * _cb(workload)
 
 
 @register("backward.flash", *T5)

@@ -116,8 +116,8 @@ def input_bytes(spec: ModelSpec, workload: Workload) -> int:
 
 @register("train.held", "reference")
 def held_in_training(spec: ModelSpec, workload: Workload) -> int:
-    """Bytes the model's output keeps live through forward and backward besides the saved
-    activations (reference: none; the loss is computed from the logits)."""
+    """Bytes the forward keeps live at the loss besides the saved activations and the
+    logits, freed with its output before backward (reference: none)."""
     return 0
 
 
@@ -156,12 +156,13 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     grads = mem.group("gradients")
     # while activations live, the ids the embeddings saved are the inputs' own storage
     with_acts = states - _saved_inputs(spec, workload, mem)
-    with_acts += rule("train.held", spec)(spec, workload)  # live through the step, not saved
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
-    forward = with_acts + mem.group("activations") + logits
+    # + what the model's forward keeps live until it returns, saved by nothing (HF: its cache)
+    held = rule("train.held", spec)(spec, workload)
+    forward = with_acts + mem.group("activations") + logits + held
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
-    forward = max(forward, with_acts + _attention_moment(spec, workload, mem))
+    forward = max(forward, with_acts + held + _attention_moment(spec, workload, mem))
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = with_acts + mem.group("activations")
