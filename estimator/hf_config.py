@@ -6,7 +6,10 @@ class ``architectures`` names when it is modelled (ARCHITECTURES), else the fami
   gpt2 -> GPT2LMHeadModel, bert -> BertModel (with pooler, no MLM head) or BertForMaskedLM
   (MLM head: dense + act + LayerNorm, tied decoder with a bias; no pooler), t5 ->
   T5ForConditionalGeneration, bart -> BartForConditionalGeneration, vit -> ViTModel (with
-  pooler), llama / mistral -> LlamaForCausalLM / MistralForCausalLM.
+  pooler), llama / mistral -> LlamaForCausalLM / MistralForCausalLM. Classifier heads
+  (n_labels from id2label, else num_labels; single-label only): BertForSequenceClassification
+  (BertModel with its pooler, classifier on the pooled output) and ViTForImageClassification
+  (no pooler, classifier on the class token).
 A config field combination tgauge does not model raises UnsupportedError naming the field;
 an unknown model_type raises SpecError. Rotary scaling (``rope_type`` other than default)
 changes no parameter, FLOP or byte count and is read as plain rotary with the given theta.

@@ -1,5 +1,7 @@
 """Peak live bytes of an inference pass (prefill, decode step), by replaying the reference
-model's forward (reference_model/) tensor by tensor.
+model's forward (reference_model/) tensor by tensor. The prefill's replay is the rule of kind
+"inference.pass" (estimator/implementations.py): an implementation whose forward keeps other
+tensors live registers its own Pass (estimator/hf_passes.py); decode steps replay ours.
 
 Convention of the live tracker (profiler/live.py): the live bytes are read after every aten op,
 with the op's output counted and the temporaries it consumed still alive (Python drops them once
