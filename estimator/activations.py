@@ -30,6 +30,9 @@ classifier: its input (the pooled output, else x[:, 0]: the [n,d] storage), the 
 log-softmax [b,n_labels], targets [b] and total_weight.
 {stack}.dropout: the embedding dropout mask. Assumptions a measurement must confirm: chunked
 eager scores are [b,h,s/c,c,c] with a mask of as many entries, fused sdpa gets h_kv heads.
+Under torch.autocast (``workload.autocast``, estimator/autocast.py): what matmuls make is in
+the autocast dtype (``_ib``), the norms and the loss stay fp32 (cb), and every linear saves
+its own low cast of an fp32 input and its weight's low copy (rule ``saved.linear@autocast``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,29 @@ def _cb(workload: Workload) -> int:
     return bits(workload.compute_dtype) // 8
 
 
+def _ib(workload: Workload) -> int:
+    """Bytes per element of what the matmuls make (q, k, v, scores, probabilities, the FFN's
+    inner tensors, rotary tables): the autocast dtype under autocast, else the compute dtype."""
+    return bits(workload.autocast or workload.compute_dtype) // 8
+
+
+def linear_saved(spec: ModelSpec, workload: Workload, n: int, d_in: int, d_out: int,
+                 stream: bool, fresh: bool = True) -> int:  # fmt: skip
+    """Bytes one nn.Linear over n tokens saves beyond what earlier modules saved: rule
+    ``saved.linear`` (estimator/autocast.py has its autocast variant). ``stream``: its input
+    is a norm output or the residual stream (not a matmul's output); ``fresh``: no earlier
+    module saved that input (k_proj and v_proj share q_proj's)."""
+    return rule("saved.linear", spec, workload)(spec, workload, n, d_in, d_out, stream, fresh)
+
+
+@register("saved.linear", "reference")
+def plain_linear_saved(spec: ModelSpec, workload: Workload, n: int, d_in: int, d_out: int,
+                       stream: bool, fresh: bool) -> int:  # fmt: skip
+    """AddmmBackward0 / MmBackward0 keep the input [n, d_in] (torch.nn.functional.linear)
+    and the weight, a parameter (not an activation): the input when it is a new storage."""
+    return n * d_in * _cb(workload) if fresh else 0
+
+
 def mask_bytes(workload: Workload, numel: int) -> int:
     """A dropout mask of ``numel`` entries: native_dropout keeps it as bool on CUDA (1 byte)
     and in the compute dtype on CPU (the CPU kernel multiplies by a float mask)."""
@@ -54,10 +80,13 @@ def mask_bytes(workload: Workload, numel: int) -> int:
 
 
 def norm_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
-    """Bytes a norm over [n, d] saves: its input plus its statistics."""
+    """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and
+    rstd are fp32 on CUDA (the kernel's accumulate type) and in the input's dtype on CPU
+    (measured: pure bf16 training saves them in bf16)."""
     cb, d = _cb(workload), spec.d_model
     if spec.norm == "layernorm":
-        return n * d * cb + 2 * n * FP32_BYTES  # input; mean, rstd
+        stat = FP32_BYTES if workload.device == "cuda" else cb
+        return n * d * cb + 2 * n * stat  # input; mean, rstd
     return 2 * n * d * cb + n * cb  # input (pow), x*rms (mul by weight); rms [n,1] (rsqrt)
 
 
@@ -76,16 +105,21 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
     ``s_pad``: positions of Q, K, V as the eager matmuls see them (chunked: padded to whole
     chunks by F.pad, a copy that the matmuls save; default s, resp. s_k); ``cross``: a
     cross-attention (keys from the encoder output)."""
-    cb, d, h, d_h = _cb(workload), spec.d_model, spec.n_heads, spec.head_dim
+    cb, d, h, h_kv, d_h = _ib(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     drop = workload.dropout > 0
-    t: Terms = {"q_proj": b * s * d * cb}  # input [b*s, d]
+    q, kv = h * d_h, h_kv * d_h
+    t: Terms = {"q_proj": linear_saved(spec, workload, b * s, d, q, True)}  # input [b*s, d]
+    t["k_proj"] = linear_saved(spec, workload, b * s_k, d, kv, True, False)  # q_proj's input
+    t["v_proj"] = linear_saved(spec, workload, b * s_k, d, kv, True, False)
+    o_proj = linear_saved(spec, workload, b * s, q, d, False, False)  # beyond its input
     if workload.attention_impl == "fused" and s_pad is not None:
         # chunked blocks (5-D) run the math sdpa: softmax output, q * sqrt(scale) and
         # k^T * sqrt(scale) (k repeated to h heads under GQA), v (repeated) as [b,n_c,h,c,d_h]
         t["sdpa"] = b * h * entries * cb + 3 * b * h * s_pad * d_h * cb
-        t["o_proj"] = b * s * h * d_h * cb  # the blocks' transpose + reshape: a copy
+        t["o_proj"] = b * s * h * d_h * cb + o_proj  # the blocks' transpose + reshape: a copy
     elif workload.attention_impl == "fused":
         t.update(rule("saved.sdpa", spec)(spec, workload, b, s, s_k, masked, fused_mask, cross))
+        t["o_proj"] += o_proj
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
@@ -93,7 +127,7 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         t["scores"] = qk + probs + rule("saved.eager_mask", spec)(spec, workload, entries, masked)
         t["scores.dropout"] = mask_bytes(workload, b * h * entries) if drop else 0  # [b,h,s,s_k]
         t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
-        t["o_proj"] = b * s * h * d_h * cb  # merged heads [b*s, h*d_h]: reshape copies
+        t["o_proj"] = b * s * h * d_h * cb + o_proj  # merged heads [b*s, h*d_h]: reshape copies
     return t
 
 
@@ -102,7 +136,7 @@ def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, ma
                fused_mask: bool, cross: bool) -> Terms:  # fmt: skip
     """sdpa's saves (flash / efficient kernel): q, k, v, out, logsumexp [b,h,s] fp32; the
     additive mask where the pattern needs one; o_proj's input is a view of out (0)."""
-    cb, h, h_kv, d_h = _cb(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
+    cb, h, h_kv, d_h = _ib(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
     sdpa = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
     if fused_mask:  # CPU flash saves its additive attn_mask where(ok, 0, min) [s, s_k]
         sdpa += s * s_k * cb
@@ -120,16 +154,18 @@ def eager_mask_saved(spec: ModelSpec, workload: Workload, entries: int, masked: 
 
 def ffn_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:
     """Saved bytes of one FFN over n tokens (ffn.up's input included)."""
-    cb, d, d_ff = _cb(workload), spec.d_model, spec.d_ff
+    cb, d, d_ff = _ib(workload), spec.d_model, spec.d_ff
     inner = n * d_ff * cb  # one [n, d_ff] tensor
-    t: Terms = {"ffn.up": n * d * cb}
+    t: Terms = {"ffn.up": linear_saved(spec, workload, n, d, d_ff, True)}
+    down = linear_saved(spec, workload, n, d_ff, d, False, False)  # beyond its input
     if spec.gated:  # act(gate(x)) * up(x): gate runs first and saves the norm output x
-        t = {"ffn.gate": n * d * cb, "ffn.up": 0}
-        t.update({"ffn.act": inner, "ffn": 2 * inner, "ffn.down": inner})
-    elif spec.activation == "relu":
-        t.update({"ffn.act": inner, "ffn.down": 0})  # relu saves its output = down's input
+        t = {"ffn.gate": linear_saved(spec, workload, n, d, d_ff, True)}
+        t["ffn.up"] = linear_saved(spec, workload, n, d, d_ff, True, False)
+        t.update({"ffn.act": inner, "ffn": 2 * inner, "ffn.down": inner + down})
+    elif spec.activation == "relu":  # relu saves its output = down's input
+        t.update({"ffn.act": inner, "ffn.down": down})
     else:
-        t.update({"ffn.act": inner, "ffn.down": inner})
+        t.update({"ffn.act": inner, "ffn.down": inner + down})
     return t
 
 
@@ -164,7 +200,7 @@ def rope_or_bias_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) 
     ``{stack}.pos`` module is called from the attention, so its saves belong to the deeper
     ``{stack}.layers.self_attn`` (the innermost running module of the glossary)."""
     if spec.position == "rotary":  # x * cos, rot(x) * sin save cos, sin [s, d_h], for q and k
-        return 2 * 2 * s * spec.head_dim * _cb(workload)
+        return 2 * 2 * s * spec.head_dim * _ib(workload)  # cast to q's dtype
     if spec.position == "relative":
         return rule("saved.relative_bias", spec)(spec, workload, stack, s)[0]
     return 0
@@ -246,7 +282,7 @@ def head_saved(spec: ModelSpec, workload: Workload, s: int) -> Terms:
         t["head_transform.act"] = n * d * cb
         t["head_transform.norm"] = norm_saved(spec, workload, n)
     if spec.lm_head:
-        t["lm_head"] = n * d * cb
+        t["lm_head"] = linear_saved(spec, workload, n, d, spec.vocab_size, True)
         t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight
     if spec.n_labels:
         t.update(classifier_saved(spec, workload, n))

@@ -35,6 +35,9 @@ F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):
               for its other uses (tied LM head, the other stack), then their sum
   checkpoint  a layer's saved set is recomputed (all of it live) when backward reaches it;
               the recompute's own forward temporaries are not modelled
+  autocast    the branch grads in the low dtype (+ a low copy of the stream's grad per
+              sublayer); each linear's dW and grad input low, then ToCopyBackward0 to fp32
+              (rules.autocast_linear); the loss head in fp32, then d(logits)'s low copy
 Not modelled: T5's relative bias grad accumulation across layers, the pooler's [b, d] grads,
 ViT's patch and class-token grads, kernel scratch. Measured against profiler.live on CPU:
 docs/validation.md.
@@ -69,7 +72,9 @@ class Backward:
         self.saved, self.grads = dict(saved), dict(grads)
         self.embed_grad = self.grads.pop("embed", 0)
         self.embed_uses = 0
-        self.cb = bits(workload.compute_dtype) // 8
+        self.cb = bits(workload.compute_dtype) // 8  # the residual stream, norms, loss
+        # what matmuls make (q, k, v, scores, FFN inner) and their grads: the autocast dtype
+        self.ib = bits(workload.autocast or workload.compute_dtype) // 8
         self.b = workload.batch_size
         self.share = 1  # a per-layer term is L layers' bytes: one layer frees 1/L
         self.freed: Terms = {}
@@ -95,7 +100,7 @@ class Backward:
         """Attention.forward's backward given its output's grad ``g`` (held by the residual):
         o_proj, the attention core (``rules.CORE``), rotary, q/k/v projections -> the grad
         of its input (cross-attention: k_proj's and v_proj's go to the encoder output's)."""
-        a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.cb  # o_proj input
+        a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.ib  # o_proj input
         d_o = rules.linear(self, f"{p}.o_proj", a)
         flash = self.w.attention_impl == "fused" and not self.chunked_at(p, cross, s)
         flash = flash and rule("backward.flash", self.spec)(self.spec, self.w, cross)
@@ -132,8 +137,8 @@ class Backward:
                 live.take(grad)
                 live.drop(grad)
             # cross k_proj's saved input, the encoder output, is freed after the last layer
-            rules.linear(self, name, out, free=not (cross and name.endswith("k_proj")))
-            live.drop(grad)
+            free = not (cross and name.endswith("k_proj"))
+            rules.linear(self, name, out, free=free, g=grad, stream=True)
 
         proj(f"{p}.k_proj", dk, nd_k, clones and gqa)
         proj(f"{p}.v_proj", dv, nd_k, clones)
@@ -159,6 +164,8 @@ class Backward:
             g = nd
             if drop:
                 g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
+            if self.w.autocast:  # AddBackward0: the branch's grad cast to its low dtype
+                g = self.release = self.live.take(n * self.spec.d_model * self.ib)
             d_in = branch(g)
             d_norm = rules.NORM[self.spec.norm](self, f"{p}.{norm}", d_in, n)
             self.live.take(nd)  # summed into the residual's grad
@@ -168,6 +175,8 @@ class Backward:
         g = d_norm
         if drop:
             g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
+        if self.w.autocast:  # AddBackward0: the branch's grad cast to its low dtype
+            g = self.release = self.live.take(n * self.spec.d_model * self.ib)
         d_in = branch(g)
         self.live.take(nd)
         self.live.drop(d_in, d_norm)
@@ -278,6 +287,9 @@ class Backward:
         """Loss, LM head (or pooler): leaves the last stack's output grad [b, s, d] live."""
         spec, live, cb, n = self.spec, self.live, self.cb, self.b * s_out
         nd = n * spec.d_model * cb
+        if spec.lm_head and self.w.autocast:
+            self.autocast_head(n)
+            return
         if spec.lm_head:
             logits = n * spec.vocab_size * cb
             live.take(logits)  # nll_loss_backward: d(log-probs)
@@ -316,6 +328,27 @@ class Backward:
             live.drop(bd)
             return
         live.take(nd)
+
+    def autocast_head(self, n: int) -> None:
+        """Loss and LM head under autocast: nll_loss_backward and log_softmax_backward in
+        fp32 (cross_entropy_loss is on autocast's fp32 list), ToCopyBackward0 to the low
+        logits, then the lm_head's linear (its weight's grad: the tied embedding's)."""
+        spec, live, cb, ib = self.spec, self.live, self.cb, self.ib
+        logits, low = n * spec.vocab_size * cb, n * spec.vocab_size * ib
+        live.take(logits)  # nll_loss_backward: d(log-probs)
+        self.free("loss", n * INDEX_BYTES + cb)  # targets, total_weight
+        live.take(logits)  # log_softmax_backward: d(logits) fp32
+        live.drop(logits)  # d(log-probs)
+        self.free("loss")  # the log-softmax
+        live.take(low)  # ToCopyBackward0: d(logits) in the logits' low dtype
+        live.drop(logits)
+        tied = spec.tie_embeddings
+        w32 = self.embed_grad if tied else self.grads.get("lm_head", 0)
+        nd = n * spec.d_model * cb
+        if tied:
+            rules.linear(self, "lm_head", nd, g=low, stream=True, grad=self.embed_use, w32=w32)
+        else:
+            rules.linear(self, "lm_head", nd, g=low, stream=True)
 
 
 def backward_peak(

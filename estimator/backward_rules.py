@@ -18,15 +18,46 @@ if TYPE_CHECKING:
     from estimator.backward import Backward
 
 
-def linear(bw: Backward, name: str, out: int, free: bool = True) -> int:
+def linear(bw: Backward, name: str, out: int, free: bool = True, g: int = 0,
+           stream: bool = False, grad: Callable[[], None] | None = None,
+           w32: int | None = None) -> int:  # fmt: skip
     """AddmmBackward0 / MmBackward0 (torch.nn.Linear): dW (db), then the grad input
-    (``out`` bytes); the module's saved input is freed (``free``). -> the grad input."""
+    (``out`` bytes); the module's saved input is freed (``free``), then its grad output
+    (``g`` bytes). -> the grad input. Under autocast: ``autocast_linear``."""
+    if bw.w.autocast:
+        return autocast_linear(bw, name, out, free, g, stream, grad, w32)
     bw.grad(name)
     bw.live.take(out)
     bw.live.drop(bw.release)
     bw.release = 0
     if free:
         bw.free(name)
+    bw.live.drop(g)
+    return out
+
+
+def autocast_linear(bw: Backward, name: str, out: int, free: bool, g: int, stream: bool,
+                    grad: Callable[[], None] | None, w32: int | None) -> int:  # fmt: skip
+    """nn.Linear under autocast (estimator/autocast.py): AddmmBackward0 on the low copies
+    makes dW, db and the grad input in the low dtype; the saved input cast and weight copy
+    and the grad output are freed with the node; ToCopyBackward0 of the input's cast (an
+    fp32 ``stream`` input) makes its fp32 grad (``out`` bytes), then the weight's (and
+    bias's) ToCopyBackward0 the fp32 dW, db that AccumulateGrad keeps (``grad``, default
+    the module's gradients; ``w32`` their bytes)."""
+    live = bw.live
+    w32 = bw.grads.get(name, 0) // bw.share if w32 is None else w32
+    w_low = w32 * bw.ib // 4  # fp32 parameters: their grads' low copies
+    low = out * bw.ib // bw.cb if stream else out  # the mm's grad input
+    live.take(w_low, low)
+    live.drop(bw.release, g)
+    bw.release = 0
+    if free:
+        bw.free(name)
+    if stream:  # the input cast's ToCopyBackward0: the fp32 grad of the input
+        live.take(out)
+        live.drop(low)
+    (grad or (lambda: bw.grad(name)))()
+    live.drop(w_low)
     return out
 
 
@@ -85,31 +116,27 @@ def dropout(bw: Backward, name: str, numel: int, part: int | None = None) -> int
 def ffn_plain(bw: Backward, p: str, n: int) -> int:
     """FeedForward down(act(up(x))) given its output's grad (held by the residual):
     down's grad input F, gelu_backward / threshold_backward (+F), up. -> the input's grad."""
-    inner, nd = n * bw.spec.d_ff * bw.cb, n * bw.spec.d_model * bw.cb
+    inner, nd = n * bw.spec.d_ff * bw.ib, n * bw.spec.d_model * bw.cb
     d_down = linear(bw, f"{p}.ffn.down", inner)
     bw.live.take(inner)
     bw.live.drop(d_down)
     bw.free(f"{p}.ffn.act")
-    d_up = linear(bw, f"{p}.ffn.up", nd)
-    bw.live.drop(inner)
-    return d_up
+    return linear(bw, f"{p}.ffn.up", nd, g=inner, stream=True)
 
 
 def ffn_gated(bw: Backward, p: str, n: int) -> int:
     """down(act(gate(x)) * up(x)): down, the product's MulBackward0 (a grad per factor,
     2 F), up, silu_backward / gelu_backward, gate; up's and gate's input grads summed."""
-    live, inner, nd = bw.live, n * bw.spec.d_ff * bw.cb, n * bw.spec.d_model * bw.cb
+    live, inner, nd = bw.live, n * bw.spec.d_ff * bw.ib, n * bw.spec.d_model * bw.cb
     d_down = linear(bw, f"{p}.ffn.down", inner)
     live.take(inner, inner)
     live.drop(d_down)
     bw.free(f"{p}.ffn")
-    linear(bw, f"{p}.ffn.up", nd)
-    live.drop(inner)
+    linear(bw, f"{p}.ffn.up", nd, g=inner, stream=True)
     live.take(inner)
     live.drop(inner)
     bw.free(f"{p}.ffn.act")
-    linear(bw, f"{p}.ffn.gate", nd)
-    live.drop(inner)
+    linear(bw, f"{p}.ffn.gate", nd, g=inner, stream=True)
     residual(bw, n)
     return nd
 
@@ -132,7 +159,7 @@ def flash_core(
 ) -> tuple[int, int, int]:
     """_scaled_dot_product_flash_attention_for_cpu_backward: dq [b, h, s, d_h], dk, dv
     [b, h_kv, s_k, d_h] at once beside o_proj's grad (``d_o``, freed); its saved set freed."""
-    spec, cb, b = bw.spec, bw.cb, bw.b
+    spec, cb, b = bw.spec, bw.ib, bw.b
     a = b * s * spec.n_heads * spec.head_dim * cb
     kv = b * s_k * spec.n_kv_heads * spec.head_dim * cb
     bw.live.take(a, kv, kv)
@@ -146,7 +173,7 @@ def eager_core(
 ) -> tuple[int, int, int]:
     """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
     math sdpa): -> (dq, dk, dv) bytes, the k, v grads summed back to h_kv heads."""
-    spec, cb, b, live = bw.spec, bw.cb, bw.b, bw.live
+    spec, cb, b, live = bw.spec, bw.ib, bw.b, bw.live
     h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
     stack = p.split(".")[0]
     pattern, window = resolved_pattern(spec, bw.w, stack)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from estimator.autocast import cuda_differences
 from estimator.breakdown import Estimate
 from estimator.flops import decode_flops, flops
 from estimator.kv_cache import kv_cache
@@ -36,6 +37,7 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
             "device='cuda': the saved-tensor sets of CUDA kernels are assumed; only the "
             "CPU kernels are checked so far (no GPU run yet)"
         )
+    out += cuda_differences(workload)
     if workload.mode == "decode":
         out.append("decode.per_step_flops_without_cache: computed, not measured step by step")
     if workload.attention_impl == "fused":

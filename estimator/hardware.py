@@ -415,7 +415,7 @@ def step_times(
     from estimator.kv_cache import kv_cache_at
 
     wl, spec = est.workload, est.spec  # type: ignore[attr-defined]
-    dtype = math_dtype(wl.compute_dtype, tf32)
+    dtype = math_dtype(wl.autocast or wl.compute_dtype, tf32)  # autocast: matmuls run low
     terms = est.memory.terms  # type: ignore[attr-defined]
     b = wl.batch_size
     if wl.mode == "train":

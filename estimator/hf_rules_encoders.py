@@ -22,7 +22,8 @@ and is measured in tests/tgauge/test_hf_rules_encoders.py:
 
 from __future__ import annotations
 
-from estimator.dtypes import INDEX_BYTES, bits
+from estimator.activations import _ib
+from estimator.dtypes import INDEX_BYTES
 from estimator.implementations import register
 from estimator.spec import ModelSpec, Workload
 
@@ -30,10 +31,6 @@ BERT = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification")
 BART = ("BartForConditionalGeneration",)
 T5 = ("T5ForConditionalGeneration",)
 VIT = ("ViTModel", "ViTForImageClassification")
-
-
-def _cb(workload: Workload) -> int:
-    return bits(workload.compute_dtype) // 8
 
 
 @register("saved.positions", *BERT, *VIT)
@@ -76,7 +73,7 @@ def t5_sdpa(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, maske
     q * sqrt(scale), k * sqrt(scale) [b,h,s,d_h] (copies), softmax [b,h,s,s_k], v (a view
     of v's output), and the causal where's bool [s, s_k]; ``o`` gets a copy of its output.
     Cross-attention: the flash kernel's saves (the shared zero mask: saved.cross_mask)."""
-    cb, h, h_kv, d_h = _cb(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
+    cb, h, h_kv, d_h = _ib(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
     if cross:
         lse = b * h * s * 4  # logsumexp [b, h, s] fp32
         return {"sdpa": (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + lse, "o_proj": 0}
@@ -96,10 +93,10 @@ def t5_held_at_the_loss(spec: ModelSpec, workload: Workload) -> int:
     from estimator.kv_cache import decoder_len
 
     b, h, d_h, s = workload.batch_size, spec.n_heads, spec.head_dim, decoder_len(spec, workload)
-    out = b * s * spec.d_model * _cb(workload)
+    out = b * s * spec.d_model * _ib(workload)
     if workload.attention_impl != "fused":
         return out
-    return out + dict(spec.stacks)["decoder"] * b * h * s * d_h * _cb(workload)
+    return out + dict(spec.stacks)["decoder"] * b * h * s * d_h * _ib(workload)
 
 
 @register("backward.flash", *T5)
@@ -111,4 +108,4 @@ def t5_flash_backward(spec: ModelSpec, workload: Workload, cross: bool) -> bool:
 @register("saved.cross_mask", *T5)
 def t5_cross_mask(spec: ModelSpec, workload: Workload, s: int, s_src: int) -> int:
     """The zero position bias [1, h, s, s_src] every cross-attention passes as attn_mask."""
-    return spec.n_heads * s * s_src * _cb(workload)
+    return spec.n_heads * s * s_src * _ib(workload)

@@ -9,6 +9,12 @@ code does differently (saves, allocates, caches), each rule naming the code it m
 
 Kinds are dotted names of what a rule answers, e.g. ``"saved.ffn.act"`` (bytes an FFN
 activation saves), ``"saved.mask"``; the signature of a kind is fixed by its reference rule.
+A precision mode that changes what a kind saves registers a variant under a second key, the
+kind with ``@`` and the mode appended (``"saved.linear@autocast"``, estimator/autocast.py);
+``rule(kind, spec, workload)`` takes the variant first when the workload runs in that mode
+(``workload.autocast`` set), under the spec's implementation, else the reference's, and
+falls back to the plain kind.
+
 Modules that register rules are imported on the first lookup (``PROVIDERS``), so importing
 one term module never pulls in another implementation's rules by hand.
 """
@@ -19,7 +25,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from estimator.spec import ModelSpec
+from estimator.spec import ModelSpec, Workload
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +35,7 @@ RULES: dict[tuple[str, str], Callable[..., Any]] = {}
 PROVIDERS: tuple[str, ...] = (
     "estimator.activations",
     "estimator.hf_rules",
+    "estimator.autocast",
     "estimator.hf_rules_encoders",
     "estimator.hf_passes",
 )
@@ -57,15 +64,24 @@ def _load() -> None:
             importlib.import_module(name)
 
 
-def rule(kind: str, spec: ModelSpec | str) -> Callable[..., Any]:
+def precision_mode(workload: Workload | None) -> str | None:
+    """The second key of a workload's rules: "autocast" under torch.autocast, else None."""
+    return "autocast" if workload is not None and workload.autocast else None
+
+
+def rule(kind: str, spec: ModelSpec | str, workload: Workload | None = None) -> Callable[..., Any]:
     """The rule of ``kind`` for the spec's class (``hf_architecture``, where one class of an
     implementation differs from the others, e.g. "T5ForConditionalGeneration"), else for its
-    implementation (or an implementation's name), else the reference rule."""
+    implementation (or an implementation's name), else the reference rule; with a
+    ``workload`` in a precision mode, that mode's variant (``kind@mode``) first."""
     _load()
     impl = spec if isinstance(spec, str) else spec.implementation
     cls = None if isinstance(spec, str) or impl == "reference" else spec.hf_architecture
-    found = (cls and RULES.get((kind, cls))) or RULES.get((kind, impl))
-    found = found or RULES.get((kind, "reference"))
+    mode = precision_mode(workload)
+    found = None
+    for name in ((f"{kind}@{mode}",) if mode is not None else ()) + (kind,):
+        found = found or (cls and RULES.get((name, cls))) or RULES.get((name, impl))
+        found = found or RULES.get((name, "reference"))
     if found is None:
         raise KeyError(f"no rule registered for {kind!r}")
     return found

@@ -15,6 +15,8 @@ Terms (docs/formulas.md):
 Peak timeline. Training, steady state (optimizer states exist; grads set to None before the
 forward; the step's inputs live throughout; the model output is dropped before backward):
   forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
+                   (under autocast: the low logits, their fp32 copy, the cast cache's bias
+                   copies and the held fp32 head input, estimator/autocast.py)
   backward       = the highest point of a replay of autograd's backward from (forward -
                    logits), tensor by tensor (estimator/backward.py; per-module-kind rules in
                    estimator/backward_rules.py): d(log-probs) and d(logits) [n, V], each
@@ -160,6 +162,11 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     # + what the model's forward keeps live until it returns, saved by nothing (HF: its cache)
     held = rule("train.held", spec)(spec, workload)
     forward = with_acts + mem.group("activations") + logits + held
+    if workload.autocast:  # the low logits, their fp32 copy, the cast cache's biases, ...
+        from estimator.autocast import loss_moment_bytes
+
+        moment = loss_moment_bytes(spec, workload, n_out)
+        forward = with_acts + mem.group("activations") + moment + held
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
     forward = max(forward, with_acts + held + _attention_moment(spec, workload, mem))

@@ -263,7 +263,7 @@ def preset_workload_defaults(name: str, mode: str, given: set[str]) -> dict[str,
     if d is None:
         return {}
     out: dict[str, Any] = {}
-    if "dtype" not in given:
+    if "dtype" not in given and "autocast" not in given:  # autocast runs on fp32 weights
         out["dtype"] = d.train_dtype if mode == "train" else d.dtype
         if mode == "train" and d.train_master_weights and "master_weights" not in given:
             out["master_weights"] = True

@@ -28,6 +28,7 @@ AttentionImpl = Literal["eager", "fused"]
 AttentionPattern = Literal["full", "causal", "sliding_window", "chunked"]
 CausalFlops = Literal["full", "triangle"]
 Implementation = Literal["reference", "hf"]
+Autocast = Literal["bf16", "fp16"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu")
 
@@ -268,6 +269,11 @@ class Workload(BaseModel):
         None, description="activations; default dtype, or bf16 for int8/int4 weights"
     )
     master_weights: bool = Field(False, description="mixed precision: fp32 master copy")
+    autocast: Autocast | None = Field(
+        None,
+        description="train under torch.autocast(device, dtype): fp32 weights, grads and "
+        "optimizer states; matmuls run in this dtype on cast copies (estimator/autocast.py)",
+    )
     optimizer: Optimizer = "adamw"
     optimizer_impl: OptimizerImpl | None = Field(
         None,
@@ -327,6 +333,8 @@ class Workload(BaseModel):
                 True,
                 f"an fp32 master copy needs dtype fp16 or bf16, not {self.dtype!r}",
             )
+        if self.autocast is not None:
+            self._check_autocast(fail)
         if self.optimizer_impl is not None:
             allowed = IMPLS[self.optimizer]
             if self.optimizer_impl not in allowed:
@@ -345,6 +353,24 @@ class Workload(BaseModel):
                 f"(attention_pattern={self.attention_pattern!r} would ignore it)",
             )
         return self
+
+    def _check_autocast(self, fail: Any) -> None:
+        """torch.autocast casts fp32 weights per op: it needs fp32 weights (dtype), fp32
+        activations outside the cast ops (compute_dtype) and no master copy (the weights are
+        the master). Only a training step is modelled (check_compatible)."""
+        if self.dtype != "fp32":
+            fail(
+                "dtype",
+                self.dtype,
+                f"autocast={self.autocast!r} needs fp32 weights (torch.autocast casts them per "
+                "op); for pure low-precision training give dtype without autocast",
+            )
+        if self.compute_dtype != "fp32":
+            fail(
+                "compute_dtype",
+                self.compute_dtype,
+                f"autocast={self.autocast!r} picks the dtype per op: leave compute_dtype fp32",
+            )
 
     @property
     def is_training(self) -> bool:
@@ -387,6 +413,17 @@ def check_compatible(spec: ModelSpec, workload: Workload) -> None:
             f"rope_scaling={workload.rope_scaling} is invalid for {spec.name}: "
             f"it has {spec.position} positions, not rotary"
         )
+    if workload.autocast and workload.mode != "train":
+        raise UnsupportedError(
+            f"autocast={workload.autocast!r} is modelled for mode='train' only, not "
+            f"mode={workload.mode!r}"
+        )
+    if workload.autocast:
+        from estimator.autocast import unsupported
+
+        why = unsupported(spec, workload)
+        if why:
+            raise UnsupportedError(f"autocast={workload.autocast!r} is not modelled for {why}")
     limit = context_limit(spec, workload)
     if limit is not None:
         longest = max(workload.seq_len, workload.target_len or 0)

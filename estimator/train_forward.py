@@ -63,7 +63,7 @@ def attention_moment(spec: ModelSpec, workload: Workload, acts: Terms, n_layers:
         or workload.checkpointing != "none"
     ):
         return 0
-    b, s, d, cb = workload.batch_size, workload.seq_len, spec.d_model, _cb(workload)
+    b, s, d, cb = workload.batch_size, workload.seq_len, spec.d_model, _ib(workload)
     h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
     later = _AFTER_SCORES + (("attn_norm",) if spec.norm_position == "post" else ())
     after = sum(acts.get(f"{stack}.layers.{k}", 0) // n_layers for k in later)
@@ -73,13 +73,20 @@ def attention_moment(spec: ModelSpec, workload: Workload, acts: Terms, n_layers:
     live += s * s if pattern != "full" else 0  # ok [s, s] bool
     new_x = spec.position in ("learned", "sinusoidal") or spec.n_token_types or spec.embed_norm
     if new_x or workload.dropout > 0:
-        live += b * s * d * cb  # embed(input_ids), held by Transformer.forward
+        live += b * s * d * _cb(workload)  # embed(input_ids), held by Transformer.forward
     if b > 1 and h > 1:
         live += b * s * h * d_h * cb  # q_proj's output (the saved Q is its copy)
     if (b > 1 and h > 1) or h_kv < h:
         live += b * s * h_kv * d_h * cb  # k_proj's output (the saved K: copy or repeat)
     if h_kv < h:
         live += b * s * h_kv * d_h * cb  # v_proj's output (the saved V: repeat_kv's copy)
+    if workload.autocast:  # the cast cache's bias copies so far (all but the last o, FFN)
+        from estimator.autocast import bias_casts_bytes
+
+        last = (d + spec.d_ff * (2 if spec.gated else 1) + d) * cb if spec.bias else 0
+        live += bias_casts_bytes(spec, workload) - last
+        live += b * s * d * _cb(workload)  # attn_norm's fp32 output (q_proj saved its cast)
+        live += 2 * s * INDEX_BYTES  # q_pos, k_pos aranges [s]
     return live
 
 
@@ -128,3 +135,10 @@ def _cb(workload: Workload) -> int:
     from estimator.dtypes import bits
 
     return bits(workload.compute_dtype) // 8
+
+
+def _ib(workload: Workload) -> int:
+    """What the matmuls make (q, k, v, scores): the autocast dtype under autocast."""
+    from estimator.dtypes import bits
+
+    return bits(workload.autocast or workload.compute_dtype) // 8

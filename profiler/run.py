@@ -35,6 +35,19 @@ def loss_of(out: Any, loss_fn: LossFn | None = None) -> Any:
     return loss if loss is not None else primary_tensor(out).sum()
 
 
+def autocast_region(device: str, dtype: Any = None) -> Any:
+    """``torch.autocast(device type, dtype)`` around a forward and its loss (autocast's
+    recommended scope: backward runs outside it, on the ops autocast chose in forward);
+    a no-op context when ``dtype`` is None."""
+    import contextlib
+
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
 def model_device(model: Any) -> str:
     first = next(iter(model.parameters()), None)
     return str(first.device) if first is not None else "cpu"
@@ -49,8 +62,13 @@ def profile_train_step(
     warmup: int = 1,
     repeats: int = 3,
     fvcore: bool = True,
+    autocast: Any = None,
 ) -> TrainProfile:
     """Measure one training step (forward, loss, backward, optimizer.step; None: no step).
+
+    ``autocast``: a torch dtype (torch.bfloat16, torch.float16): forward and loss run under
+    torch.autocast(device, autocast), backward and the step outside it. No GradScaler is run
+    (fp16 on CUDA trains with one: its scale and found-inf tensors are a few bytes).
 
     A first, untracked step creates the optimizer state; the live-memory step then starts from
     weights + optimizer state + inputs (gradients set to None) as its baseline. Gradients and
@@ -60,8 +78,14 @@ def profile_train_step(
     from profiler.saved import measure_saved
     from profiler.timing import time_fn
 
+    device = model_device(model)
+
+    def forward_loss() -> Any:
+        with autocast_region(device, autocast):
+            return loss_of(call_model(model, inputs), loss_fn)
+
     def fwd_bwd() -> None:
-        loss_of(call_model(model, inputs), loss_fn).backward()
+        forward_loss().backward()
 
     def step() -> None:
         fwd_bwd()
@@ -69,14 +93,13 @@ def profile_train_step(
             optimizer.step()
         model.zero_grad(set_to_none=True)
 
-    device = model_device(model)
     n_params, weights = measure_params(model), param_bytes(model)
     saved = measure_saved(model, fwd_bwd)
     model.zero_grad(set_to_none=True)
     flops = count_flops(model, fwd_bwd)
     model.zero_grad(set_to_none=True)
     step()  # creates the optimizer state
-    live_peak, cuda = _tracked_train_step(model, inputs, optimizer, loss_fn, device)
+    live_peak, cuda = _tracked_train_step(model, inputs, optimizer, loss_fn, device, autocast)
     gradients, optimizer_state = grad_bytes(model), optimizer_bytes(optimizer)
     model.zero_grad(set_to_none=True)
     return TrainProfile(
@@ -95,7 +118,12 @@ def profile_train_step(
 
 
 def _tracked_train_step(
-    model: Any, inputs: Any, optimizer: Any, loss_fn: LossFn | None, device: str
+    model: Any,
+    inputs: Any,
+    optimizer: Any,
+    loss_fn: LossFn | None,
+    device: str,
+    autocast: Any = None,
 ) -> tuple[Any, Any]:
     from profiler.live import CudaPhaseMemory, LiveMemoryTracker
 
@@ -111,11 +139,12 @@ def _tracked_train_step(
         cuda.set_phase(name)
 
     with live:
-        phase("forward")
-        out = call_model(model, inputs)
-        phase("forward_end")
-        loss = loss_of(out, loss_fn)
-        del out
+        with autocast_region(device, autocast):
+            phase("forward")
+            out = call_model(model, inputs)
+            phase("forward_end")
+            loss = loss_of(out, loss_fn)
+            del out
         phase("backward")
         loss.backward()
         del loss

@@ -78,13 +78,36 @@ def objective(output) -> torch.Tensor:
     return out.float().pow(2).mean()
 
 
+def autocast_dtype(workload: Workload) -> torch.dtype | None:
+    """The torch dtype of ``workload.autocast`` (None: no autocast)."""
+    names = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    return names[workload.autocast] if workload.autocast else None
+
+
 def train_step(
-    model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | None,
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
-    """zero_grad(set_to_none=True), forward, backward, optimizer step -> the loss."""
+    """zero_grad(set_to_none=True), forward, backward, optimizer step -> the loss.
+
+    ``autocast``: forward and loss under torch.autocast(device, autocast) (backward outside,
+    as torch's AMP recipe); ``scaler``: fp16 loss scaling (torch.amp.GradScaler: scale the
+    loss, unscale the grads, skip a step with inf/nan grads, update the scale)."""
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
-    loss = objective(model(**batch))
+    device = next(model.parameters()).device.type
+    with torch.autocast(device_type=device, dtype=autocast or torch.float32,
+                        enabled=autocast is not None):  # fmt: skip
+        loss = objective(model(**batch))
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if optimizer is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        return loss.item()
     loss.backward()
     if optimizer is not None:
         optimizer.step()

@@ -5,7 +5,9 @@ and <out>/<device-name>.json (the same points as one list, with the device facts
     python3 scripts/gpu_validate.py --device cuda --dtypes fp32,bf16 --out docs/validation
 
 Each point is written as soon as it finishes, so a run cut short keeps what it measured.
-`--device cpu --limit 2` checks the script itself on a machine without a GPU.
+`--device cpu --limit 2` checks the script itself on a machine without a GPU. The matrix's
+autocast cases (torch.autocast on fp32 weights, issue 10) run once each, in their own
+precision, whatever --dtypes says; ``--autocast-only`` runs just them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> int:
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of weight dtypes")
     parser.add_argument("--out", default="docs/validation", type=Path)
     parser.add_argument("--limit", type=int, default=None, help="first N cases only")
+    parser.add_argument("--autocast-only", action="store_true", help="the autocast cases only")
     args = parser.parse_args()
 
     import torch
@@ -54,13 +57,20 @@ def main() -> int:
     jsonl.write_text("")
     available = torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None
     points, started = [], time.perf_counter()
-    selected = cases()[: args.limit]
-    for dtype in args.dtypes.split(","):
+    selected = [c for c in cases() if c.workload.autocast or not args.autocast_only]
+    selected = selected[: args.limit]
+    dtypes = args.dtypes.split(",")
+    for dtype in dtypes:
         for case in selected:
             workload = case.workload.model_copy(
                 update={"dtype": dtype, "compute_dtype": dtype, "kv_cache_dtype": dtype}
             )
-            spec = case.spec.model_copy(update={"name": f"{case.name} [{dtype}]"})
+            label = dtype
+            if case.workload.autocast:  # fp32 weights by definition: once, as the case says
+                if dtype != dtypes[0]:
+                    continue
+                workload, label = case.workload, f"fp32, autocast {case.workload.autocast}"
+            spec = case.spec.model_copy(update={"name": f"{case.name} [{label}]"})
             point = validate_point(spec, workload, device=args.device, available=available)
             points.append(point)
             with jsonl.open("a") as fh:

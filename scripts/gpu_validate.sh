@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The validation matrix on CUDA, fp32 and bf16, in well under 8 minutes on one H100.
+# The validation matrix on CUDA, fp32 and bf16, in well under 8 minutes on one H100; its
+# autocast cases (torch.autocast bf16 / fp16 on fp32 weights, issue 10) once each, as defined.
+# Only the autocast cases: bash scripts/gpu_validate.sh --autocast-only
 # Writes docs/validation/<gpu-name>.{jsonl,json,md}. Run from anywhere:
 #   bash scripts/gpu_validate.sh
 # A machine without pydantic (the lent GPU machines) takes it from wheels in .whl/, made here

@@ -58,6 +58,20 @@ def human_seconds(s: float) -> str:
     return f"{s * 1e6:.3g} us"
 
 
+def precision_label(w: Any) -> str:
+    """How a step holds and computes its numbers; the three ways to train in low precision
+    read apart: 'fp32 weights, autocast bf16' (torch.autocast), 'bf16 weights + fp32
+    master, compute bf16' (mixed precision with a master copy), 'pure bf16 weights, grads
+    and optimizer states, compute bf16'."""
+    if w.autocast:
+        return f"fp32 weights, autocast {w.autocast}"
+    if w.master_weights:
+        return f"{w.dtype} weights + fp32 master, compute {w.compute_dtype}"
+    if w.mode == "train" and w.dtype in ("fp16", "bf16"):
+        return f"pure {w.dtype} weights, grads and optimizer states, compute {w.compute_dtype}"
+    return f"{w.dtype} weights, compute {w.compute_dtype}"
+
+
 def describe_workload(spec: Any, workload: Any) -> str:
     """'train, b=1, s=512, bf16 weights + fp32 master, compute bf16, attention fused,
     checkpointing none': every setting that changes the numbers, defaults included."""
@@ -70,8 +84,7 @@ def describe_workload(spec: Any, workload: Any) -> str:
             lengths = f"s={w.seq_len:,}, {lengths}"
     else:
         lengths = f"s={w.seq_len:,}" + (f", target {w.target_len:,}" if w.target_len else "")
-    precision = f"{w.dtype} weights" + (" + fp32 master" if w.master_weights else "")
-    precision += f", compute {w.compute_dtype}"
+    precision = precision_label(w)
     if w.mode != "train" and w.kv_cache:
         precision += f", KV cache {w.kv_cache_dtype}"
     parts = [w.mode, f"b={w.batch_size}", lengths, precision, f"attention {w.attention_impl}"]

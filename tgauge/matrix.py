@@ -116,6 +116,26 @@ def long_cases() -> list[Case]:
             work(seq_len=256, attention_impl="fused", **chunked),
         ),
         Case("gpt long train checkpointing s=256", gpt, work(seq_len=256, checkpointing="full")),
+        # torch.autocast on CPU (issue 10): the scores and their backward decide the peak
+        Case("gpt long train autocast bf16 s=256", gpt, work(seq_len=256, autocast="bf16")),
+        Case("gpt long train pure bf16 s=256", gpt, work(seq_len=256, dtype="bf16")),
+        Case(
+            "gpt long train fused autocast bf16 s=256 b=4",
+            gpt,
+            work(seq_len=256, batch_size=4, attention_impl="fused", autocast="bf16"),
+        ),
+        Case(
+            "llama long train gqa eager autocast bf16 s=256 b=2",
+            llama,
+            work(seq_len=256, batch_size=2, autocast="bf16"),
+            slow=True,
+        ),
+        Case(
+            "gpt long train autocast fp16 s=256 b=2",
+            gpt,
+            work(seq_len=256, batch_size=2, autocast="fp16"),
+            slow=True,
+        ),
         Case("llama long train gqa fused s=256", llama, work(seq_len=256, attention_impl="fused")),
         Case("gpt long prefill s=512 b=4", gpt, work("prefill", seq_len=512, batch_size=4)),
         Case("gpt long decode prompt 256", gpt, work("decode", seq_len=256, new_tokens=4)),
@@ -212,6 +232,17 @@ def base_cases() -> list[Case]:
         Case("llama gqa train eager", llama, _work()),
         Case("llama gqa train fused", llama, _work(attention_impl="fused")),
         Case("mqa rmsnorm train adam", mqa, _work(optimizer="adam")),
+        # torch.autocast on CPU on fp32 weights (issue 10): cast copies of weights and inputs
+        Case("gpt train autocast bf16", gpt, _work(autocast="bf16")),
+        Case("gpt train autocast fp16", gpt, _work(autocast="fp16")),
+        Case(
+            "llama gqa train fused autocast bf16",
+            llama,
+            _work(attention_impl="fused", autocast="bf16"),
+        ),  # fmt: skip
+        Case("gpt big-vocab train autocast bf16", gpt_big_vocab, _work(autocast="bf16")),
+        # pure bf16 (weights, grads, optimizer states bf16; CPU LayerNorm stats in bf16)
+        Case("gpt train pure bf16", gpt, _work(dtype="bf16")),
         # b * s small, V >> d, untied: the optimizer step's temporaries make the peak
         *(
             Case(f"llama big-vocab train {opt} {impl}", llama_big_vocab, _step(opt, impl))

@@ -51,6 +51,12 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         "mixed precision: keep an fp32 master copy of the weights (default: off, on for a "
         "preset trained that way when --dtype is not given)",
     ),
+    "autocast": (
+        str | None,
+        None,
+        ("--autocast",),
+        "train under torch.autocast: bf16 | fp16 (fp32 weights; matmuls on cast copies)",
+    ),
     "optimizer": (
         str,
         "adamw",
@@ -108,6 +114,7 @@ _ONLY_IN: dict[str, tuple[str, ...]] = {
     "optimizer": ("train",),
     "checkpointing": ("train",),
     "master_weights": ("train",),
+    "autocast": ("train",),
     "dropout": ("train",),
     "kv_cache": ("prefill", "decode"),
     "kv_cache_dtype": ("prefill", "decode"),

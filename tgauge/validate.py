@@ -279,13 +279,21 @@ def _train(
     from profiler import profile_train_step
     from reference_model import build_model
     from reference_model.inputs import make_inputs
-    from reference_model.train import make_optimizer, objective
+    from reference_model.train import autocast_dtype, make_optimizer, objective
 
     model = build_model(spec, workload, device=device)
     model.train()
     inputs = make_inputs(spec, workload, device=device)
     optimizer = make_optimizer(model, workload)
-    prof = profile_train_step(model, inputs, optimizer, loss_fn=objective, repeats=1, fvcore=fvcore)
+    prof = profile_train_step(
+        model,
+        inputs,
+        optimizer,
+        loss_fn=objective,
+        repeats=1,
+        fvcore=fvcore,
+        autocast=autocast_dtype(workload),
+    )
     mem, measured = est.memory.terms, prof.memory().terms
     point.rows += _common_rows(est, prof)
     point.rows += state_rows(mem, measured)

@@ -82,6 +82,7 @@ def _train(
     target: Any, family: str, base: str, spec: Any, workload: Workload, est: Any, point: Point
 ) -> None:
     from profiler import profile_train_step
+    from reference_model.train import autocast_dtype
 
     prof = profile_train_step(
         target.model,
@@ -90,6 +91,7 @@ def _train(
         loss_fn=target.loss_fn,
         repeats=1,
         fvcore=False,
+        autocast=autocast_dtype(workload),
     )
     mem, measured = est.memory.terms, prof.memory().terms
     point.rows += _param_rows(family, base, est, prof.n_params, prof.weights.total)

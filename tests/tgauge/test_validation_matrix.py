@@ -31,6 +31,10 @@ PEAK_TO_THE_SCALAR = {
     "llama long train gqa eager s=512 b=2",
     "bert long train s=512 b=2",
     "t5 long train s=256",
+    "gpt long train autocast bf16 s=256",
+    "gpt long train pure bf16 s=256",
+    "llama long train gqa eager autocast bf16 s=256 b=2",
+    "gpt long train autocast fp16 s=256 b=2",
 }
 SCALAR_BYTES = 16
 

@@ -218,8 +218,15 @@ def run_profile(
     from profiler.run import profile_decode, profile_forward, profile_train_step
 
     if workload.mode == "train":
+        from reference_model.train import autocast_dtype
+
         return profile_train_step(
-            target.model, target.inputs, target.optimizer, loss_fn=target.loss_fn, repeats=repeats
+            target.model,
+            target.inputs,
+            target.optimizer,
+            loss_fn=target.loss_fn,
+            repeats=repeats,
+            autocast=autocast_dtype(workload),
         )
     if workload.mode == "prefill":
         return profile_forward(target.model, target.inputs, repeats=repeats)
@@ -304,9 +311,12 @@ def render(model: str, workload: Workload, result: Any) -> None:
     """Rich tables of a TrainProfile / ForwardProfile / DecodeProfile."""
     from rich.table import Table
 
-    from tgauge.format import human_bytes, human_flops, human_seconds
+    from tgauge.format import human_bytes, human_flops, human_seconds, precision_label
 
-    title = f"tgauge profile {escape(model)} ({workload.mode}, {result.device})"
+    title = (
+        f"tgauge profile {escape(model)} ({workload.mode}, {precision_label(workload)}, "
+        f"{result.device})"
+    )
     if not hasattr(result, "n_params"):  # DecodeProfile
         table = Table("after", "KV cache", title=title)
         for i, n in enumerate(result.cache_bytes):

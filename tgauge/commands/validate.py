@@ -170,10 +170,15 @@ def _human(unit: str, value: int | None) -> str:
 
 
 def _table(point: Any) -> Table:
+    from types import SimpleNamespace
+
+    from tgauge.format import precision_label
+
     w = point.workload
+    precision = precision_label(SimpleNamespace(**{"autocast": None, **w}))
     title = (
         f"{escape(point.model)} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
-        f"{w['dtype']} {w['attention_impl']} on {point.device}"
+        f"{precision}, {w['attention_impl']} on {point.device}"
         + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")

@@ -188,6 +188,10 @@ def _short(workload: Any) -> str:
     """'train, b=1, fp32, eager attention' for chart titles."""
     w = workload
     dtype = w.dtype + (" + fp32 master" if w.master_weights else "")
+    if w.autocast:
+        dtype = f"fp32 + autocast {w.autocast}"
+    elif w.mode == "train" and w.dtype in ("fp16", "bf16") and not w.master_weights:
+        dtype = f"pure {w.dtype}"
     return f"{w.mode}, b={w.batch_size}, {dtype}, {w.attention_impl} attention"
 
 
