@@ -26,6 +26,8 @@ rotary its cos and sin [s,d_h] per call (q and k, every layer), relative bias it
 output is saved once, by the first decoder layer's cross_attn.k_proj. pooler.proj saves a
 view of the stack output (the whole [n,d] storage counts) and tanh its output [b,d].
 head_transform (BERT's MLM head): dense and act save their inputs [n,d], norm as a norm.
+classifier: its input (the pooled output, else x[:, 0]: the [n,d] storage), the loss its
+log-softmax [b,n_labels], targets [b] and total_weight.
 {stack}.dropout: the embedding dropout mask. Assumptions a measurement must confirm: chunked
 eager scores are [b,h,s/c,c,c] with a mask of as many entries, fused sdpa gets h_kv heads.
 Under torch.autocast (``workload.autocast``, estimator/autocast.py): what matmuls make is in
@@ -96,13 +98,15 @@ def scores_entries(spec: ModelSpec, workload: Workload, stack: str, s: int) -> i
 
 def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
                     entries: int, masked: bool, s_pad: int | None = None,
-                    fused_mask: bool = False, window: int | None = None) -> Terms:  # fmt: skip
+                    fused_mask: bool = False, window: int | None = None,
+                    cross: bool = False) -> Terms:  # fmt: skip
     """Saved bytes of one attention block: s queries, s_k keys, ``entries`` scores per head;
     ``masked``: the pattern's bool mask (~ok, a new [s, s_k] per call) is saved by masked_fill;
     ``fused_mask``: sdpa gets an additive mask (a pattern other than plain causal / full);
     ``s_pad``: positions of Q, K, V as the eager matmuls see them (chunked: padded to whole
     chunks by F.pad, a copy that the matmuls save; default s, resp. s_k); ``window``: the
-    pattern's window (sliding window, chunk), if any."""
+    pattern's window (sliding window, chunk), if any; ``cross``: a cross-attention (keys from
+    the encoder output)."""
     cb, d, h, h_kv, d_h = _ib(workload), spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
     drop = workload.dropout > 0
     q, kv = h * d_h, h_kv * d_h
@@ -116,11 +120,11 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
         t["sdpa"] = b * h * entries * cb + 3 * b * h * s_pad * d_h * cb
         t["o_proj"] = b * s * h * d_h * cb + o_proj  # the blocks' transpose + reshape: a copy
     elif workload.attention_impl == "fused":
-        t["sdpa"] = rule("saved.sdpa", spec, workload)(spec, workload, b, s, s_k, fused_mask,
-                                                       window)  # fmt: skip
-        # the flash/efficient kernels return out as a [b,h,s,d_h] view of a [b,s,h,d_h] buffer:
-        # o_proj's input (heads merged) is a view of the storage sdpa already saved
-        t["o_proj"] = o_proj
+        saved = rule("saved.sdpa", spec, workload)(
+            spec, workload, b, s, s_k, masked, fused_mask, window, cross
+        )
+        t.update(saved)
+        t["o_proj"] += o_proj
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
@@ -134,14 +138,17 @@ def attention_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: in
 
 
 @register("saved.sdpa", "reference")
-def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, fused_mask: bool,
-               window: int | None) -> int:  # fmt: skip
-    """Bytes fused (CPU flash) attention saves per call: q [b,h,s,d_h], k, v [b,h_kv,s_k,d_h],
+def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, masked: bool,
+               fused_mask: bool, window: int | None, cross: bool) -> Terms:  # fmt: skip
+    """Bytes fused (CPU flash) attention saves per call (term "sdpa") and what its output
+    adds to o_proj's saved input (term "o_proj"): q [b,h,s,d_h], k, v [b,h_kv,s_k,d_h],
     out, logsumexp [b,h,s] fp32; ``fused_mask``: its additive attn_mask where(ok, 0, min)
-    [s, s_k] (reference_model/attention.py)."""
+    [s, s_k] (reference_model/attention.py). The flash/efficient kernels return out as a
+    [b,h,s,d_h] view of a [b,s,h,d_h] buffer: o_proj's input (heads merged) is a view of
+    the storage sdpa already saved (0)."""
     cb, h, h_kv, d_h = _ib(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
     out = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
-    return out + (s * s_k * cb if fused_mask else 0)
+    return {"sdpa": out + (s * s_k * cb if fused_mask else 0), "o_proj": 0}
 
 
 @register("saved.ffn.act", "reference")
@@ -216,7 +223,7 @@ def layer_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     if s_src:
         sublayers = 3
         t["cross_norm"] = norm_saved(spec, workload, n)
-        cross = attention_saved(spec, workload, b, s, s_src, s * s_src, False)
+        cross = attention_saved(spec, workload, b, s, s_src, s * s_src, False, cross=True)
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
     t["ffn_norm"] = norm_saved(spec, workload, n)
     t.update(ffn_saved(spec, workload, n))
@@ -232,13 +239,33 @@ def rope_or_bias_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) 
     ``{stack}.layers.self_attn`` (the innermost running module of the glossary)."""
     if spec.position == "rotary":
         return rule("saved.rotary.layer", spec)(spec, workload, s)
-    if spec.position == "relative":  # embedding(buckets) saves the bucket ids [s, s_k]
-        pattern, window = resolved_pattern(spec, workload, stack)
-        side = window if pattern == "chunked" else s  # chunked: one [c, c] bias for all blocks
-        return side * side * INDEX_BYTES
+    if spec.position == "relative":
+        return rule("saved.relative_bias", spec)(spec, workload, stack, s)[0]
     return 0
 
 
+@register("saved.relative_bias", "reference")
+def relative_bias_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) -> tuple[int, int]:
+    """(bytes per layer, under {stack}.layers.self_attn; bytes once, under {stack}.pos) the
+    relative position bias saves: every layer's embedding(buckets) keeps the bucket ids."""
+    pattern, window = resolved_pattern(spec, workload, stack)
+    side = window if pattern == "chunked" else s  # chunked: one [c, c] bias for all blocks
+    return side * side * INDEX_BYTES, 0
+
+
+@register("saved.token_type", "reference")
+def token_type_saved(spec: ModelSpec, workload: Workload, s: int) -> int:
+    """Bytes the segment embedding saves: its ids [b, s] int64 (an input)."""
+    return workload.batch_size * s * INDEX_BYTES
+
+
+@register("saved.cross_mask", "reference")
+def cross_mask_saved(spec: ModelSpec, workload: Workload, s: int, s_src: int) -> int:
+    """Bytes the cross-attentions of a stack save once between them (reference: none)."""
+    return 0
+
+
+@register("saved.positions", "reference")
 def positions_saved(spec: ModelSpec, workload: Workload, stack: str, s: int) -> int:
     """Bytes the stack's positional module saves when the stack calls it (learned only)."""
     if spec.position == "learned":
@@ -255,9 +282,11 @@ def stack_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
         t[f"{stack}.patch.proj"] = b * spec.n_channels * spec.image_size**2 * cb  # pixels
     else:
         t["embed"] = n * INDEX_BYTES  # token ids [b, s]
-    t[f"{stack}.pos"] = positions_saved(spec, workload, stack, s)
+    t[f"{stack}.pos"] = rule("saved.positions", spec)(spec, workload, stack, s)
+    if spec.position == "relative" and workload.checkpointing != "full":
+        t[f"{stack}.pos"] += rule("saved.relative_bias", spec)(spec, workload, stack, s)[1]
     if spec.n_token_types and stack == spec.stacks[0][0]:
-        t[f"{stack}.token_type"] = n * INDEX_BYTES
+        t[f"{stack}.token_type"] = rule("saved.token_type", spec)(spec, workload, s)
     if spec.embed_norm:
         t[f"{stack}.embed_norm"] = norm_saved(spec, workload, n)
     if workload.dropout > 0:
@@ -272,6 +301,9 @@ def stack_saved(spec: ModelSpec, workload: Workload, stack: str, s: int, s_src: 
     if s_src:  # the encoder output, saved once by the first cross_attn.k_proj (or checkpoint)
         key = stack if workload.checkpointing == "full" else f"{stack}.layers.cross_attn.k_proj"
         t[key] = t.get(key, 0) + b * s_src * d * cb
+        if workload.checkpointing != "full" and workload.attention_impl == "fused":
+            once = rule("saved.cross_mask", spec)(spec, workload, s, s_src)
+            t[f"{stack}.layers.cross_attn.sdpa"] += once
     if spec.final_norm:
         t[f"{stack}.final_norm"] = norm_saved(spec, workload, n)
     return t
@@ -292,6 +324,23 @@ def head_saved(spec: ModelSpec, workload: Workload, s: int) -> Terms:
     if spec.lm_head:
         t["lm_head"] = linear_saved(spec, workload, n, d, spec.vocab_size, True)
         t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight
+    if spec.n_labels:
+        t.update(classifier_saved(spec, workload, n))
+    return t
+
+
+def classifier_saved(spec: ModelSpec, workload: Workload, n: int) -> Terms:
+    """The classifier on the pooled output (after a dropout; tanh already saved its output,
+    and a dropout of p = 0 returns its input) or on x[:, 0] (a view: the whole [n, d] storage
+    of the last stack's output), and cross-entropy over [b, n_labels]."""
+    b, d, cb = workload.batch_size, spec.d_model, _cb(workload)
+    t: Terms = {}
+    if not spec.pooler:
+        t["classifier"] = n * d * cb
+    elif workload.dropout > 0:
+        t["classifier.dropout"] = mask_bytes(workload, b * d)  # mask [b, d]
+        t["classifier"] = b * d * cb  # the dropout output
+    t["loss"] = b * spec.n_labels * cb + b * INDEX_BYTES + cb  # log-softmax, targets, weight
     return t
 
 

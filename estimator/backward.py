@@ -48,10 +48,17 @@ from __future__ import annotations
 from estimator import backward_rules as rules
 from estimator.activations import layer_saved
 from estimator.dtypes import INDEX_BYTES, bits
+from estimator.implementations import register, rule
 from estimator.inference import Live
 from estimator.spec import ModelSpec, Workload, resolved_pattern
 
 Terms = dict[str, int]
+
+
+@register("backward.flash", "reference")
+def flash_backward(spec: ModelSpec, workload: Workload, cross: bool) -> bool:
+    """Whether fused (unchunked) attention ran the flash kernel (else sdpa's math ops)."""
+    return True
 
 
 class Backward:
@@ -96,6 +103,7 @@ class Backward:
         a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.ib  # o_proj input
         d_o = rules.linear(self, f"{p}.o_proj", a)
         flash = self.w.attention_impl == "fused" and not self.chunked_at(p, cross, s)
+        flash = flash and rule("backward.flash", self.spec)(self.spec, self.w, cross)
         dq, dk, dv = rules.CORE["flash" if flash else "eager"](self, p, s, s_k, d_o, cross)
         if not cross:
             self.positions(p, s, dq, dk)
@@ -250,6 +258,20 @@ class Backward:
             self.free("embed", n * INDEX_BYTES)  # this stack's token ids
         live.drop(nd)  # the stream's grad
 
+    def classifier(self) -> int:
+        """Cross-entropy over [b, n_labels] (nll, log-softmax backward), then the classifier's
+        dW, db and grad input [b, d] (dropout before it: its mask freed). -> that grad."""
+        live, bl = self.live, self.b * self.spec.n_labels * self.cb
+        live.take(bl)  # nll_loss_backward: d(log-probs)
+        self.free("loss", self.b * INDEX_BYTES + self.cb)  # targets, total_weight
+        live.take(bl)  # log_softmax_backward: d(logits)
+        live.drop(bl)
+        self.free("loss")
+        g = rules.linear(self, "classifier", self.b * self.spec.d_model * self.cb)
+        live.drop(bl)
+        self.free("classifier.dropout")
+        return g
+
     def embed_use(self) -> None:
         """embedding_dense_backward: a new [V, d]; after the first use it is summed with the
         buffer (a third [V, d]) and the buffer keeps the sum."""
@@ -290,9 +312,15 @@ class Backward:
                 rules.linear(self, "head_transform.dense", nd)
                 live.drop(nd)
             return
+        bd = self.b * spec.d_model * cb
+        g = self.classifier() if spec.n_labels else 0  # the grad of its input [b, d]
+        if spec.n_labels and not spec.pooler:  # select_backward of x[:, 0]: zeros [b, s, d]
+            live.take(nd)
+            live.drop(g)
+            return
         if spec.pooler:  # tanh, proj on x[:, 0], then select_backward: zeros [b, s, d]
-            bd = self.b * spec.d_model * cb
             live.take(bd)
+            live.drop(g)
             self.free("pooler.act")
             rules.linear(self, "pooler.proj", bd)
             live.drop(bd)

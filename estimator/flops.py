@@ -11,7 +11,7 @@ Closed forms (n = b * s_q query tokens of one pass, per layer, times L in one pl
   self_attn.sdpa          2 * 2 b h A d_h         (fused: both matmuls, as FlopCounterMode)
   ffn.up, ffn.gate        2 n d d_ff              ffn.down         2 n d_ff d
   head_transform.dense 2 n d d (BERT MLM); lm_head 2 n d V; pooler.proj 2 b d d (first
-  position); patch.proj 2 b n_patches d c p^2.
+  position); classifier 2 b d n_labels (pooled / first position); patch.proj 2 b n_patches d c p^2.
 A = s_q * s_k under causal_flops="full" (the rectangle eager attention and FlopCounterMode
 compute, masked entries included); under "triangle" only the unmasked pairs: causal
 s(s+1)/2, sliding window the band, chunked per chunk. Chunked attention is computed chunk by
@@ -152,6 +152,9 @@ def stack_terms(spec: ModelSpec, workload: Workload, stack: str, p: Pass,
     if spec.pooler and stack == spec.stacks[-1][0]:
         pool = 2 * p.b * d * d  # [b, d] @ [d, d], first position
         add("pooler.proj", pool, 2 * pool)
+    if spec.n_labels and stack == spec.stacks[-1][0]:
+        cls = 2 * p.b * d * spec.n_labels  # [b, d] @ [d, n_labels]
+        add("classifier", cls, 2 * cls)
     if n_logits and spec.head_transform:
         dense = 2 * n_logits * d * d  # [n, d] @ [d, d]
         add("head_transform.dense", dense, 2 * dense)

@@ -58,8 +58,8 @@ def hf_ffn_act_saved(spec: ModelSpec, workload: Workload, n: int) -> int:
 
 
 @register("saved.sdpa@autocast", "hf")
-def hf_sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
-                  fused_mask: bool, window: int | None) -> int:  # fmt: skip
+def hf_sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, masked: bool,
+                  fused_mask: bool, window: int | None, cross: bool) -> dict[str, int]:  # fmt: skip
     """sdpa_attention_forward under autocast (scaled_dot_product_attention is on the CPU low
     list): the saved set of the fp32 rule (estimator/hf_rules_decoders.sdpa_saved) with q,
     k, v, out and the float mask in the low dtype (fp32 q, k after rotary are cast), the
@@ -74,7 +74,8 @@ def hf_sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
     else:
         kv = 2 * b * h_kv * s_k * d_h
     out = b * s * h * d_h
-    return (q + kv + out + (b * s * s_k if mask else 0)) * lb + b * h * s * FP32_BYTES
+    saved = (q + kv + out + (b * s * s_k if mask else 0)) * lb + b * h * s * FP32_BYTES
+    return {"sdpa": saved, "o_proj": 0}
 
 
 @register("saved.eager_softmax@autocast", "hf")

@@ -6,7 +6,10 @@ class ``architectures`` names when it is modelled (ARCHITECTURES), else the fami
   gpt2 -> GPT2LMHeadModel, bert -> BertModel (with pooler, no MLM head) or BertForMaskedLM
   (MLM head: dense + act + LayerNorm, tied decoder with a bias; no pooler), t5 ->
   T5ForConditionalGeneration, bart -> BartForConditionalGeneration, vit -> ViTModel (with
-  pooler), llama / mistral -> LlamaForCausalLM / MistralForCausalLM.
+  pooler), llama / mistral -> LlamaForCausalLM / MistralForCausalLM. Classifier heads
+  (n_labels from id2label, else num_labels; single-label only): BertForSequenceClassification
+  (BertModel with its pooler, classifier on the pooled output) and ViTForImageClassification
+  (no pooler, classifier on the class token).
 A config field combination tgauge does not model raises UnsupportedError naming the field;
 an unknown model_type raises SpecError. Rotary scaling (``rope_type`` other than default)
 changes no parameter, FLOP or byte count and is read as plain rotary with the given theta.
@@ -188,7 +191,31 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     # BertOnlyMLMHead: transform (dense d->d, act, LayerNorm), decoder tied to the word
     # embeddings with its own bias [V]; BertForMaskedLM builds BertModel without the pooler
     "BertForMaskedLM": dict(pooler=False, lm_head=True, head_transform=True, lm_head_bias=True),
+    # BertForSequenceClassification: dropout + classifier Linear(d, num_labels) on the pooler
+    # output; ViTForImageClassification: ViTModel without the pooler, classifier on x[:, 0]
+    "BertForSequenceClassification": dict(pooler=True, lm_head=False),
+    "ViTForImageClassification": dict(pooler=False),
 }
+#: classes with a classifier head (num_labels outputs, cross-entropy over them)
+CLASSIFIERS = frozenset({"BertForSequenceClassification", "ViTForImageClassification"})
+
+
+def _n_labels(cfg: Config) -> int:
+    """num_labels as transformers reads it: the size of id2label when given, else num_labels
+    (default 2); single-label classification only (cross-entropy over the labels)."""
+    problem = cfg.get("problem_type")
+    if problem not in (None, "single_label_classification"):
+        raise UnsupportedError(
+            f"problem_type={short_repr(problem)} is not modelled: single-label classification"
+        )
+    labels = cfg.get("id2label")
+    n = len(labels) if isinstance(labels, dict) and labels else cfg.get("num_labels", 2)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise UnsupportedError(
+            f"num_labels={short_repr(n)} is not modelled: a classifier over >= 2 labels "
+            "(1 label is regression)"
+        )
+    return n
 
 
 def _architecture(cfg: Config, model_type: str) -> str:
@@ -276,4 +303,6 @@ def spec_from_hf_config(path_or_dict: str | Path | Config) -> ModelSpec:
     if model_type == "bert" and architecture != "BertModel":  # the head decides the tying
         fields["tie_embeddings"] = cfg.get("tie_word_embeddings", True)
     fields.update(ARCHITECTURES[architecture])
+    if architecture in CLASSIFIERS:
+        fields["n_labels"] = _n_labels(cfg)
     return ModelSpec(name=name, implementation="hf", hf_architecture=architecture, **fields)

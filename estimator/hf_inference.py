@@ -185,6 +185,7 @@ def gelu_new_forward(live: Live, inner: int) -> None:
 
 
 @register("replay.pass", "hf")
+@register("replay.step", "hf")
 def hf_pass(spec: ModelSpec, workload: Workload, live: Live) -> Pass:
     """A decoder-only transformers LM: ``HFPass``; other families: the reference replay."""
     if spec.arch != "decoder":

@@ -48,8 +48,8 @@ def sdpa_gets_mask(s_k: int, fused_mask: bool, window: int | None) -> bool:
 
 
 @register("saved.sdpa", "hf")
-def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, fused_mask: bool,
-               window: int | None) -> int:  # fmt: skip
+def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, masked: bool,
+               fused_mask: bool, window: int | None, cross: bool) -> dict[str, int]:  # fmt: skip
     """integrations/sdpa_attention.py sdpa_attention_forward on CPU flash: saves q, k, v, out
     and the fp32 logsumexp [b, h, s]. With a mask, use_gqa_in_sdpa is False: repeat_kv copies
     k and v to h heads, and the bool mask [b, 1, s, s_k] is converted to an additive one that
@@ -68,7 +68,7 @@ def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, fu
         kv = 2 * b * h_kv * s_k * d_h
     out = b * s * h * d_h
     lse = b * h * s * FP32_BYTES
-    return (q + kv + out + (b * s * s_k if mask else 0)) * cb + lse
+    return {"sdpa": (q + kv + out + (b * s * s_k if mask else 0)) * cb + lse, "o_proj": 0}
 
 
 @register("saved.rotary.layer", "hf")

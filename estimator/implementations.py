@@ -39,6 +39,8 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.autocast",
     "estimator.hf_rules_decoders",
     "estimator.hf_inference",
+    "estimator.hf_rules_encoders",
+    "estimator.hf_passes",
     "estimator.hf_autocast",
 )
 _loaded = False
@@ -72,16 +74,18 @@ def precision_mode(workload: Workload | None) -> str | None:
 
 
 def rule(kind: str, spec: ModelSpec | str, workload: Workload | None = None) -> Callable[..., Any]:
-    """The rule of ``kind`` under the spec's implementation (or an implementation's name),
-    else the reference rule; with a ``workload`` in a precision mode, that mode's variant
-    (``kind@mode``) first."""
+    """The rule of ``kind`` for the spec's class (``hf_architecture``, where one class of an
+    implementation differs from the others, e.g. "T5ForConditionalGeneration"), else for its
+    implementation (or an implementation's name), else the reference rule; with a
+    ``workload`` in a precision mode, that mode's variant (``kind@mode``) first."""
     _load()
     impl = spec if isinstance(spec, str) else spec.implementation
+    cls = None if isinstance(spec, str) or impl == "reference" else spec.hf_architecture
     mode = precision_mode(workload)
     found = None
-    if mode is not None:
-        found = RULES.get((f"{kind}@{mode}", impl)) or RULES.get((f"{kind}@{mode}", "reference"))
-    found = found or RULES.get((kind, impl)) or RULES.get((kind, "reference"))
+    for name in ((f"{kind}@{mode}",) if mode is not None else ()) + (kind,):
+        found = found or (cls and RULES.get((name, cls))) or RULES.get((name, impl))
+        found = found or RULES.get((name, "reference"))
     if found is None:
         raise KeyError(f"no rule registered for {kind!r}")
     return found

@@ -1,5 +1,9 @@
 """Peak live bytes of an inference pass (prefill, decode step), by replaying the reference
-model's forward (reference_model/) tensor by tensor.
+model's forward (reference_model/) tensor by tensor. The prefill's replay is the rule of kind
+"replay.pass" (estimator/implementations.py): an implementation whose forward keeps other
+tensors live registers its own Pass (estimator/hf_passes.py, estimator/hf_inference.py); a
+decode step's replay is the rule of kind "replay.step" (HF decoder-only LMs: HFPass; the
+encoder-decoder classes step through ours).
 
 Convention of the live tracker (profiler/live.py): the live bytes are read after every aten op,
 with the op's output counted and the temporaries it consumed still alive (Python drops them once
@@ -53,7 +57,8 @@ class Live:
 
 
 class Pass:
-    """One forward of the reference model over ``s`` new tokens per sequence."""
+    """One forward of the reference model over ``s`` new tokens per sequence (the rule of
+    kind "replay.pass": an implementation's class replays its own forward)."""
 
     def __init__(self, spec: ModelSpec, workload: Workload, live: Live) -> None:
         self.spec, self.w, self.live = spec, workload, live
@@ -394,6 +399,7 @@ def act_forward(live: Live, inner: int, activation_fn: str | None = None) -> Non
 
 
 @register("replay.pass", "reference")
+@register("replay.step", "reference")
 def reference_pass(spec: ModelSpec, workload: Workload, live: Live) -> Pass:
     """The forward replay of reference_model/ (``Pass``)."""
     return Pass(spec, workload, live)
@@ -425,6 +431,8 @@ def prefill_peak(spec: ModelSpec, workload: Workload, start: int) -> int:
     if spec.pooler:
         live.take(b * d * p.cb)  # pooler.proj on x[:, 0]
         live.take(b * d * p.cb)  # tanh
+    if spec.n_labels:
+        live.take(b * spec.n_labels * p.cb)  # classifier logits [b, n_labels]
     if spec.lm_head:
         live.take(b * s_out * spec.vocab_size * p.cb)  # logits
     del h
@@ -485,7 +493,7 @@ def decode_peaks(spec: ModelSpec, workload: Workload, start: int) -> tuple[int, 
     for pos in sorted(steps):  # the cache's storage before the step (kv.positions)
         held = rule("kv.positions", spec)(pattern, window, pos, 1 if pos > prompt else prompt)
         live = Live(start + _cache_bytes(spec, workload, held, cross) + b * INDEX_BYTES)
-        p = rule("replay.pass", spec)(spec, workload, live)
+        p = rule("replay.step", spec)(spec, workload, live)
         live.take(p.act(1, d))  # embed(token)
         p.stack("decoder", 1, pos, cross, (held, _keep(spec, workload, pos + 1)))
         live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]

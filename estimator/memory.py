@@ -65,7 +65,7 @@ def _state_terms(spec: ModelSpec, workload: Workload) -> dict[str, int]:
     """weights, gradients and optimizer states."""
     t = {"weights": _bytes_of_params(spec, workload.dtype)}
     if not workload.is_training:
-        if buffers := buffer_bytes(spec, workload):
+        if buffers := rule("memory.buffers", spec)(spec, workload):
             t["buffers"] = buffers
         return t
     t["gradients"] = _bytes_of_params(spec, workload.dtype)
@@ -105,13 +105,28 @@ def input_bytes(spec: ModelSpec, workload: Workload) -> int:
     else:
         t = b * s * INDEX_BYTES  # input_ids [b, s]
     if spec.n_token_types:
-        t += b * s * INDEX_BYTES  # token_type_ids [b, s]
+        t += rule("inputs.token_type", spec)(spec, workload)
     s_dec = decoder_len(spec, workload)
     if spec.arch == "encoder-decoder":
         t += b * s_dec * INDEX_BYTES  # decoder_input_ids [b, s_t]
     if workload.is_training and spec.lm_head:
         t += b * (s_dec if spec.arch != "encoder" else s) * INDEX_BYTES  # labels
+    if workload.is_training and spec.n_labels:
+        t += b * INDEX_BYTES  # labels [b]
     return t
+
+
+@register("train.held", "reference")
+def held_in_training(spec: ModelSpec, workload: Workload) -> int:
+    """Bytes the forward keeps live at the loss besides the saved activations and the
+    logits, freed with its output before backward (reference: none)."""
+    return 0
+
+
+@register("inputs.token_type", "reference")
+def token_type_input_bytes(spec: ModelSpec, workload: Workload) -> int:
+    """The token type ids the step passes in (reference_model.inputs: zeros [b, s])."""
+    return workload.batch_size * workload.seq_len * INDEX_BYTES
 
 
 def _backward_sweep(spec: ModelSpec, workload: Workload, mem: Breakdown, start: int) -> int:
@@ -142,16 +157,18 @@ def _train_peak(spec: ModelSpec, workload: Workload, mem: Breakdown) -> tuple[in
     states = mem.group("weights") + mem.group("optimizer") + input_bytes(spec, workload)
     grads = mem.group("gradients")
     # while activations live, the ids the embeddings saved are the inputs' own storage
-    with_acts = states - _saved_inputs(mem)
+    with_acts = states - _saved_inputs(spec, workload, mem)
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
-    forward = with_acts + mem.group("activations") + logits
+    # + what the model's forward keeps live until it returns, saved by nothing (HF: its cache)
+    held = rule("train.held", spec)(spec, workload)
+    forward = with_acts + mem.group("activations") + logits + held
     if workload.autocast:  # the low logits, their fp32 copy, the cast cache's biases, ...
-        held = rule("live.autocast_loss", spec)(spec, workload, n_out)  # estimator/autocast.py
-        forward = with_acts + mem.group("activations") + held
+        moment = rule("live.autocast_loss", spec)(spec, workload, n_out)  # estimator/autocast.py
+        forward = with_acts + mem.group("activations") + moment + held
     forward += rule("live.loss_moment", spec, workload)(spec, workload)  # what else it holds
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/train_forward.py)
-    forward = max(forward, with_acts + _attention_moment(spec, workload, mem))
+    forward = max(forward, with_acts + held + _attention_moment(spec, workload, mem))
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = with_acts + mem.group("activations")
@@ -168,14 +185,17 @@ def loss_moment_extra(spec: ModelSpec, workload: Workload) -> int:
     return 0
 
 
-def _saved_inputs(mem: Breakdown) -> int:
+def _saved_inputs(spec: ModelSpec, workload: Workload, mem: Breakdown) -> int:
     """Saved activations that are the step's input tensors themselves (one storage, already
     in ``input_bytes``): the token ids nn.Embedding saves (``embed``: input_ids, and
-    decoder_input_ids for encoder-decoder) and the token type ids (``{stack}.token_type``)."""
+    decoder_input_ids for encoder-decoder), the token type ids (``{stack}.token_type``)
+    when the step passes them in, and the pixel values the patch projection saves."""
+    typed = spec.n_token_types and rule("inputs.token_type", spec)(spec, workload)
     return sum(
         v
         for k, v in mem.terms.items()
-        if k == "activations.embed" or (k.startswith("activations.") and k.endswith(".token_type"))
+        if k in ("activations.embed", "activations.encoder.patch.proj")
+        or (typed and k.startswith("activations.") and k.endswith(".token_type"))
     )
 
 
@@ -186,6 +206,7 @@ def _attention_moment(spec: ModelSpec, workload: Workload, mem: Breakdown) -> in
     return attention_moment(spec, workload, acts, spec.stacks[-1][1])
 
 
+@register("memory.buffers", "reference")
 def buffer_bytes(spec: ModelSpec, workload: Workload) -> int:
     """The model's buffers: SinusoidalPositions' table [n, d] per stack (n = n_positions for
     patch inputs, else max_seq_len), cast to the weight dtype by build_model; rotary angles

@@ -11,7 +11,7 @@ Closed form per layer (d = d_model, d_q = h * d_h, d_kv = h_kv * d_h, bias terms
   ffn        d*d_ff * (3 if gated else 2)  (+ d_ff * (2 if gated else 1) + d)
   norms      n(d) per norm (attn_norm, ffn_norm, cross_norm)
 Head: pooler.proj d*d + d; BERT's MLM head_transform dense d*d + d and a norm; lm_head V*d
-unless tied (+ V with lm_head_bias).
+unless tied (+ V with lm_head_bias); classifier d*n_labels + n_labels.
 Positional tables: learned (max_seq_len + position_offset) x d, ViT n_positions x d,
 relative Embedding(relative_buckets, h); sinusoidal and rotary are buffers (no parameters).
 """
@@ -103,6 +103,8 @@ def _entries(spec: ModelSpec) -> list[_Entry]:
         out.append(("lm_head", _linear(d, spec.vocab_size, spec.lm_head_bias), 1))  # d -> V
     elif spec.lm_head_bias:  # tied weight (counted at embed), own bias [V]
         out.append(("lm_head", (spec.vocab_size,), 1))
+    if spec.n_labels:
+        out.append(("classifier", _linear(d, spec.n_labels, True), 1))  # d -> n_labels
     return out
 
 
@@ -191,4 +193,6 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
         out.append((spec.vocab_size, d))
     if spec.lm_head_bias:
         out.append((spec.vocab_size,))
+    if spec.n_labels:
+        out += _linear_shapes(d, spec.n_labels, True)
     return tuple(out)

@@ -88,6 +88,9 @@ class ModelSpec(BaseModel):
         False, description="dense d->d + act + norm before the LM head (BERT's MLM head)"
     )
     lm_head_bias: bool = Field(False, description="a bias [V] on the LM head (BERT's MLM head)")
+    n_labels: int = Field(
+        0, ge=0, description="a classifier d -> n_labels on the pooled (else first) token"
+    )
     position: Position = "learned"
     position_offset: int = Field(0, ge=0, description="extra rows of a learned table (BART: 2)")
     relative_buckets: int = Field(32, gt=0)
@@ -188,6 +191,8 @@ class ModelSpec(BaseModel):
             fail("vocab_size", None, "a token model needs vocab_size > 0")
         if self.lm_head and self.vocab_size is None:
             fail("lm_head", True, "an LM head needs vocab_size")
+        if self.n_labels and (self.lm_head or self.arch != "encoder"):
+            fail("n_labels", self.n_labels, "a classifier heads an encoder without an LM head")
         if (self.head_transform or self.lm_head_bias) and not self.lm_head:
             fail("lm_head", self.lm_head, "head_transform / lm_head_bias need an LM head")
         if self.n_token_types and self.vocab_size is None:

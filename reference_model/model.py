@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from estimator.spec import ModelSpec, SpecError, Workload, resolved_pattern
+from estimator.spec import ModelSpec, SpecError, UnsupportedError, Workload, resolved_pattern
 from reference_model.cache import KVCache
 from reference_model.layers import HeadTransform, Pooler, Stack
 from reference_model.masks import Pattern
@@ -61,6 +61,11 @@ class Transformer(nn.Module):
     def __init__(self, spec: ModelSpec, workload: Workload | None = None) -> None:
         super().__init__()
         workload = workload or Workload()
+        if spec.n_labels:
+            raise UnsupportedError(
+                f"n_labels={spec.n_labels}: the reference model has no classifier head; "
+                "measure the Hugging Face class (validate --hf)"
+            )
         self.spec = spec
         d = spec.d_model
         if spec.vocab_size is not None:

@@ -83,6 +83,7 @@ def _bert() -> Table:
         "cls.predictions.transform.transform_act_fn": ("head_transform.act",),
         "cls.predictions.transform.LayerNorm": ("head_transform.norm",),
         "cls.predictions.decoder": ("lm_head",), "cls.predictions": ("lm_head",),
+        "dropout": ("classifier.dropout",), "classifier": ("classifier",),  # ForSequenceCls.
     }  # fmt: skip
 
 
@@ -147,6 +148,7 @@ def _vit() -> Table:
         "layers.mlp.fc1": (f"{L}.ffn.up",), "layers.mlp.activation_fn": (f"{L}.ffn.act",),
         "layers.mlp.fc2": (f"{L}.ffn.down",), "layernorm": ("encoder.final_norm",),
         "pooler.dense": ("pooler.proj",), "pooler.activation": ("pooler.act",),
+        "classifier": ("classifier",),  # ViTForImageClassification
     }  # fmt: skip
 
 

@@ -11,8 +11,8 @@ from estimator.spec import ModelSpec, Workload
 transformers = pytest.importorskip("transformers")
 from hf_tiny import CONFIGS, FAMILIES  # noqa: E402
 
-# ViTForImageClassification's classifier is not modelled yet: the spec describes ViTModel
-MODELLED = {**CONFIGS, "vit": {**CONFIGS["vit"], "architectures": ["ViTModel"]}}
+# the classes of tests/hf_tiny.py, all modelled (ViTForImageClassification: its classifier)
+MODELLED = CONFIGS
 
 
 def real_model(config: dict):
@@ -44,8 +44,36 @@ def test_bert_masked_lm_is_the_mlm_head_not_the_pooler():
 
 
 def test_unmodelled_architecture_falls_back_to_the_family_class_it_describes():
-    spec = ModelSpec.from_hf_config(CONFIGS["vit"])  # ViTForImageClassification
+    config = {**CONFIGS["vit"], "architectures": ["ViTForMaskedImageModeling"]}
+    spec = ModelSpec.from_hf_config(config)
     assert spec.hf_architecture == "ViTModel" and spec.pooler
+
+
+@pytest.mark.parametrize("family", ["vit", "bert"])
+def test_classifier_params_match_the_real_class(family):
+    # ViTForImageClassification: no pooler, classifier on x[:, 0]; BertForSequenceClassification:
+    # BertModel with its pooler, classifier on the pooled output; num_labels outputs
+    arch = {"vit": "ViTForImageClassification", "bert": "BertForSequenceClassification"}[family]
+    config = {**CONFIGS[family], "architectures": [arch], "num_labels": 5}
+    spec = ModelSpec.from_hf_config(config)
+    assert spec.hf_architecture == arch and spec.n_labels == 5
+    assert spec.pooler == (family == "bert")
+    d = spec.d_model
+    assert params(spec).terms["classifier"] == d * 5 + 5
+    assert params(spec).total == sum(p.numel() for p in real_model(config).parameters())
+
+
+def test_id2label_sets_the_number_of_labels_and_regression_is_refused():
+    from estimator.spec import UnsupportedError
+
+    labels = {str(i): f"c{i}" for i in range(7)}
+    config = {**CONFIGS["vit"], "id2label": labels}
+    config.pop("num_labels")
+    assert ModelSpec.from_hf_config(config).n_labels == 7
+    with pytest.raises(UnsupportedError, match="num_labels"):
+        ModelSpec.from_hf_config({**CONFIGS["vit"], "num_labels": 1})
+    with pytest.raises(UnsupportedError, match="problem_type"):
+        ModelSpec.from_hf_config({**CONFIGS["vit"], "problem_type": "regression"})
 
 
 def test_bert_mlm_head_flops_match_flop_counter():

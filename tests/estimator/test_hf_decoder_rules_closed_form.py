@@ -11,7 +11,7 @@ from estimator.kv_cache import kv_cache_growth_bytes
 from estimator.spec import ModelSpec, Workload
 
 KINDS = ("saved.ffn.act", "saved.sdpa", "saved.rotary.layer", "saved.rotary.stack",
-         "kv.positions", "backward.ffn.act", "live.loss_moment", "replay.pass",
+         "kv.positions", "backward.ffn.act", "live.loss_moment", "replay.pass", "replay.step",
          "replay.ffn.act")  # fmt: skip
 
 

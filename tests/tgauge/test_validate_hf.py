@@ -14,8 +14,8 @@ from hf_tiny import CONFIGS, DECODERS, FAMILIES  # noqa: E402
 from tgauge.hf_terms import map_terms  # noqa: E402
 from tgauge.validate import validate_point  # noqa: E402
 
-# ViTForImageClassification's classifier is not modelled yet: the spec describes ViTModel
-MODELLED = {**CONFIGS, "vit": {**CONFIGS["vit"], "architectures": ["ViTModel"]}}
+# the classes of tests/hf_tiny.py, all modelled (ViTForImageClassification: its classifier)
+MODELLED = CONFIGS
 SEQ = {"vit": 17}  # 32 / 8 = 4 x 4 patches + the class token
 
 
@@ -68,10 +68,14 @@ def test_gpt2_gelu_new_saves_four_tensors_as_predicted():
 
 
 def test_unmapped_module_is_shown_under_its_hf_name():
-    p = point("vit", config=CONFIGS["vit"])  # ViTForImageClassification: classifier unmodelled
-    row = rows_of(p, "params.")["params.hf:classifier"]
-    d, labels = CONFIGS["vit"]["hidden_size"], CONFIGS["vit"]["num_labels"]
-    assert (row.predicted, row.measured) == (0, d * labels + labels)
+    # ViTForMaskedImageModeling is not modelled (the spec describes ViTModel): its decoder,
+    # Conv2d(d, p^2 c, 1), has no glossary term
+    config = {**CONFIGS["vit"], "architectures": ["ViTForMaskedImageModeling"],
+              "encoder_stride": 8}  # fmt: skip
+    p = point("vit", config=config, mode="prefill")
+    row = rows_of(p, "params.")["params.hf:decoder"]
+    d, out = CONFIGS["vit"]["hidden_size"], 8 * 8 * 3
+    assert (row.predicted, row.measured) == (0, d * out + out)
 
 
 def test_map_terms_keeps_every_measured_value():

@@ -1,0 +1,129 @@
+"""The HF rules of the encoder and encoder-decoder classes (estimator/hf_rules_encoders.py)
+against the real transformers model (issue 9): BERT (masked LM and sequence classification),
+T5, BART, ViT (image classification), CPU fp32, eager and sdpa, at two (b, s) points: a small
+one and one where the activations dominate the training peak.
+
+Done criteria asserted: parameters per term exact; eager FLOPs per term exact; saved
+activations per term exact; training peak within 2% with the phase right; prefill / decode
+peak within 2%; the KV cache exact after the prefill and after every decode step. A criterion
+not met yet is an xfail(strict) naming the measured gap (docs: the report of issue 9).
+"""
+
+import pytest
+
+from estimator.spec import ModelSpec, Workload
+
+pytest.importorskip("transformers")
+from hf_tiny import CONFIGS  # noqa: E402
+
+from tgauge.validate import validate_point  # noqa: E402
+
+FAMILY_CONFIGS = {
+    **{f: CONFIGS[f] for f in ("bert", "t5", "bart", "vit")},
+    "bert-cls": {**CONFIGS["bert"], "architectures": ["BertForSequenceClassification"],
+                 "num_labels": 3},
+}  # fmt: skip
+#: (b, s) per family: small, and large (activations dominate the training peak); ViT's s is
+#: fixed by the image (4 x 4 patches + the class token), BERT / BART by 64 positions
+POINTS = {
+    "bert": [(2, 32), (8, 64)], "bert-cls": [(2, 32), (8, 64)], "bart": [(2, 32), (8, 64)],
+    "t5": [(2, 32), (4, 128)], "vit": [(2, 17), (32, 17)],
+}  # fmt: skip
+TOLERANCE = 0.02
+
+
+def point(family: str, b: int, s: int, **workload):
+    config = FAMILY_CONFIGS[family]
+    w = Workload(batch_size=b, seq_len=s, **workload)
+    return validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
+
+
+def rows_of(p, prefix: str) -> dict:
+    return {r.term: r for r in p.rows if r.term.startswith(prefix)}
+
+
+def off(row) -> float:
+    return abs(row.predicted - row.measured) / row.measured
+
+
+def cases(mode: str, known_gaps: dict) -> list:
+    """(family, attention, b, s) for ``mode``: the small eager point in the default run, the
+    rest slow; ``known_gaps`` marks a case xfail(strict) with its measured gap."""
+    out = []
+    for family, points in POINTS.items():
+        for i, (b, s) in enumerate(points):
+            for attention in ("eager", "fused"):
+                marks = [] if (i == 0 and attention == "eager") else [pytest.mark.slow]
+                gap = known_gaps.get((family, attention, i))
+                if gap:
+                    marks.append(pytest.mark.xfail(strict=True, reason=gap))
+                out.append(pytest.param(family, attention, b, s, marks=marks,
+                                        id=f"{family}-{attention}-b{b}-s{s}"))  # fmt: skip
+    return out
+
+
+TRAIN_GAPS: dict = {}
+
+
+@pytest.mark.parametrize(("family", "attention", "b", "s"), cases("train", TRAIN_GAPS))
+def test_hf_train_terms_exact_and_peak_within_2pct(family, attention, b, s):
+    p = point(family, b, s, attention_impl=attention)
+    assert p.status == "ok", p.notes
+    assert [r.term for r in p.rows if "hf:" in r.term] == []  # every module has a term
+    params, acts = rows_of(p, "params."), rows_of(p, "memory.activations.")
+    assert [r for r in params.values() if r.verdict != "exact"] == []
+    assert [r for r in acts.values() if r.verdict != "exact"] == []
+    flops = rows_of(p, "flops.")
+    assert {r.verdict for r in flops.values()} <= {"exact", "not measured"}
+    if attention == "eager":
+        assert all(r.verdict == "exact" for r in flops.values()), flops
+    peak = rows_of(p, "peak_memory")["peak_memory"]
+    assert off(peak) <= TOLERANCE, (peak.predicted, peak.measured)
+    assert p.peak_phase_predicted == p.peak_phase_measured
+
+
+PREFILL_GAPS: dict = {}
+
+
+@pytest.mark.parametrize(("family", "attention", "b", "s"), cases("prefill", PREFILL_GAPS))
+def test_hf_prefill_params_flops_exact_and_peak_within_2pct(family, attention, b, s):
+    p = point(family, b, s, attention_impl=attention, mode="prefill")
+    assert p.status == "ok", p.notes
+    assert [r for r in rows_of(p, "params.").values() if r.verdict != "exact"] == []
+    flops = rows_of(p, "flops.")
+    assert {r.verdict for r in flops.values()} <= {"exact", "not measured"}
+    if attention == "eager":
+        assert all(r.verdict == "exact" for r in flops.values()), flops
+    peak = rows_of(p, "peak_memory")["peak_memory"]
+    assert p.peak_phase_measured == p.peak_phase_predicted == "prefill"
+    assert off(peak) <= TOLERANCE, (peak.predicted, peak.measured)
+
+
+DECODE_POINTS = {"t5": [(2, 32), (4, 128)], "bart": [(2, 32), (8, 60)]}
+DECODE_GAPS: dict = {}
+
+
+def decode_cases():
+    out = []
+    for family, points in DECODE_POINTS.items():
+        for i, (b, s) in enumerate(points):
+            for attention in ("eager", "fused"):
+                marks = [] if (i == 0 and attention == "eager") else [pytest.mark.slow]
+                gap = DECODE_GAPS.get((family, attention, i))
+                if gap:
+                    marks.append(pytest.mark.xfail(strict=True, reason=gap))
+                out.append(pytest.param(family, attention, b, s, marks=marks,
+                                        id=f"{family}-{attention}-b{b}-s{s}"))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("family", "attention", "b", "s"), decode_cases())
+def test_hf_decode_cache_exact_every_step_and_peak_within_2pct(family, attention, b, s):
+    # s source tokens; the decoder starts from 4 prompt tokens and generates 3
+    p = point(family, b, s, attention_impl=attention, mode="decode", prompt_len=4, new_tokens=3)
+    assert p.status == "ok", p.notes
+    cache = rows_of(p, "kv_cache.after_step.")
+    assert len(cache) == 4 and all(r.verdict == "exact" for r in cache.values()), cache
+    peak = rows_of(p, "peak_memory")["peak_memory"]
+    assert p.peak_phase_measured == p.peak_phase_predicted
+    assert off(peak) <= TOLERANCE, (peak.predicted, peak.measured)
