@@ -315,8 +315,8 @@ def hf_cases() -> list[Case]:
             if family == "vit":
                 s = (s // config["patch_size"]) ** 2 + 1
             spec = ModelSpec.from_hf_config(config).model_copy(update={"name": f"hf-{family}"})
-            # build the class the spec describes: a head not modelled yet (ViT's image
-            # classifier) falls back to the family's class in estimator/hf_config.py
+            # build the class the spec describes (estimator/hf_config.py falls back to the
+            # family's class for a head it does not model)
             config = {**config, "architectures": [spec.hf_architecture]}
             modes = ("train", "prefill", "decode") if family in DECODERS else ("train", "prefill")
             for mode, attn in ((m, a) for m in modes for a in ("eager", "fused")):
