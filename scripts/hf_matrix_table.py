@@ -3,7 +3,8 @@
     tgauge validate --matrix --section hf --out docs/validation/cpu-hf
     python scripts/hf_matrix_table.py docs/validation/cpu-hf/validation.jsonl
 
-One row per family and mode, over the points of that row (2 kernels x 2 sizes); an error is
+One row per family and mode (autocast cases apart), over the points of that row (2 kernels x
+2 sizes); an error is
 (predicted - measured) / measured. Saved activations: the worst term (any term, the total
 included) by absolute error.
 """
@@ -46,8 +47,9 @@ def main(path: str) -> None:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for line in open(path, encoding="utf-8"):
         point = json.loads(line)
-        family = point["model"].split()[1]
-        groups[(family, point["workload"]["mode"])].append(point)
+        family, w = point["model"].split()[1], point["workload"]
+        mode = w["mode"] + (f" autocast {w['autocast']}" if w.get("autocast") else "")
+        groups[(family, mode)].append(point)
     print(
         "| family | mode | points | params | eager FLOPs | KV cache (every step) "
         "| saved activations, worst term | peak | phase right |"
