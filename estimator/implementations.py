@@ -41,6 +41,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.hf_inference",
     "estimator.hf_rules_encoders",
     "estimator.hf_passes",
+    "estimator.hf_passes_t5",
     "estimator.hf_autocast",
 )
 _loaded = False

@@ -46,12 +46,13 @@ def off(row) -> float:
     return abs(row.predicted - row.measured) / row.measured
 
 
-def cases(mode: str, known_gaps: dict) -> list:
-    """(family, attention, b, s) for ``mode``: the small eager point in the default run, the
-    rest slow; ``known_gaps`` marks a case xfail(strict) with its measured gap."""
+def cases(mode: str, known_gaps: dict, points: dict | None = None) -> list:
+    """(family, attention, b, s) for ``mode`` over ``points`` (default POINTS): the small
+    eager point in the default run, the rest slow; ``known_gaps`` marks a case
+    xfail(strict) with its measured gap."""
     out = []
-    for family, points in POINTS.items():
-        for i, (b, s) in enumerate(points):
+    for family, pairs in (POINTS if points is None else points).items():
+        for i, (b, s) in enumerate(pairs):
             for attention in ("eager", "fused"):
                 marks = [] if (i == 0 and attention == "eager") else [pytest.mark.slow]
                 gap = known_gaps.get((family, attention, i))
@@ -103,18 +104,8 @@ DECODE_POINTS = {"t5": [(2, 32), (4, 128)], "bart": [(2, 32), (8, 60)]}
 DECODE_GAPS: dict = {}
 
 
-def decode_cases():
-    out = []
-    for family, points in DECODE_POINTS.items():
-        for i, (b, s) in enumerate(points):
-            for attention in ("eager", "fused"):
-                marks = [] if (i == 0 and attention == "eager") else [pytest.mark.slow]
-                gap = DECODE_GAPS.get((family, attention, i))
-                if gap:
-                    marks.append(pytest.mark.xfail(strict=True, reason=gap))
-                out.append(pytest.param(family, attention, b, s, marks=marks,
-                                        id=f"{family}-{attention}-b{b}-s{s}"))  # fmt: skip
-    return out
+def decode_cases() -> list:
+    return cases("decode", DECODE_GAPS, DECODE_POINTS)
 
 
 @pytest.mark.parametrize(("family", "attention", "b", "s"), decode_cases())
