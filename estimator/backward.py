@@ -160,24 +160,24 @@ class Backward:
         nd = n * self.spec.d_model * self.cb
         drop = self.w.dropout > 0
         part = self.saved.get(f"{p}.dropout", 0) // self.share // self.sublayers
-        if self.spec.norm_position == "pre":
-            g = nd
+
+        def into_branch(g: int) -> int:
+            """The residual's grad ``g`` through the branch's dropout mask and, under
+            autocast, AddBackward0's cast to the branch's low dtype -> the branch's grad."""
             if drop:
                 g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
-            if self.w.autocast:  # AddBackward0: the branch's grad cast to its low dtype
+            if self.w.autocast:
                 g = self.release = self.live.take(n * self.spec.d_model * self.ib)
-            d_in = branch(g)
+            return branch(g)
+
+        if self.spec.norm_position == "pre":
+            d_in = into_branch(nd)
             d_norm = rules.NORM[self.spec.norm](self, f"{p}.{norm}", d_in, n)
             self.live.take(nd)  # summed into the residual's grad
             self.live.drop(d_norm, nd)
             return
         d_norm = rules.NORM[self.spec.norm](self, f"{p}.{norm}", nd, n)  # frees the residual's grad
-        g = d_norm
-        if drop:
-            g = self.release = rules.dropout(self, f"{p}.dropout", n * self.spec.d_model, part)
-        if self.w.autocast:  # AddBackward0: the branch's grad cast to its low dtype
-            g = self.release = self.live.take(n * self.spec.d_model * self.ib)
-        d_in = branch(g)
+        d_in = into_branch(d_norm)
         self.live.take(nd)
         self.live.drop(d_in, d_norm)
 

@@ -24,15 +24,16 @@ reference's autocast rule or the HF fp32 rule unchanged.
 from __future__ import annotations
 
 from estimator.autocast import autocast_linear_saved, bias_casts_bytes, low_bytes
-from estimator.dtypes import INDEX_BYTES
 from estimator.hf_rules_decoders import (
     WRITTEN_OUT_SAVES,
     builds_cache,
     cache_copies_unsaved,
-    sdpa_gets_mask,
+    padded_labels_bytes,
+    sdpa_saved_entries,
+    sliding_window,
 )
 from estimator.implementations import register
-from estimator.spec import ModelSpec, Workload, resolved_pattern
+from estimator.spec import ModelSpec, Workload
 
 FP32_BYTES = 4
 
@@ -64,18 +65,9 @@ def hf_sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
     list): the saved set of the fp32 rule (estimator/hf_rules_decoders.sdpa_saved) with q,
     k, v, out and the float mask in the low dtype (fp32 q, k after rotary are cast), the
     logsumexp fp32."""
-    lb, h, h_kv, d_h = low_bytes(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
-    mask = sdpa_gets_mask(s_k, fused_mask, window)
-    q = b * s * (h + 2 * h_kv if spec.fused_qkv else h) * d_h
-    if mask and h_kv < h:
-        kv = 2 * b * h * s_k * d_h
-    elif spec.fused_qkv and not builds_cache(workload):
-        kv = 0
-    else:
-        kv = 2 * b * h_kv * s_k * d_h
-    out = b * s * h * d_h
-    saved = (q + kv + out + (b * s * s_k if mask else 0)) * lb + b * h * s * FP32_BYTES
-    return {"sdpa": saved, "o_proj": 0}
+    entries = sdpa_saved_entries(spec, workload, b, s, s_k, fused_mask, window)
+    lse = b * spec.n_heads * s * FP32_BYTES
+    return {"sdpa": entries * low_bytes(workload) + lse, "o_proj": 0}
 
 
 @register("saved.eager_softmax@autocast", "hf")
@@ -108,12 +100,10 @@ def hf_loss_moment_extra(spec: ModelSpec, workload: Workload) -> int:
     if not spec.lm_head or spec.arch != "decoder":
         return 0
     b, s, lb = workload.batch_size, workload.seq_len, low_bytes(workload)
-    extra = b * (s + 1) * INDEX_BYTES  # the padded labels
+    extra = padded_labels_bytes(workload)
     if not builds_cache(workload):
         return extra
-    pattern, window = resolved_pattern(spec, workload, "decoder")
-    window = window if pattern == "sliding_window" else None
-    copies = cache_copies_unsaved(spec, workload, window)
+    copies = cache_copies_unsaved(spec, workload, sliding_window(spec, workload))
     k_bytes = FP32_BYTES if spec.position == "rotary" else lb
     per_pos = spec.n_kv_heads * spec.head_dim
     k = b * s * per_pos * k_bytes if copies or k_bytes != lb else 0

@@ -47,6 +47,22 @@ def sdpa_gets_mask(s_k: int, fused_mask: bool, window: int | None) -> bool:
     return fused_mask and window is not None and s_k >= window
 
 
+def sdpa_saved_entries(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int,
+                       fused_mask: bool, window: int | None) -> int:  # fmt: skip
+    """Entries of what sdpa_attention_forward saves in the input dtype (``sdpa_saved``):
+    q (with k, v if they are views of a fused projection), k, v, out and the float mask."""
+    h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+    mask = sdpa_gets_mask(s_k, fused_mask, window)
+    q = b * s * (h + 2 * h_kv if spec.fused_qkv else h) * d_h
+    if mask and h_kv < h:
+        kv = 2 * b * h * s_k * d_h  # repeat_kv: expand + reshape, a copy each
+    elif spec.fused_qkv and not builds_cache(workload):
+        kv = 0  # views of the projection's output, counted with q
+    else:
+        kv = 2 * b * h_kv * s_k * d_h
+    return q + kv + b * s * h * d_h + (b * s * s_k if mask else 0)
+
+
 @register("saved.sdpa", "hf")
 def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, masked: bool,
                fused_mask: bool, window: int | None, cross: bool) -> dict[str, int]:  # fmt: skip
@@ -57,18 +73,9 @@ def sdpa_saved(spec: ModelSpec, workload: Workload, b: int, s: int, s_k: int, ma
     d_h] output; a training forward that builds a DynamicCache gives sdpa the cache's
     torch.cat copies of k and v (cache_utils.DynamicLayer.update), else k and v are views of
     that same output."""
-    cb, h, h_kv, d_h = _cb(workload), spec.n_heads, spec.n_kv_heads, spec.head_dim
-    mask = sdpa_gets_mask(s_k, fused_mask, window)
-    q = b * s * (h + 2 * h_kv if spec.fused_qkv else h) * d_h
-    if mask and h_kv < h:
-        kv = 2 * b * h * s_k * d_h  # repeat_kv: expand + reshape, a copy each
-    elif spec.fused_qkv and not builds_cache(workload):
-        kv = 0  # views of the projection's output, counted with q
-    else:
-        kv = 2 * b * h_kv * s_k * d_h
-    out = b * s * h * d_h
-    lse = b * h * s * FP32_BYTES
-    return {"sdpa": (q + kv + out + (b * s * s_k if mask else 0)) * cb + lse, "o_proj": 0}
+    entries = sdpa_saved_entries(spec, workload, b, s, s_k, fused_mask, window)
+    lse = b * spec.n_heads * s * FP32_BYTES
+    return {"sdpa": entries * _cb(workload) + lse, "o_proj": 0}
 
 
 @register("saved.rotary.layer", "hf")
@@ -144,14 +151,25 @@ def loss_moment_extra(spec: ModelSpec, workload: Workload) -> int:
     holds the DynamicCache a training forward builds (``builds_cache``): the torch.cat
     copies of k and v [b, h_kv, s, d_h] per layer, extra where attention saved other
     copies (``cache_copies_unsaved``); a sliding-window layer keeps a view of the whole cat."""
-    from estimator.spec import resolved_pattern
-
     if not spec.lm_head or spec.arch != "decoder":
         return 0
     b, s, cb = workload.batch_size, workload.seq_len, _cb(workload)
-    extra = b * (s + 1) * INDEX_BYTES  # the padded labels
-    pattern, window = resolved_pattern(spec, workload, "decoder")
-    window = window if pattern == "sliding_window" else None
-    if builds_cache(workload) and cache_copies_unsaved(spec, workload, window):
+    extra = padded_labels_bytes(workload)
+    if builds_cache(workload) and cache_copies_unsaved(
+        spec, workload, sliding_window(spec, workload)
+    ):
         extra += spec.n_decoder_layers * 2 * b * spec.n_kv_heads * s * spec.head_dim * cb
     return extra
+
+
+def padded_labels_bytes(workload: Workload) -> int:
+    """loss_utils.ForCausalLMLoss's nn.functional.pad of the labels: [b, s + 1] int64."""
+    return workload.batch_size * (workload.seq_len + 1) * INDEX_BYTES
+
+
+def sliding_window(spec: ModelSpec, workload: Workload) -> int | None:
+    """The decoder's window when its pattern is a sliding window (Mistral), else None."""
+    from estimator.spec import resolved_pattern
+
+    pattern, window = resolved_pattern(spec, workload, "decoder")
+    return window if pattern == "sliding_window" else None
