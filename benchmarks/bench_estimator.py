@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from estimator.estimate import estimate
-from estimator.presets import PRESETS
 from estimator.spec import Workload
+from estimator.spec.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 TGAUGE = str(Path(sys.executable).with_name("tgauge"))

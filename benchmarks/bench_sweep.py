@@ -1,4 +1,4 @@
-"""Points per second of estimator.sweep on a 10,000-point grid (100 seq_len x 100 batch_size).
+"""Points per second of estimator.plan.sweep on a 10,000-point grid (100 seq_len x 100 batch_size).
 
 Run: .venv/bin/python benchmarks/bench_sweep.py [MODEL]
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 import time
 
-from estimator.presets import get_preset
+from estimator.plan.sweep import sweep
 from estimator.spec import Workload
-from estimator.sweep import sweep
+from estimator.spec.presets import get_preset
 
 
 def main(model: str = "llama-3-8b") -> None:

@@ -1,21 +1,54 @@
-"""estimate(spec, workload): every prediction of the estimator in one typed Estimate."""
+"""estimate(spec, workload): every prediction of the estimator in one typed Estimate.
+
+The flow: (spec, workload) validated -> checked (the model can run it, the rules model it) ->
+resolved once (estimator/shapes.py) -> ``raw_estimate``: the terms (estimator/terms/) and the
+peak of the step's timeline (estimator/replay/), plain numbers by name -> the typed Estimate.
+``raw_estimate`` is what estimator/compiled.py traces once per structure; ``estimate`` then
+evaluates the compiled program instead of running the terms again (``direct=True`` runs them).
+"""
 
 from __future__ import annotations
 
-from estimator.autocast import cuda_differences
-from estimator.breakdown import Estimate
-from estimator.flops import decode_flops, flops
-from estimator.kv_cache import kv_cache
-from estimator.memory import memory, peak_memory
-from estimator.params import params
-from estimator.spec import (
-    ModelSpec,
-    Workload,
-    check_compatible,
-    resolved_optimizer_impl,
-    revalidated,
-)
-from estimator.textbook import textbook
+from typing import Any
+
+from estimator.breakdown import Breakdown, DecodeFlops, Estimate
+from estimator.replay.peak import peak_memory
+from estimator.rules.registry import rule
+from estimator.shapes import Shapes, resolve
+from estimator.spec.model import ModelSpec
+from estimator.spec.workload import Workload, check_compatible, revalidated
+from estimator.terms.flops import decode_flops, flops
+from estimator.terms.kv_cache import kv_cache
+from estimator.terms.memory import memory
+from estimator.terms.params import params
+from estimator.terms.textbook import textbook
+
+
+def check_supported(spec: ModelSpec, workload: Workload) -> None:
+    """SpecError when the model cannot run ``workload`` (estimator.spec.check_compatible),
+    UnsupportedError when the estimator's rules do not model it (rule ``unsupported``: e.g.
+    autocast on an encoder-decoder model)."""
+
+    def unsupported() -> str | None:
+        sh = resolve(spec, workload)
+        return rule("unsupported", spec, sh)(spec, sh)
+
+    check_compatible(spec, workload, unsupported)
+
+
+def raw_estimate(spec: ModelSpec, sh: Shapes) -> dict[str, Any]:
+    """Every size-dependent prediction of the run ``sh``, as plain numbers by name: memory,
+    FLOP and KV-cache terms, the peak and its phase, and decode's FLOPs."""
+    mem = memory(spec, sh)
+    peak, phase = peak_memory(spec, sh, mem)
+    return {
+        "memory": mem,
+        "flops": flops(spec, sh),
+        "kv_cache": kv_cache(spec, sh),
+        "peak": peak,
+        "phase": phase,
+        "decode": decode_flops(spec, sh) if sh.mode == "decode" else None,
+    }
 
 
 def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
@@ -63,27 +96,51 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
     return out
 
 
-def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
-    """All predictions for (spec, workload); SpecError when the workload cannot run (a copy
-    that skipped validation is validated here)."""
-    spec, workload = revalidated(spec, workload)
-    check_compatible(spec, workload)
-    impl = resolved_optimizer_impl(workload)
-    if workload.is_training and workload.optimizer_impl != impl:  # say which torch picks
-        workload = workload.model_copy(update={"optimizer_impl": impl})
+def cuda_differences(workload: Workload) -> list[str]:
+    """What CUDA's autocast lists change against the CPU lists the prediction used."""
+    if not workload.autocast or workload.device != "cuda":
+        return []
+    out = [
+        f"autocast {workload.autocast} on cuda: predicted with torch's CPU autocast op lists; "
+        "CUDA runs softmax in fp32 (eager attention would save fp32 probabilities and a "
+        "low-dtype copy for probs @ v), and flash / memory-efficient sdpa's saved set under "
+        "autocast (and cuBLAS workspaces) are not checked (no GPU run yet)"
+    ]
+    if workload.autocast == "fp16":
+        out.append(
+            "autocast fp16 on cuda: GradScaler's scale, growth tracker and found-inf tensors "
+            "(12 bytes) and its unscale pass are not counted"
+        )
+    return out
+
+
+def assemble(spec: ModelSpec, workload: Workload, sh: Shapes, raw: dict[str, Any]) -> Estimate:
+    """The typed Estimate of ``raw`` (``raw_estimate``'s numbers, evaluated)."""
     p = params(spec)
-    mem = memory(spec, workload)
-    peak, phase = peak_memory(spec, workload, mem)
+    mem = raw["memory"]
+    decode = raw["decode"]
     return Estimate(
         spec=spec,
         workload=workload,
         params=p,
-        memory=mem,
-        flops=flops(spec, workload),
-        kv_cache=kv_cache(spec, workload),
-        peak_memory_bytes=peak,
-        peak_phase=phase,
-        decode=decode_flops(spec, workload) if workload.mode == "decode" else None,
-        textbook=textbook(spec, workload, p, mem),
+        memory=Breakdown(unit="bytes", terms=mem),
+        flops=Breakdown(unit="flops", terms=raw["flops"]),
+        kv_cache=Breakdown(unit="bytes", terms=raw["kv_cache"]),
+        peak_memory_bytes=raw["peak"],
+        peak_phase=raw["phase"],
+        decode=None if decode is None else DecodeFlops(**decode),
+        textbook=textbook(spec, sh, p.total, mem),
         unchecked=_unchecked(spec, workload),
     )
+
+
+def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Estimate:
+    """All predictions for (spec, workload); SpecError when the workload cannot run (a copy
+    that skipped validation is validated here). ``direct``: run the term functions rather
+    than a compiled program of this structure (the same numbers; estimator/compiled.py)."""
+    spec, workload = revalidated(spec, workload)
+    check_supported(spec, workload)
+    sh = resolve(spec, workload)
+    if sh.training and workload.optimizer_impl != sh.optimizer_impl:  # say which torch picks
+        workload = workload.model_copy(update={"optimizer_impl": sh.optimizer_impl})
+    return assemble(spec, workload, sh, raw_estimate(spec, sh))

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from estimator.spec import ModelSpec, SpecError, UnsupportedError, Workload, resolved_pattern
+from estimator.spec import ModelSpec, SpecError, UnsupportedError, Workload
+from estimator.spec.workload import resolved_pattern
 from reference_model.cache import KVCache
 from reference_model.layers import HeadTransform, Pooler, Stack
 from reference_model.masks import Pattern

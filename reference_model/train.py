@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-from estimator.spec import Workload, resolved_optimizer_impl
+from estimator.spec import Workload
+from estimator.spec.workload import resolved_optimizer_impl
 
 LR = 1e-3
 

@@ -126,7 +126,7 @@ def describe_error(exc: BaseException) -> str:
             if err["type"] == "extra_forbidden":
                 msg = f"unknown field {loc!r}"
             elif loc and not msg.startswith(loc):
-                from estimator.inputfile import short_repr
+                from estimator.spec.files import short_repr
 
                 value = err.get("input")
                 shown = (

@@ -75,11 +75,11 @@ def precision_label(w: Any) -> str:
 def describe_workload(spec: Any, workload: Any) -> str:
     """'train, b=1, s=512, bf16 weights + fp32 master, compute bf16, attention fused,
     checkpointing none': every setting that changes the numbers, defaults included."""
-    from estimator.spec import resolved_prompt_len
+    from estimator.shapes import resolve
 
     w = workload
     if w.mode == "decode":
-        lengths = f"prompt {resolved_prompt_len(spec, w):,} + {w.new_tokens:,} new tokens"
+        lengths = f"prompt {resolve(spec, w).prompt:,} + {w.new_tokens:,} new tokens"
         if spec.arch == "encoder-decoder":
             lengths = f"s={w.seq_len:,}, {lengths}"
     else:
@@ -119,8 +119,8 @@ def defaults_note(model: str, applied: dict[str, Any]) -> str | None:
 
 def validate_defaults_note(model: str, workload: dict[str, Any]) -> str:
     """For validate's titles: '' or a note that validate measured fp32 / eager where estimate
-    and fit would use the preset's usual settings (estimator.presets.PRESET_DEFAULTS)."""
-    from estimator.presets import preset_workload_defaults
+    and fit would use the preset's usual settings (estimator.spec.presets.PRESET_DEFAULTS)."""
+    from estimator.spec.presets import preset_workload_defaults
 
     usual = preset_workload_defaults(model, str(workload.get("mode", "train")), set())
     differ = {k: v for k, v in usual.items() if workload.get(k) != v}

@@ -17,7 +17,7 @@ from tgauge.app import UserError
 def read_mapping(path: Path) -> dict[str, Any]:
     """A JSON or YAML file holding one mapping (bounded read, strict parser: unique keys, no
     YAML aliases); SpecError when unreadable."""
-    from estimator.inputfile import read_mapping_file, short_repr
+    from estimator.spec.files import read_mapping_file, short_repr
 
     data = read_mapping_file(path)
     if data is None:
@@ -46,7 +46,7 @@ def load_model(model: str, impl: str | None = None) -> tuple[ModelSpec, dict[str
 
     ``impl="reference"``: our reference model of any MODEL; ``impl="hf"``: a preset with a
     twin or a config.json (UserError for a spec file or a preset without a twin)."""
-    from estimator.hf_twins import hf_twin_config, hf_twin_spec
+    from estimator.spec.hf_twins import hf_twin_config, hf_twin_spec
 
     if impl not in (None, *IMPLEMENTATIONS):
         raise UserError(f"--impl={impl!r} is invalid: use {' or '.join(IMPLEMENTATIONS)}")
@@ -64,14 +64,14 @@ def load_model(model: str, impl: str | None = None) -> tuple[ModelSpec, dict[str
 
 
 def _is_preset(model: str) -> bool:
-    from estimator.presets import PRESETS
+    from estimator.spec.presets import PRESETS
 
     return model.lower() in {name.lower() for name in PRESETS}
 
 
 def _load(model: str) -> tuple[ModelSpec, dict[str, Any] | None]:
     """The spec MODEL describes and, for a Hugging Face config.json, its dict."""
-    from estimator.presets import PRESETS, get_preset
+    from estimator.spec.presets import PRESETS, get_preset
 
     if _is_preset(model):
         return get_preset(model), None
@@ -148,7 +148,7 @@ def cached_hub_config(repo_id: str) -> Path | None:
 def closest_preset(name: str) -> str | None:
     """The preset a Hub name most likely means (``meta-llama/Llama-2-7b-hf`` -> llama-2-7b):
     one of the same family (llama, gpt2, bert, ...), never of another size (13b vs 7b)."""
-    from estimator.presets import PRESETS
+    from estimator.spec.presets import PRESETS
 
     key = name.rpartition("/")[2].lower()
     if key in _HUB_NAMES:

@@ -169,7 +169,7 @@ def build_workload(swept: frozenset[str] = frozenset(), **fields: Any) -> Worklo
 
 def _preset_defaults(model: Any, fields: dict[str, Any]) -> dict[str, Any]:
     """The preset's usual values for the fields left out (one MODEL that is a preset)."""
-    from estimator.presets import preset_workload_defaults
+    from estimator.spec.presets import preset_workload_defaults
 
     if isinstance(model, list):
         model = model[0] if len(model) == 1 else None
@@ -183,7 +183,7 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
     """Add the workload options to a command; it receives them as ``workload``.
 
     With ``preset_defaults``, a MODEL that is a preset fills the fields the user left out
-    from estimator.presets.PRESET_DEFAULTS (its usual dtype and attention); a command with a
+    from estimator.spec.presets.PRESET_DEFAULTS (its usual dtype and attention); a command with a
     ``defaults_applied`` parameter receives those values to show them.
     """
     if func is None:

@@ -377,15 +377,16 @@ def _decode(
 ) -> None:
     import torch
 
-    from estimator.kv_cache import kv_cache_growth_bytes
-    from estimator.spec import resolved_prompt_len
+    from estimator.shapes import resolve
+    from estimator.terms.kv_cache import kv_cache_growth_bytes
     from profiler import count_flops, measure_params, param_bytes, profile_decode
     from reference_model import build_model
 
     model = build_model(spec, workload, device=device)
     model.eval()
     gen = torch.Generator().manual_seed(0)
-    b, p = workload.batch_size, resolved_prompt_len(spec, workload)
+    sh = resolve(spec, workload)
+    b, p = sh.b, sh.prompt
     prompt = torch.randint(0, spec.vocab_size, (b, p), generator=gen).to(device)
     source = torch.randint(0, spec.vocab_size, (b, workload.seq_len), generator=gen).to(device)
     cache = model.new_cache()
@@ -424,7 +425,7 @@ def _decode(
         est, SimpleNamespace(n_params=measure_params(model), weights=param_bytes(model))
     )
     point.rows += _flop_rows(est, counted, ("forward",))
-    predicted = kv_cache_growth_bytes(spec, workload)
+    predicted = kv_cache_growth_bytes(spec, sh)
     for t, (pred, got) in enumerate(zip(predicted, prof.cache_bytes, strict=True)):
         point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
     point.rows += compare("kv_cache", "bytes", est.kv_cache.terms, cache.terms())

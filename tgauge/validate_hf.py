@@ -121,7 +121,8 @@ def _prefill(
 def _decode(
     target: Any, family: str, base: str, spec: Any, workload: Workload, est: Any, point: Point
 ) -> None:
-    from estimator.kv_cache import kv_cache_growth_bytes
+    from estimator.shapes import resolve
+    from estimator.terms.kv_cache import kv_cache_growth_bytes
     from profiler import measure_params, param_bytes, profile_decode
 
     dec = target.decoder
@@ -136,7 +137,7 @@ def _decode(
     model = target.model
     weights = param_bytes(model).total
     point.rows += _param_rows(family, base, est, measure_params(model), weights)
-    predicted = kv_cache_growth_bytes(spec, workload)
+    predicted = kv_cache_growth_bytes(spec, resolve(spec, workload))
     for t, (pred, got) in enumerate(zip(predicted, prof.cache_bytes, strict=True)):
         point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
     peak = prof.live_peak

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from estimator.activations import plain_linear_saved
-from estimator.autocast import autocast_linear_saved
 from estimator.estimate import estimate
-from estimator.implementations import rule
+from estimator.rules.autocast import autocast_linear_saved
+from estimator.rules.reference.saved import plain_linear_saved
+from estimator.rules.registry import rule
+from estimator.shapes import resolve
 from estimator.spec import ModelSpec, UnsupportedError, Workload
 
 GPT: dict[str, Any] = dict(
@@ -64,14 +65,16 @@ def test_autocast_refuses_what_it_does_not_model(spec_update, workload_update, w
 
 def test_autocast_selects_the_linear_rule_variant() -> None:
     spec = ModelSpec(**GPT)
-    assert rule("saved.linear", spec, Workload(autocast="bf16")) is autocast_linear_saved
-    assert rule("saved.linear", spec, Workload()) is plain_linear_saved
+    amp, fp32 = resolve(spec, Workload(autocast="bf16")), resolve(spec, Workload())
+    assert rule("saved.linear", spec, amp) is autocast_linear_saved
+    assert rule("saved.linear", spec, fp32) is plain_linear_saved
     assert rule("saved.linear", spec) is plain_linear_saved
 
 
 def test_autocast_saves_a_low_input_cast_per_linear_and_the_weight_copy() -> None:
     # n = 32 tokens, q_proj 8 -> 8: its own bf16 cast [32, 8] and the bf16 weight [8, 8]
-    spec, w = ModelSpec(**GPT), Workload(autocast="bf16")
+    spec = ModelSpec(**GPT)
+    w = resolve(spec, Workload(autocast="bf16"))
     assert autocast_linear_saved(spec, w, 32, 8, 8, True, False) == 32 * 8 * 2 + 8 * 8 * 2
     # o_proj's input is a matmul's output, counted where it is made: the weight copy only
     assert autocast_linear_saved(spec, w, 32, 8, 8, False, False) == 8 * 8 * 2

@@ -1,4 +1,4 @@
-"""The backward replay (estimator/backward.py): its bookkeeping is closed (every activation
+"""The backward replay (estimator/replay/backward.py): its bookkeeping is closed (every activation
 freed once, every parameter gradient kept), on every training case of the validation matrix
 and its variants; its peak against measurement is tests/tgauge/test_validation_matrix.py."""
 
@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from estimator.autocast import unsupported
-from estimator.backward import backward_walk
-from estimator.dtypes import nbytes
-from estimator.kv_cache import decoder_len
-from estimator.memory import input_bytes, memory, peak_memory
-from estimator.params import params
+from estimator.replay.backward import backward_walk
+from estimator.replay.peak import peak_memory
+from estimator.rules.autocast import unsupported
+from estimator.shapes import resolve
+from estimator.spec.dtypes import nbytes
+from estimator.terms.memory import group, input_bytes, memory
+from estimator.terms.params import params
 from tgauge.matrix import cases
 
 TRAIN = [c for c in cases() if c.workload.mode == "train"]
@@ -28,7 +29,7 @@ VARIANTS = [
 def _modelled(case, update) -> bool:
     """A variant the estimator models (autocast: not with dropout, checkpointing, ...)."""
     workload = case.workload.model_copy(update=update)
-    return not (workload.autocast and unsupported(case.spec, workload))
+    return not (workload.autocast and unsupported(case.spec, resolve(case.spec, workload)))
 
 
 WALKS = [
@@ -42,20 +43,21 @@ WALKS = [
 @pytest.mark.parametrize(("case", "update"), WALKS)
 def test_backward_walk_frees_every_activation_and_keeps_every_gradient(case, update) -> None:
     spec, workload = case.spec, case.workload.model_copy(update=update)
-    mem = memory(spec, workload)
-    saved = {k[len("activations.") :]: v for k, v in mem.terms.items() if k.startswith("act")}
+    sh = resolve(spec, workload)
+    mem = memory(spec, sh)
+    saved = {k[len("activations.") :]: v for k, v in mem.items() if k.startswith("act")}
     grads = {k: nbytes(v, workload.dtype) for k, v in params(spec).terms.items()}
     start = 10**9
-    live = backward_walk(spec, workload, saved, grads, start, decoder_len(spec, workload))
+    live = backward_walk(spec, sh, saved, grads, start)
     assert live.now == start - sum(saved.values()) + sum(grads.values())
     assert live.peak >= start + sum(grads.values()) - sum(saved.values())
 
 
 @pytest.mark.parametrize("case", TRAIN, ids=[c.name for c in TRAIN])
 def test_training_peak_is_at_least_the_forward_and_the_step(case) -> None:
-    spec, workload = case.spec, case.workload
-    mem = memory(spec, workload)
-    states = mem.group("weights") + mem.group("optimizer") + input_bytes(spec, workload)
-    peak, _ = peak_memory(spec, workload)
-    assert peak >= states + mem.group("activations")
-    assert peak >= states + mem.group("gradients")
+    spec, sh = case.spec, resolve(case.spec, case.workload)
+    mem = memory(spec, sh)
+    states = group(mem, "weights") + group(mem, "optimizer") + input_bytes(spec, sh)
+    peak, _ = peak_memory(spec, sh, mem)
+    assert peak >= states + group(mem, "activations")
+    assert peak >= states + group(mem, "gradients")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from estimator.flops import attention_pairs, decode_flops, flops
-from estimator.params import params
-from estimator.presets import get_preset
+from estimator.estimate import estimate
+from estimator.shapes import attention_pairs
 from estimator.spec import ModelSpec, Workload
+from estimator.spec.presets import get_preset
+from estimator.terms.params import params
 
 # d=8, h=2, d_h=4, d_ff=16, V=10, one layer, untied head, no gate
 TINY = ModelSpec(arch="decoder", n_decoder_layers=1, d_model=8, n_heads=2, d_ff=16,
@@ -14,7 +15,7 @@ TINY = ModelSpec(arch="decoder", n_decoder_layers=1, d_model=8, n_heads=2, d_ff=
 
 def test_tiny_forward_matches_hand_count():
     # b=2, s=3 -> n=6 tokens
-    f = flops(TINY, Workload(mode="prefill", batch_size=2, seq_len=3)).terms
+    f = estimate(TINY, Workload(mode="prefill", batch_size=2, seq_len=3)).flops.terms
     assert f["forward.decoder.layers.self_attn.q_proj"] == 2 * 6 * 8 * 8  # [6,8]@[8,8]
     assert f["forward.decoder.layers.self_attn.scores"] == 2 * 2 * 2 * 3 * 3 * 4  # b h s s d_h
     assert f["forward.decoder.layers.self_attn.mix"] == 2 * 2 * 2 * 3 * 3 * 4
@@ -25,7 +26,7 @@ def test_tiny_forward_matches_hand_count():
 
 
 def test_backward_is_twice_forward_for_linears_and_eager_attention():
-    f = flops(TINY, Workload(mode="train", batch_size=2, seq_len=3)).terms
+    f = estimate(TINY, Workload(mode="train", batch_size=2, seq_len=3)).flops.terms
     for name, fwd in f.items():
         if name.startswith("forward."):
             assert f["backward." + name.removeprefix("forward.")] == 2 * fwd
@@ -33,7 +34,9 @@ def test_backward_is_twice_forward_for_linears_and_eager_attention():
 
 def test_fused_sdpa_counts_two_matmuls_forward_five_backward():
     # FlopCounterMode: sdpa_flop_count = 2 bmm; sdpa_backward_flop_count = 5 bmm
-    f = flops(TINY, Workload(mode="train", batch_size=2, seq_len=3, attention_impl="fused")).terms
+    f = estimate(
+        TINY, Workload(mode="train", batch_size=2, seq_len=3, attention_impl="fused")
+    ).flops.terms
     one = 2 * 2 * 2 * 3 * 3 * 4
     assert f["forward.decoder.layers.self_attn.sdpa"] == 2 * one
     assert f["backward.decoder.layers.self_attn.sdpa"] == 5 * one
@@ -41,7 +44,7 @@ def test_fused_sdpa_counts_two_matmuls_forward_five_backward():
 
 def test_vit_patch_conv_backward_is_weight_grad_only():
     spec = get_preset("vit-b-16")
-    f = flops(spec, Workload(mode="train", seq_len=197)).terms
+    f = estimate(spec, Workload(mode="train", seq_len=197)).flops.terms
     conv = 2 * 196 * 768 * 3 * 16 * 16  # b * patches * d * c * p * p, 2 per MAC
     assert f["forward.encoder.patch.proj"] == conv == f["backward.encoder.patch.proj"]
 
@@ -61,7 +64,7 @@ def test_triangle_counts_unmasked_pairs():
 
 def test_checkpointing_recomputes_each_layer_forward():
     w = Workload(mode="train", batch_size=2, seq_len=3, checkpointing="full")
-    f = flops(TINY, w).terms
+    f = estimate(TINY, w).flops.terms
     assert f["recompute.decoder.layers.ffn.up"] == f["forward.decoder.layers.ffn.up"]
     assert "recompute.lm_head" not in f
 
@@ -70,23 +73,23 @@ def test_training_flops_near_6n_per_token_kaplan():
     # Kaplan et al. 2020 eq. 2.2: C ~ 6 N per token (+ attention); matmul params only
     spec = get_preset("llama-2-7b")
     w = Workload(mode="train", seq_len=128)
-    total = flops(spec, w).total
+    total = estimate(spec, w).flops.total
     n_matmul = params(spec).total - params(spec).terms["embed"]
     assert 6 * n_matmul * 128 <= total <= 6 * n_matmul * 128 * 1.05
 
 
 def test_decode_with_cache_step_by_hand_and_totals():
-    w = Workload(mode="decode", batch_size=1, prompt_len=3, new_tokens=2)
-    dec = decode_flops(TINY, w)
+    w = Workload(mode="decode", batch_size=1, seq_len=3, prompt_len=3, new_tokens=2)
+    dec = estimate(TINY, w).decode
     # step 1: one token, 4 cached positions
     proj = 4 * 2 * 8 * 8 + 2 * 2 * 8 * 16  # q, k, v, o + up, down
     attn = 2 * (2 * 2 * 4 * 4)  # scores + mix: 2 b h T d_h with T=4
     assert dec.per_step_flops[0] == proj + attn + 2 * 8 * 10
     assert (
         dec.prefill_flops
-        == flops(TINY, w.model_copy(update={"mode": "prefill", "seq_len": 3})).total
+        == estimate(TINY, w.model_copy(update={"mode": "prefill", "seq_len": 3})).flops.total
     )
-    assert dec.total_with_cache_flops == flops(TINY, w).total
-    full4 = flops(TINY, Workload(mode="prefill", seq_len=4)).total
+    assert dec.total_with_cache_flops == estimate(TINY, w).flops.total
+    full4 = estimate(TINY, Workload(mode="prefill", seq_len=4)).flops.total
     assert dec.per_step_flops_without_cache[0] == full4
     assert dec.total_without_cache_flops > dec.total_with_cache_flops

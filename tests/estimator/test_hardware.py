@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from estimator.hardware import (
+from estimator.plan.hardware import (
     GPUS,
     MATH_DTYPES,
     Efficiency,
@@ -108,9 +108,9 @@ def test_unknown_gpu_lists_presets() -> None:
 
 def test_decode_step_reads_weights_and_cache_by_hand() -> None:
     from estimator.estimate import estimate
-    from estimator.hardware import step_times
-    from estimator.presets import get_preset
+    from estimator.plan.hardware import step_times
     from estimator.spec import Workload
+    from estimator.spec.presets import get_preset
 
     # Llama-2-7B fp16, b=1, P=1024: step 1 reads the 13,476,831,232 weight bytes and the
     # cache of 1025 positions * 524,288 bytes (2 * 32 layers * 32 heads * 128 * 2 bytes)
@@ -127,7 +127,7 @@ def test_decode_step_reads_weights_and_cache_by_hand() -> None:
 
 
 def test_train_bytes_moved_by_hand() -> None:
-    from estimator.hardware import train_bytes_moved
+    from estimator.plan.hardware import train_bytes_moved
 
     # W=10, G=10, O=20+20, A=7: 2W + G + (G + 2 O + 2 W) + 2 A = 20+10+10+80+20+14 = 154
     terms = {
@@ -142,7 +142,7 @@ def test_train_bytes_moved_by_hand() -> None:
 
 
 def test_training_time_for_a_token_budget_by_hand() -> None:
-    from estimator.hardware import StepTimes, training_time_s
+    from estimator.plan.hardware import StepTimes, training_time_s
 
     step = roofline(10**15, 0, get_gpu("h100"), "bf16", Efficiency(mfu=0.5))
     times = StepTimes(gpu="h100-sxm", mode="train", step=step, total_s=step.time_s, tokens=4096)

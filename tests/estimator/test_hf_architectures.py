@@ -4,9 +4,9 @@ counts that class's parameters exactly: the seven families from tiny configs (is
 import pytest
 import torch
 
-from estimator.flops import flops
-from estimator.params import param_tensor_shapes, params
+from estimator.estimate import estimate
 from estimator.spec import ModelSpec, Workload
+from estimator.terms.params import param_tensor_shapes, params
 
 transformers = pytest.importorskip("transformers")
 from hf_tiny import CONFIGS, FAMILIES  # noqa: E402
@@ -88,7 +88,7 @@ def test_bert_mlm_head_flops_match_flop_counter():
     ids = torch.randint(0, spec.vocab_size, (b, s))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(input_ids=ids)
-    predicted = flops(spec, Workload(mode="prefill", batch_size=b, seq_len=s)).terms
+    predicted = estimate(spec, Workload(mode="prefill", batch_size=b, seq_len=s)).flops.terms
     head = {k: v for k, v in predicted.items() if "head_transform" in k or "lm_head" in k}
     n, d, V = b * s, spec.d_model, spec.vocab_size
     assert head == {"forward.head_transform.dense": 2 * n * d * d,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from hf_tiny import CONFIGS
 
 from estimator import estimate
-from estimator.implementations import overrides
-from estimator.kv_cache import kv_cache_growth_bytes
+from estimator.rules.registry import overrides
+from estimator.shapes import resolve
 from estimator.spec import ModelSpec, Workload
+from estimator.terms.kv_cache import kv_cache_growth_bytes
 
 KINDS = ("saved.ffn.act", "saved.sdpa", "saved.rotary.layer", "saved.rotary.stack",
          "kv.positions", "backward.ffn.act", "live.loss_moment", "replay.pass", "replay.step",
@@ -24,9 +25,14 @@ def test_hf_window_cache_holds_the_whole_prefill_until_the_first_step() -> None:
     spec = ModelSpec.from_hf_config(CONFIGS["mistral"])
     w = Workload(mode="decode", batch_size=2, seq_len=32, new_tokens=3)
     per_pos = 2 * spec.n_decoder_layers * 2 * spec.n_kv_heads * spec.head_dim * 4  # k, v fp32
-    assert kv_cache_growth_bytes(spec, w) == [32 * per_pos, 8 * per_pos, 8 * per_pos, 8 * per_pos]
+    assert kv_cache_growth_bytes(spec, resolve(spec, w)) == [
+        32 * per_pos,
+        8 * per_pos,
+        8 * per_pos,
+        8 * per_pos,
+    ]
     reference = spec.model_copy(update={"implementation": "reference"})
-    assert kv_cache_growth_bytes(reference, w) == [8 * per_pos] * 4
+    assert kv_cache_growth_bytes(reference, resolve(reference, w)) == [8 * per_pos] * 4
 
 
 def test_gpt2_sdpa_saves_the_cache_copies_only_when_a_cache_is_built() -> None:

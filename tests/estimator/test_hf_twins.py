@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from estimator.hf_twins import HF_TWINS, hf_twin_config, hf_twin_spec
-from estimator.params import params
-from estimator.presets import PRESETS, get_preset
 from estimator.spec import SpecError
+from estimator.spec.hf_twins import HF_TWINS, hf_twin_config, hf_twin_spec
+from estimator.spec.presets import PRESETS, get_preset
+from estimator.terms.params import params
 
 # what tells the twin from the preset: the implementation, and how HF's code computes the
 # same sizes (GPT-2's written-out gelu_new, its fused c_attn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from estimator import estimate
-from estimator.implementations import overrides, register, rule
+from estimator.rules.registry import overrides, register, rule
 from estimator.spec import ModelSpec, Workload
 
 SPEC = ModelSpec(name="t", arch="decoder", n_layers=2, d_model=64, n_heads=4, d_ff=128,
@@ -22,7 +22,7 @@ def test_hf_lists_what_it_does_differently() -> None:
 
 
 def test_two_rules_for_one_key_are_refused() -> None:
-    from estimator.implementations import RULES
+    from estimator.rules.registry import RULES
 
     register("test.kind", "reference")(lambda: 1)
     try:

@@ -10,12 +10,14 @@ import math
 import pytest
 
 from estimator import estimate
-from estimator.memory import memory, peak_memory
-from estimator.optimizers import state_terms, step_temporaries_bytes
-from estimator.params import param_tensor_numels, param_tensor_shapes
-from estimator.plan import Sharding, peak_bytes
-from estimator.presets import get_preset
-from estimator.spec import ModelSpec, Workload, resolved_optimizer_impl
+from estimator.plan.capacity import Sharding, peak_bytes
+from estimator.replay.optimizer_step import step_temporaries_bytes
+from estimator.shapes import resolve
+from estimator.spec import ModelSpec, Workload
+from estimator.spec.presets import get_preset
+from estimator.spec.workload import resolved_optimizer_impl
+from estimator.terms.optimizer import state_terms
+from estimator.terms.params import param_tensor_numels, param_tensor_shapes
 
 LLAMA = ModelSpec(
     name="tiny-llama", arch="decoder", n_layers=2, d_model=32, n_heads=4, n_kv_heads=2,
@@ -59,14 +61,17 @@ def test_foreach_adamw_step_holds_one_more_exp_avg_sq():
     # adam.py _multi_tensor_adam: exp_avg_sq_sqrt = torch._foreach_sqrt(device_exp_avg_sqs)
     for dtype in ("fp32", "bf16"):
         w = _work(optimizer="adamw", optimizer_impl="foreach", dtype=dtype)
-        assert step_temporaries_bytes(LLAMA, w) == memory(LLAMA, w).terms["optimizer.exp_avg_sq"]
+        assert (
+            step_temporaries_bytes(LLAMA, resolve(LLAMA, w))
+            == estimate(LLAMA, w).memory.terms["optimizer.exp_avg_sq"]
+        )
 
 
 def test_forloop_adamw_step_holds_previous_denom_and_two_of_the_current():
     # adam.py _single_tensor_adam: denom = (exp_avg_sq.sqrt() / c).add_(eps), per tensor
     n = [4 * math.prod(s) for s in param_tensor_shapes(LLAMA)]
     by_hand = max([2 * n[0]] + [n[i - 1] + 2 * n[i] for i in range(1, len(n))])
-    assert step_temporaries_bytes(LLAMA, _work(optimizer_impl="forloop")) == by_hand
+    assert step_temporaries_bytes(LLAMA, resolve(LLAMA, _work(optimizer_impl="forloop"))) == by_hand
 
 
 @pytest.mark.parametrize(
@@ -76,11 +81,11 @@ def test_forloop_adamw_step_holds_previous_denom_and_two_of_the_current():
 )
 def test_in_place_steps_allocate_nothing(optimizer, impl):
     w = _work(optimizer=optimizer, optimizer_impl=impl)
-    assert step_temporaries_bytes(LLAMA, w) == 0
+    assert step_temporaries_bytes(LLAMA, resolve(LLAMA, w)) == 0
 
 
 def test_adafactor_states_are_row_and_column_factors_per_matrix():
-    terms = state_terms(LLAMA, _work(optimizer="adafactor"))
+    terms = state_terms(LLAMA, resolve(LLAMA, _work(optimizer="adafactor")))
     shapes = param_tensor_shapes(LLAMA)
     matrices = [s for s in shapes if len(s) == 2]
     assert terms["optimizer.row_var"] == 4 * sum(r for r, _ in matrices)  # [r, 1]
@@ -95,15 +100,17 @@ def test_adafactor_step_peaks_at_the_largest_matrix_estimate():
     # vector's grad_squared and update (the final norm's: [d] each) still live
     V, d = LLAMA.vocab_size, LLAMA.d_model
     w = _work(optimizer="adafactor", optimizer_impl="forloop")
-    assert step_temporaries_bytes(LLAMA, w) == 4 * (V + d + V * d + 1 + 2 * d)
-    foreach = step_temporaries_bytes(LLAMA, w.model_copy(update={"optimizer_impl": "foreach"}))
+    assert step_temporaries_bytes(LLAMA, resolve(LLAMA, w)) == 4 * (V + d + V * d + 1 + 2 * d)
+    foreach = step_temporaries_bytes(
+        LLAMA, resolve(LLAMA, w.model_copy(update={"optimizer_impl": "foreach"}))
+    )
     matrices = sum(math.prod(s) for s in param_tensor_shapes(LLAMA) if len(s) > 1)
     assert foreach >= 4 * matrices  # var_estimates of the whole matrix group at once
 
 
 def test_8bit_adamw_states_are_blockwise_bytes_with_absmax():
     # bitsandbytes optim/optimizer.py Optimizer2State.init_state
-    terms = state_terms(LLAMA, _work(optimizer="adamw-8bit"))
+    terms = state_terms(LLAMA, resolve(LLAMA, _work(optimizer="adamw-8bit")))
     numels = param_tensor_numels(LLAMA)
     big = [n for n in numels if n >= 4096]
     small = [n for n in numels if n < 4096]
@@ -115,8 +122,10 @@ def test_8bit_adamw_states_are_blockwise_bytes_with_absmax():
 def test_foreach_step_beats_backward_for_a_7b_model_in_bf16():
     spec = get_preset("llama-2-7b")
     w = Workload(mode="train", seq_len=256, dtype="bf16", device="cuda")
-    fused, fused_phase = peak_memory(spec, w.model_copy(update={"optimizer_impl": "fused"}))
-    default, phase = peak_memory(spec, w)  # foreach, torch's default on cuda
+    est = estimate(spec, w.model_copy(update={"optimizer_impl": "fused"}))
+    fused, fused_phase = est.peak_memory_bytes, est.peak_phase
+    est = estimate(spec, w)  # foreach, torch's default on cuda
+    default, phase = est.peak_memory_bytes, est.peak_phase
     assert (fused_phase, phase) == ("backward", "optimizer_step")
     assert default - fused > 12 * 2**30  # a whole bf16 exp_avg_sq of 6.7 B parameters
 
@@ -128,6 +137,6 @@ def test_zero_sharded_step_temporaries_shrink_with_the_states():
     one, _ = peak_bytes(est, Sharding(n_gpus=1))
     zero1, phase = peak_bytes(est, Sharding(n_gpus=8, zero=1))
     states = est.memory.group("optimizer")
-    temporaries = step_temporaries_bytes(spec, w)
+    temporaries = step_temporaries_bytes(spec, resolve(spec, w))
     assert phase == "optimizer_step"
     assert zero1 == pytest.approx(one - (states + temporaries) * 7 / 8, rel=1e-6)

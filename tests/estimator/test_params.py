@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from estimator.params import n_param_tensors, param_tensor_numels, params
-from estimator.presets import PRESETS
 from estimator.spec import ModelSpec
+from estimator.spec.presets import PRESETS
+from estimator.terms.params import n_param_tensors, param_tensor_numels, params
 
 
 def tiny_gpt(**kw: Any) -> ModelSpec:
@@ -158,7 +158,7 @@ def test_tensor_numels_sum_to_total_for_every_preset(name: str) -> None:
 
 def test_importing_estimator_params_presets_hf_config_never_imports_torch() -> None:
     code = (
-        "import sys, estimator.params, estimator.presets, estimator.hf_config;"
+        "import sys, estimator.terms.params, estimator.spec.presets, estimator.spec.hf_config;"
         "bad = {'torch', 'transformers', 'fvcore'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

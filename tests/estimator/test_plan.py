@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from estimator.estimate import estimate
-from estimator.plan import (
+from estimator.plan.capacity import (
     Sharding,
     fewest_gpus,
     fit,
@@ -14,8 +14,8 @@ from estimator.plan import (
     peak_bytes,
     sharded_terms,
 )
-from estimator.presets import get_preset
 from estimator.spec import SpecError, Workload
+from estimator.spec.presets import get_preset
 
 GiB = 2**30
 LLAMA2 = get_preset("llama-2-7b")

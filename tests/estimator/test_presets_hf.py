@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from estimator.hf_config import spec_from_hf_config
-from estimator.params import params
-from estimator.presets import PRESETS, get_preset
-from estimator.spec import SpecError, UnsupportedError
+from estimator.spec import ModelSpec, SpecError, UnsupportedError
+from estimator.spec.presets import PRESETS, get_preset
+from estimator.terms.params import params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -135,7 +134,7 @@ def test_params_match_hf_numel(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(HF_TWINS))
 def test_spec_from_hf_config_matches_preset(name: str) -> None:
     cfg, model = build(name)
-    spec = spec_from_hf_config(cfg.to_dict())
+    spec = ModelSpec.from_hf_config(cfg.to_dict())
     assert params(spec).total == n_unique_params(model)
     # a preset is our reference model; activation_fn, fused_qkv say how HF computes it
     which = {"name", "implementation", "hf_architecture", "activation_fn", "fused_qkv"}
@@ -235,15 +234,15 @@ def test_get_preset_is_case_insensitive_and_lists_names_on_a_miss() -> None:
 def test_hf_config_reads_a_path_and_its_folder(tmp_path: Any) -> None:
     cfg, _ = HF_TWINS["gpt2-small"]()
     cfg.save_pretrained(tmp_path)
-    assert spec_from_hf_config(tmp_path).model_dump(exclude={"name"}) == spec_from_hf_config(
-        tmp_path / "config.json"
-    ).model_dump(exclude={"name"})
-    assert params(spec_from_hf_config(str(tmp_path))).total == 124_439_808  # GPT-2 small
+    assert ModelSpec.from_hf_config(tmp_path).model_dump(
+        exclude={"name"}
+    ) == ModelSpec.from_hf_config(tmp_path / "config.json").model_dump(exclude={"name"})
+    assert params(ModelSpec.from_hf_config(str(tmp_path))).total == 124_439_808  # GPT-2 small
 
 
 def test_hf_config_rejects_unknown_model_type_by_name() -> None:
     with pytest.raises(SpecError, match="model_type='falcon'"):
-        spec_from_hf_config({"model_type": "falcon"})
+        ModelSpec.from_hf_config({"model_type": "falcon"})
 
 
 @pytest.mark.parametrize(
@@ -265,7 +264,7 @@ def test_hf_config_rejects_unmodelled_fields_by_name(
     cfg = HF_TWINS[name]()[0].to_dict()
     cfg[field] = value
     with pytest.raises(UnsupportedError, match=field):
-        spec_from_hf_config(cfg)
+        ModelSpec.from_hf_config(cfg)
 
 
 def test_hf_config_gated_t5_is_geglu_and_matches_hf() -> None:
@@ -277,10 +276,10 @@ def test_hf_config_gated_t5_is_geglu_and_matches_hf() -> None:
         vocab_size=32128, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
     )  # fmt: skip
     cfg = transformers.T5Config(**{k: v for k, v in published.items() if k != "model_type"})
-    spec = spec_from_hf_config(cfg.to_dict())
+    spec = ModelSpec.from_hf_config(cfg.to_dict())
     assert spec.activation == "geglu"
     with torch.device("meta"):
         model = transformers.T5ForConditionalGeneration(cfg)
     assert params(spec).total == n_unique_params(model)
-    untied = params(spec_from_hf_config(published)).terms
+    untied = params(ModelSpec.from_hf_config(published)).terms
     assert untied["lm_head"] == model.lm_head.weight.numel()  # the file as written: untied

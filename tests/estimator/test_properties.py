@@ -5,11 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from estimator.flops import flops
-from estimator.kv_cache import kv_cache
-from estimator.memory import memory
-from estimator.presets import PRESETS
+from estimator.estimate import estimate
 from estimator.spec import ModelSpec, Workload
+from estimator.spec.presets import PRESETS
 
 TINY = ModelSpec(arch="decoder", n_decoder_layers=2, d_model=16, n_heads=4, n_kv_heads=2,
                  d_ff=32, vocab_size=50, max_seq_len=4096, position="rotary",
@@ -19,14 +17,16 @@ TOKEN_PRESETS = [n for n, s in PRESETS.items() if not s.is_patch_input]
 
 @given(t=st.integers(1, 2000), b=st.integers(1, 8))
 def test_kv_cache_linear_in_cached_positions(t: int, b: int):
-    one = kv_cache(TINY, Workload(mode="prefill", batch_size=b, seq_len=1)).total
-    assert kv_cache(TINY, Workload(mode="prefill", batch_size=b, seq_len=t)).total == t * one
+    one = estimate(TINY, Workload(mode="prefill", batch_size=b, seq_len=1)).kv_cache.total
+    assert (
+        estimate(TINY, Workload(mode="prefill", batch_size=b, seq_len=t)).kv_cache.total == t * one
+    )
 
 
 @given(s=st.integers(1, 512), k=st.integers(2, 4))
 def test_attention_score_flops_quadratic_in_seq_len(s: int, k: int):
     def scores(n: int) -> int:
-        return flops(TINY, Workload(mode="prefill", seq_len=n)).group(
+        return estimate(TINY, Workload(mode="prefill", seq_len=n)).flops.group(
             "forward.decoder.layers.self_attn.scores"
         )
 
@@ -38,10 +38,10 @@ def test_attention_score_flops_quadratic_in_seq_len(s: int, k: int):
        s=st.integers(1, 128))  # fmt: skip
 def test_terms_sum_to_totals(name: str, mode: str, s: int):
     w = Workload(mode=mode, seq_len=s)
-    for bd in (flops(PRESETS[name], w), memory(PRESETS[name], w)):
+    for bd in (estimate(PRESETS[name], w).flops, estimate(PRESETS[name], w).memory):
         assert bd.total == sum(bd.terms.values())
         assert all(isinstance(v, int) and v >= 0 for v in bd.terms.values())
-    f = flops(PRESETS[name], w)
+    f = estimate(PRESETS[name], w).flops
     assert f.total == f.group("forward") + f.group("backward") + f.group("recompute")
 
 
@@ -50,9 +50,9 @@ def test_terms_sum_to_totals(name: str, mode: str, s: int):
        mode=st.sampled_from(["train", "prefill", "decode"]))  # fmt: skip
 def test_memory_monotone_in_batch_and_seq_len(b: int, s: int, impl: str, mode: str):
     def total(bb: int, ss: int) -> int:
-        return memory(
+        return estimate(
             TINY, Workload(mode=mode, batch_size=bb, seq_len=ss, attention_impl=impl)
-        ).total
+        ).memory.total
 
     assert total(b + 1, s) > total(b, s)
     assert total(b, s + 1) > total(b, s)

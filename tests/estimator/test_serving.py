@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from estimator.estimate import estimate
-from estimator.hardware import Overheads, custom_gpu, get_gpu, step_times
-from estimator.presets import get_preset
-from estimator.serving import block_bytes, blocks_per_sequence, serving_capacity, throughput
+from estimator.plan.hardware import Overheads, custom_gpu, get_gpu, step_times
+from estimator.plan.serving import block_bytes, blocks_per_sequence, serving_capacity, throughput
 from estimator.spec import ModelSpec, SpecError, UnsupportedError, Workload
+from estimator.spec.presets import get_preset
 
 # L = 2 decoder layers, h = 4, h_kv = 2, d_h = 64 / 4 = 16
 TINY = ModelSpec(

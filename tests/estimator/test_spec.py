@@ -131,8 +131,8 @@ def test_check_compatible_rejects_target_len_patch_length_and_long_learned_input
 
 
 def test_rotary_models_end_at_max_seq_len_unless_rope_scaled() -> None:
-    from estimator.presets import get_preset
     from estimator.spec import context_limit
+    from estimator.spec.presets import get_preset
 
     llama3 = get_preset("llama-3-8b")  # max_position_embeddings 8192
     with pytest.raises(
@@ -155,7 +155,7 @@ def test_rope_scaling_is_refused_for_other_positions() -> None:
 
 @pytest.mark.parametrize("kv_dtype", ["fp8", "fp8_e4m3", "fp8_e5m2"])
 def test_fp8_kv_cache_dtypes_are_one_byte(kv_dtype: str) -> None:
-    from estimator.dtypes import nbytes
+    from estimator.spec.dtypes import nbytes
 
     w = Workload(mode="decode", dtype="bf16", kv_cache_dtype=kv_dtype)
     assert w.kv_cache_dtype == kv_dtype and nbytes(10, kv_dtype) == 10

@@ -10,9 +10,9 @@ import math
 import pytest
 
 from estimator.estimate import estimate
-from estimator.presets import get_preset
+from estimator.plan.sweep import METRICS, metrics, parse_values, parse_vary, sweep
 from estimator.spec import SpecError, Workload
-from estimator.sweep import METRICS, metrics, parse_values, parse_vary, sweep
+from estimator.spec.presets import get_preset
 
 
 def test_ranges_doubling_linear_and_lists() -> None:

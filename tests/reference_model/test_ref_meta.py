@@ -7,9 +7,9 @@ import pytest
 import torch
 from ref_specs import measured_terms
 
-from estimator.params import params
-from estimator.presets import PRESETS, get_preset
 from estimator.spec import Workload
+from estimator.spec.presets import PRESETS, get_preset
+from estimator.terms.params import params
 from reference_model import build_model
 from reference_model.inputs import make_inputs
 

@@ -10,9 +10,11 @@ from ref_specs import LLAMA, spec
 from test_ref_params import CASES
 
 from estimator import estimate
-from estimator.optimizers import FP32_BYTES, step_temporaries_bytes
-from estimator.params import param_tensor_shapes
+from estimator.replay.optimizer_step import step_temporaries_bytes
+from estimator.shapes import resolve
 from estimator.spec import Workload
+from estimator.terms.optimizer import FP32_BYTES
+from estimator.terms.params import param_tensor_shapes
 from reference_model import build_model
 from reference_model.train import make_optimizer
 
@@ -87,10 +89,12 @@ def test_8bit_cpu_kernel_working_set_matches_the_rule(dtype) -> None:
             "adam", p.grad, p, st["state1"], st["state2"], 0.9, 0.999, 0.0, 0.0, 1e-8, 2,
             1e-3, st["qmap1"], st["qmap2"], st["absmax1"], st["absmax2"], 1e-2, 1.0,
         )  # fmt: skip
-    assert live.peak.peak_bytes - live.baseline == step_temporaries_bytes(s, w)
-    assert step_temporaries_bytes(s, w) == (5 + (name != "fp32")) * FP32_BYTES * p.numel()
+    assert live.peak.peak_bytes - live.baseline == step_temporaries_bytes(s, resolve(s, w))
+    assert (
+        step_temporaries_bytes(s, resolve(s, w)) == (5 + (name != "fp32")) * FP32_BYTES * p.numel()
+    )
     cuda = estimate(s, w.model_copy(update={"device": "cuda"}))
-    assert step_temporaries_bytes(s, cuda.workload) == 0  # one in-place CUDA kernel
+    assert step_temporaries_bytes(s, resolve(s, cuda.workload)) == 0  # one in-place CUDA kernel
 
 
 @pytest.mark.parametrize("optimizer,impl", [("adamw", "foreach"), ("adafactor", "forloop")])

@@ -1,11 +1,11 @@
-"""Parameter count of the reference model == estimator.params (total and per module term)."""
+"""Parameter count of the reference model == estimator.terms.params (total and per module term)."""
 
 from __future__ import annotations
 
 import pytest
 from ref_specs import BART, BERT, GPT, LLAMA, T5, VASWANI, VIT, measured_terms, spec
 
-from estimator.params import n_param_tensors, params
+from estimator.terms.params import n_param_tensors, params
 from reference_model import build_model
 
 CASES = {

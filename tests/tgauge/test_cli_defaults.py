@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from estimator.presets import PRESET_DEFAULTS, PRESETS, preset_workload_defaults
+from estimator.spec.presets import PRESET_DEFAULTS, PRESETS, preset_workload_defaults
 from tgauge.cli import app
 
 runner = CliRunner()

@@ -11,8 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from estimator.estimate import estimate
-from estimator.presets import get_preset
 from estimator.spec import Workload
+from estimator.spec.presets import get_preset
 from tgauge.cli import app
 
 runner = CliRunner()

@@ -15,8 +15,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from estimator.params import params
-from estimator.presets import get_preset
+from estimator.spec.presets import get_preset
+from estimator.terms.params import params
 from tgauge.cli import app
 from tgauge.loading import closest_preset, hub_cache_dir
 
@@ -148,7 +148,7 @@ def test_every_command_help_shows_an_example_that_parses(command):
 
 
 def test_presets_lists_gpus_with_memory_and_peaks():
-    from estimator.hardware import GPUS
+    from estimator.plan.hardware import GPUS
 
     r = runner.invoke(app, ["presets"], env={"COLUMNS": "160"})
     assert r.exit_code == 0

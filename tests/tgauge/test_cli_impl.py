@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from estimator.estimate import estimate
-from estimator.hf_twins import hf_twin_config, hf_twin_spec
-from estimator.presets import get_preset
 from estimator.spec import Workload
+from estimator.spec.hf_twins import hf_twin_config, hf_twin_spec
+from estimator.spec.presets import get_preset
 from tgauge.cli import app
 
 runner = CliRunner()

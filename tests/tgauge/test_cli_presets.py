@@ -1,5 +1,5 @@
-"""`tgauge presets`: the table and the JSON list agree with estimator.params and
-estimator.hardware."""
+"""`tgauge presets`: the table and the JSON list agree with estimator.terms.params and
+estimator.plan.hardware."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 
 from typer.testing import CliRunner
 
-from estimator.hardware import get_gpu
-from estimator.params import params
-from estimator.presets import PRESETS
+from estimator.plan.hardware import get_gpu
 from estimator.spec import ModelSpec
+from estimator.spec.presets import PRESETS
+from estimator.terms.params import params
 from tgauge.cli import app
 from tgauge.format import human_count
 
@@ -30,7 +30,7 @@ def test_presets_json_lists_every_preset_with_its_exact_count() -> None:
 
 
 def test_presets_json_lists_every_gpu_with_its_fields() -> None:
-    from estimator.hardware import GPU, GPUS
+    from estimator.plan.hardware import GPU, GPUS
 
     result = CliRunner().invoke(app, ["presets", "--json"], env=WIDE)
     gpus = json.loads(result.stdout)["gpus"]

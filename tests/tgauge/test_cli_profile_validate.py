@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from estimator import estimate
-from estimator.params import params
 from estimator.spec import ModelSpec, Workload
+from estimator.terms.params import params
 from tgauge.cli import app
 from tgauge.format import human_bytes
 

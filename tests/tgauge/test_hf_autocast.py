@@ -11,7 +11,8 @@ term (measured), so the test holds them exact.
 
 import pytest
 
-from estimator.implementations import rule
+from estimator.rules.registry import rule
+from estimator.shapes import resolve
 from estimator.spec import ModelSpec, Workload
 
 pytest.importorskip("transformers")
@@ -80,11 +81,11 @@ def test_hf_autocast_fp16_training_matches_real_model(family, attention, b, s):
 def test_hf_autocast_rules_are_registered_variants():
     # the combined rules come from the registry (kind@autocast under "hf"), not from branches
     spec = ModelSpec.from_hf_config(CONFIGS["gpt2"])
-    amp = Workload(batch_size=2, seq_len=32, autocast="bf16")
-    fp32 = Workload(batch_size=2, seq_len=32)
+    amp = resolve(spec, Workload(batch_size=2, seq_len=32, autocast="bf16"))
+    fp32 = resolve(spec, Workload(batch_size=2, seq_len=32))
     for kind in ("saved.linear", "saved.ffn.act", "saved.sdpa", "saved.eager_softmax"):
-        assert rule(kind, spec, amp).__module__ == "estimator.hf_autocast", kind
-        assert rule(kind, spec, fp32).__module__ != "estimator.hf_autocast", kind
+        assert rule(kind, spec, amp).__module__ == "estimator.rules.hf.autocast", kind
+        assert rule(kind, spec, fp32).__module__ != "estimator.rules.hf.autocast", kind
     # eager's fp32 softmax output: b * h * s * s * 4 bytes per layer under autocast, 0 in fp32
     assert rule("saved.eager_softmax", spec, amp)(spec, amp, 2, 32 * 32) == 2 * 4 * 32 * 32 * 4
     assert rule("saved.eager_softmax", spec, fp32)(spec, fp32, 2, 32 * 32) == 0

@@ -88,15 +88,18 @@ def test_report_writes_markdown_and_html_holding_every_chart(tmp_path) -> None:
 
 def test_kv_growth_and_decode_cost_data_come_from_the_estimator() -> None:
     from estimator.estimate import estimate
-    from estimator.kv_cache import kv_cache_at
-    from estimator.presets import get_preset
+    from estimator.shapes import resolve
     from estimator.spec import Workload
+    from estimator.spec.presets import get_preset
+    from estimator.terms.kv_cache import kv_cache_at
     from tgauge.report.chartdata import decode_cost_data, kv_growth_data
 
     spec = get_preset("gpt2-small")
     wl = Workload(mode="decode", prompt_len=10, new_tokens=3)
     kv = kv_growth_data(spec, wl).series[0]
-    assert kv.x == [0, 1, 2, 3] and kv.y == [kv_cache_at(spec, wl, t).total for t in range(4)]
+    assert kv.x == [0, 1, 2, 3] and kv.y == [
+        sum(kv_cache_at(spec, resolve(spec, wl), t).values()) for t in range(4)
+    ]
     dec = estimate(spec, wl).decode
     with_cache, without = decode_cost_data(spec, wl).series
     assert with_cache.y[-1] == dec.total_with_cache_flops
@@ -105,8 +108,8 @@ def test_kv_growth_and_decode_cost_data_come_from_the_estimator() -> None:
 
 def test_memory_breakdown_stacks_sum_to_the_memory_total() -> None:
     from estimator.estimate import estimate
-    from estimator.presets import get_preset
     from estimator.spec import Workload
+    from estimator.spec.presets import get_preset
     from tgauge.report.chartdata import memory_breakdown_data
 
     spec, wl = get_preset("gpt2-small"), Workload(mode="train", attention_impl="eager")
@@ -128,8 +131,8 @@ def test_validation_lines_start_at_zero_and_state_the_largest_gap() -> None:
 
 
 def test_quadratic_series_counts_only_what_grows_with_s_squared() -> None:
-    from estimator.presets import get_preset
     from estimator.spec import Workload
+    from estimator.spec.presets import get_preset
     from tgauge.report.chartdata import quadratic_part, scaling_data
 
     spec, xs = get_preset("gpt2-small"), [128, 256, 1000]  # L = 12, h = 12, d_h = 64

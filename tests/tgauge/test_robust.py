@@ -209,7 +209,7 @@ def test_dev_zero_and_fifo_are_refused_not_read(tmp_path, option):
 
 
 def test_oversized_spec_file_is_refused(tmp_path):
-    from estimator.inputfile import MAX_CONFIG_BYTES
+    from estimator.spec.files import MAX_CONFIG_BYTES
 
     big = tmp_path / "big.json"
     big.write_text('{"name": "' + "x" * MAX_CONFIG_BYTES + '"}')
@@ -220,8 +220,8 @@ def test_model_copy_with_negative_seq_len_is_revalidated_by_estimate():
     from pydantic import ValidationError
 
     from estimator import estimate
-    from estimator.presets import get_preset
     from estimator.spec import Workload
+    from estimator.spec.presets import get_preset
 
     bad = Workload().model_copy(update={"seq_len": -5})
     with pytest.raises(ValidationError, match="seq_len"):

@@ -43,14 +43,14 @@ def _layers_of(est: Estimate, group: str) -> int:
 
 def kv_cache_note(est: Estimate) -> str:
     """'' or why the cache holds fewer positions than tokens seen (sliding window, chunks)."""
-    from estimator.kv_cache import cached_positions
-    from estimator.spec import resolved_pattern, resolved_prompt_len
+    from estimator.shapes import cached_positions, resolve
 
     w = est.workload
     if not est.kv_cache.terms or est.spec.n_decoder_layers == 0:
         return ""
-    pattern, window = resolved_pattern(est.spec, w, "decoder")
-    seen = resolved_prompt_len(est.spec, w) + w.new_tokens if w.mode == "decode" else w.seq_len
+    sh = resolve(est.spec, w)
+    pattern, window = sh.stack("decoder").pattern, sh.stack("decoder").window
+    seen = sh.prompt + w.new_tokens if w.mode == "decode" else w.seq_len
     if est.spec.arch == "encoder-decoder":
         return ""
     kept = cached_positions(pattern, window, seen)
@@ -76,9 +76,10 @@ def summary_table(est: Estimate) -> Table:
     t.add_row("peak memory", f"{human_bytes(est.peak_memory_bytes)} at {est.peak_phase}")
     w = est.workload
     if w.is_training and w.optimizer != "none":
-        from estimator.optimizers import step_temporaries_bytes
+        from estimator.replay.optimizer_step import step_temporaries_bytes
+        from estimator.shapes import resolve
 
-        temporaries = human_bytes(step_temporaries_bytes(est.spec, w))
+        temporaries = human_bytes(step_temporaries_bytes(est.spec, resolve(est.spec, w)))
         t.add_row("optimizer", f"{w.optimizer}, {w.optimizer_impl} step on {w.device}")
         t.add_row("optimizer step temporaries", temporaries)
     t.add_row("sum of all terms (never all live)", human_bytes(est.memory.total))

@@ -92,7 +92,8 @@ def fit_command(
     """Will MODEL run on GPU? Headroom, largest batch, longest context, fewest GPUs; speed
     (per GPU and for all GPUs); in decode, how many sequences a paged-KV server holds."""
     from estimator.estimate import estimate
-    from estimator.hardware import (
+    from estimator.plan.capacity import Sharding, plan
+    from estimator.plan.hardware import (
         Efficiency,
         Overheads,
         get_gpu,
@@ -101,8 +102,7 @@ def fit_command(
         unusable_terms,
         usable_bytes,
     )
-    from estimator.plan import Sharding, plan
-    from estimator.serving import serving_capacity, throughput
+    from estimator.plan.serving import serving_capacity, throughput
     from tgauge.loading import load_spec
 
     if tokens is not None and not workload.is_training:

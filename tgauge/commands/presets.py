@@ -23,9 +23,9 @@ def presets_command(
     ] = False,
 ) -> None:
     """List the built-in model presets (exact parameter counts) and GPU presets (for `fit`)."""
-    from estimator.hardware import GPUS
-    from estimator.params import params
-    from estimator.presets import PRESETS
+    from estimator.plan.hardware import GPUS
+    from estimator.spec.presets import PRESETS
+    from estimator.terms.params import params
 
     rows = [(name, spec, params(spec).total) for name, spec in PRESETS.items()]
     if as_json:
@@ -73,7 +73,7 @@ def _models_table(rows: list[tuple[str, Any, int]]) -> Any:
 
 
 def _aliases(name: str) -> list[str]:
-    from estimator.hardware import _ALIASES
+    from estimator.plan.hardware import _ALIASES
 
     return sorted(alias for alias, target in _ALIASES.items() if target == name)
 
@@ -81,7 +81,7 @@ def _aliases(name: str) -> list[str]:
 def _gpus_table() -> Any:
     from rich.table import Table
 
-    from estimator.hardware import GPUS, MATH_DTYPES
+    from estimator.plan.hardware import GPUS, MATH_DTYPES
 
     table = Table(
         title="tgauge presets: GPUs (tgauge fit --gpu NAME)",

@@ -111,12 +111,12 @@ class _ReferenceDecoder:
     def __init__(self, model: Any, spec: Any, workload: Workload, device: str) -> None:
         import torch
 
-        from estimator.spec import resolved_prompt_len
+        from estimator.shapes import resolve
         from reference_model.cache import KVCache
         from reference_model.inputs import make_inputs
 
         self.model, self.spec = model, spec
-        b, prompt = workload.batch_size, resolved_prompt_len(spec, workload)
+        b, prompt = workload.batch_size, resolve(spec, workload).prompt
         self.source = None
         if spec.arch == "encoder-decoder":
             self.source = make_inputs(spec, workload, device=device)["input_ids"]
@@ -150,11 +150,11 @@ def reference_target(
 ) -> Target:
     """Our reference model of a preset / spec file (or, with ``impl="reference"``, of a
     config.json's spec), with reference_model's own inputs."""
-    from estimator.spec import check_compatible
+    from estimator.estimate import check_supported
     from tgauge.loading import load_spec
 
     spec = load_spec(model_arg, impl)
-    check_compatible(spec, workload)
+    check_supported(spec, workload)
     if device == "cpu":
         from tgauge.commands.validate import available_bytes, check_host_memory
 
@@ -210,16 +210,17 @@ def _check_hf_limits(config: dict[str, Any], workload: Workload) -> None:
     """The checks `estimate` makes (config values, max positions, decode on an encoder) for a
     config tgauge reads; a model_type or field combination it does not model is left to
     transformers."""
-    from estimator.hf_config import _READERS
-    from estimator.spec import ModelSpec, UnsupportedError, check_compatible
+    from estimator.estimate import check_supported
+    from estimator.spec import ModelSpec, UnsupportedError
+    from estimator.spec.hf_config import READERS
 
-    if config["model_type"] not in _READERS:
+    if config["model_type"] not in READERS:
         return
     try:
         spec = ModelSpec.from_hf_config(config)
     except UnsupportedError:
         return
-    check_compatible(spec, workload)
+    check_supported(spec, workload)
 
 
 def run_profile(

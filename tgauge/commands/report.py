@@ -77,8 +77,8 @@ def _workload_summary(fields: dict[str, Any]) -> str:
 
 def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     from estimator.estimate import estimate
+    from estimator.plan.sweep import parse_values
     from estimator.spec import context_limit
-    from estimator.sweep import parse_values
     from tgauge.loading import load_spec
     from tgauge.report import chartdata as cd
     from tgauge.report.writers import Section, Table
@@ -175,7 +175,7 @@ def _header(column: str) -> str:
 def _read_sweep(path: Path) -> dict[str, Any]:
     """sweep.json checked for shape: fields (names), points (objects), a number or null in
     each byte / FLOP column, true / false / null in fits; UserError naming the file."""
-    from estimator.inputfile import MAX_DATA_BYTES, parse_json, read_text, short_repr
+    from estimator.spec.files import MAX_DATA_BYTES, parse_json, read_text, short_repr
 
     doc = parse_json(read_text(path, MAX_DATA_BYTES), str(path))
 

@@ -46,8 +46,8 @@ def sweep_command(
     as_json: Json = False,
 ) -> None:
     """Evaluate the estimator on every combination of the --vary values."""
-    from estimator.hardware import get_gpu, usable_bytes
-    from estimator.sweep import grid_size, parse_vary, sweep
+    from estimator.plan.hardware import get_gpu, usable_bytes
+    from estimator.plan.sweep import grid_size, parse_vary, sweep
     from tgauge.loading import load_spec
 
     if not vary:

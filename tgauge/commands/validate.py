@@ -54,8 +54,8 @@ def _points(
     section: str = "all",
 ) -> list[Run]:
     """The points to run: the matrix (its sections), or MODEL under each sweep combination."""
-    from estimator.spec import check_compatible
-    from estimator.sweep import parse_vary
+    from estimator.estimate import check_supported
+    from estimator.plan.sweep import parse_vary
     from tgauge.loading import load_model
 
     if matrix:
@@ -85,7 +85,7 @@ def _points(
     for combo in itertools.product(*(values for _, values in varied)):
         update = dict(zip((field for field, _ in varied), combo, strict=True))
         point = Workload.model_validate({**base, **update})
-        check_compatible(spec, point)
+        check_supported(spec, point)
         points.append(Run(spec, point, config))
     return points
 

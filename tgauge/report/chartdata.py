@@ -259,9 +259,11 @@ def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[Ch
 
 def kv_growth_data(spec: object, workload: object) -> ChartData:
     """KV cache bytes after each decode step t = 0 (prefill) .. new_tokens."""
-    from estimator.kv_cache import kv_cache_at
+    from estimator.shapes import resolve
+    from estimator.terms.kv_cache import kv_cache_growth_bytes
 
     steps = list(range(workload.new_tokens + 1))  # type: ignore[attr-defined]
+    growth = kv_cache_growth_bytes(spec, resolve(spec, workload))  # type: ignore[arg-type]
     return ChartData(
         name=f"kv_cache_growth_{spec.name}",
         title=f"{spec.name}: KV cache over decode steps",  # type: ignore[attr-defined]
@@ -272,7 +274,7 @@ def kv_growth_data(spec: object, workload: object) -> ChartData:
             Series(
                 label="KV cache",
                 x=[float(t) for t in steps],
-                y=[float(kv_cache_at(spec, workload, t).total) for t in steps],
+                y=[float(v) for v in growth],
             )
         ],
     )  # type: ignore[arg-type]

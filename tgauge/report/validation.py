@@ -50,7 +50,7 @@ def load_validation(path: str | Path, notes: list[str] | None = None) -> list[Va
 
     A last line without its newline that is not a whole record is what a run killed mid-write
     (or a full disk) leaves: it is skipped, and said so in ``notes`` when a list is given."""
-    from estimator.inputfile import MAX_DATA_BYTES, parse_json, read_text
+    from estimator.spec.files import MAX_DATA_BYTES, parse_json, read_text
 
     try:
         text = read_text(path, MAX_DATA_BYTES)

@@ -1,0 +1,381 @@
+"""Peak live bytes of a training step's backward, by replaying autograd's backward through the
+reference model (reference_model/) module by module, tensor by tensor.
+
+Convention of the live tracker (profiler/live.py), as in estimator/rules/live.py: every tensor a
+backward op returns is counted when it is returned; a saved tensor is freed when the last
+autograd node holding it has run; a gradient is freed once its consumer node has run (autograd
+drops its input buffer), unless the residual stream still holds it. The walk starts at the
+loss with every activation live (``start``) and visits the head, then each stack (last first):
+final norm, layers (last first), embeddings. Each module kind has one rule (``backward.*``,
+estimator/rules/reference/backward.py, naming the torch backward it mirrors), bound once per
+walk; the saved set of a module (estimator/terms/activations.py) is freed by its rule, so the
+saved bytes freed add up to the activation terms exactly (tests/estimator/test_backward.py).
+
+Transients modelled (sizes: n = b s tokens, R = [n, d], A = [n, h d_h], KV = [n, h_kv d_h],
+F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):
+  loss        nll_loss_backward's d(log-probs) and log_softmax_backward's d(logits) [n, V]
+  mlm head    BERT's head_transform: its norm, gelu_backward (+R), dense, after the lm_head
+  linear      AddmmBackward0 / MmBackward0: grad input and dW (db) while the grad output lives
+  layernorm   native_layer_norm_backward: grad input [n, d] (+ dw, db); rmsnorm (written out):
+              MulBackward0 x2, RsqrtBackward0, MeanBackward1, PowBackward0: up to 3 R at once
+  residual    pre-norm x + F(Norm(x)): the branch's grad is summed into the residual's (+R)
+  ffn         down, act (gelu/relu backward: +F), up; gated: the product's two [n, d_ff] grads
+  eager attn  BmmBackward0 of probs @ V: grad V and grad probs (P); SoftmaxBackward0 (+P);
+              MaskedFillBackward0 (+P); MulBackward0 of the scale (+P); BmmBackward0 of
+              Q K^T: grad Q, grad K; repeat_kv's ExpandBackward0 sums; head views' clones
+  fused attn  ScaledDotProductFlashAttentionForCpuBackward0: dq, dk, dv at once
+  chunked     as eager on the [b, n_c, h, c, c] blocks, plus the block-layout clones and
+              ConstantPadNdBackward0's copies of q, k, v grads (fused: math sdpa's saved v
+              block copy is freed with probs @ v's BmmBackward0)
+  rotary      MulBackward0 x2, NegBackward0, SplitBackward0 (cat + add) on q and k grads
+  relative    AddBackward0's sum of the bias grad over the batch [1, h, s, s_k]
+  dropout     MulBackward0: grad * mask (+R, or +P for attention probabilities)
+  embeddings  learned positions: the grad summed over the batch [s, d]; the shared token
+              embedding: embedding_dense_backward's [V, d] waits in autograd's input buffer
+              for its other uses (tied LM head, the other stack), then their sum
+  checkpoint  a layer's saved set is recomputed (all of it live) when backward reaches it;
+              the recompute's own forward temporaries are not modelled
+  autocast    the branch grads in the low dtype (+ a low copy of the stream's grad per
+              sublayer); each linear's dW and grad input low, then ToCopyBackward0 to fp32
+              (rule backward.linear@autocast); the loss head in fp32, then d(logits)'s low copy
+Not modelled: T5's relative bias grad accumulation across layers, the pooler's [b, d] grads,
+ViT's patch and class-token grads, kernel scratch. Measured against profiler.live on CPU:
+docs/validation.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from estimator.rules.live import Live
+from estimator.rules.registry import rule
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.model import ModelSpec
+from estimator.terms.activations import layer_saved
+
+Terms = dict[str, Any]
+#: the steps a walk binds: attribute -> rule kind (estimator/rules/reference/backward.py)
+STEPS = {
+    "linear": "backward.linear",
+    "norm": "backward.norm",
+    "ffn": "backward.ffn",
+    "ffn_act": "backward.ffn.act",
+    "residual": "backward.residual",
+    "dropout": "backward.dropout",
+    "rotary": "backward.rotary",
+    "core_flash": "backward.core.flash",
+    "core_eager": "backward.core.eager",
+}
+
+
+class Backward:
+    """One backward walk: ``saved`` activation terms and ``grads`` parameter-gradient bytes,
+    both by full term name; ``embed_grad`` the shared token embedding's gradient bytes."""
+
+    def __init__(self, spec: ModelSpec, sh: Shapes, live: Live, saved: Terms, grads: Terms) -> None:
+        self.spec, self.sh, self.live = spec, sh, live
+        for attr, kind in STEPS.items():  # the steps of this spec's code, bound to the walk
+            setattr(self, attr, functools.partial(rule(kind, spec, sh), self))
+        self.saved, self.grads = dict(saved), dict(grads)
+        self.embed_grad = self.grads.pop("embed", 0)
+        self.embed_uses = 0
+        self.cb = sh.cb  # the residual stream, norms, loss
+        # what matmuls make (q, k, v, scores, FFN inner) and their grads: the autocast dtype
+        self.ib = sh.ib
+        self.b = sh.b
+        self.share = 1  # a per-layer term is L layers' bytes: one layer frees 1/L
+        self.freed: Terms = {}
+        self.memory_grad = 0  # encoder-decoder: the encoder output's grad buffer
+        self.release = 0  # a dropout's grad, freed once the branch's first linear has run
+        self.sublayers = 2  # residual dropout masks per layer (3 with cross-attention)
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+    def free(self, name: str, part: int | None = None) -> None:
+        """Free ``part`` bytes of ``name``'s saved set (default: what is left of it)."""
+        whole = self.saved.get(name, 0) // self.share
+        done = self.freed.get(name, 0)
+        n = whole - done if part is None else min(part, whole - done)
+        self.freed[name] = done + n
+        self.live.drop(n)
+
+    def grad(self, name: str) -> None:
+        """A module's parameter gradients appear (AccumulateGrad keeps them)."""
+        self.live.take(self.grads.get(name, 0) // self.share)
+
+    # ---- attention: o_proj, the core (flash or eager), positions, projections -------------
+    def attention(self, p: str, s: Any, s_k: Any, g: Any, cross: bool) -> Any:
+        """Attention.forward's backward given its output's grad ``g`` (held by the residual):
+        o_proj, the attention core (flash or eager), rotary, q/k/v projections -> the grad
+        of its input (cross-attention: k_proj's and v_proj's go to the encoder output's)."""
+        a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.ib  # o_proj input
+        d_o = self.linear(f"{p}.o_proj", a)
+        flash = self.sh.attention_impl == "fused" and not self.chunked_at(p, cross, s)
+        flash = flash and rule("backward.flash", self.spec)(self.spec, self.sh, cross)
+        core = self.core_flash if flash else self.core_eager
+        dq, dk, dv = core(p, s, s_k, d_o, cross)
+        if not cross:
+            self.positions(p, s, dq, dk)
+        return self.projections(p, s, s_k, dq, dk, dv, not flash, cross)
+
+    def chunked_at(self, p: str, cross: bool, s: Any) -> bool:
+        """Whether the attention ``p`` runs Attention.chunked (self-attention, s > 1)."""
+        pattern = self.sh.stack(p.split(".")[0]).pattern
+        return not cross and pattern == "chunked" and s > 1
+
+    def positions(self, p: str, s: Any, dq: Any, dk: Any) -> None:
+        """Rotary backward of k then q; the rotary tables / bucket ids (self_attn) freed."""
+        if self.spec.position == "rotary":
+            self.rotary(dk)
+            self.rotary(dq)
+        self.free(p)
+
+    def projections(
+        self, p: str, s: int, s_k: int, dq: int, dk: int, dv: int, clones: bool, cross: bool
+    ) -> int:
+        """ViewBackward0 clones (eager: the heads of q and v, and of k under GQA) and the q, k, v
+        projections' backward; the grads of their common input are summed as they arrive.
+        -> the grad of the attention's input (cross: of the decoder stream; the k, v grads go
+        to the encoder output's buffer)."""
+        live, cb, d = self.live, self.cb, self.spec.d_model
+        nd, nd_k = self.b * s * d * cb, self.b * s_k * d * cb
+        gqa = self.spec.n_kv_heads < self.spec.n_heads
+
+        def proj(name: str, grad: int, out: int, clone: bool) -> None:
+            if clone:
+                live.take(grad)
+                live.drop(grad)
+            # cross k_proj's saved input, the encoder output, is freed after the last layer
+            free = not (cross and name.endswith("k_proj"))
+            self.linear(name, out, free=free, g=grad, stream=True)
+
+        proj(f"{p}.k_proj", dk, nd_k, clones and gqa)
+        proj(f"{p}.v_proj", dv, nd_k, clones)
+        live.take(nd_k)  # k's and v's input grads summed
+        live.drop(nd_k, nd_k)
+        if cross:  # into the encoder output's grad buffer
+            if self.memory_grad:
+                self.residual(self.b * s_k)
+            else:
+                self.memory_grad = nd_k
+        proj(f"{p}.q_proj", dq, nd, clones)
+        if not cross:
+            self.residual(self.b * s)  # q's input grad summed with k's and v's
+        return nd
+
+    def sublayer(self, p: str, norm: str, n: int, branch) -> None:
+        """Pre-norm x + Drop(F(Norm(x))) or post-norm Norm(x + Drop(F(x))); the residual's
+        grad (R) is live before and after."""
+        nd = n * self.spec.d_model * self.cb
+        drop = self.sh.dropout > 0
+        part = self.saved.get(f"{p}.dropout", 0) // self.share // self.sublayers
+
+        def into_branch(g: int) -> int:
+            """The residual's grad ``g`` through the branch's dropout mask and, under
+            autocast, AddBackward0's cast to the branch's low dtype -> the branch's grad."""
+            if drop:
+                g = self.release = self.dropout(f"{p}.dropout", n * self.spec.d_model, part)
+            if self.sh.autocast:
+                g = self.release = self.live.take(n * self.spec.d_model * self.ib)
+            return branch(g)
+
+        if self.spec.norm_position == "pre":
+            d_in = into_branch(nd)
+            d_norm = self.norm(f"{p}.{norm}", d_in, n)
+            self.live.take(nd)  # summed into the residual's grad
+            self.live.drop(d_norm, nd)
+            return
+        d_norm = self.norm(f"{p}.{norm}", nd, n)  # frees the residual's grad
+        d_in = into_branch(d_norm)
+        self.live.take(nd)
+        self.live.drop(d_in, d_norm)
+
+    def layer(self, stack: str, s: int, s_src: int) -> None:
+        """Layer.forward's backward: FFN, cross-attention, self-attention (reverse order)."""
+        p, n = f"{stack}.layers", self.b * s
+        self.sublayers = 3 if s_src else 2
+        if self.sh.checkpointing == "full":  # the layer's saved set is recomputed
+            self.live.take(self._recomputed(stack, s, s_src))
+        self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n))
+        if s_src:
+            attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731
+            self.sublayer(p, "cross_norm", n, attn)
+        self.sublayer(p, "attn_norm", n, lambda g: self.attention(f"{p}.self_attn", s, s, g, False))
+        if self.sh.checkpointing == "full":
+            self.free(stack)  # the checkpointed layer input
+
+    def _recomputed(self, stack: str, s: int, s_src: int) -> int:
+        """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
+        torch.utils.checkpoint, on the first unpack): the full set of
+        estimator/terms/activations.py (without checkpointing), registered for this walk."""
+        full = layer_saved(self.spec, self.sh, stack, s, s_src)
+        # the layer's input is the checkpoint's own (kept): the first module saving it, the
+        # pre-norm attn_norm or the post-norm q_proj, gets that storage back, not a new one
+        first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"
+        full[first] -= self.b * s * self.spec.d_model * self.cb
+        for k, v in full.items():
+            self.saved[f"{stack}.layers.{k}"] = v * self.share
+            self.freed.pop(f"{stack}.layers.{k}", None)
+        return sum(full.values())
+
+    def stack(self, stack: str, n_layers: int, s: int, s_src: int) -> None:
+        """Final norm, layers (last first; layers 3.. change the live bytes like layer 2),
+        embedding extras. The residual's grad [b, s, d] is live before and after."""
+        nd = self.b * s * self.spec.d_model * self.cb
+        if self.spec.final_norm:
+            self.norm(f"{stack}.final_norm", nd, self.b * s)
+        self.share = n_layers
+        for _ in range(min(n_layers, 2)):
+            top, delta = self.live.measure(lambda: self.layer(stack, s, s_src))
+            self.freed = {  # the next layer frees its own share
+                k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
+            }
+        if n_layers > 2:
+            self.live.repeat(n_layers - 2, top, delta)
+        self.share = 1
+        if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
+            self.free(f"{stack}.layers.cross_attn.k_proj")
+        self.extras(stack, s)
+
+    def extras(self, stack: str, s: int) -> None:
+        """Embedding dropout, embedding norm, token types, positions, patches, then the
+        token embedding (its grad waits for the embedding's other uses)."""
+        spec, live, n = self.spec, self.live, self.b * s
+        nd = n * spec.d_model * self.cb
+        if self.sh.dropout > 0:
+            self.dropout(f"{stack}.dropout", n * spec.d_model)
+            live.drop(nd)
+        if spec.embed_norm:
+            self.norm(f"{stack}.embed_norm", nd, n)
+        self.grad(f"{stack}.token_type")
+        self.free(f"{stack}.token_type")
+        if spec.position == "learned":  # x + pos: the grad summed over the batch [s, d]
+            tmp = live.take(s * spec.d_model * self.cb)
+            self.grad(f"{stack}.pos")
+            live.drop(tmp)
+        else:
+            self.grad(f"{stack}.pos")
+        self.free(f"{stack}.pos")
+        self.grad(f"{stack}.patch.proj")
+        self.grad(f"{stack}.patch")
+        self.free(f"{stack}.patch.proj")
+        self.free(f"{stack}.patch")
+        if not spec.is_patch_input:
+            self.embed_use()
+            self.free("embed", n * INDEX_BYTES)  # this stack's token ids
+        live.drop(nd)  # the stream's grad
+
+    def classifier(self) -> int:
+        """Cross-entropy over [b, n_labels] (nll, log-softmax backward), then the classifier's
+        dW, db and grad input [b, d] (dropout before it: its mask freed). -> that grad."""
+        live, bl = self.live, self.b * self.spec.n_labels * self.cb
+        live.take(bl)  # nll_loss_backward: d(log-probs)
+        self.free("loss", self.b * INDEX_BYTES + self.cb)  # targets, total_weight
+        live.take(bl)  # log_softmax_backward: d(logits)
+        live.drop(bl)
+        self.free("loss")
+        g = self.linear("classifier", self.b * self.spec.d_model * self.cb)
+        live.drop(bl)
+        self.free("classifier.dropout")
+        return g
+
+    def embed_use(self) -> None:
+        """embedding_dense_backward: a new [V, d]; after the first use it is summed with the
+        buffer (a third [V, d]) and the buffer keeps the sum."""
+        if not self.embed_grad:
+            return
+        self.embed_uses += 1
+        self.live.take(self.embed_grad)
+        if self.embed_uses > 1:
+            self.live.take(self.embed_grad)
+            self.live.drop(self.embed_grad, self.embed_grad)
+
+    def head(self, s_out: int) -> None:
+        """Loss, LM head (or pooler): leaves the last stack's output grad [b, s, d] live."""
+        spec, live, cb, n = self.spec, self.live, self.cb, self.b * s_out
+        nd = n * spec.d_model * cb
+        if spec.lm_head and self.sh.autocast:
+            self.autocast_head(n)
+            return
+        if spec.lm_head:
+            logits = n * spec.vocab_size * cb
+            live.take(logits)  # nll_loss_backward: d(log-probs)
+            self.free("loss", n * INDEX_BYTES + cb)  # targets, total_weight
+            live.take(logits)  # log_softmax_backward: d(logits)
+            live.drop(logits)
+            self.free("loss")  # the log-softmax
+            if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's
+                self.embed_use()
+            else:
+                self.grad("lm_head")
+            live.take(nd)
+            live.drop(logits)
+            self.free("lm_head")
+            if spec.head_transform:  # BERT's MLM head: norm, gelu_backward (+R), dense
+                g = self.norm("head_transform.norm", nd, n)
+                live.take(nd)
+                live.drop(g)
+                self.free("head_transform.act")
+                self.linear("head_transform.dense", nd)
+                live.drop(nd)
+            return
+        bd = self.b * spec.d_model * cb
+        g = self.classifier() if spec.n_labels else 0  # the grad of its input [b, d]
+        if spec.n_labels and not spec.pooler:  # select_backward of x[:, 0]: zeros [b, s, d]
+            live.take(nd)
+            live.drop(g)
+            return
+        if spec.pooler:  # tanh, proj on x[:, 0], then select_backward: zeros [b, s, d]
+            live.take(bd)
+            live.drop(g)
+            self.free("pooler.act")
+            self.linear("pooler.proj", bd)
+            live.drop(bd)
+            live.take(nd)
+            live.drop(bd)
+            return
+        live.take(nd)
+
+    def autocast_head(self, n: int) -> None:
+        """Loss and LM head under autocast: nll_loss_backward and log_softmax_backward in
+        fp32 (cross_entropy_loss is on autocast's fp32 list), ToCopyBackward0 to the low
+        logits, then the lm_head's linear (its weight's grad: the tied embedding's)."""
+        spec, live, cb, ib = self.spec, self.live, self.cb, self.ib
+        logits, low = n * spec.vocab_size * cb, n * spec.vocab_size * ib
+        live.take(logits)  # nll_loss_backward: d(log-probs)
+        self.free("loss", n * INDEX_BYTES + cb)  # targets, total_weight
+        live.take(logits)  # log_softmax_backward: d(logits) fp32
+        live.drop(logits)  # d(log-probs)
+        self.free("loss")  # the log-softmax
+        live.take(low)  # ToCopyBackward0: d(logits) in the logits' low dtype
+        live.drop(logits)
+        tied = spec.tie_embeddings
+        w32 = self.embed_grad if tied else self.grads.get("lm_head", 0)
+        nd = n * spec.d_model * cb
+        if tied:
+            self.linear("lm_head", nd, g=low, stream=True, grad=self.embed_use, w32=w32)
+        else:
+            self.linear("lm_head", nd, g=low, stream=True)
+
+
+def backward_peak(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any) -> Any:
+    """Highest live bytes of the backward walk from ``start`` (every activation live):
+    ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name."""
+    return backward_walk(spec, sh, saved, grads, start).peak
+
+
+def backward_walk(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any) -> Live:
+    """The walk's live bytes: ``now`` at its end (every saved tensor freed, every parameter
+    gradient kept) and ``peak``."""
+    live = Live(start)
+    bw = Backward(spec, sh, live, saved, grads)
+    s, s_dec = sh.s, sh.s_dec
+    bw.head(sh.s_out)
+    for stack, n_layers in reversed(spec.stacks):
+        s_stack = s_dec if stack == "decoder" and spec.arch == "encoder-decoder" else s
+        s_src = s if stack == "decoder" and spec.arch == "encoder-decoder" else 0
+        if stack == "encoder" and spec.arch == "encoder-decoder":  # the memory's grad
+            bw.memory_grad = 0  # becomes the encoder stream's grad
+        bw.stack(stack, n_layers, s_stack, s_src)
+    return live

@@ -1,0 +1,112 @@
+"""Peak live bytes of an inference pass (prefill, decode steps): the drivers that run the
+forward replay of the spec's code (rule ``replay.pass`` for a prefill, ``replay.step`` for a
+decode step: estimator/rules/reference/passes.py for our reference model, estimator/rules/hf/
+for transformers' classes) over the embeddings, stacks and head, from the resident bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.rules.live import Live
+from estimator.rules.registry import rule
+from estimator.shapes import Shapes, cached_positions
+from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.model import ModelSpec
+from estimator.sym import vmax
+
+
+def prefill_peak(spec: ModelSpec, sh: Shapes, start: Any) -> Any:
+    """Highest live bytes of Transformer.forward (no grad) from ``start`` bytes (weights,
+    buffers, inputs): embeddings, stacks, pooler / LM head."""
+    live = Live(start)
+    p = rule("replay.pass", spec)(spec, sh, live)
+    b, s, d = sh.b, sh.s, spec.d_model
+    if spec.is_patch_input:
+        n_patches = (spec.image_size // spec.patch_size) ** 2
+        conv = live.take(b * d * n_patches * p.cb)  # patch.proj
+        live.take(p.act(n_patches + 1, d))  # cat([cls, x])
+        live.drop(conv)
+        s = n_patches + 1
+    else:
+        live.take(p.act(s, d))  # embed: held by forward until it returns
+    first = spec.stacks[0][0]
+    h = p.stack(first, s, 0)
+    s_out = s
+    if spec.arch == "encoder-decoder":
+        s_out = sh.s_dec
+        live.take(p.act(s_out, d))  # embed(decoder_input_ids)
+        p.stack("decoder", s_out, 0, cross_s=s)
+    if spec.pooler:
+        live.take(b * d * p.cb)  # pooler.proj on x[:, 0]
+        live.take(b * d * p.cb)  # tanh
+    if spec.n_labels:
+        live.take(b * spec.n_labels * p.cb)  # classifier logits [b, n_labels]
+    if spec.lm_head:
+        live.take(b * s_out * spec.vocab_size * p.cb)  # logits
+    del h
+    return live.peak
+
+
+def _keep(sh: Shapes, length: Any) -> Any:
+    """Positions the self-attention cache keeps after ``length`` tokens (Pattern.keep_last)."""
+    st = sh.stack("decoder")
+    return cached_positions(st.pattern, st.window, length)
+
+
+def cached_prefill(
+    spec: ModelSpec, sh: Shapes, start: Any, prompt: Any, next_id: bool = True
+) -> Live:
+    """Transformer.prefill of ``prompt`` decoder tokens (encoder-decoder: after the encoder on
+    s source tokens) that keeps every layer's keys/values in the cache; then the argmax of the
+    last logits (``next_id``). ``start``: weights, buffers, the token ids."""
+    b, s, d = sh.b, sh.s, spec.d_model
+    live = Live(start)
+    p = rule("replay.pass", spec)(spec, sh, live)
+    cross = 0
+    if spec.arch == "encoder-decoder":
+        source = live.take(p.act(s, d))  # embed(source): the encoder's argument
+        p.stack("encoder", s, 0)  # memory: live through the decoder
+        live.drop(source)
+        cross = s
+    live.take(p.act(prompt, d))  # embed(prompt)
+    p.stack("decoder", prompt, 0, cross, (0, _keep(sh, prompt)))
+    live.take(b * prompt * spec.vocab_size * p.cb)  # logits
+    if next_id:
+        live.take(b * INDEX_BYTES)  # argmax: the next token id [b, 1]
+    return live
+
+
+def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
+    """(prefill peak, highest one-token-step peak) of decoding: the prompt's cached prefill,
+    then steps that start from the whole cache (self: held positions, cross: s per layer) and
+    the previous token id [b, 1]; a step's cache grows by torch.cat (and a clone of the kept
+    positions under a window or chunk). Steps replayed: the last one (the longest cache), and
+    under chunks the last that starts with a full chunk (c held, the clone of 1)."""
+    b, d = sh.b, spec.d_model
+    prompt = sh.prompt
+    prefill = cached_prefill(spec, sh, start, prompt).peak
+    st = sh.stack("decoder")
+    pattern, window = st.pattern, st.window
+    last = prompt + sh.new_tokens - 1  # cache.length before the last step
+    steps = [last]
+    if pattern == "chunked" and last - last % window >= prompt and last % window:
+        steps.insert(0, last - last % window)  # the last step that starts a chunk
+    cross = sh.s_src
+    peaks = []
+    for pos in steps:  # the cache's storage before the step (kv.positions)
+        held = rule("kv.positions", spec)(pattern, window, pos, 1 if pos > prompt else prompt)
+        live = Live(start + _cache_bytes(spec, sh, held, cross) + b * INDEX_BYTES)
+        p = rule("replay.step", spec)(spec, sh, live)
+        live.take(p.act(1, d))  # embed(token)
+        p.stack("decoder", 1, pos, cross, (held, _keep(sh, pos + 1)))
+        live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]
+        live.take(b * INDEX_BYTES)  # argmax
+        peaks.append(live.peak)
+    return prefill, vmax(*peaks)
+
+
+def _cache_bytes(spec: ModelSpec, sh: Shapes, held: Any, cross_s: Any) -> Any:
+    per_pos = sh.b * spec.n_kv_heads * spec.head_dim * sh.cb
+    n_layers = dict(spec.stacks)["decoder"]
+    return 2 * n_layers * per_pos * (held + cross_s)

@@ -1,0 +1,146 @@
+"""The peak of a step: its timeline, phase by phase, over the memory terms of
+estimator/terms/memory.py.
+
+Training, steady state (optimizer states exist; grads set to None before the forward; the
+step's inputs live throughout; the model output is dropped before backward):
+  forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
+                   (under autocast: the low logits, their fp32 copy, the cast cache's bias
+                   copies and the held fp32 head input, estimator/rules/autocast.py), or
+                   earlier, inside the last layer's attention (estimator/replay/forward.py)
+  backward       = the highest point of a replay of autograd's backward from (forward -
+                   logits), tensor by tensor (estimator/replay/backward.py; per-module-kind
+                   steps in estimator/rules/reference/backward.py): d(log-probs) and d(logits)
+                   [n, V], each module's parameter gradients and backward transients (grads
+                   of the scores, softmax backward, norms, FFN, ...), its saved tensors freed;
+                   a checkpointed layer's saved set is rebuilt when backward reaches it; the
+                   tied/shared embedding's gradient waits in autograd's input buffer
+  optimizer_step = weights + master + optimizer + inputs + gradients + the step's
+                   temporaries of (optimizer, optimizer_impl) (estimator/replay/
+                   optimizer_step.py: foreach AdamW one more exp_avg_sq, for-loop
+                   max_t (n_{t-1} + 2 n_t), fused none); activations already freed
+Inference (no grad): weights + buffers (``buffers``: the sinusoidal tables) + inputs, then a
+replay of the model's forward op by op (estimator/replay/inference.py): every tensor it
+returns, live until Python drops it (residual stream, norm outputs, q/k/v, masks, scores and
+probabilities under eager, FFN intermediates, logits, the KV cache as it grows). Prefill: one
+pass; decode: the prompt's prefill, then one-token steps with the whole cache (phase of the
+larger). Allocator rounding, caching and kernel scratch are not modelled.
+
+``terms`` may be another rank's share (estimator/plan/: ZeRO, tensor parallelism): the
+timeline is evaluated on whatever terms it is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.replay.backward import backward_peak
+from estimator.replay.forward import attention_moment
+from estimator.replay.inference import cached_prefill, decode_peaks, prefill_peak
+from estimator.replay.optimizer_step import step_temporaries_bytes
+from estimator.rules.registry import rule
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import nbytes
+from estimator.spec.model import ModelSpec
+from estimator.sym import vmax
+from estimator.terms.memory import decode_input_bytes, group, input_bytes, state_terms
+from estimator.terms.params import params
+
+Terms = dict[str, Any]
+
+
+def _logits_bytes(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    return n * spec.vocab_size * sh.cb if spec.lm_head else 0
+
+
+def _activation_terms(terms: Terms) -> Terms:
+    return {k[len("activations.") :]: v for k, v in terms.items() if k.startswith("act")}
+
+
+def _backward_sweep(spec: ModelSpec, sh: Shapes, terms: Terms, start: Any) -> Any:
+    """Highest live bytes while backward runs, from ``start`` (every activation live): the
+    replay of autograd's backward module by module (estimator/replay/backward.py)."""
+    grads = {k: nbytes(v, sh.dtype) for k, v in params(spec).terms.items()}
+    return backward_peak(spec, sh, _activation_terms(terms), grads, start)
+
+
+def _step_temporaries(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
+    """The optimizer step's temporaries (estimator/replay/optimizer_step.py), scaled to the
+    share of the optimizer states in ``terms`` when a plan shards them (ZeRO, tp: a rank
+    steps its shard)."""
+    temporaries = step_temporaries_bytes(spec, sh)
+    full = sum(state_terms(spec, sh)[k] for k in terms if k.startswith("optimizer."))
+    if temporaries and full and group(terms, "optimizer") != full:
+        return temporaries * group(terms, "optimizer") // full
+    return temporaries
+
+
+def _saved_inputs(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
+    """Saved activations that are the step's input tensors themselves (one storage, already
+    in ``input_bytes``): the token ids nn.Embedding saves (``embed``: input_ids, and
+    decoder_input_ids for encoder-decoder), the token type ids (``{stack}.token_type``)
+    when the step passes them in, and the pixel values the patch projection saves."""
+    typed = spec.n_token_types and rule("inputs.token_type", spec)(spec, sh)
+    return sum(
+        v
+        for k, v in terms.items()
+        if k in ("activations.embed", "activations.encoder.patch.proj")
+        or (typed and k.startswith("activations.") and k.endswith(".token_type"))
+    )
+
+
+def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:
+    """(peak bytes, phase) of a training step over ``terms`` (module docstring)."""
+    n_out = sh.b * sh.s_out
+    logits = _logits_bytes(spec, sh, n_out)
+    states = group(terms, "weights") + group(terms, "optimizer") + input_bytes(spec, sh)
+    grads = group(terms, "gradients")
+    acts = group(terms, "activations")
+    # while activations live, the ids the embeddings saved are the inputs' own storage
+    with_acts = states - _saved_inputs(spec, sh, terms)
+    # forward: at the loss, the logits and their log-softmax (an activation) are both live
+    # + what the model's forward keeps live until it returns, saved by nothing (HF: its cache)
+    held = rule("train.held", spec)(spec, sh)
+    forward = with_acts + acts + logits + held
+    if sh.autocast:  # the low logits, their fp32 copy, the cast cache's biases, ...
+        moment = rule("live.autocast_loss", spec)(spec, sh, n_out)  # rules/autocast.py
+        forward = with_acts + acts + moment + held
+    forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
+    # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
+    # math sdpa block scores + mask (estimator/replay/forward.py)
+    moment = attention_moment(spec, sh, _activation_terms(terms))
+    forward = vmax(forward, with_acts + held + moment)
+    # backward start: the logits are freed with the model output; nll_loss_backward's
+    # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
+    start = with_acts + acts
+    backward = vmax(start + 2 * logits, _backward_sweep(spec, sh, terms, start))
+    step = states + grads + _step_temporaries(spec, sh, terms)
+    phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
+    return max(phases, key=lambda p: p[0])
+
+
+def inference_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:
+    """Replay of the model's no-grad forward (estimator/replay/inference.py) from weights +
+    buffers + inputs: a prefill, or a prompt prefill then one-token steps."""
+    resident = group(terms, "weights") + group(terms, "buffers")
+    if sh.mode == "prefill":
+        start = resident + input_bytes(spec, sh)
+        if sh.kv_cache and spec.arch != "encoder" and spec.lm_head:  # Transformer.prefill
+            return cached_prefill(spec, sh, start, sh.s_dec).peak, "prefill"
+        return prefill_peak(spec, sh, start), "prefill"
+    if not sh.kv_cache:  # each step re-runs the whole prefix: the last one is longest
+        last = sh.prompt + sh.new_tokens
+        if spec.arch == "encoder-decoder":
+            longest = sh.with_sizes(spec, mode="prefill", target_len=last)
+        else:
+            longest = sh.with_sizes(spec, mode="prefill", s=last)
+        start = resident + input_bytes(spec, longest)
+        return prefill_peak(spec, longest, start), "decode"
+    prefill, decode = decode_peaks(spec, sh, resident + decode_input_bytes(spec, sh))
+    return (decode, "decode") if decode > prefill else (prefill, "prefill")
+
+
+def peak_memory(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:
+    """(peak bytes, phase) of the step's timeline over the memory ``terms``."""
+    if sh.training:
+        return train_peak(spec, sh, terms)
+    return inference_peak(spec, sh, terms)

@@ -1,0 +1,168 @@
+"""The Hugging Face implementation's rules for the decoder-only families (GPT-2, Llama,
+Mistral; transformers 5.x), registered per module kind in estimator/rules/registry.py; their
+forward replay is in decoders_pass.py. Each rule names the code it mirrors; measured against
+the real classes in tests/tgauge/test_hf_rules_decoders.py (CPU, fp32, eager and sdpa, two
+(b, s) points).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.rules.reference.backward import Walker
+from estimator.rules.reference.backward import act_backward as reference_act_backward
+from estimator.rules.registry import register
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.model import ModelSpec
+from estimator.sym import vmin
+
+FP32_BYTES = 4
+#: activations.py ACT2FN functions written out of elementwise ops, and the [n, d_ff] tensors
+#: their autograd nodes save. NewGELUActivation (gelu_new):
+#: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3)))): pow saves x, tanh its
+#: output, the last mul both factors (0.5 * x and 1 + tanh); the scalar muls and adds nothing
+WRITTEN_OUT_SAVES = {"gelu_new": 4}
+
+
+def builds_cache(sh: Shapes) -> bool:
+    """Whether a training forward builds a DynamicCache: ``use_cache``, default the model's
+    (``config.use_cache``, True for transformers' decoder LMs)."""
+    return sh.use_cache is not False
+
+
+@register("saved.ffn.act", "hf")
+def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """transformers/activations.py: a written-out activation (``WRITTEN_OUT_SAVES``) saves
+    several [n, d_ff] tensors; the torch functional ones (F.gelu, F.silu) save their input."""
+    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * spec.d_ff * sh.cb
+
+
+def sdpa_gets_mask(s_k: Any, fused_mask: bool, window: int | None) -> bool:
+    """masking_utils._ignore_causal_mask_sdpa: a plain causal mask is skipped (sdpa's
+    is_causal); a sliding window is passed as a mask once the keys reach the window."""
+    return fused_mask and window is not None and s_k >= window
+
+
+def sdpa_saved_entries(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
+                       fused_mask: bool, window: int | None) -> Any:  # fmt: skip
+    """Entries of what sdpa_attention_forward saves in the input dtype (``sdpa_saved``):
+    q (with k, v if they are views of a fused projection), k, v, out and the float mask."""
+    h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+    mask = sdpa_gets_mask(s_k, fused_mask, window)
+    q = b * s * (h + 2 * h_kv if spec.fused_qkv else h) * d_h
+    if mask and h_kv < h:
+        kv = 2 * b * h * s_k * d_h  # repeat_kv: expand + reshape, a copy each
+    elif spec.fused_qkv and not builds_cache(sh):
+        kv = 0  # views of the projection's output, counted with q
+    else:
+        kv = 2 * b * h_kv * s_k * d_h
+    return q + kv + b * s * h * d_h + (b * s * s_k if mask else 0)
+
+
+@register("saved.sdpa", "hf")
+def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bool,
+               fused_mask: bool, window: int | None, cross: bool) -> dict[str, Any]:  # fmt: skip
+    """integrations/sdpa_attention.py sdpa_attention_forward on CPU flash: saves q, k, v, out
+    and the fp32 logsumexp [b, h, s]. With a mask, use_gqa_in_sdpa is False: repeat_kv copies
+    k and v to h heads, and the bool mask [b, 1, s, s_k] is converted to an additive one that
+    is saved. A fused projection (GPT-2's c_attn) leaves q a view of the whole [n, (h + 2 h_kv)
+    d_h] output; a training forward that builds a DynamicCache gives sdpa the cache's
+    torch.cat copies of k and v (cache_utils.DynamicLayer.update), else k and v are views of
+    that same output."""
+    entries = sdpa_saved_entries(spec, sh, b, s, s_k, fused_mask, window)
+    lse = b * spec.n_heads * s * FP32_BYTES
+    return {"sdpa": entries * sh.cb + lse, "o_proj": 0}
+
+
+@register("saved.rotary.layer", "hf")
+def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
+    """apply_rotary_pos_emb multiplies by the cos and sin the model computed once: the layers
+    save the same two storages (``rotary_stack_saved``), nothing of their own."""
+    return 0
+
+
+@register("saved.rotary.stack", "hf")
+def rotary_stack_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
+    """LlamaRotaryEmbedding.forward runs once per model forward on position_ids [1, s]: cos
+    and sin [1, s, d_h] (the batch axis 1), saved by the first layer's q * cos, rot(q) * sin."""
+    return 2 * s * spec.head_dim * sh.cb
+
+
+@register("kv.positions", "hf")
+def kv_positions(pattern: str, window: int | None, seen: Any, new: Any) -> Any:
+    """Positions whose storage the cache holds after a pass of ``new`` tokens brought it to
+    ``seen``. cache_utils.DynamicSlidingWindowLayer.update keeps a [-(w - 1):] view of
+    torch.cat(past, new): the whole cat stays allocated, min(seen - new, w - 1) + new
+    positions (a prefill longer than the window keeps all of it until the next step).
+    Other patterns: DynamicLayer's cat holds every position."""
+    if pattern == "sliding_window":
+        return vmin(seen - new, window - 1) + new
+    return seen
+
+
+@register("backward.ffn.act", "hf")
+def act_backward(bw: Walker, name: str, inner: Any, d_out: Any) -> Any:
+    """Backward of a written-out activation (``WRITTEN_OUT_SAVES``), else the reference's.
+    gelu_new, as the live tracker reads autograd's nodes (F = ``inner``, from the output's
+    grad ``d_out``): MulBackward0 of 0.5 x * (1 + tanh) makes a grad per factor (+2 F, the
+    highest reading), frees both factors and d_out; TanhBackward0 (+F) frees tanh's output;
+    the scalar muls replace their input; PowBackward0's pow, * 3 and * grad (+2 F again);
+    the three grads of x summed into one (-> F), x freed."""
+    if WRITTEN_OUT_SAVES.get(bw.spec.activation_fn or "") != 4:
+        return reference_act_backward(bw, name, inner, d_out)
+    live, F = bw.live, inner
+    live.take(F, F)  # grad * (1 + tanh), grad * 0.5 x
+    live.drop(d_out)
+    bw.free(name, 2 * F)  # 0.5 x, 1 + tanh
+    live.take(F)  # tanh_backward
+    bw.free(name, F)  # tanh's output
+    live.drop(F)  # the grad of 1 + tanh
+    live.take(F)  # * sqrt(2 / pi)
+    live.take(F)  # * 0.044715 (the branch through pow)
+    live.drop(F)
+    live.take(F, F, F)  # pow_backward: x ** 2, * 3, * grad
+    bw.free(name)  # x
+    live.drop(3 * F)
+    live.take(F)  # the grads of x summed
+    live.drop(3 * F)
+    return F
+
+
+def cache_copies_unsaved(spec: ModelSpec, sh: Shapes, window: int | None) -> bool:
+    """Whether attention works on copies of the cache's keys and values (so autograd does
+    not keep the cache's own storages): repeat_kv's under GQA when the kernel gets h heads
+    (eager; sdpa with a mask, see ``sdpa_saved``)."""
+    if spec.n_kv_heads == spec.n_heads:
+        return False  # eager's matmul and sdpa take the cache's tensors themselves
+    if sh.attention_impl == "eager":
+        return True
+    return window is not None and sh.s >= window  # sdpa_gets_mask
+
+
+@register("live.loss_moment", "hf")
+def loss_moment_extra(spec: ModelSpec, sh: Shapes) -> Any:
+    """Bytes live at the loss beyond the states, the saved tensors and the logits.
+    loss_utils.ForCausalLMLoss pads the labels by one (nn.functional.pad -> [b, s + 1]
+    int64) before shifting them (the shifted copy is the saved target). The model output
+    holds the DynamicCache a training forward builds (``builds_cache``): the torch.cat
+    copies of k and v [b, h_kv, s, d_h] per layer, extra where attention saved other
+    copies (``cache_copies_unsaved``); a sliding-window layer keeps a view of the whole cat."""
+    if not spec.lm_head or spec.arch != "decoder":
+        return 0
+    b, s, cb = sh.b, sh.s, sh.cb
+    extra = padded_labels_bytes(sh)
+    if builds_cache(sh) and cache_copies_unsaved(spec, sh, sliding_window(sh)):
+        extra += spec.n_decoder_layers * 2 * b * spec.n_kv_heads * s * spec.head_dim * cb
+    return extra
+
+
+def padded_labels_bytes(sh: Shapes) -> Any:
+    """loss_utils.ForCausalLMLoss's nn.functional.pad of the labels: [b, s + 1] int64."""
+    return sh.b * (sh.s + 1) * INDEX_BYTES
+
+
+def sliding_window(sh: Shapes) -> int | None:
+    """The decoder's window when its pattern is a sliding window (Mistral), else None."""
+    st = sh.stack("decoder")
+    return st.window if st.pattern == "sliding_window" else None

@@ -1,0 +1,50 @@
+"""The live-bytes tracker that every replay (forward, backward, inference passes) acts on.
+
+Convention (profiler/live.py measures the same way): a tensor counts from the moment the op
+that returns it has run; ``take`` allocates what one op returns and reads the peak, ``drop``
+frees what Python or autograd releases. Views allocate nothing. Sizes may be symbolic
+(estimator/sym.py): the peak is then an expression over every reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from estimator.sym import vmax
+
+
+class Live:
+    """Running live bytes and their highest reading."""
+
+    def __init__(self, start: Any) -> None:
+        self.now = start
+        self.peak = start
+
+    def take(self, *nbytes: Any) -> Any:
+        n = sum(nbytes)
+        self.now += n
+        self.peak = vmax(self.peak, self.now)
+        return n
+
+    def drop(self, *nbytes: Any) -> None:
+        self.now -= sum(nbytes)
+
+    def measure(self, run: Callable[[], object]) -> tuple[Any, Any]:
+        """(highest reading above the current one, net change) while ``run`` runs; the
+        overall peak keeps whichever reading is higher."""
+        before, saved = self.now, self.peak
+        self.peak = before
+        run()
+        top, delta = self.peak - before, self.now - before
+        self.peak = vmax(saved, self.peak)
+        return top, delta
+
+    def repeat(self, m: int, top: Any, delta: Any) -> None:
+        """``m`` more runs of what ``measure`` saw (highest reading ``top`` above its start,
+        net change ``delta``), e.g. the layers of a stack after the ones replayed: each starts
+        where the last ended, so the highest reading is that of the last (delta > 0) or the
+        first (delta <= 0) of them."""
+        if m > 0:
+            self.peak = vmax(self.peak, self.now + vmax(0, (m - 1) * delta) + top)
+            self.now += m * delta

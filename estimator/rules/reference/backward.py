@@ -1,0 +1,276 @@
+"""The reference model's backward, per module kind: the steps of the walk in
+estimator/replay/backward.py (rules ``backward.*``).
+
+Each step takes what one module's backward ops return (``bw.live.take``) and drops what
+autograd frees, naming the torch backward it mirrors. The walker binds the steps once
+(``bw.linear``, ``bw.norm``, ``bw.ffn``, ``bw.core_flash``, ``bw.core_eager``, ...), and the
+steps call each other through it, so an implementation that overrides one kind changes it
+everywhere. Sizes in bytes: n = b s tokens, R = [n, d], F = [n, d_ff], P = [b, h, s, s_k],
+compute dtype (``bw.cb``; what matmuls make: ``bw.ib``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from estimator.rules.registry import register
+from estimator.shapes import Shapes, attention_pairs
+from estimator.spec.model import ModelSpec
+from estimator.sym import ceil_div
+
+#: the walker (estimator.replay.backward.Backward); the steps read its fields
+Walker = Any
+
+
+@register("backward.linear", "reference")
+def linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any = 0,
+           stream: bool = False, grad: Callable[[], None] | None = None,
+           w32: Any = None) -> Any:  # fmt: skip
+    """AddmmBackward0 / MmBackward0 (torch.nn.Linear): dW (db), then the grad input
+    (``out`` bytes); the module's saved input is freed (``free``), then its grad output
+    (``g`` bytes). -> the grad input. Under autocast: ``autocast_linear``."""
+    bw.grad(name)
+    bw.live.take(out)
+    bw.live.drop(bw.release)
+    bw.release = 0
+    if free:
+        bw.free(name)
+    bw.live.drop(g)
+    return out
+
+
+@register("backward.linear@autocast", "reference")
+def autocast_linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any = 0,
+                    stream: bool = False, grad: Callable[[], None] | None = None,
+                    w32: Any = None) -> Any:  # fmt: skip
+    """nn.Linear under autocast (estimator/rules/autocast.py): AddmmBackward0 on the low
+    copies makes dW, db and the grad input in the low dtype; the saved input cast and weight
+    copy and the grad output are freed with the node; ToCopyBackward0 of the input's cast (an
+    fp32 ``stream`` input) makes its fp32 grad (``out`` bytes), then the weight's (and
+    bias's) ToCopyBackward0 the fp32 dW, db that AccumulateGrad keeps (``grad``, default
+    the module's gradients; ``w32`` their bytes)."""
+    live = bw.live
+    w32 = bw.grads.get(name, 0) // bw.share if w32 is None else w32
+    w_low = w32 * bw.ib // 4  # fp32 parameters: their grads' low copies
+    low = out * bw.ib // bw.cb if stream else out  # the mm's grad input
+    live.take(w_low, low)
+    live.drop(bw.release, g)
+    bw.release = 0
+    if free:
+        bw.free(name)
+    if stream:  # the input cast's ToCopyBackward0: the fp32 grad of the input
+        live.take(out)
+        live.drop(low)
+    (grad or (lambda: bw.grad(name)))()
+    live.drop(w_low)
+    return out
+
+
+@register("backward.norm", "reference")
+def norm(bw: Walker, name: str, c: Any, n: Any) -> Any:
+    """The norm of ``bw.spec.norm``: ``layernorm`` or ``rmsnorm``."""
+    return (layernorm if bw.spec.norm == "layernorm" else rmsnorm)(bw, name, c, n)
+
+
+def layernorm(bw: Walker, name: str, c: Any, n: Any) -> Any:
+    """native_layer_norm_backward given the output's grad (``c`` bytes, freed): the input's
+    grad [n, d] (and dw, db); the input, mean and rstd are freed. -> the input's grad."""
+    nd = n * bw.spec.d_model * bw.cb
+    bw.grad(name)
+    bw.live.take(nd)
+    bw.live.drop(c)
+    bw.free(name)
+    return nd
+
+
+def rmsnorm(bw: Walker, name: str, c: Any, n: Any) -> Any:
+    """RMSNorm written out (reference_model/norms.py): MulBackward0 of * weight (grad,
+    grad * x_rms for dw), of x * rms (grad * rms, grad * x), RsqrtBackward0 and MeanBackward1
+    on [n, 1], PowBackward0 (pow, * 2, * grad), then the two paths' grads summed."""
+    live, nd, col = bw.live, n * bw.spec.d_model * bw.cb, n * bw.cb
+    bw.grad(name)
+    live.take(nd, nd)  # grad * weight; grad * x_rms (summed into dw)
+    live.drop(nd, c)
+    bw.free(name, nd)  # x_rms, saved by * weight
+    live.take(nd, nd, col)  # grad * rms; grad * x -> sum: grad of rms [n, 1]
+    live.drop(nd)
+    live.drop(nd)  # the grad of x_rms
+    live.take(col, col, col)  # rsqrt backward: pow, * -0.5, * grad
+    live.drop(col, col, col)
+    bw.free(name, col)  # rms
+    live.take(nd)  # mean backward: expand / d
+    live.drop(col)
+    live.take(nd, nd, nd)  # pow backward: x ** 1, * 2, * grad
+    live.drop(nd, nd, nd)
+    bw.free(name)  # x, saved by pow
+    live.take(nd)  # the two paths' grads summed
+    live.drop(nd, nd)
+    return nd
+
+
+@register("backward.residual", "reference")
+def residual(bw: Walker, n: Any) -> None:
+    """A second grad of one tensor (``n`` tokens) summed into the first: autograd's input
+    buffer (AddBackward0's two uses of x) keeps the sum and frees both."""
+    nd = n * bw.spec.d_model * bw.cb
+    bw.live.take(nd)
+    bw.live.drop(nd, nd)
+
+
+@register("backward.dropout", "reference")
+def dropout(bw: Walker, name: str, numel: Any, part: Any = None) -> Any:
+    """MulBackward0 of x * mask (CPU native_dropout): grad * mask -> numel entries."""
+    out = numel * bw.cb
+    bw.live.take(out)
+    bw.free(name, part)
+    return out
+
+
+@register("backward.ffn", "reference")
+def ffn(bw: Walker, p: str, n: Any) -> Any:
+    """The FFN's backward given its output's grad (held by the residual): plain or gated."""
+    return (ffn_gated if bw.spec.gated else ffn_plain)(bw, p, n)
+
+
+def ffn_plain(bw: Walker, p: str, n: Any) -> Any:
+    """FeedForward down(act(up(x))) given its output's grad (held by the residual):
+    down's grad input F, gelu_backward / threshold_backward (+F), up. -> the input's grad."""
+    inner, nd = n * bw.spec.d_ff * bw.ib, n * bw.spec.d_model * bw.cb
+    d_down = bw.linear(f"{p}.ffn.down", inner)
+    g = bw.ffn_act(f"{p}.ffn.act", inner, d_down)
+    return bw.linear(f"{p}.ffn.up", nd, g=g, stream=True)
+
+
+@register("backward.ffn.act", "reference")
+def act_backward(bw: Walker, name: str, inner: Any, d_out: Any) -> Any:
+    """gelu_backward / threshold_backward: the input's grad (``inner`` bytes) beside the
+    output's (``d_out``, freed); the saved input (or output) freed. -> the input's grad."""
+    bw.live.take(inner)
+    bw.live.drop(d_out)
+    bw.free(name)
+    return inner
+
+
+def ffn_gated(bw: Walker, p: str, n: Any) -> Any:
+    """down(act(gate(x)) * up(x)): down, the product's MulBackward0 (a grad per factor,
+    2 F), up, silu_backward / gelu_backward, gate; up's and gate's input grads summed."""
+    live, inner, nd = bw.live, n * bw.spec.d_ff * bw.ib, n * bw.spec.d_model * bw.cb
+    d_down = bw.linear(f"{p}.ffn.down", inner)
+    live.take(inner, inner)
+    live.drop(d_down)
+    bw.free(f"{p}.ffn")
+    bw.linear(f"{p}.ffn.up", nd, g=inner, stream=True)
+    live.take(inner)
+    live.drop(inner)
+    bw.free(f"{p}.ffn.act")
+    bw.linear(f"{p}.ffn.gate", nd, g=inner, stream=True)
+    bw.residual(n)
+    return nd
+
+
+@register("backward.rotary", "reference")
+def rotary(bw: Walker, x: Any) -> Any:
+    """RotaryPositions backward of q or k (x bytes, freed): MulBackward0 (grad * sin),
+    NegBackward0, MulBackward0 (grad * cos), SplitBackward0's cat and add."""
+    live = bw.live
+    live.take(x, x // 2, x)
+    live.drop(x)
+    live.take(x)
+    live.drop(x, x // 2)
+    live.take(x)
+    live.drop(x, x)
+    return x
+
+
+@register("backward.flash", "reference")
+def flash_backward(spec: ModelSpec, sh: Shapes, cross: bool) -> bool:
+    """Whether fused (unchunked) attention ran the flash kernel (else sdpa's math ops)."""
+    return True
+
+
+@register("backward.core.flash", "reference")
+def flash_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> tuple[Any, Any, Any]:
+    """_scaled_dot_product_flash_attention_for_cpu_backward: dq [b, h, s, d_h], dk, dv
+    [b, h_kv, s_k, d_h] at once beside o_proj's grad (``d_o``, freed); its saved set freed."""
+    spec, cb, b = bw.spec, bw.ib, bw.b
+    a = b * s * spec.n_heads * spec.head_dim * cb
+    kv = b * s_k * spec.n_kv_heads * spec.head_dim * cb
+    bw.live.take(a, kv, kv)
+    bw.live.drop(d_o)
+    bw.free(f"{p}.sdpa")
+    return a, kv, kv
+
+
+@register("backward.core.eager", "reference")
+def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> tuple[Any, Any, Any]:
+    """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
+    math sdpa): -> (dq, dk, dv) bytes, the k, v grads summed back to h_kv heads."""
+    spec, cb, b, live = bw.spec, bw.ib, bw.b, bw.live
+    h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+    st = bw.sh.stack(p.split(".")[0])
+    pattern, window = st.pattern, st.window
+    chunked = bw.chunked_at(p, cross, s)
+    entries = s * s_k if cross else attention_pairs(pattern, window, False, s, "full")
+    s_pad = ceil_div(s, window) * window if chunked else s
+    scores = b * h * entries * cb
+    a_pad = b * h * s_pad * d_h * cb  # q (and repeated k, v) as the matmuls see them
+    kv_pad = b * h * (s_pad if chunked else s_k) * d_h * cb
+    fused = bw.sh.attention_impl == "fused"  # chunked + fused: math sdpa (autograd ops)
+    if chunked:  # slice backward: zeros [b, h, n_c c, d_h]; then the block-layout clone
+        live.take(a_pad)
+        live.drop(d_o)
+        d_o = a_pad
+    live.take(kv_pad, scores)  # probs @ v: grad v, grad probs
+    live.drop(d_o)
+    bw.free(f"{p}.mix")
+    if fused:  # math sdpa: the bmm's saved v block copy goes with its node
+        bw.free(f"{p}.sdpa", kv_pad)
+    if bw.sh.dropout > 0 and not fused:  # grad * mask
+        live.take(scores)
+        live.drop(scores)
+        bw.free(f"{p}.scores.dropout")
+    core = f"{p}.sdpa" if fused else f"{p}.scores"
+    live.take(scores)  # softmax backward
+    live.drop(scores)
+    bw.free(core, scores)  # the probabilities
+    if not cross and pattern != "full" and not fused:  # masked_fill backward
+        live.take(scores)
+        live.drop(scores)
+    bias = 0
+    if spec.position == "relative" and not cross:  # + bias: grad summed over the batch
+        side = window if chunked else s
+        bias = live.take(h * side * side * cb)
+    if not fused:
+        live.take(scores)  # * scale
+        live.drop(scores)
+    live.take(kv_pad, a_pad)  # Q K^T: grad k, grad q
+    live.drop(scores)
+    bw.free(core)
+    if fused:  # math sdpa scaled q and k by sqrt(scale) each: their grads are copies
+        for g in (a_pad, kv_pad):
+            live.take(g)
+            live.drop(g)
+    live.drop(bias)  # embedding backward of the bias (bucket ids freed with self_attn)
+    dq, dk, dv = a_pad, kv_pad, kv_pad
+    if chunked:  # per q, k, v: block clone, then ConstantPadNd backward's copy [b,h,s,d_h]
+        a = b * h * s * d_h * cb
+        for _ in range(3):
+            live.take(a_pad)
+            live.drop(a_pad)
+            live.take(a)
+            live.drop(a_pad)
+        dq, dk, dv = a, a, a
+        if h_kv < h:  # repeat_kv's sum to h_kv heads: [b, h_kv, s, d_h]
+            kv = b * h_kv * s * d_h * cb
+            for _ in range(2):
+                live.take(kv)
+                live.drop(a)
+            dk, dv = kv, kv
+    elif h_kv < h:  # repeat_interleave backward: ExpandBackward0's sum
+        kv = b * h_kv * s_k * d_h * cb
+        for _ in range(2):
+            live.take(kv)
+            live.drop(kv_pad)
+        dk, dv = kv, kv
+    return dq, dk, dv

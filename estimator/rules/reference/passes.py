@@ -1,0 +1,377 @@
+"""The reference model's forward without grad, replayed op by op: the rule of kinds
+``replay.pass`` (a prefill) and ``replay.step`` (a decode step), and ``replay.ffn.act``.
+
+The drivers of estimator/replay/inference.py run a Pass over the embeddings, stacks and head;
+an implementation whose forward keeps other tensors live registers its own Pass subclass
+(estimator/rules/hf/). Convention of the live tracker (estimator/rules/live.py): the live bytes
+are read after every aten op, with the op's output counted and the temporaries it consumed
+still alive (Python drops them once the op returns). Each helper below allocates what one
+reference-model op returns (``take``), reads the peak, and frees what the Python frame drops
+(``drop``). Views allocate nothing. Modelled: embeddings, positions, norms (LayerNorm's
+mean/rstd; RMSNorm's steps), projections, rotary tables and products, masks (aranges,
+[s_q, s_k] bool), eager scores / mask / softmax / mix with matmul's contiguous copies, CPU
+flash sdpa (output + logsumexp), chunk-wise attention (padded blocks, block masks, eager or
+math-sdpa block scores, the output copies), FFN, the KV cache's torch.cat and rolling-buffer
+clones. Not modelled: T5's bucket temporaries ([s_q, s_k] or [c, c] int64, freed before the
+scores), the pooler (2 x [b, d]), a key padding mask in chunk-wise attention (inference passes
+none).
+"""
+
+from __future__ import annotations
+
+from estimator.rules.live import Live
+from estimator.rules.registry import register, rule
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.model import ModelSpec
+from estimator.sym import ceil_div
+
+FP32_BYTES = 4
+BOOL_BYTES = 1
+
+
+class Pass:
+    """One forward of the reference model over ``s`` new tokens per sequence (the rule of
+    kind "replay.pass": an implementation's class replays its own forward)."""
+
+    def __init__(self, spec: ModelSpec, sh: Shapes, live: Live) -> None:
+        self.spec, self.sh, self.live = spec, sh, live
+        self.b, self.cb = sh.b, sh.cb
+
+    def act(self, s: int, width: int) -> int:  # bytes of a [b, s, width] activation
+        return self.b * s * width * self.cb
+
+    def norm(self, s: int) -> int:
+        """LayerNorm: out + fp32 mean, rstd [n, 1] (dropped); RMSNorm: pow, mean, +eps,
+        rsqrt, x * rms, * weight."""
+        live, nd, n = self.live, self.act(s, self.spec.d_model), self.b * s
+        if self.spec.norm == "rmsnorm":
+            live.take(nd)  # x.pow(2)
+            live.take(n * self.cb)  # mean [n, 1]
+            live.drop(nd)
+            live.take(n * self.cb)  # + eps
+            live.drop(n * self.cb)
+            live.take(n * self.cb)  # rsqrt
+            live.drop(n * self.cb)
+            live.take(nd)  # x * rms
+            live.take(nd)  # * weight
+            live.drop(nd, n * self.cb)
+            return nd
+        live.take(nd, 2 * n * FP32_BYTES)
+        live.drop(2 * n * FP32_BYTES)
+        return nd
+
+    def rotary(self, s: int, x: int) -> int:
+        """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped."""
+        live, d_h = self.live, self.spec.head_dim
+        half = d_h // 2 * FP32_BYTES
+        live.take(half)  # arange
+        live.take(half)  # neg
+        live.drop(half)
+        live.take(half)  # / d_h
+        live.drop(half)
+        live.take(half)  # theta ** : inv_freq
+        live.drop(half)
+        live.take(s * FP32_BYTES)  # positions.float()
+        live.take(s * half)  # angles [s, d_h/2]
+        live.drop(s * FP32_BYTES)
+        live.take(2 * s * half)  # cat: [s, d_h]
+        live.drop(s * half)
+        live.take(s * d_h * self.cb)  # cos
+        live.take(s * d_h * self.cb)  # sin
+        live.take(x)  # x * cos
+        live.take(x // 2)  # -x2
+        live.take(x)  # cat([-x2, x1])
+        live.drop(x // 2)
+        live.take(x)  # * sin
+        live.drop(x)
+        live.take(x)  # sum: the rotated x
+        live.drop(2 * x, half, 2 * s * half, 2 * s * d_h * self.cb)
+        return x
+
+    def attend(self, s_q: int, s_k: int, mask_bytes: int, bias: int) -> int:
+        """Attention.attend of q [b, h, s_q, d_h] on s_k keys; -> out bytes [b, h, s_q, d_h].
+        ``mask_bytes``: the [s_q, s_k] bool ``ok`` (0: none); ``bias``: an additive bias."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        out = b * h * s_q * d_h * cb
+        kv_rep = b * h * s_k * d_h * cb
+        if self.sh.attention_impl != "eager":  # CPU flash: output + fp32 logsumexp [b, h, s_q]
+            extra = 0
+            if mask_bytes or bias:  # additive mask where(ok, 0, min) [s_q, s_k] (+ bias)
+                extra = live.take(s_q * s_k * cb)
+            live.take(out, b * h * s_q * FP32_BYTES)
+            live.drop(b * h * s_q * FP32_BYTES, extra)
+            return out
+        n_rep = h // h_kv
+        reps = live.take(kv_rep) + live.take(kv_rep) if n_rep > 1 else 0  # repeat_kv k, v
+        scores = b * h * s_q * s_k * cb
+        q_copy = live.take(out) if s_q > 1 else 0  # matmul: contiguous q [b*h, s_q, d_h]
+        k_copy = live.take(kv_rep)  # k^T made contiguous
+        live.take(scores)  # bmm
+        live.drop(q_copy, k_copy)
+        self.softmax_mix(scores, bias, mask_bytes, kv_rep, out, reps)  # v copied: contiguous
+        return out
+
+    def softmax_mix(
+        self, scores: int, bias: int, mask: int, v_copy: int, out: int, reps: int
+    ) -> None:
+        """Eager AttentionScores after the Q K^T bmm (``scores`` bytes live), then AttentionMix:
+        * scale, + bias, masked_fill (``mask``: the bool ok, 0: none), softmax, matmul's copy
+        of v (``v_copy``), probs @ v -> ``out``; the probs and ``reps`` (repeat_kv) are freed."""
+        live = self.live
+        live.take(scores)  # * scale
+        live.drop(scores)
+        if bias:
+            live.take(scores)  # + bias
+            live.drop(scores)
+        if mask:
+            live.take(mask)  # ~ok
+            live.take(scores)  # masked_fill
+            live.drop(scores, mask)
+        live.take(scores)  # softmax
+        live.drop(scores)
+        live.take(v_copy)  # matmul: v made contiguous
+        live.take(out)  # bmm: probs @ v
+        live.drop(v_copy, scores, reps)
+
+    def attention(self, s: int, start: int, stack: str, cross_s: int = 0, cache=None) -> int:
+        """Attention.forward on the norm output [b, s, d] -> o_proj output [b, s, d].
+        Self-attention (``cross_s`` 0) over start + s positions, or cross-attention on
+        ``cross_s`` encoder positions. ``cache``: (held before, kept after) positions of the
+        self-attention cache; the kept keys/values stay live after the pass."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        q = live.take(self.act(s, h * d_h))  # q_proj
+        if cross_s:  # keys/values of the encoder output (decode: cached by the prefill)
+            if cache is None or cache[0] == 0:  # k_proj, v_proj of the memory
+                kv = live.take(2 * b * cross_s * h_kv * d_h * cb)
+            o = self.attend(s, cross_s, 0, 0)
+            if cache is None:  # a prefill keeps them in the cache
+                live.drop(kv)
+        else:
+            o = self.self_attention(s, start, stack, q, cache)
+        out = live.take(self.act(s, h * d_h))  # transpose + reshape: a contiguous copy
+        live.drop(o)
+        y = live.take(self.act(s, spec.d_model))  # o_proj
+        live.drop(out, q)
+        return y
+
+    def self_attention(self, s: int, start: int, stack: str, q: int, cache) -> int:
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        per_pos = b * spec.n_kv_heads * spec.head_dim * cb  # keys (or values) of a position
+        k = live.take(s * per_pos)  # k_proj
+        live.take(s * per_pos)  # v_proj
+        q_pos = live.take(s * INDEX_BYTES)  # arange
+        q_rot = 0
+        if spec.position == "rotary":
+            q_rot = self.rotary(s, q)
+            k_rot = self.rotary(s, k)
+            live.drop(k)  # the unrotated keys
+            k = k_rot
+        s_k, working = s, 2 * s * per_pos  # keys + values attended to, dropped after
+        if cache is not None:
+            held, keep = cache
+            s_k = held + s
+            if held:  # torch.cat([past, new]) for keys, then values
+                live.take(2 * s_k * per_pos)
+            if keep < s_k:  # the kept positions are cloned; the cat result is dropped
+                live.take(2 * keep * per_pos)
+            live.drop(2 * held * per_pos)  # the old cache
+            if held:
+                live.drop(working)  # the new keys/values alone
+            working = 2 * s_k * per_pos if keep < s_k else 0  # else: they are the cache
+            if keep < s_k and s == 1:  # one query attends to the kept positions only
+                live.drop(working)
+                s_k, working = keep, 0
+            if keep < s_k and not held:
+                working = 2 * s * per_pos
+        k_pos = live.take(s_k * INDEX_BYTES)  # arange
+        pattern, window = self.sh.stack(stack).pattern, self.sh.stack(stack).window
+        if pattern == "chunked" and s > 1 and s_k == s:  # Attention.chunked: start 0, no past
+            o = self.chunked(s, window, stack)
+            live.drop(q_pos, k_pos, q_rot, working)
+            return o
+        fused_causal = self.sh.attention_impl != "eager" and pattern == "causal"
+        # sdpa's is_causal: no bias and no past keys -> no [s, s] mask is built
+        is_causal = fused_causal and spec.position != "relative" and s_k == s
+        mask, bias = self.masks(stack, s, s_k, start, build_mask=not is_causal)
+        o = self.attend(s, s_k, mask, bias)
+        live.drop(mask, bias, q_pos, k_pos, q_rot, working)
+        return o
+
+    def chunked(self, s: int, c: int, stack: str) -> int:
+        """Attention.chunked on q [b, h, s, d_h] -> bytes of its output [b, h, n_c*c, d_h] (a
+        slice of it, [.., :s, :], is returned: the whole copy stays live for the caller's).
+        Blocks [b, n_c, n, c, d_h] are views of padded copies; matmul copies a block view into
+        [b*n_c*n, c, d_h] unless it merges (below); repeat_kv's copies are contiguous. Fused: sdpa
+        of 5-D blocks runs the math kernel (not CPU flash)."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        n_c = ceil_div(s, c)
+        n_rep = h // h_kv
+        causal = stack == "decoder"  # Pattern.for_stack: a chunked decoder is causal
+        local = live.take(c * INDEX_BYTES)  # arange(c)
+        grid = live.take(n_c * c * INDEX_BYTES)  # arange(n_c*c)
+        real = live.take(n_c * c * BOOL_BYTES)  # < s
+        live.drop(grid)
+        ok, mask_el = 0, n_c * c  # key_ok [1, n_c, 1, 1, c]: a view of real
+        if causal:
+            tri = live.take(c * c * BOOL_BYTES)  # local[:, None] >= local[None, :]
+            ok = live.take(n_c * c * c * BOOL_BYTES)  # key_ok & tri: [1, n_c, 1, c, c]
+            live.drop(tri)
+            mask_el = n_c * c * c
+        bias = 0
+        if spec.position == "relative":  # pos(local, local): [1, h, c, c]
+            bias = live.take(h * c * c * cb)
+        blk = b * n_c * c * d_h * cb  # bytes of one head's blocks (padded)
+        pq = live.take(h * blk)  # F.pad(q)
+        pkv = live.take(h_kv * blk) + live.take(h_kv * blk)  # F.pad(k), F.pad(v)
+        # the blocks of h heads merge into [b*n_c*h, c, d_h] (a view) if h is 1, or n_c is 1
+        # and F.pad padded; with nothing to pad, F.pad clones the [b, s, h, d_h] layout
+        merged = h == 1 or (n_c == 1 and n_c * c > s)
+        kv_copy = 0 if n_rep > 1 or merged else h * blk  # matmul's copy of a k / v block view
+        q_copy = 0 if merged else h * blk
+        scores, out = b * n_c * h * c * c * cb, h * blk
+        if self.sh.attention_impl == "eager":
+            reps = 0
+            if n_rep > 1:  # repeat_kv k, v; the padded k, v go with attend's rebound names
+                reps = live.take(out) + live.take(out)
+                live.drop(pkv)
+                pkv = 0
+            live.take(q_copy, kv_copy)  # matmul: q, k^T block views made contiguous
+            live.take(scores)  # bmm
+            live.drop(q_copy, kv_copy)
+            self.softmax_mix(scores, bias, mask_el * BOOL_BYTES, kv_copy, out, reps)
+        else:  # math sdpa
+            live.take(cb, cb)  # additive: zeros(()), the scalar min
+            mask = live.take(mask_el * cb)  # where(ok, 0, min)
+            live.drop(cb, cb)
+            if bias:  # mask + bias -> [1, n_c, h, c, c]
+                live.drop(mask)
+                mask = live.take(n_c * h * c * c * cb)
+            q_scaled = live.take(out)  # q * sqrt(scale), q's layout
+            reps = live.take(out) + live.take(out) if n_rep > 1 else 0  # enable_gqa: k, v
+            k_scaled = live.take(out)  # k^T * sqrt(scale), k's layout
+            live.take(q_copy, kv_copy)  # matmul: block views made contiguous
+            live.take(scores)  # bmm
+            live.drop(q_copy, kv_copy, k_scaled)
+            live.take(scores)  # + mask
+            live.drop(scores)  # the bmm's
+            live.take(scores)  # _safe_softmax
+            live.drop(scores)  # the sum
+            live.take(kv_copy)  # matmul: v block view made contiguous
+            live.take(out)  # bmm: probs @ v
+            live.drop(kv_copy, scores, q_scaled, reps, mask)
+        live.drop(pq, pkv)  # attend's arguments
+        whole = live.take(out)  # transpose + reshape [b, h, n_c*c, d_h]: a copy
+        live.drop(out, local, real, ok, bias)
+        return whole
+
+    def masks(
+        self, stack: str, s_q: int, s_k: int, start: int, build_mask: bool = True
+    ) -> tuple[int, int]:
+        """Pattern.allowed -> ok [s_q, s_k] bool (causal, window, chunk; none for a full
+        stack); RelativePositionBias -> bias [1, h, s_q, s_k]. Their int64 temporaries are
+        dropped before the scores (not modelled)."""
+        st = self.sh.stack(stack)
+        pattern, causal = st.pattern, st.causal
+        has_mask = build_mask and (causal or pattern in ("sliding_window", "chunked"))
+        mask = self.live.take(s_q * s_k * BOOL_BYTES) if has_mask else 0
+        bias = 0
+        if self.spec.position == "relative":
+            bias = self.live.take(self.spec.n_heads * s_q * s_k * self.cb)  # embedding
+        return mask, bias
+
+    def ffn(self, s: int) -> int:
+        """FeedForward: up, act (gated: gate, act, up, product), down."""
+        live, inner = self.live, self.act(s, self.spec.d_ff)
+        if self.spec.gated:
+            live.take(inner)  # gate
+            live.take(inner)  # act
+            live.drop(inner)
+            live.take(inner)  # up
+            live.take(inner)  # act * up
+            live.drop(2 * inner)
+        else:
+            live.take(inner)  # up
+            rule("replay.ffn.act", self.spec)(live, inner, self.spec.activation_fn)
+        y = live.take(self.act(s, self.spec.d_model))  # down
+        live.drop(inner)
+        return y
+
+    def sublayer(self, s: int, fn) -> int:
+        """Pre-norm x + F(Norm(x)); post-norm Norm(x + F(x)) (eval: no dropout) -> new x."""
+        live, nd = self.live, self.act(s, self.spec.d_model)
+        if self.spec.norm_position == "pre":
+            h = self.norm(s)
+            r = fn()
+            live.drop(h)
+            live.take(nd)  # x + r
+            live.drop(r)
+            return nd
+        r = fn()
+        live.take(nd)  # x + r
+        live.drop(r)
+        self.norm(s)
+        live.drop(nd)
+        return nd
+
+    def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
+        """Layer.forward: its input stays live (the stack's args); -> one new [b, s, d]."""
+        x_a = self.sublayer(s, lambda: self.attention(s, start, stack, 0, cache))
+        if cross_s:
+            x_c = self.sublayer(s, lambda: self.attention(s, start, stack, cross_s, cache))
+            self.live.drop(x_a)
+            x_a = x_c
+        self.sublayer(s, lambda: self.ffn(s))
+        self.live.drop(x_a)
+
+    def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
+        """Stack.forward on the embeddings [b, s, d] (kept live by the caller) -> its output."""
+        live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
+        x0 = 0  # embed_extras: a new x when something is added to the embeddings
+        if spec.position in ("learned", "sinusoidal"):
+            positions = live.take(s * INDEX_BYTES)  # arange
+            shifted = live.take(s * INDEX_BYTES) if spec.position == "learned" else 0
+            table = live.take(s * spec.d_model * self.cb)  # [s, d] rows
+            live.drop(shifted)
+            x0 = live.take(nd)  # x + positions
+            live.drop(table, positions)
+        if spec.n_token_types and stack == spec.stacks[0][0]:
+            ids = live.take(self.b * s * INDEX_BYTES)  # zeros: token_type_ids
+            types = live.take(nd)
+            live.take(nd)
+            live.drop(types, ids, x0)
+            x0 = nd
+        if spec.embed_norm:
+            self.norm(s)
+            live.drop(x0)
+            x0 = nd
+        n_layers = dict(spec.stacks)[stack]
+        inputs = [x0] + [nd] * n_layers  # bytes of each layer's input (0: the embeddings)
+        for i in range(min(n_layers, 3)):
+            if i:  # the previous layer's input goes with the stack's old args
+                live.drop(inputs[i - 1])
+            top, delta = self.live.measure(lambda: self.layer(stack, s, start, cross_s, cache))
+        if n_layers > 3:  # layers 3.. repeat layer 2: same top, same net change (the cache)
+            live.repeat(n_layers - 3, top - nd, delta - nd)  # each starts by dropping nd
+        y = self.norm(s) if spec.final_norm else 0
+        live.drop(inputs[n_layers - 1] if n_layers else 0)  # args: the last layer's input
+        if y:
+            live.drop(inputs[n_layers])  # the last layer's output
+        return y or inputs[n_layers]
+
+
+@register("replay.ffn.act", "reference")
+def act_forward(live: Live, inner: int, activation_fn: str | None = None) -> None:
+    """nn.GELU / nn.ReLU on up's output (``inner`` bytes, then dropped): one new tensor."""
+    live.take(inner)  # act
+    live.drop(inner)
+
+
+@register("replay.pass", "reference")
+@register("replay.step", "reference")
+def reference_pass(spec: ModelSpec, sh: Shapes, live: Live) -> Pass:
+    """The forward replay of reference_model/ (``Pass``)."""
+    return Pass(spec, sh, live)

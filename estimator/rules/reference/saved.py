@@ -1,0 +1,103 @@
+"""What the reference model's modules save for backward, per module kind (rules ``saved.*``).
+
+The term functions of estimator/terms/activations.py ask for these by kind; an implementation
+whose code saves something else registers its own rule (estimator/rules/hf/, autocast). Sizes
+in bytes, ``sh`` the resolved run (estimator/shapes.py): ``sh.cb`` bytes per element of the
+compute dtype, ``sh.ib`` of what matmuls make (the autocast dtype under autocast).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.rules.registry import register
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.model import ModelSpec
+
+FP32_BYTES = 4
+Terms = dict[str, Any]
+
+
+@register("saved.linear", "reference")
+def plain_linear_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, d_out: int,
+                       stream: bool, fresh: bool) -> Any:  # fmt: skip
+    """AddmmBackward0 / MmBackward0 keep the input [n, d_in] (torch.nn.functional.linear)
+    and the weight, a parameter (not an activation): the input when it is a new storage."""
+    return n * d_in * sh.cb if fresh else 0
+
+
+@register("saved.sdpa", "reference")
+def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bool,
+               fused_mask: bool, window: int | None, cross: bool) -> Terms:  # fmt: skip
+    """Bytes fused (CPU flash) attention saves per call (term "sdpa") and what its output
+    adds to o_proj's saved input (term "o_proj"): q [b,h,s,d_h], k, v [b,h_kv,s_k,d_h],
+    out, logsumexp [b,h,s] fp32; ``fused_mask``: its additive attn_mask where(ok, 0, min)
+    [s, s_k] (reference_model/attention.py). The flash/efficient kernels return out as a
+    [b,h,s,d_h] view of a [b,s,h,d_h] buffer: o_proj's input (heads merged) is a view of
+    the storage sdpa already saved (0)."""
+    cb, h, h_kv, d_h = sh.ib, spec.n_heads, spec.n_kv_heads, spec.head_dim
+    out = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
+    return {"sdpa": out + (s * s_k * cb if fused_mask else 0), "o_proj": 0}
+
+
+@register("saved.ffn.act", "reference")
+def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """Bytes a GELU (nn.GELU) saves over n tokens: its input [n, d_ff]."""
+    return n * spec.d_ff * sh.ib
+
+
+@register("saved.rotary.layer", "reference")
+def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
+    """Bytes one layer's rotary products save: x * cos, rot(x) * sin keep cos and sin
+    [s, d_h], built per call (reference_model/positions.py), for q and for k."""
+    return 2 * 2 * s * spec.head_dim * sh.ib  # cast to q's dtype
+
+
+@register("saved.rotary.stack", "reference")
+def rotary_stack_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
+    """Bytes of rotary tables built once per stack and saved (reference: none, per layer)."""
+    return 0
+
+
+@register("saved.eager_softmax", "reference")
+def eager_softmax_saved(spec: ModelSpec, sh: Shapes, b: Any, entries: Any) -> Any:
+    """Bytes eager attention's softmax saves beyond the probabilities (``entries`` per head
+    and sequence): none, softmax saves its output, the probabilities probs @ v saves."""
+    return 0
+
+
+@register("saved.eager_mask", "reference")
+def eager_mask_saved(spec: ModelSpec, sh: Shapes, entries: Any, masked: bool) -> Any:
+    """Bytes eager attention's mask saves per call: masked_fill(~ok) keeps the bool [s, s_k]
+    it builds (reference_model/attention.py), ``entries`` of them; none when unmasked."""
+    return entries if masked else 0
+
+
+@register("saved.relative_bias", "reference")
+def relative_bias_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> tuple[Any, Any]:
+    """(bytes per layer, under {stack}.layers.self_attn; bytes once, under {stack}.pos) the
+    relative position bias saves: every layer's embedding(buckets) keeps the bucket ids."""
+    st = sh.stack(stack)
+    side = st.window if st.pattern == "chunked" else s  # chunked: one [c, c] bias for all
+    return side * side * INDEX_BYTES, 0
+
+
+@register("saved.token_type", "reference")
+def token_type_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
+    """Bytes the segment embedding saves: its ids [b, s] int64 (an input)."""
+    return sh.b * s * INDEX_BYTES
+
+
+@register("saved.cross_mask", "reference")
+def cross_mask_saved(spec: ModelSpec, sh: Shapes, s: Any, s_src: Any) -> Any:
+    """Bytes the cross-attentions of a stack save once between them (reference: none)."""
+    return 0
+
+
+@register("saved.positions", "reference")
+def positions_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
+    """Bytes the stack's positional module saves when the stack calls it (learned only)."""
+    if spec.position == "learned":
+        return s * INDEX_BYTES  # position ids [s] (+ offset: a new tensor)
+    return 0  # sinusoidal: a buffer lookup; rotary / relative: per layer (saved.rotary.layer)

@@ -1,0 +1,325 @@
+"""Workload: what is run on a ModelSpec (training step, prefill, incremental decoding), in which
+precision, and the defaults a workload leaves to the model, resolved by the functions below.
+
+Workload is a frozen pydantic model that rejects unknown fields; derived defaults
+(compute_dtype, kv_cache_dtype) are filled only when absent. The ``resolved_*`` functions say
+what an unset field means for a given spec (pattern and window per stack, prompt and decoder
+lengths, optimizer implementation); estimator/shapes.py calls them once per estimate and the
+reference model (reference_model/) builds itself from the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from estimator.spec.dtypes import DType, FloatDType, KVCacheDType
+from estimator.spec.errors import SpecError, UnsupportedError
+from estimator.spec.model import ModelSpec
+
+Mode = Literal["train", "prefill", "decode"]
+Optimizer = Literal["adamw", "adam", "sgd", "sgd-momentum", "adafactor", "adamw-8bit", "none"]
+OptimizerImpl = Literal["fused", "foreach", "forloop"]
+Checkpointing = Literal["none", "full"]
+AttentionImpl = Literal["eager", "fused"]
+AttentionPattern = Literal["full", "causal", "sliding_window", "chunked"]
+CausalFlops = Literal["full", "triangle"]
+Autocast = Literal["bf16", "fp16"]
+
+_TORCH_IMPLS = ("fused", "foreach", "forloop")
+#: the implementations each optimizer's step runs as (Workload.optimizer_impl)
+IMPLS: dict[str, tuple[str, ...]] = {
+    "adamw": _TORCH_IMPLS,
+    "adam": _TORCH_IMPLS,
+    "sgd": _TORCH_IMPLS,
+    "sgd-momentum": _TORCH_IMPLS,
+    "adafactor": ("foreach", "forloop"),  # torch.optim.Adafactor has no fused kernel
+    "adamw-8bit": ("fused",),  # bitsandbytes' own blockwise kernel
+    "none": (),
+}
+
+
+#: the longest decode asked for: the per-step FLOPs and roofline times list every step
+MAX_NEW_TOKENS = 2**17
+
+
+class Workload(BaseModel):
+    """What is run: training step, prefill, or incremental decoding, and in which precision.
+
+    Decode convention: the prompt (prompt_len tokens) is prefilled, then ``new_tokens``
+    decode steps each feed one token; after step t the self-attention cache holds
+    prompt_len + t positions (capped by a sliding window).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode = "train"
+    batch_size: int = Field(1, gt=0)
+    seq_len: int = Field(512, gt=0, description="input length (encoder input for enc-dec)")
+    target_len: int | None = Field(
+        None, gt=0, description="decoder length, enc-dec; default seq_len"
+    )
+    prompt_len: int | None = Field(
+        None, gt=0, description="decode: prompt; default seq_len (decoder-only) or 1 (enc-dec)"
+    )
+    new_tokens: int = Field(
+        1,
+        gt=0,
+        le=MAX_NEW_TOKENS,
+        description="decode: number of one-token steps (the estimate walks every step)",
+    )
+    dtype: DType = Field("fp32", description="dtype the weights are stored in")
+    compute_dtype: FloatDType | None = Field(
+        None, description="activations; default dtype, or bf16 for int8/int4 weights"
+    )
+    master_weights: bool = Field(False, description="mixed precision: fp32 master copy")
+    autocast: Autocast | None = Field(
+        None,
+        description="train under torch.autocast(device, dtype): fp32 weights, grads and "
+        "optimizer states; matmuls run in this dtype on cast copies (estimator/autocast.py)",
+    )
+    optimizer: Optimizer = "adamw"
+    optimizer_impl: OptimizerImpl | None = Field(
+        None,
+        description="how the step runs: fused kernel, foreach (whole tensor lists) or a "
+        "for-loop over parameters; default: what torch picks on `device` "
+        "(resolved_optimizer_impl)",
+    )
+    checkpointing: Checkpointing = "none"
+    attention_impl: AttentionImpl = "eager"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    attention_pattern: AttentionPattern | None = Field(
+        None,
+        description="default: causal for "
+        "decoders, full for encoders, "
+        "sliding_window if the model has one",
+    )
+    window: int | None = Field(None, gt=0, description="sliding_window width / chunk size")
+    kv_cache: bool = True
+    use_cache: bool | None = Field(
+        None,
+        description="training: whether the forward builds a KV cache as it runs (transformers' "
+        "use_cache; what attention saves can differ). None: the model's own default "
+        "(transformers' decoder LMs: True, config.use_cache)",
+    )
+    kv_cache_dtype: KVCacheDType | None = Field(
+        None, description="default: compute_dtype; fp8 (e4m3 / e5m2) as serving stacks offer"
+    )
+    rope_scaling: float | None = Field(
+        None,
+        ge=1.0,
+        description="rotary models: the factor a RoPE scaling (linear, dynamic NTK, YaRN) "
+        "stretches max_seq_len by; without it a rotary model's context ends at max_seq_len",
+    )
+    causal_flops: CausalFlops = Field(
+        "full",
+        description="causal attention FLOPs: the full "
+        "s x s rectangle (as FlopCounterMode) or the triangle",
+    )
+    device: Literal["cuda", "cpu"] = Field(
+        "cuda",
+        description="the kernels the prediction "
+        "assumes: what autograd saves differs by device, "
+        "e.g. dropout masks are bool on CUDA, compute dtype "
+        "on CPU; the CPU flash-attention kernel saves q, k, "
+        "v, its output and the fp32 logsumexp, no RNG state",
+    )
+
+    @model_validator(mode="after")
+    def _check_and_fill(self) -> Workload:
+        def fail(field: str, value: object, allowed: str) -> None:
+            raise SpecError(f"{field}={value!r} is invalid: {allowed}")
+
+        if self.compute_dtype is None:
+            weights_are_int = self.dtype in ("int8", "int4")
+            object.__setattr__(self, "compute_dtype", "bf16" if weights_are_int else self.dtype)
+        if self.kv_cache_dtype is None:
+            object.__setattr__(self, "kv_cache_dtype", self.compute_dtype)
+        if self.mode == "train" and self.dtype in ("int8", "int4"):
+            fail("dtype", self.dtype, "training needs fp32, fp16 or bf16 weights")
+        if self.master_weights and self.dtype not in ("fp16", "bf16"):
+            fail(
+                "master_weights",
+                True,
+                f"an fp32 master copy needs dtype fp16 or bf16, not {self.dtype!r}",
+            )
+        if self.autocast is not None:
+            self._check_autocast(fail)
+        if self.optimizer_impl is not None:
+            allowed = IMPLS[self.optimizer]
+            if self.optimizer_impl not in allowed:
+                fail(
+                    "optimizer_impl",
+                    self.optimizer_impl,
+                    f"optimizer={self.optimizer!r} runs as {' | '.join(allowed) or 'no step'}",
+                )
+        if self.attention_pattern in ("sliding_window", "chunked") and self.window is None:
+            fail("window", None, f"attention_pattern={self.attention_pattern!r} needs a window")
+        if self.window is not None and self.attention_pattern not in ("sliding_window", "chunked"):
+            fail(
+                "window",
+                self.window,
+                "it applies only with attention_pattern='sliding_window' or 'chunked' "
+                f"(attention_pattern={self.attention_pattern!r} would ignore it)",
+            )
+        return self
+
+    def _check_autocast(self, fail: Any) -> None:
+        """torch.autocast casts fp32 weights per op: it needs fp32 weights (dtype), fp32
+        activations outside the cast ops (compute_dtype) and no master copy (the weights are
+        the master). Only a training step is modelled (check_compatible)."""
+        if self.dtype != "fp32":
+            fail(
+                "dtype",
+                self.dtype,
+                f"autocast={self.autocast!r} needs fp32 weights (torch.autocast casts them per "
+                "op); for pure low-precision training give dtype without autocast",
+            )
+        if self.compute_dtype != "fp32":
+            fail(
+                "compute_dtype",
+                self.compute_dtype,
+                f"autocast={self.autocast!r} picks the dtype per op: leave compute_dtype fp32",
+            )
+
+    @property
+    def is_training(self) -> bool:
+        return self.mode == "train"
+
+    def replace(self, **update: Any) -> Workload:
+        """A validated copy with ``update`` applied (``model_copy`` skips validation)."""
+        return Workload.model_validate(self.model_dump(exclude_unset=True) | update)
+
+
+def revalidated(spec: ModelSpec, workload: Workload) -> tuple[ModelSpec, Workload]:
+    """``spec`` and ``workload`` validated again: a ``model_copy(update=...)`` bypasses the
+    field constraints (``seq_len=-5`` would give negative FLOPs); SpecError / ValidationError
+    for such a copy. Cheap next to an estimate."""
+    return (
+        ModelSpec.model_validate(spec.model_dump()),
+        Workload.model_validate(workload.model_dump()),
+    )
+
+
+def check_compatible(
+    spec: ModelSpec, workload: Workload, unsupported: Callable[[], str | None] | None = None
+) -> None:
+    """Raise SpecError for a workload the model cannot run (e.g. decode on an encoder, a
+    context past the model's positions). ``unsupported``: what the estimator's rules do not
+    model for this run (a one-line reason, or None), asked for in its place among the checks
+    (estimator.estimate.check_supported passes it); UnsupportedError with the reason."""
+    if workload.mode == "decode" and spec.arch == "encoder":
+        raise SpecError(
+            f"mode='decode' is invalid for arch='encoder' ({spec.name}): "
+            "decode needs a decoder; use train or prefill"
+        )
+    if workload.target_len is not None and spec.arch != "encoder-decoder":
+        raise SpecError(
+            f"target_len={workload.target_len} is only for encoder-decoder models, "
+            f"not arch={spec.arch!r}"
+        )
+    if spec.is_patch_input and workload.seq_len != spec.n_positions:
+        raise SpecError(
+            f"seq_len={workload.seq_len} is invalid for patch input: "
+            f"{spec.name} sees {spec.n_positions} positions (patches + class token)"
+        )
+    if workload.rope_scaling is not None and spec.position != "rotary":
+        raise SpecError(
+            f"rope_scaling={workload.rope_scaling} is invalid for {spec.name}: "
+            f"it has {spec.position} positions, not rotary"
+        )
+    if workload.autocast and workload.mode != "train":
+        raise UnsupportedError(
+            f"autocast={workload.autocast!r} is modelled for mode='train' only, not "
+            f"mode={workload.mode!r}"
+        )
+    why = unsupported() if unsupported is not None else None
+    if why:
+        raise UnsupportedError(why)
+    limit = context_limit(spec, workload)
+    if limit is not None:
+        longest = max(workload.seq_len, workload.target_len or 0)
+        if workload.mode == "decode":
+            longest = max(longest, resolved_prompt_len(spec, workload) + workload.new_tokens)
+        if longest > limit:
+            raise SpecError(f"seq_len={longest} is invalid: {context_limit_text(spec, workload)}")
+
+
+def context_limit(spec: ModelSpec, workload: Workload) -> int | None:
+    """Most tokens one sequence may hold (prompt + new tokens in decode), None when unlimited.
+
+    Learned positions: the table's rows (max_seq_len). Rotary positions: max_seq_len (the
+    config's max_position_embeddings, what the model was trained on) times
+    ``workload.rope_scaling``; past it a rotary model still runs but is out of distribution,
+    so a longer context is an explicit request. Sinusoidal and relative positions: no limit.
+    """
+    if spec.position == "learned":
+        return spec.max_seq_len
+    if spec.position == "rotary":
+        return int(spec.max_seq_len * (workload.rope_scaling or 1.0))
+    return None
+
+
+def context_limit_text(spec: ModelSpec, workload: Workload) -> str:
+    """Why the context ends where it does, with the way to raise it (one line)."""
+    limit = context_limit(spec, workload)
+    if spec.position == "learned":
+        return f"{spec.name} has learned positions for at most max_seq_len={limit} tokens"
+    if workload.rope_scaling:
+        return (
+            f"{spec.name} has rotary positions for max_seq_len={spec.max_seq_len} tokens, "
+            f"x rope_scaling={workload.rope_scaling:g} = {limit}"
+        )
+    return (
+        f"{spec.name} has rotary positions for max_seq_len={limit} tokens "
+        "(rope_scaling, --rope-scaling FACTOR, raises it FACTOR-fold)"
+    )
+
+
+def resolved_prompt_len(spec: ModelSpec, workload: Workload) -> int:
+    """Decode prompt length: given, else seq_len (decoder-only) or 1 start token (enc-dec)."""
+    if workload.prompt_len is not None:
+        return workload.prompt_len
+    return 1 if spec.arch == "encoder-decoder" else workload.seq_len
+
+
+def resolved_pattern(spec: ModelSpec, workload: Workload, stack: str) -> tuple[str, int | None]:
+    """Self-attention pattern and window of ``stack`` for this workload.
+
+    ``workload.attention_pattern`` applies to the model's own stack (the encoder of an
+    encoder-only model, the decoder otherwise); the encoder of an encoder-decoder model always
+    attends fully. Left out, decoders are causal (sliding-window where the model has one).
+    """
+    own_stack = "encoder" if spec.arch == "encoder" else "decoder"
+    if stack == own_stack and workload.attention_pattern is not None:
+        return workload.attention_pattern, workload.window
+    if stack == "encoder":
+        return "full", None
+    if spec.sliding_window is not None:
+        return "sliding_window", spec.sliding_window
+    return "causal", None
+
+
+def resolved_optimizer_impl(workload: Workload) -> str | None:
+    """The given ``optimizer_impl``, else what torch picks on ``workload.device``: Adam, AdamW
+    and SGD call _default_to_fused_or_foreach(use_fused=False) (torch/optim/optimizer.py):
+    foreach when every parameter is on a foreach device (cuda), else the for-loop (cpu).
+    Adafactor runs foreach only when asked (_adafactor.py adafactor: ``if foreach``)."""
+    if workload.optimizer == "none":
+        return None
+    if workload.optimizer_impl is not None:
+        return workload.optimizer_impl
+    if workload.optimizer == "adamw-8bit":
+        return "fused"
+    if workload.optimizer == "adafactor":
+        return "forloop"
+    return "foreach" if workload.device == "cuda" else "forloop"
+
+
+def decoder_len(spec: ModelSpec, workload: Workload) -> int:
+    """Tokens of one full decoder pass: s_t (default s) for encoder-decoder, else s."""
+    if spec.arch == "encoder-decoder":
+        return workload.target_len or workload.seq_len
+    return workload.seq_len

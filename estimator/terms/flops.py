@@ -1,0 +1,216 @@
+"""FLOPs per module of the reference model: forward, backward, recompute; decode costs.
+
+Counting convention (as ``torch.utils.flop_counter.FlopCounterMode`` counts): matmul-like ops
+only (mm, bmm, addmm, conv, sdpa), 2 FLOPs per multiply-add; a bias add inside addmm, norms,
+softmax, activations, rotary, dropout and the loss are elementwise and NOT counted. Embedding
+lookups are 0 FLOPs. Terms: ``forward.<module>``, ``backward.<module>``, ``recompute.<module>``.
+
+Closed forms (n = b * s_q query tokens of one pass, per layer, times L in one place):
+  q_proj, o_proj          2 n d (h d_h)          k_proj, v_proj   2 n_kv d (h_kv d_h)
+  self_attn.scores, .mix  2 b h A d_h each        (eager)  A = (query, key) pairs per head
+  self_attn.sdpa          2 * 2 b h A d_h         (fused: both matmuls, as FlopCounterMode)
+  ffn.up, ffn.gate        2 n d d_ff              ffn.down         2 n d_ff d
+  head_transform.dense 2 n d d (BERT MLM); lm_head 2 n d V; pooler.proj 2 b d d (first
+  position); classifier 2 b d n_labels (pooled / first position); patch.proj 2 b n_patches d c p^2.
+A = s_q * s_k under causal_flops="full" (the rectangle eager attention and FlopCounterMode
+compute, masked entries included); under "triangle" only the unmasked pairs: causal
+s(s+1)/2, sliding window the band, chunked per chunk. Chunked attention is computed chunk by
+chunk: ceil(s/c) blocks of c x c (the last one padded) in both eager and fused. Cross-attention:
+A = s_t * s_src. Decode step with a cache: one query against the cached positions.
+Backward: 2x forward for every matmul (grad of input and of weight; both operands of the
+attention matmuls need grad); fused sdpa backward counts 5 matmuls (it recomputes the scores:
+2.5x forward, as FlopCounterMode's sdpa_backward_flop); ViT patch.proj sees pixels that need no
+grad: weight grad only (1x). Checkpointing "full" recomputes each layer's forward in backward
+(``recompute.`` terms). Note: on CPU, FlopCounterMode has no formula for
+``_scaled_dot_product_flash_attention_for_cpu`` (it counts 0); the sdpa terms follow the CUDA
+kernels. Sources: Vaswani et al. 2017 (the layer); Kaplan et al. 2020 eq. 2.1-2.2 (C_forward
+~ 2N + 2 n_layer n_ctx d_attn, training ~ 6N per token); Dao et al. 2022 (flash backward
+recomputation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from estimator.shapes import Shapes, attention_pairs, cached_positions
+from estimator.spec.model import ModelSpec
+
+Terms = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PassShape:
+    """One forward pass of a stack: b sequences of s_q query tokens."""
+
+    b: Any
+    s_q: Any
+    pairs: Any  # self-attention (query, key) pairs per head and sequence
+    s_src: Any = 0  # cross-attention keys (0: no cross-attention)
+    cross_kv: bool = True  # the cross k_proj / v_proj run in this pass (False: cached)
+
+
+def full_pass(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any = 0) -> PassShape:
+    """A pass over s tokens of ``stack`` with its own pattern (training, prefill, no cache)."""
+    st = sh.stack(stack)
+    pairs = attention_pairs(st.pattern, st.window, st.causal, s, sh.causal_flops)
+    return PassShape(sh.b, s, pairs, s_src)
+
+
+def _attention(spec: ModelSpec, fused: bool, b: Any, s_q: Any, s_kv: Any, pairs: Any,
+               kv: bool, math: bool = False) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+    """(forward, backward) of one attention block; s_kv tokens feed k_proj / v_proj.
+    ``math``: fused attention runs torch's math sdpa (chunked blocks, reference_model/
+    attention.py Attention.chunked), whose backward does not recompute the scores."""
+    d, h, h_kv, d_h = spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
+    t: dict[str, tuple[Any, Any]] = {}
+    q = 2 * b * s_q * d * h * d_h  # [b*s_q, d] @ [d, h*d_h]
+    t["q_proj"] = (q, 2 * q)
+    if kv:
+        k = 2 * b * s_kv * d * h_kv * d_h  # [b*s_kv, d] @ [d, h_kv*d_h]
+        t["k_proj"] = (k, 2 * k)
+        t["v_proj"] = (k, 2 * k)
+    one = 2 * b * h * pairs * d_h  # [b,h,s_q,d_h] @ [b,h,d_h,s_k], pairs = s_q*s_k (full)
+    if fused and math:  # math sdpa (chunked blocks): autograd through its ops, no recompute
+        t["sdpa"] = (2 * one, 4 * one)
+    elif fused:
+        t["sdpa"] = (2 * one, 5 * one)  # scores + mix; backward recomputes the scores
+    else:
+        t["scores"] = (one, 2 * one)  # Q K^T
+        t["mix"] = (one, 2 * one)  # [b,h,s_q,s_k] @ [b,h,s_k,d_h]
+    o = 2 * b * s_q * h * d_h * d  # [b*s_q, h*d_h] @ [h*d_h, d]
+    t["o_proj"] = (o, 2 * o)
+    return t
+
+
+def _layer(spec: ModelSpec, sh: Shapes, p: PassShape, stack: str) -> dict[str, tuple[Any, Any]]:
+    """(forward, backward) FLOPs of ONE layer, names relative to ``{stack}.layers``."""
+    b, s_q, d, d_ff = p.b, p.s_q, spec.d_model, spec.d_ff
+    fused = sh.attention_impl == "fused"
+    math = sh.stack(stack).pattern == "chunked" and s_q > 1
+    self_attn = _attention(spec, fused, b, s_q, s_q, p.pairs, True, math)
+    t = {f"self_attn.{k}": v for k, v in self_attn.items()}
+    if p.s_src:
+        cross = _attention(spec, fused, b, s_q, p.s_src, s_q * p.s_src, p.cross_kv)
+        t.update({f"cross_attn.{k}": v for k, v in cross.items()})
+    up = 2 * b * s_q * d * d_ff  # [b*s, d] @ [d, d_ff]
+    t["ffn.up"] = (up, 2 * up)
+    if spec.gated:
+        t["ffn.gate"] = (up, 2 * up)  # [b*s, d] @ [d, d_ff]
+    t["ffn.down"] = (up, 2 * up)  # [b*s, d_ff] @ [d_ff, d]
+    return t
+
+
+def stack_terms(spec: ModelSpec, sh: Shapes, stack: str, p: PassShape,
+                n_logits: Any = 0) -> Terms:  # fmt: skip
+    """forward/backward/recompute terms of one pass of ``stack`` (+ the heads it feeds)."""
+    L = dict(spec.stacks)[stack]
+    train = sh.training
+    recompute = train and sh.checkpointing == "full"
+    out: Terms = {}
+
+    def add(name: str, fwd: Any, bwd: Any, per_layer: bool = False) -> None:
+        n = L if per_layer else 1
+        out[f"forward.{name}"] = out.get(f"forward.{name}", 0) + n * fwd
+        if train:
+            out[f"backward.{name}"] = out.get(f"backward.{name}", 0) + n * bwd
+        if recompute and per_layer:
+            out[f"recompute.{name}"] = out.get(f"recompute.{name}", 0) + n * fwd
+
+    if spec.is_patch_input:
+        c, ps = spec.n_channels, spec.patch_size
+        conv = 2 * p.b * spec.n_patches * spec.d_model * c * ps * ps  # conv [b,c,H,W] -> [b,d,..]
+        add(f"{stack}.patch.proj", conv, conv)  # pixels need no grad: weight grad only
+    for name, (fwd, bwd) in _layer(spec, sh, p, stack).items():
+        add(f"{stack}.layers.{name}", fwd, bwd, per_layer=True)
+    d = spec.d_model
+    if spec.pooler and stack == spec.stacks[-1][0]:
+        pool = 2 * p.b * d * d  # [b, d] @ [d, d], first position
+        add("pooler.proj", pool, 2 * pool)
+    if spec.n_labels and stack == spec.stacks[-1][0]:
+        cls = 2 * p.b * d * spec.n_labels  # [b, d] @ [d, n_labels]
+        add("classifier", cls, 2 * cls)
+    if n_logits and spec.head_transform:
+        dense = 2 * n_logits * d * d  # [n, d] @ [d, d]
+        add("head_transform.dense", dense, 2 * dense)
+    if n_logits and spec.lm_head:
+        head = 2 * n_logits * d * spec.vocab_size  # [n, d] @ [d, V]
+        add("lm_head", head, 2 * head)
+    return out
+
+
+def merge(*parts: Terms) -> Terms:
+    out: Terms = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _full_model(spec: ModelSpec, sh: Shapes, s_dec: Any) -> Terms:
+    """One full forward (+ backward in training): encoder on s, decoder on s_dec tokens."""
+    b, s = sh.b, sh.s
+    parts = []
+    if spec.arch == "encoder":
+        parts.append(stack_terms(spec, sh, "encoder", full_pass(spec, sh, "encoder", s),
+                                 n_logits=b * s))  # fmt: skip
+    else:
+        s_src = s if spec.arch == "encoder-decoder" else 0
+        if s_src:
+            parts.append(stack_terms(spec, sh, "encoder", full_pass(spec, sh, "encoder", s)))
+        dec = full_pass(spec, sh, "decoder", s_dec, s_src)
+        parts.append(stack_terms(spec, sh, "decoder", dec, n_logits=b * s_dec))
+    return merge(*parts)
+
+
+def decode_step(spec: ModelSpec, sh: Shapes, t: Any, cache: bool) -> Terms:
+    """Forward terms of decode step t: with a cache one query, else the whole P + t prefix."""
+    seen = sh.prompt + t
+    if not cache:
+        p = full_pass(spec, sh, "decoder", seen, sh.s_src)
+        return stack_terms(spec, sh, "decoder", p, n_logits=sh.b * seen)
+    st = sh.stack("decoder")
+    p = PassShape(sh.b, 1, cached_positions(st.pattern, st.window, seen), sh.s_src, cross_kv=False)
+    return stack_terms(spec, sh, "decoder", p, n_logits=sh.b)
+
+
+def prefill_terms(spec: ModelSpec, sh: Shapes) -> Terms:
+    """Decode's prefill: the encoder on s (encoder-decoder) and the decoder on the P prompt."""
+    return _full_model(spec, sh, sh.prompt)
+
+
+def decode_flops(spec: ModelSpec, sh: Shapes) -> dict[str, Any]:
+    """Prefill, per-step and total FLOPs of N decode steps with and without a KV cache (the
+    fields of breakdown.DecodeFlops), step by step.
+
+    With a cache step t costs the projections of one token plus attention over the P + t
+    cached positions: O(n d^2 + n d) per step, O(n^2 d) in total for attention. Without a
+    cache step t re-runs the P + t prefix: O(n^2 d) per step, O(n^3 d) for attention in total.
+    """
+    pre = sum(prefill_terms(spec, sh).values())
+    steps = range(1, sh.new_tokens + 1)
+    with_cache = [sum(decode_step(spec, sh, t, True).values()) for t in steps]
+    without = [sum(decode_step(spec, sh, t, False).values()) for t in steps]
+    return {
+        "prefill_flops": pre,
+        "per_step_flops": with_cache,
+        "per_step_flops_without_cache": without,
+        "total_with_cache_flops": pre + sum(with_cache),
+        "total_without_cache_flops": pre + sum(without),
+    }
+
+
+def flops(spec: ModelSpec, sh: Shapes) -> Terms:
+    """FLOPs per term; see the module docstring for formulas and conventions.
+
+    train: forward + backward (+ recompute) of one step, loss on all decoder positions.
+    prefill: one forward over s (s_t for the decoder of an encoder-decoder model), logits on
+    all positions. decode: the prefill plus N steps (with the KV cache unless kv_cache=False),
+    all as ``forward.`` terms; ``decode_flops`` splits them per step.
+    """
+    if sh.mode == "decode":
+        steps = [decode_step(spec, sh, t, sh.kv_cache) for t in range(1, sh.new_tokens + 1)]
+        terms = merge(prefill_terms(spec, sh), *steps)
+    else:
+        terms = _full_model(spec, sh, sh.s_dec)
+    return {k: v for k, v in terms.items() if v}

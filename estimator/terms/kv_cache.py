@@ -1,0 +1,70 @@
+"""KV cache bytes: keys and values kept per layer for incremental decoding.
+
+Closed form (Shazeer 2019 MQA, Ainslie et al. 2023 GQA: only h_kv heads are cached):
+  {stack}.layers.self_attn   = 2 * L * b * T * h_kv * d_h * bytes   (keys + values)
+  decoder.layers.cross_attn  = 2 * L_dec * b * s_src * h_kv * d_h * bytes   (encoder-decoder)
+T is the number of cached positions: decode P + N after the last step, prefill s (the cache the
+prefill fills); capped by the pattern (docs/glossary.md): a sliding window w keeps min(T, w)
+positions, a chunk c keeps the current chunk's (T - 1) % c + 1 (rule ``kv.positions``: an
+implementation may keep more). Only decoder stacks cache; the cross-attention cache holds the
+keys and values of the s_src encoder outputs, computed once. No cache (no terms) in training
+or when ``workload.kv_cache`` is False. bytes is the size of the KV cache dtype (int4 packs two
+values per byte).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.rules.registry import rule
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import nbytes
+from estimator.spec.model import ModelSpec
+from estimator.sym import vmax
+
+Terms = dict[str, Any]
+
+
+def kv_cache_at(spec: ModelSpec, sh: Shapes, step: Any | None = None) -> Terms:
+    """KV cache bytes after decode step ``step`` (0: after the prefill; None: the last step)."""
+    if sh.mode == "train" or not sh.kv_cache or spec.n_decoder_layers == 0:
+        return {}
+    b, L = sh.b, spec.n_decoder_layers
+    h_kv, d_h, dtype = spec.n_kv_heads, spec.head_dim, sh.kv_dtype
+    st = sh.stack("decoder")
+    if sh.mode == "decode":  # tokens through the decoder self-attention: P + t
+        seen = sh.prompt + (sh.new_tokens if step is None else step)
+    else:
+        seen = sh.s_dec
+    last_step = sh.new_tokens if step is None else step
+    new = 1 if sh.mode == "decode" and last_step else seen  # the last pass's tokens
+    T = rule("kv.positions", spec)(st.pattern, st.window, seen, new)
+    terms = {"decoder.layers.self_attn": L * nbytes(2 * b * T * h_kv * d_h, dtype)}  # K, V
+    if spec.arch == "encoder-decoder":
+        terms["decoder.layers.cross_attn"] = L * nbytes(2 * b * sh.s_src * h_kv * d_h, dtype)
+    return terms
+
+
+def kv_cache(spec: ModelSpec, sh: Shapes) -> Terms:
+    """KV cache bytes per term after the last decode step (prefill: after the prefill)."""
+    return kv_cache_at(spec, sh)
+
+
+def kv_cache_growth_bytes(spec: ModelSpec, sh: Shapes) -> list[Any]:
+    """Total cache bytes after the prefill (index 0) and after each decode step t = 1..N."""
+    steps = sh.new_tokens if sh.mode == "decode" else 0
+    return [sum(kv_cache_at(spec, sh, t).values()) for t in range(steps + 1)]
+
+
+def kv_cache_max_bytes(spec: ModelSpec, sh: Shapes) -> Any:
+    """Largest cache over the run: the last step, or a full chunk when one was filled."""
+    last = sum(kv_cache(spec, sh).values())
+    if sh.mode != "decode":
+        return last
+    last = vmax(last, sum(kv_cache_at(spec, sh, 0).values()))  # a prefill kept whole (hf)
+    st = sh.stack("decoder")
+    p, n = sh.prompt, sh.new_tokens
+    if st.pattern == "chunked" and (p + n) // st.window > (p - 1) // st.window:  # a chunk full
+        full = sh.with_sizes(spec, new_tokens=st.window, prompt_len=st.window)
+        return vmax(last, sum(kv_cache_at(spec, full, 0).values()))
+    return last
