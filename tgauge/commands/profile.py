@@ -156,7 +156,7 @@ def reference_target(
     spec = load_spec(model_arg, impl)
     check_compatible(spec, workload)
     if device == "cpu":
-        from tgauge.commands.validate import available_bytes, check_host_memory
+        from tgauge.devices import available_bytes, check_host_memory
 
         check_host_memory([(spec, workload)], available_bytes("cpu"))
     try:
@@ -199,7 +199,7 @@ def load_target(model_arg: str, workload: Workload, device: str, impl: str | Non
         spec, config = load_model(model_arg, impl)
         _check_hf_limits(config, workload)
         if device == "cpu":
-            from tgauge.commands.validate import available_bytes, check_host_memory
+            from tgauge.devices import available_bytes, check_host_memory
 
             check_host_memory([(spec, workload)], available_bytes("cpu"))
         return hf_target(config, workload, device)
@@ -280,7 +280,7 @@ def profile_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
     """Measure MODEL (parameters, saved activations, live memory, FLOPs, time, KV cache)."""
-    from tgauge.commands.validate import check_device
+    from tgauge.devices import check_device
 
     require("torch", "tgauge profile")
     check_device(device, ("cpu", "cuda", "meta"))
