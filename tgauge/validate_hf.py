@@ -61,8 +61,8 @@ def validate_hf(
     peak; prefill FLOPs and the peak; decode the cache after the prefill and every step."""
     import torch
 
-    from tgauge.commands.profile import hf_target
     from tgauge.hf_terms import base_prefix
+    from tgauge.targets import hf_target
 
     torch.manual_seed(0)
     target = hf_target(config, workload, device)
