@@ -14,6 +14,9 @@ from typing import Any
 from estimator.spec import Workload
 from tgauge.app import UserError
 
+#: Workload.dtype -> the name of the torch dtype the model is built in
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
 #: Workload.attention_impl -> transformers' attn_implementation
 ATTN_IMPLEMENTATION = {"eager": "eager", "fused": "sdpa"}
 
@@ -71,12 +74,19 @@ def _architecture(config: dict[str, Any], transformers: Any, cfg: Any) -> str:
     raise UserError(f"model_type={config.get('model_type')!r} has no model class")
 
 
+def _torch_dtype(workload: Workload) -> Any:
+    import torch
+
+    name = workload.dtype
+    if name not in _TORCH_DTYPES:
+        raise UserError(f"--dtype={name!r} cannot be profiled; use fp32, fp16 or bf16")
+    return getattr(torch, _TORCH_DTYPES[name])
+
+
 def build_hf_model(config: dict[str, Any], workload: Workload, device: str) -> HFModel:
     """The class ``architectures`` names, random init on ``device`` in the workload's dtype."""
     import torch
     import transformers
-
-    from tgauge.commands.profile import _torch_dtype
 
     # this process only builds and measures: transformers' advice on the config (token ids
     # outside a small vocabulary, an unset loss_type) is noise in the output

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.spec import Workload
-from tgauge.validate import (
+from tgauge.comparison import (
     Point,
     Row,
-    _memory_split,
-    _train_peak_row,
     compare,
     make_row,
+    memory_split,
     state_rows,
+    train_peak_row,
 )
 
 NOTE = "Hugging Face model: HF modules mapped onto glossary terms (tgauge/hf_terms.py)"
@@ -61,8 +61,8 @@ def validate_hf(
     peak; prefill FLOPs and the peak; decode the cache after the prefill and every step."""
     import torch
 
-    from tgauge.commands.profile import hf_target
     from tgauge.hf_terms import base_prefix
+    from tgauge.targets import hf_target
 
     torch.manual_seed(0)
     target = hf_target(config, workload, device)
@@ -96,10 +96,10 @@ def _train(
     mem, measured = est.memory.terms, prof.memory().terms
     point.rows += _param_rows(family, base, est, prof.n_params, prof.weights.total)
     point.rows += state_rows(mem, measured)
-    acts = _memory_split(mem, "activations"), _memory_split(measured, "activations")
+    acts = memory_split(mem, "activations"), memory_split(measured, "activations")
     point.rows += _mapped("memory.activations", "bytes", family, base, *acts)
     point.rows += _flop_rows(family, base, est, prof.flops, ("forward", "backward"))
-    point.rows.append(_train_peak_row(workload, est, prof.live_peak.peak_bytes))
+    point.rows.append(train_peak_row(workload, est, prof.live_peak.peak_bytes))
     point.peak_phase_measured = prof.live_peak.phase
 
 

@@ -13,8 +13,8 @@ transformers = pytest.importorskip("transformers")
 from hf_tiny import CONFIGS, DECODERS, FAMILIES  # noqa: E402
 
 from profiler.run import profile_decode, profile_forward, profile_train_step  # noqa: E402
-from tgauge.commands.profile import hf_target  # noqa: E402
 from tgauge.hf_models import DROPOUT_FIELDS  # noqa: E402
+from tgauge.targets import hf_target  # noqa: E402
 
 F = torch.nn.functional
 # the profiler's runs of every family are repeated by tests/tgauge/test_validate_hf.py: here

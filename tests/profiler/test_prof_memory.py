@@ -149,7 +149,7 @@ def test_cuda_and_nvml_are_not_measured_on_cpu():
         assert nvml.value is None and nvml.note.startswith("not measured")
 
 
-@pytest.mark.parametrize("package", ["profiler", "tgauge.commands.profile"])
+@pytest.mark.parametrize("package", ["profiler", "tgauge.commands.profile", "tgauge.targets"])
 def test_import_does_not_load_torch(package):
     code = f"import sys, {package}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

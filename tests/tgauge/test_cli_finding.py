@@ -208,7 +208,8 @@ def test_validate_draws_progress_on_stderr_and_keeps_json_clean(monkeypatch, tmp
 def test_profile_decode_advances_once_after_prefill_and_each_step(tmp_path):
     pytest.importorskip("torch")
     from estimator.spec import Workload
-    from tgauge.commands.profile import load_target, run_profile
+    from tgauge.commands.profile import run_profile
+    from tgauge.targets import load_target
 
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
     workload = Workload(mode="decode", seq_len=8, new_tokens=5)
@@ -233,7 +234,7 @@ def test_profile_builds_a_cached_hub_id_with_transformers(monkeypatch, tmp_path)
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from estimator.spec import Workload
-    from tgauge.commands.profile import load_target
+    from tgauge.targets import load_target
 
     _cache_model(tmp_path, "org/tiny-gpt", "abc", HF_TINY)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tgauge.validate import TOLERANCES, compare, make_row, tolerance_of
+from tgauge.comparison import TOLERANCES, compare, make_row, tolerance_of
 
 
 def test_tolerance_of_uses_the_longest_quantity_prefix():

@@ -1,13 +1,14 @@
 """Every case of the validation matrix: the estimator's predictions match the reference
-model's measurements on CPU, per term, within tgauge.validate.TOLERANCES (issue 4)."""
+model's measurements on CPU, per term, within tgauge.comparison.TOLERANCES (issue 4)."""
 
 from __future__ import annotations
 
 import pytest
 
 from estimator.spec import Workload
+from tgauge.comparison import TOLERANCES
 from tgauge.matrix import cases
-from tgauge.validate import TOLERANCES, validate_point
+from tgauge.validate import validate_point
 
 CASES = cases()
 EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv_cache")
