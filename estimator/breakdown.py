@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    computed_field,
+)
 
-from estimator.spec import ModelSpec, Workload
+from estimator.spec.model import ModelSpec
+from estimator.spec.workload import Workload
+from estimator.sym import StepSeries
 
 Unit = Literal["params", "bytes", "flops"]
 PeakPhase = Literal["forward", "forward_end", "backward", "optimizer_step", "prefill", "decode"]
@@ -43,6 +52,23 @@ class Breakdown(BaseModel):
         )
 
 
+def _steps(value: Any) -> list[int] | StepSeries:
+    """A per-step list as given, or a StepSeries kept lazy (its values are computed when
+    read: a compiled decode estimate costs the same at any number of steps)."""
+    if isinstance(value, StepSeries):
+        return value
+    return _INT_LIST.validate_python(value)
+
+
+_INT_LIST: TypeAdapter[list[int]] = TypeAdapter(list[int])
+#: N ints, one per decode step: a list, or a StepSeries (estimator/sym.py) that reads as one
+StepList = Annotated[
+    Any,
+    PlainValidator(_steps, json_schema_input_type=list[int]),
+    PlainSerializer(list, return_type=list[int]),
+]
+
+
 class DecodeFlops(BaseModel):
     """FLOPs of incremental decoding: prefill P tokens, then N one-token steps.
 
@@ -54,8 +80,8 @@ class DecodeFlops(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prefill_flops: int
-    per_step_flops: list[int]
-    per_step_flops_without_cache: list[int]
+    per_step_flops: StepList
+    per_step_flops_without_cache: StepList
     total_with_cache_flops: int
     total_without_cache_flops: int
 

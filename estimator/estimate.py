@@ -143,4 +143,10 @@ def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Es
     sh = resolve(spec, workload)
     if sh.training and workload.optimizer_impl != sh.optimizer_impl:  # say which torch picks
         workload = workload.model_copy(update={"optimizer_impl": sh.optimizer_impl})
-    return assemble(spec, workload, sh, raw_estimate(spec, sh))
+    if direct:
+        raw = raw_estimate(spec, sh)
+    else:
+        from estimator.compiled import evaluate
+
+        raw = evaluate(raw_estimate, spec, workload)
+    return assemble(spec, workload, sh, raw)

@@ -21,14 +21,15 @@ NO_CIRCLES = PACKAGES
 #: listed before it; of rules/, the parts above it import only the registry and the tracker
 #: (they look rules up by kind, never import a rule module)
 LAYERS = (
+    ("estimator.sym", "estimator.symbolic", "estimator.sums"),
     ("estimator.spec",),
-    ("estimator.sym", "estimator.symbolic", "estimator.breakdown"),
+    ("estimator.breakdown",),
     ("estimator.shapes",),
+    ("estimator.compiled",),
     ("estimator.rules",),
     ("estimator.terms",),
     ("estimator.replay",),
     ("estimator.estimate",),
-    ("estimator.compiled",),
     ("estimator.plan",),
     ("estimator",),
 )

@@ -163,15 +163,30 @@ def _full_model(spec: ModelSpec, sh: Shapes, s_dec: Any) -> Terms:
     return merge(*parts)
 
 
+def step_pairs(sh: Shapes, seen: Any, cache: bool) -> Any:
+    """(query, key) pairs per head of a decode step that brings the decoder to ``seen`` tokens:
+    with a cache one query against the cached positions, else a full pass over all of them."""
+    st = sh.stack("decoder")
+    if cache:
+        return cached_positions(st.pattern, st.window, seen)
+    return attention_pairs(st.pattern, st.window, st.causal, seen, sh.causal_flops)
+
+
+def decode_step_at(spec: ModelSpec, sh: Shapes, seen: Any, pairs: Any, cache: bool) -> Terms:
+    """Forward terms of the decode step that brings the decoder to ``seen`` tokens, with
+    ``pairs`` (query, key) pairs per head (``step_pairs``): with a cache one query, else the
+    whole prefix again."""
+    if not cache:
+        p = PassShape(sh.b, seen, pairs, sh.s_src)
+        return stack_terms(spec, sh, "decoder", p, n_logits=sh.b * seen)
+    p = PassShape(sh.b, 1, pairs, sh.s_src, cross_kv=False)
+    return stack_terms(spec, sh, "decoder", p, n_logits=sh.b)
+
+
 def decode_step(spec: ModelSpec, sh: Shapes, t: Any, cache: bool) -> Terms:
     """Forward terms of decode step t: with a cache one query, else the whole P + t prefix."""
     seen = sh.prompt + t
-    if not cache:
-        p = full_pass(spec, sh, "decoder", seen, sh.s_src)
-        return stack_terms(spec, sh, "decoder", p, n_logits=sh.b * seen)
-    st = sh.stack("decoder")
-    p = PassShape(sh.b, 1, cached_positions(st.pattern, st.window, seen), sh.s_src, cross_kv=False)
-    return stack_terms(spec, sh, "decoder", p, n_logits=sh.b)
+    return decode_step_at(spec, sh, seen, step_pairs(sh, seen, cache), cache)
 
 
 def prefill_terms(spec: ModelSpec, sh: Shapes) -> Terms:
@@ -179,24 +194,47 @@ def prefill_terms(spec: ModelSpec, sh: Shapes) -> Terms:
     return _full_model(spec, sh, sh.prompt)
 
 
+def decode_steps(spec: ModelSpec, sh: Shapes, cache: bool) -> tuple[Terms, Any]:
+    """(the N decode steps' terms summed, the per-step totals), t = 1..N. With symbolic sizes
+    (estimator/symbolic.py) the sum is a closed form over t: a step's FLOPs are linear in t
+    and in its (query, key) pairs, whose sum over the steps estimator/sums.py gives; the
+    per-step totals then come as ``symbolic.Steps``."""
+    if type(sh.new_tokens) is int and type(sh.prompt) is int:
+        steps = [decode_step(spec, sh, t, cache) for t in range(1, sh.new_tokens + 1)]
+        return merge(*steps), [sum(x.values()) for x in steps]
+    from estimator.symbolic import sum_steps
+
+    st = sh.stack("decoder")
+    if cache:
+        pairs: tuple[Any, ...] = ("sum_cached_positions", st.pattern, st.window)
+    else:
+        pairs = ("sum_attention_pairs", st.pattern, st.window, st.causal, sh.causal_flops)
+    return sum_steps(
+        lambda seen, q: decode_step_at(spec, sh, seen, q, cache),
+        sh.prompt,
+        sh.new_tokens,
+        pairs,
+        lambda seen: step_pairs(sh, seen, cache),
+    )
+
+
 def decode_flops(spec: ModelSpec, sh: Shapes) -> dict[str, Any]:
     """Prefill, per-step and total FLOPs of N decode steps with and without a KV cache (the
-    fields of breakdown.DecodeFlops), step by step.
+    fields of breakdown.DecodeFlops).
 
     With a cache step t costs the projections of one token plus attention over the P + t
     cached positions: O(n d^2 + n d) per step, O(n^2 d) in total for attention. Without a
     cache step t re-runs the P + t prefix: O(n^2 d) per step, O(n^3 d) for attention in total.
     """
     pre = sum(prefill_terms(spec, sh).values())
-    steps = range(1, sh.new_tokens + 1)
-    with_cache = [sum(decode_step(spec, sh, t, True).values()) for t in steps]
-    without = [sum(decode_step(spec, sh, t, False).values()) for t in steps]
+    with_terms, with_cache = decode_steps(spec, sh, True)
+    without_terms, without = decode_steps(spec, sh, False)
     return {
         "prefill_flops": pre,
         "per_step_flops": with_cache,
         "per_step_flops_without_cache": without,
-        "total_with_cache_flops": pre + sum(with_cache),
-        "total_without_cache_flops": pre + sum(without),
+        "total_with_cache_flops": pre + sum(with_terms.values()),
+        "total_without_cache_flops": pre + sum(without_terms.values()),
     }
 
 
@@ -209,8 +247,7 @@ def flops(spec: ModelSpec, sh: Shapes) -> Terms:
     all as ``forward.`` terms; ``decode_flops`` splits them per step.
     """
     if sh.mode == "decode":
-        steps = [decode_step(spec, sh, t, sh.kv_cache) for t in range(1, sh.new_tokens + 1)]
-        terms = merge(prefill_terms(spec, sh), *steps)
+        terms = merge(prefill_terms(spec, sh), decode_steps(spec, sh, sh.kv_cache)[0])
     else:
         terms = _full_model(spec, sh, sh.s_dec)
     return {k: v for k, v in terms.items() if v}
