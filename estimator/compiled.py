@@ -20,6 +20,7 @@ random grids).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from estimator.shapes import Shapes, attention_pairs, cached_positions, resolve
 from estimator.spec.model import ModelSpec
 from estimator.spec.workload import Workload
 from estimator.sym import StepSeries
-from estimator.symbolic import Max, NotTraceable, Steps, Sym, Tracer, _key, tracing
+from estimator.symbolic import Choice, Max, NotTraceable, Steps, Sym, Tracer, _key, tracing
 
 #: the Workload fields that are sizes: the variables of a program (the others are structure)
 SIZES = ("batch_size", "seq_len", "target_len", "prompt_len", "new_tokens")
@@ -35,6 +36,9 @@ SIZES = ("batch_size", "seq_len", "target_len", "prompt_len", "new_tokens")
 _RESOLVE = {"batch_size": "b", "seq_len": "s", "target_len": "target_len",
             "prompt_len": "prompt_len", "new_tokens": "new_tokens"}  # fmt: skip
 MAX_TRACES = 16
+#: direct computation of a structure's points after which a miss is traced (about what a
+#: trace costs: 5-30 ms): the total never exceeds about twice what direct calls would take
+TRACE_AFTER_S = 0.02
 MAX_PROGRAMS = 512
 Build = Callable[[ModelSpec, Shapes], Any]
 
@@ -60,13 +64,14 @@ class _Source:
     """Python source of a trace's function: each atom, monomial and output written once, each
     after what it uses (``lines``)."""
 
-    def __init__(self, tracer: Tracer, n_args: int) -> None:
+    def __init__(self, tracer: Tracer, n_args: int, vector: bool = False) -> None:
         self.tr = tracer
         self.lines: list[str] = []
         self.monomials: dict[tuple[int, ...], str] = {}
         self.n_args = n_args
         self.atoms: set[int] = set()
         self.maxima: dict[Any, str] = {}
+        self.vector = vector  # numpy arrays of points: MAX / MIN elementwise
 
     def var(self, i: int) -> str:
         if i >= self.n_args and i not in self.atoms:  # an atom: its definition first
@@ -109,8 +114,11 @@ class _Source:
             if name is None:
                 cands = ", ".join(self.expr(c) for c in x.cands)
                 name = self.maxima[key] = f"x{len(self.maxima)}"
-                self.lines.append(f"{name} = max({cands})")
+                self.lines.append(f"{name} = {'MAX' if self.vector else 'max'}({cands})")
             return name
+        if type(x) is Choice:  # the label of the first largest value, at each point
+            values = ", ".join(self.expr(v) for v in x.values)
+            return f"{'VPICK' if self.vector else 'PICK'}(({values},), {x.labels!r})"
         if isinstance(x, bool | int | str) or x is None:
             return repr(x)
         raise NotTraceable(f"cannot write {x!r} as source")
@@ -125,15 +133,35 @@ class _Source:
         if kind == "mod":
             return f"{a[0]} % {a[1]}"
         if kind == "min":
-            return f"min({', '.join(a)})"
+            return f"{'MIN' if self.vector else 'min'}({', '.join(a)})"
         if isinstance(kind, tuple) and kind[0] == "call":
+            if self.vector:
+                raise NotTraceable("a closed-form sum over arrays")
             return f"{kind[1]}({', '.join(a)})"
         raise NotTraceable(f"atom {kind!r}")
 
 
+def _is_leaf(x: Any) -> bool:
+    return type(x) in (Sym, Max, Choice, int, str, bool) or x is None
+
+
+def _pick(values: tuple[int, ...], labels: tuple[str, ...]) -> str:
+    """The label of the first largest value (``max(pairs, key=value)``)."""
+    return labels[max(range(len(values)), key=values.__getitem__)]
+
+
+def _vpick(values: tuple[Any, ...], labels: tuple[str, ...]) -> Any:
+    """``_pick`` over arrays of points: an object array of labels."""
+    import numpy as np
+
+    n = max((len(v) for v in values if isinstance(v, np.ndarray)), default=1)
+    stacked = np.stack([np.broadcast_to(np.asarray(v, dtype=np.int64), (n,)) for v in values])
+    return np.array(labels, dtype=object)[np.argmax(stacked, axis=0)]
+
+
 def _leaves(out: Any, found: list[Any]) -> Any:
     """The output with each Sym / Max / Steps replaced by its slot in ``found``."""
-    if type(out) in (Sym, Max):
+    if type(out) in (Sym, Max, Choice):
         found.append(out)
         return _Slot(len(found) - 1)
     if type(out) is Steps:
@@ -189,10 +217,16 @@ class Trace:
 
     def __init__(self, tracer: Tracer, out: Any, n_args: int) -> None:
         found: list[Any] = []
-        self.skeleton = _leaves(out, found)
         src = _Source(tracer, n_args)
         guards = [f"{src.expr(lhs)} {op} {src.expr(rhs)}" for lhs, op, rhs in tracer.guards]
+        if isinstance(out, tuple) and all(_is_leaf(x) for x in out):  # flat: values as is
+            self.skeleton = None
+            found = list(out)
+        else:
+            self.skeleton = _leaves(out, found)
         outputs = [src.expr(x) for x in found]
+        self.tracer, self.leaves, self.n_args = tracer, found, n_args
+        self._vector: Any = None
         text = [f"def trace({', '.join(f'v{i}' for i in range(n_args))}):"]
         text += [f"    {line}" for line in src.lines]
         if guards:
@@ -205,13 +239,82 @@ class Trace:
         namespace: dict[str, Any] = {
             "sum_cached_positions": sums.sum_cached_positions,
             "sum_attention_pairs": sums.sum_attention_pairs,
+            "PICK": _pick,
         }
         exec(compile(self.source, "<estimator.compiled>", "exec"), namespace)  # noqa: S102
         self.fn: Callable[..., tuple[Any, ...] | None] = namespace["trace"]
 
     def __call__(self, *sizes: int) -> Any:
         values = self.fn(*sizes)
-        return None if values is None else _fill(self.skeleton, values)
+        if values is None or self.skeleton is None:
+            return values
+        return _fill(self.skeleton, values)
+
+    # ---- many points at once (numpy) ------------------------------------------------------
+    def vector(self) -> Callable[..., tuple[Any, list[Any]]] | None:
+        """``f(*columns)`` -> (where the guards hold, the outputs there) over int64 arrays of
+        points; None when this trace has no array form (a closed-form sum)."""
+        if self._vector is None:
+            try:
+                self._vector = self._vector_fn()
+            except NotTraceable:
+                self._vector = False
+        return self._vector or None
+
+    def _vector_fn(self) -> Callable[..., tuple[Any, list[Any]]]:
+        import numpy as np
+
+        src = _Source(self.tracer, self.n_args, vector=True)
+        guards = [f"({src.expr(a)} {op} {src.expr(b)})" for a, op, b in self.tracer.guards]
+        outputs = [src.expr(x) for x in self.leaves]
+        text = [f"def vector({', '.join(f'v{i}' for i in range(self.n_args))}):"]
+        text += [f"    {line}" for line in src.lines]
+        text.append(f"    ok = {' & '.join(guards) if guards else 'True'}")
+        text.append(f"    return ok, [{', '.join(outputs)}]")
+        namespace: dict[str, Any] = {
+            "MAX": lambda *xs: functools.reduce(np.maximum, xs),
+            "MIN": lambda *xs: functools.reduce(np.minimum, xs),
+            "VPICK": _vpick,
+        }
+        exec(compile("\n".join(text), "<estimator.compiled vector>", "exec"), namespace)  # noqa: S102
+        return namespace["vector"]
+
+    def bounded(self, highs: Sequence[int]) -> bool:
+        """Whether every value this trace computes stays within int64 for sizes up to
+        ``highs`` (each >= 1): |p| <= the sum of |c| times the monomial at the highs, an atom
+        by its arguments' bounds."""
+        tr, limit = self.tracer, 2**62
+        bounds: dict[int, int] = dict(enumerate(highs))
+
+        def bound(x: Any) -> int:
+            if type(x) is Sym:
+                total = 0
+                for m, c in x.p.items():
+                    b = abs(c)
+                    for i in m:  # >= 1: every prefix of the monomial is bounded too
+                        b *= max(var(i), 1)
+                    total += b
+                return total
+            if type(x) is Max:
+                return max(bound(c) for c in x.cands)
+            return abs(x) if type(x) is int else 0
+
+        def var(i: int) -> int:
+            if i not in bounds:
+                kind, args = tr.defs[i]  # type: ignore[misc]
+                if kind == "mod":
+                    bounds[i] = bound(args[1])
+                elif kind in ("floordiv", "ceildiv"):
+                    bounds[i] = bound(args[0]) + 1
+                elif kind == "min":
+                    bounds[i] = max(bound(a) for a in args)
+                else:
+                    bounds[i] = limit  # a closed-form sum: no array form anyway
+            return bounds[i]
+
+        exprs = [*self.leaves, *(x for g in tr.guards for x in (g[0], g[2]))]
+        exprs += [v for x in exprs if type(x) is Choice for v in x.values]
+        return all(bound(x) < limit for x in exprs if type(x) is not Choice)
 
 
 # ---- programs: the traces of one structure -------------------------------------------------
@@ -223,22 +326,23 @@ class Program:
         self.build, self.spec, self.names = build, spec, names
         self.traces: list[Trace] = []
         self.traceable = True
-        self.misses = 0
+        self.direct_s = 0.0  # time spent computing this structure's points directly
 
     def evaluate(self, workload: Workload, eager: bool = False) -> Any:
-        """The outputs at ``workload``'s sizes, or None. A point no trace covers is traced
-        when the structure was missed before (``eager``: at once): a structure asked for
-        once is computed directly, as cheaply as before."""
+        """The outputs at ``workload``'s sizes, or None (the caller computes the point
+        directly and adds the time to ``direct_s``). A point no trace covers is traced once
+        ``TRACE_AFTER_S`` went into direct computations of the structure (``eager``: at
+        once): a trace costs about that much, so a structure asked for a few times stays as
+        cheap as before and one asked for often (a search, a long decode) compiles."""
         d = workload.__dict__
         sizes = [d[k] for k in self.names]
         for tr in self.traces:
             out = tr(*sizes)
             if out is not None:
                 return out
-        self.misses += 1
         if not self.traceable or len(self.traces) >= MAX_TRACES:
             return None
-        if self.misses < 2 and not eager:
+        if self.direct_s < TRACE_AFTER_S and not eager:
             return None
         try:
             tr = trace(self.build, self.spec, workload, self.names)
@@ -247,6 +351,54 @@ class Program:
             return None
         self.traces.append(tr)
         return tr(*sizes)
+
+    def many(
+        self, columns: list[Any], make: Callable[[int], Workload]
+    ) -> tuple[list[Any], Any] | None:
+        """The outputs at many points at once: ``columns`` int64 arrays of the sizes (in the
+        order of ``self.names``), ``make(i)`` the workload of point i (to trace a point no
+        trace covers). -> (one array or constant per output, where each output came from a
+        trace: a bool array), or None without an array form (numpy or int64 too small)."""
+        import numpy as np
+
+        n = len(columns[0]) if columns else 0
+        highs = [int(c.max()) for c in columns]
+        left = np.ones(n, dtype=bool)
+        outs: list[Any] | None = None
+        tried = 0
+        while left.any():
+            for tr in self.traces[tried:]:
+                fn = tr.vector()
+                if fn is None or not tr.bounded(highs):
+                    return None
+                ok, values = fn(*columns)
+                take = left & ok
+                if outs is None:
+                    outs = [np.empty(n, dtype=object) for _ in values]
+                for col, v in zip(outs, values, strict=True):
+                    if isinstance(v, np.ndarray):
+                        col[take] = v[take].astype(object)
+                    else:
+                        col[take] = v
+                left &= ~take
+            tried = len(self.traces)
+            if left.any():  # a point outside every trace: trace it
+                first = int(np.argmax(left))
+                if self.evaluate(make(first), eager=True) is None:
+                    return None
+        return outs or [], left
+
+    def at(self, sizes: Sequence[int], make: Callable[[], Workload]) -> Any:
+        """The outputs at ``sizes`` (in the order of ``self.names``); a point no trace covers
+        is traced at once (``make()`` builds its workload), None when it cannot be."""
+        traces = self.traces
+        for k, tr in enumerate(traces):
+            out = tr(*sizes)
+            if out is not None:
+                if k:  # the last trace that covered a point first: grids move in regions
+                    traces.insert(0, traces.pop(k))
+                return out
+        return self.evaluate(make(), eager=True)
 
 
 def trace(build: Build, spec: ModelSpec, workload: Workload, names: tuple[str, ...]) -> Trace:
@@ -274,9 +426,12 @@ def program(build: Build, spec: ModelSpec, workload: Workload) -> Program:
 
 def evaluate(build: Build, spec: ModelSpec, workload: Workload) -> Any:
     """``build(spec, resolve(spec, workload))`` from the structure's program, or directly."""
-    out = program(build, spec, workload).evaluate(workload)
+    prog = program(build, spec, workload)
+    out = prog.evaluate(workload)
     if out is None:
-        return build(spec, resolve(spec, workload))
+        start = time.perf_counter()
+        out = build(spec, resolve(spec, workload))
+        prog.direct_s += time.perf_counter() - start
     return out
 
 

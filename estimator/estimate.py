@@ -24,14 +24,14 @@ from estimator.terms.params import params
 from estimator.terms.textbook import textbook
 
 
-def check_supported(spec: ModelSpec, workload: Workload) -> None:
+def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = None) -> None:
     """SpecError when the model cannot run ``workload`` (estimator.spec.check_compatible),
     UnsupportedError when the estimator's rules do not model it (rule ``unsupported``: e.g.
-    autocast on an encoder-decoder model)."""
+    autocast on an encoder-decoder model). ``sh``: the resolved run, when at hand."""
 
     def unsupported() -> str | None:
-        sh = resolve(spec, workload)
-        return rule("unsupported", spec, sh)(spec, sh)
+        run = resolve(spec, workload) if sh is None else sh
+        return rule("unsupported", spec, run)(spec, run)
 
     check_compatible(spec, workload, unsupported)
 
@@ -139,8 +139,8 @@ def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Es
     that skipped validation is validated here). ``direct``: run the term functions rather
     than a compiled program of this structure (the same numbers; estimator/compiled.py)."""
     spec, workload = revalidated(spec, workload)
-    check_supported(spec, workload)
     sh = resolve(spec, workload)
+    check_supported(spec, workload, sh)
     if sh.training and workload.optimizer_impl != sh.optimizer_impl:  # say which torch picks
         workload = workload.model_copy(update={"optimizer_impl": sh.optimizer_impl})
     if direct:

@@ -32,6 +32,16 @@ def vmin(*xs: Any) -> Any:
     return sym_min(xs)
 
 
+def vpick(pairs: Sequence[tuple[Any, str]]) -> tuple[Any, Any]:
+    """(the largest value, its label): the first pair whose value is the maximum, as
+    ``max(pairs, key=value)``; with a symbol, the label is chosen at each point."""
+    if all(type(v) is int for v, _ in pairs):
+        return max(pairs, key=lambda p: p[0])
+    from estimator.symbolic import sym_pick
+
+    return sym_pick(pairs)
+
+
 def ceil_div(x: Any, c: int) -> Any:
     """ceil(x / c) for a positive int c: -(-x // c)."""
     return -(-x // c)

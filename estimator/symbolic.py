@@ -153,6 +153,8 @@ def _key(x: Any) -> Any:
         return ("s", tuple(sorted(x.p.items())))
     if type(x) is Max:
         return ("m", tuple(sorted(_key(c) for c in x.cands)))
+    if type(x) is Choice:
+        return ("c", _key(x.values), x.labels)
     if isinstance(x, tuple):
         return tuple(_key(a) for a in x)
     return x
@@ -163,6 +165,8 @@ def _variables(x: Any) -> set[int]:
         return {i for m in x.p for i in m}
     if type(x) is Max:
         return set().union(*(_variables(c) for c in x.cands))
+    if type(x) is Choice:
+        return set().union(*(_variables(c) for c in x.values))
     return set()
 
 
@@ -242,8 +246,33 @@ def provably_ge(a: Any, b: Any) -> bool:
     d = _poly(a) if type(b) is int and b == 0 else _add(_poly(a), _poly(b), -1)
     if all(c <= 0 for c in d.values()):  # d <= 0 wherever its variables are >= 0
         return not d
+    if _negative_somewhere(d):
+        return False
     low = sign_at_least(d)
     return low is not None and low >= 0
+
+
+_PROBE = 1 << 20  # a large size
+
+
+def _negative_somewhere(d: Poly) -> bool:
+    """Whether d < 0 at one of a few points of the size domain (all sizes 1; all large; one
+    large, the others 1): a cheap disproof before the sign proof. False when d has atoms."""
+    sizes = sorted({i for m in d for i in m})
+    domain = current().domain
+    if any(domain[i] != "size" for i in sizes):
+        return False
+    probes = [dict.fromkeys(sizes, 1), dict.fromkeys(sizes, _PROBE)]
+    probes += [{**probes[0], i: _PROBE} for i in sizes] if len(sizes) > 1 else []
+    for at in probes:
+        total = 0
+        for m, c in d.items():
+            for i in m:
+                c *= at[i]
+            total += c
+        if total < 0:
+            return True
+    return False
 
 
 def _poly(x: Any) -> Poly:
@@ -295,10 +324,11 @@ def value(x: Any) -> int:
 class Sym:
     """A size-dependent integer: its value at the traced point and its polynomial."""
 
-    __slots__ = ("v", "p")
+    __slots__ = ("v", "p", "probes")
 
     def __init__(self, v: int, p: Poly) -> None:
         self.v, self.p = v, p
+        self.probes: tuple[int, ...] | None = None  # values at _probe_points, when computed
 
     def __repr__(self) -> str:
         return f"Sym({self.v}, {self.p})"
@@ -509,19 +539,88 @@ class Max:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _probed(x: Any) -> tuple[int, ...] | None:
+    """x at a few points of the size domain (all sizes 1; all large; one large, the others
+    1), or None when x has an atom: a candidate that is below another at one of them does
+    not dominate it (checked before any sign proof)."""
+    if type(x) is int:
+        return None
+    if x.probes is None:
+        tracer = current()
+        sizes = [i for i, d in enumerate(tracer.domain) if d == "size"]
+        if any(tracer.domain[i] != "size" for m in x.p for i in m):
+            x.probes = ()
+        else:
+            out = []
+            for big in (None, -1, *sizes):  # -1: every size large
+                total = 0
+                for m, c in x.p.items():
+                    for i in m:
+                        c *= _PROBE if big == -1 or big == i else 1
+                    total += c
+                out.append(total)
+            x.probes = tuple(out)
+    return x.probes or None
+
+
+def _dominates(k: Any, c: Any) -> bool:
+    """k >= c at every point: a probe below disproves it, else the sign proof."""
+    pk, pc = _probed(k), _probed(c)
+    if pk is not None and pc is not None and any(a < b for a, b in zip(pk, pc, strict=True)):
+        return False
+    return provably_ge(k, c)
+
+
 def sym_max(xs: tuple[Any, ...] | list[Any]) -> Any:
-    """max(xs) of ints, Syms and Maxes: the candidates none of the others provably exceeds."""
-    kept: list[Any] = []
+    """max(xs) of ints, Syms and Maxes: the candidates none of the others provably exceeds.
+    The candidates of one Max argument do not dominate each other: they start the list."""
+    xs = list(xs)
+    first = max((i for i, x in enumerate(xs) if type(x) is Max), default=None,
+                key=lambda i: len(xs[i].cands))  # fmt: skip
+    kept: list[Any] = list(xs.pop(first).cands) if first is not None else []
     for x in xs:
         for c in x.cands if type(x) is Max else (x,):
             vc = value(c)  # only a candidate as large at the traced point can dominate
-            if any(value(k) >= vc and provably_ge(k, c) for k in kept):
+            if any(value(k) >= vc and _dominates(k, c) for k in kept):
                 continue
-            kept = [k for k in kept if value(k) > vc or not provably_ge(c, k)]
+            kept = [k for k in kept if value(k) > vc or not _dominates(c, k)]
             kept.append(c)
     if len(kept) == 1:
         return kept[0]
     return Max(max(value(c) for c in kept), tuple(kept))
+
+
+class Choice:
+    """The label of the largest of ``values`` (the first on ties), chosen at each point: a
+    peak's phase. Comparing it with a label records a guard."""
+
+    __slots__ = ("v", "values", "labels")
+
+    def __init__(self, v: str, values: tuple[Any, ...], labels: tuple[str, ...]) -> None:
+        self.v, self.values, self.labels = v, values, labels
+
+    def __repr__(self) -> str:
+        return f"Choice({self.v!r})"
+
+    def __eq__(self, o: object) -> bool:  # type: ignore[override]
+        result = self.v == o
+        current().guard(self, "==" if result else "!=", o)
+        return result
+
+    def __ne__(self, o: object) -> bool:  # type: ignore[override]
+        return not self.__eq__(o)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def sym_pick(pairs: Any) -> tuple[Any, Any]:
+    """(max of the values, the Choice of its label) for (value, label) pairs."""
+    values = tuple(v for v, _ in pairs)
+    labels = tuple(label for _, label in pairs)
+    best = max(range(len(values)), key=lambda i: value(values[i]))
+    if len({*labels}) == 1:
+        return sym_max(values), labels[0]
+    return sym_max(values), Choice(labels[best], values, labels)
 
 
 def sym_min(xs: tuple[Any, ...] | list[Any]) -> Any:

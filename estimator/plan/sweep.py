@@ -4,11 +4,11 @@ Ranges: ``a..b`` doubles from a up to b (512..4096 -> 512, 1024, 2048, 4096), ``
 steps linearly, ``x,y,z`` lists values (numbers or words). A field ``spec.<name>`` varies a
 ModelSpec field instead of a Workload field.
 
-Speed: a grid point differs from its neighbours in one or two fields, so each Workload is
-made with ``model_copy(update=...)`` of a validated base plus one validation of the fields
-that were changed (the validator fills derived defaults), and the ModelSpec per spec
-combination is built once. Every point equals ``estimate(spec, workload)`` exactly: the
-estimator itself is called, nothing is re-derived here.
+Speed: a grid's points share a few structures (spec and every workload field but the sizes
+batch_size, seq_len, target_len, prompt_len, new_tokens). The first point of a structure runs
+``estimate``; the others evaluate the structure's compiled program (estimator/compiled.py) at
+their sizes, the same numbers ``estimate`` gives (tests/estimator/test_sweep.py). A size the
+model refuses (past its context) runs ``estimate`` for its exact message.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import csv
 import io
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -142,27 +142,100 @@ class SweepResult(BaseModel):
     usable_bytes: int | None = None
 
     def to_csv(self) -> str:
+        """csv.writer's text of the columns and rows (None as an empty cell), column by
+        column; the rows with a cell csv quotes go through csv.writer itself."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(self.columns)
-        writer.writerows(["" if v is None else v for v in row] for row in self.rows)
-        return buf.getvalue()
+        if not self.rows:
+            return buf.getvalue()
+        columns = _columns(self.rows, _csv_cell)
+        quoted = set()
+        for col in columns:  # None: a string csv quotes (its row is written by csv.writer)
+            if isinstance(col, list) and None in col:
+                hits = [j for j, v in enumerate(col) if v is None]
+                quoted.update(hits)
+                for j in hits:
+                    col[j] = ""
+        lines = list(map(",".join, zip(*columns, strict=True)))
+        for j in quoted:
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow(["" if v is None else v for v in self.rows[j]])
+            lines[j] = buf.getvalue()[:-1]
+        return _header(self.columns) + "\n".join(lines) + "\n"
 
     def records(self) -> Iterator[dict[str, Any]]:
         for row in self.rows:
             yield dict(zip(self.columns, row, strict=True))
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "model": self.model,
-                "fields": self.fields,
-                "usable_bytes": self.usable_bytes,
-                "base_workload": self.base_workload.model_dump(mode="json"),
-                "points": list(self.records()),
-            },
-            indent=1,
-        )
+        """``json.dumps`` of the header and the points, indent 1, written column by column
+        (the same text; tests/estimator/test_sweep.py)."""
+        head = {
+            "model": self.model,
+            "fields": self.fields,
+            "usable_bytes": self.usable_bytes,
+            "base_workload": self.base_workload.model_dump(mode="json"),
+            "points": [],
+        }
+        text = json.dumps(head, indent=1)
+        if not self.rows:
+            return text
+        n = len(self.rows)
+        keys = [json.dumps(c) for c in self.columns]
+        parts: list[Any] = []
+        for k, (key, col) in enumerate(zip(keys, _columns(self.rows, _json_scalar), strict=True)):
+            lead = ("  {\n" if k == 0 else ",\n") + f"   {key}: "
+            parts += [itertools.repeat(lead, n), col]
+        parts.append(itertools.repeat("\n  },\n", n))
+        points = "".join(itertools.chain.from_iterable(zip(*parts, strict=True)))
+        return text[: -len("[]\n}")] + "[\n" + points[: -len(",\n")] + "\n ]\n}"
+
+
+def _header(columns: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(columns)
+    return buf.getvalue()
+
+
+def _columns(rows: list[list[Any]], text: Callable[[Any], str | None]) -> list[Any]:
+    """Each column of ``rows`` as ``text`` writes its cells: a column of ints (the most) by
+    int.__repr__, of strings through one lookup of its distinct values, at C speed; the
+    others cell by cell."""
+    out: list[Any] = []
+    for col in zip(*rows, strict=True):
+        kinds = set(map(type, col))
+        if kinds == {int}:
+            out.append(map(int.__repr__, col))
+        elif kinds == {str} or kinds == {type(None)}:
+            lookup = {v: text(v) for v in dict.fromkeys(col)}
+            out.append(list(map(lookup.__getitem__, col)))
+        else:
+            out.append([text(v) for v in col])
+    return out
+
+
+def _csv_cell(v: Any) -> str | None:
+    """A cell as csv.writer writes it unquoted (str of the value, None empty); None when csv
+    would quote it (a delimiter, a quote or a line break in it)."""
+    if type(v) is int:
+        return int.__repr__(v)
+    if v is None:
+        return ""
+    text = str(v)
+    if any(c in text for c in ',"\n\r'):
+        return None
+    return text
+
+
+def _json_scalar(v: Any) -> str:
+    """json.dumps of one value of a row (an int, a float, a string, a bool or None)."""
+    if type(v) is int:
+        return int.__repr__(v)
+    if v is None:
+        return "null"
+    return json.dumps(v)
 
 
 def metrics(est: Any, usable: int | None) -> list[Any]:
@@ -225,29 +298,37 @@ def sweep(
     progress: Callable[[int], None] | None = None,
 ) -> SweepResult:
     """estimate(spec', workload') for every combination of the ``vary`` values (row-major in
-    the order given). A point the estimator rejects keeps its message in ``error``."""
-    from estimator.estimate import estimate
+    the order given). A point the estimator rejects keeps its message in ``error``.
 
+    The points of one structure (the same spec and non-size fields) evaluate that structure's
+    compiled program (estimator/compiled.py) at their sizes, all at once when numpy is
+    installed; the first point of each, and any point the model may refuse, runs ``estimate``
+    itself, so every row is what ``estimate`` gives. ``progress`` gets the number of points
+    done, about every ``PROGRESS_EVERY`` points and at the end."""
     fields = list(vary)
     _check_copy_safe(base, vary)
     spec_fields = [f for f in fields if f.startswith("spec.")]
     specs: dict[tuple[Value, ...], ModelSpec | SpecError] = {}
-    rows = []
-    empty = [None] * (len(METRICS) - 1)
-    for i, combo in enumerate(itertools.product(*vary.values())):
-        key = tuple(v for f, v in zip(fields, combo, strict=True) if f.startswith("spec."))
-        if key not in specs:
-            specs[key] = _spec(spec, dict(zip(spec_fields, key, strict=True)))
-        try:
-            s = specs[key]
-            if isinstance(s, SpecError):
-                raise s
-            rows.append([*combo, *metrics(estimate(s, _workloads(base, fields, combo)), usable)])
-        except (SpecError, ValueError) as exc:
-            rows.append([*combo, *empty, _one_line(exc)])
-        if progress is not None:
-            progress(i + 1)
-    return SweepResult(
+    structural = [i for i, f in enumerate(fields) if f not in _COPY_SAFE]
+    combos = list(itertools.product(*vary.values()))
+    by_structure: dict[tuple[Value, ...], list[int]] = {}
+    for i, combo in enumerate(combos):
+        by_structure.setdefault(tuple(combo[j] for j in structural), []).append(i)
+    rows: list[Any] = [None] * len(combos)
+    done = 0
+    for idx in by_structure.values():
+        combo = combos[idx[0]]
+        spec_key = tuple(v for f, v in zip(fields, combo, strict=True) if f in spec_fields)
+        if spec_key not in specs:
+            specs[spec_key] = _spec(spec, dict(zip(spec_fields, spec_key, strict=True)))
+        group = _Group(specs[spec_key], base, fields, usable)
+        for start in range(0, len(idx), PROGRESS_EVERY):
+            block = idx[start : start + PROGRESS_EVERY]
+            group.fill(combos, block, rows)
+            done += len(block)
+            if progress is not None:
+                progress(done)
+    return SweepResult.model_construct(
         model=spec.name,
         base_workload=base,
         fields=fields,
@@ -255,6 +336,191 @@ def sweep(
         rows=rows,
         usable_bytes=usable,
     )
+
+
+PROGRESS_EVERY = 8192  # points per block of a structure (and per progress call)
+
+
+def _metrics_raw(spec: ModelSpec, sh: Any) -> tuple[Any, ...]:
+    """METRICS[1:11] of the run ``sh`` (what ``metrics`` reads of an Estimate), as one tuple:
+    the function estimator/compiled.py compiles for sweeps."""
+    from estimator.estimate import raw_estimate
+
+    raw = raw_estimate(spec, sh)
+    mem, dec = raw["memory"], raw["decode"]
+    return (
+        raw["peak"],
+        raw["phase"],
+        mem.get("weights", 0),
+        mem.get("gradients", 0),
+        sum(v for k, v in mem.items() if k.startswith("optimizer.")),
+        sum(v for k, v in mem.items() if k.startswith("activations.")),
+        sum(raw["kv_cache"].values()),
+        sum(raw["flops"].values()),
+        dec["total_with_cache_flops"] if dec else None,
+        dec["total_without_cache_flops"] if dec else None,
+    )
+
+
+class _Group:
+    """The points of one structure: its spec and workload fields but the sizes."""
+
+    def __init__(
+        self, spec: ModelSpec | SpecError, base: Workload, fields: list[str], usable: int | None
+    ) -> None:
+        self.spec, self.base, self.fields, self.usable = spec, base, fields, usable
+        self.sizes = [(j, f) for j, f in enumerate(fields) if f in _COPY_SAFE]
+        self.program: Any = None  # the structure's program once a point of it estimated
+
+    def _slow(self, combo: tuple[Value, ...]) -> list[Any]:
+        """The point through ``estimate`` (its error as the row's when it refuses)."""
+        from estimator.compiled import program
+        from estimator.estimate import estimate
+        from estimator.spec.workload import context_limit
+
+        try:
+            if isinstance(self.spec, SpecError):
+                raise self.spec
+            w = _workloads(self.base, self.fields, combo)
+            est = estimate(self.spec, w, direct=True)  # the structure's program is ours
+        except (SpecError, ValueError) as exc:
+            return [*combo, *[None] * (len(METRICS) - 1), _one_line(exc)]
+        if self.program is None:  # the structure estimates: its later points compile
+            self.program = program(_metrics_raw, self.spec, est.workload)
+            self.n_params = est.params.total
+            self.limit = context_limit(self.spec, w)
+            self.encdec = self.spec.arch == "encoder-decoder"
+            self.decode = w.mode == "decode"
+            self.patch = self.spec.n_positions if self.spec.is_patch_input else None
+            self.template = est.workload
+        return [*combo, *metrics(est, self.usable)]
+
+    def _sizes(self, combo: tuple[Value, ...]) -> dict[str, Any]:
+        d = self.template.__dict__
+        sizes = {k: d[k] for k in _COPY_SAFE}
+        for j, f in self.sizes:
+            sizes[f] = combo[j]
+        return sizes
+
+    def _fits(self, sizes: dict[str, Any]) -> bool:
+        """The size checks of estimator.spec.check_compatible (the structure passed the
+        others): patch input's fixed length and the model's context limit."""
+        s = sizes["seq_len"]
+        if self.patch is not None and s != self.patch:
+            return False
+        if self.limit is None:
+            return True
+        longest = max(s, sizes["target_len"] or 0)
+        if self.decode:
+            prompt = sizes["prompt_len"]
+            if prompt is None:
+                prompt = 1 if self.encdec else s
+            longest = max(longest, prompt + sizes["new_tokens"])
+        return longest <= self.limit
+
+    def _row(self, combo: tuple[Value, ...], values: Sequence[Any]) -> list[Any]:
+        peak, usable = values[0], self.usable
+        fits = None if usable is None else peak <= usable
+        headroom = None if usable is None else usable - peak
+        return [*combo, self.n_params, *values, fits, headroom, ""]
+
+    def fill(self, combos: list[tuple[Value, ...]], idx: list[int], rows: list[Any]) -> None:
+        """rows[i] for the points ``idx`` of this structure."""
+        k = 0
+        while k < len(idx) and self.program is None:
+            rows[idx[k]] = self._slow(combos[idx[k]])
+            k += 1
+        rest = idx[k:]
+        if rest and not self._fill_arrays(combos, rest, rows):
+            for i in rest:
+                sizes = self._sizes(combos[i])
+                rows[i] = self._one(combos[i], sizes) if self._fits(sizes) else None
+                rows[i] = rows[i] or self._slow(combos[i])
+
+    def _one(self, combo: tuple[Value, ...], sizes: dict[str, Any]) -> list[Any] | None:
+        values = self.program.at(
+            [sizes[k] for k in self.program.names],
+            lambda: self.template.model_copy(update=sizes),
+        )
+        return None if values is None else self._row(combo, values)
+
+    def _columns(self, combos: list[tuple[Value, ...]], idx: list[int]) -> dict[str, Any]:
+        """Each size of the points ``idx`` as an int64 array (or None: not given)."""
+        import numpy as np
+
+        d = self.template.__dict__
+        varied = dict((f, j) for j, f in self.sizes)
+        out: dict[str, Any] = {}
+        for k in _COPY_SAFE:
+            if k in varied:
+                j = varied[k]
+                out[k] = np.fromiter((combos[i][j] for i in idx), np.int64, len(idx))
+            elif d[k] is not None:
+                out[k] = np.full(len(idx), d[k], np.int64)
+            else:
+                out[k] = None
+        return out
+
+    def _fits_arrays(self, c: dict[str, Any]) -> Any:
+        """``_fits`` over arrays of points."""
+        import numpy as np
+
+        s = c["seq_len"]
+        ok = np.ones(len(s), dtype=bool) if self.patch is None else s == self.patch
+        if self.limit is None:
+            return ok
+        longest = s if c["target_len"] is None else np.maximum(s, c["target_len"])
+        if self.decode:
+            prompt = c["prompt_len"]
+            if prompt is None:
+                prompt = 1 if self.encdec else s
+            longest = np.maximum(longest, prompt + c["new_tokens"])
+        return ok & (longest <= self.limit)
+
+    def _fill_arrays(
+        self, combos: list[tuple[Value, ...]], idx: list[int], rows: list[Any]
+    ) -> bool:
+        """Every point of ``idx`` from the program over numpy arrays (the points the model
+        may refuse through ``estimate``); False (nothing filled) without numpy, or when the
+        program has no array form here."""
+        try:
+            import numpy as np
+        except ImportError:
+            return False
+        c = self._columns(combos, idx)
+        fits = self._fits_arrays(c)
+        keep = np.flatnonzero(fits)
+        columns = [c[k][keep] for k in self.program.names]
+
+        def make(j: int) -> Workload:
+            return self.template.model_copy(update=self._sizes(combos[idx[keep[j]]]))
+
+        got = self.program.many(columns, make) if len(keep) else ([], None)
+        if got is None:
+            return False
+        at = [idx[pos] for pos in keep.tolist()]
+        n, usable = len(at), self.usable
+        values = [col.tolist() for col in got[0]]  # peak first (METRICS order)
+        if usable is None:
+            fits_col: Any = itertools.repeat(None, n)
+            headroom: Any = itertools.repeat(None, n)
+        else:
+            fits_col = [p <= usable for p in values[0]]
+            headroom = [usable - p for p in values[0]]
+        block = zip(
+            *zip(*(combos[i] for i in at), strict=True),
+            itertools.repeat(self.n_params, n),
+            *values,
+            fits_col,
+            headroom,
+            itertools.repeat("", n),
+            strict=True,
+        )
+        for i, row in zip(at, map(list, block), strict=True):
+            rows[i] = row
+        for pos in np.flatnonzero(~fits).tolist():
+            rows[idx[pos]] = self._slow(combos[idx[pos]])
+        return True
 
 
 def _one_line(exc: Exception) -> str:

@@ -41,7 +41,7 @@ from estimator.rules.registry import rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
-from estimator.sym import vmax
+from estimator.sym import vmax, vpick
 from estimator.terms.memory import decode_input_bytes, group, input_bytes, state_terms
 from estimator.terms.params import params
 
@@ -114,8 +114,7 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:
     start = with_acts + acts
     backward = vmax(start + 2 * logits, _backward_sweep(spec, sh, terms, start))
     step = states + grads + _step_temporaries(spec, sh, terms)
-    phases = [(forward, "forward"), (backward, "backward"), (step, "optimizer_step")]
-    return max(phases, key=lambda p: p[0])
+    return vpick([(forward, "forward"), (backward, "backward"), (step, "optimizer_step")])
 
 
 def inference_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:
@@ -136,7 +135,7 @@ def inference_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]
         start = resident + input_bytes(spec, longest)
         return prefill_peak(spec, longest, start), "decode"
     prefill, decode = decode_peaks(spec, sh, resident + decode_input_bytes(spec, sh))
-    return (decode, "decode") if decode > prefill else (prefill, "prefill")
+    return vpick([(prefill, "prefill"), (decode, "decode")])  # a tie: the prefill
 
 
 def peak_memory(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:

@@ -3,7 +3,8 @@
 Convention (profiler/live.py measures the same way): a tensor counts from the moment the op
 that returns it has run; ``take`` allocates what one op returns and reads the peak, ``drop``
 frees what Python or autograd releases. Views allocate nothing. Sizes may be symbolic
-(estimator/sym.py): the peak is then an expression over every reading.
+(estimator/sym.py): the peak is then an expression over the readings, and a reading that a
+later take provably exceeds (takes of sizes >= 0 in a row) is not kept.
 """
 
 from __future__ import annotations
@@ -19,15 +20,34 @@ class Live:
 
     def __init__(self, start: Any) -> None:
         self.now = start
-        self.peak = start
+        self._peak = start
+        self._pending = False  # symbolic: ``now`` is a reading not yet in ``_peak``
+
+    @property
+    def peak(self) -> Any:
+        if self._pending:
+            self._peak, self._pending = vmax(self._peak, self.now), False
+        return self._peak
+
+    @peak.setter
+    def peak(self, value: Any) -> None:
+        self._peak, self._pending = value, False
 
     def take(self, *nbytes: Any) -> Any:
         n = sum(nbytes)
         self.now += n
-        self.peak = vmax(self.peak, self.now)
+        if type(self.now) is int:
+            if self.now > self._peak:
+                self._peak = self.now
+        elif not _nonnegative(n):  # a reading the next one may not exceed: keep it now
+            self._peak, self._pending = vmax(self._peak, self.now), False
+        else:  # the next take (>= 0) reads at least as much: keep only the last of a row
+            self._pending = True
         return n
 
     def drop(self, *nbytes: Any) -> None:
+        if self._pending:
+            self._peak, self._pending = vmax(self._peak, self.now), False
         self.now -= sum(nbytes)
 
     def measure(self, run: Callable[[], object]) -> tuple[Any, Any]:
@@ -48,3 +68,10 @@ class Live:
         if m > 0:
             self.peak = vmax(self.peak, self.now + vmax(0, (m - 1) * delta) + top)
             self.now += m * delta
+
+
+def _nonnegative(n: Any) -> bool:
+    """Whether a symbolic amount is >= 0 at every point."""
+    from estimator.symbolic import provably_ge
+
+    return provably_ge(n, 0)

@@ -108,6 +108,7 @@ def _entries(spec: ModelSpec) -> list[_Entry]:
     return out
 
 
+@functools.lru_cache(maxsize=256)  # depends on the spec only (a frozen, hashable model)
 def params(spec: ModelSpec) -> Breakdown:
     """Parameters per module (unit "params"); zero terms omitted. See the module docstring."""
     terms: dict[str, int] = {}

@@ -6,11 +6,21 @@ import csv
 import io
 import json
 import math
+import random
+import sys
 
 import pytest
 
 from estimator.estimate import estimate
-from estimator.plan.sweep import METRICS, metrics, parse_values, parse_vary, sweep
+from estimator.plan.sweep import (
+    METRICS,
+    SweepResult,
+    _one_line,
+    metrics,
+    parse_values,
+    parse_vary,
+    sweep,
+)
 from estimator.spec import SpecError, Workload
 from estimator.spec.presets import get_preset
 
@@ -89,3 +99,91 @@ def test_csv_and_json_parse_back_to_the_rows() -> None:
     doc = json.loads(result.to_json())
     assert doc["points"] == list(result.records())
     assert doc["fields"] == ["batch_size"]
+
+
+# ---- the compiled sweep against estimate, point by point ---------------------------------
+SWEEP_SEED = 7
+
+
+def _random_sweeps() -> list[tuple[str, Workload, dict]]:
+    """Seeded grids over sizes and structure fields, in the regimes that decide answers
+    (b = 1 and large, long sequences, decode prompts and steps, target lengths, patterns)."""
+    rng = random.Random(SWEEP_SEED)
+    out = []
+    for name in ("gpt2-small", "llama-3-8b", "mistral-7b", "t5-small", "bert-base", "vit-b-16"):
+        spec = get_preset(name)
+        for _ in range(3):
+            modes = ["train", "prefill"] + ([] if spec.arch == "encoder" else ["decode"])
+            base = Workload(mode=rng.choice(modes), attention_impl=rng.choice(["eager", "fused"]))
+            vary: dict[str, list] = {"batch_size": rng.sample([1, 2, 5, 64, 512], 3)}
+            if spec.is_patch_input:
+                vary["dtype"] = ["fp32", "bf16"]
+            else:
+                vary["seq_len"] = rng.sample([1, 7, 64, 1000, 5000, 40000], 3)
+            if base.mode == "decode":
+                vary["new_tokens"] = rng.sample([1, 9, 300, 3000], 2)
+                vary["prompt_len"] = rng.sample([1, 100, 6000], 2)
+            if spec.arch == "encoder-decoder":
+                vary["target_len"] = rng.sample([1, 30, 700], 2)
+            if base.mode == "train" and rng.random() < 0.5:
+                vary["checkpointing"] = ["none", "full"]
+            if rng.random() < 0.4 and not spec.is_patch_input:
+                vary["attention_pattern"] = ["causal", "sliding_window"]
+                vary["window"] = [128]
+            out.append((name, base, vary))
+    return out
+
+
+def _expected(spec, base: Workload, vary: dict, rec: dict, usable: int) -> list:
+    update = {k: rec[k] for k in vary if not k.startswith("spec.")}
+    try:
+        return metrics(estimate(spec, _validated(base, update), direct=True), usable)
+    except (SpecError, ValueError) as exc:
+        return [None] * (len(METRICS) - 1) + [_one_line(exc)]
+
+
+@pytest.mark.parametrize("numpy", [True, False], ids=["arrays", "points"])
+@pytest.mark.parametrize(("name", "base", "vary"), _random_sweeps())
+def test_compiled_sweep_rows_equal_estimate(name, base, vary, numpy, monkeypatch) -> None:
+    if not numpy:  # the per-point path a lite install (no numpy) takes
+        monkeypatch.setitem(sys.modules, "numpy", None)
+    spec, usable = get_preset(name), 20 * 2**30
+    result = sweep(spec, base, vary, usable=usable)
+    for rec in result.records():
+        assert [rec[m] for m in METRICS] == _expected(spec, base, vary, rec, usable), rec
+
+
+def test_sweep_past_int64_is_exact() -> None:
+    # sizes whose FLOPs and bytes pass 2**63: the array form is refused (int64), every point
+    # still equals estimate (Python ints)
+    spec, base = get_preset("llama-3-8b"), Workload(mode="train", rope_scaling=2.0**20)
+    vary = {"batch_size": [1, 2**30, 2**40], "seq_len": [8, 2**20]}
+    result = sweep(spec, base, vary)
+    assert max(r["flops"] for r in result.records()) > 2**63
+    for rec in result.records():
+        assert [rec[m] for m in METRICS] == _expected(spec, base, vary, rec, None)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[1, 'a"b', None, True, False, 0.1, float("inf"), "é\n", 2**70, -3, "x,y", "", "a\rb"]],
+        [[2, "", None, None, None, 1e300, -0.0, "x", 0, 0, "ok", "q", "e"]] * 3,
+        [],
+    ],
+)
+def test_csv_and_json_writers_equal_the_standard_library(rows) -> None:
+    columns = [f"c{i}" for i in range(13)]
+    result = SweepResult.model_construct(
+        model='m"1', base_workload=Workload(), fields=["c0"], columns=columns, rows=rows,
+        usable_bytes=None,
+    )  # fmt: skip
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    assert result.to_csv() == buf.getvalue()
+    doc = {"model": 'm"1', "fields": ["c0"], "usable_bytes": None,
+           "base_workload": Workload().model_dump(mode="json"),
+           "points": list(result.records())}  # fmt: skip
+    assert result.to_json() == json.dumps(doc, indent=1)

@@ -110,31 +110,31 @@ _SHOWN = {
 }
 
 
-def _empty(value: object) -> bool:
-    return value is None or value == "" or value == 0
-
-
 def _print(result: object, spec: object, limit: int = 40) -> None:
     """The first ``limit`` points; a metric column empty (or 0) on every row is left out."""
+    from operator import itemgetter
+
     from rich.table import Table
 
-    records = list(result.records())  # type: ignore[attr-defined]
+    rows = result.rows  # type: ignore[attr-defined]
+    index = {c: i for i, c in enumerate(result.columns)}  # type: ignore[attr-defined]
     base = result.base_workload  # type: ignore[attr-defined]
     fields = result.fields  # type: ignore[attr-defined]
     title = (
-        f"sweep of {escape(result.model)}: {len(records)} points, varying {', '.join(fields)}; "  # type: ignore[attr-defined]
+        f"sweep of {escape(result.model)}: {len(rows)} points, varying {', '.join(fields)}; "  # type: ignore[attr-defined]
         f"other settings {describe_workload(spec, base)}"
     )
     table = Table(title=title)
-    shown = [m for m in _SHOWN if not all(_empty(r[m]) for r in records)]
+    # a cell is empty when None, "" or 0: falsy (checked by map at C speed on 10^5 rows)
+    shown = [m for m in _SHOWN if any(map(bool, map(itemgetter(index[m]), rows)))]
     for col in fields:
         table.add_column(col, justify="right", min_width=len(col))
     for m in shown:
         table.add_column(_SHOWN[m][0], justify="left" if m in ("peak_phase", "error") else "right")
-    for rec in records[:limit]:
-        cells = [escape(str(rec[f])) for f in fields]
-        cells += ["-" if rec[m] is None else _SHOWN[m][1](rec[m]) for m in shown]
+    for row in rows[:limit]:
+        cells = [escape(str(row[index[f]])) for f in fields]
+        cells += ["-" if row[index[m]] is None else _SHOWN[m][1](row[index[m]]) for m in shown]
         table.add_row(*cells)
     console.print(table)
-    if len(records) > limit:
-        console.print(f"... {len(records) - limit} more rows (use --out or --json)")
+    if len(rows) > limit:
+        console.print(f"... {len(rows) - limit} more rows (use --out or --json)")
