@@ -1,9 +1,10 @@
 """Training: optimizers, LR schedule, one training step (cross-entropy, teacher forcing).
 
 The optimizer runs as the workload says (``optimizer_impl``: fused, foreach or for-loop),
-or as torch itself picks on the device its step runs for (estimator.spec.
-resolved_optimizer_impl: foreach on CUDA, the for-loop on CPU); the flags are passed
-explicitly, so a meta dry run steps the way its target device (``workload.device``) would.
+or as torch itself picks on the device its step runs for
+(estimator.spec.workload.resolved_optimizer_impl: foreach on CUDA, the for-loop on CPU); the
+flags are passed explicitly, so a meta dry run steps the way its target device
+(``workload.device``) would.
 Torch's default hyper-parameters otherwise (the estimator's step rules assume them).
 """
 

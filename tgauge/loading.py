@@ -42,7 +42,7 @@ def load_spec(model: str, impl: str | None = None) -> ModelSpec:
 
 def load_model(model: str, impl: str | None = None) -> tuple[ModelSpec, dict[str, Any] | None]:
     """The spec of MODEL under ``impl`` and, for the Hugging Face implementation, the
-    config.json it was read from (a preset's: its twin, estimator/hf_twins.py).
+    config.json it was read from (a preset's: its twin, estimator/spec/hf_twins.py).
 
     ``impl="reference"``: our reference model of any MODEL; ``impl="hf"``: a preset with a
     twin or a config.json (UserError for a spec file or a preset without a twin)."""

@@ -295,7 +295,7 @@ def base_cases() -> list[Case]:
 #: positions. ViT's s is set by its image: 32 px / 8 px patches -> 17 tokens; 64 px -> 65.
 HF_POINTS = ((2, 32), (8, 64))
 HF_NEW_TOKENS = 3
-#: families the HF section also trains under autocast bf16 (estimator/hf_autocast.py)
+#: families the HF section also trains under autocast bf16 (estimator/rules/hf/autocast.py)
 HF_AUTOCAST = ("gpt2", "llama")
 
 
@@ -315,7 +315,7 @@ def hf_cases() -> list[Case]:
             if family == "vit":
                 s = (s // config["patch_size"]) ** 2 + 1
             spec = ModelSpec.from_hf_config(config).model_copy(update={"name": f"hf-{family}"})
-            # build the class the spec describes (estimator/hf_config.py falls back to the
+            # build the class the spec describes (estimator/spec/hf_config.py falls back to the
             # family's class for a head it does not model)
             config = {**config, "architectures": [spec.hf_architecture]}
             modes = ("train", "prefill", "decode") if family in DECODERS else ("train", "prefill")

@@ -90,7 +90,7 @@ def sharded_terms(est: Est, sharding: Sharding) -> dict[str, int]:
 
 
 def peak_bytes(est: Est, sharding: Sharding | None = None) -> tuple[int, str]:
-    """Per-GPU (peak bytes, phase): the estimator's own peak timeline (estimator.memory)
+    """Per-GPU (peak bytes, phase): the estimator's own peak timeline (estimator.replay.peak)
     re-evaluated on the sharded terms, plus a gathered ZeRO-3 layer. Under tp the decode
     phase's longest cache is divided by tp too. Unsharded: exactly the Estimate's peak."""
     if sharding is None or (sharding.tp == 1 and (sharding.zero == 0 or sharding.dp == 1)):

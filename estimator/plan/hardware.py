@@ -8,7 +8,8 @@ the datasheet's "GB" read as GiB: HBM and GDDR parts are built from binary-sized
 
 Roofline (Williams, Waterman, Patterson 2009): a step takes
 ``max(flops / (peak[dtype] * mfu), bytes_moved / (bandwidth * bw_util))``; the larger term
-names the bound. The bytes moved per step are stated in ``estimator.roofline``.
+names the bound. The bytes moved per step are stated below: ``train_bytes_moved`` (training),
+``inference_bytes_moved`` (a prefill) and ``step_times`` (each decode step).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Serving numbers: latency and throughput of a run, and how many sequences a server holds.
 
-Throughput of a StepTimes (estimator.hardware.step_times), per GPU and for all GPUs:
+Throughput of a StepTimes (estimator.plan.hardware.step_times), per GPU and for all GPUs:
 - a replica is tp GPUs; n_gpus = dp x tp. The roofline times one replica's work on one GPU;
   tensor parallelism is taken as an ideal split (FLOPs and bytes divided by tp, so the time
   too; communication not modelled). Data-parallel replicas run independently.
@@ -20,7 +20,7 @@ Capacity of a paged KV cache, as vLLM allocates it (Kwon et al. 2023, PagedAtten
    available = total_gpu_memory * gpu_memory_utilization - peak_memory;
    num_gpu_blocks = int(available // cache_block_size)). Here the profiling pass is the
   prefill of one prompt (b = 1), and the peak adds the CUDA context and cuBLAS workspace
-  (estimator.hardware.Overheads);
+  (estimator.plan.hardware.Overheads);
 - a sequence of prompt + new tokens holds ceil(T / block_size) blocks; under a sliding window
   or chunk of w positions, at most ceil(w / block_size) + 1 (a window not aligned to blocks
   spans one block more), never more than ceil(T / block_size);

@@ -68,7 +68,7 @@ class Workload(BaseModel):
         1,
         gt=0,
         le=MAX_NEW_TOKENS,
-        description="decode: number of one-token steps (the estimate walks every step)",
+        description="decode: number of one-token steps",
     )
     dtype: DType = Field("fp32", description="dtype the weights are stored in")
     compute_dtype: FloatDType | None = Field(
@@ -78,7 +78,7 @@ class Workload(BaseModel):
     autocast: Autocast | None = Field(
         None,
         description="train under torch.autocast(device, dtype): fp32 weights, grads and "
-        "optimizer states; matmuls run in this dtype on cast copies (estimator/autocast.py)",
+        "optimizer states; matmuls run in this dtype on cast copies (estimator/rules/autocast.py)",
     )
     optimizer: Optimizer = "adamw"
     optimizer_impl: OptimizerImpl | None = Field(

@@ -164,7 +164,8 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
 def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     """Shape of every distinct parameter tensor, in the order of the reference model's
     ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
-    for-loop step's temporaries depend on neighbouring tensors (estimator/optimizers.py)."""
+    for-loop step's temporaries depend on neighbouring tensors
+    (estimator/replay/optimizer_step.py)."""
     d = spec.d_model
     out: list[tuple[int, ...]] = []
     if spec.vocab_size is not None:

@@ -9,7 +9,7 @@
                                                   Scaling Transformer Inference", sec. 2)
 with L all layers and T the tokens of one sequence (decode: prompt + new tokens). The KV
 cache has no T^2 term: it keeps keys and values, never scores. The exact counterparts:
-params from estimator.params (every module); the activations saved for backward in training,
+params from estimator.terms.params (every module); the activations saved for backward in training,
 the KV cache in prefill/decode. ratio = exact / formula.
 """
 

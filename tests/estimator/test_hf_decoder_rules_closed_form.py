@@ -1,5 +1,5 @@
-"""The decoder-only HF rules (estimator/hf_rules_decoders.py, estimator/hf_inference.py) as
-closed forms, without torch; their measured twins: tests/tgauge/test_hf_rules_decoders.py."""
+"""The decoder-only HF rules (estimator/rules/hf/decoders.py, estimator/rules/hf/decoders_pass.py)
+as closed forms, without torch; their measured twins: tests/tgauge/test_hf_rules_decoders.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each preset's Hugging Face twin (estimator/hf_twins.py) is the preset read as a config.json:
+"""Each preset's Hugging Face twin (estimator/spec/hf_twins.py) is the preset read as a config.json:
 the same spec field by field but ``implementation="hf"``, and the transformers class that
 ``architectures`` names, built from the dict on the meta device, has the preset's parameters."""
 

@@ -1,4 +1,4 @@
-"""The per-(module kind, implementation) registry of estimator/implementations.py."""
+"""The per-(module kind, implementation) registry of estimator/rules/registry.py."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ GiB = 2**30
 LLAMA2 = get_preset("llama-2-7b")
 # Llama-2-7B: 6,738,415,616 parameters -> fp16 weights 13,476,831,232 bytes.
 # KV cache per token: 2 (K, V) * 32 layers * 32 kv heads * 128 d_h * 2 bytes = 524,288 bytes.
-# Fused-attention prefill peak (estimator/inference.py), in the last layer's gated FFN at
+# Fused-attention prefill peak (estimator/replay/inference.py), in the last layer's gated FFN at
 # act(gate) * up: the gated FFN's 3 [n, d_ff] tensors, 3 * 11008 * 2 = 66,048 bytes per token,
 # beside 4 [n, d] (the embeddings, the layer input, the attention sublayer's sum, the ffn_norm
 # output), 4 * 4096 * 2 = 32,768, and the input id (int64), 8; the cache of all 32 layers is

@@ -1,4 +1,5 @@
-"""Every invalid input named in estimator/spec.py fails with a message naming field and value."""
+"""Every invalid input named in estimator/spec/model.py and estimator/spec/workload.py fails with
+a message naming field and value."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The optimizer as the reference model builds it: parameter order and shapes (what a step
 iterates over), the implementation flags, and bitsandbytes' 8-bit AdamW (states exact; its
-CPU kernel's working set as estimator/optimizers.py models it)."""
+CPU kernel's working set as estimator/replay/optimizer_step.py models it)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def test_every_preset_has_defaults() -> None:
     ("model", "dtype"), [("llama-2-7b", "fp16"), ("llama-3-8b", "bf16"), ("mistral-7b", "bf16")]
 )
 def test_llm_inference_defaults_to_its_checkpoint_dtype_and_fused_attention(model, dtype) -> None:
-    # torch_dtype of each Hugging Face config.json (estimator/presets.py names them)
+    # torch_dtype of each Hugging Face config.json (estimator/spec/presets.py names them)
     w = _workload(model, "--mode", "decode", "--prompt-len", "128")
     assert (w["dtype"], w["compute_dtype"], w["attention_impl"]) == (dtype, dtype, "fused")
     assert w["master_weights"] is False

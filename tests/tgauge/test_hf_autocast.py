@@ -1,7 +1,7 @@
 """HF GPT-2 and Llama trained under torch.autocast bf16 on CPU (issue 10) against the real
 transformers classes: the "hf" implementation's ``kind@autocast`` rules
-(estimator/hf_autocast.py) on top of the reference autocast rules (estimator/autocast.py) and
-the HF fp32 rules (estimator/hf_rules_decoders.py).
+(estimator/rules/hf/autocast.py) on top of the reference autocast rules
+(estimator/rules/autocast.py) and the HF fp32 rules (estimator/rules/hf/decoders.py).
 
 Oracle: tgauge.validate.validate_point on the real model (fp32 weights, the forward and loss
 under torch.autocast("cpu", torch.bfloat16)). Issue 10's done criterion: saved activations

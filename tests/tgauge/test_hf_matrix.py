@@ -31,12 +31,12 @@ TOLERANCE = 0.02
 # another phase: predicted/measured, (predicted - measured) / measured; each a strict xfail
 # (a closed gap fails as an XPASS). Measured with `tgauge validate --matrix --section hf --out
 # DIR`, written by `python scripts/hf_gap_table.py DIR/validation.jsonl`. Empty since the
-# per-family HF rules (estimator/hf_rules_decoders.py, hf_rules_encoders.py): every point of
-# the section is within 0.3% (docs/validation.md, "The matrix's HF section").
+# per-family HF rules (estimator/rules/hf/: decoders.py, bert.py, bart.py, t5.py, vit.py): every
+# point of the section is within 0.3% (docs/validation.md, "The matrix's HF section").
 HF_KNOWN_GAPS: dict[str, str] = {}
 # Exact quantities (parameters, weights, eager FLOPs, the KV cache after every step) that are
 # not exact: none (Mistral's sliding-window cache keeping the whole prompt until the first
-# decode step is the "kv.positions" rule of estimator/hf_rules_decoders.py).
+# decode step is the "kv.positions" rule of estimator/rules/hf/decoders.py).
 HF_EXACT_GAPS: dict[str, str] = {}
 
 

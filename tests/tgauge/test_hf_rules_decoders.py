@@ -1,5 +1,5 @@
-"""The HF rules of the decoder-only families (estimator/hf_rules_decoders.py,
-estimator/hf_inference.py) against the real transformers classes: GPT-2, Llama, Mistral
+"""The HF rules of the decoder-only families (estimator/rules/hf/decoders.py,
+estimator/rules/hf/decoders_pass.py) against the real transformers classes: GPT-2, Llama, Mistral
 (window 8 < s), CPU fp32, eager and sdpa, train / prefill / decode, at two (b, s) points.
 
 Oracle: tgauge.validate.validate_point on the real model (profiler: saved tensors by unique

@@ -1,7 +1,7 @@
-"""The HF rules of the encoder and encoder-decoder classes (estimator/hf_rules_encoders.py)
-against the real transformers model (issue 9): BERT (masked LM and sequence classification),
-T5, BART, ViT (image classification), CPU fp32, eager and sdpa, at two (b, s) points: a small
-one and one where the activations dominate the training peak.
+"""The HF rules of the encoder and encoder-decoder classes (estimator/rules/hf/bert.py, bart.py,
+t5.py, vit.py) against the real transformers model (issue 9): BERT (masked LM and sequence
+classification), T5, BART, ViT (image classification), CPU fp32, eager and sdpa, at two (b, s)
+points: a small one and one where the activations dominate the training peak.
 
 Done criteria asserted: parameters per term exact; eager FLOPs per term exact; saved
 activations per term exact; training peak within 2% with the phase right; prefill / decode

@@ -12,17 +12,17 @@ from tgauge.validate import validate_point
 
 CASES = cases()
 EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv_cache")
-# inference peaks the replay (estimator/inference.py) does not model: none (chunked prefill,
+# inference peaks the replay (estimator/replay/inference.py) does not model: none (chunked prefill,
 # Attention.chunked, is replayed block by block)
 PEAK_UNMODELLED: set[str] = set()
 # training cases whose measured peak is in a phase the estimator does not model: none (the
-# forward's moment inside the last layer's attention, estimator/train_forward.py, covers eager
+# forward's moment inside the last layer's attention, estimator/replay/forward.py, covers eager
 # dense attention and the math sdpa of chunked fused attention)
 PHASE_UNMODELLED: set[str] = set()
 # Activation-dominated cases whose training peak the backward replay gets to the byte, but for
 # 0-dim tensors (the loss, optimizer scalars): the token ids the embedding saves are the input's
-# own storage, counted once (estimator.memory._saved_inputs; counted twice, these were b s 8 B
-# over). Measured: docs/validation/cpu/validation.jsonl.
+# own storage, counted once (estimator.replay.peak._saved_inputs; counted twice, these were
+# b s 8 B over). Measured: docs/validation/cpu/validation.jsonl.
 PEAK_TO_THE_SCALAR = {
     "gpt long train eager s=256",
     "gpt long train eager s=512 b=8",
