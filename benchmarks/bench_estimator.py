@@ -1,4 +1,5 @@
-"""Estimator speed: estimates per second over the presets, and CLI cold start vs `import torch`.
+"""Estimator speed: estimates per second over the presets (the term functions run directly, and
+repeated structures from their compiled programs), and CLI cold start vs `import torch`.
 
 Run: .venv/bin/python benchmarks/bench_estimator.py
 """
@@ -28,12 +29,12 @@ def _workloads(name: str) -> list[Workload]:
     return out
 
 
-def estimates_per_s(rounds: int = 5) -> tuple[int, float]:
+def estimates_per_s(rounds: int = 5, direct: bool = False) -> tuple[int, float]:
     cases = [(PRESETS[n], w) for n in PRESETS for w in _workloads(n)]
     start = time.perf_counter()
     for _ in range(rounds):
         for spec, w in cases:
-            estimate(spec, w)
+            estimate(spec, w, direct=direct)
     elapsed_s = time.perf_counter() - start
     return len(cases) * rounds, len(cases) * rounds / elapsed_s
 
@@ -48,11 +49,14 @@ def median_wall_s(cmd: list[str], repeats: int = 5) -> float:
 
 
 def main() -> None:
-    n, rate = estimates_per_s()
+    n, direct = estimates_per_s(direct=True)
+    estimates_per_s(rounds=50)  # repeated structures compile (estimator/compiled.py)
+    n_warm, rate = estimates_per_s(rounds=50)
     cli_s = median_wall_s([TGAUGE, "estimate", "gpt2-small", "--json"])
     torch_s = median_wall_s([sys.executable, "-c", "import torch"])
     rows = [
-        ("estimate() over presets x modes", f"{rate:,.0f} /s", f"{n} calls"),
+        ("estimate(direct=True) over presets x modes", f"{direct:,.0f} /s", f"{n} calls"),
+        ("estimate() repeated (compiled)", f"{rate:,.0f} /s", f"{n_warm} calls"),
         ("tgauge estimate gpt2-small --json", f"{cli_s:.3f} s", "median of 5, cold process"),
         ('python -c "import torch"', f"{torch_s:.3f} s", "median of 5"),
         ("CLI / import torch", f"{cli_s / torch_s:.2f}x", ""),

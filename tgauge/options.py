@@ -119,7 +119,7 @@ Impl = Annotated[
     typer.Option(
         "--impl",
         help="reference | hf: our reference model of MODEL, or its Hugging Face class (a "
-        "config.json, or a preset with a twin: estimator/hf_twins.py); default: a preset or "
+        "config.json, or a preset with a twin: estimator/spec/hf_twins.py); default: a preset or "
         "spec file -> reference, a config.json -> hf",
     ),
 ]

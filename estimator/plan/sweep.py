@@ -7,8 +7,8 @@ ModelSpec field instead of a Workload field.
 Speed: a grid's points share a few structures (spec and every workload field but the sizes
 batch_size, seq_len, target_len, prompt_len, new_tokens). The first point of a structure runs
 ``estimate``; the others evaluate the structure's compiled program (estimator/compiled.py) at
-their sizes, the same numbers ``estimate`` gives (tests/estimator/test_sweep.py). A size the
-model refuses (past its context) runs ``estimate`` for its exact message.
+their sizes, the same numbers ``estimate`` gives (tests/estimator/test_sweep.py). A point
+whose sizes the model refuses (past its context) runs ``estimate`` for its exact message.
 """
 
 from __future__ import annotations
@@ -342,13 +342,24 @@ PROGRESS_EVERY = 8192  # points per block of a structure (and per progress call)
 
 
 def _metrics_raw(spec: ModelSpec, sh: Any) -> tuple[Any, ...]:
-    """METRICS[1:11] of the run ``sh`` (what ``metrics`` reads of an Estimate), as one tuple:
-    the function estimator/compiled.py compiles for sweeps."""
+    """(refused, then METRICS[1:11]: what ``metrics`` reads of an Estimate) of the run ``sh``,
+    the function estimator/compiled.py compiles for sweeps. ``refused``: the sizes break a
+    limit of the model (estimator.spec.check_compatible's size checks: patch input's length,
+    the context limit); that point goes through ``estimate`` for its message."""
     from estimator.estimate import raw_estimate
+    from estimator.spec.workload import context_limit, context_used
 
+    w = sh.workload
+    limit = context_limit(spec, w)
+    target = None if w.target_len is None else sh.s_dec
+    if (spec.is_patch_input and sh.s != spec.n_positions) or (
+        limit is not None and context_used(sh.mode, sh.s, target, sh.prompt, sh.new_tokens) > limit
+    ):
+        return (True, *[None] * 10)
     raw = raw_estimate(spec, sh)
     mem, dec = raw["memory"], raw["decode"]
     return (
+        False,
         raw["peak"],
         raw["phase"],
         mem.get("weights", 0),
@@ -376,22 +387,16 @@ class _Group:
         """The point through ``estimate`` (its error as the row's when it refuses)."""
         from estimator.compiled import program
         from estimator.estimate import estimate
-        from estimator.spec.workload import context_limit
 
         try:
             if isinstance(self.spec, SpecError):
                 raise self.spec
-            w = _workloads(self.base, self.fields, combo)
-            est = estimate(self.spec, w, direct=True)  # the structure's program is ours
+            est = estimate(self.spec, _workloads(self.base, self.fields, combo), direct=True)
         except (SpecError, ValueError) as exc:
             return [*combo, *[None] * (len(METRICS) - 1), _one_line(exc)]
         if self.program is None:  # the structure estimates: its later points compile
             self.program = program(_metrics_raw, self.spec, est.workload)
             self.n_params = est.params.total
-            self.limit = context_limit(self.spec, w)
-            self.encdec = self.spec.arch == "encoder-decoder"
-            self.decode = w.mode == "decode"
-            self.patch = self.spec.n_positions if self.spec.is_patch_input else None
             self.template = est.workload
         return [*combo, *metrics(est, self.usable)]
 
@@ -401,22 +406,6 @@ class _Group:
         for j, f in self.sizes:
             sizes[f] = combo[j]
         return sizes
-
-    def _fits(self, sizes: dict[str, Any]) -> bool:
-        """The size checks of estimator.spec.check_compatible (the structure passed the
-        others): patch input's fixed length and the model's context limit."""
-        s = sizes["seq_len"]
-        if self.patch is not None and s != self.patch:
-            return False
-        if self.limit is None:
-            return True
-        longest = max(s, sizes["target_len"] or 0)
-        if self.decode:
-            prompt = sizes["prompt_len"]
-            if prompt is None:
-                prompt = 1 if self.encdec else s
-            longest = max(longest, prompt + sizes["new_tokens"])
-        return longest <= self.limit
 
     def _row(self, combo: tuple[Value, ...], values: Sequence[Any]) -> list[Any]:
         peak, usable = values[0], self.usable
@@ -433,93 +422,63 @@ class _Group:
         rest = idx[k:]
         if rest and not self._fill_arrays(combos, rest, rows):
             for i in rest:
-                sizes = self._sizes(combos[i])
-                rows[i] = self._one(combos[i], sizes) if self._fits(sizes) else None
-                rows[i] = rows[i] or self._slow(combos[i])
+                rows[i] = self._one(combos[i])
 
-    def _one(self, combo: tuple[Value, ...], sizes: dict[str, Any]) -> list[Any] | None:
+    def _one(self, combo: tuple[Value, ...]) -> list[Any]:
+        """One point from the program (through ``estimate`` when refused or untraceable)."""
+        sizes = self._sizes(combo)
         values = self.program.at(
             [sizes[k] for k in self.program.names],
             lambda: self.template.model_copy(update=sizes),
         )
-        return None if values is None else self._row(combo, values)
-
-    def _columns(self, combos: list[tuple[Value, ...]], idx: list[int]) -> dict[str, Any]:
-        """Each size of the points ``idx`` as an int64 array (or None: not given)."""
-        import numpy as np
-
-        d = self.template.__dict__
-        varied = dict((f, j) for j, f in self.sizes)
-        out: dict[str, Any] = {}
-        for k in _COPY_SAFE:
-            if k in varied:
-                j = varied[k]
-                out[k] = np.fromiter((combos[i][j] for i in idx), np.int64, len(idx))
-            elif d[k] is not None:
-                out[k] = np.full(len(idx), d[k], np.int64)
-            else:
-                out[k] = None
-        return out
-
-    def _fits_arrays(self, c: dict[str, Any]) -> Any:
-        """``_fits`` over arrays of points."""
-        import numpy as np
-
-        s = c["seq_len"]
-        ok = np.ones(len(s), dtype=bool) if self.patch is None else s == self.patch
-        if self.limit is None:
-            return ok
-        longest = s if c["target_len"] is None else np.maximum(s, c["target_len"])
-        if self.decode:
-            prompt = c["prompt_len"]
-            if prompt is None:
-                prompt = 1 if self.encdec else s
-            longest = np.maximum(longest, prompt + c["new_tokens"])
-        return ok & (longest <= self.limit)
+        if values is None or values[0]:
+            return self._slow(combo)
+        return self._row(combo, values[1:])
 
     def _fill_arrays(
         self, combos: list[tuple[Value, ...]], idx: list[int], rows: list[Any]
     ) -> bool:
-        """Every point of ``idx`` from the program over numpy arrays (the points the model
-        may refuse through ``estimate``); False (nothing filled) without numpy, or when the
-        program has no array form here."""
+        """Every point of ``idx`` from the program over numpy arrays (the refused points
+        through ``estimate``); False (nothing filled) without numpy, or when the program has
+        no array form here."""
         try:
             import numpy as np
         except ImportError:
             return False
-        c = self._columns(combos, idx)
-        fits = self._fits_arrays(c)
-        keep = np.flatnonzero(fits)
-        columns = [c[k][keep] for k in self.program.names]
+        d = self.template.__dict__
+        varied = {f: j for j, f in self.sizes}
+        columns = [
+            np.fromiter((combos[i][varied[k]] for i in idx), np.int64, len(idx))
+            if k in varied
+            else np.full(len(idx), d[k], np.int64)
+            for k in self.program.names
+        ]
 
         def make(j: int) -> Workload:
-            return self.template.model_copy(update=self._sizes(combos[idx[keep[j]]]))
+            return self.template.model_copy(update=self._sizes(combos[idx[j]]))
 
-        got = self.program.many(columns, make) if len(keep) else ([], None)
+        got = self.program.many(columns, make)
         if got is None:
             return False
-        at = [idx[pos] for pos in keep.tolist()]
-        n, usable = len(at), self.usable
-        values = [col.tolist() for col in got[0]]  # peak first (METRICS order)
+        refused, *values = (col.tolist() for col in got[0])
+        n, usable = len(idx), self.usable
         if usable is None:
-            fits_col: Any = itertools.repeat(None, n)
+            fits: Any = itertools.repeat(None, n)
             headroom: Any = itertools.repeat(None, n)
         else:
-            fits_col = [p <= usable for p in values[0]]
-            headroom = [usable - p for p in values[0]]
+            fits = [None if p is None else p <= usable for p in values[0]]
+            headroom = [None if p is None else usable - p for p in values[0]]
         block = zip(
-            *zip(*(combos[i] for i in at), strict=True),
+            *zip(*(combos[i] for i in idx), strict=True),
             itertools.repeat(self.n_params, n),
             *values,
-            fits_col,
+            fits,
             headroom,
             itertools.repeat("", n),
             strict=True,
         )
-        for i, row in zip(at, map(list, block), strict=True):
-            rows[i] = row
-        for pos in np.flatnonzero(~fits).tolist():
-            rows[idx[pos]] = self._slow(combos[idx[pos]])
+        for i, row, no in zip(idx, map(list, block), refused, strict=True):
+            rows[i] = self._slow(combos[i]) if no else row
         return True
 
 

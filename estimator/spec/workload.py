@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from estimator.spec.dtypes import DType, FloatDType, KVCacheDType
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.model import ModelSpec
+from estimator.sym import vmax
 
 Mode = Literal["train", "prefill", "decode"]
 Optimizer = Literal["adamw", "adam", "sgd", "sgd-momentum", "adafactor", "adamw-8bit", "none"]
@@ -240,11 +241,21 @@ def check_compatible(
         raise UnsupportedError(why)
     limit = context_limit(spec, workload)
     if limit is not None:
-        longest = max(workload.seq_len, workload.target_len or 0)
-        if workload.mode == "decode":
-            longest = max(longest, resolved_prompt_len(spec, workload) + workload.new_tokens)
+        prompt = resolved_prompt_len(spec, workload)
+        w = workload
+        longest = context_used(w.mode, w.seq_len, w.target_len, prompt, w.new_tokens)
         if longest > limit:
             raise SpecError(f"seq_len={longest} is invalid: {context_limit_text(spec, workload)}")
+
+
+def context_used(mode: str, seq_len: Any, target_len: Any, prompt: Any, new_tokens: Any) -> Any:
+    """Most tokens one sequence holds, what ``context_limit`` bounds: the input and target
+    lengths; in decode also the prompt (resolved) plus the new tokens. Sizes may be symbolic
+    (estimator/sym.py)."""
+    longest = vmax(seq_len, target_len or 0)
+    if mode == "decode":
+        longest = vmax(longest, prompt + new_tokens)
+    return longest
 
 
 def context_limit(spec: ModelSpec, workload: Workload) -> int | None:
