@@ -12,15 +12,9 @@ import sys
 import pytest
 
 from estimator.estimate import estimate
-from estimator.plan.sweep import (
-    METRICS,
-    SweepResult,
-    _one_line,
-    metrics,
-    parse_values,
-    parse_vary,
-    sweep,
-)
+from estimator.plan.grid import parse_values, parse_vary
+from estimator.plan.sweep import SweepResult, sweep
+from estimator.plan.sweep_points import METRICS, _one_line, metrics
 from estimator.spec import SpecError, Workload
 from estimator.spec.presets import get_preset
 

@@ -77,7 +77,7 @@ def _workload_summary(fields: dict[str, Any]) -> str:
 
 def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     from estimator.estimate import estimate
-    from estimator.plan.sweep import parse_values
+    from estimator.plan.grid import parse_values
     from estimator.spec import context_limit
     from tgauge.loading import load_spec
     from tgauge.report import chartdata as cd

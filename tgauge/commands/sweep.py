@@ -46,8 +46,9 @@ def sweep_command(
     as_json: Json = False,
 ) -> None:
     """Evaluate the estimator on every combination of the --vary values."""
+    from estimator.plan.grid import grid_size, parse_vary
     from estimator.plan.hardware import get_gpu, usable_bytes
-    from estimator.plan.sweep import grid_size, parse_vary, sweep
+    from estimator.plan.sweep import sweep
     from tgauge.loading import load_spec
 
     if not vary:

@@ -56,7 +56,7 @@ def _points(
 ) -> list[Run]:
     """The points to run: the matrix (its sections), or MODEL under each sweep combination."""
     from estimator.estimate import check_supported
-    from estimator.plan.sweep import parse_vary
+    from estimator.plan.grid import parse_vary
     from tgauge.loading import load_model
 
     if matrix:
