@@ -5,7 +5,7 @@ grid.py; how its points are computed: estimator/plan/sweep_points.py).
 Speed: a grid's points share a few structures (spec and every workload field but the sizes
 batch_size, seq_len, target_len, prompt_len, new_tokens). The first point of a structure runs
 ``estimate``; the others evaluate the structure's compiled program (estimator/compiled/) at
-their sizes, the same numbers ``estimate`` gives (tests/estimator/test_sweep.py). A point
+their sizes, the same numbers ``estimate`` gives (tests/estimator/plan/test_sweep.py). A point
 whose sizes the model refuses (past its context) runs ``estimate`` for its exact message.
 """
 
@@ -69,7 +69,7 @@ class SweepResult(BaseModel):
 
     def to_json(self) -> str:
         """``json.dumps`` of the header and the points, indent 1, written column by column
-        (the same text; tests/estimator/test_sweep.py)."""
+        (the same text; tests/estimator/plan/test_sweep.py)."""
         head = {
             "model": self.model,
             "fields": self.fields,

@@ -9,7 +9,7 @@ loss with every activation live (``start``) and visits the head, then each stack
 final norm, layers (last first), embeddings. Each module kind has one rule (``backward.*``,
 estimator/rules/reference/backward.py, naming the torch backward it mirrors), bound once per
 walk; the saved set of a module (estimator/terms/activations.py) is freed by its rule, so the
-saved bytes freed add up to the activation terms exactly (tests/estimator/test_backward.py).
+saved bytes freed add up to the activation terms exactly (tests/estimator/replay/test_backward.py).
 
 Transients modelled (sizes: n = b s tokens, R = [n, d], A = [n, h d_h], KV = [n, h_kv d_h],
 F = [n, d_ff], P = [b, h, s, s_k] scores, all in the compute dtype):

@@ -3,7 +3,7 @@
 ``--impl hf`` on a preset reads this dict as a config.json (ModelSpec.from_hf_config): same
 sizes as the preset, ``implementation="hf"``, and the class ``architectures`` names is what
 `tgauge validate` and `tgauge profile` build (random init). Each dict holds the published
-config's fields that tgauge reads (no download); tests/estimator/test_hf_twins.py checks that
+config's fields that tgauge reads (no download); tests/estimator/spec/test_hf_twins.py checks that
 the spec equals the preset field by field and that the transformers class built from the dict
 (meta device) has the preset's parameter count.
 """

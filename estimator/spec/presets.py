@@ -1,7 +1,7 @@
 """Published architectures as ModelSpecs.
 
 Each preset follows the published hyperparameters of the paper or of the Hugging Face class
-named in its comment; tests/estimator/test_presets_hf.py checks the parameter count of every
+named in its comment; tests/estimator/spec/test_presets_hf.py checks the parameter count of every
 preset against its Hugging Face twin (built on the meta device) to the exact integer.
 """
 

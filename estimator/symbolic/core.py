@@ -28,6 +28,30 @@ class Expr:
     def variables(self) -> set[int]:
         raise NotImplementedError
 
+    # decisions: each records a guard unless it holds at every point (``compare``)
+    def __lt__(self, o: Any) -> bool:
+        return compare(self, "<", o)
+
+    def __le__(self, o: Any) -> bool:
+        return compare(self, "<=", o)
+
+    def __gt__(self, o: Any) -> bool:
+        return compare(self, ">", o)
+
+    def __ge__(self, o: Any) -> bool:
+        return compare(self, ">=", o)
+
+    def __eq__(self, o: object) -> bool:  # type: ignore[override]
+        return isinstance(o, int | Expr) and compare(self, "==", o)
+
+    def __ne__(self, o: object) -> bool:  # type: ignore[override]
+        return not isinstance(o, int | Expr) or compare(self, "!=", o)
+
+    def __bool__(self) -> bool:
+        return compare(self, "!=", 0)
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 def expr_key(x: Any) -> Any:
     """A hashable identity of an expression (an int, an Expr or a tuple of them)."""
@@ -136,12 +160,7 @@ def _shifted(p: Poly, tracer: Tracer) -> Poly | None:
                     return None
                 one = add(one, mul(one, {(i,): 1})) if d == "size" else mul(one, {(i,): 1})
             cache[m] = one
-        for mm, cc in one.items():
-            v = out.get(mm, 0) + c * cc
-            if v:
-                out[mm] = v
-            else:
-                out.pop(mm, None)
+        out = add(out, one, c)
     return out
 
 
@@ -362,32 +381,6 @@ class Sym(Expr):
             return 0
         return _divide("mod", self, o)
 
-    # decisions
-    def __lt__(self, o: Any) -> bool:
-        return compare(self, "<", o)
-
-    def __le__(self, o: Any) -> bool:
-        return compare(self, "<=", o)
-
-    def __gt__(self, o: Any) -> bool:
-        return compare(self, ">", o)
-
-    def __ge__(self, o: Any) -> bool:
-        return compare(self, ">=", o)
-
-    def __eq__(self, o: object) -> bool:  # type: ignore[override]
-        if not isinstance(o, int | Expr):
-            return False
-        return compare(self, "==", o)
-
-    def __ne__(self, o: object) -> bool:  # type: ignore[override]
-        if not isinstance(o, int | Expr):
-            return True
-        return compare(self, "!=", o)
-
-    def __bool__(self) -> bool:
-        return compare(self, "!=", 0)
-
     # escapes: a plain value of a size specialises the trace to it, or is refused
     def __index__(self) -> int:
         compare(self, "==", self.v)
@@ -403,8 +396,6 @@ class Sym(Expr):
 
     def __float__(self) -> float:
         raise NotTraceable("float() of a size")
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _divide(kind: str, a: Any, b: Any) -> Any:

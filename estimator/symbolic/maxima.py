@@ -11,7 +11,6 @@ from estimator.symbolic.core import (
     Expr,
     NotTraceable,
     Sym,
-    compare,
     current,
     expr_key,
     provably_ge,
@@ -67,31 +66,8 @@ class Max(Expr):
 
     __rmul__ = __mul__
 
-    def __lt__(self, o: Any) -> bool:
-        return compare(self, "<", o)
-
-    def __le__(self, o: Any) -> bool:
-        return compare(self, "<=", o)
-
-    def __gt__(self, o: Any) -> bool:
-        return compare(self, ">", o)
-
-    def __ge__(self, o: Any) -> bool:
-        return compare(self, ">=", o)
-
-    def __eq__(self, o: object) -> bool:  # type: ignore[override]
-        return isinstance(o, int | Expr) and compare(self, "==", o)
-
-    def __ne__(self, o: object) -> bool:  # type: ignore[override]
-        return not isinstance(o, int | Expr) or compare(self, "!=", o)
-
-    def __bool__(self) -> bool:
-        return compare(self, "!=", 0)
-
     def __index__(self) -> int:
         raise NotTraceable("int() of a maximum")
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _probed(x: Any) -> tuple[int, ...] | None:

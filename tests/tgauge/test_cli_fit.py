@@ -14,7 +14,7 @@ runner = CliRunner()
 
 
 def test_fit_json_reports_llama2_max_batch_of_the_hand_worked_case() -> None:
-    # tests/estimator/test_plan.py: 80 GiB, no overheads -> 28 sequences of 4096 tokens
+    # tests/estimator/plan/test_plan.py: 80 GiB, no overheads -> 28 sequences of 4096 tokens
     args = [
         "fit",
         "llama-2-7b",
