@@ -35,6 +35,7 @@ from typing import Any
 
 from estimator.shapes import Shapes, attention_pairs, cached_positions
 from estimator.spec.model import ModelSpec
+from estimator.sym import StepSeries
 
 Terms = dict[str, Any]
 
@@ -194,28 +195,48 @@ def prefill_terms(spec: ModelSpec, sh: Shapes) -> Terms:
     return _full_model(spec, sh, sh.prompt)
 
 
-def decode_steps(spec: ModelSpec, sh: Shapes, cache: bool) -> tuple[Terms, Any]:
-    """(the N decode steps' terms summed, the per-step totals), t = 1..N. With symbolic sizes
-    (estimator/symbolic.py) the sum is a closed form over t: a step's FLOPs are linear in t
-    and in its (query, key) pairs, whose sum over the steps estimator/sums.py gives; the
-    per-step totals then come as ``symbolic.Steps``."""
-    if type(sh.new_tokens) is int and type(sh.prompt) is int:
+#: up to this many decode steps they are summed one by one (a closed form costs about as much)
+STEPWISE_UP_TO = 32
+
+
+def decode_steps(
+    spec: ModelSpec, sh: Shapes, cache: bool, stepwise: bool = False
+) -> tuple[Terms, Any]:
+    """(the N decode steps' terms summed, the per-step totals), t = 1..N. Past
+    ``STEPWISE_UP_TO`` steps (or with symbolic sizes, estimator/symbolic/) the sum is a closed
+    form over t: a step's FLOPs are linear in t and in its (query, key) pairs, whose sum over
+    the steps estimator/sums.py gives, so the cost does not grow with N; the per-step totals
+    come as a lazy StepSeries (``symbolic.Steps`` while traced). ``stepwise``: step by step
+    (what the closed form is tested against; also taken when a step is not linear)."""
+    concrete = type(sh.new_tokens) is int and type(sh.prompt) is int
+    if concrete and (stepwise or sh.new_tokens <= STEPWISE_UP_TO):
         steps = [decode_step(spec, sh, t, cache) for t in range(1, sh.new_tokens + 1)]
         return merge(*steps), [sum(x.values()) for x in steps]
-    from estimator.symbolic import sum_steps
+    from estimator.symbolic import NotTraceable, sum_steps, tracing
 
     st = sh.stack("decoder")
     if cache:
         pairs: tuple[Any, ...] = ("sum_cached_positions", st.pattern, st.window)
     else:
         pairs = ("sum_attention_pairs", st.pattern, st.window, st.causal, sh.causal_flops)
-    return sum_steps(
-        lambda seen, q: decode_step_at(spec, sh, seen, q, cache),
-        sh.prompt,
-        sh.new_tokens,
-        pairs,
-        lambda seen: step_pairs(sh, seen, cache),
-    )
+
+    def pairs_at(seen: Any) -> Any:
+        return step_pairs(sh, seen, cache)
+
+    def summed() -> tuple[Terms, Any]:
+        def step(seen: Any, q: Any) -> Terms:
+            return decode_step_at(spec, sh, seen, q, cache)
+
+        return sum_steps(step, sh.prompt, sh.new_tokens, pairs, pairs_at)
+
+    if not concrete:  # inside a trace: the sums as expressions of the sizes
+        return summed()
+    try:
+        with tracing():  # one step traced over t and its pairs, the rest plain numbers
+            sums, per = summed()
+    except NotTraceable:
+        return decode_steps(spec, sh, cache, stepwise=True)
+    return sums, StepSeries(per.a, per.b, per.c, per.prompt, per.n, pairs_at)
 
 
 def decode_flops(spec: ModelSpec, sh: Shapes) -> dict[str, Any]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from estimator.estimate import estimate
-from estimator.shapes import attention_pairs
+from estimator.shapes import attention_pairs, resolve
 from estimator.spec import ModelSpec, Workload
 from estimator.spec.presets import get_preset
+from estimator.terms.flops import STEPWISE_UP_TO, decode_steps
 from estimator.terms.params import params
 
 # d=8, h=2, d_h=4, d_ff=16, V=10, one layer, untied head, no gate
@@ -93,3 +98,40 @@ def test_decode_with_cache_step_by_hand_and_totals():
     full4 = estimate(TINY, Workload(mode="prefill", seq_len=4)).flops.total
     assert dec.per_step_flops_without_cache[0] == full4
     assert dec.total_without_cache_flops > dec.total_with_cache_flops
+
+
+def _decode_cases() -> list[tuple[ModelSpec, Workload]]:
+    """Seeded decode runs over patterns, windows, FLOP conventions, caches and both decoder
+    architectures, with step counts past the step-by-step threshold."""
+    rng = random.Random(11)
+    specs = [
+        TINY,
+        get_preset("t5-small"),
+        ModelSpec(arch="decoder", n_decoder_layers=2, d_model=16, n_heads=4, n_kv_heads=2,
+                  d_ff=32, vocab_size=50, max_seq_len=4096, position="rotary",
+                  activation="swiglu", norm="rmsnorm"),
+    ]  # fmt: skip
+    out = []
+    for _ in range(40):
+        spec = rng.choice(specs)
+        f = {"mode": "decode", "batch_size": rng.choice([1, 3]), "seq_len": 8,
+             "new_tokens": rng.choice([1, STEPWISE_UP_TO, STEPWISE_UP_TO + 1, 97, 300]),
+             "attention_impl": rng.choice(["eager", "fused"]), "kv_cache": rng.random() < 0.7,
+             "causal_flops": rng.choice(["full", "triangle"])}  # fmt: skip
+        if spec.arch == "decoder":
+            f["prompt_len"] = rng.choice([1, 5, 40])
+            if rng.random() < 0.5:
+                f["attention_pattern"] = rng.choice(["sliding_window", "chunked"])
+                f["window"] = rng.choice([3, 16])
+        out.append((spec, Workload(**f)))
+    return out
+
+
+@pytest.mark.parametrize(("spec", "w"), _decode_cases())
+def test_decode_steps_closed_form_equals_step_by_step(spec, w) -> None:
+    sh = resolve(spec, w)
+    for cache in (True, False):
+        terms, per_step = decode_steps(spec, sh, cache)
+        want_terms, want_steps = decode_steps(spec, sh, cache, stepwise=True)
+        assert terms == want_terms
+        assert list(per_step) == want_steps
