@@ -414,7 +414,7 @@ def step_times(
     cache it re-runs the P + t prefix: weights read once, FLOPs of the full prefix.
     """
     from estimator.shapes import resolve
-    from estimator.terms.kv_cache import kv_cache_at
+    from estimator.terms.kv_cache import kv_cache_at, kv_cache_growth_bytes
 
     wl, spec = est.workload, est.spec  # type: ignore[attr-defined]
     dtype = math_dtype(wl.autocast or wl.compute_dtype, tf32)  # autocast: matmuls run low
@@ -437,13 +437,15 @@ def step_times(
     kv0 = sum(kv_cache_at(spec, sh, 0).values())
     prefill = roofline(dec.prefill_flops, inference_bytes_moved(terms, kv0), gpu, dtype, efficiency)
     w = terms.get("weights", 0)
-    steps = []
-    for t in range(1, wl.new_tokens + 1):
-        if wl.kv_cache:
-            flops, moved = dec.per_step_flops[t - 1], w + sum(kv_cache_at(spec, sh, t).values())
-        else:
-            flops, moved = dec.per_step_flops_without_cache[t - 1], w
-        steps.append(roofline(flops, moved, gpu, dtype, efficiency))
+    if wl.kv_cache:
+        flops_t = list(dec.per_step_flops)
+        moved_t = [w + kv for kv in kv_cache_growth_bytes(spec, sh)[1:]]
+    else:
+        flops_t, moved_t = list(dec.per_step_flops_without_cache), [w] * wl.new_tokens
+    steps = [
+        roofline(flops, moved, gpu, dtype, efficiency)
+        for flops, moved in zip(flops_t, moved_t, strict=True)
+    ]
     total = prefill.time_s + sum(s.time_s for s in steps)
     return StepTimes(
         gpu=gpu.name,
