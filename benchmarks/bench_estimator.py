@@ -50,7 +50,7 @@ def median_wall_s(cmd: list[str], repeats: int = 5) -> float:
 
 def main() -> None:
     n, direct = estimates_per_s(direct=True)
-    estimates_per_s(rounds=50)  # repeated structures compile (estimator/compiled.py)
+    estimates_per_s(rounds=50)  # repeated structures compile (estimator/compiled/)
     n_warm, rate = estimates_per_s(rounds=50)
     cli_s = median_wall_s([TGAUGE, "estimate", "gpt2-small", "--json"])
     torch_s = median_wall_s([sys.executable, "-c", "import torch"])

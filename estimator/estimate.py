@@ -3,7 +3,7 @@
 The flow: (spec, workload) validated -> checked (the model can run it, the rules model it) ->
 resolved once (estimator/shapes.py) -> ``raw_estimate``: the terms (estimator/terms/) and the
 peak of the step's timeline (estimator/replay/), plain numbers by name -> the typed Estimate.
-``raw_estimate`` is what estimator/compiled.py traces once per structure; ``estimate`` then
+``raw_estimate`` is what estimator/compiled/ traces once per structure; ``estimate`` then
 evaluates the compiled program instead of running the terms again (``direct=True`` runs them).
 """
 
@@ -137,7 +137,7 @@ def assemble(spec: ModelSpec, workload: Workload, sh: Shapes, raw: dict[str, Any
 def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Estimate:
     """All predictions for (spec, workload); SpecError when the workload cannot run (a copy
     that skipped validation is validated here). ``direct``: run the term functions rather
-    than a compiled program of this structure (the same numbers; estimator/compiled.py)."""
+    than a compiled program of this structure (the same numbers; estimator/compiled/)."""
     spec, workload = revalidated(spec, workload)
     sh = resolve(spec, workload)
     check_supported(spec, workload, sh)

@@ -17,7 +17,7 @@ implied (estimator/spec/workload.py states each default):
 A term function reads these; it never calls the ``resolved_*`` functions itself.
 
 The sizes (b, s, s_dec, s_out, s_src, prompt, new) may be symbolic numbers (estimator/sym.py):
-estimator/compiled.py resolves a workload with symbols for its sizes and runs the same term
+estimator/compiled/ resolves a workload with symbols for its sizes and runs the same term
 functions once per structure to get every term as an expression of them.
 """
 

@@ -1,6 +1,6 @@
 """Sizes as numbers or as symbols: the few operations whose symbolic form is not Python's.
 
-The estimator's term functions, rules and replays compute with plain ints. estimator/compiled.py
+The estimator's term functions, rules and replays compute with plain ints. estimator/compiled/
 runs them once more with symbolic sizes (``Sym``: a value at the traced point and a polynomial
 of the sizes) to get each term as an expression it can evaluate at any point. Python's own
 ``max``, ``min`` and ``-(-x // c)`` would compare or divide the symbols and tie the expression to
@@ -50,7 +50,7 @@ def ceil_div(x: Any, c: int) -> Any:
 class StepSeries(Sequence[int]):
     """The per-step values a + b t + c pairs(prompt + t) of decode steps t = 1..n, computed
     when read (a list of n ints on demand): what a compiled decode estimate returns instead of
-    walking every step (estimator/compiled.py). Equal to the list it stands for."""
+    walking every step (estimator/compiled/). Equal to the list it stands for."""
 
     __slots__ = ("a", "b", "c", "prompt", "n", "pairs", "_list")
 

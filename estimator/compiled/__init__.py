@@ -5,7 +5,7 @@ sizes: mode, precision, attention, checkpointing, optimizer, ...), and each numb
 is a polynomial in the sizes b, s, target_len, prompt_len and new_tokens, within the region
 where the code's decisions on sizes come out the same. ``program(build, spec, workload)`` is
 the structure's program: ``trace`` runs ``build`` (e.g. estimator.estimate.raw_estimate) once
-with symbolic sizes (estimator/symbolic.py), recording those decisions as guards, and
+with symbolic sizes (estimator/symbolic/), recording those decisions as guards, and
 ``source.Trace`` writes one Python function that checks the guards and computes every output
 at a point (and a numpy one for grids). A point outside every trace so far is traced anew, up
 to ``MAX_TRACES`` per structure, once ``TRACE_AFTER_S`` went into computing the structure's

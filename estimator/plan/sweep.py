@@ -147,7 +147,7 @@ def sweep(
     the order given). A point the estimator rejects keeps its message in ``error``.
 
     The points of one structure (the same spec and non-size fields) evaluate that structure's
-    compiled program (estimator/compiled.py) at their sizes, all at once when numpy is
+    compiled program (estimator/compiled/) at their sizes, all at once when numpy is
     installed; the first point of each, and any point the model may refuse, runs ``estimate``
     itself, so every row is what ``estimate`` gives. ``progress`` gets the number of points
     done, about every ``PROGRESS_EVERY`` points and at the end."""

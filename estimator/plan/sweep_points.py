@@ -62,7 +62,7 @@ def metrics(est: Any, usable: int | None) -> list[Any]:
 
 def _metrics_raw(spec: ModelSpec, sh: Any) -> tuple[Any, ...]:
     """(refused, then METRICS[1:11]: what ``metrics`` reads of an Estimate) of the run ``sh``,
-    the function estimator/compiled.py compiles for sweeps. ``refused``: the sizes break a
+    the function estimator/compiled/ compiles for sweeps. ``refused``: the sizes break a
     limit of the model (estimator.spec.check_compatible's size checks: patch input's length,
     the context limit); that point goes through ``estimate`` for its message."""
     from estimator.estimate import raw_estimate

@@ -14,7 +14,7 @@ from estimator.symbolic.poly import Poly
 
 class Steps:
     """The per-step value of a closed-form step sum, a + b t + c pairs(prompt + t) for
-    t = 1..n, as expressions of the sizes (estimator/compiled.py makes a StepSeries of it at
+    t = 1..n, as expressions of the sizes (estimator/compiled/ makes a StepSeries of it at
     each point). ``pairs``: (name of the estimator/sums.py sum, its leading constants), and
     the per-position function is that sum's summand."""
 

@@ -1,4 +1,4 @@
-"""Compiled programs (estimator/compiled.py) against the term functions run directly: every
+"""Compiled programs (estimator/compiled/) against the term functions run directly: every
 point of a seeded random grid gives the same Estimate, byte for byte (its JSON), over modes,
 attention, patterns, precision, checkpointing, optimizers, devices and model families, with
 each structure traced once and reused at the other points of its grid."""
