@@ -10,6 +10,7 @@ from typing import Any
 
 from estimator.compiled.source import Trace
 from estimator.shapes import Shapes, resolve
+from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
 from estimator.spec.workload import Workload
 from estimator.symbolic import NotTraceable, tracing
@@ -73,6 +74,8 @@ class Program:
             tr = trace(self.build, self.spec, workload, self.names)
         except NotTraceable:
             self.traceable = False
+            return None
+        except (SpecError, ArithmeticError):  # the point itself fails: directly, it says why
             return None
         self.traces.append(tr)
         return tr(*sizes)

@@ -199,7 +199,10 @@ class Trace:
         self.fn: Callable[..., tuple[Any, ...] | None] = namespace["trace"]
 
     def __call__(self, *sizes: int) -> Any:
-        values = self.fn(*sizes)
+        try:
+            values = self.fn(*sizes)
+        except ArithmeticError:  # an atom undefined at this point (outside the guards)
+            return None
         if values is None or self.skeleton is None:
             return values
         return _fill(self.skeleton, values)
