@@ -35,29 +35,35 @@ METRICS: tuple[str, ...] = (
 )
 
 
-def metrics(est: Any, usable: int | None) -> list[Any]:
-    """The METRICS of one Estimate (fits/headroom when a usable budget is given)."""
-    mem = est.memory.terms
-    opt = sum(v for k, v in mem.items() if k.startswith("optimizer."))
-    act = sum(v for k, v in mem.items() if k.startswith("activations."))
-    dec = est.decode
-    peak = est.peak_memory_bytes
-    return [
-        est.params.total,
+def _values(peak: Any, phase: Any, mem: dict[str, Any], kv: Any, flops: Any,
+            decode: tuple[Any, Any] | None) -> tuple[Any, ...]:  # fmt: skip
+    """METRICS[1:11] of one estimate: its peak and phase, its memory terms reduced, the KV
+    cache and FLOP totals, and decode's totals with and without the cache."""
+    return (
         peak,
-        est.peak_phase,
+        phase,
         mem.get("weights", 0),
         mem.get("gradients", 0),
-        opt,
-        act,
-        est.kv_cache.total,
-        est.flops.total,
-        dec.total_with_cache_flops if dec else None,
-        dec.total_without_cache_flops if dec else None,
-        None if usable is None else peak <= usable,
-        None if usable is None else usable - peak,
-        "",
-    ]
+        sum(v for k, v in mem.items() if k.startswith("optimizer.")),
+        sum(v for k, v in mem.items() if k.startswith("activations.")),
+        kv,
+        flops,
+        *(decode or (None, None)),
+    )
+
+
+def _budget(peak: int, usable: int | None) -> tuple[bool | None, int | None]:
+    """(fits, headroom) of a peak against a usable budget (None, None without one)."""
+    return (None, None) if usable is None else (peak <= usable, usable - peak)
+
+
+def metrics(est: Any, usable: int | None) -> list[Any]:
+    """The METRICS of one Estimate (fits/headroom when a usable budget is given)."""
+    dec = est.decode
+    totals = (dec.total_with_cache_flops, dec.total_without_cache_flops) if dec else None
+    values = _values(est.peak_memory_bytes, est.peak_phase, est.memory.terms,
+                     est.kv_cache.total, est.flops.total, totals)  # fmt: skip
+    return [est.params.total, *values, *_budget(est.peak_memory_bytes, usable), ""]
 
 
 def _metrics_raw(spec: ModelSpec, sh: Any) -> tuple[Any, ...]:
@@ -76,20 +82,10 @@ def _metrics_raw(spec: ModelSpec, sh: Any) -> tuple[Any, ...]:
     ):
         return (True, *[None] * 10)
     raw = raw_estimate(spec, sh)
-    mem, dec = raw["memory"], raw["decode"]
-    return (
-        False,
-        raw["peak"],
-        raw["phase"],
-        mem.get("weights", 0),
-        mem.get("gradients", 0),
-        sum(v for k, v in mem.items() if k.startswith("optimizer.")),
-        sum(v for k, v in mem.items() if k.startswith("activations.")),
-        sum(raw["kv_cache"].values()),
-        sum(raw["flops"].values()),
-        dec["total_with_cache_flops"] if dec else None,
-        dec["total_without_cache_flops"] if dec else None,
-    )
+    dec = raw["decode"]
+    totals = (dec["total_with_cache_flops"], dec["total_without_cache_flops"]) if dec else None
+    kv, flops = sum(raw["kv_cache"].values()), sum(raw["flops"].values())
+    return (False, *_values(raw["peak"], raw["phase"], raw["memory"], kv, flops, totals))
 
 
 class Group:
@@ -127,10 +123,7 @@ class Group:
         return sizes
 
     def _row(self, combo: tuple[Value, ...], values: Sequence[Any]) -> list[Any]:
-        peak, usable = values[0], self.usable
-        fits = None if usable is None else peak <= usable
-        headroom = None if usable is None else usable - peak
-        return [*combo, self.n_params, *values, fits, headroom, ""]
+        return [*combo, self.n_params, *values, *_budget(values[0], self.usable), ""]
 
     def fill(self, combos: list[tuple[Value, ...]], idx: list[int], rows: list[Any]) -> None:
         """rows[i] for the points ``idx`` of this structure."""
@@ -180,19 +173,15 @@ class Group:
         if got is None:
             return False
         refused, *values = (col.tolist() for col in got[0])
-        n, usable = len(idx), self.usable
-        if usable is None:
-            fits: Any = itertools.repeat(None, n)
-            headroom: Any = itertools.repeat(None, n)
-        else:
-            fits = [None if p is None else p <= usable for p in values[0]]
-            headroom = [None if p is None else usable - p for p in values[0]]
+        n = len(idx)
+        budgets = (  # a refused point's peak is None; its row goes through estimate
+            _budget(p, self.usable) if p is not None else (None, None) for p in values[0]
+        )
         block = zip(
             *zip(*(combos[i] for i in idx), strict=True),
             itertools.repeat(self.n_params, n),
             *values,
-            fits,
-            headroom,
+            *zip(*budgets, strict=True),
             itertools.repeat("", n),
             strict=True,
         )
