@@ -9,7 +9,6 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from estimator.shapes import attention_pairs, cached_positions
 from estimator.sym import StepSeries
 from estimator.symbolic import Choice, Max, NotTraceable, Steps, Sym, Tracer, expr_key
 
@@ -121,7 +120,7 @@ def _leaves(out: Any, found: list[Any]) -> Any:
     if type(out) is Steps:
         first = len(found)
         found.extend((out.a, out.b, out.c, out.prompt, out.n))
-        return _StepsSlot(first, out.pairs)
+        return _StepsSlot(first, out.pairs_at)
     if isinstance(out, dict):
         return {k: _leaves(v, found) for k, v in out.items()}
     if isinstance(out, list | tuple):
@@ -137,19 +136,10 @@ class _Slot:
 
 
 class _StepsSlot:
-    __slots__ = ("first", "per_position")
+    __slots__ = ("first", "pairs_at")
 
-    def __init__(self, first: int, pairs: tuple[Any, ...]) -> None:
-        self.first = first
-        self.per_position = _summand(pairs)
-
-
-def _summand(pairs: tuple[Any, ...]) -> Callable[[int], int]:
-    """The per-position function whose sum estimator/sums.py's ``pairs[0]`` is."""
-    if pairs[0] == "sum_cached_positions":
-        return functools.partial(cached_positions, pairs[1], pairs[2])
-    pattern, window, causal, convention = pairs[1:]
-    return lambda s: attention_pairs(pattern, window, causal, s, convention)
+    def __init__(self, first: int, pairs_at: Callable[[int], int]) -> None:
+        self.first, self.pairs_at = first, pairs_at
 
 
 def _fill(skeleton: Any, values: Sequence[Any]) -> Any:
@@ -158,7 +148,7 @@ def _fill(skeleton: Any, values: Sequence[Any]) -> Any:
         return values[skeleton.i]
     if t is _StepsSlot:
         a, b, c, prompt, n = values[skeleton.first : skeleton.first + 5]
-        return StepSeries(a, b, c, prompt, n, skeleton.per_position)
+        return StepSeries(a, b, c, prompt, n, skeleton.pairs_at)
     if t is dict:
         return {k: _fill(v, values) for k, v in skeleton.items()}
     if t is list or t is tuple:

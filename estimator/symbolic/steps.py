@@ -13,15 +13,18 @@ from estimator.symbolic.poly import Poly
 
 
 class Steps:
-    """The per-step value of a closed-form step sum, a + b t + c pairs(prompt + t) for
+    """The per-step value of a closed-form step sum, a + b t + c pairs_at(prompt + t) for
     t = 1..n, as expressions of the sizes (estimator/compiled/ makes a StepSeries of it at
-    each point). ``pairs``: (name of the estimator/sums.py sum, its leading constants), and
-    the per-position function is that sum's summand."""
+    each point). ``pairs_at``: the step's (query, key) pairs at a number of tokens seen (a
+    function of the structure only, called with ints)."""
 
-    __slots__ = ("a", "b", "c", "prompt", "n", "pairs")
+    __slots__ = ("a", "b", "c", "prompt", "n", "pairs_at")
 
-    def __init__(self, a: Any, b: Any, c: Any, prompt: Any, n: Any, pairs: tuple[Any, ...]):
-        self.a, self.b, self.c, self.prompt, self.n, self.pairs = a, b, c, prompt, n, pairs
+    def __init__(
+        self, a: Any, b: Any, c: Any, prompt: Any, n: Any, pairs_at: Callable[[int], int]
+    ) -> None:
+        self.a, self.b, self.c, self.prompt, self.n = a, b, c, prompt, n
+        self.pairs_at = pairs_at
 
 
 def _split(x: Any, t: int, q: int) -> tuple[Any, Any, Any]:
@@ -87,7 +90,7 @@ def sum_steps(
     sum_q = call_atom(fn, (*consts, lo, hi), v) if type(lo) is Sym or type(hi) is Sym else v
     sums = {name: a * n + b * n_tri + c * sum_q for name, (a, b, c) in split.items()}
     total = [sum(p[i] for p in split.values()) for i in range(3)]
-    return sums, Steps(total[0], total[1], total[2], prompt, n, pairs)
+    return sums, Steps(total[0], total[1], total[2], prompt, n, pairs_at)
 
 
 def _call_value(fn: str, consts: tuple[Any, ...], lo: int, hi: int) -> int:

@@ -236,7 +236,7 @@ def decode_steps(
             sums, per = summed()
     except NotTraceable:
         return decode_steps(spec, sh, cache, stepwise=True)
-    return sums, StepSeries(per.a, per.b, per.c, per.prompt, per.n, pairs_at)
+    return sums, StepSeries(per.a, per.b, per.c, per.prompt, per.n, per.pairs_at)
 
 
 def decode_flops(spec: ModelSpec, sh: Shapes) -> dict[str, Any]:
