@@ -414,7 +414,7 @@ def step_times(
     cache it re-runs the P + t prefix: weights read once, FLOPs of the full prefix.
     """
     from estimator.shapes import resolve
-    from estimator.terms.kv_cache import kv_cache_at, kv_cache_growth_bytes
+    from estimator.terms.kv_cache import kv_cache_growth_bytes
 
     wl, spec = est.workload, est.spec  # type: ignore[attr-defined]
     dtype = math_dtype(wl.autocast or wl.compute_dtype, tf32)  # autocast: matmuls run low
@@ -433,13 +433,15 @@ def step_times(
             gpu=gpu.name, mode=wl.mode, step=step, total_s=step.time_s, tokens=b * wl.seq_len
         )
     dec = est.decode  # type: ignore[attr-defined]
-    sh = resolve(spec, wl)
-    kv0 = sum(kv_cache_at(spec, sh, 0).values())
-    prefill = roofline(dec.prefill_flops, inference_bytes_moved(terms, kv0), gpu, dtype, efficiency)
+    # the cache after the prefill (step 0) and after each step (0 bytes without a cache)
+    kv = kv_cache_growth_bytes(spec, resolve(spec, wl)) if wl.kv_cache else [0]
+    prefill = roofline(
+        dec.prefill_flops, inference_bytes_moved(terms, kv[0]), gpu, dtype, efficiency
+    )
     w = terms.get("weights", 0)
     if wl.kv_cache:
         flops_t = list(dec.per_step_flops)
-        moved_t = [w + kv for kv in kv_cache_growth_bytes(spec, sh)[1:]]
+        moved_t = [w + after for after in kv[1:]]
     else:
         flops_t, moved_t = list(dec.per_step_flops_without_cache), [w] * wl.new_tokens
     steps = [
