@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from estimator.compiled.program import (
     MAX_TRACES,
-    SIZES,
     TRACE_AFTER_S,
     Program,
     evaluate,
@@ -36,7 +35,6 @@ from estimator.compiled.source import Trace
 
 __all__ = [
     "MAX_TRACES",
-    "SIZES",
     "TRACE_AFTER_S",
     "Program",
     "Trace",

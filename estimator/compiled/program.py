@@ -12,11 +12,9 @@ from estimator.compiled.source import Trace
 from estimator.shapes import Shapes, resolve
 from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
-from estimator.spec.workload import Workload
+from estimator.spec.workload import SIZE_FIELDS, Workload
 from estimator.symbolic import NotTraceable, tracing
 
-#: the Workload fields that are sizes: the variables of a program (the others are structure)
-SIZES = ("batch_size", "seq_len", "target_len", "prompt_len", "new_tokens")
 #: the keyword of each size in estimator.shapes.resolve
 _RESOLVE = {"batch_size": "b", "seq_len": "s", "target_len": "target_len",
             "prompt_len": "prompt_len", "new_tokens": "new_tokens"}  # fmt: skip
@@ -32,7 +30,7 @@ def structure(workload: Workload) -> tuple[Any, ...]:
     """The workload without its sizes (and which optional sizes are given): what a program of
     it depends on."""
     d = workload.__dict__
-    return tuple(v for k, v in d.items() if k not in SIZES) + (
+    return tuple(v for k, v in d.items() if k not in SIZE_FIELDS) + (
         d["target_len"] is None,
         d["prompt_len"] is None,
     )
@@ -41,7 +39,7 @@ def structure(workload: Workload) -> tuple[Any, ...]:
 def variables(workload: Workload) -> tuple[str, ...]:
     """The sizes of ``workload`` that are variables (the optional ones only when given)."""
     d = workload.__dict__
-    return tuple(k for k in SIZES if d[k] is not None)
+    return tuple(k for k in SIZE_FIELDS if d[k] is not None)
 
 
 class Program:

@@ -13,12 +13,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
-from estimator.spec.workload import Workload
+from estimator.spec.workload import SIZE_FIELDS, Workload
 
 Value = int | float | str | bool
-#: the sizes: Workload fields whose only constraint is their own range (a validated base can be
-#: copied with them), and the variables of a structure's compiled program
-SIZE_FIELDS = frozenset({"batch_size", "seq_len", "target_len", "prompt_len", "new_tokens"})
 
 
 def _atom(text: str) -> Value:

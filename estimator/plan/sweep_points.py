@@ -192,7 +192,7 @@ class Group:
 
 def _workloads(base: Workload, fields: list[str], combo: tuple[Value, ...]) -> Workload:
     update = {f: v for f, v in zip(fields, combo, strict=True) if not f.startswith("spec.")}
-    if set(update) <= SIZE_FIELDS:
+    if set(update).issubset(SIZE_FIELDS):
         return base.model_copy(update=update)
     return Workload.model_validate(base.model_dump(exclude_unset=True) | update)
 

@@ -44,6 +44,9 @@ IMPLS: dict[str, tuple[str, ...]] = {
 
 #: the longest decode asked for: the per-step FLOPs and roofline times list every step
 MAX_NEW_TOKENS = 2**17
+#: the Workload fields that are sizes, each constrained by its own range alone: the variables
+#: of a compiled program (estimator/compiled/), the rest of a workload being its structure
+SIZE_FIELDS = ("batch_size", "seq_len", "target_len", "prompt_len", "new_tokens")
 
 
 class Workload(BaseModel):
