@@ -1,0 +1,54 @@
+"""Parallel: how one training step is spread over ranks, as torch.distributed runs it.
+
+One description serves the estimator (one rank's memory and its collectives) and the
+measurement (``tgauge validate --nproc``), so a predicted and a measured rank name the same
+layout:
+
+- ``shard``: what data parallelism shards, named by the engine that does it
+  - ``none``: plain data parallelism (every rank holds everything);
+  - ``zero1``: optimizer states, as ``torch.distributed.optim.ZeroRedundancyOptimizer``;
+  - ``zero2``: FSDP2 ``fully_shard(..., reshard_after_forward=False)`` per block
+    (parameters, gradients and optimizer states sharded; the unsharded parameters of a
+    block stay gathered from its forward until its backward);
+  - ``zero3``: FSDP2 ``fully_shard(..., reshard_after_forward=True)`` per block (the
+    parameters are gathered again for backward);
+- ``tp``: the tensor-parallel degree (DTensor ``parallelize_module``: Colwise / Rowwise for
+  attention and FFN, vocabulary-parallel embedding and LM head), ``sp``: with
+  ``SequenceParallel`` on norms and dropout, ``loss_parallel``: the loss on vocabulary shards;
+- ``world``: all ranks; data parallelism spans ``world // tp`` of them (2-D FSDP x TP).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Shard = Literal["none", "zero1", "zero2", "zero3"]
+
+
+class Parallel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    world: int = Field(1, gt=0)
+    tp: int = Field(1, gt=0)
+    sp: bool = False
+    shard: Shard = "none"
+    loss_parallel: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Parallel:
+        if self.world % self.tp:
+            raise ValueError(f"tp={self.tp} must divide world={self.world}")
+        if (self.sp or self.loss_parallel) and self.tp == 1:
+            raise ValueError("sp and loss_parallel need tp > 1")
+        return self
+
+    @property
+    def dp(self) -> int:
+        """Ranks that data parallelism (and its sharding) spans."""
+        return self.world // self.tp
+
+    @property
+    def single(self) -> bool:
+        return self.world == 1
