@@ -23,7 +23,7 @@ from pathlib import Path
 
 import typer
 
-from tgauge.app import UserError, err_console
+from tgauge.app import UserError, err_console, one_line
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -150,8 +150,11 @@ def _last_newline_end(path: Path, size: int) -> int:
     return 0
 
 
-class Interrupted(Exception):
-    """SIGTERM turned into an exception, so ``finally`` blocks run as for SIGINT."""
+class Interrupted(BaseException):
+    """SIGTERM turned into an exception, so ``finally`` blocks run as for SIGINT.
+
+    A BaseException, like KeyboardInterrupt: code that records a failure as data (``except
+    Exception`` in tgauge/validate.py's validate_point) must not swallow a request to stop."""
 
 
 @contextlib.contextmanager
@@ -172,7 +175,9 @@ def stop_on_signals(kept: Callable[[], str]) -> Iterator[None]:
         from rich.text import Text
 
         code = 130 if isinstance(exc, KeyboardInterrupt) else 143
-        err_console.print(Text.assemble(("interrupted:", "bold red"), " ", kept()))
+        line = Text.assemble(("interrupted:", "bold red"), " ", one_line(kept()))
+        # soft_wrap: one line whatever the width (a pipe or a log gets no wrapped path)
+        err_console.print(line, highlight=False, soft_wrap=True)
         raise typer.Exit(code=code) from None
     finally:
         if previous is not None:
