@@ -182,3 +182,82 @@ def stop_on_signals(kept: Callable[[], str]) -> Iterator[None]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# ---- one writer per output folder, and the leftovers of a killed run ---------------------
+
+#: what a run killed mid-write leaves in its folder: staging folders of `report`, temporary
+#: files of write_files / the sweep's stream (``.<name>.<random>.tmp``), the half-made symlink
+#: of the report's flip (``.report.<random>.tmp``). Nothing else in the folder is touched.
+LEFTOVERS = (
+    ".report-*",
+    ".report.*.tmp",
+    ".sweep.csv.*.tmp",
+    ".sweep.json.*.tmp",
+    ".validation.jsonl.*.tmp",
+)
+
+
+def _lock_holder(fd: int) -> str:
+    """' (pid N)' of the process holding a flock on the file of ``fd`` (Linux /proc/locks)."""
+    info = os.fstat(fd)
+    inode = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == inode:
+                return f" (pid {parts[4]})"
+    return ""
+
+
+def hold_folder(folder: Path, option: str = "--out") -> None:
+    """Make this run the one writer of ``folder`` until the command ends, then remove what
+    killed runs left there (LEFTOVERS).
+
+    The lock is ``flock(LOCK_EX)`` on the folder itself: no lock file, and the kernel releases
+    it when the process dies however it dies (SIGKILL, OOM killer), so it is never stale. A
+    second run into the folder is refused with one line (UserError). The lock is released when
+    the click command's context closes (tests run commands in one process), else at exit."""
+    import fcntl
+
+    import click
+
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise UserError(
+            f"{option}={str(folder)!r} is in use by another tgauge run{holder}: one run writes "
+            "into a folder at a time; wait for it to end or give another folder"
+        ) from None
+    except OSError:  # a filesystem without flock: run unlocked rather than refuse
+        os.close(fd)
+        return
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(lambda: os.close(fd))  # closing the descriptor releases the lock
+    remove_leftovers(folder)
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Remove the LEFTOVERS of killed runs from ``folder`` (call it holding the folder): the
+    report's live data folder (the target of ``.report``) is kept. Returns the names removed."""
+    import shutil
+
+    live = None
+    with contextlib.suppress(OSError):
+        live = os.readlink(folder / ".report")
+    removed = []
+    for pattern in LEFTOVERS:
+        for path in folder.glob(pattern):
+            if path.name == live:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            removed.append(path.name)
+    return removed

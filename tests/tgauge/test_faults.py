@@ -84,3 +84,33 @@ def test_signal_during_a_validate_point_stops_the_run_in_one_unwrapped_line(tmp_
     assert len(records) < 24  # it stopped, it did not run to the end
     # the point in flight is not a result: no error record, no "Interrupted" note
     assert all(r["status"] == "ok" for r in records), records
+
+
+# ---- 2. one writer per output folder ------------------------------------------------------
+
+
+@LINUX
+def test_second_run_into_a_busy_folder_is_refused_and_a_killed_run_leaves_no_stale_lock(
+    tmp_path,
+):
+    out = tmp_path / "v"
+    jsonl = out / "validation.jsonl"
+    argv = ("validate", TINY_DECODER, "--mode", "prefill", "--sweep", "seq_len=8..400:8",
+            "--out", str(out))  # fmt: skip
+    first = _tgauge(*argv)
+    _wait(first, lambda: jsonl.exists() and jsonl.read_text().count("\n") >= 1)
+    second = _tgauge(*argv)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 2, err
+    assert err.splitlines() == [
+        f"error: --out={str(out)!r} is in use by another tgauge run (pid {first.pid}): one run "
+        "writes into a folder at a time; wait for it to end or give another folder"
+    ]
+    first.kill()  # SIGKILL: no handler runs; the kernel drops the lock with the process
+    first.wait()
+    assert sorted(p.name for p in out.iterdir()) == ["validation.jsonl"]  # no lock file
+    third = _tgauge(*argv)
+    _, err = third.communicate(timeout=600)
+    assert third.returncode == 0, err
+    seq_lens = [r["workload"]["seq_len"] for r in _records(jsonl)]
+    assert sorted(seq_lens) == list(range(8, 401, 8))  # every point once

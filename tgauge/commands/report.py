@@ -50,7 +50,9 @@ def report_command(
         sections.append(_validation_section(validation))
     if any(s.charts for s in sections):  # nothing is written without the chart library
         require("matplotlib", "tgauge report (its charts)")
-    out_dir(out)
+    from tgauge.safeio import hold_folder
+
+    hold_folder(out_dir(out))  # one writer; a killed run's staging folders are removed
     files = write_report(Report(title="tgauge report", sections=sections), out)
     if as_json:
         print_json(files.model_dump(mode="json"))

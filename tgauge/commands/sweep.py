@@ -65,7 +65,9 @@ def sweep_command(
             f"the --vary grid has {n:,} points; at most {MAX_POINTS:,}: use fewer values"
         )
     if out is not None:
-        out_dir(out)  # before the work: an unusable --out is found at once
+        from tgauge.safeio import hold_folder
+
+        hold_folder(out_dir(out))  # before the work: an unusable or busy --out is found at once
     from tgauge.safeio import stop_on_signals, write_files
 
     kept = (

@@ -269,7 +269,10 @@ def validate_command(
         check_host_memory(points, available)
     jsonl = None
     if out is not None:
-        jsonl = out_dir(out) / "validation.jsonl"
+        from tgauge.safeio import hold_folder
+
+        hold_folder(out_dir(out))  # one writer per folder: a second run is refused at once
+        jsonl = out / "validation.jsonl"
         points = _resume(points, jsonl, device)
     run_id = uuid.uuid4().hex[:12]
     results: list[Any] = []
