@@ -140,6 +140,15 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+#: what the running command holds until it ends, however it ends (at_command_end)
+_AT_COMMAND_END: list[Callable[[], None]] = []
+
+
+def at_command_end(release: Callable[[], None]) -> None:
+    """Call ``release`` when the running command ends (returns, fails or is interrupted)."""
+    _AT_COMMAND_END.append(release)
+
+
 def user_errors(func: F) -> F:
     """Turn the library's input errors into `fail` (never a traceback)."""
     from pydantic import ValidationError
@@ -154,6 +163,9 @@ def user_errors(func: F) -> F:
             if isinstance(exc, BrokenPipeError):
                 raise  # `tgauge ... | head`: typer exits quietly
             fail(describe_error(exc))
+        finally:
+            while _AT_COMMAND_END:  # e.g. the lock of an output folder (tgauge/safeio.py)
+                _AT_COMMAND_END.pop()()
 
     return wrapper  # type: ignore[return-value]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import typer
 
-from tgauge.app import UserError, err_console, one_line
+from tgauge.app import UserError, at_command_end, err_console, one_line
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -217,10 +217,8 @@ def hold_folder(folder: Path, option: str = "--out") -> None:
     The lock is ``flock(LOCK_EX)`` on the folder itself: no lock file, and the kernel releases
     it when the process dies however it dies (SIGKILL, OOM killer), so it is never stale. A
     second run into the folder is refused with one line (UserError). The lock is released when
-    the click command's context closes (tests run commands in one process), else at exit."""
+    the command ends (tgauge/app.py at_command_end: tests run commands in one process)."""
     import fcntl
-
-    import click
 
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -235,9 +233,7 @@ def hold_folder(folder: Path, option: str = "--out") -> None:
     except OSError:  # a filesystem without flock: run unlocked rather than refuse
         os.close(fd)
         return
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(lambda: os.close(fd))  # closing the descriptor releases the lock
+    at_command_end(lambda: os.close(fd))  # closing the descriptor releases the lock
     remove_leftovers(folder)
 
 

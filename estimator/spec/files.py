@@ -35,6 +35,16 @@ def short_repr(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
 
 def read_text(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> str:
     """The UTF-8 text of a regular file of at most ``limit`` bytes; SpecError otherwise."""
+    data = read_bytes(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def read_bytes(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; SpecError otherwise (a folder,
+    a FIFO or a device is refused, not read)."""
     path = Path(path)
     try:
         info = os.stat(path)
@@ -63,10 +73,7 @@ def read_text(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> str:
         os.close(fd)
     if size > limit:
         raise SpecError(f"{path} is larger than {limit // MiB} MiB: not an input tgauge reads")
-    try:
-        return b"".join(chunks).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    return b"".join(chunks)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -114,3 +114,74 @@ def test_second_run_into_a_busy_folder_is_refused_and_a_killed_run_leaves_no_sta
     assert third.returncode == 0, err
     seq_lens = [r["workload"]["seq_len"] for r in _records(jsonl)]
     assert sorted(seq_lens) == list(range(8, 401, 8))  # every point once
+
+
+# ---- 3 and 5: one record per point; damaged lines skipped, named by line number ----------
+
+TINY = {"arch": "decoder", "d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 2,
+        "vocab_size": 61, "max_seq_len": 64}  # fmt: skip
+
+
+def _validate(tmp_path: Path, seq_lens: str):
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps(TINY))
+    argv = ["validate", str(spec), "--mode", "prefill", "--out", str(tmp_path / "v"),
+            "--sweep", f"seq_len={seq_lens}"]  # fmt: skip
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def _report(tmp_path: Path):
+    jsonl = tmp_path / "v" / "validation.jsonl"
+    r = runner.invoke(app, ["report", "--out", str(tmp_path / "r"), "--validation", str(jsonl),
+                            "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return r, (tmp_path / "r" / "report.md").read_text()
+
+
+def test_resume_measures_error_and_old_version_points_again_and_marks_the_old_superseded(
+    tmp_path,
+):
+    from tgauge import __version__
+
+    _validate(tmp_path, "8,16")
+    jsonl = tmp_path / "v" / "validation.jsonl"
+    old, failed = _records(jsonl)
+    old["tgauge_version"] = "0.0.0"  # measured by another version
+    failed.update(status="error", rows=[], notes=["RuntimeError: boom"])
+    jsonl.write_text(f"{json.dumps(old)}\n{json.dumps(failed)}\n")
+    r = _validate(tmp_path, "8,16")
+    assert "marked 2 records superseded" in r.stderr
+    records = _records(jsonl)
+    assert [(x["workload"]["seq_len"], x.get("superseded", False)) for x in records] == [
+        (8, True), (16, True), (8, False), (16, False)]  # fmt: skip
+    assert [x["tgauge_version"] for x in records[2:]] == [__version__] * 2
+    r = _validate(tmp_path, "8,16")  # complete: nothing measured, nothing added
+    assert "resuming: 2 of 2 points are already in" in r.stderr and len(_records(jsonl)) == 4
+    r, markdown = _report(tmp_path)
+    assert f"{jsonl}: skipped 2 superseded records (lines 1, 2)" in r.stderr
+    assert "2 points (ok 2)" in markdown  # one row per point
+
+
+def test_damaged_middle_lines_are_skipped_by_report_and_resume_with_their_line_numbers(
+    tmp_path,
+):
+    _validate(tmp_path, "8,16,32")
+    jsonl = tmp_path / "v" / "validation.jsonl"
+    r8, r16, r32 = jsonl.read_bytes().splitlines()
+    torn, glued, garbage = r16[:40], r32 + r8, b"\x00\xff\xfe binary \x81"
+    jsonl.write_bytes(b"\n".join([r8, torn, glued, garbage]) + b"\n")
+    r, markdown = _report(tmp_path)
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith(f"note: {jsonl}:2: skipped a damaged line (not a whole record:")
+    assert lines[1].startswith(f"note: {jsonl}:3: skipped a damaged line (not a whole record:")
+    assert lines[2] == (f"note: {jsonl}:4: skipped a damaged line (not a whole record: bytes "
+                        "that are not UTF-8 text)")  # fmt: skip
+    assert "1 points (ok 1)" in markdown
+    r = _validate(tmp_path, "8,16,32")  # resume goes on: 16 and 32 measured again
+    assert f"{jsonl}:3: skipped a damaged line" in r.stderr
+    assert "resuming: 1 of 3 points are already in" in r.stderr
+    assert jsonl.read_bytes().splitlines()[1:4] == [torn, glued, garbage]  # kept as they were
+    _, markdown = _report(tmp_path)
+    assert "3 points (ok 3)" in markdown

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import math
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -12,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from estimator.spec import ModelSpec, Workload
+from estimator.spec import ModelSpec, SpecError, Workload
 from tgauge.app import (
     UserError,
     app,
@@ -117,23 +120,16 @@ def _matrix(section: str) -> list[Run]:
 def _resume(points: list[Run], jsonl: Path, device: str) -> list[Run]:
     """The points not yet in ``jsonl`` (same model, implementation, device, workload and tgauge
     version, status ok or did_not_fit): a rerun into the same folder resumes instead of
-    repeating them."""
-    import json
-
+    repeating them. A point's current record is the newest whole record of this version
+    (tgauge/report/validation.py ``current``); older records of a point are marked superseded
+    in the file, damaged lines are skipped with a note naming them."""
     from tgauge import __version__
-    from tgauge.report.validation import load_validation
     from tgauge.validate import for_device
 
     if not jsonl.exists():
         return points
-    notes: list[str] = []
-    done = {
-        (r.model, r.implementation, r.device, json.dumps(r.workload, sort_keys=True))
-        for r in load_validation(jsonl, notes)
-        if r.status != "error" and r.tgauge_version == __version__
-    }
-    for line in notes:
-        note(line)
+    kept = _mark_superseded(jsonl)
+    done = {r.point_key() for r in kept if r.status != "error" and r.tgauge_version == __version__}
 
     def key(run: Run) -> tuple[str, str, str, str]:
         recorded = for_device(run.workload, device).model_dump(mode="json")
@@ -147,6 +143,47 @@ def _resume(points: list[Run], jsonl: Path, device: str) -> list[Run]:
             f"{jsonl}; running the other {len(todo)}"
         )
     return todo
+
+
+def _mark_superseded(jsonl: Path, say: bool = True) -> list[Any]:
+    """The current records of ``jsonl``; the superseded ones marked so in the file (a file
+    that cannot be rewritten, e.g. a full disk, keeps them unmarked: readers skip them anyway)."""
+    from tgauge.report.validation import current, mark_superseded, read_records
+
+    notes: list[str] = []
+    kept, superseded = current(read_records(jsonl, notes))
+    try:
+        marked = mark_superseded(jsonl, superseded)
+    except UserError as exc:
+        notes.append(f"superseded records left unmarked: {exc}")
+        marked = 0
+    if marked:
+        notes.append(
+            f"{jsonl}: marked {marked} record{'s' if marked > 1 else ''} superseded (a newer "
+            "record of the same point follows; kept in the file, left out of reports)"
+        )
+    if say:
+        for line in notes:
+            note(line)
+    return [item.record for item in kept]
+
+
+@contextlib.contextmanager
+def _marking(jsonl: Path | None) -> Iterator[None]:
+    """After the run: the records its points superseded marked so (said in a note; silently
+    when interrupted, whose one line is the only one)."""
+    if jsonl is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(SpecError, UserError, OSError):
+            if jsonl.exists():
+                _mark_superseded(jsonl, say=False)
+        raise
+    if jsonl.exists():
+        _mark_superseded(jsonl)
 
 
 def _human(unit: str, value: int | None) -> str:
@@ -281,7 +318,7 @@ def validate_command(
         where = f"appended to {jsonl}" if jsonl is not None else "not saved (no --out)"
         return f"{len(results)} of {len(points)} points finished and {where}"
 
-    with stop_on_signals(kept), progress_display() as progress:
+    with stop_on_signals(kept), progress_display() as progress, _marking(jsonl):
         task = progress.add_task("validating", total=len(points))
         for spec, point_workload, hf_config in points:
             progress.update(
