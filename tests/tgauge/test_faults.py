@@ -185,3 +185,54 @@ def test_damaged_middle_lines_are_skipped_by_report_and_resume_with_their_line_n
     assert jsonl.read_bytes().splitlines()[1:4] == [torn, glued, garbage]  # kept as they were
     _, markdown = _report(tmp_path)
     assert "3 points (ok 3)" in markdown
+
+
+# ---- 4. a killed run's leftovers are removed; a report appears in one rename -------------
+
+
+def _entries(out: Path) -> dict[str, bytes]:
+    """What a reader of the report folder sees: report.md, report.html and charts/*."""
+    seen = {n: (out / n).read_bytes() for n in ("report.md", "report.html")}
+    seen |= {f"charts/{p.name}": p.read_bytes() for p in sorted((out / "charts").iterdir())}
+    return seen
+
+
+@LINUX
+def test_sigkill_during_report_leaves_the_old_report_and_the_next_run_removes_the_staging(
+    tmp_path,
+):
+    out = tmp_path / "r"
+    argv = ["report", "--out", str(out), "--model", "gpt2-small", "-s", "64", "--seq-lens"]
+    assert runner.invoke(app, [*argv, "64,128"]).exit_code == 0
+    before, live = _entries(out), os.readlink(out / ".report")
+    proc = _tgauge(*argv, "64..4096")
+    staged = lambda: any(p.name != live for p in out.glob(".report-*"))  # noqa: E731
+    _wait(proc, staged)
+    time.sleep(0.3)  # while it renders charts into the staging folder
+    proc.kill()
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.skip("the report finished before the kill")
+    assert _entries(out) == before  # the old report, whole
+    assert len(list(out.glob(".report-*"))) == 2  # ... and the killed run's staging folder
+    (out / ".sweep.csv.abc123.tmp").write_text("a,b\n1,")  # what a killed sweep leaves
+    r = runner.invoke(app, [*argv, "64,256"])
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in out.glob(".report-*")] == [os.readlink(out / ".report")]
+    assert not list(out.glob(".*.tmp"))
+    assert _entries(out) != before
+    assert all((out / n).is_symlink() for n in ("report.md", "report.html", "charts"))
+
+
+def test_report_files_are_one_folder_made_live_by_one_symlink(tmp_path):
+    out = tmp_path / "r"
+    argv = ["report", "--out", str(out), "--model", "gpt2-small", "-s", "64", "--seq-lens"]
+    assert runner.invoke(app, [*argv, "64,128"]).exit_code == 0
+    first = os.readlink(out / ".report")
+    assert runner.invoke(app, [*argv, "64,256"]).exit_code == 0
+    second = os.readlink(out / ".report")
+    assert first != second and not (out / first).exists()  # the old report folder is gone
+    assert (out / "report.md").resolve() == out / second / "report.md"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".report", second, "charts", "report.html", "report.md"]
+    )

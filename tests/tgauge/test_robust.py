@@ -359,7 +359,10 @@ def test_report_on_a_full_disk_writes_no_report_file(tmp_path, monkeypatch):
     line = one_error([*argv[:-1], "64,256"], "No space left on device")
     assert str(out) in line and "no report file was written" in line
     assert _files(out) == before  # the previous report whole, no staging folder left
-    assert sorted(p.name for p in out.iterdir()) == ["charts", "report.html", "report.md"]
+    shown = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert shown == ["charts", "report.html", "report.md"]
+    # issue 24: the entries are symlinks through .report to the one live report folder
+    assert sorted(p.name for p in out.glob(".report*")) == [".report", os.readlink(out / ".report")]
 
 
 def _tgauge(*argv: str) -> subprocess.Popen:

@@ -75,18 +75,31 @@ _CSS = (
 )
 
 
+#: the names a report shows in its folder: each a symlink into ``.report``, itself a symlink
+#: to the folder holding one whole report (``.report-XXXX``)
+ENTRIES = ("report.md", "report.html", "charts")
+LIVE = ".report"
+
+
 def write_report(report: Report, out_dir: Path) -> ReportFiles:
-    """Render every chart to out_dir/charts/, then write report.md and report.html: all in a
-    staging folder first, renamed into ``out_dir`` only once every file is written (a full
-    disk leaves the previous report as it was); UserError naming the folder otherwise."""
+    """Render every chart to charts/, then write report.md and report.html: all in a staging
+    folder ``.report-XXXX`` first, fsync'ed, then made the live report in ONE rename: the
+    symlink ``.report`` flipped to it (report.md, report.html and charts are symlinks through
+    ``.report``). A full disk or a kill at any moment leaves the previous report whole, the
+    new one whole, never a mix; a killed run's staging folder is removed by the next run
+    (tgauge/safeio.py remove_leftovers). UserError naming the folder otherwise."""
     import shutil
     import tempfile
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
-    try:  # every file is made in a staging folder, then all are renamed into place
+    live = False
+    try:  # every file is made in a staging folder, then one rename makes it the report
         files = _write_report(report, staging)
-        return _move_into(files, staging, out_dir)
+        _sync_tree(staging)
+        result = _flip(files, staging, out_dir)
+        live = True
+        return result
     except OSError as exc:
         from tgauge.app import UserError
 
@@ -96,25 +109,88 @@ def write_report(report: Report, out_dir: Path) -> ReportFiles:
             "no report file was written"
         ) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not live:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
-def _move_into(files: ReportFiles, staging: Path, out_dir: Path) -> ReportFiles:
-    """Rename the staged files to the same names under ``out_dir`` (signals held meanwhile)."""
+def _sync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (its contents are on disk before the flip)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) + [folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _symlink_over(target: str, path: Path) -> None:
+    """``path`` made a symlink to ``target`` by one rename (a temporary link beside it)."""
+    import uuid
+
+    temp = path.parent / f".report.{uuid.uuid4().hex[:8]}.tmp"
+    os.symlink(target, temp)
+    try:
+        os.replace(temp, path)
+    except OSError:
+        os.unlink(temp)
+        raise
+
+
+def _flip(files: ReportFiles, staging: Path, out_dir: Path) -> ReportFiles:
+    """Make ``staging`` the live report in one rename (signals held meanwhile)."""
+    import shutil
+
     from tgauge.safeio import _signals_held
+
+    link = out_dir / LIVE
+    previous = os.readlink(link) if link.is_symlink() else None
+    first = previous is None
+    with _signals_held():
+        # a fresh folder: the entries exist (dangling) before the flip makes them appear
+        for name in ENTRIES if first else ():
+            entry = out_dir / name
+            if not entry.exists() and not entry.is_symlink():
+                os.symlink(f"{LIVE}/{name}", entry)
+        _symlink_over(staging.name, link)  # the one rename: the whole new report appears
+        for name in ENTRIES:  # files of an older tgauge (real files) become entries once
+            entry = out_dir / name
+            if entry.is_symlink() and os.readlink(entry) == f"{LIVE}/{name}":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                aside = Path(tempfile_name(out_dir))
+                os.replace(entry, aside)  # a later run's remove_leftovers would do it too
+                shutil.rmtree(aside, ignore_errors=True)
+            _symlink_over(f"{LIVE}/{name}", entry)
+        _sync_dir(out_dir)
+    if previous is not None and previous != staging.name and previous.startswith(".report-"):
+        shutil.rmtree(out_dir / previous, ignore_errors=True)  # else: the next run removes it
 
     def target(p: Path) -> Path:
         return out_dir / p.relative_to(staging)
 
-    (out_dir / "charts").mkdir(exist_ok=True)
-    with _signals_held():
-        for path in [*files.charts, files.markdown, files.html]:
-            os.replace(path, target(path))
     return ReportFiles(
         markdown=target(files.markdown),
         html=target(files.html),
         charts=[target(p) for p in files.charts],
     )
+
+
+def tempfile_name(folder: Path) -> str:
+    """A free name ``.report-XXXX`` in ``folder`` (the pattern remove_leftovers removes)."""
+    import uuid
+
+    return str(folder / f".report-old-{uuid.uuid4().hex[:8]}")
+
+
+def _sync_dir(folder: Path) -> None:
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_report(report: Report, out_dir: Path) -> ReportFiles:
