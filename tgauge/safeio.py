@@ -39,9 +39,31 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[_write(fd, view) :]
 
 
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file here (0o666 less the umask, 0o644 by default):
+    the mode of every output, temporaries renamed into place included (mkstemp's are 0600)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    umask = os.umask(0o022)  # no /proc: read it by setting it (and put it back)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _new_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (``.<name>.<random>.tmp``), of file_mode()."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())
+    except OSError:
+        pass
+    return fd, name
+
+
 def _write_temp(path: Path, data: bytes) -> Path:
     """``data`` in a new temporary file beside ``path``, on disk (fsync) before returning."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = _new_temp(path)
     try:
         _write_all(fd, data)
         os.fsync(fd)
@@ -94,6 +116,63 @@ def write_files(files: dict[Path, str | bytes]) -> None:
         for temp in temps.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+
+
+class StagedFile:
+    """A file written piece by piece into a temporary beside its target (staged_files)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd, self.temp = _new_temp(path)
+
+    def write(self, text: str) -> None:
+        try:
+            _write_all(self.fd, text.encode())
+        except OSError as exc:
+            raise UserError(
+                f"cannot write {self.path}: {exc.strerror or exc}; nothing was written "
+                "(files already there are unchanged)"
+            ) from None
+
+
+@contextlib.contextmanager
+def staged_files(paths: list[Path]) -> Iterator[list[StagedFile]]:
+    """Files written as their content is made (streamed, memory bounded), all made visible
+    together at the end: each goes to a temporary beside its target; when the block ends
+    normally they are fsync'ed and renamed over their targets (signals held meanwhile). A
+    failure, a signal or a full disk removes the temporaries and leaves the targets as they
+    were; a SIGKILL leaves temporaries that the next run in the folder removes
+    (hold_folder)."""
+    staged: list[StagedFile] = []
+    try:
+        for path in paths:
+            staged.append(StagedFile(path))
+        yield staged
+        for f in staged:
+            try:
+                os.fsync(f.fd)
+            except OSError as exc:
+                raise UserError(f"cannot write {f.path}: {exc.strerror or exc}") from None
+        with _signals_held():
+            for f in staged:
+                os.replace(f.temp, f.path)
+            staged_done = list(staged)
+            staged.clear()
+            for folder in {f.path.parent for f in staged_done}:
+                with contextlib.suppress(OSError):
+                    dfd = os.open(folder, os.O_RDONLY)
+                    try:
+                        os.fsync(dfd)
+                    finally:
+                        os.close(dfd)
+            for f in staged_done:
+                os.close(f.fd)
+    finally:
+        for f in staged:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(f.temp)
 
 
 def append_line(path: Path, line: str) -> str | None:

@@ -236,3 +236,60 @@ def test_report_files_are_one_folder_made_live_by_one_symlink(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".report", second, "charts", "report.html", "report.md"]
     )
+
+
+# ---- 7. sweeps stream their rows; one file mode for every output --------------------------
+
+
+def test_streamed_sweep_files_and_json_are_the_text_of_the_whole_sweep(tmp_path, monkeypatch):
+    from estimator.plan import sweep as plan_sweep
+
+    argv = ["sweep", "gpt2-small", "-s", "512", "--vary", "seq_len=64,128,2048", "--vary",
+            "batch_size=1,2", "--vary", "attention=eager,fused", "--json"]  # fmt: skip
+    whole = runner.invoke(app, [*argv, "--out", str(tmp_path / "whole")])  # one chunk
+    monkeypatch.setattr(plan_sweep, "PROGRESS_EVERY", 5)  # 12 points: chunks of 5, 5, 2
+    chunked = runner.invoke(app, [*argv, "--out", str(tmp_path / "chunked")])
+    assert whole.exit_code == chunked.exit_code == 0, chunked.output
+    for name in ("sweep.csv", "sweep.json"):
+        assert (tmp_path / "chunked" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    assert chunked.stdout == whole.stdout
+    records = json.loads(chunked.stdout)
+    assert chunked.stdout == json.dumps(records, indent=2) + "\n"  # print_json's text
+    text = (tmp_path / "chunked" / "sweep.json").read_text()
+    assert text == json.dumps(json.loads(text), indent=1)  # json.dumps' text, chunk by chunk
+    points = json.loads(text)["points"]
+    assert [{k: v for k, v in r.items() if k != "implementation"} for r in records] == points
+    assert len(points) == 12 and {r["implementation"] for r in records} == {"reference"}
+    table = runner.invoke(app, argv[:-1])
+    assert table.exit_code == 0 and "12 points" in table.stdout
+
+
+def test_sweep_and_validate_outputs_share_one_file_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert runner.invoke(app, ["sweep", "gpt2-small", "--vary", "seq_len=64,128", "--out",
+                                   str(tmp_path)]).exit_code == 0  # fmt: skip
+        _validate(tmp_path, "8")
+        jsonl = tmp_path / "v" / "validation.jsonl"
+        jsonl.write_text(jsonl.read_text() * 2)  # a duplicate: the rerun rewrites the file
+        _validate(tmp_path, "8")
+        assert _records(jsonl)[0].get("superseded")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in
+             [tmp_path / "sweep.csv", tmp_path / "sweep.json", jsonl]}  # fmt: skip
+    assert modes == {"sweep.csv": 0o644, "sweep.json": 0o644, "validation.jsonl": 0o644}
+
+
+@LINUX
+@pytest.mark.slow
+def test_sweep_memory_does_not_grow_with_the_grid():
+    # bounded memory: the peak of 160,000 points is that of 10,000 (before issue 24 it grew by
+    # about 4 KiB a point: 2.0 GB for 524,288). Figures: benchmarks/bench_sweep_stream.py
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_sweep_stream import run
+
+    _, small, _ = run(100)
+    _, large, written = run(400)
+    assert written > 80 * 2**20  # the 160,000 rows reached the files
+    assert large < small + 32 * 2**20, (small, large)
