@@ -293,3 +293,48 @@ def test_sweep_memory_does_not_grow_with_the_grid():
     _, large, written = run(400)
     assert written > 80 * 2**20  # the 160,000 rows reached the files
     assert large < small + 32 * 2**20, (small, large)
+
+
+# ---- 8. the memory budget of a CPU validation is the limit the process has ---------------
+
+
+def test_memory_budget_reads_the_cgroup_limits_along_the_path(tmp_path):
+    from tgauge.devices import memory_budget
+
+    proc, v2, v1 = tmp_path / "proc", tmp_path / "v2", tmp_path / "v1"
+    proc.mkdir()
+    (proc / "status").write_text("VmSize:\t  1000 kB\n")
+    (proc / "cgroup").write_text("0::/user.slice/job\n")
+    (v2 / "user.slice" / "job").mkdir(parents=True)
+    (v2 / "user.slice" / "memory.max").write_text("3000000000\n")  # the parent's is lower
+    (v2 / "user.slice" / "job" / "memory.max").write_text("max\n")
+    assert memory_budget(v2, proc).cgroup_bytes == 3_000_000_000
+    (proc / "cgroup").write_text("5:cpu:/x\n4:memory:/docker/abc\n")  # v1, a container's view
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("2000000000\n")
+    budget = memory_budget(v1, proc)
+    assert budget.cgroup_bytes == 2_000_000_000 and budget.usable_bytes <= 2_000_000_000
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
+    assert memory_budget(v1, proc).cgroup_bytes is None
+
+
+@LINUX
+def test_validate_under_an_address_space_limit_predicts_the_point_does_not_fit(tmp_path):
+    # the issue's prlimit run: the record said predicted_fits true (the machine's RAM). Here
+    # the process has ~600 MiB of address space left; gpt2-small's train step needs ~2.3 GiB
+    child = f"""
+import resource, sys
+from pathlib import Path
+import torch
+from tgauge.cli import main
+status = Path("/proc/self/status").read_text().splitlines()
+mapped = next(int(x.split()[1]) * 1024 for x in status if x.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 600 * 2**20, resource.RLIM_INFINITY))
+sys.argv = ["tgauge", "validate", "gpt2-small", "-s", "64", "--out", {str(tmp_path)!r}]
+main()
+"""
+    r = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True,
+                       env=os.environ | {"PYTHONPATH": str(ROOT)}, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (record,) = _records(tmp_path / "validation.jsonl")
+    assert (record["status"], record["predicted_fits"]) == ("did_not_fit", False)

@@ -27,7 +27,7 @@ from tgauge.app import (
     require,
     user_errors,
 )
-from tgauge.devices import available_bytes, check_device, check_host_memory
+from tgauge.devices import available_bytes, check_device, check_host_memory, memory_budget
 from tgauge.format import human_bytes, human_count, human_flops, validate_defaults_note
 from tgauge.options import Impl, Json, with_workload
 
@@ -301,9 +301,11 @@ def validate_command(
     points = _points(model, matrix, workload, sweep, "hf" if hf else impl, section)
     if any(run.hf_config is not None for run in points) and not matrix:
         require("transformers", "tgauge validate --impl hf")
-    available = available_bytes(device)
-    if device == "cpu":
-        check_host_memory(points, available)
+    available = available_bytes(device)  # CPU: the limit this process has (cgroup, rlimit)
+    if device == "cpu":  # refused up front: what the kernel's OOM killer would end
+        budget = memory_budget()
+        kill = budget.kill_bytes
+        check_host_memory(points, kill, None if kill is None else budget.describe(kill))
     jsonl = None
     if out is not None:
         from tgauge.safeio import hold_folder
