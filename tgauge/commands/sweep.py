@@ -123,7 +123,7 @@ def _print(result: object, spec: object, limit: int = 40) -> None:
     fields = result.fields  # type: ignore[attr-defined]
     title = (
         f"sweep of {escape(result.model)}: {len(rows)} points, varying {', '.join(fields)}; "  # type: ignore[attr-defined]
-        f"other settings {describe_workload(spec, base)}"
+        f"other settings {describe_workload(spec, base, omit=fields)}"
     )
     table = Table(title=title)
     # a cell is empty when None, "" or 0: falsy (checked by map at C speed on 10^5 rows)
