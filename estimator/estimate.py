@@ -15,8 +15,8 @@ from estimator.breakdown import Breakdown, DecodeFlops, Estimate
 from estimator.replay.peak import peak_memory
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, resolve
-from estimator.spec.model import ModelSpec
 from estimator.spec.errors import SpecError
+from estimator.spec.model import ModelSpec
 from estimator.spec.workload import (
     Workload,
     check_compatible,

@@ -159,7 +159,12 @@ def load_target(model_arg: str, workload: Workload, device: str, impl: str | Non
     of its spec); a preset with ``impl="hf"`` -> its twin's Hugging Face class
     (estimator/spec/hf_twins.py); anything else -> the reference model."""
     from tgauge.loading import cached_hub_config, is_hub_id, load_model, read_mapping
+    from tgauge.user_model import is_python_model, python_target
 
+    if is_python_model(model_arg):  # file.py:factory, your own nn.Module
+        if impl is not None:
+            raise UserError(f"--impl {impl} is for presets and config files, not {model_arg}")
+        return python_target(model_arg, workload, device)
     if impl == "reference":
         return reference_target(model_arg, workload, device, impl)
     path = Path(model_arg)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
-from estimator.spec.dtypes import DType
 from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
 from estimator.spec.usual import UsualSettings, usual_fields

@@ -45,7 +45,9 @@ def test_readme_library_example_prints_the_cli_peak() -> None:
     code = re.search(r"## Library\n```python\n(.*?)```", README.read_text(), re.S).group(1)
     scope: dict = {}
     exec(code, scope)  # the README's own snippet, as a reader runs it
-    cli = _cli_estimate("llama-3-8b", "-b", "4", "-s", "4096", "--dtype", "bf16", "--master-weights")
+    cli = _cli_estimate(
+        "llama-3-8b", "-b", "4", "-s", "4096", "--dtype", "bf16", "--master-weights"
+    )
     assert scope["est"].peak_memory_bytes == cli["peak_memory_bytes"]
     assert scope["est"].defaults_applied == cli["defaults_applied"] == {"attention_impl": "fused"}
 
