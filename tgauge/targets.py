@@ -26,6 +26,18 @@ class Target:
     implementation: str = "reference"  # or "hf <transformers class>"
 
 
+def refuse_quantized(workload: Workload, command: str) -> None:
+    """UserError for int8 / int4 weights: the models tgauge builds hold fp32 / fp16 / bf16
+    tensors and nothing quantizes them, so a measurement would be of bf16 weights under an
+    int8 label (issue 23)."""
+    if workload.dtype in ("int8", "int4"):
+        raise UserError(
+            f"--dtype {workload.dtype} cannot be measured: {command} builds fp32 / fp16 / bf16 "
+            "weights and does not quantize them; `tgauge estimate --dtype "
+            f"{workload.dtype}` predicts it, or measure --dtype bf16"
+        )
+
+
 def make_optimizer(model: Any, workload: Workload) -> Any:
     """The workload's optimizer, built as reference_model.train builds it (optimizer_impl, or
     torch's default on the device; on meta, on the target ``workload.device``)."""
