@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     PlainSerializer,
     PlainValidator,
     TypeAdapter,
@@ -131,3 +132,9 @@ class Estimate(BaseModel):
     decode: DecodeFlops | None
     textbook: Textbook
     unchecked: list[str]
+    # issue 23
+    defaults_applied: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the workload fields left unset that the model's usual settings filled "
+        "(spec.usual, with its source); the workload above already holds them",
+    )

@@ -15,8 +15,15 @@ from estimator.breakdown import Breakdown, DecodeFlops, Estimate
 from estimator.replay.peak import peak_memory
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, resolve
+from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
-from estimator.spec.workload import Workload, check_compatible, revalidated
+from estimator.spec.workload import (
+    Workload,
+    check_compatible,
+    defaults_text,
+    resolved_defaults,
+    revalidated,
+)
 from estimator.terms.flops import decode_flops, flops
 from estimator.terms.kv_cache import kv_cache
 from estimator.terms.memory import memory
@@ -138,9 +145,16 @@ def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Es
     """All predictions for (spec, workload); SpecError when the workload cannot run (a copy
     that skipped validation is validated here). ``direct``: run the term functions rather
     than a compiled program of this structure (the same numbers; estimator/compiled/)."""
+    workload, applied = resolved_defaults(spec, workload)
     spec, workload = revalidated(spec, workload)
     sh = resolve(spec, workload)
-    check_supported(spec, workload, sh)
+    try:
+        check_supported(spec, workload, sh)
+    except SpecError as exc:  # UnsupportedError too: say which values were not the user's
+        if not applied:
+            raise
+        usual = defaults_text(spec, applied)
+        raise type(exc)(f"{exc} [{usual}; give these fields to size without them]") from None
     if sh.training and workload.optimizer_impl != sh.optimizer_impl:  # say which torch picks
         workload = workload.model_copy(update={"optimizer_impl": sh.optimizer_impl})
     if direct:
@@ -149,4 +163,4 @@ def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Es
         from estimator.compiled import evaluate
 
         raw = evaluate(raw_estimate, spec, workload)
-    return assemble(spec, workload, sh, raw)
+    return assemble(spec, workload, sh, raw).model_copy(update={"defaults_applied": applied})

@@ -72,28 +72,39 @@ def precision_label(w: Any) -> str:
     return f"{w.dtype} weights, compute {w.compute_dtype}"
 
 
-def describe_workload(spec: Any, workload: Any) -> str:
+def describe_workload(spec: Any, workload: Any, omit: Any = ()) -> str:
     """'train, b=1, s=512, bf16 weights + fp32 master, compute bf16, attention fused,
-    checkpointing none': every setting that changes the numbers, defaults included."""
+    checkpointing none': every setting that changes the numbers, defaults included (the
+    model's usual settings too, as estimate() fills them: resolved_defaults). ``omit``: the
+    Workload fields a sweep varies, left out (their values are in its rows)."""
     from estimator.shapes import resolve
+    from estimator.spec.workload import resolved_defaults
 
-    w = workload
+    w = resolved_defaults(spec, workload)[0]
     if w.mode == "decode":
         lengths = f"prompt {resolve(spec, w).prompt:,} + {w.new_tokens:,} new tokens"
-        if spec.arch == "encoder-decoder":
-            lengths = f"s={w.seq_len:,}, {lengths}"
+        if "prompt_len" in omit or "new_tokens" in omit:
+            lengths = ""
+        if spec.arch == "encoder-decoder" and "seq_len" not in omit:
+            lengths = ", ".join(x for x in (f"s={w.seq_len:,}", lengths) if x)
     else:
-        lengths = f"s={w.seq_len:,}" + (f", target {w.target_len:,}" if w.target_len else "")
+        lengths = "" if "seq_len" in omit else f"s={w.seq_len:,}"
+        if w.target_len and "target_len" not in omit:
+            lengths += f", target {w.target_len:,}"
     precision = precision_label(w)
     if w.mode != "train" and w.kv_cache:
         precision += f", KV cache {w.kv_cache_dtype}"
-    parts = [w.mode, f"b={w.batch_size}", lengths, precision, f"attention {w.attention_impl}"]
+    batch = "" if "batch_size" in omit else f"b={w.batch_size}"
+    parts = [p for p in ("" if "mode" in omit else w.mode, batch, lengths) if p]
+    parts += [precision, f"attention {w.attention_impl}"]
     if w.mode == "train":
         parts.append(f"checkpointing {w.checkpointing}")
+        if w.dropout:
+            parts.append(f"dropout {w.dropout:g}")
     if w.rope_scaling:
         parts.append(f"rope scaling x{w.rope_scaling:g}")
     parts.append(f"implementation {implementation_label(spec)}")
-    return ", ".join(parts)
+    return ", ".join(parts).replace(", , ", ", ").strip(", ")
 
 
 def implementation_label(spec: Any) -> str:
@@ -104,17 +115,21 @@ def implementation_label(spec: Any) -> str:
 
 
 def defaults_note(model: str, applied: dict[str, Any]) -> str | None:
-    """One line naming the preset defaults the CLI filled in, or None when there were none."""
+    """One line naming the usual settings of MODEL the library filled in (and where they come
+    from: ``applied.source`` of tgauge.options.AppliedDefaults), or None when there were none."""
     if not applied:
         return None
     flags = {
         "dtype": "--dtype",
         "attention_impl": "--attention",
         "master_weights": "--master-weights",
+        "dropout": "--dropout",
     }
     shown = ", ".join(f"{k}={v}" for k, v in applied.items())
     given = "/".join(flags[k] for k in applied if k in flags)
-    return f"{model}'s usual settings applied: {shown} (set {given} to change)"
+    source = getattr(applied, "source", "")
+    where = f"; {source}" if source else ""
+    return f"{model}'s usual settings applied: {shown} (set {given} to change{where})"
 
 
 def validate_defaults_note(model: str, workload: dict[str, Any]) -> str:

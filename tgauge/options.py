@@ -77,7 +77,12 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         "eager (s x s scores kept) | fused (flash-style, no s x s tensor); default: the "
         "preset's usual one, else eager",
     ),
-    "dropout": (float, 0.0, ("--dropout",), "dropout probability"),
+    "dropout": (
+        float | None,
+        None,
+        ("--dropout",),
+        "training: dropout probability (default: the model's own, e.g. GPT-2's 0.1; else 0)",
+    ),
     "attention_pattern": (
         str | None,
         None,
@@ -167,24 +172,36 @@ def build_workload(swept: frozenset[str] = frozenset(), **fields: Any) -> Worklo
     return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
-def _preset_defaults(model: Any, fields: dict[str, Any]) -> dict[str, Any]:
-    """The preset's usual values for the fields left out (one MODEL that is a preset)."""
-    from estimator.spec.presets import preset_workload_defaults
+class AppliedDefaults(dict[str, Any]):
+    """The workload fields MODEL's usual settings fill (estimator.spec.resolved_defaults, as
+    estimate() applies them), with ``source``: where those settings come from."""
+
+    source: str = ""
+
+
+def _applied_defaults(model: Any, impl: str | None, workload: Workload) -> AppliedDefaults:
+    """What the library fills for one MODEL (not a list) from its usual settings: the CLI
+    passes only what the user gave, the library decides the rest (one source of defaults)."""
+    from estimator.spec.workload import resolved_defaults
+    from tgauge.loading import load_spec
 
     if isinstance(model, list):
         model = model[0] if len(model) == 1 else None
     if not isinstance(model, str):
-        return {}
-    given = {k for k, v in fields.items() if v is not None}
-    return preset_workload_defaults(model, fields.get("mode") or "train", given)
+        return AppliedDefaults()
+    spec = load_spec(model, impl)
+    out = AppliedDefaults(resolved_defaults(spec, workload)[1])
+    out.source = spec.usual.source if spec.usual is not None and out else ""
+    return out
 
 
 def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> Any:
     """Add the workload options to a command; it receives them as ``workload``.
 
-    With ``preset_defaults``, a MODEL that is a preset fills the fields the user left out
-    from estimator.spec.presets.PRESET_DEFAULTS (its usual dtype and attention); a command with a
-    ``defaults_applied`` parameter receives those values to show them.
+    The workload holds only what the user gave; the library fills the rest from the model's
+    usual settings (ModelSpec.usual, estimator.spec.resolved_defaults). With
+    ``preset_defaults``, a command with a ``defaults_applied`` parameter receives the values
+    the library will fill (an AppliedDefaults) to announce them.
     """
     if func is None:
         return functools.partial(with_workload, preset_defaults=preset_defaults)
@@ -213,8 +230,10 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
         fields = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
         ranges = [*(kwargs.get("vary") or []), *(kwargs.get("sweep") or [])]
         swept = frozenset(r.partition("=")[0].strip() for r in ranges if isinstance(r, str))
-        applied = _preset_defaults(kwargs.get("model"), fields) if preset_defaults else {}
-        workload = build_workload(swept, **(fields | applied))
+        workload = build_workload(swept, **fields)
+        applied = AppliedDefaults()
+        if preset_defaults and takes_applied:
+            applied = _applied_defaults(kwargs.get("model"), kwargs.get("impl"), workload)
         if takes_applied:
             kwargs["defaults_applied"] = applied
         return func(*args, workload=workload, **kwargs)

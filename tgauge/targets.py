@@ -26,6 +26,18 @@ class Target:
     implementation: str = "reference"  # or "hf <transformers class>"
 
 
+def refuse_quantized(workload: Workload, command: str) -> None:
+    """UserError for int8 / int4 weights: the models tgauge builds hold fp32 / fp16 / bf16
+    tensors and nothing quantizes them, so a measurement would be of bf16 weights under an
+    int8 label (issue 23)."""
+    if workload.dtype in ("int8", "int4"):
+        raise UserError(
+            f"--dtype {workload.dtype} cannot be measured: {command} builds fp32 / fp16 / bf16 "
+            "weights and does not quantize them; `tgauge estimate --dtype "
+            f"{workload.dtype}` predicts it, or measure --dtype bf16"
+        )
+
+
 def make_optimizer(model: Any, workload: Workload) -> Any:
     """The workload's optimizer, built as reference_model.train builds it (optimizer_impl, or
     torch's default on the device; on meta, on the target ``workload.device``)."""
@@ -159,7 +171,12 @@ def load_target(model_arg: str, workload: Workload, device: str, impl: str | Non
     of its spec); a preset with ``impl="hf"`` -> its twin's Hugging Face class
     (estimator/spec/hf_twins.py); anything else -> the reference model."""
     from tgauge.loading import cached_hub_config, is_hub_id, load_model, read_mapping
+    from tgauge.user_model import is_python_model, python_target
 
+    if is_python_model(model_arg):  # file.py:factory, your own nn.Module
+        if impl is not None:
+            raise UserError(f"--impl {impl} is for presets and config files, not {model_arg}")
+        return python_target(model_arg, workload, device)
     if impl == "reference":
         return reference_target(model_arg, workload, device, impl)
     path = Path(model_arg)

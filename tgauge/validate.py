@@ -58,7 +58,9 @@ def validate_point(
     instead (tgauge/validate_hf.py; ``spec`` is its ModelSpec.from_hf_config)."""
     from estimator import estimate
 
-    workload = for_device(workload, device)
+    # every field stated: a validation measures exactly the workload it records, never the
+    # model's usual settings that estimate() fills into unset fields (resolved_defaults)
+    workload = Workload.model_validate(for_device(workload, device).model_dump())
     if hf_config is None and spec.implementation != "reference":
         # our reference model of this spec is what runs: predict what its code does
         spec = spec.model_copy(update={"implementation": "reference"})

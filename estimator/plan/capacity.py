@@ -457,7 +457,9 @@ def plan(
 ) -> Plan:
     """Fit + headroom, largest batch, longest context (None for patch input), fewest GPUs."""
     from estimator.estimate import estimate
+    from estimator.spec.workload import resolved_defaults
 
+    workload = resolved_defaults(spec, workload)[0]  # the model's usual settings, as estimate
     sharding = sharding or Sharding()
     check_sharding(spec, sharding)
     return Plan(

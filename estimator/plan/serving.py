@@ -163,8 +163,9 @@ def serving_capacity(
     on ``gpu`` (per replica of tp GPUs), and the decode throughput at that concurrency."""
     from estimator.estimate import estimate
     from estimator.plan.capacity import Sharding, peak_bytes
-    from estimator.spec.workload import check_compatible
+    from estimator.spec.workload import check_compatible, resolved_defaults
 
+    workload = resolved_defaults(spec, workload)[0]  # the model's usual settings, as estimate
     if spec.arch != "decoder" or workload.mode != "decode" or not workload.kv_cache:
         raise UnsupportedError(
             f"serving capacity is modelled for decoder-only models in mode='decode' with a KV "

@@ -24,6 +24,7 @@ from typing import Any
 
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import read_text, short_repr
+from estimator.spec.usual import hf_usual_settings
 
 Config = dict[str, Any]
 
@@ -306,4 +307,6 @@ def hf_spec_fields(path_or_dict: str | Path | Config) -> dict[str, Any]:
     fields.update(ARCHITECTURES[architecture])
     if architecture in CLASSIFIERS:
         fields["n_labels"] = _n_labels(cfg)
-    return {"name": name, "implementation": "hf", "hf_architecture": architecture, **fields}
+    usual = hf_usual_settings(cfg, model_type)  # issue 23: how transformers runs it
+    return {"name": name, "implementation": "hf", "hf_architecture": architecture, **fields,
+            "usual": usual}  # fmt: skip

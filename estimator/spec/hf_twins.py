@@ -137,4 +137,5 @@ def hf_twin_spec(name: str) -> ModelSpec:
     """The spec of preset ``name``'s twin: its sizes, ``implementation="hf"``, named as the
     preset."""
     spec = ModelSpec.from_hf_config(hf_twin_config(name))
-    return spec.model_copy(update={"name": _canonical(name)})
+    preset = _canonical(name)  # the preset's usual settings, not the bare config's
+    return spec.model_copy(update={"name": preset, "usual": PRESETS[preset].usual})

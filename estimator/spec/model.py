@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from estimator.spec.errors import SpecError
+from estimator.spec.usual import UsualSettings
 
 Arch = Literal["encoder", "decoder", "encoder-decoder"]
 Activation = Literal["relu", "gelu", "swiglu", "geglu"]
@@ -81,6 +82,12 @@ class ModelSpec(BaseModel):
     )
     fused_qkv: bool = Field(
         False, description="one projection makes q, k and v (GPT-2's c_attn), their views"
+    )
+    # issue 23
+    usual: UsualSettings | None = Field(
+        None,
+        description="how the model is usually run (dtype, attention, dropout): the Workload "
+        "fields a user leaves out are filled from it (estimator/spec/usual.py)",
     )
 
     @model_validator(mode="before")

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from estimator.spec.dtypes import DType
 from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
-from estimator.spec.workload import AttentionImpl, Workload
+from estimator.spec.usual import UsualSettings, usual_fields
+from estimator.spec.workload import Workload
 
 
 def _transformer(name: str, d: int, h: int, d_ff: int) -> ModelSpec:
@@ -216,30 +214,40 @@ def get_preset(name: str) -> ModelSpec:
     return spec
 
 
-class PresetDefaults(BaseModel):
-    """How a preset is usually run. Not part of the architecture (ModelSpec): the CLI applies
-    these to the workload fields a user left out; a given value is never overwritten."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dtype: DType = "fp32"
-    train_dtype: DType = "fp32"
-    train_master_weights: bool = False
-    attention_impl: AttentionImpl = "eager"
-    source: str
+#: How a preset is usually run (estimator/spec/usual.py): each preset's ModelSpec carries its
+#: own as ``usual``, and estimate() fills the workload fields a user left out from it.
+PresetDefaults = UsualSettings
 
 
-_SMALL = PresetDefaults(
-    source="fp32: the dtype of the published checkpoints; eager: the attention tgauge's CPU "
-    "validation measures (T5's relative bias has no fused kernel in transformers)"
-)
+# Dropout in training, as each model was trained: Vaswani et al. 2017, sec. 5.4 and Table 3
+# (P_drop 0.1 base, 0.3 big EN-DE); the transformers config classes of the twins
+# (estimator/spec/usual.py DROPOUT_DEFAULTS: gpt2, bert, t5 0.1; vit 0.0; bart's sites
+# differ: 0.1 residual, 0.0 attention and activation, not one probability, so 0).
+_DROPOUT = {
+    "transformer-base": 0.1,
+    "transformer-big": 0.3,
+    **{name: 0.1 for name in ("bert-base", "bert-large", "t5-small", "t5-base")},
+    **{name: 0.1 for name in ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl")},
+}
+
+
+def _small(name: str) -> UsualSettings:
+    p = _DROPOUT.get(name, 0.0)
+    why = "Vaswani et al. 2017" if name.startswith("transformer") else "its config class"
+    # fp32: the dtype of the published checkpoints; eager: the attention tgauge's CPU
+    # validation measures (T5's relative bias has no fused kernel in transformers)
+    return UsualSettings(
+        dropout=p, source=f"fp32 checkpoints, eager attention, dropout {p:g} ({why})"
+    )
+
+
 # Llama / Mistral: inference in the checkpoint's torch_dtype (Hugging Face config.json);
 # fused attention as transformers (attn_implementation="sdpa", its default) and vLLM
 # (FlashAttention) run them; training in bf16 with an fp32 master copy (mixed precision as
 # Megatron-LM and DeepSpeed run it).
 _LLM_TRAIN = {"train_dtype": "bf16", "train_master_weights": True, "attention_impl": "fused"}
 PRESET_DEFAULTS: dict[str, PresetDefaults] = {
-    **{name: _SMALL for name in PRESETS},
+    **{name: _small(name) for name in PRESETS},
     "llama-2-7b": PresetDefaults(
         dtype="fp16",
         source="meta-llama/Llama-2-7b-hf config.json: torch_dtype float16",
@@ -264,12 +272,9 @@ def preset_workload_defaults(name: str, mode: str, given: set[str]) -> dict[str,
     d = PRESET_DEFAULTS.get(name) or PRESET_DEFAULTS.get(name.lower())
     if d is None:
         return {}
-    out: dict[str, Any] = {}
-    if "dtype" not in given and "autocast" not in given:  # autocast runs on fp32 weights
-        out["dtype"] = d.train_dtype if mode == "train" else d.dtype
-        if mode == "train" and d.train_master_weights and "master_weights" not in given:
-            out["master_weights"] = True
-    if "attention_impl" not in given:
-        out["attention_impl"] = d.attention_impl
     base = Workload().model_dump()
-    return {k: v for k, v in out.items() if v != base[k]}
+    return {k: v for k, v in usual_fields(d, mode, given).items() if v != base[k]}
+
+
+# issue 23: every preset carries how it is usually run (the library resolves from it)
+PRESETS.update({n: s.model_copy(update={"usual": PRESET_DEFAULTS[n]}) for n, s in PRESETS.items()})

@@ -337,3 +337,31 @@ def decoder_len(spec: ModelSpec, workload: Workload) -> int:
     if spec.arch == "encoder-decoder":
         return workload.target_len or workload.seq_len
     return workload.seq_len
+
+
+# issue 23
+def resolved_defaults(spec: ModelSpec, workload: Workload) -> tuple[Workload, dict[str, Any]]:
+    """``workload`` with the fields it left unset (not in ``model_fields_set``) filled from
+    ``spec.usual`` (its dtype, attention and training dropout: estimator/spec/usual.py), and
+    the values filled that differ from the Workload's own defaults. A given value is never
+    overwritten; a workload without unset fields, or a spec without usual settings, comes
+    back as is."""
+    from estimator.spec.usual import usual_fields
+
+    if spec.usual is None:
+        return workload, {}
+    given = set(workload.model_fields_set)
+    filled = usual_fields(spec.usual, workload.mode, given)
+    base = Workload().model_dump()
+    applied = {k: v for k, v in filled.items() if v != base[k]}
+    if not applied:
+        return workload, {}
+    return workload.replace(**applied), applied
+
+
+def defaults_text(spec: ModelSpec, applied: dict[str, Any]) -> str:
+    """'' or one line naming the usual settings of ``spec`` that a workload received."""
+    if not applied or spec.usual is None:
+        return ""
+    shown = ", ".join(f"{k}={v}" for k, v in applied.items())
+    return f"{spec.name}'s usual settings applied: {shown} ({spec.usual.source})"

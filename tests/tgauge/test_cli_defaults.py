@@ -74,7 +74,7 @@ def test_fit_and_sweep_titles_state_the_workload() -> None:
     assert "attention fused" in out
     r = runner.invoke(app, ["sweep", "gpt2-small", "--vary", "seq_len=64,128"])
     out = " ".join(r.stdout.split())
-    assert "varying seq_len; other settings train, b=1, s=512, fp32 weights" in out
+    assert "varying seq_len; other settings train, b=1, fp32 weights" in out  # no s=: swept
     assert "checkpointing none" in out
 
 

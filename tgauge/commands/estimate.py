@@ -24,6 +24,7 @@ from tgauge.format import (
 )
 from tgauge.loading import load_spec
 from tgauge.options import Impl, Json, with_workload
+from tgauge.peak_view import peak_table
 
 _PASSES = ("forward", "backward", "recompute")
 
@@ -65,11 +66,11 @@ def summary_table(est: Estimate) -> Table:
         title=f"{escape(est.spec.name)}: {describe_workload(est.spec, est.workload)}",
         show_header=False,
     )
-    if est.memory.total > est.peak_memory_bytes:
-        t.caption = (
-            "the sum of all terms exceeds the peak: not every term is alive at once "
-            "(activations are freed as the backward pass or the prefill moves on)"
-        )
+    t.caption = (
+        "the sum of all terms is neither the peak nor a bound on it: activations are freed "
+        "as the backward pass or the prefill moves on, and the peak's moment can hold what no "
+        "term does (the optimizer step's temporaries); the peak table shows what is live then"
+    )
     t.add_column("quantity", style="bold")
     t.add_column("value", justify="right")
     t.add_row("parameters", f"{human_count(est.params.total)} ({est.params.total:,})")
@@ -82,7 +83,7 @@ def summary_table(est: Estimate) -> Table:
         temporaries = human_bytes(step_temporaries_bytes(est.spec, resolve(est.spec, w)))
         t.add_row("optimizer", f"{w.optimizer}, {w.optimizer_impl} step on {w.device}")
         t.add_row("optimizer step temporaries", temporaries)
-    t.add_row("sum of all terms (never all live)", human_bytes(est.memory.total))
+    t.add_row("sum of all terms (not all live at once)", human_bytes(est.memory.total))
     if est.kv_cache.terms:
         t.add_row("KV cache", human_bytes(est.kv_cache.total) + kv_cache_note(est))
     for p in _PASSES:
@@ -105,7 +106,7 @@ def _own_ops(leaf: str, leaves: set[str]) -> str:
 def memory_table(est: Estimate) -> Table:
     mem = est.memory
     t = Table(
-        title="Memory by term (sum of all terms; the peak is in the summary)",
+        title="Memory by term (every term; not all live at once: see the peak table)",
         caption=BYTE_UNITS_NOTE,
     )
     t.add_column("term")
@@ -205,6 +206,8 @@ def render(est: Estimate, textbook: bool = False, note: str | None = None) -> No
     if note:
         console.print(f"[dim]{escape(note)}[/]", highlight=False)
     console.print(summary_table(est))
+    terms, peak = est.memory.terms, est.peak_memory_bytes
+    console.print(peak_table(est.spec, est.workload, terms, peak, est.peak_phase, "Memory"))
     console.print(memory_table(est))
     console.print(flops_table(est))
     if est.decode is not None:

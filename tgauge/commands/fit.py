@@ -16,6 +16,7 @@ from tgauge.format import (
     implementation_label,
 )
 from tgauge.options import Impl, Json, with_workload
+from tgauge.peak_view import peak_table
 
 _PLAN = "Plan"
 
@@ -181,16 +182,10 @@ def _print(
         f"{human_bytes(f.peak_bytes)} ({f.peak_phase}) of {human_bytes(f.usable_bytes)} usable, "
         f"headroom {human_bytes(f.headroom_bytes)}"
     )
-    mem = Table(
-        title="Memory per GPU",
-        caption="usable = total - "
-        + ", ".join(f"{k} {human_bytes(v)}" for k, v in unusable.items()),
+    mem = peak_table(spec, result.workload, f.terms, f.peak_bytes, f.peak_phase, "Memory per GPU")
+    mem.caption += "; usable = total - " + ", ".join(
+        f"{k} {human_bytes(v)}" for k, v in unusable.items()
     )
-    mem.add_column("term")
-    mem.add_column("bytes", justify="right")
-    mem.add_column("size", justify="right")
-    for name, value in sorted(f.terms.items(), key=lambda kv: -kv[1]):
-        mem.add_row(name, str(value), human_bytes(value))
     console.print(mem)
     ans = Table(title="Limits (exact search: every size up to the answer fits, the next does not)")
     cols = ("question", "answer", "next size (does not fit)", "its peak", "grew most / capped by")

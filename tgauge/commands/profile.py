@@ -84,20 +84,28 @@ def profile_command(
 ) -> None:
     """Measure MODEL (parameters, saved activations, live memory, FLOPs, time, KV cache)."""
     from tgauge.devices import check_device
+    from tgauge.targets import refuse_quantized
 
-    require("torch", "tgauge profile")
-    check_device(device, ("cpu", "cuda", "meta"))
+    refuse_quantized(workload, "tgauge profile")
+    if device not in ("cpu", "cuda", "meta"):
+        check_device(device, ("cpu", "cuda", "meta"))  # the one-line refusal, before torch
     if target_device not in ("cpu", "cuda"):
         raise UserError(f"--target-device={target_device!r} is invalid: use cpu or cuda")
     # the kernels the run is for: the device itself, or a meta dry run's target
     workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
     with progress_display() as progress, _allocation_errors(device):
-        task = progress.add_task(f"building {escape(model)} on {escape(device)}", total=None)
+        # shown from the start: importing torch alone takes seconds
+        task = progress.add_task("importing torch", total=None)
+        require("torch", "tgauge profile")
+        check_device(device, ("cpu", "cuda", "meta"))  # cuda: present here (asks torch)
+        progress.update(task, description=f"building {escape(model)} on {escape(device)}")
         target = load_target(model, workload, device, impl)
         decoding = target.decoder is not None and workload.mode == "decode"
+        steps = "prefill and each step" if decoding else f"1 warm-up + {repeats} timed runs"
         progress.update(
             task,
-            description=f"measuring {workload.mode} of {escape(model)} on {escape(device)}",
+            description=f"measuring {workload.mode} of {escape(model)} on {escape(device)} "
+            f"(live memory, saved tensors, FLOPs, {steps})",
             total=workload.new_tokens + 1 if decoding else None,  # prefill, then each step
         )
         result = run_profile(target, workload, device, repeats, tick=progress.advance, task=task)
@@ -134,9 +142,14 @@ def render(model: str, workload: Workload, result: Any, implementation: str = "r
 
     from tgauge.format import human_bytes, human_flops, human_seconds, precision_label
 
+    w = workload
+    own = implementation.startswith("user ")  # file.py:factory: its attention is its own code
+    attention = "the module's own attention" if own else f"attention {w.attention_impl}"
+    dropout = f", dropout {w.dropout:g}" if w.mode == "train" and w.dropout else ""
     title = (
-        f"tgauge profile {escape(model)} ({workload.mode}, {precision_label(workload)}, "
-        f"{result.device}, implementation {escape(implementation)})"
+        f"tgauge profile {escape(model)} ({w.mode}, b={w.batch_size}, s={w.seq_len}, "
+        f"{precision_label(w)}, {attention}{dropout}, {result.device}, "
+        f"implementation {escape(implementation)})"
     )
     if not hasattr(result, "n_params"):  # DecodeProfile
         table = Table("after", "KV cache", title=title)

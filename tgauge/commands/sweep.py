@@ -221,7 +221,7 @@ def _print(shown: _Shown, spec: object) -> None:
     index, fields = shown.index, shown.fields
     title = (
         f"sweep of {escape(shown.model)}: {shown.n} points, varying {', '.join(fields)}; "
-        f"other settings {describe_workload(spec, shown.base_workload)}"
+        f"other settings {describe_workload(spec, shown.base_workload, omit=fields)}"
     )
     table = Table(title=title)
     metrics = [m for m in _SHOWN if m in shown.filled]

@@ -192,6 +192,12 @@ def _human(unit: str, value: int | None) -> str:
     return {"bytes": human_bytes, "flops": human_flops, "params": human_count}[unit](value)
 
 
+def _dropout(w: dict[str, Any]) -> str:
+    """', dropout 0.1' for a training point with dropout, else ''."""
+    p = w.get("dropout") or 0
+    return f", dropout {p:g}" if w.get("mode") == "train" and p else ""
+
+
 def _table(point: Any) -> Table:
     from types import SimpleNamespace
 
@@ -200,8 +206,8 @@ def _table(point: Any) -> Table:
     w = point.workload
     precision = precision_label(SimpleNamespace(**{"autocast": None, **w}))
     title = (
-        f"{escape(point.model)} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
-        f"{precision}, {w['attention_impl']} on {point.device} · "
+        f"{escape(point.model)} · {w['mode']}, b={w['batch_size']}, s={w['seq_len']}, "
+        f"{precision}, attention {w['attention_impl']}{_dropout(w)} on {point.device} · "
         f"{IMPL_NAMES[point.implementation]}" + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")
@@ -291,6 +297,9 @@ def validate_command(
     hf on a preset with a twin: the Hugging Face class), run the workload, measure it and
     compare with the estimator term by term: predicted, measured, difference, relative error
     and a verdict."""
+    from tgauge.targets import refuse_quantized
+
+    refuse_quantized(workload, "tgauge validate")
     require("torch", "tgauge validate")  # before any point: each would fail on its own
     from tgauge.safeio import append_line, stop_on_signals
     from tgauge.validate import validate_point

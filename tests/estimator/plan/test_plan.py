@@ -141,7 +141,13 @@ def test_tp_must_divide_kv_heads() -> None:
 # segment: max_value is the largest n such that every n' <= n fits, longest_fitting the
 # largest n that fits at all.
 CHUNKED_PREFILL = Workload(
-    mode="prefill", batch_size=1, seq_len=512, dtype="bf16", attention_pattern="chunked", window=256
+    mode="prefill",
+    batch_size=1,
+    seq_len=512,
+    dtype="bf16",
+    attention_pattern="chunked",
+    window=256,
+    attention_impl="eager",  # the issue's run; llama-2-7b's usual attention would be fused
 )
 ISSUE_USABLE = 13_847_031_807  # the issue's custom GPU, --reserve 0
 
