@@ -9,20 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.activations import written_out_backward
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.backward import act_backward as reference_act_backward
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.hf_keys import ACT_SAVES
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmin
 
 FP32_BYTES = 4
-#: activations.py ACT2FN functions written out of elementwise ops, and the [n, d_ff] tensors
-#: their autograd nodes save. NewGELUActivation (gelu_new):
+#: activations.py ACT2FN functions -> the [n, d_ff] tensors their autograd nodes save, derived
+#: from each definition (estimator/spec/hf_keys.ACT_SAVES). NewGELUActivation (gelu_new):
 #: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3)))): pow saves x, tanh its
 #: output, the last mul both factors (0.5 * x and 1 + tanh); the scalar muls and adds nothing
-WRITTEN_OUT_SAVES = {"gelu_new": 4}
+WRITTEN_OUT_SAVES = ACT_SAVES
+#: activations whose graph is gelu_new's op for op (the backward rule below)
+GELU_NEW_GRAPH = frozenset({"gelu_new", "gelu_accurate"})
 
 
 def builds_cache(sh: Shapes) -> bool:
@@ -109,7 +113,11 @@ def act_backward(bw: Walker, name: str, inner: Any, d_out: Any) -> Any:
     highest reading), frees both factors and d_out; TanhBackward0 (+F) frees tanh's output;
     the scalar muls replace their input; PowBackward0's pow, * 3 and * grad (+2 F again);
     the three grads of x summed into one (-> F), x freed."""
-    if WRITTEN_OUT_SAVES.get(bw.spec.activation_fn or "") != 4:
+    fn = bw.spec.activation_fn or ""
+    if fn not in GELU_NEW_GRAPH:
+        saves = WRITTEN_OUT_SAVES.get(fn, 1)
+        if saves > 1:  # gelu_fast, gelu_python, gelu_python_tanh, quick_gelu
+            return written_out_backward(bw, name, inner, d_out, saves)
         return reference_act_backward(bw, name, inner, d_out)
     live, F = bw.live, inner
     live.take(F, F)  # grad * (1 + tanh), grad * 0.5 x

@@ -18,7 +18,7 @@ from typing import Any
 
 from estimator.rules.hf.bart import eager_core
 from estimator.rules.reference.passes import FP32_BYTES, Pass
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
@@ -190,9 +190,11 @@ class T5Pass(Pass):
             h, probs = self.sublayer(s, cross_s, False, True, first, probs + h)
         normed = self.norm(s)
         inner = self.act(s, spec.d_ff)
-        up = live.take(inner)  # wi
-        live.take(inner)  # relu
-        live.drop(up)
+        live.take(inner)  # wi (T5DenseActDense) / wi_0 (T5DenseGatedActDense)
+        rule("replay.ffn.act", spec)(live, inner, spec.activation_fn)  # act, its input freed
+        if spec.gated:  # hidden_gelu * wi_1(x)
+            live.take(inner, inner)
+            live.drop(2 * inner)
         down = live.take(nd)  # wo
         live.drop(inner, normed)
         y = live.take(nd)  # residual + dropout(wo)

@@ -288,8 +288,7 @@ class Pass:
         live, inner = self.live, self.act(s, self.spec.d_ff)
         if self.spec.gated:
             live.take(inner)  # gate
-            live.take(inner)  # act
-            live.drop(inner)
+            rule("replay.ffn.act", self.spec)(live, inner, self.spec.activation_fn)
             live.take(inner)  # up
             live.take(inner)  # act * up
             live.drop(2 * inner)
