@@ -67,14 +67,9 @@ def mask_bytes(sh: Shapes, numel: Any) -> Any:
 
 
 def norm_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
-    """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and
-    rstd are fp32 on CUDA (the kernel's accumulate type) and in the input's dtype on CPU
-    (measured: pure bf16 training saves them in bf16)."""
-    cb, d = sh.cb, spec.d_model
-    if spec.norm == "layernorm":
-        stat = FP32_BYTES if sh.device == "cuda" else cb
-        return n * d * cb + 2 * n * stat  # input; mean, rstd
-    return 2 * n * d * cb + n * cb  # input (pow), x*rms (mul by weight); rms [n,1] (rsqrt)
+    """Bytes a norm over [n, d] saves (rule ``saved.norm``: the reference's in
+    estimator/rules/reference/saved.py, HF's in estimator/rules/hf/precision.py)."""
+    return rule("saved.norm", spec, sh)(spec, sh, n)
 
 
 def scores_entries(sh: Shapes, stack: str, s: Any) -> Any:
@@ -234,7 +229,7 @@ def head_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Terms:
         t["head_transform.norm"] = norm_saved(spec, sh, n)
     if spec.lm_head:
         t["lm_head"] = linear_saved(spec, sh, n, d, spec.vocab_size, True)
-        t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight
+        t["loss"] = rule("saved.loss", spec, sh)(spec, sh, n)  # log-softmax, targets, weight
     if spec.n_labels:
         t.update(classifier_saved(spec, sh, n))
     return t

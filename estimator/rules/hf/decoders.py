@@ -160,6 +160,8 @@ def loss_moment_extra(spec: ModelSpec, sh: Shapes) -> Any:
         return 0
     b, s, cb = sh.b, sh.s, sh.cb
     extra = padded_labels_bytes(sh)
+    if cb != FP32_BYTES:  # ForCausalLMLoss's logits.float(): an fp32 copy while the loss runs
+        extra += b * sh.s_out * spec.vocab_size * FP32_BYTES
     if builds_cache(sh) and cache_copies_unsaved(spec, sh, sliding_window(sh)):
         extra += spec.n_decoder_layers * 2 * b * spec.n_kv_heads * s * spec.head_dim * cb
     return extra
