@@ -161,13 +161,14 @@ class T5Pass(Pass):
         """Norm, q, k, v (the decoder's into the cache), block 0's bias, attention, o,
         residual sum -> (the sum, the probabilities kept); ``release``: dropped on return."""
         live, spec = self.live, self.spec
-        nd, nd_k = self.act(s, spec.d_model), self.act(s_k, spec.d_model)
+        nd, inner = self.act(s, spec.d_model), spec.n_heads * spec.head_dim  # d_kv per head
+        a, a_k = self.act(s, inner), self.act(s_k, inner)  # q; k or v: [b, s(_k), h * d_kv]
         cached = masked or cross  # the decoder's attentions
         normed = self.norm(s)
-        q = live.take(nd)
-        kv = live.take(2 * nd_k)
+        q = live.take(a)
+        kv = live.take(2 * a_k)
         if cached:
-            live.take(2 * nd_k)  # torch.cat copies kept by the cache
+            live.take(2 * a_k)  # torch.cat copies kept by the cache
             live.drop(kv)
             kv = 0
         if first and cross:  # the zero bias [1, h, s, s_src] every cross-attention adds

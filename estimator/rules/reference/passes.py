@@ -41,6 +41,10 @@ class Pass:
     def act(self, s: int, width: int) -> int:  # bytes of a [b, s, width] activation
         return self.b * s * width * self.cb
 
+    def logits(self, s: int) -> int:
+        """The LM head's output [b, s, V] (kept): one tensor."""
+        return self.live.take(self.act(s, self.spec.vocab_size))
+
     def norm(self, s: int) -> int:
         """LayerNorm: out + fp32 mean, rstd [n, 1] (dropped); RMSNorm: pow, mean, +eps,
         rsqrt, x * rms, * weight."""
