@@ -108,11 +108,12 @@ def attention_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
-        qk = (b * h * s_q * d_h + b * h * s_kv * d_h) * cb  # Q, K (repeated to h heads)
+        # Q, K (repeated to h heads), V: what the eager matmuls save (rule saved.eager_qkv)
+        qk, v = rule("saved.eager_qkv", spec, sh)(spec, sh, b, s_q, s_kv)
         t["scores"] = qk + probs + rule("saved.eager_mask", spec)(spec, sh, entries, masked)
         t["scores"] += rule("saved.eager_softmax", spec, sh)(spec, sh, b, entries)
         t["scores.dropout"] = mask_bytes(sh, b * h * entries) if drop else 0  # [b,h,s,s_k]
-        t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
+        t["mix"] = (probs if drop else 0) + v  # dropout output; V
         t["o_proj"] = b * s * h * d_h * cb + o_proj  # merged heads [b*s, h*d_h]: reshape copies
     return t
 

@@ -12,6 +12,7 @@ from typing import Any
 from estimator.rules.hf.activations import written_out_backward
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.backward import act_backward as reference_act_backward
+from estimator.rules.reference.saved import eager_qkv_saved as reference_eager_qkv
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
@@ -77,6 +78,23 @@ def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bo
     entries = sdpa_saved_entries(spec, sh, b, s, s_k, fused_mask, window)
     lse = b * spec.n_heads * s * FP32_BYTES
     return {"sdpa": entries * sh.cb + lse, "o_proj": 0}
+
+
+@register("saved.eager_qkv", "hf")
+def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) -> tuple[Any, Any]:
+    """eager_attention_forward's ``torch.matmul(query, key.transpose(2, 3))`` and
+    ``torch.matmul(attn_weights, value)`` fold [b, h, s, d_h] into [b * h, s, d_h]: a copy
+    when the heads of a split, transposed projection cannot merge with the batch, a view
+    when b is 1 (a size-1 dimension merges with any stride). GPT-2's fused c_attn at b = 1:
+    q is a view of the whole [s, (h + 2 h_kv) d_h] output, k and v views of it too, or the
+    DynamicCache's torch.cat copies when a training forward builds one (``builds_cache``),
+    themselves viewed. Other classes and b > 1: the reference's copies."""
+    if not (spec.fused_qkv and b == 1):
+        return reference_eager_qkv(spec, sh, b, s_q, s_kv)
+    h, h_kv, d_h, cb = spec.n_heads, spec.n_kv_heads, spec.head_dim, sh.ib
+    base = s_q * (h + 2 * h_kv) * d_h * cb  # c_attn's output, q's storage
+    kv = h_kv * s_kv * d_h * cb if builds_cache(sh) else 0
+    return base + kv, kv
 
 
 @register("saved.rotary.layer", "hf")

@@ -126,3 +126,11 @@ def loss_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
 def loss_upcast(spec: ModelSpec) -> bool:
     """Whether the loss casts the logits to fp32 before cross_entropy: never here."""
     return False
+
+
+@register("saved.eager_qkv", "reference")
+def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) -> tuple[Any, Any]:
+    """(Q and K, V) bytes the eager attention's two matmuls save: Q [b, h, s_q, d_h] and K,
+    V repeated to h heads [b, h, s_kv, d_h] (copies made contiguous)."""
+    h, d_h, cb = spec.n_heads, spec.head_dim, sh.ib  # what matmuls make (autocast: low)
+    return (b * h * s_q * d_h + b * h * s_kv * d_h) * cb, b * h * s_kv * d_h * cb
