@@ -56,6 +56,7 @@ from estimator.spec.model import ModelSpec
 from estimator.terms.activations import layer_saved
 
 Terms = dict[str, Any]
+FP32_BYTES = 4
 #: the steps a walk binds: attribute -> rule kind (estimator/rules/reference/backward.py)
 STEPS = {
     "linear": "backward.linear",
@@ -300,11 +301,19 @@ class Backward:
             return
         if spec.lm_head:
             logits = n * spec.vocab_size * cb
-            live.take(logits)  # nll_loss_backward: d(log-probs)
-            self.free("loss", n * INDEX_BYTES + cb)  # targets, total_weight
-            live.take(logits)  # log_softmax_backward: d(logits)
-            live.drop(logits)
+            # the loss's fp32 [n, V] grads: the logits' own dtype, or fp32 where the class
+            # casts the logits first (rule "loss.upcast"); ToCopyBackward0 then makes d(logits)
+            l32 = n * spec.vocab_size * FP32_BYTES
+            upcast = cb != FP32_BYTES and rule("loss.upcast", spec)(spec)
+            lg = l32 if upcast else logits
+            live.take(lg)  # nll_loss_backward: d(log-probs)
+            self.free("loss", n * INDEX_BYTES + (FP32_BYTES if upcast else cb))  # targets, weight
+            live.take(lg)  # log_softmax_backward: d(logits)
+            live.drop(lg)
             self.free("loss")  # the log-softmax
+            if upcast:
+                live.take(logits)  # ToCopyBackward0: d(logits) in their dtype
+                live.drop(l32)
             if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's
                 self.embed_use()
             else:

@@ -43,7 +43,7 @@ def prefill_peak(spec: ModelSpec, sh: Shapes, start: Any) -> Any:
     if spec.n_labels:
         live.take(b * spec.n_labels * p.cb)  # classifier logits [b, n_labels]
     if spec.lm_head:
-        live.take(b * s_out * spec.vocab_size * p.cb)  # logits
+        p.logits(s_out)  # logits
     del h
     return live.peak
 
@@ -71,7 +71,7 @@ def cached_prefill(
         cross = s
     live.take(p.act(prompt, d))  # embed(prompt)
     p.stack("decoder", prompt, 0, cross, (0, _keep(sh, prompt)))
-    live.take(b * prompt * spec.vocab_size * p.cb)  # logits
+    p.logits(prompt)  # logits
     if next_id:
         live.take(b * INDEX_BYTES)  # argmax: the next token id [b, 1]
     return live
@@ -100,7 +100,7 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
         p = rule("replay.step", spec)(spec, sh, live)
         live.take(p.act(1, d))  # embed(token)
         p.stack("decoder", 1, pos, cross, (held, _keep(sh, pos + 1)))
-        live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]
+        p.logits(1)  # logits [b, 1, V]
         live.take(b * INDEX_BYTES)  # argmax
         peaks.append(live.peak)
     return prefill, vmax(*peaks)

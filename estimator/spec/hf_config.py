@@ -24,6 +24,7 @@ from typing import Any
 
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import read_text, short_repr
+from estimator.spec.hf_keys import check_activation, check_keys
 from estimator.spec.usual import hf_usual_settings
 
 Config = dict[str, Any]
@@ -292,6 +293,7 @@ def hf_spec_fields(path_or_dict: str | Path | Config) -> dict[str, Any]:
         raise SpecError(f"model_type={short_repr(model_type)} is unknown; tgauge reads "
                         f"{', '.join(READERS)}")  # fmt: skip
     _check_values(cfg)
+    check_keys(cfg)  # every key modelled, ignored with a reason, or refused by name
     try:
         fields = reader(cfg)
     except KeyError as exc:
@@ -300,6 +302,7 @@ def hf_spec_fields(path_or_dict: str | Path | Config) -> dict[str, Any]:
     except (TypeError, ArithmeticError, AttributeError) as exc:  # a type _check_values missed
         raise SpecError(f"config for model_type={model_type!r} holds a value of the wrong "
                         f"type: {short_repr(str(exc))}") from None  # fmt: skip
+    fields.setdefault("activation_fn", check_activation(cfg))
     name = cfg.get("_name_or_path") or model_type
     architecture = _architecture(cfg, model_type)
     if model_type == "bert" and architecture != "BertModel":  # the head decides the tying

@@ -67,14 +67,9 @@ def mask_bytes(sh: Shapes, numel: Any) -> Any:
 
 
 def norm_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
-    """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and
-    rstd are fp32 on CUDA (the kernel's accumulate type) and in the input's dtype on CPU
-    (measured: pure bf16 training saves them in bf16)."""
-    cb, d = sh.cb, spec.d_model
-    if spec.norm == "layernorm":
-        stat = FP32_BYTES if sh.device == "cuda" else cb
-        return n * d * cb + 2 * n * stat  # input; mean, rstd
-    return 2 * n * d * cb + n * cb  # input (pow), x*rms (mul by weight); rms [n,1] (rsqrt)
+    """Bytes a norm over [n, d] saves (rule ``saved.norm``: the reference's in
+    estimator/rules/reference/saved.py, HF's in estimator/rules/hf/precision.py)."""
+    return rule("saved.norm", spec, sh)(spec, sh, n)
 
 
 def scores_entries(sh: Shapes, stack: str, s: Any) -> Any:
@@ -113,11 +108,12 @@ def attention_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
-        qk = (b * h * s_q * d_h + b * h * s_kv * d_h) * cb  # Q, K (repeated to h heads)
+        # Q, K (repeated to h heads), V: what the eager matmuls save (rule saved.eager_qkv)
+        qk, v = rule("saved.eager_qkv", spec, sh)(spec, sh, b, s_q, s_kv)
         t["scores"] = qk + probs + rule("saved.eager_mask", spec)(spec, sh, entries, masked)
         t["scores"] += rule("saved.eager_softmax", spec, sh)(spec, sh, b, entries)
         t["scores.dropout"] = mask_bytes(sh, b * h * entries) if drop else 0  # [b,h,s,s_k]
-        t["mix"] = (probs if drop else 0) + b * h * s_kv * d_h * cb  # dropout output; V
+        t["mix"] = (probs if drop else 0) + v  # dropout output; V
         t["o_proj"] = b * s * h * d_h * cb + o_proj  # merged heads [b*s, h*d_h]: reshape copies
     return t
 
@@ -131,7 +127,8 @@ def ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Terms:
     if spec.gated:  # act(gate(x)) * up(x): gate runs first and saves the norm output x
         t = {"ffn.gate": linear_saved(spec, sh, n, d, d_ff, True)}
         t["ffn.up"] = linear_saved(spec, sh, n, d, d_ff, True, False)
-        t.update({"ffn.act": inner, "ffn": 2 * inner, "ffn.down": inner + down})
+        act = rule("saved.ffn.act", spec, sh)(spec, sh, n)  # the gate's activation
+        t.update({"ffn.act": act, "ffn": 2 * inner, "ffn.down": inner + down})
     elif spec.activation == "relu":  # relu saves its output = down's input
         t.update({"ffn.act": inner, "ffn.down": down})
     else:
@@ -233,7 +230,7 @@ def head_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Terms:
         t["head_transform.norm"] = norm_saved(spec, sh, n)
     if spec.lm_head:
         t["lm_head"] = linear_saved(spec, sh, n, d, spec.vocab_size, True)
-        t["loss"] = n * spec.vocab_size * cb + n * INDEX_BYTES + cb  # log-softmax, targets, weight
+        t["loss"] = rule("saved.loss", spec, sh)(spec, sh, n)  # log-softmax, targets, weight
     if spec.n_labels:
         t.update(classifier_saved(spec, sh, n))
     return t

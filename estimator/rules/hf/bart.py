@@ -72,6 +72,15 @@ class BartPass(Pass):
             live.drop(nd)  # the decoder's inputs_embeds (the caller keeps no reference)
         return x
 
+    def logits(self, s: int) -> int:
+        """BartForConditionalGeneration.forward: ``lm_logits = self.lm_head(outputs[0])``, then
+        ``lm_logits + self.final_logits_bias``: a second [b, s, V] while the first is live;
+        the name rebound, the first goes. -> the sum (kept)."""
+        head = self.live.take(self.act(s, self.spec.vocab_size))
+        total = self.live.take(head)
+        self.live.drop(head)
+        return total
+
     def post_norm(self, total: int) -> Any:
         """LayerNorm of the residual sum ``total`` (live): out + mean, rstd; the sum and the
         statistics dropped. -> its output."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from estimator.rules.hf.common import positions_from_buffer
 from estimator.rules.reference.passes import FP32_BYTES, Pass
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
@@ -121,9 +121,8 @@ class BertPass(Pass):
         live.drop(qkv)
         attn = self.output(nd, ctx)  # attention_output, live until the layer returns
         inner = self.act(s, spec.d_ff)
-        up = live.take(inner)
-        live.take(inner)  # gelu
-        live.drop(up)
+        live.take(inner)  # intermediate.dense
+        rule("replay.ffn.act", spec)(live, inner, spec.activation_fn)  # its input freed
         y = self.output(nd, inner)  # the gelu output goes when BertOutput returns
         live.drop(probs, attn)
         return y

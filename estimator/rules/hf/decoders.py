@@ -9,20 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.activations import written_out_backward
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.backward import act_backward as reference_act_backward
+from estimator.rules.reference.saved import eager_qkv_saved as reference_eager_qkv
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.hf_keys import ACT_SAVES
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmin
 
 FP32_BYTES = 4
-#: activations.py ACT2FN functions written out of elementwise ops, and the [n, d_ff] tensors
-#: their autograd nodes save. NewGELUActivation (gelu_new):
+#: activations.py ACT2FN functions -> the [n, d_ff] tensors their autograd nodes save, derived
+#: from each definition (estimator/spec/hf_keys.ACT_SAVES). NewGELUActivation (gelu_new):
 #: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3)))): pow saves x, tanh its
 #: output, the last mul both factors (0.5 * x and 1 + tanh); the scalar muls and adds nothing
-WRITTEN_OUT_SAVES = {"gelu_new": 4}
+WRITTEN_OUT_SAVES = ACT_SAVES
+#: activations whose graph is gelu_new's op for op (the backward rule below)
+GELU_NEW_GRAPH = frozenset({"gelu_new", "gelu_accurate"})
 
 
 def builds_cache(sh: Shapes) -> bool:
@@ -75,6 +80,23 @@ def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bo
     return {"sdpa": entries * sh.cb + lse, "o_proj": 0}
 
 
+@register("saved.eager_qkv", "hf")
+def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) -> tuple[Any, Any]:
+    """eager_attention_forward's ``torch.matmul(query, key.transpose(2, 3))`` and
+    ``torch.matmul(attn_weights, value)`` fold [b, h, s, d_h] into [b * h, s, d_h]: a copy
+    when the heads of a split, transposed projection cannot merge with the batch, a view
+    when b is 1 (a size-1 dimension merges with any stride). GPT-2's fused c_attn at b = 1:
+    q is a view of the whole [s, (h + 2 h_kv) d_h] output, k and v views of it too, or the
+    DynamicCache's torch.cat copies when a training forward builds one (``builds_cache``),
+    themselves viewed. Other classes and b > 1: the reference's copies."""
+    if not (spec.fused_qkv and b == 1):
+        return reference_eager_qkv(spec, sh, b, s_q, s_kv)
+    h, h_kv, d_h, cb = spec.n_heads, spec.n_kv_heads, spec.head_dim, sh.ib
+    base = s_q * (h + 2 * h_kv) * d_h * cb  # c_attn's output, q's storage
+    kv = h_kv * s_kv * d_h * cb if builds_cache(sh) else 0
+    return base + kv, kv
+
+
 @register("saved.rotary.layer", "hf")
 def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     """apply_rotary_pos_emb multiplies by the cos and sin the model computed once: the layers
@@ -109,7 +131,11 @@ def act_backward(bw: Walker, name: str, inner: Any, d_out: Any) -> Any:
     highest reading), frees both factors and d_out; TanhBackward0 (+F) frees tanh's output;
     the scalar muls replace their input; PowBackward0's pow, * 3 and * grad (+2 F again);
     the three grads of x summed into one (-> F), x freed."""
-    if WRITTEN_OUT_SAVES.get(bw.spec.activation_fn or "") != 4:
+    fn = bw.spec.activation_fn or ""
+    if fn not in GELU_NEW_GRAPH:
+        saves = WRITTEN_OUT_SAVES.get(fn, 1)
+        if saves > 1:  # gelu_fast, gelu_python, gelu_python_tanh, quick_gelu
+            return written_out_backward(bw, name, inner, d_out, saves)
         return reference_act_backward(bw, name, inner, d_out)
     live, F = bw.live, inner
     live.take(F, F)  # grad * (1 + tanh), grad * 0.5 x
@@ -152,6 +178,8 @@ def loss_moment_extra(spec: ModelSpec, sh: Shapes) -> Any:
         return 0
     b, s, cb = sh.b, sh.s, sh.cb
     extra = padded_labels_bytes(sh)
+    if cb != FP32_BYTES:  # ForCausalLMLoss's logits.float(): an fp32 copy while the loss runs
+        extra += b * sh.s_out * spec.vocab_size * FP32_BYTES
     if builds_cache(sh) and cache_copies_unsaved(spec, sh, sliding_window(sh)):
         extra += spec.n_decoder_layers * 2 * b * spec.n_kv_heads * s * spec.head_dim * cb
     return extra

@@ -24,7 +24,8 @@ tracker, profiler/live.py, on the real classes):
 
 from __future__ import annotations
 
-from estimator.rules.hf.decoders import WRITTEN_OUT_SAVES, sdpa_gets_mask
+from estimator.rules.hf.activations import PROGRAMS, program_forward
+from estimator.rules.hf.decoders import sdpa_gets_mask
 from estimator.rules.live import Live
 from estimator.rules.reference.passes import FP32_BYTES, Pass
 from estimator.rules.registry import register
@@ -174,17 +175,6 @@ class HFPass(Pass):
         return clone or out
 
 
-def gelu_new_forward(live: Live, inner: int) -> None:
-    """NewGELUActivation on up's output (F = ``inner``, dropped when it returns): 0.5 x,
-    pow(x, 3), * 0.044715 live at once; then each op frees the one before; -> one F."""
-    live.take(inner, inner, inner)
-    live.drop(inner)  # pow's output
-    for _ in range(5):  # x + ., * sqrt(2 / pi), tanh, 1 + ., 0.5 x * .
-        live.take(inner)
-        live.drop(inner)
-    live.drop(inner, inner)  # 0.5 x, up's output
-
-
 @register("replay.pass", "hf")
 @register("replay.step", "hf")
 def hf_pass(spec: ModelSpec, sh: Shapes, live: Live) -> Pass:
@@ -196,9 +186,11 @@ def hf_pass(spec: ModelSpec, sh: Shapes, live: Live) -> Pass:
 
 @register("replay.ffn.act", "hf")
 def act_forward(live: Live, inner: int, activation_fn: str | None = None) -> None:
-    """A written-out activation (gelu_new), else the reference's one new tensor."""
-    if WRITTEN_OUT_SAVES.get(activation_fn or "") == 4:
-        gelu_new_forward(live, inner)
+    """A written-out activation (estimator/rules/hf/activations.PROGRAMS: gelu_new, gelu_fast,
+    ...), else the reference's one new tensor."""
+    program = PROGRAMS.get(activation_fn or "")
+    if program is not None:
+        program_forward(live, inner, program)
     else:
         live.take(inner)
         live.drop(inner)

@@ -18,7 +18,7 @@ from typing import Any
 
 from estimator.rules.hf.bart import eager_core
 from estimator.rules.reference.passes import FP32_BYTES, Pass
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
@@ -161,13 +161,14 @@ class T5Pass(Pass):
         """Norm, q, k, v (the decoder's into the cache), block 0's bias, attention, o,
         residual sum -> (the sum, the probabilities kept); ``release``: dropped on return."""
         live, spec = self.live, self.spec
-        nd, nd_k = self.act(s, spec.d_model), self.act(s_k, spec.d_model)
+        nd, inner = self.act(s, spec.d_model), spec.n_heads * spec.head_dim  # d_kv per head
+        a, a_k = self.act(s, inner), self.act(s_k, inner)  # q; k or v: [b, s(_k), h * d_kv]
         cached = masked or cross  # the decoder's attentions
         normed = self.norm(s)
-        q = live.take(nd)
-        kv = live.take(2 * nd_k)
+        q = live.take(a)
+        kv = live.take(2 * a_k)
         if cached:
-            live.take(2 * nd_k)  # torch.cat copies kept by the cache
+            live.take(2 * a_k)  # torch.cat copies kept by the cache
             live.drop(kv)
             kv = 0
         if first and cross:  # the zero bias [1, h, s, s_src] every cross-attention adds
@@ -190,9 +191,11 @@ class T5Pass(Pass):
             h, probs = self.sublayer(s, cross_s, False, True, first, probs + h)
         normed = self.norm(s)
         inner = self.act(s, spec.d_ff)
-        up = live.take(inner)  # wi
-        live.take(inner)  # relu
-        live.drop(up)
+        live.take(inner)  # wi (T5DenseActDense) / wi_0 (T5DenseGatedActDense)
+        rule("replay.ffn.act", spec)(live, inner, spec.activation_fn)  # act, its input freed
+        if spec.gated:  # hidden_gelu * wi_1(x)
+            live.take(inner, inner)
+            live.drop(2 * inner)
         down = live.take(nd)  # wo
         live.drop(inner, normed)
         y = live.take(nd)  # residual + dropout(wo)

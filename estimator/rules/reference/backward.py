@@ -161,9 +161,7 @@ def ffn_gated(bw: Walker, p: str, n: Any) -> Any:
     live.drop(d_down)
     bw.free(f"{p}.ffn")
     bw.linear(f"{p}.ffn.up", nd, g=inner, stream=True)
-    live.take(inner)
-    live.drop(inner)
-    bw.free(f"{p}.ffn.act")
+    bw.ffn_act(f"{p}.ffn.act", inner, inner)  # the act's grad replaces the product's
     bw.linear(f"{p}.ffn.gate", nd, g=inner, stream=True)
     bw.residual(n)
     return nd

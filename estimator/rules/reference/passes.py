@@ -41,6 +41,10 @@ class Pass:
     def act(self, s: int, width: int) -> int:  # bytes of a [b, s, width] activation
         return self.b * s * width * self.cb
 
+    def logits(self, s: int) -> int:
+        """The LM head's output [b, s, V] (kept): one tensor."""
+        return self.live.take(self.act(s, self.spec.vocab_size))
+
     def norm(self, s: int) -> int:
         """LayerNorm: out + fp32 mean, rstd [n, 1] (dropped); RMSNorm: pow, mean, +eps,
         rsqrt, x * rms, * weight."""
@@ -288,8 +292,7 @@ class Pass:
         live, inner = self.live, self.act(s, self.spec.d_ff)
         if self.spec.gated:
             live.take(inner)  # gate
-            live.take(inner)  # act
-            live.drop(inner)
+            rule("replay.ffn.act", self.spec)(live, inner, self.spec.activation_fn)
             live.take(inner)  # up
             live.take(inner)  # act * up
             live.drop(2 * inner)

@@ -101,3 +101,36 @@ def positions_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     if spec.position == "learned":
         return s * INDEX_BYTES  # position ids [s] (+ offset: a new tensor)
     return 0  # sinusoidal: a buffer lookup; rotary / relative: per layer (saved.rotary.layer)
+
+
+@register("saved.norm", "reference")
+def norm_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and
+    rstd are fp32 on CUDA (the kernel's accumulate type) and in the input's dtype on CPU
+    (measured: pure bf16 training saves them in bf16)."""
+    cb, d = sh.cb, spec.d_model
+    if spec.norm == "layernorm":
+        stat = FP32_BYTES if sh.device == "cuda" else cb
+        return n * d * cb + 2 * n * stat  # input; mean, rstd
+    return 2 * n * d * cb + n * cb  # input (pow), x*rms (mul by weight); rms [n,1] (rsqrt)
+
+
+@register("saved.loss", "reference")
+def loss_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """F.cross_entropy over the [n, V] logits: log_softmax saves its output, nll_loss the
+    targets (int64) and total_weight (a scalar), all in the logits' dtype."""
+    return n * spec.vocab_size * sh.cb + n * INDEX_BYTES + sh.cb
+
+
+@register("loss.upcast", "reference")
+def loss_upcast(spec: ModelSpec) -> bool:
+    """Whether the loss casts the logits to fp32 before cross_entropy: never here."""
+    return False
+
+
+@register("saved.eager_qkv", "reference")
+def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) -> tuple[Any, Any]:
+    """(Q and K, V) bytes the eager attention's two matmuls save: Q [b, h, s_q, d_h] and K,
+    V repeated to h heads [b, h, s_kv, d_h] (copies made contiguous)."""
+    h, d_h, cb = spec.n_heads, spec.head_dim, sh.ib  # what matmuls make (autocast: low)
+    return (b * h * s_q * d_h + b * h * s_kv * d_h) * cb, b * h * s_kv * d_h * cb
