@@ -11,7 +11,7 @@ from typing import Any
 from estimator.rules.live import Live
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, cached_positions
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmax
 
@@ -107,6 +107,8 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
 
 
 def _cache_bytes(spec: ModelSpec, sh: Shapes, held: Any, cross_s: Any) -> Any:
-    per_pos = sh.b * spec.n_kv_heads * spec.head_dim * sh.cb
+    """Keys + values of ``held`` self-attention and ``cross_s`` cross-attention positions of
+    every decoder layer, in the KV cache's dtype (as terms/kv_cache.py)."""
+    per_pos = sh.b * spec.n_kv_heads * spec.head_dim
     n_layers = dict(spec.stacks)["decoder"]
-    return 2 * n_layers * per_pos * (held + cross_s)
+    return n_layers * nbytes(2 * per_pos * (held + cross_s), sh.kv_dtype)

@@ -120,7 +120,7 @@ class HFPass(Pass):
 
     def attention(self, s: int, start: int, stack: str, cross_s: int = 0, cache=None) -> int:
         """The self-attention module on the norm output [b, s, d] -> o_proj output."""
-        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        live, spec = self.live, self.spec
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
         a, kv = self.act(s, h * d_h), self.act(s, h_kv * d_h)
         if spec.fused_qkv:  # c_attn: q, k, v are views of one output, held to the end
@@ -133,10 +133,10 @@ class HFPass(Pass):
             q, k = q_rot, k_rot
         s_k = s
         if cache is not None:
-            per_pos = b * h_kv * d_h * cb
             s_k = self.keys_visible(start) + s
-            live.take(s_k * per_pos, s_k * per_pos)  # torch.cat for k, v: the cache's
-            live.drop(2 * cache[0] * per_pos, k, v)  # the old storages; the new k, v
+            cast = live.take(self.kv_bytes(s)) if self.cache_cast else 0  # to kv_cache_dtype
+            live.take(self.kv_bytes(s_k))  # torch.cat for k, v: the cache's
+            live.drop(self.kv_bytes(cache[0]), cast, k, v)  # the old storages; the new k, v
             k = v = 0
         o = self.core(s, s_k)
         y = live.take(self.act(s, spec.d_model))  # o_proj
