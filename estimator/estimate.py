@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.breakdown import Breakdown, DecodeFlops, Estimate
+from estimator.replay.engines import engine
 from estimator.replay.peak import peak_memory
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, resolve
@@ -31,6 +32,10 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
 
     def unsupported() -> str | None:
         run = resolve(spec, workload) if sh is None else sh
+        if run.mode != "train":  # the serving engine (issue 19)
+            why = engine(spec, run).unsupported()
+            if why:
+                return why
         return rule("unsupported", spec, run)(spec, run)
 
     check_compatible(spec, workload, unsupported)

@@ -123,6 +123,8 @@ class Shapes:
     kv_cache: bool
     use_cache: bool | None
     causal_flops: str
+    # issue 19
+    engine: str = "forward"  # the serving engine (estimator/replay/engines.py)
 
     def stack(self, name: str) -> StackShapes:
         """The stack called ``name`` ("encoder" or "decoder")."""
@@ -215,5 +217,6 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         kv_cache=w.kv_cache,
         use_cache=w.use_cache,
         causal_flops=w.causal_flops,
+        engine=w.engine,
         **_sizes(spec, **given),
     )

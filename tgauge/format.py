@@ -88,6 +88,8 @@ def describe_workload(spec: Any, workload: Any) -> str:
     if w.mode != "train" and w.kv_cache:
         precision += f", KV cache {w.kv_cache_dtype}"
     parts = [w.mode, f"b={w.batch_size}", lengths, precision, f"attention {w.attention_impl}"]
+    if w.mode != "train":  # issue 19: the serving engine
+        parts.append(f"engine {w.engine}")
     if w.mode == "train":
         parts.append(f"checkpointing {w.checkpointing}")
     if w.rope_scaling:

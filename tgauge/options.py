@@ -111,6 +111,15 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--causal-flops",),
         "count causal attention as the full s x s rectangle (as torch does) or the triangle",
     ),
+    # issue 19
+    "engine": (
+        str | None,
+        None,
+        ("--engine",),
+        "forward | hf-generate | vllm: the code serving a prefill / decode "
+        "(estimator/replay/engines.py); default: a config.json or Hub id decodes as "
+        "hf-generate (transformers' generate()), a preset or spec file as forward",
+    ),
 }
 
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
@@ -137,6 +146,7 @@ _ONLY_IN: dict[str, tuple[str, ...]] = {
     "kv_cache_dtype": ("prefill", "decode"),
     "prompt_len": ("decode",),
     "new_tokens": ("decode",),
+    "engine": ("prefill", "decode"),
 }
 
 
@@ -214,6 +224,8 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
         ranges = [*(kwargs.get("vary") or []), *(kwargs.get("sweep") or [])]
         swept = frozenset(r.partition("=")[0].strip() for r in ranges if isinstance(r, str))
         applied = _preset_defaults(kwargs.get("model"), fields) if preset_defaults else {}
+        if fields.get("engine") is None:
+            fields["engine"] = default_engine(kwargs.get("model"), fields.get("mode"))
         workload = build_workload(swept, **(fields | applied))
         if takes_applied:
             kwargs["defaults_applied"] = applied
@@ -221,3 +233,20 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
 
     wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def default_engine(model: Any, mode: str | None) -> str | None:
+    """The engine a decode of MODEL runs when --engine is left out (issue 19): a config.json
+    or Hub id of a decoder-only LM is served by transformers' generate() (``hf-generate``);
+    a preset or spec file, and every prefill, keep the plain forward (None: the default)."""
+    if mode != "decode" or not isinstance(model, str):
+        return None
+    from tgauge.loading import load_model
+
+    try:
+        spec, config = load_model(model)
+    except Exception:  # the command reports a bad MODEL itself
+        return None
+    if config is None or spec.arch != "decoder" or not spec.lm_head:
+        return None
+    return "hf-generate"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.replay.engines import engine
 from estimator.rules.live import Live
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, cached_positions
-from estimator.spec.dtypes import INDEX_BYTES, nbytes
+from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmax
 
@@ -62,7 +63,9 @@ def cached_prefill(
     last logits (``next_id``). ``start``: weights, buffers, the token ids."""
     b, s, d = sh.b, sh.s, spec.d_model
     live = Live(start)
+    eng = engine(spec, sh)
     p = rule("replay.pass", spec)(spec, sh, live)
+    args = eng.before_prefill(live, prompt) if next_id else 0
     cross = 0
     if spec.arch == "encoder-decoder":
         source = live.take(p.act(s, d))  # embed(source): the encoder's argument
@@ -71,9 +74,12 @@ def cached_prefill(
         cross = s
     live.take(p.act(prompt, d))  # embed(prompt)
     p.stack("decoder", prompt, 0, cross, (0, _keep(sh, prompt)))
-    live.take(b * prompt * spec.vocab_size * p.cb)  # logits
-    if next_id:
-        live.take(b * INDEX_BYTES)  # argmax: the next token id [b, 1]
+    positions = eng.prefill_logits_positions(prompt)  # generate(): logits_to_keep=1
+    logits = live.take(b * positions * spec.vocab_size * p.cb)  # logits
+    if next_id:  # the engine chooses the first new token
+        live.drop(args)
+        eng.after_forward(live, prompt)
+        eng.select(live, logits, prompt, first=True)
     return live
 
 
@@ -96,12 +102,14 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
     peaks = []
     for pos in steps:  # the cache's storage before the step (kv.positions)
         held = rule("kv.positions", spec)(pattern, window, pos, 1 if pos > prompt else prompt)
-        live = Live(start + _cache_bytes(spec, sh, held, cross) + b * INDEX_BYTES)
+        eng = engine(spec, sh)  # tokens so far: pos cached + the newest one
+        live = Live(start + _cache_bytes(spec, sh, held, cross) + eng.step_held(pos + 1))
         p = rule("replay.step", spec)(spec, sh, live)
         live.take(p.act(1, d))  # embed(token)
         p.stack("decoder", 1, pos, cross, (held, _keep(sh, pos + 1)))
-        live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]
-        live.take(b * INDEX_BYTES)  # argmax
+        logits = live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]
+        eng.after_forward(live, pos + 1)
+        eng.select(live, logits, pos + 1, first=False)
         peaks.append(live.peak)
     return prefill, vmax(*peaks)
 

@@ -28,6 +28,7 @@ AttentionImpl = Literal["eager", "fused"]
 AttentionPattern = Literal["full", "causal", "sliding_window", "chunked"]
 CausalFlops = Literal["full", "triangle"]
 Autocast = Literal["bf16", "fp16"]
+ServingEngine = Literal["forward", "hf-generate", "vllm"]  # issue 19
 
 _TORCH_IMPLS = ("fused", "foreach", "forloop")
 #: the implementations each optimizer's step runs as (Workload.optimizer_impl)
@@ -129,6 +130,15 @@ class Workload(BaseModel):
         "e.g. dropout masks are bool on CUDA, compute dtype "
         "on CPU; the CPU flash-attention kernel saves q, k, "
         "v, its output and the fp32 logsumexp, no RNG state",
+    )
+    # issue 19
+    engine: ServingEngine = Field(
+        "forward",
+        description="inference: the code that serves the model (estimator/replay/engines.py): "
+        "forward (a plain model call, logits of every position), hf-generate (transformers' "
+        "generate(): logits of the last prompt position, the logits processors per step; "
+        "decode = generate(max_new_tokens=new_tokens + 1)), vllm (paged KV blocks, logits "
+        "of the sampled positions only)",
     )
 
     @model_validator(mode="after")

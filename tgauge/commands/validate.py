@@ -165,6 +165,7 @@ def _table(point: Any) -> Table:
     title = (
         f"{escape(point.model)} · {w['mode']} b={w['batch_size']} s={w['seq_len']} "
         f"{precision}, {w['attention_impl']} on {point.device} · "
+        f"{'' if w['mode'] == 'train' else 'engine ' + w.get('engine', 'forward') + ' · '}"
         f"{IMPL_NAMES[point.implementation]}" + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")
