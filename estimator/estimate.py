@@ -22,6 +22,7 @@ from estimator.terms.flops import decode_flops, flops
 from estimator.terms.kv_cache import kv_cache
 from estimator.terms.memory import memory
 from estimator.terms.params import params
+from estimator.terms.quant import quant_format
 from estimator.terms.textbook import textbook
 
 
@@ -36,6 +37,10 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
             why = engine(spec, run).unsupported()
             if why:
                 return why
+        if run.quant is not None:  # quantized weights (issue 19)
+            if run.training:
+                return f"quant={run.quant!r} is modelled for inference, not mode='train'"
+            quant_format(run.quant)  # UnsupportedError for a format not registered
         return rule("unsupported", spec, run)(spec, run)
 
     check_compatible(spec, workload, unsupported)

@@ -125,6 +125,8 @@ class Shapes:
     causal_flops: str
     # issue 19
     engine: str = "forward"  # the serving engine (estimator/replay/engines.py)
+    quant: str | None = None  # the weights' format (estimator/terms/quant.py)
+    group_size: int | None = None
 
     def stack(self, name: str) -> StackShapes:
         """The stack called ``name`` ("encoder" or "decoder")."""
@@ -218,5 +220,7 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         use_cache=w.use_cache,
         causal_flops=w.causal_flops,
         engine=w.engine,
+        quant=w.quant,
+        group_size=w.group_size,
         **_sizes(spec, **given),
     )

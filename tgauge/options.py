@@ -120,6 +120,20 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         "(estimator/replay/engines.py); default: a config.json or Hub id decodes as "
         "hf-generate (transformers' generate()), a preset or spec file as forward",
     ),
+    "quant": (
+        str | None,
+        None,
+        ("--quant",),
+        "weights as a quantized checkpoint ships them: gptq | awq (int4, groups) | fp8 | "
+        "fp8-tensor | int8 | nf4 (bitsandbytes); embeddings, LM head, norms stay in --dtype "
+        "(fp16 / bf16). Replaces --dtype int8 / int4, which quantize every parameter",
+    ),
+    "group_size": (
+        int | None,
+        None,
+        ("--group-size",),
+        "--quant gptq / awq: input channels per scale and zero point (default 128)",
+    ),
 }
 
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
@@ -147,6 +161,7 @@ _ONLY_IN: dict[str, tuple[str, ...]] = {
     "prompt_len": ("decode",),
     "new_tokens": ("decode",),
     "engine": ("prefill", "decode"),
+    "quant": ("prefill", "decode"),
 }
 
 

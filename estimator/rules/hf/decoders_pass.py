@@ -39,6 +39,12 @@ from estimator.sym import vmin
 HOLDS_ATTN_OUTPUT = frozenset({"GPT2LMHeadModel", "GPT2Model"})
 
 
+#: serving engines (Workload.engine) that pass position_ids [b, s] to the forward:
+#: transformers' generate() (generation/utils.py _prepare_position_ids_for_generation:
+#: ``attention_mask.long().cumsum(-1) - 1``), not the plain model call
+ENGINES_PASSING_POSITION_IDS = frozenset({"hf-generate"})
+
+
 class HFPass(Pass):
     """One forward of a transformers decoder-only LM over ``s`` new tokens per sequence."""
 
@@ -84,8 +90,10 @@ class HFPass(Pass):
         live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
         kept = [live.take(s * INDEX_BYTES)]  # cache_position (position_ids: a view)
         x0 = 0
-        if spec.position == "learned":
-            kept.append(live.take(s * spec.d_model * self.cb))  # wpe(position_ids)
+        if spec.position == "learned":  # wpe(position_ids): [1, s, d], or [b, s, d] when the
+            # caller passes position_ids [b, s] (generate(): from the attention mask's cumsum)
+            rows = self.b if self.sh.engine in ENGINES_PASSING_POSITION_IDS else 1
+            kept.append(live.take(rows * s * spec.d_model * self.cb))
             x0 = live.take(nd)  # inputs_embeds + position_embeds
         kept.append(self.mask(s, self.keys_visible(start) + s))
         if spec.position == "rotary":
