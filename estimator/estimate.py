@@ -103,6 +103,32 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         out.append("master_weights: the optimizer's fp32 states and step are not measured")
     if workload.dtype == "int4":
         out.append("weights in int4: scales/zero points of a real quantizer are not counted")
+    out += _unchecked_serving(workload)
+    return out
+
+
+def _unchecked_serving(workload: Workload) -> list[str]:
+    """What the serving engine, the cache dtype and quantized weights leave unmeasured."""
+    out = []
+    if workload.mode != "train" and workload.kv_cache_dtype != workload.compute_dtype:
+        out.append(
+            f"kv_cache_dtype={workload.kv_cache_dtype!r}: the cache is held in its dtype and "
+            "the new keys/values cast into it (as vLLM's fp8 cache); no CPU engine stores it "
+            "so, hence not measured"
+        )
+    if workload.mode != "train" and workload.engine == "hf-generate":
+        out.append(
+            "engine hf-generate: measured against generate() greedy with min_new_tokens (its "
+            "two MinLength processors, docs/validation.md); sampling, other processors and "
+            "cache_implementation='static' are not modelled"
+        )
+    if workload.quant is not None:
+        out.append(
+            f"quant={workload.quant!r}: weight bytes from the format's layout "
+            "(estimator/terms/quant.py), not loaded from a checkpoint here; the peak adds the "
+            "largest dequantized block weight (torch fallback kernels), which CUDA kernels "
+            "(exllama, marlin, fbgemm) do not allocate"
+        )
     return out
 
 
