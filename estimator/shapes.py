@@ -127,6 +127,8 @@ class Shapes:
     engine: str = "forward"  # the serving engine (estimator/replay/engines.py)
     quant: str | None = None  # the weights' format (estimator/terms/quant.py)
     group_size: int | None = None
+    block_size: int | None = None  # engine vllm: paged KV block
+    max_num_batched_tokens: int | None = None  # engine vllm: chunked prefill
 
     def stack(self, name: str) -> StackShapes:
         """The stack called ``name`` ("encoder" or "decoder")."""
@@ -222,5 +224,7 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         engine=w.engine,
         quant=w.quant,
         group_size=w.group_size,
+        block_size=w.block_size,
+        max_num_batched_tokens=w.max_num_batched_tokens,
         **_sizes(spec, **given),
     )

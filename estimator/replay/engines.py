@@ -28,7 +28,10 @@ hf-generate   transformers 5.24 ``GenerationMixin.generate`` -> ``_sample``
               - the cache: DynamicCache, each layer's keys / values grown by torch.cat
                 (cache_utils.py DynamicLayer.update; the replay of the pass,
                 estimator/rules/hf/decoders_pass.py).
-vllm          not modelled yet: refused by name (plan/serving.py sizes vLLM's paged blocks).
+vllm          vLLM's model runner (class VLLM): paged blocks preallocated and written in place,
+              chunked prefill, logits of the sampled positions; fit's paged table
+              (estimator/plan/serving.py) reserves its profiling forward. CUDA graphs, the
+              sampler's other tensors and the allocator are in ``Estimate.unchecked``.
 
 Not modelled: sampling (``do_sample=True``: softmax [b, V] fp32 and torch.multinomial, no
 MinLength processors without min_new_tokens), other logits processors a generation_config may
@@ -41,8 +44,9 @@ from typing import Any
 
 from estimator.rules.live import Live
 from estimator.shapes import Shapes
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
+from estimator.sym import ceil_div, vmax, vmin
 
 FP32_BYTES = 4
 BOOL_BYTES = 1
@@ -96,6 +100,24 @@ class Engine:
         """Bytes the engine holds when a one-token step starts (sequences of ``length``
         tokens, the newest not yet in the cache), besides the cache and the prompt ids."""
         return self.b * INDEX_BYTES  # the previous token id [b, 1]
+
+    def prefill_tokens(self, prompt: Any) -> Any:
+        """Tokens per sequence of the prefill's last (largest) forward: the whole prompt."""
+        return prompt
+
+    def held_cache(self, cache_bytes: Any) -> Any:
+        """Cache bytes live when a forward starts, given the positions held so far
+        (``cache_bytes``): the grown cache itself."""
+        return cache_bytes
+
+    def preallocated(self) -> Any:
+        """Cache bytes the engine allocates before the prefill (0: the cache grows)."""
+        return 0
+
+    def pass_cache(self, cache: Any) -> Any:
+        """The (held, kept) positions the forward's attention replays its cache with (a
+        torch.cat per layer), or None where the engine writes keys / values in place."""
+        return cache
 
 
 @register_engine("forward")
@@ -162,11 +184,66 @@ class HFGenerate(Engine):
 
 @register_engine("vllm")
 class VLLM(Engine):
+    """vLLM's model runner (module docstring): the paged KV blocks of the batch's sequences at
+    their full length allocated before the first step and written in place
+    (vllm/attention/ops/paged_attn.py ``write_to_paged_cache``: no torch.cat); a prefill
+    chunked to ``max_num_batched_tokens`` tokens per scheduler step
+    (vllm/config.py SchedulerConfig, enable_chunked_prefill), every sequence advancing by
+    max_num_batched_tokens // b tokens; logits of the sampled positions only
+    (vllm/model_executor/layers/logits_processor.py on ``logits_indices``: one per
+    sequence), cast to fp32 by the sampler (vllm/v1/sample/sampler.py ``logits.to(
+    torch.float32)``), argmax for greedy. Attention runs vLLM's kernels (fused)."""
+
+    DEFAULT_BLOCK_SIZE = 16  # vllm/config.py CacheConfig block_size
+    DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048  # SchedulerConfig with chunked prefill (V1)
+
     def unsupported(self) -> str | None:
-        return (
-            "engine='vllm' is not modelled for a peak yet (paged blocks: tgauge fit's serving "
-            "table, estimator/plan/serving.py); use engine='hf-generate' or 'forward'"
-        )
+        sh = self.sh
+        if self.spec.arch != "decoder" or not self.spec.lm_head:
+            return f"engine='vllm' is modelled for decoder-only LMs, not arch={self.spec.arch!r}"
+        if sh.attention_impl != "fused":
+            return "engine='vllm' runs its own fused attention kernels: give attention_impl='fused'"
+        if not sh.kv_cache:
+            return "engine='vllm' always serves with its paged KV cache (kv_cache=True)"
+        if sh.stack("decoder").pattern == "chunked":
+            return "engine='vllm' is not modelled for chunked attention"
+        return None
+
+    @property
+    def block(self) -> int:
+        return self.sh.block_size or self.DEFAULT_BLOCK_SIZE
+
+    def prefill_logits_positions(self, prompt: Any) -> Any:
+        return 1  # logits_indices: the last scheduled position of each sequence
+
+    def prefill_tokens(self, prompt: Any) -> Any:
+        budget = self.sh.max_num_batched_tokens or self.DEFAULT_MAX_NUM_BATCHED_TOKENS
+        return vmin(prompt, vmax(1, budget // self.b))  # a chunk per sequence
+
+    def held_cache(self, cache_bytes: Any) -> Any:
+        """The blocks of b sequences at their longest (prompt + new tokens)."""
+        sh, spec = self.sh, self.spec
+        tokens = sh.prompt + sh.new_tokens if sh.mode == "decode" else sh.s_dec
+        blocks = ceil_div(tokens, self.block)
+        st = sh.stack("decoder")
+        if st.pattern == "sliding_window":  # blocks out of the window are freed (V1
+            # SlidingWindowManager): a window not aligned to blocks spans one more
+            blocks = vmin(blocks, -(-st.window // self.block) + 1)
+        positions = blocks * self.block
+        per_layer = nbytes(2 * self.b * positions * spec.n_kv_heads * spec.head_dim, sh.kv_dtype)
+        return spec.n_decoder_layers * per_layer
+
+    def preallocated(self) -> Any:
+        return self.held_cache(0)
+
+    def pass_cache(self, cache: Any) -> Any:
+        return None  # keys / values written into their blocks in place
+
+    def select(self, live: Live, logits: Any, length: Any, first: bool) -> None:
+        b, scores = self.b, self.b * self.spec.vocab_size * FP32_BYTES
+        live.take(scores)  # sampler: logits.to(torch.float32) [b, V]
+        live.take(b * INDEX_BYTES)  # argmax
+        live.drop(scores, logits)
 
 
 def engine(spec: ModelSpec, sh: Shapes) -> Engine:

@@ -72,8 +72,10 @@ def cached_prefill(
         p.stack("encoder", s, 0)  # memory: live through the decoder
         live.drop(source)
         cross = s
-    live.take(p.act(prompt, d))  # embed(prompt)
-    p.stack("decoder", prompt, 0, cross, (0, _keep(sh, prompt)))
+    live.take(eng.preallocated())  # vLLM: the batch's KV blocks, before its first step
+    chunk = eng.prefill_tokens(prompt)  # vLLM: the last chunk of a chunked prefill
+    live.take(p.act(chunk, d))  # embed(prompt)
+    p.stack("decoder", chunk, prompt - chunk, cross, eng.pass_cache((0, _keep(sh, prompt))))
     positions = eng.prefill_logits_positions(prompt)  # generate(): logits_to_keep=1
     logits = live.take(b * positions * spec.vocab_size * p.cb)  # logits
     if next_id:  # the engine chooses the first new token
@@ -103,10 +105,11 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
     for pos in steps:  # the cache's storage before the step (kv.positions)
         held = rule("kv.positions", spec)(pattern, window, pos, 1 if pos > prompt else prompt)
         eng = engine(spec, sh)  # tokens so far: pos cached + the newest one
-        live = Live(start + _cache_bytes(spec, sh, held, cross) + eng.step_held(pos + 1))
+        cache = eng.held_cache(_cache_bytes(spec, sh, held, cross))
+        live = Live(start + cache + eng.step_held(pos + 1))
         p = rule("replay.step", spec)(spec, sh, live)
         live.take(p.act(1, d))  # embed(token)
-        p.stack("decoder", 1, pos, cross, (held, _keep(sh, pos + 1)))
+        p.stack("decoder", 1, pos, cross, eng.pass_cache((held, _keep(sh, pos + 1))))
         logits = live.take(b * spec.vocab_size * p.cb)  # logits [b, 1, V]
         eng.after_forward(live, pos + 1)
         eng.select(live, logits, pos + 1, first=False)

@@ -150,6 +150,14 @@ class Workload(BaseModel):
     group_size: int | None = Field(
         None, gt=0, description="quant gptq / awq: input channels per scale (default 128)"
     )
+    block_size: int | None = Field(
+        None, gt=0, description="engine vllm: tokens per paged KV block (default 16)"
+    )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="engine vllm: tokens one scheduler step runs (chunked prefill; default 2048)",
+    )
 
     @model_validator(mode="after")
     def _check_and_fill(self) -> Workload:
@@ -186,6 +194,9 @@ class Workload(BaseModel):
                 f"quant={self.quant!r} keeps embeddings, LM head and norms in fp16 or bf16: "
                 "give --dtype fp16 or bf16",
             )
+        for name in ("block_size", "max_num_batched_tokens"):
+            if getattr(self, name) is not None and self.engine != "vllm":
+                fail(name, getattr(self, name), "it applies only with engine='vllm'")
         if self.group_size is not None and self.quant not in ("gptq", "awq"):
             fail("group_size", self.group_size, "it applies only with quant='gptq' or 'awq'")
         if self.attention_pattern in ("sliding_window", "chunked") and self.window is None:
