@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.breakdown import Breakdown, DecodeFlops, Estimate
+from estimator.replay.engines import engine
 from estimator.replay.peak import peak_memory
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, resolve
@@ -28,6 +29,7 @@ from estimator.terms.flops import decode_flops, flops
 from estimator.terms.kv_cache import kv_cache
 from estimator.terms.memory import memory
 from estimator.terms.params import params
+from estimator.terms.quant import quant_format
 from estimator.terms.textbook import textbook
 
 
@@ -38,6 +40,14 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
 
     def unsupported() -> str | None:
         run = resolve(spec, workload) if sh is None else sh
+        if run.mode != "train":  # the serving engine (issue 19)
+            why = engine(spec, run).unsupported()
+            if why:
+                return why
+        if run.quant is not None:  # quantized weights (issue 19)
+            if run.training:
+                return f"quant={run.quant!r} is modelled for inference, not mode='train'"
+            quant_format(run.quant)  # UnsupportedError for a format not registered
         return rule("unsupported", spec, run)(spec, run)
 
     check_compatible(spec, workload, unsupported)
@@ -100,6 +110,32 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         out.append("master_weights: the optimizer's fp32 states and step are not measured")
     if workload.dtype == "int4":
         out.append("weights in int4: scales/zero points of a real quantizer are not counted")
+    out += _unchecked_serving(workload)
+    return out
+
+
+def _unchecked_serving(workload: Workload) -> list[str]:
+    """What the serving engine, the cache dtype and quantized weights leave unmeasured."""
+    out = []
+    if workload.mode != "train" and workload.kv_cache_dtype != workload.compute_dtype:
+        out.append(
+            f"kv_cache_dtype={workload.kv_cache_dtype!r}: the cache is held in its dtype and "
+            "the new keys/values cast into it (as vLLM's fp8 cache); no CPU engine stores it "
+            "so, hence not measured"
+        )
+    if workload.mode != "train" and workload.engine == "hf-generate":
+        out.append(
+            "engine hf-generate: measured against generate() greedy with min_new_tokens (its "
+            "two MinLength processors, docs/validation.md); sampling, other processors and "
+            "cache_implementation='static' are not modelled"
+        )
+    if workload.quant is not None:
+        out.append(
+            f"quant={workload.quant!r}: weight bytes from the format's layout "
+            "(estimator/terms/quant.py), not loaded from a checkpoint here; the peak adds the "
+            "largest dequantized block weight (torch fallback kernels), which CUDA kernels "
+            "(exllama, marlin, fbgemm) do not allocate"
+        )
     return out
 
 

@@ -123,6 +123,12 @@ class Shapes:
     kv_cache: bool
     use_cache: bool | None
     causal_flops: str
+    # issue 19
+    engine: str = "forward"  # the serving engine (estimator/replay/engines.py)
+    quant: str | None = None  # the weights' format (estimator/terms/quant.py)
+    group_size: int | None = None
+    block_size: int | None = None  # engine vllm: paged KV block
+    max_num_batched_tokens: int | None = None  # engine vllm: chunked prefill
 
     def stack(self, name: str) -> StackShapes:
         """The stack called ``name`` ("encoder" or "decoder")."""
@@ -215,5 +221,10 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         kv_cache=w.kv_cache,
         use_cache=w.use_cache,
         causal_flops=w.causal_flops,
+        engine=w.engine,
+        quant=w.quant,
+        group_size=w.group_size,
+        block_size=w.block_size,
+        max_num_batched_tokens=w.max_num_batched_tokens,
         **_sizes(spec, **given),
     )

@@ -339,3 +339,52 @@ class HFDecoder:
 
     def cache_bytes(self) -> int:
         return cache_nbytes(self.past_key_values)
+
+
+class HFGenerate:
+    """transformers' own ``model.generate`` (greedy, ``min_new_tokens = max_new_tokens``, so
+    every sequence runs all ``n_new`` steps), measured as it runs: the live peak with its phase
+    (``prefill``: the first forward and the selection of the first token; ``decode``: from the
+    second forward on) and the KV cache after the prefill and after each step (read by a
+    forward hook from the model's output cache, transformers 5.x ``cache``)."""
+
+    def __init__(self, model: Any, input_ids: Any, n_new: int, **generate_kwargs: Any) -> None:
+        self.model, self.input_ids, self.n_new = model, input_ids, n_new
+        self.kwargs = generate_kwargs
+        self.cache_sizes: list[int] = []
+        self.live_peak: Any = None
+
+    def run(self) -> Any:
+        """One tracked ``generate()``; -> its output ids (the live peak in ``live_peak``)."""
+        import torch
+
+        from profiler.kv import cache_nbytes
+
+        live = inference_tracker(self.model, [self.input_ids])
+        sizes: list[int] = []
+
+        def before(_module: Any, _args: Any, _kwargs: Any) -> None:
+            live.set_phase("prefill" if not sizes else "decode")
+
+        def after(_module: Any, _args: Any, _kwargs: Any, out: Any) -> None:
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            sizes.append(cache_nbytes(cache))
+
+        hooks = [
+            self.model.register_forward_pre_hook(before, with_kwargs=True),
+            self.model.register_forward_hook(after, with_kwargs=True),
+        ]
+        try:
+            with live, torch.no_grad():
+                out = self.model.generate(
+                    self.input_ids,
+                    max_new_tokens=self.n_new,
+                    min_new_tokens=self.n_new,
+                    do_sample=False,
+                    **self.kwargs,
+                )
+        finally:
+            for hook in hooks:
+                hook.remove()
+        self.cache_sizes, self.live_peak = sizes, live.peak
+        return out

@@ -97,6 +97,8 @@ def describe_workload(spec: Any, workload: Any, omit: Any = ()) -> str:
     batch = "" if "batch_size" in omit else f"b={w.batch_size}"
     parts = [p for p in ("" if "mode" in omit else w.mode, batch, lengths) if p]
     parts += [precision, f"attention {w.attention_impl}"]
+    if w.mode != "train":  # issue 19: the serving engine
+        parts.append(f"engine {w.engine}")
     if w.mode == "train":
         parts.append(f"checkpointing {w.checkpointing}")
         if w.dropout:

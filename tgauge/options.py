@@ -116,6 +116,29 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--causal-flops",),
         "count causal attention as the full s x s rectangle (as torch does) or the triangle",
     ),
+    # issue 19
+    "engine": (
+        str | None,
+        None,
+        ("--engine",),
+        "forward | hf-generate | vllm: the code serving a prefill / decode "
+        "(estimator/replay/engines.py); default: a config.json or Hub id decodes as "
+        "hf-generate (transformers' generate()), a preset or spec file as forward",
+    ),
+    "quant": (
+        str | None,
+        None,
+        ("--quant",),
+        "weights as a quantized checkpoint ships them: gptq | awq (int4, groups) | fp8 | "
+        "fp8-tensor | int8 | nf4 (bitsandbytes); embeddings, LM head, norms stay in --dtype "
+        "(fp16 / bf16). Replaces --dtype int8 / int4, which quantize every parameter",
+    ),
+    "group_size": (
+        int | None,
+        None,
+        ("--group-size",),
+        "--quant gptq / awq: input channels per scale and zero point (default 128)",
+    ),
 }
 
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
@@ -142,6 +165,8 @@ _ONLY_IN: dict[str, tuple[str, ...]] = {
     "kv_cache_dtype": ("prefill", "decode"),
     "prompt_len": ("decode",),
     "new_tokens": ("decode",),
+    "engine": ("prefill", "decode"),
+    "quant": ("prefill", "decode"),
 }
 
 
@@ -230,6 +255,8 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
         fields = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
         ranges = [*(kwargs.get("vary") or []), *(kwargs.get("sweep") or [])]
         swept = frozenset(r.partition("=")[0].strip() for r in ranges if isinstance(r, str))
+        if fields.get("engine") is None:
+            fields["engine"] = default_engine(kwargs.get("model"), fields.get("mode"))
         workload = build_workload(swept, **fields)
         applied = AppliedDefaults()
         if preset_defaults and takes_applied:
@@ -240,3 +267,20 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
 
     wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def default_engine(model: Any, mode: str | None) -> str | None:
+    """The engine a decode of MODEL runs when --engine is left out (issue 19): a config.json
+    or Hub id of a decoder-only LM is served by transformers' generate() (``hf-generate``);
+    a preset or spec file, and every prefill, keep the plain forward (None: the default)."""
+    if mode != "decode" or not isinstance(model, str):
+        return None
+    from tgauge.loading import load_model
+
+    try:
+        spec, config = load_model(model)
+    except Exception:  # the command reports a bad MODEL itself
+        return None
+    if config is None or spec.arch != "decoder" or not spec.lm_head:
+        return None
+    return "hf-generate"

@@ -22,6 +22,10 @@ from tgauge.comparison import (
 )
 
 NOTE = "Hugging Face model: HF modules mapped onto glossary terms (tgauge/hf_terms.py)"
+GENERATE_NOTE = (
+    "engine hf-generate: measured on transformers' generate(max_new_tokens=new_tokens + 1, "
+    "min_new_tokens=max_new_tokens, greedy)"
+)
 
 
 def _mapped(
@@ -70,6 +74,8 @@ def validate_hf(
     runner = {"train": _train, "prefill": _prefill, "decode": _decode}[workload.mode]
     runner(target, family, base, spec, workload, est, point)
     point.notes.append(NOTE)
+    if workload.mode == "decode" and workload.engine == "hf-generate":
+        point.notes.append(GENERATE_NOTE)
 
 
 def _param_rows(family: str, base: str, est: Any, n_params: Any, weights: int) -> list[Row]:
@@ -125,6 +131,9 @@ def _decode(
     from estimator.terms.kv_cache import kv_cache_growth_bytes
     from profiler import measure_params, param_bytes, profile_decode
 
+    if workload.engine == "hf-generate":
+        _generate(target, family, base, spec, workload, est, point)
+        return
     dec = target.decoder
     prof = profile_decode(
         dec.step,
@@ -141,5 +150,29 @@ def _decode(
     for t, (pred, got) in enumerate(zip(predicted, prof.cache_bytes, strict=True)):
         point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
     peak = prof.live_peak
+    point.rows.append(make_row("peak_memory", "bytes", est.peak_memory_bytes, peak.peak_bytes))
+    point.peak_phase_measured = peak.phase
+
+
+def _generate(
+    target: Any, family: str, base: str, spec: Any, workload: Workload, est: Any, point: Point
+) -> None:
+    """engine='hf-generate': transformers' own ``generate()`` (profiler/run.py HFGenerate),
+    greedy with min_new_tokens = max_new_tokens = new_tokens + 1 (the prefill picks the first
+    token, each of the new_tokens steps one more); the cache after the prefill and each step,
+    the live peak and its phase."""
+    from estimator.shapes import resolve
+    from estimator.terms.kv_cache import kv_cache_growth_bytes
+    from profiler import measure_params, param_bytes
+    from profiler.run import HFGenerate
+
+    run = HFGenerate(target.model, target.decoder.input_ids, workload.new_tokens + 1)
+    run.run()
+    model = target.model
+    point.rows += _param_rows(family, base, est, measure_params(model), param_bytes(model).total)
+    predicted = kv_cache_growth_bytes(spec, resolve(spec, workload))
+    for t, (pred, got) in enumerate(zip(predicted, run.cache_sizes, strict=True)):
+        point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
+    peak = run.live_peak
     point.rows.append(make_row("peak_memory", "bytes", est.peak_memory_bytes, peak.peak_bytes))
     point.peak_phase_measured = peak.phase

@@ -19,7 +19,9 @@ Capacity of a paged KV cache, as vLLM allocates it (Kwon et al. 2023, PagedAtten
   (vllm/worker/worker.py, Worker.determine_num_available_blocks:
    available = total_gpu_memory * gpu_memory_utilization - peak_memory;
    num_gpu_blocks = int(available // cache_block_size)). Here the profiling pass is the
-  prefill of one prompt (b = 1), and the peak adds the CUDA context and cuBLAS workspace
+  prefill of one prompt (b = 1) as engine 'vllm' runs it (estimator/replay/engines.py:
+  chunked to max_num_batched_tokens, logits of the sampled position only, fused attention;
+  its own KV blocks left out), and the peak adds the CUDA context and cuBLAS workspace
   (estimator.plan.hardware.Overheads);
 - a sequence of prompt + new tokens holds ceil(T / block_size) blocks; under a sliding window
   or chunk of w positions, at most ceil(w / block_size) + 1 (a window not aligned to blocks
@@ -33,6 +35,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from estimator.plan.hardware import GPU, Efficiency, Overheads, StepTimes, step_times
+from estimator.replay.engines import engine
 from estimator.shapes import resolve
 from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import UnsupportedError
@@ -179,12 +182,23 @@ def serving_capacity(
     check_compatible(spec, workload)
     o = overheads or Overheads()
     prompt = resolve(spec, workload).prompt
-    profile = workload.model_copy(update={"mode": "prefill", "batch_size": 1, "seq_len": prompt})
+    # vLLM's profiling forward (engine vllm, estimator/replay/engines.py): one prompt, fused
+    # attention, logits of the sampled position only; its KV blocks are not part of it
+    profile = workload.model_copy(
+        update={
+            "mode": "prefill",
+            "batch_size": 1,
+            "seq_len": prompt,
+            "engine": "vllm",
+            "attention_impl": "fused",
+            "block_size": block_size,
+        }
+    )
     est = estimate(spec, profile)
     sharding = Sharding(n_gpus=tp, tp=tp)
     peak, _ = peak_bytes(est, sharding)
-    kv_in_peak = -(-est.kv_cache.total // tp)
-    reserved = peak - kv_in_peak + o.cuda_context_bytes + o.workspace_bytes
+    blocks_in_peak = engine(spec, resolve(spec, est.workload)).preallocated()
+    reserved = peak - blocks_in_peak + o.cuda_context_bytes + o.workspace_bytes
     budget = int(gpu.total_bytes * gpu_memory_utilization)
     kv_bytes = max(budget - reserved, 0)
     per_block = block_bytes(spec, workload, block_size, tp)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.replay.engines import engine
 from estimator.rules.live import Live
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, cached_positions
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmax
 
@@ -60,20 +61,27 @@ def cached_prefill(
     """Transformer.prefill of ``prompt`` decoder tokens (encoder-decoder: after the encoder on
     s source tokens) that keeps every layer's keys/values in the cache; then the argmax of the
     last logits (``next_id``). ``start``: weights, buffers, the token ids."""
-    b, s, d = sh.b, sh.s, spec.d_model
+    s, d = sh.s, spec.d_model
     live = Live(start)
+    eng = engine(spec, sh)
     p = rule("replay.pass", spec)(spec, sh, live)
+    args = eng.before_prefill(live, prompt) if next_id else 0
     cross = 0
     if spec.arch == "encoder-decoder":
         source = live.take(p.act(s, d))  # embed(source): the encoder's argument
         p.stack("encoder", s, 0)  # memory: live through the decoder
         live.drop(source)
         cross = s
-    live.take(p.act(prompt, d))  # embed(prompt)
-    p.stack("decoder", prompt, 0, cross, (0, _keep(sh, prompt)))
-    p.logits(prompt)  # logits
-    if next_id:
-        live.take(b * INDEX_BYTES)  # argmax: the next token id [b, 1]
+    live.take(eng.preallocated())  # vLLM: the batch's KV blocks, before its first step
+    chunk = eng.prefill_tokens(prompt)  # vLLM: the last chunk of a chunked prefill
+    live.take(p.act(chunk, d))  # embed(prompt)
+    p.stack("decoder", chunk, prompt - chunk, cross, eng.pass_cache((0, _keep(sh, prompt))))
+    positions = eng.prefill_logits_positions(prompt)  # generate(): logits_to_keep=1
+    logits = p.logits(positions)  # logits (BART: + final_logits_bias)
+    if next_id:  # the engine chooses the first new token
+        live.drop(args)
+        eng.after_forward(live, prompt)
+        eng.select(live, logits, prompt, first=True)
     return live
 
 
@@ -83,7 +91,7 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
     the previous token id [b, 1]; a step's cache grows by torch.cat (and a clone of the kept
     positions under a window or chunk). Steps replayed: the last one (the longest cache), and
     under chunks the last that starts with a full chunk (c held, the clone of 1)."""
-    b, d = sh.b, spec.d_model
+    d = spec.d_model
     prompt = sh.prompt
     prefill = cached_prefill(spec, sh, start, prompt).peak
     st = sh.stack("decoder")
@@ -96,17 +104,22 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
     peaks = []
     for pos in steps:  # the cache's storage before the step (kv.positions)
         held = rule("kv.positions", spec)(pattern, window, pos, 1 if pos > prompt else prompt)
-        live = Live(start + _cache_bytes(spec, sh, held, cross) + b * INDEX_BYTES)
+        eng = engine(spec, sh)  # tokens so far: pos cached + the newest one
+        cache = eng.held_cache(_cache_bytes(spec, sh, held, cross))
+        live = Live(start + cache + eng.step_held(pos + 1))
         p = rule("replay.step", spec)(spec, sh, live)
         live.take(p.act(1, d))  # embed(token)
-        p.stack("decoder", 1, pos, cross, (held, _keep(sh, pos + 1)))
-        p.logits(1)  # logits [b, 1, V]
-        live.take(b * INDEX_BYTES)  # argmax
+        p.stack("decoder", 1, pos, cross, eng.pass_cache((held, _keep(sh, pos + 1))))
+        logits = p.logits(1)  # logits [b, 1, V]
+        eng.after_forward(live, pos + 1)
+        eng.select(live, logits, pos + 1, first=False)
         peaks.append(live.peak)
     return prefill, vmax(*peaks)
 
 
 def _cache_bytes(spec: ModelSpec, sh: Shapes, held: Any, cross_s: Any) -> Any:
-    per_pos = sh.b * spec.n_kv_heads * spec.head_dim * sh.cb
+    """Keys + values of ``held`` self-attention and ``cross_s`` cross-attention positions of
+    every decoder layer, in the KV cache's dtype (as terms/kv_cache.py)."""
+    per_pos = sh.b * spec.n_kv_heads * spec.head_dim
     n_layers = dict(spec.stacks)["decoder"]
-    return 2 * n_layers * per_pos * (held + cross_s)
+    return n_layers * nbytes(2 * per_pos * (held + cross_s), sh.kv_dtype)

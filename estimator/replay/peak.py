@@ -44,6 +44,7 @@ from estimator.spec.model import ModelSpec
 from estimator.sym import vmax, vpick
 from estimator.terms.memory import decode_input_bytes, group, input_bytes, state_terms
 from estimator.terms.params import params
+from estimator.terms.quant import dequantized_transient_bytes
 
 Terms = dict[str, Any]
 
@@ -121,6 +122,8 @@ def inference_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]
     """Replay of the model's no-grad forward (estimator/replay/inference.py) from weights +
     buffers + inputs: a prefill, or a prompt prefill then one-token steps."""
     resident = group(terms, "weights") + group(terms, "buffers")
+    if sh.quant is not None:  # one dequantized block weight, as a bound (terms/quant.py)
+        resident += dequantized_transient_bytes(spec, sh.quant, sh.dtype)
     if sh.mode == "prefill":
         start = resident + input_bytes(spec, sh)
         if sh.kv_cache and spec.arch != "encoder" and spec.lm_head:  # Transformer.prefill

@@ -28,6 +28,8 @@ AttentionImpl = Literal["eager", "fused"]
 AttentionPattern = Literal["full", "causal", "sliding_window", "chunked"]
 CausalFlops = Literal["full", "triangle"]
 Autocast = Literal["bf16", "fp16"]
+ServingEngine = Literal["forward", "hf-generate", "vllm"]  # issue 19
+QuantName = Literal["gptq", "awq", "fp8", "fp8-tensor", "int8", "nf4"]  # issue 19
 
 _TORCH_IMPLS = ("fused", "foreach", "forloop")
 #: the implementations each optimizer's step runs as (Workload.optimizer_impl)
@@ -130,6 +132,32 @@ class Workload(BaseModel):
         "on CPU; the CPU flash-attention kernel saves q, k, "
         "v, its output and the fp32 logsumexp, no RNG state",
     )
+    # issue 19
+    engine: ServingEngine = Field(
+        "forward",
+        description="inference: the code that serves the model (estimator/replay/engines.py): "
+        "forward (a plain model call, logits of every position), hf-generate (transformers' "
+        "generate(): logits of the last prompt position, the logits processors per step; "
+        "decode = generate(max_new_tokens=new_tokens + 1)), vllm (paged KV blocks, logits "
+        "of the sampled positions only)",
+    )
+    quant: QuantName | None = Field(
+        None,
+        description="weights as a quantized checkpoint ships them (estimator/terms/quant.py): "
+        "the block linears in gptq / awq (int4, groups) or fp8 (per channel; fp8-tensor), "
+        "embeddings, LM head and norms in the 16-bit dtype; int8 / nf4: bitsandbytes",
+    )
+    group_size: int | None = Field(
+        None, gt=0, description="quant gptq / awq: input channels per scale (default 128)"
+    )
+    block_size: int | None = Field(
+        None, gt=0, description="engine vllm: tokens per paged KV block (default 16)"
+    )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="engine vllm: tokens one scheduler step runs (chunked prefill; default 2048)",
+    )
 
     @model_validator(mode="after")
     def _check_and_fill(self) -> Workload:
@@ -159,6 +187,18 @@ class Workload(BaseModel):
                     self.optimizer_impl,
                     f"optimizer={self.optimizer!r} runs as {' | '.join(allowed) or 'no step'}",
                 )
+        if self.quant is not None and self.dtype not in ("fp16", "bf16"):  # issue 19
+            fail(
+                "dtype",
+                self.dtype,
+                f"quant={self.quant!r} keeps embeddings, LM head and norms in fp16 or bf16: "
+                "give --dtype fp16 or bf16",
+            )
+        for name in ("block_size", "max_num_batched_tokens"):
+            if getattr(self, name) is not None and self.engine != "vllm":
+                fail(name, getattr(self, name), "it applies only with engine='vllm'")
+        if self.group_size is not None and self.quant not in ("gptq", "awq"):
+            fail("group_size", self.group_size, "it applies only with quant='gptq' or 'awq'")
         if self.attention_pattern in ("sliding_window", "chunked") and self.window is None:
             fail("window", None, f"attention_pattern={self.attention_pattern!r} needs a window")
         if self.window is not None and self.attention_pattern not in ("sliding_window", "chunked"):

@@ -38,9 +38,20 @@ def bytes_of_params(spec: ModelSpec, dtype: str) -> int:
     return sum(nbytes(numel, dtype) for numel in param_tensor_numels(spec))
 
 
+def weight_bytes(spec: ModelSpec, sh: Shapes) -> int:
+    """Every parameter in ``dtype``, or as a quantized checkpoint ships them
+    (``quant``: estimator/terms/quant.py)."""
+    if sh.quant is None:
+        return bytes_of_params(spec, sh.dtype)
+    from estimator.terms.quant import quantized_weight_bytes
+
+    everything = bytes_of_params(spec, sh.dtype)
+    return quantized_weight_bytes(spec, sh.quant, sh.dtype, sh.group_size, everything)
+
+
 def state_terms(spec: ModelSpec, sh: Shapes) -> Terms:
     """weights, gradients and optimizer states (inference: weights and buffers)."""
-    t = {"weights": bytes_of_params(spec, sh.dtype)}
+    t = {"weights": weight_bytes(spec, sh)}
     if not sh.training:
         if buffers := rule("memory.buffers", spec)(spec, sh):
             t["buffers"] = buffers

@@ -109,6 +109,18 @@ def fit_command(
     if tokens is not None and not workload.is_training:
         raise UserError(f"--tokens times training; --mode {workload.mode} would ignore it")
     spec = load_spec(model, impl)
+    if (
+        workload.mode == "decode"
+        and "engine" not in workload.model_fields_set
+        and spec.arch == "decoder"
+        and spec.lm_head
+    ):  # issue 19: a static batch is served as generate() serves it (no [b, P, V] logits)
+        workload = workload.replace(engine="hf-generate")
+        note(
+            "decode: the static batch is served by transformers' generate() (--engine "
+            "hf-generate: logits of the last prompt position only); --engine forward for a "
+            "plain model call"
+        )
     device = get_gpu(gpu)
     overheads = Overheads(
         cuda_context_bytes=context_mib * 2**20, allocator_reserve_fraction=reserve
@@ -203,9 +215,10 @@ def _print(
         answer = "does not fit" if lim.max_value is None else str(lim.max_value)
         nxt = lim.next_fit.peak_bytes if lim.next_fit else None
         nxt_value = f"{lim.next_value} ({step})" if lim.next_value and lim.max_value else "-"
-        ans.add_row(
-            label, answer, nxt_value, human_bytes(nxt), lim.grew_most or lim.capped_by or "-"
-        )
+        why = lim.grew_most or lim.capped_by or "-"
+        if lim.grew_most and lim.next_fit is not None:  # where the next size's peak falls
+            why += f" (peak in the {lim.next_fit.peak_phase})"
+        ans.add_row(label, answer, nxt_value, human_bytes(nxt), why)
     console.print(ans)
     for label, lim, _ in limits:
         if lim is not None and lim.longest_fitting:

@@ -208,6 +208,7 @@ def _table(point: Any) -> Table:
     title = (
         f"{escape(point.model)} · {w['mode']}, b={w['batch_size']}, s={w['seq_len']}, "
         f"{precision}, attention {w['attention_impl']}{_dropout(w)} on {point.device} · "
+        f"{'' if w['mode'] == 'train' else 'engine ' + w.get('engine', 'forward') + ' · '}"
         f"{IMPL_NAMES[point.implementation]}" + validate_defaults_note(point.model, w)
     )
     table = Table(title=title, title_justify="left")

@@ -40,6 +40,12 @@ from estimator.sym import vmin
 HOLDS_ATTN_OUTPUT = frozenset({"GPT2LMHeadModel", "GPT2Model"})
 
 
+#: serving engines (Workload.engine) that pass position_ids [b, s] to the forward:
+#: transformers' generate() (generation/utils.py _prepare_position_ids_for_generation:
+#: ``attention_mask.long().cumsum(-1) - 1``), not the plain model call
+ENGINES_PASSING_POSITION_IDS = frozenset({"hf-generate"})
+
+
 class HFPass(Pass):
     """One forward of a transformers decoder-only LM over ``s`` new tokens per sequence."""
 
@@ -85,8 +91,10 @@ class HFPass(Pass):
         live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
         kept = [live.take(s * INDEX_BYTES)]  # cache_position (position_ids: a view)
         x0 = 0
-        if spec.position == "learned":
-            kept.append(live.take(s * spec.d_model * self.cb))  # wpe(position_ids)
+        if spec.position == "learned":  # wpe(position_ids): [1, s, d], or [b, s, d] when the
+            # caller passes position_ids [b, s] (generate(): from the attention mask's cumsum)
+            rows = self.b if self.sh.engine in ENGINES_PASSING_POSITION_IDS else 1
+            kept.append(live.take(rows * s * spec.d_model * self.cb))
             x0 = live.take(nd)  # inputs_embeds + position_embeds
         kept.append(self.mask(s, self.keys_visible(start) + s))
         if spec.position == "rotary":
@@ -121,7 +129,7 @@ class HFPass(Pass):
 
     def attention(self, s: int, start: int, stack: str, cross_s: int = 0, cache=None) -> int:
         """The self-attention module on the norm output [b, s, d] -> o_proj output."""
-        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        live, spec = self.live, self.spec
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
         a, kv = self.act(s, h * d_h), self.act(s, h_kv * d_h)
         if spec.fused_qkv:  # c_attn: q, k, v are views of one output, held to the end
@@ -134,10 +142,10 @@ class HFPass(Pass):
             q, k = q_rot, k_rot
         s_k = s
         if cache is not None:
-            per_pos = b * h_kv * d_h * cb
             s_k = self.keys_visible(start) + s
-            live.take(s_k * per_pos, s_k * per_pos)  # torch.cat for k, v: the cache's
-            live.drop(2 * cache[0] * per_pos, k, v)  # the old storages; the new k, v
+            cast = live.take(self.kv_bytes(s)) if self.cache_cast else 0  # to kv_cache_dtype
+            live.take(self.kv_bytes(s_k))  # torch.cat for k, v: the cache's
+            live.drop(self.kv_bytes(cache[0]), cast, k, v)  # the old storages; the new k, v
             k = v = 0
         o = self.core(s, s_k)
         y = live.take(self.act(s, spec.d_model))  # o_proj

@@ -22,7 +22,7 @@ from __future__ import annotations
 from estimator.rules.live import Live
 from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
 
@@ -44,6 +44,19 @@ class Pass:
     def logits(self, s: int) -> int:
         """The LM head's output [b, s, V] (kept): one tensor."""
         return self.live.take(self.act(s, self.spec.vocab_size))
+
+    @property
+    def cache_cast(self) -> bool:
+        """Whether the cache keeps its own dtype (``kv_cache_dtype``, e.g. fp8): the new keys
+        and values are cast into it, the cached ones are read in it (as vLLM's fp8 cache,
+        vllm/attention/ops/paged_attn.py: the kernel reads the cache's dtype)."""
+        return self.sh.kv_dtype != self.sh.compute_dtype
+
+    def kv_bytes(self, positions: int) -> int:
+        """Keys + values of ``positions`` cached positions [2, b, h_kv, T, d_h] in the KV
+        cache's dtype (int4: two per byte)."""
+        spec = self.spec
+        return nbytes(2 * self.b * spec.n_kv_heads * spec.head_dim * positions, self.sh.kv_dtype)
 
     def norm(self, s: int) -> int:
         """LayerNorm: out + fp32 mean, rstd [n, 1] (dropped); RMSNorm: pow, mean, +eps,
@@ -176,19 +189,25 @@ class Pass:
         s_k, working = s, 2 * s * per_pos  # keys + values attended to, dropped after
         if cache is not None:
             held, keep = cache
+            kv = self.kv_bytes  # keys + values of n positions in the cache's dtype
             s_k = held + s
+            cast = live.take(kv(s)) if self.cache_cast else 0  # .to(kv dtype) of new k, v
             if held:  # torch.cat([past, new]) for keys, then values
-                live.take(2 * s_k * per_pos)
+                live.take(kv(s_k))
             if keep < s_k:  # the kept positions are cloned; the cat result is dropped
-                live.take(2 * keep * per_pos)
-            live.drop(2 * held * per_pos)  # the old cache
+                live.take(kv(keep))
+            live.drop(kv(held))  # the old cache
             if held:
-                live.drop(working)  # the new keys/values alone
-            working = 2 * s_k * per_pos if keep < s_k else 0  # else: they are the cache
+                live.drop(cast or working)  # the new keys/values alone (or their cast)
+            working = kv(s_k) if keep < s_k else 0  # else: they are the cache
             if keep < s_k and s == 1:  # one query attends to the kept positions only
                 live.drop(working)
                 s_k, working = keep, 0
-            if keep < s_k and not held:
+            if keep < s_k and not held:  # the cast copy (if any) and the new k, v
+                working = cast + 2 * s * per_pos
+            if cast and held:  # the new keys/values in the compute dtype
+                working += 2 * s * per_pos
+            elif cast and keep >= s_k:  # the cast is the cache; attention reads k, v
                 working = 2 * s * per_pos
         k_pos = live.take(s_k * INDEX_BYTES)  # arange
         pattern, window = self.sh.stack(stack).pattern, self.sh.stack(stack).window
