@@ -11,8 +11,9 @@ LLM.int8's ``Linear8bitLt``, per weight of numel n = d_out * d_in.
   quant_map     QuantState.code: get_4bit_type(quant_type) builds a new fp32 [16] per weight
   offset        double quantization: absmax.mean(), one fp32 0-dim tensor per weight
   nested_absmax double quantization: state2.absmax fp32 [ceil(ceil(n / 64) / 256)]
-  nested code   state2.code is functional.name2qmap["dynamic"], fp32 [256], ONE tensor shared
-                by every weight on the device (quantize_blockwise: ``code = name2qmap[...]``)
+  nested_code   double quantization: state2.code, fp32 [256], a copy of the dynamic map per
+                weight (quantize_blockwise: ``QuantState(code=code.to(A.device, copy=True))``;
+                measured: no storage is shared between two weights)
 8-bit (nn/modules.py Int8Params._quantize, has_fp16_weights=False):
   data          CB int8 [d_out, d_in]
   SCB           row-wise absmax fp32 [d_out]
@@ -41,27 +42,23 @@ BNB_DYNAMIC_CODE_LEN = 256  # create_dynamic_map: 2**8 values
 
 
 def nf4_parts(numel: int, double_quant: bool) -> dict[str, int]:
-    """Bytes of one 4-bit weight of ``numel`` elements, per part (module docstring); the
-    shared nested code is ``nested_code_bytes``. NF4 and FP4 lay out the same."""
+    """Bytes of one 4-bit weight of ``numel`` elements, per part (module docstring). NF4 and
+    FP4 lay out the same."""
     blocks = -(-numel // BNB_4BIT_BLOCKSIZE)
     parts = {"data": -(-numel // 2), "quant_map": BNB_4BIT_CODE_LEN * FP32_BYTES}
     if double_quant:
         parts["absmax"] = blocks  # uint8
         parts["offset"] = FP32_BYTES
         parts["nested_absmax"] = -(-blocks // BNB_NESTED_BLOCKSIZE) * FP32_BYTES
+        parts["nested_code"] = BNB_DYNAMIC_CODE_LEN * FP32_BYTES
     else:
         parts["absmax"] = blocks * FP32_BYTES
     return parts
 
 
 def nf4_weight_bytes(numel: int, double_quant: bool) -> int:
-    """One 4-bit weight, every part (the shared nested code excluded)."""
+    """One 4-bit weight, every part."""
     return sum(nf4_parts(numel, double_quant).values())
-
-
-def nested_code_bytes(double_quant: bool) -> int:
-    """The dynamic map double quantization shares between all weights (one per device)."""
-    return BNB_DYNAMIC_CODE_LEN * FP32_BYTES if double_quant else 0
 
 
 def int8_parts(d_out: int, d_in: int) -> dict[str, int]:
@@ -82,21 +79,17 @@ def quantized_base_bytes(spec: ModelSpec, dtype: str, bits: int, double_quant: b
     """(quantized bytes, unquantized bytes) of the model's weights: the quantized linears in
     ``bits`` (4: Linear4bit, 8: Linear8bitLt) and everything else in ``dtype``."""
     quant = rest = 0
-    any_quant = False
     for name, shape in named_param_shapes(spec):
         numel = 1
         for x in shape:
             numel *= x
         if is_quantized(name, shape):
-            any_quant = True
             if bits == 4:
                 quant += nf4_weight_bytes(numel, double_quant)
             else:
                 quant += sum(int8_parts(*shape).values())
         else:
             rest += nbytes(numel, dtype)
-    if bits == 4 and any_quant:
-        quant += nested_code_bytes(double_quant)
     return quant, rest
 
 
