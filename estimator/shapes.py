@@ -14,6 +14,8 @@ implied (estimator/spec/workload.py states each default):
   cb, ib, kv      bytes per element of the compute dtype, of what matmuls make (the autocast
                   dtype under autocast, else cb) and the KV cache dtype's name
   optimizer_impl  the step's implementation (given, else what torch picks on the device)
+  finetune        what the step trains: full, frozen patterns, LoRA targets, rank, adapter
+                  dtype, a 4-bit base (estimator/spec/finetune.py)
 A term function reads these; it never calls the ``resolved_*`` functions itself.
 
 The sizes (b, s, s_dec, s_out, s_src, prompt, new) may be symbolic numbers (estimator/sym.py):
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from estimator.spec.dtypes import bits
+from estimator.spec.finetune import FinetuneShapes, resolve_finetune
 from estimator.spec.model import ModelSpec
 from estimator.spec.workload import (
     Workload,
@@ -129,6 +132,8 @@ class Shapes:
     group_size: int | None = None
     block_size: int | None = None  # engine vllm: paged KV block
     max_num_batched_tokens: int | None = None  # engine vllm: chunked prefill
+    # issue 20: what the step trains (estimator/spec/finetune.py)
+    finetune: FinetuneShapes = FinetuneShapes("full")
 
     def stack(self, name: str) -> StackShapes:
         """The stack called ``name`` ("encoder" or "decoder")."""
@@ -226,5 +231,6 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         group_size=w.group_size,
         block_size=w.block_size,
         max_num_batched_tokens=w.max_num_batched_tokens,
+        finetune=resolve_finetune(spec, w),
         **_sizes(spec, **given),
     )

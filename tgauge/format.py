@@ -63,6 +63,15 @@ def precision_label(w: Any) -> str:
     read apart: 'fp32 weights, autocast bf16' (torch.autocast), 'bf16 weights + fp32
     master, compute bf16' (mixed precision with a master copy), 'pure bf16 weights, grads
     and optimizer states, compute bf16'."""
+    finetune = getattr(w, "finetune", "full")  # issue 20
+    if finetune in ("lora", "qlora"):
+        base = f"4-bit {w.quant_type} ({w.dtype} rest)" if finetune == "qlora" else w.dtype
+        head = f"{finetune} r={w.lora_rank} alpha={w.lora_alpha}"
+        tail = f"frozen {base} base, compute {w.compute_dtype}"
+        return f"{head} (fp32 adapters, grads, states), {tail}"
+    if finetune == "freeze":
+        frozen = ",".join(w.frozen or ())
+        return f"{w.dtype} weights, {frozen} frozen, compute {w.compute_dtype}"
     if w.autocast:
         return f"fp32 weights, autocast {w.autocast}"
     if w.master_weights:

@@ -139,7 +139,40 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--group-size",),
         "--quant gptq / awq: input channels per scale and zero point (default 128)",
     ),
+    # issue 20: what a training step trains (estimator/spec/finetune.py)
+    "finetune": (
+        str,
+        "full",
+        ("--finetune",),
+        "full | freeze (with --frozen) | lora | qlora (LoRA on a 4-bit bitsandbytes base)",
+    ),
+    "frozen": (
+        str | None,
+        None,
+        ("--frozen",),
+        "--finetune freeze: comma-separated patterns of parameter terms, e.g. "
+        "'embed,decoder.layers.*'",
+    ),
+    "lora_rank": (int | None, None, ("--lora-rank",), "LoRA rank r (default: peft's 8)"),
+    "lora_alpha": (int | None, None, ("--lora-alpha",), "LoRA alpha (default: peft's 8)"),
+    "lora_dropout": (float | None, None, ("--lora-dropout",), "LoRA dropout (default 0.0)"),
+    "lora_targets": (
+        str | None,
+        None,
+        ("--lora-targets",),
+        "comma-separated: q,k,v,qkv,o,gate,up,down,lm_head or HF module names "
+        "(default: peft's for the family, q,v; GPT-2 c_attn)",
+    ),
+    "quant_type": (str, "nf4", ("--quant-type",), "--finetune qlora: nf4 | fp4"),
+    "double_quant": (
+        bool,
+        False,
+        ("--double-quant/--no-double-quant",),
+        "--finetune qlora: bitsandbytes' double quantization of the absmax",
+    ),
 }
+#: options given as one comma-separated string, Workload tuples (issue 20)
+_LISTS = ("frozen", "lora_targets")
 
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 Impl = Annotated[
@@ -194,6 +227,9 @@ def build_workload(swept: frozenset[str] = frozenset(), **fields: Any) -> Worklo
             "(decode is estimated one step at a time)"
         )
     _check_ignored(fields, swept)
+    for name in _LISTS:
+        if isinstance(fields.get(name), str):
+            fields[name] = tuple(x.strip() for x in fields[name].split(",") if x.strip())
     return Workload.model_validate({k: v for k, v in fields.items() if v is not None})
 
 

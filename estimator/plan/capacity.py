@@ -72,7 +72,8 @@ def sharded_terms(est: Est, sharding: Sharding) -> dict[str, int]:
     share = _layer_share(est)
     out: dict[str, int] = {}
     for name, value in est.memory.terms.items():
-        state = name == "weights" or name == "gradients" or name.startswith("optimizer.")
+        weights = name == "weights" or name.startswith("weights.")  # issue 20: base4bit, adapters
+        state = weights or name == "gradients" or name.startswith("optimizer.")
         if state and tp > 1:
             layers = int(value * share)
             value = value - layers + -(-layers // tp)
@@ -80,11 +81,12 @@ def sharded_terms(est: Est, sharding: Sharding) -> dict[str, int]:
             value = -(-value // tp)
         if (name.startswith("optimizer.") and zero >= 1) or (name == "gradients" and zero >= 2):
             value = -(-value // dp)
-        if name == "weights" and zero >= 3:
+        if weights and zero >= 3:
             full = value
             value = -(-full // dp)
             if dp > 1:
-                out["sharding.gathered_layer"] = -(-full // max(est.spec.n_layers, 1))
+                gathered = -(-full // max(est.spec.n_layers, 1))
+                out["sharding.gathered_layer"] = out.get("sharding.gathered_layer", 0) + gathered
         out[name] = value
     return out
 

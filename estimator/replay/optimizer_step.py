@@ -32,6 +32,7 @@ from collections.abc import Callable
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
+from estimator.terms.finetune import trainable_shapes
 from estimator.terms.optimizer import BNB_MIN_8BIT_SIZE, optimizer_dtype
 from estimator.terms.params import param_tensor_shapes
 
@@ -168,12 +169,15 @@ def step_temporaries_bytes(spec: ModelSpec, sh: Shapes) -> int:
     and gradients (the rule of (optimizer, resolved impl); module docstring)."""
     if sh.optimizer_impl is None:
         return 0
-    return _replay(spec, sh.optimizer, sh.optimizer_impl, optimizer_dtype(sh), sh.device)
+    shapes = param_tensor_shapes(spec)
+    if sh.finetune.kind != "full":  # issue 20: the trainable tensors only
+        shapes = trainable_shapes(spec, sh)
+    return _replay(shapes, sh.optimizer, sh.optimizer_impl, optimizer_dtype(sh), sh.device)
 
 
 @functools.lru_cache(maxsize=256)  # plan and sweep searches re-evaluate the same step
-def _replay(spec: ModelSpec, optimizer: str, impl: str, d: str, device: str) -> int:
-    groups = [list(param_tensor_shapes(spec))]  # one (device, dtype) group: all in d
+def _replay(shapes: tuple[Shape, ...], optimizer: str, impl: str, d: str, device: str) -> int:
+    groups = [list(shapes)]  # one (device, dtype) group: all in d
     frame = _Frame()
     if optimizer == "adamw-8bit":
         _bnb_8bit(frame, groups, d, device)

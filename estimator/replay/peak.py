@@ -42,6 +42,7 @@ from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmax, vpick
+from estimator.terms.finetune import grad_bytes_by_module
 from estimator.terms.memory import decode_input_bytes, group, input_bytes, state_terms
 from estimator.terms.params import params
 from estimator.terms.quant import dequantized_transient_bytes
@@ -61,6 +62,8 @@ def _backward_sweep(spec: ModelSpec, sh: Shapes, terms: Terms, start: Any) -> An
     """Highest live bytes while backward runs, from ``start`` (every activation live): the
     replay of autograd's backward module by module (estimator/replay/backward.py)."""
     grads = {k: nbytes(v, sh.dtype) for k, v in params(spec).terms.items()}
+    if sh.finetune.kind != "full":  # issue 20: the trainable tensors' gradients only
+        grads = grad_bytes_by_module(spec, sh)
     return backward_peak(spec, sh, _activation_terms(terms), grads, start)
 
 

@@ -30,6 +30,8 @@ CausalFlops = Literal["full", "triangle"]
 Autocast = Literal["bf16", "fp16"]
 ServingEngine = Literal["forward", "hf-generate", "vllm"]  # issue 19
 QuantName = Literal["gptq", "awq", "fp8", "fp8-tensor", "int8", "nf4"]  # issue 19
+Finetune = Literal["full", "freeze", "lora", "qlora"]  # issue 20
+QuantType = Literal["nf4", "fp4"]  # issue 20
 
 _TORCH_IMPLS = ("fused", "foreach", "forloop")
 #: the implementations each optimizer's step runs as (Workload.optimizer_impl)
@@ -236,6 +238,54 @@ class Workload(BaseModel):
         """A validated copy with ``update`` applied (``model_copy`` skips validation)."""
         return Workload.model_validate(self.model_dump(exclude_unset=True) | update)
 
+    # issue 20: what is trained (estimator/spec/finetune.py resolves it per spec)
+    finetune: Finetune = Field(
+        "full",
+        description="what a training step trains: full | freeze (all but the modules matching "
+        "`frozen`) | lora (adapters on a frozen base, peft) | qlora (LoRA on a 4-bit "
+        "bitsandbytes base)",
+    )
+    frozen: tuple[str, ...] | None = Field(
+        None, description="finetune='freeze': fnmatch patterns over parameter term names"
+    )
+    lora_rank: int | None = Field(None, gt=0, description="LoRA r; default peft's 8")
+    lora_alpha: int | None = Field(None, gt=0, description="LoRA alpha; default peft's 8")
+    lora_dropout: float | None = Field(None, ge=0.0, lt=1.0, description="default peft's 0.0")
+    lora_targets: tuple[str, ...] | None = Field(
+        None,
+        description="q, k, v, qkv, o, gate, up, down, lm_head or HF module names; default "
+        "peft's for the family (q and v; GPT-2: c_attn)",
+    )
+    quant_type: QuantType = Field("nf4", description="qlora: bnb_4bit_quant_type")
+    double_quant: bool = Field(False, description="qlora: bnb_4bit_use_double_quant")
+
+    @model_validator(mode="after")
+    def _check_finetune(self) -> Workload:
+        lora = self.finetune in ("lora", "qlora")
+        if self.finetune != "full" and self.mode != "train":
+            raise SpecError(f"finetune={self.finetune!r} is invalid for mode={self.mode!r}: "
+                            "it says what a training step trains (mode='train')")  # fmt: skip
+        given = [f for f in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+                 if getattr(self, f) is not None]  # fmt: skip
+        if given and not lora:
+            raise SpecError(f"{given[0]} is invalid with finetune={self.finetune!r}: "
+                            "it applies to finetune='lora' or 'qlora'")  # fmt: skip
+        if (self.frozen is not None) != (self.finetune == "freeze"):
+            raise SpecError(f"frozen={self.frozen!r} is invalid with finetune="
+                            f"{self.finetune!r}: finetune='freeze' needs frozen patterns "
+                            "and only it takes them")  # fmt: skip
+        if lora:  # peft LoraConfig's defaults (estimator/spec/finetune.py)
+            for f, default in (("lora_rank", 8), ("lora_alpha", 8), ("lora_dropout", 0.0)):
+                if getattr(self, f) is None:
+                    object.__setattr__(self, f, default)
+            if self.master_weights:
+                raise SpecError(f"master_weights=True is invalid with finetune={self.finetune!r}"
+                                ": peft keeps the adapters in fp32 already")  # fmt: skip
+        if self.finetune == "qlora" and self.dtype not in ("fp16", "bf16", "fp32"):
+            raise SpecError(f"dtype={self.dtype!r} is invalid with finetune='qlora': dtype is "
+                            "what stays unquantized (embeddings, norms, LM head)")  # fmt: skip
+        return self
+
 
 def revalidated(spec: ModelSpec, workload: Workload) -> tuple[ModelSpec, Workload]:
     """``spec`` and ``workload`` validated again: a ``model_copy(update=...)`` bypasses the
@@ -392,6 +442,8 @@ def resolved_defaults(spec: ModelSpec, workload: Workload) -> tuple[Workload, di
         return workload, {}
     given = set(workload.model_fields_set)
     filled = usual_fields(spec.usual, workload.mode, given)
+    if workload.finetune in ("lora", "qlora"):  # issue 20: peft keeps the adapters fp32 already
+        filled.pop("master_weights", None)
     base = Workload().model_dump()
     applied = {k: v for k, v in filled.items() if v != base[k]}
     if not applied:

@@ -2,9 +2,11 @@
 
 Terms (docs/formulas.md):
   weights                    every parameter tensor in ``dtype``: ceil(numel * bits / 8)
-                             (int4 packs 2 per byte; norms and embeddings included)
+                             (int4 packs 2 per byte; norms and embeddings included); qlora:
+                             weights.base4bit (+ quant state) and the 16-bit rest
+  weights.adapters           LoRA / QLoRA: the adapters (fp32, estimator/terms/finetune.py)
   buffers                    inference: the model's buffers (rule ``memory.buffers``)
-  gradients                  train: one gradient per parameter, in the weight dtype
+  gradients                  train: one gradient per trainable parameter, in its dtype
   optimizer.<state>          per optimizer (estimator/terms/optimizer.py): exp_avg, exp_avg_sq,
                              step (adam/adamw); momentum_buffer (sgd-momentum); row_var,
                              col_var, variance, step (adafactor); state1, state2, absmax1/2,
@@ -18,6 +20,7 @@ When they are live, and the peak, is estimator/replay/peak.py's timeline.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from estimator.rules.registry import rule
@@ -25,9 +28,11 @@ from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 from estimator.terms.activations import activations
+from estimator.terms.finetune import adapter_weight_bytes, gradient_bytes, trainable_shapes
 from estimator.terms.kv_cache import kv_cache
 from estimator.terms.optimizer import state_terms as optimizer_states
 from estimator.terms.params import param_tensor_numels
+from estimator.terms.quant_bnb import qlora_base_terms
 
 Terms = dict[str, Any]
 
@@ -56,10 +61,29 @@ def state_terms(spec: ModelSpec, sh: Shapes) -> Terms:
         if buffers := rule("memory.buffers", spec)(spec, sh):
             t["buffers"] = buffers
         return t
+    if sh.finetune.kind != "full":  # issue 20: only what is trained (terms/finetune.py)
+        return t | finetune_state_terms(spec, sh)
     t["gradients"] = bytes_of_params(spec, sh.dtype)
     t.update(optimizer_states(spec, sh))  # per optimizer (estimator/terms/optimizer.py)
     if sh.master_weights:
         t["optimizer.master_weights"] = bytes_of_params(spec, "fp32")
+    return t
+
+
+def finetune_state_terms(spec: ModelSpec, sh: Shapes) -> Terms:
+    """Fine-tuning (issue 20): ``weights.adapters`` (LoRA, in the adapter dtype), gradients
+    and optimizer states of the trainable tensors only, the master copy of those; a qlora base
+    replaces ``weights`` (estimator/terms/quant_bnb.py)."""
+    t: Terms = {}
+    if sh.finetune.kind == "qlora":
+        t.update(qlora_base_terms(spec, sh))
+    if adapters := adapter_weight_bytes(spec, sh):
+        t["weights.adapters"] = adapters
+    t["gradients"] = gradient_bytes(spec, sh)
+    t.update(optimizer_states(spec, sh))
+    if sh.master_weights:
+        t["optimizer.master_weights"] = sum(nbytes(math.prod(s), "fp32")
+                                            for s in trainable_shapes(spec, sh))  # fmt: skip
     return t
 
 

@@ -9,6 +9,8 @@ optimizer's dtype: fp32 under master_weights, else the weight dtype; n_t = numel
                 tensor of >= 4096 elements state1, state2 uint8 [n] and absmax1, absmax2 fp32
                 [ceil(n / 256)] (block-wise constants); qmap1, qmap2 fp32 [256] shared by all;
                 smaller tensors: state1, state2 fp32 [n]; step is a Python int
+Fine-tuning (estimator/terms/finetune.py): the states of the trainable tensors only, in their
+dtype (LoRA adapters: fp32).
 The temporaries of one step are estimator/replay/optimizer_step.py's.
 """
 
@@ -20,6 +22,7 @@ import math
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
+from estimator.terms.finetune import trainable_dtype, trainable_shapes
 from estimator.terms.params import param_tensor_shapes
 
 FP32_BYTES = 4
@@ -31,17 +34,19 @@ BNB_QMAP_LEN = 256  # functional.create_dynamic_map: 2**8 values
 def optimizer_dtype(sh: Shapes) -> str:
     """The dtype of the optimizer's states and step: fp32 under master_weights, else the
     weight dtype."""
-    return "fp32" if sh.master_weights else sh.dtype
+    return "fp32" if sh.master_weights else trainable_dtype(sh)
 
 
 def state_terms(spec: ModelSpec, sh: Shapes) -> dict[str, int]:
-    """``optimizer.<state>`` bytes (see the module docstring)."""
-    return dict(_states(spec, sh.optimizer, optimizer_dtype(sh)))
+    """``optimizer.<state>`` bytes (see the module docstring), of the trainable tensors
+    (estimator/terms/finetune.py: all of them unless the run fine-tunes)."""
+    if sh.finetune.kind != "full":
+        return dict(_states(trainable_shapes(spec, sh), sh.optimizer, optimizer_dtype(sh)))
+    return dict(_states(param_tensor_shapes(spec), sh.optimizer, optimizer_dtype(sh)))
 
 
 @functools.lru_cache(maxsize=256)
-def _states(spec: ModelSpec, opt: str, d: str) -> tuple[tuple[str, int], ...]:
-    shapes = param_tensor_shapes(spec)
+def _states(shapes: tuple[tuple[int, ...], ...], opt: str, d: str) -> tuple[tuple[str, int], ...]:
     numels = [math.prod(s) for s in shapes]
     t: dict[str, int] = {}
     if opt in ("adam", "adamw"):

@@ -1,0 +1,188 @@
+"""What a fine-tuning step trains (issue 20): trainable parameters, and the tensors the
+gradients and optimizer states are kept for (``Shapes.finetune``, estimator/spec/finetune.py).
+
+  full     every parameter tensor (param_tensor_shapes), in the weight dtype
+  freeze   every tensor whose term name matches no ``frozen`` pattern (fnmatch), weight dtype
+  lora     per wrapped linear [d_out, d_in]: lora_A.weight [r, d_in] and lora_B.weight
+           [d_out, r], no bias (peft LoraConfig bias="none", lora_bias=False), in the adapter
+           dtype (fp32: get_peft_model's autocast_adapter_dtype=True); the base is frozen
+           (peft/tuners/tuners_utils.py BaseTuner._mark_only_adapters_as_trainable)
+  qlora    as lora, on a base whose linears are 4-bit (estimator/terms/quant_bnb.py)
+Parameters are named as estimator/terms/params.py names them (the layer index removed); the
+adapters as ``<module>.lora_A`` and ``<module>.lora_B``. A wrapped module's tensors come in the
+order peft registers them (base_layer.weight, lora_A.default.weight, lora_B.default.weight,
+peft/tuners/lora/layer.py LoraLayer.update_layer), which is what the optimizer iterates over.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from typing import Any
+
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import nbytes
+from estimator.spec.errors import SpecError
+from estimator.spec.finetune import FinetuneShapes
+from estimator.spec.model import ModelSpec
+
+Shape = tuple[int, ...]
+Named = tuple[tuple[str, Shape], ...]
+
+
+def _linear(name: str, d_in: int, d_out: int, bias: bool) -> list[tuple[str, Shape]]:
+    """nn.Linear(d_in, d_out): weight [d_out, d_in] (+ bias [d_out])."""
+    return [(name, (d_out, d_in))] + ([(name, (d_out,))] if bias else [])
+
+
+def _norm(spec: ModelSpec, name: str) -> list[tuple[str, Shape]]:
+    d = spec.d_model
+    return [(name, (d,))] * (2 if spec.norm == "layernorm" else 1)
+
+
+def _attention(spec: ModelSpec, p: str) -> list[tuple[str, Shape]]:
+    d, d_q, d_kv, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.bias
+    if spec.fused_qkv:  # one projection d -> q, k, v (GPT-2's c_attn)
+        qkv = _linear(f"{p}.qkv", d, d_q + 2 * d_kv, bias)
+    else:
+        qkv = [
+            *_linear(f"{p}.q_proj", d, d_q, bias),
+            *_linear(f"{p}.k_proj", d, d_kv, bias),
+            *_linear(f"{p}.v_proj", d, d_kv, bias),
+        ]
+    return qkv + _linear(f"{p}.o_proj", d_q, d, bias)
+
+
+def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
+    """One layer's tensors in registration order (reference_model/layers.py Layer)."""
+    d, d_ff, bias = spec.d_model, spec.d_ff, spec.bias
+    out = _norm(spec, f"{lay}.attn_norm") + _attention(spec, f"{lay}.self_attn")
+    if cross:
+        out += _norm(spec, f"{lay}.cross_norm") + _attention(spec, f"{lay}.cross_attn")
+    out += _norm(spec, f"{lay}.ffn_norm") + _linear(f"{lay}.ffn.up", d, d_ff, bias)
+    if spec.gated:
+        out += _linear(f"{lay}.ffn.gate", d, d_ff, bias)
+    return out + _linear(f"{lay}.ffn.down", d_ff, d, bias)
+
+
+@functools.lru_cache(maxsize=256)
+def named_param_shapes(spec: ModelSpec) -> Named:
+    """(term name, shape) of every distinct parameter tensor, in the order of
+    estimator.terms.params.param_tensor_shapes (a test holds the two equal)."""
+    d = spec.d_model
+    out: list[tuple[str, Shape]] = []
+    if spec.vocab_size is not None:
+        out.append(("embed", (spec.vocab_size, d)))
+    for stack, n_layers in spec.stacks:
+        if spec.is_patch_input:
+            p, c = spec.patch_size, spec.n_channels
+            out += [(f"{stack}.patch", (1, 1, d))]
+            out += [(f"{stack}.patch.proj", (d, c, p, p)), (f"{stack}.patch.proj", (d,))]
+        if spec.position == "learned":
+            rows = spec.n_positions if spec.is_patch_input else spec.max_seq_len
+            rows += 0 if spec.is_patch_input else spec.position_offset
+            out.append((f"{stack}.pos", (rows, d)))
+        elif spec.position == "relative":
+            out.append((f"{stack}.pos", (spec.relative_buckets, spec.n_heads)))
+        if spec.n_token_types and stack == spec.stacks[0][0]:
+            out.append((f"{stack}.token_type", (spec.n_token_types, d)))
+        if spec.embed_norm:
+            out += _norm(spec, f"{stack}.embed_norm")
+        cross = stack == "decoder" and spec.arch == "encoder-decoder"
+        out += _layer(spec, f"{stack}.layers", cross) * n_layers
+        if spec.final_norm:
+            out += _norm(spec, f"{stack}.final_norm")
+    if spec.pooler:
+        out += _linear("pooler.proj", d, d, True)
+    if spec.head_transform:
+        out += _linear("head_transform.dense", d, d, True) + _norm(spec, "head_transform.norm")
+    if spec.lm_head and not spec.tie_embeddings:
+        out.append(("lm_head", (spec.vocab_size, d)))
+    if spec.lm_head_bias:
+        out.append(("lm_head", (spec.vocab_size,)))
+    if spec.n_labels:
+        out += _linear("classifier", d, spec.n_labels, True)
+    return tuple(out)
+
+
+def is_target(name: str, ft: FinetuneShapes) -> bool:
+    """Whether LoRA wraps the module called ``name`` (peft matches the name's end)."""
+    return any(name == t or name.endswith("." + t) for t in ft.targets)
+
+
+def _is_frozen(name: str, ft: FinetuneShapes) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in ft.frozen)
+
+
+@functools.lru_cache(maxsize=256)
+def trainable_tensors(spec: ModelSpec, ft: FinetuneShapes, dtype: str) -> tuple:
+    """(name, shape, dtype) of every trainable tensor, in the order the optimizer sees them
+    (module docstring); ``dtype`` the weight dtype."""
+    named = named_param_shapes(spec)
+    if ft.kind == "full":
+        return tuple((n, s, dtype) for n, s in named)
+    if ft.kind == "freeze":
+        for p in ft.frozen:
+            if not any(fnmatch.fnmatchcase(n, p) for n, _ in named):
+                names = ", ".join(dict.fromkeys(n for n, _ in named))
+                raise SpecError(f"frozen pattern {p!r} matches no parameter of {spec.name}: "
+                                f"the names are {names}")  # fmt: skip
+        return tuple((n, s, dtype) for n, s in named if not _is_frozen(n, ft))
+    out = []
+    for name, shape in named:
+        if len(shape) == 2 and is_target(name, ft):  # the weight [d_out, d_in]
+            d_out, d_in = shape
+            out.append((f"{name}.lora_A", (ft.rank, d_in), ft.adapter_dtype))
+            out.append((f"{name}.lora_B", (d_out, ft.rank), ft.adapter_dtype))
+    return tuple(out)
+
+
+def trainable_shapes(spec: ModelSpec, sh: Shapes) -> tuple[Shape, ...]:
+    """Shapes of the trainable tensors, in the optimizer's order."""
+    return tuple(s for _, s, _ in trainable_tensors(spec, sh.finetune, sh.dtype))
+
+
+def trainable_dtype(sh: Shapes) -> str:
+    """The dtype of the trainable tensors (and so of their gradients): the adapters' under
+    LoRA, else the weight dtype."""
+    return sh.finetune.adapter_dtype if sh.finetune.lora else sh.dtype
+
+
+def _numel(shape: Shape) -> int:
+    n = 1
+    for x in shape:
+        n *= x
+    return n
+
+
+def trainable_params(spec: ModelSpec, sh: Shapes) -> dict[str, int]:
+    """Trainable parameters per term name (unit params; adapters as ``<module>.lora_A/B``)."""
+    out: dict[str, int] = {}
+    for name, shape, _ in trainable_tensors(spec, sh.finetune, sh.dtype):
+        out[name] = out.get(name, 0) + _numel(shape)
+    return out
+
+
+def gradient_bytes(spec: ModelSpec, sh: Shapes) -> int:
+    """One gradient per trainable tensor, in its dtype."""
+    return sum(nbytes(_numel(s), d) for _, s, d in trainable_tensors(spec, sh.finetune, sh.dtype))
+
+
+def adapter_weight_bytes(spec: ModelSpec, sh: Shapes) -> int:
+    """The LoRA adapters' weights (0 without LoRA)."""
+    if not sh.finetune.lora:
+        return 0
+    return gradient_bytes(spec, sh)
+
+
+def grad_bytes_by_module(spec: ModelSpec, sh: Shapes) -> dict[str, Any]:
+    """Gradient bytes per module term (params.py's names: q_proj's adapters under
+    ``...self_attn.q_proj``; a fused qkv's under q_proj, where the backward replay visits the
+    projections), what AccumulateGrad keeps as backward reaches each module."""
+    out: dict[str, Any] = {}
+    for name, shape, d in trainable_tensors(spec, sh.finetune, sh.dtype):
+        module = name.removesuffix(".lora_A").removesuffix(".lora_B")
+        if module.endswith(".qkv"):
+            module = module.removesuffix(".qkv") + ".q_proj"
+        out[module] = out.get(module, 0) + nbytes(_numel(shape), d)
+    return out
