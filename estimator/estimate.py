@@ -31,7 +31,8 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
 
     def unsupported() -> str | None:
         run = resolve(spec, workload) if sh is None else sh
-        return rule("unsupported", spec, run)(spec, run)
+        # issue 22: features the memory rules do not model (estimator/rules/features.py)
+        return rule("unmodelled", spec, run)(spec, run) or rule("unsupported", spec, run)(spec, run)
 
     check_compatible(spec, workload, unsupported)
 
