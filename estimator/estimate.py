@@ -48,7 +48,8 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
             if run.training:
                 return f"quant={run.quant!r} is modelled for inference, not mode='train'"
             quant_format(run.quant)  # UnsupportedError for a format not registered
-        return rule("unsupported", spec, run)(spec, run)
+        # issue 22: features the memory rules do not model (estimator/rules/features.py)
+        return rule("unmodelled", spec, run)(spec, run) or rule("unsupported", spec, run)(spec, run)
 
     check_compatible(spec, workload, unsupported)
 

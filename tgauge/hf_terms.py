@@ -156,6 +156,7 @@ HF_TERMS: dict[str, Table] = {
     "gpt2": _gpt2(),
     "llama": _llama(),
     "mistral": _llama(),
+    "qwen2": _llama(),  # issue 22: modeling_qwen2 has Llama's module names
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

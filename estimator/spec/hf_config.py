@@ -1,4 +1,5 @@
-"""ModelSpec from a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral).
+"""ModelSpec from a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral; the
+families of issue 22 in estimator/spec/hf_families.py).
 
 Reads plain JSON; never imports transformers. The spec describes the Hugging Face
 implementation (``implementation="hf"``) of one class, recorded in ``hf_architecture``: the
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from estimator.spec import hf_families
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import read_text, short_repr
 from estimator.spec.hf_keys import check_activation, check_keys
@@ -187,6 +189,9 @@ DEFAULT_ARCHITECTURE = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
 }
+# issue 22: the families estimator/spec/hf_families.py reads
+READERS.update(hf_families.READERS)
+DEFAULT_ARCHITECTURE.update(hf_families.DEFAULT_ARCHITECTURE)
 #: modelled classes -> the spec fields their head changes from the family reader's
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     **{name: {} for name in DEFAULT_ARCHITECTURE.values()},

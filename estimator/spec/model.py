@@ -20,10 +20,15 @@ Arch = Literal["encoder", "decoder", "encoder-decoder"]
 Activation = Literal["relu", "gelu", "swiglu", "geglu"]
 Norm = Literal["layernorm", "rmsnorm"]
 NormPosition = Literal["pre", "post"]
-Position = Literal["sinusoidal", "learned", "rotary", "relative", "none"]
+Position = Literal["sinusoidal", "learned", "rotary", "relative", "none", "xl_relative"]
 Implementation = Literal["reference", "hf"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu")
+# issue 22
+QkNorm = Literal["none", "head", "full"]
+SublayerNorm = Literal["input", "sandwich", "output"]
+ParallelBlock = Literal["none", "one_norm", "two_norms"]
+LayerKind = Literal["full", "sliding"]
 
 
 class ModelSpec(BaseModel):
@@ -221,3 +226,71 @@ class ModelSpec(BaseModel):
         from estimator.spec.hf_config import hf_spec_fields
 
         return cls(**hf_spec_fields(path_or_dict))
+
+    # issue 22: the fields the Qwen, Gemma, Phi, Mixtral, DeepSeek, NeoX, Falcon, OLMo 2,
+    # Gopher families need; every default is the behaviour before them
+    qkv_bias: bool | None = Field(None, description="biases on q/k/v (fused qkv); default: bias")
+    o_bias: bool | None = Field(None, description="a bias on the output projection; default: bias")
+    ffn_bias: bool | None = Field(None, description="biases on the FFN linears; default: bias")
+    qk_norm: QkNorm = Field(
+        "none",
+        description="a norm on q and on k before rotary: 'head' over each head's d_h (Qwen3, "
+        "Gemma 3), 'full' over h*d_h and h_kv*d_h (OLMo 2)",
+    )
+    sublayer_norm: SublayerNorm = Field(
+        "input",
+        description="with norm_position='pre': 'input' norms each sublayer's input; 'sandwich' "
+        "also its output before the residual add (Gemma 2/3); 'output' only its output (OLMo 2)",
+    )
+    parallel_block: ParallelBlock = Field(
+        "none",
+        description="attention and FFN read the same input and add to one residual (GPT-J, "
+        "NeoX, Falcon): 'one_norm' one shared input norm, 'two_norms' one norm each",
+    )
+    rotary_dim: int | None = Field(
+        None, gt=0, description="dims of each head that rotary rotates (partial rotary); "
+        "default: head_dim"
+    )
+    layer_pattern: tuple[LayerKind, ...] | None = Field(
+        None,
+        description="per decoder layer 'full' or 'sliding' (a window of sliding_window): "
+        "Gemma 2/3's local/global layers; None: every layer as the workload's pattern",
+    )
+    attn_softcap: float | None = Field(
+        None, gt=0, description="scores -> c * tanh(scores / c) before the softmax (Gemma 2)"
+    )
+    final_softcap: float | None = Field(
+        None, gt=0, description="logits -> c * tanh(logits / c) (Gemma 2): [n, V] tensors"
+    )
+    embed_scale: bool = Field(False, description="embeddings times sqrt(d_model) (Gemma)")
+    n_experts: int = Field(0, ge=0, description="routed experts per MoE layer (0: dense FFNs)")
+    n_experts_per_token: int = Field(0, ge=0, description="top-k routed experts per token")
+    n_shared_experts: int = Field(
+        0, ge=0, description="shared experts every token runs (DeepSeek: one MLP of "
+        "n_shared_experts * expert_d_ff; Qwen2-MoE: one of shared_expert_d_ff)"
+    )
+    expert_d_ff: int | None = Field(None, gt=0, description="one expert's d_ff; default: d_ff")
+    shared_expert_d_ff: int | None = Field(
+        None, gt=0, description="the shared MLP's d_ff; default n_shared_experts * expert_d_ff"
+    )
+    shared_expert_gate: bool = Field(
+        False, description="a sigmoid gate Linear(d, 1) on the shared expert (Qwen2-MoE)"
+    )
+    dense_layers: tuple[int, ...] = Field(
+        (),
+        description="decoder layers with a dense FFN of d_ff in an MoE model (DeepSeek's "
+        "first_k_dense_replace, Qwen's mlp_only_layers / decoder_sparse_step)",
+    )
+    q_lora_rank: int | None = Field(None, gt=0, description="MLA: q through a rank-r bottleneck")
+    kv_lora_rank: int | None = Field(
+        None, gt=0, description="multi-head latent attention (DeepSeek-V2/V3): the latent width"
+    )
+    qk_rope_head_dim: int | None = Field(None, gt=0, description="MLA: rotary part of q, k")
+    qk_nope_head_dim: int | None = Field(None, gt=0, description="MLA: non-rotary part of q, k")
+    v_head_dim: int | None = Field(None, gt=0, description="MLA: the values' head dim")
+
+    @model_validator(mode="after")
+    def _check_issue22(self) -> ModelSpec:
+        from estimator.spec.features import check_and_fill
+
+        return check_and_fill(self)

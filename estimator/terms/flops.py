@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from estimator.shapes import Shapes, attention_pairs, cached_positions
+from estimator.spec.errors import UnsupportedError
+from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
 from estimator.sym import StepSeries
 
@@ -64,29 +66,86 @@ def _attention(spec: ModelSpec, fused: bool, b: Any, s_q: Any, s_kv: Any, pairs:
     ``math``: fused attention runs torch's math sdpa (chunked blocks, reference_model/
     attention.py Attention.chunked), whose backward does not recompute the scores."""
     d, h, h_kv, d_h = spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
+    d_v = spec.v_head_dim if spec.kv_lora_rank else d_h  # MLA: values narrower than q.k
     t: dict[str, tuple[Any, Any]] = {}
-    q = 2 * b * s_q * d * h * d_h  # [b*s_q, d] @ [d, h*d_h]
-    t["q_proj"] = (q, 2 * q)
-    if kv:
-        k = 2 * b * s_kv * d * h_kv * d_h  # [b*s_kv, d] @ [d, h_kv*d_h]
-        t["k_proj"] = (k, 2 * k)
-        t["v_proj"] = (k, 2 * k)
+    if spec.kv_lora_rank:
+        t.update(_latent_projections(spec, b, s_q, s_kv, kv))
+    else:
+        q = 2 * b * s_q * d * h * d_h  # [b*s_q, d] @ [d, h*d_h]
+        t["q_proj"] = (q, 2 * q)
+        if kv:
+            k = 2 * b * s_kv * d * h_kv * d_h  # [b*s_kv, d] @ [d, h_kv*d_h]
+            t["k_proj"] = (k, 2 * k)
+            t["v_proj"] = (k, 2 * k)
     one = 2 * b * h * pairs * d_h  # [b,h,s_q,d_h] @ [b,h,d_h,s_k], pairs = s_q*s_k (full)
+    one_v = 2 * b * h * pairs * d_v  # [b,h,s_q,s_k] @ [b,h,s_k,d_v]
     if fused and math:  # math sdpa (chunked blocks): autograd through its ops, no recompute
-        t["sdpa"] = (2 * one, 4 * one)
-    elif fused:
-        t["sdpa"] = (2 * one, 5 * one)  # scores + mix; backward recomputes the scores
+        t["sdpa"] = (one + one_v, 2 * (one + one_v))
+    elif fused:  # scores + mix; backward recomputes the scores (flop_counter sdpa_backward)
+        t["sdpa"] = (one + one_v, 3 * one + 2 * one_v)
     else:
         t["scores"] = (one, 2 * one)  # Q K^T
-        t["mix"] = (one, 2 * one)  # [b,h,s_q,s_k] @ [b,h,s_k,d_h]
-    o = 2 * b * s_q * h * d_h * d  # [b*s_q, h*d_h] @ [h*d_h, d]
+        t["mix"] = (one_v, 2 * one_v)  # [b,h,s_q,s_k] @ [b,h,s_k,d_v]
+    o = 2 * b * s_q * h * d_v * d  # [b*s_q, h*d_v] @ [h*d_v, d]
     t["o_proj"] = (o, 2 * o)
     return t
 
 
+def _latent_projections(spec: ModelSpec, b: Any, s_q: Any, s_kv: Any,
+                        kv: bool) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+    """Multi-head latent attention's projections (transformers deepseek_v3
+    DeepseekV3Attention.forward): q through q_a_proj / q_b_proj (or q_proj), k and v from
+    kv_a_proj_with_mqa and kv_b_proj on the s_kv new tokens (the cache keeps them
+    decompressed, so a decode step decompresses only its own token)."""
+    d, h, d_qk, d_v = spec.d_model, spec.n_heads, spec.head_dim, spec.v_head_dim
+    r_q, r_kv, d_rope, d_nope = (spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim,
+                                 spec.qk_nope_head_dim)  # fmt: skip
+    t: dict[str, tuple[Any, Any]] = {}
+    n = b * s_q
+    if r_q:
+        q_a = 2 * n * d * r_q  # [n, d] @ [d, r_q]
+        q_b = 2 * n * r_q * h * d_qk  # [n, r_q] @ [r_q, h*d_qk]
+        t["q_a_proj"], t["q_b_proj"] = (q_a, 2 * q_a), (q_b, 2 * q_b)
+    else:
+        q = 2 * n * d * h * d_qk  # [n, d] @ [d, h*d_qk]
+        t["q_proj"] = (q, 2 * q)
+    if kv:
+        m = b * s_kv
+        kv_a = 2 * m * d * (r_kv + d_rope)  # [m, d] @ [d, r_kv + d_rope]
+        kv_b = 2 * m * r_kv * h * (d_nope + d_v)  # [m, r_kv] @ [r_kv, h*(d_nope + d_v)]
+        t["kv_a_proj"], t["kv_b_proj"] = (kv_a, 2 * kv_a), (kv_b, 2 * kv_b)
+    return t
+
+
+def _ffn(spec: ModelSpec, b: Any, s_q: Any, L: int) -> list[tuple[str, Any, Any, int]]:
+    """(name, forward, backward, layers) of the FFNs: dense ones (d_ff) on L - moe_layers
+    layers; on the MoE layers the router, the k routed experts each token runs (exact for any
+    routing: transformers' experts run each (token, expert) pair once, MixtralExperts.forward,
+    so k * n tokens go through expert FFNs whichever experts they pick) and the shared MLP."""
+    n, d = b * s_q, spec.d_model
+    n_moe = moe_layers(spec)
+    out = []
+    up = 2 * n * d * spec.d_ff  # [n, d] @ [d, d_ff]
+    names = ("up", "gate", "down") if spec.gated else ("up", "down")
+    out += [(f"ffn.{k}", up, 2 * up, L - n_moe) for k in names]
+    if not n_moe:
+        return out
+    router = 2 * n * d * spec.n_experts  # [n, d] @ [d, E]
+    out.append(("ffn.router", router, 2 * router, n_moe))
+    e = 2 * n * spec.n_experts_per_token * d * spec.expert_d_ff  # k * n x ([d] @ [d, d_e])
+    out += [(f"ffn.experts.{k}", e, 2 * e, n_moe) for k in names]
+    if spec.shared_expert_d_ff:
+        sh = 2 * n * d * spec.shared_expert_d_ff  # [n, d] @ [d, d_s]
+        out += [(f"ffn.shared.{k}", sh, 2 * sh, n_moe) for k in names]
+    if spec.shared_expert_gate:
+        g = 2 * n * d  # [n, d] @ [d, 1]
+        out.append(("ffn.shared_gate", g, 2 * g, n_moe))
+    return out
+
+
 def _layer(spec: ModelSpec, sh: Shapes, p: PassShape, stack: str) -> dict[str, tuple[Any, Any]]:
     """(forward, backward) FLOPs of ONE layer, names relative to ``{stack}.layers``."""
-    b, s_q, d, d_ff = p.b, p.s_q, spec.d_model, spec.d_ff
+    b, s_q = p.b, p.s_q
     fused = sh.attention_impl == "fused"
     math = sh.stack(stack).pattern == "chunked" and s_q > 1
     self_attn = _attention(spec, fused, b, s_q, s_q, p.pairs, True, math)
@@ -94,12 +153,30 @@ def _layer(spec: ModelSpec, sh: Shapes, p: PassShape, stack: str) -> dict[str, t
     if p.s_src:
         cross = _attention(spec, fused, b, s_q, p.s_src, s_q * p.s_src, p.cross_kv)
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
-    up = 2 * b * s_q * d * d_ff  # [b*s, d] @ [d, d_ff]
-    t["ffn.up"] = (up, 2 * up)
-    if spec.gated:
-        t["ffn.gate"] = (up, 2 * up)  # [b*s, d] @ [d, d_ff]
-    t["ffn.down"] = (up, 2 * up)  # [b*s, d_ff] @ [d_ff, d]
     return t
+
+
+def _layers(spec: ModelSpec, sh: Shapes, p: PassShape, stack: str,
+            L: int) -> list[tuple[str, tuple[Any, Any], int]]:  # fmt: skip
+    """(name, (forward, backward), layers) of the attention part of the layers: all L alike,
+    or under a per-layer pattern (Gemma's ``spec.layer_pattern``) the sliding layers with the
+    pass's pairs and the full ones with the causal pairs of the same s tokens (a full pass
+    only: a decode step's pairs per kind are not modelled and are refused by name)."""
+    if spec.layer_pattern is None or stack != "decoder":
+        return [(k, v, L) for k, v in _layer(spec, sh, p, stack).items()]
+    from estimator.terms.kv_cache import layer_pattern_counts
+
+    n_sliding = layer_pattern_counts(spec, sh.stack(stack))
+    if sh.mode == "decode":
+        raise UnsupportedError(
+            f"layer_pattern (per layer) is not modelled for decode FLOPs of {spec.name}: "
+            "its sliding and full layers attend over different cached positions"
+        )
+    full = PassShape(p.b, p.s_q, attention_pairs("causal", None, True, p.s_q, sh.causal_flops),
+                     p.s_src, p.cross_kv)  # fmt: skip
+    out = [(k, v, n_sliding) for k, v in _layer(spec, sh, p, stack).items()]
+    out += [(k, v, L - n_sliding) for k, v in _layer(spec, sh, full, stack).items()]
+    return [x for x in out if x[2]]
 
 
 def stack_terms(spec: ModelSpec, sh: Shapes, stack: str, p: PassShape,
@@ -110,8 +187,8 @@ def stack_terms(spec: ModelSpec, sh: Shapes, stack: str, p: PassShape,
     recompute = train and sh.checkpointing == "full"
     out: Terms = {}
 
-    def add(name: str, fwd: Any, bwd: Any, per_layer: bool = False) -> None:
-        n = L if per_layer else 1
+    def add(name: str, fwd: Any, bwd: Any, per_layer: bool | int = False) -> None:
+        n = per_layer if type(per_layer) is int else (L if per_layer else 1)
         out[f"forward.{name}"] = out.get(f"forward.{name}", 0) + n * fwd
         if train:
             out[f"backward.{name}"] = out.get(f"backward.{name}", 0) + n * bwd
@@ -122,8 +199,11 @@ def stack_terms(spec: ModelSpec, sh: Shapes, stack: str, p: PassShape,
         c, ps = spec.n_channels, spec.patch_size
         conv = 2 * p.b * spec.n_patches * spec.d_model * c * ps * ps  # conv [b,c,H,W] -> [b,d,..]
         add(f"{stack}.patch.proj", conv, conv)  # pixels need no grad: weight grad only
-    for name, (fwd, bwd) in _layer(spec, sh, p, stack).items():
-        add(f"{stack}.layers.{name}", fwd, bwd, per_layer=True)
+    for name, (fwd, bwd), n_layers in _layers(spec, sh, p, stack, L):
+        add(f"{stack}.layers.{name}", fwd, bwd, per_layer=n_layers)
+    for name, fwd, bwd, n_layers in _ffn(spec, p.b, p.s_q, L):
+        if n_layers:
+            add(f"{stack}.layers.{name}", fwd, bwd, per_layer=n_layers)
     d = spec.d_model
     if spec.pooler and stack == spec.stacks[-1][0]:
         pool = 2 * p.b * d * d  # [b, d] @ [d, d], first position

@@ -10,6 +10,11 @@ implementation may keep more). Only decoder stacks cache; the cross-attention ca
 keys and values of the s_src encoder outputs, computed once. No cache (no terms) in training
 or when ``workload.kv_cache`` is False. bytes is the size of the KV cache dtype (int4 packs two
 values per byte).
+Issue 22: a per-layer pattern (Gemma 2/3, ``spec.layer_pattern``) keeps min(T, w) positions in
+its sliding layers and T in its full ones; multi-head latent attention (DeepSeek-V2/V3) in
+transformers caches the decompressed K [h, d_nope + d_rope] and V [h, d_v] per token and
+layer (DeepSeek-V3: 128 * (192 + 128) = 40,960 values), while vLLM caches the latent
+(``mla_latent_bytes_per_token``: kv_lora_rank + qk_rope_head_dim = 576 values).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
+from estimator.spec.errors import UnsupportedError
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmax
 
@@ -38,11 +44,47 @@ def kv_cache_at(spec: ModelSpec, sh: Shapes, step: Any | None = None) -> Terms:
         seen = sh.s_dec
     last_step = sh.new_tokens if step is None else step
     new = 1 if sh.mode == "decode" and last_step else seen  # the last pass's tokens
-    T = rule("kv.positions", spec)(st.pattern, st.window, seen, new)
-    terms = {"decoder.layers.self_attn": L * nbytes(2 * b * T * h_kv * d_h, dtype)}  # K, V
+    positions = rule("kv.positions", spec)
+    if spec.layer_pattern is None:
+        T = positions(st.pattern, st.window, seen, new)
+        rows = L * T  # cached positions summed over the layers
+    else:  # issue 22: Gemma's sliding and full layers keep their own positions
+        n_sliding = layer_pattern_counts(spec, st)
+        rows = n_sliding * positions("sliding_window", spec.sliding_window, seen, new)
+        rows += (L - n_sliding) * positions("causal", None, seen, new)
+    if spec.kv_lora_rank:  # MLA in transformers: K [b,h,T,d_qk] and V [b,h,T,d_v] decompressed
+        width = spec.n_heads * (spec.head_dim + spec.v_head_dim)
+        terms = {"decoder.layers.self_attn": nbytes(b * rows * width, dtype)}
+    else:
+        terms = {"decoder.layers.self_attn": nbytes(2 * b * rows * h_kv * d_h, dtype)}  # K, V
     if spec.arch == "encoder-decoder":
         terms["decoder.layers.cross_attn"] = L * nbytes(2 * b * sh.s_src * h_kv * d_h, dtype)
     return terms
+
+
+def layer_pattern_counts(spec: ModelSpec, st: Any) -> int:
+    """Sliding layers of a per-layer pattern (``spec.layer_pattern``: the others are full
+    causal layers, transformers' DynamicCache layer_types); UnsupportedError when the
+    workload asks for another pattern than the model's own (``st``: the decoder's
+    StackShapes)."""
+    if st.pattern != "sliding_window" or st.window != spec.sliding_window:
+        raise UnsupportedError(
+            f"attention_pattern={st.pattern!r} is not modelled with a per-layer layer_pattern "
+            f"({spec.name}): its sliding layers keep sliding_window={spec.sliding_window}"
+        )
+    return spec.layer_pattern.count("sliding")
+
+
+def mla_latent_bytes_per_token(spec: ModelSpec, dtype: str) -> int:
+    """Latent KV cache of multi-head latent attention as vLLM keeps it (one [kv_lora_rank +
+    qk_rope_head_dim] vector per token and layer: vllm/attention/backends/mla, the
+    compressed kv_c and the shared rotary k_pe), NOT what transformers keeps (its
+    DeepseekV3Attention caches the decompressed K and V, ``kv_cache``). DeepSeek-V3 in bf16:
+    61 * 576 * 2 = 70,272 bytes per token."""
+    if not spec.kv_lora_rank:
+        raise UnsupportedError(f"{spec.name} has no latent attention (kv_lora_rank)")
+    width = spec.kv_lora_rank + spec.qk_rope_head_dim
+    return spec.n_decoder_layers * nbytes(width, dtype)
 
 
 def kv_cache(spec: ModelSpec, sh: Shapes) -> Terms:

@@ -14,6 +14,15 @@ Head: pooler.proj d*d + d; BERT's MLM head_transform dense d*d + d and a norm; l
 unless tied (+ V with lm_head_bias); classifier d*n_labels + n_labels.
 Positional tables: learned (max_seq_len + position_offset) x d, ViT n_positions x d,
 relative Embedding(relative_buckets, h); sinusoidal and rotary are buffers (no parameters).
+
+Issue 22: biases per group (qkv_bias, o_bias, ffn_bias); qk_norm n(d_h) ('head') or n(h d_h),
+n(h_kv d_h) ('full') per layer; sandwich norms add attn_out_norm and ffn_out_norm, 'output'
+norms have only those; a parallel block with one norm has no ffn_norm. Transformer-XL
+relative positions (Dai et al. 2019, sec. 3.3): W_{k,R} d -> h d_h per layer (self_attn.r_proj)
+and u, v [h, d_h] once (pos). Mixture of experts, per MoE layer: router d*E, experts
+E * d*d_e * (3 if gated else 2), a shared MLP d*d_s * (3 if gated else 2) (+ d for Qwen2-MoE's
+shared gate); dense layers keep the d_ff FFN. Latent attention (MLA): see _latent_attention.
+``active_params`` counts what one token runs: the top-k routed experts of each MoE layer.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from __future__ import annotations
 import functools
 
 from estimator.breakdown import Breakdown
+from estimator.spec.errors import UnsupportedError
+from estimator.spec.features import features, moe_layers
 from estimator.spec.model import ModelSpec
 
 # (term name, numels of the module's own parameter tensors, number of such modules)
@@ -32,20 +43,55 @@ def _linear(d_in: int, d_out: int, bias: bool) -> tuple[int, ...]:
     return (d_in * d_out, d_out) if bias else (d_in * d_out,)
 
 
-def _norm(spec: ModelSpec) -> tuple[int, ...]:
-    """LayerNorm: weight + bias; RMSNorm: weight only."""
-    d = spec.d_model
+def _norm(spec: ModelSpec, width: int | None = None) -> tuple[int, ...]:
+    """LayerNorm: weight + bias; RMSNorm: weight only (over d_model unless ``width``)."""
+    d = spec.d_model if width is None else width
     return (d, d) if spec.norm == "layernorm" else (d,)
 
 
 def _attention(spec: ModelSpec, prefix: str, n: int) -> list[_Entry]:
-    d, d_q, d_kv, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.bias
-    return [
-        (f"{prefix}.q_proj", _linear(d, d_q, bias), n),  # [.., d] -> [.., h*d_h]
-        (f"{prefix}.k_proj", _linear(d, d_kv, bias), n),  # [.., d] -> [.., h_kv*d_h]
-        (f"{prefix}.v_proj", _linear(d, d_kv, bias), n),  # [.., d] -> [.., h_kv*d_h]
-        (f"{prefix}.o_proj", _linear(d_q, d, bias), n),  # [.., h*d_h] -> [.., d]
+    d, d_q, d_kv = spec.d_model, spec.q_dim, spec.kv_dim
+    qkv_bias, o_bias = spec.qkv_bias, spec.o_bias
+    if spec.kv_lora_rank:
+        return _latent_attention(spec, prefix, n)
+    out = [
+        (f"{prefix}.q_proj", _linear(d, d_q, qkv_bias), n),  # [.., d] -> [.., h*d_h]
+        (f"{prefix}.k_proj", _linear(d, d_kv, qkv_bias), n),  # [.., d] -> [.., h_kv*d_h]
+        (f"{prefix}.v_proj", _linear(d, d_kv, qkv_bias), n),  # [.., d] -> [.., h_kv*d_h]
+        (f"{prefix}.o_proj", _linear(d_q, d, o_bias), n),  # [.., h*d_h] -> [.., d]
     ]
+    if spec.qk_norm != "none":  # Qwen3Attention q_norm / k_norm over d_h; Olmo2 over h*d_h
+        head = spec.qk_norm == "head"
+        out.append((f"{prefix}.q_norm", _norm(spec, spec.head_dim if head else d_q), n))
+        out.append((f"{prefix}.k_norm", _norm(spec, spec.head_dim if head else d_kv), n))
+    if spec.position == "xl_relative":  # Transformer-XL: W_{k,R} per layer (Dai et al. 2019)
+        out.append((f"{prefix}.r_proj", _linear(d, d_q, False), n))  # [.., d] -> [.., h*d_h]
+    return out
+
+
+def _latent_attention(spec: ModelSpec, prefix: str, n: int) -> list[_Entry]:
+    """Multi-head latent attention (transformers deepseek_v3 DeepseekV3Attention.__init__):
+    q_a_proj d -> r_q (bias: attention_bias), q_a_layernorm RMSNorm(r_q), q_b_proj r_q ->
+    h*(d_nope + d_rope) (no bias); without q_lora_rank one q_proj d -> h*(d_nope + d_rope)
+    (no bias); kv_a_proj_with_mqa d -> r_kv + d_rope (bias: attention_bias), kv_a_layernorm
+    RMSNorm(r_kv), kv_b_proj r_kv -> h*(d_nope + d_v) (no bias), o_proj h*d_v -> d."""
+    d, h, d_qk, d_v = spec.d_model, spec.n_heads, spec.head_dim, spec.v_head_dim
+    r_q, r_kv, d_rope, d_nope = (spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim,
+                                 spec.qk_nope_head_dim)  # fmt: skip
+    out: list[_Entry] = []
+    if r_q:
+        out.append((f"{prefix}.q_a_proj", _linear(d, r_q, spec.qkv_bias), n))  # d -> r_q
+        out.append((f"{prefix}.q_a_norm", _norm(spec, r_q), n))
+        out.append((f"{prefix}.q_b_proj", _linear(r_q, h * d_qk, False), n))  # r_q -> h*d_qk
+    else:
+        out.append((f"{prefix}.q_proj", _linear(d, h * d_qk, False), n))  # d -> h*d_qk
+    out += [
+        (f"{prefix}.kv_a_proj", _linear(d, r_kv + d_rope, spec.qkv_bias), n),  # d -> r_kv+d_rope
+        (f"{prefix}.kv_a_norm", _norm(spec, r_kv), n),
+        (f"{prefix}.kv_b_proj", _linear(r_kv, h * (d_nope + d_v), False), n),  # latent -> k, v
+        (f"{prefix}.o_proj", _linear(h * d_v, d, spec.o_bias), n),  # [.., h*d_v] -> [.., d]
+    ]
+    return out
 
 
 def _embeddings(spec: ModelSpec, stack: str) -> list[_Entry]:
@@ -61,6 +107,8 @@ def _embeddings(spec: ModelSpec, stack: str) -> list[_Entry]:
         out.append((f"{stack}.pos", (rows * d,), 1))
     elif spec.position == "relative":
         out.append((f"{stack}.pos", (spec.relative_buckets * spec.n_heads,), 1))
+    elif spec.position == "xl_relative":  # Transformer-XL's u, v [h, d_h], shared by the layers
+        out.append((f"{stack}.pos", (2 * spec.q_dim,), 1))
     if spec.n_token_types and stack == spec.stacks[0][0]:  # segment embeddings: input stack
         out.append((f"{stack}.token_type", (spec.n_token_types * d,), 1))
     if spec.embed_norm:
@@ -69,21 +117,56 @@ def _embeddings(spec: ModelSpec, stack: str) -> list[_Entry]:
 
 
 def _stack(spec: ModelSpec, stack: str, n_layers: int) -> list[_Entry]:
-    d, d_ff, bias, L = spec.d_model, spec.d_ff, spec.bias, n_layers
+    L = n_layers
     lay = f"{stack}.layers"
     out = _embeddings(spec, stack)
-    out.append((f"{lay}.attn_norm", _norm(spec), L))
+    pre, post = spec.sublayer_norm != "output", spec.sublayer_norm != "input"
+    if pre:
+        out.append((f"{lay}.attn_norm", _norm(spec), L))
     out += _attention(spec, f"{lay}.self_attn", L)
+    if post:  # Gemma2DecoderLayer post_attention_layernorm; Olmo2's the same name
+        out.append((f"{lay}.attn_out_norm", _norm(spec), L))
     if stack == "decoder" and spec.arch == "encoder-decoder":
         out.append((f"{lay}.cross_norm", _norm(spec), L))
         out += _attention(spec, f"{lay}.cross_attn", L)
-    out.append((f"{lay}.ffn_norm", _norm(spec), L))
-    out.append((f"{lay}.ffn.up", _linear(d, d_ff, bias), L))  # [.., d] -> [.., d_ff]
-    if spec.gated:
-        out.append((f"{lay}.ffn.gate", _linear(d, d_ff, bias), L))  # [.., d] -> [.., d_ff]
-    out.append((f"{lay}.ffn.down", _linear(d_ff, d, bias), L))  # [.., d_ff] -> [.., d]
+    if pre and spec.parallel_block != "one_norm":  # one_norm: the FFN reads attn_norm's output
+        out.append((f"{lay}.ffn_norm", _norm(spec), L))
+    out += _ffn(spec, lay, L)
+    if post:  # Gemma2DecoderLayer / Olmo2DecoderLayer post_feedforward_layernorm
+        out.append((f"{lay}.ffn_out_norm", _norm(spec), L))
     if spec.final_norm:
         out.append((f"{stack}.final_norm", _norm(spec), 1))
+    return out
+
+
+def _ffn(spec: ModelSpec, lay: str, L: int) -> list[_Entry]:
+    """Dense FFNs (d_ff) on the dense layers; on the others (``moe_layers``) the router, the
+    experts and the shared MLP (transformers mixtral MixtralExperts / MixtralTopKRouter,
+    qwen2_moe Qwen2MoeSparseMoeBlock, deepseek_v3 DeepseekV3MoE): experts hold gate_up
+    [E, 2*d_e, d] and down [E, d, d_e] without biases, the router weight [E, d]."""
+    d, d_ff, bias = spec.d_model, spec.d_ff, spec.ffn_bias
+    n_moe = moe_layers(spec)
+    n_dense = L - n_moe
+    out: list[_Entry] = [(f"{lay}.ffn.up", _linear(d, d_ff, bias), n_dense)]  # d -> d_ff
+    if spec.gated:
+        out.append((f"{lay}.ffn.gate", _linear(d, d_ff, bias), n_dense))  # d -> d_ff
+    out.append((f"{lay}.ffn.down", _linear(d_ff, d, bias), n_dense))  # d_ff -> d
+    if not n_moe:
+        return out
+    E, d_e = spec.n_experts, spec.expert_d_ff
+    out.append((f"{lay}.ffn.router", _linear(d, E, False), n_moe))  # [.., d] -> [.., E]
+    out.append((f"{lay}.ffn.experts.up", (E * d * d_e,), n_moe))  # E x (d -> d_e)
+    if spec.gated:
+        out.append((f"{lay}.ffn.experts.gate", (E * d * d_e,), n_moe))  # E x (d -> d_e)
+    out.append((f"{lay}.ffn.experts.down", (E * d_e * d,), n_moe))  # E x (d_e -> d)
+    if spec.shared_expert_d_ff:
+        d_s = spec.shared_expert_d_ff
+        out.append((f"{lay}.ffn.shared.up", _linear(d, d_s, False), n_moe))  # d -> d_s
+        if spec.gated:
+            out.append((f"{lay}.ffn.shared.gate", _linear(d, d_s, False), n_moe))  # d -> d_s
+        out.append((f"{lay}.ffn.shared.down", _linear(d_s, d, False), n_moe))  # d_s -> d
+    if spec.shared_expert_gate:  # Qwen2MoeSparseMoeBlock.shared_expert_gate: Linear(d, 1)
+        out.append((f"{lay}.ffn.shared_gate", _linear(d, 1, False), n_moe))
     return out
 
 
@@ -142,22 +225,23 @@ def _norm_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
 
 def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
     """One layer's own tensors in registration order (reference_model/layers.py Layer)."""
-    d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.bias
+    d, d_q, d_kv, d_ff = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff
+    qkv, o, ffn = spec.qkv_bias, spec.o_bias, spec.ffn_bias
     attn = [
-        *_linear_shapes(d, d_q, bias),  # q_proj
-        *_linear_shapes(d, d_kv, bias),  # k_proj
-        *_linear_shapes(d, d_kv, bias),  # v_proj
-        *_linear_shapes(d_q, d, bias),  # o_proj
+        *_linear_shapes(d, d_q, qkv),  # q_proj
+        *_linear_shapes(d, d_kv, qkv),  # k_proj
+        *_linear_shapes(d, d_kv, qkv),  # v_proj
+        *_linear_shapes(d_q, d, o),  # o_proj
     ]
     if spec.fused_qkv:  # one projection d -> q, k, v (GPT-2's c_attn), then o_proj
-        attn = [*_linear_shapes(d, d_q + 2 * d_kv, bias), *_linear_shapes(d_q, d, bias)]
+        attn = [*_linear_shapes(d, d_q + 2 * d_kv, qkv), *_linear_shapes(d_q, d, o)]
     out = [*_norm_shapes(spec), *attn]
     if cross:
         out += [*_norm_shapes(spec), *attn]
-    out += _norm_shapes(spec) + _linear_shapes(d, d_ff, bias)  # ffn_norm, ffn.up
+    out += _norm_shapes(spec) + _linear_shapes(d, d_ff, ffn)  # ffn_norm, ffn.up
     if spec.gated:
-        out += _linear_shapes(d, d_ff, bias)  # ffn.gate
-    return out + _linear_shapes(d_ff, d, bias)  # ffn.down
+        out += _linear_shapes(d, d_ff, ffn)  # ffn.gate
+    return out + _linear_shapes(d_ff, d, ffn)  # ffn.down
 
 
 @functools.lru_cache(maxsize=256)  # depends on the spec only; hot in plan searches
@@ -166,6 +250,12 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
     for-loop step's temporaries depend on neighbouring tensors
     (estimator/replay/optimizer_step.py)."""
+    unmodelled = [f for f in features(spec) if not f.startswith(("qkv_bias", "o_bias", "ffn_"))]
+    if unmodelled:
+        raise UnsupportedError(
+            f"parameter tensor shapes (the optimizer step's order) are not modelled for "
+            f"{', '.join(unmodelled)}"
+        )
     d = spec.d_model
     out: list[tuple[int, ...]] = []
     if spec.vocab_size is not None:
@@ -198,3 +288,13 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     if spec.n_labels:
         out += _linear_shapes(d, spec.n_labels, True)
     return tuple(out)
+
+
+def active_params(spec: ModelSpec) -> int:
+    """Parameters one token runs through: all but the n_experts - k routed experts it skips in
+    each MoE layer (Mixtral 8x7B: about 12.9 B of 46.7 B); a dense model's total."""
+    total = params(spec).total
+    if not spec.n_experts:
+        return total
+    per_expert = spec.d_model * spec.expert_d_ff * (3 if spec.gated else 2)
+    return total - moe_layers(spec) * (spec.n_experts - spec.n_experts_per_token) * per_expert

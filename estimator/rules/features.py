@@ -1,0 +1,56 @@
+"""What the memory rules do not model of the issue-22 features (estimator/spec/features.py):
+rule ``unmodelled`` answers one line naming them, else None; estimator.estimate.check_supported
+raises UnsupportedError with it before any memory term runs.
+
+The parameters (estimator.terms.params), FLOPs (estimator.terms.flops) and KV cache
+(estimator.terms.kv_cache) of these features are modelled; the saved activations, what the
+step's timeline holds and the peaks are modelled only where a class's rules were measured
+against its code (``MEASURED``, tests/tgauge/test_hf_rules_families.py), so every other spec
+using them is refused by name rather than estimated with rules that do not describe its code.
+"""
+
+from __future__ import annotations
+
+from estimator.rules.registry import register
+from estimator.shapes import Shapes
+from estimator.spec.features import features
+from estimator.spec.hf_families import DEFAULT_ARCHITECTURE
+from estimator.spec.model import ModelSpec
+
+#: transformers classes of the issue-22 families whose memory the HF rules model, with the
+#: spec features measured for them (outside autocast): the Llama rules where the code is
+#: Llama's (modeling_qwen2.Qwen2Attention differs only by q/k/v biases, which add no saved
+#: tensor: F.linear's addmm saves its input and weight either way)
+MEASURED: dict[str, tuple[str, ...]] = {
+    "Qwen2ForCausalLM": ("qkv_bias", "o_bias", "ffn_bias"),
+}
+_NEW_CLASSES = frozenset(DEFAULT_ARCHITECTURE.values())
+
+
+def _line(spec: ModelSpec, what: str) -> str:
+    return (
+        f"{what} is not modelled for memory (saved activations, peaks) of {spec.name}; its "
+        "parameters, FLOPs and KV cache are (estimator.terms.params / flops / kv_cache)"
+    )
+
+
+@register("unmodelled", "reference")
+def reference_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
+    """The reference model builds none of the issue-22 features (reference_model/ refuses
+    them by name too): each one in use is named."""
+    found = features(spec)
+    return _line(spec, ", ".join(found)) if found else None
+
+
+@register("unmodelled", "hf")
+def hf_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
+    """A class of the issue-22 families is modelled where MEASURED lists it, for the features
+    listed there and without autocast; every other feature in use is named."""
+    measured = MEASURED.get(spec.hf_architecture or "")
+    if spec.hf_architecture in _NEW_CLASSES and measured is None:
+        return _line(spec, f"the code of {spec.hf_architecture} (transformers)")
+    allowed = () if sh.autocast else (measured or ())
+    found = [f for f in features(spec) if not f.startswith(allowed)] if allowed else features(spec)
+    if found:
+        return _line(spec, ", ".join(found) + (" under autocast" if sh.autocast else ""))
+    return None

@@ -1,0 +1,66 @@
+"""The HF rules against the real transformers classes of the issue-22 families whose memory
+they model (estimator/rules/features.py MEASURED): CPU fp32, eager and sdpa, train / prefill /
+decode, at seeded random (b, s) points. Oracle: tgauge.validate.validate_point on the real
+model. Bars (issue 22): parameters, weights, gradients, optimizer states, saved activations
+per term and the KV cache after every step exact; peaks within 2% with the phase right."""
+
+import random
+
+import pytest
+
+from estimator.spec import ModelSpec, Workload
+from estimator.spec.errors import UnsupportedError
+
+pytest.importorskip("transformers")
+from tgauge.hf_tiny_families import CONFIGS, FAMILIES  # noqa: E402
+from tgauge.validate import validate_point  # noqa: E402
+
+PEAK_TOLERANCE = 0.02
+MODES = [("train", "eager"), ("train", "fused"), ("prefill", "eager"), ("prefill", "fused"),
+         ("decode", "eager"), ("decode", "fused")]  # fmt: skip
+
+
+def rows(p, prefix: str) -> dict:
+    return {r.term: r for r in p.rows if r.term.startswith(prefix)}
+
+
+def assert_exact(found: dict) -> None:
+    off = {k: (r.predicted, r.measured) for k, r in found.items() if r.predicted != r.measured}
+    assert found and not off, off
+
+
+@pytest.mark.parametrize(("mode", "attention"), MODES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hf_family_matches_real_model_at_random_points(family, mode, attention):
+    rng = random.Random(f"{family}-{mode}-{attention}")  # seeded: the same points every run
+    b, s = rng.randint(1, 4), rng.randint(8, 40)
+    extra = {"new_tokens": rng.randint(1, 4)} if mode == "decode" else {}
+    w = Workload(batch_size=b, seq_len=s, attention_impl=attention, mode=mode, **extra)
+    config = CONFIGS[family]
+    p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
+    assert p.status == "ok", p.notes
+    assert_exact(rows(p, "params."))
+    if mode == "train":
+        assert_exact(rows(p, "memory.activations."))
+        assert_exact({k: r for k, r in rows(p, "memory.").items() if "activations" not in k})
+        if attention == "eager":
+            assert_exact(rows(p, "flops."))
+    if mode == "decode":
+        cache = rows(p, "kv_cache.after_step.")
+        assert len(cache) == extra["new_tokens"] + 1
+        assert_exact(cache)
+    peak = rows(p, "peak_memory")["peak_memory"]
+    assert abs(peak.predicted - peak.measured) <= PEAK_TOLERANCE * peak.measured, peak
+    assert p.peak_phase_predicted == p.peak_phase_measured
+
+
+def test_unmeasured_family_memory_is_refused_by_name():
+    import json
+    from pathlib import Path
+
+    from estimator.estimate import estimate
+
+    path = Path(__file__).parents[1] / "estimator/spec/hf_configs/mixtral-8x7b.json"
+    spec = ModelSpec.from_hf_config(json.loads(path.read_text()))
+    with pytest.raises(UnsupportedError, match="MixtralForCausalLM"):
+        estimate(spec, Workload(batch_size=1, seq_len=16, mode="prefill"))
