@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from estimator.spec.model import ModelSpec
+from estimator.spec.parallel import Parallel
 from estimator.spec.workload import Workload
 from estimator.sym import StepSeries
 
@@ -131,3 +132,8 @@ class Estimate(BaseModel):
     decode: DecodeFlops | None
     textbook: Textbook
     unchecked: list[str]
+    # issue 18: one rank of a parallel step (estimator.spec.parallel.Parallel); None: one
+    # device. comm: that rank's collectives per training step, ``comm.<op>.count`` and
+    # ``comm.<op>.bytes`` (estimator/terms/comm.py states the bytes convention)
+    parallel: Parallel | None = None
+    comm: dict[str, int] = {}

@@ -74,8 +74,11 @@ class Backward:
     """One backward walk: ``saved`` activation terms and ``grads`` parameter-gradient bytes,
     both by full term name; ``embed_grad`` the shared token embedding's gradient bytes."""
 
-    def __init__(self, spec: ModelSpec, sh: Shapes, live: Live, saved: Terms, grads: Terms) -> None:
+    def __init__(
+        self, spec: ModelSpec, sh: Shapes, live: Live, saved: Terms, grads: Terms, gathers=None
+    ) -> None:
         self.spec, self.sh, self.live = spec, sh, live
+        self.gathers = gathers  # FSDP2's gathers per layer (estimator/terms/ranks.py)
         for attr, kind in STEPS.items():  # the steps of this spec's code, bound to the walk
             setattr(self, attr, functools.partial(rule(kind, spec, sh), self))
         self.saved, self.grads = dict(saved), dict(grads)
@@ -227,7 +230,7 @@ class Backward:
             self.norm(f"{stack}.final_norm", nd, self.b * s)
         self.share = n_layers
         for _ in range(min(n_layers, 2)):
-            top, delta = self.live.measure(lambda: self.layer(stack, s, s_src))
+            top, delta = self.live.measure(lambda: self.fsdp_layer(stack, s, s_src))
             self.freed = {  # the next layer frees its own share
                 k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
             }
@@ -237,6 +240,15 @@ class Backward:
         if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")
         self.extras(stack, s)
+
+    def fsdp_layer(self, stack: str, s: int, s_src: int) -> None:
+        """One layer's backward, between FSDP2's pre_backward and post_backward when a
+        rank's layers are sharded (estimator/terms/ranks.py Gathers)."""
+        if self.gathers is not None:
+            self.gathers.pre_layer(self.live, stack)
+        self.layer(stack, s, s_src)
+        if self.gathers is not None:
+            self.gathers.post_layer(self.live, stack)
 
     def extras(self, stack: str, s: int) -> None:
         """Embedding dropout, embedding norm, token types, positions, patches, then the
@@ -359,17 +371,22 @@ class Backward:
             self.linear("lm_head", nd, g=low, stream=True)
 
 
-def backward_peak(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any) -> Any:
+def backward_peak(
+    spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any, gathers=None
+) -> Any:
     """Highest live bytes of the backward walk from ``start`` (every activation live):
-    ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name."""
-    return backward_walk(spec, sh, saved, grads, start).peak
+    ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name;
+    ``gathers``: one rank's FSDP2 units (estimator/terms/ranks.py), None unsharded."""
+    return backward_walk(spec, sh, saved, grads, start, gathers).peak
 
 
-def backward_walk(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any) -> Live:
+def backward_walk(
+    spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any, gathers=None
+) -> Live:
     """The walk's live bytes: ``now`` at its end (every saved tensor freed, every parameter
     gradient kept) and ``peak``."""
     live = Live(start)
-    bw = Backward(spec, sh, live, saved, grads)
+    bw = Backward(spec, sh, live, saved, grads, gathers)
     s, s_dec = sh.s, sh.s_dec
     bw.head(sh.s_out)
     for stack, n_layers in reversed(spec.stacks):
@@ -378,4 +395,6 @@ def backward_walk(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start
         if stack == "encoder" and spec.arch == "encoder-decoder":  # the memory's grad
             bw.memory_grad = 0  # becomes the encoder stream's grad
         bw.stack(stack, n_layers, s_stack, s_src)
+    if gathers is not None:
+        gathers.end(live)
     return live
