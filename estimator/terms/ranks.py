@@ -184,12 +184,14 @@ def zero1_partition(shapes: list[Shape], world: int) -> list[int]:
     """Indices of the tensors rank 0 owns under ZeroRedundancyOptimizer._partition_parameters:
     sorted by numel (largest first, stable), each to the rank with the fewest elements so far
     (the lowest such rank)."""
-    sizes = [0] * world
+    import heapq
+
+    ranks = [(0, r) for r in range(min(world, len(shapes) + 1))]  # (elements, rank): a heap
     mine = []
     order = sorted(range(len(shapes)), key=lambda i: -math.prod(shapes[i]))
     for i in order:
-        r = sizes.index(min(sizes))
-        sizes[r] += math.prod(shapes[i])
+        size, r = heapq.heappop(ranks)  # the fewest elements, then the lowest rank
+        heapq.heappush(ranks, (size + math.prod(shapes[i]), r))
         if r == 0:
             mine.append(i)
     return sorted(mine)
