@@ -32,6 +32,15 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
 
     def unsupported() -> str | None:
         run = resolve(spec, workload) if sh is None else sh
+        if workload.checkpointing == "selective":
+            if workload.attention_impl != "eager" or spec.implementation != "reference":
+                return (
+                    "checkpointing='selective' (recompute the eager attention core) is modelled "
+                    "for the reference model's eager attention only; fused attention already "
+                    "recomputes its scores"
+                )
+            if any(run.stack(st).pattern == "chunked" for st, _ in spec.stacks):
+                return "checkpointing='selective' with chunked attention is not modelled"
         return rule("unsupported", spec, run)(spec, run)
 
     check_compatible(spec, workload, unsupported)
@@ -142,7 +151,6 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     gradients, FSDP2's gathered units while gathered, estimator/replay/peak.py), its FLOPs
     (the local widths) and its collectives (``comm``, estimator/terms/comm.py)."""
     from estimator.spec.errors import UnsupportedError
-    from estimator.terms.activations import activations
     from estimator.terms.comm import comm
     from estimator.terms.ranks import (
         Gathers,
@@ -150,6 +158,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         fsdp,
         local_grads,
         local_spec,
+        rank_activations,
         rank_state_terms,
     )
 
@@ -166,7 +175,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     if workload.optimizer_impl != sh.optimizer_impl:
         workload = workload.model_copy(update={"optimizer_impl": sh.optimizer_impl})
     mem = rank_state_terms(spec, parallel, sh)
-    mem.update({f"activations.{k}": v for k, v in activations(local, sh).items()})
+    mem.update({f"activations.{k}": v for k, v in rank_activations(local, sh, parallel).items()})
     orig = "fp32" if sh.master_weights else sh.dtype
     gathers = Gathers(spec, parallel, sh.dtype, orig) if fsdp(parallel) else None
     peak, phase = train_peak(local, sh, mem, (local_grads(spec, parallel, sh.dtype), gathers))

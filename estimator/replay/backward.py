@@ -117,10 +117,39 @@ class Backward:
         flash = self.sh.attention_impl == "fused" and not self.chunked_at(p, cross, s)
         flash = flash and rule("backward.flash", self.spec)(self.spec, self.sh, cross)
         core = self.core_flash if flash else self.core_eager
-        dq, dk, dv = core(p, s, s_k, d_o, cross)
+        if self.sh.checkpointing == "selective":  # the core's saved set, recomputed
+            held = self._recompute_core(p, s, s_k, cross)
+            dq, dk, dv = core(p, s, s_k, d_o, cross)
+            self.free(p, held)  # the checkpoint's inputs q, k, v
+        else:
+            dq, dk, dv = core(p, s, s_k, d_o, cross)
         if not cross:
             self.positions(p, s, dq, dk)
         return self.projections(p, s, s_k, dq, dk, dv, not flash, cross)
+
+    def _recompute_core(self, p: str, s: Any, s_k: Any, cross: bool) -> Any:
+        """Selective recomputation (Korthikanti et al. 2022 sec. 5; non-reentrant
+        torch.utils.checkpoint around the eager core): on the first unpack the core's forward
+        runs again and its full saved set (scores, mask, softmax, dropout, V) is live beside
+        the checkpoint's inputs q, k, v, which are freed when the core's backward is done.
+        Registers the full set for this walk; -> the checkpoint's held bytes."""
+        import dataclasses
+
+        from estimator.terms.activations import attention_saved, scores_entries
+
+        stack = p.split(".")[0]
+        full_sh = dataclasses.replace(self.sh, checkpointing="none")
+        entries = s * s_k if cross else scores_entries(self.sh, stack, s)
+        masked = not cross and self.sh.stack(stack).pattern != "full"
+        full = attention_saved(self.spec, full_sh, self.b, s, s_k, entries, masked, cross=cross)
+        for k in ("scores", "scores.dropout", "mix"):
+            name = f"{p}.{k}"
+            self.saved[name] = full.get(k, 0) * self.share
+            self.freed.pop(name, None)
+            self.live.take(full.get(k, 0))
+        spec = self.spec
+        q, kv = spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
+        return (self.b * s * q + 2 * self.b * s_k * kv) * self.ib  # q, k, v
 
     def chunked_at(self, p: str, cross: bool, s: Any) -> bool:
         """Whether the attention ``p`` runs Attention.chunked (self-attention, s > 1)."""

@@ -337,3 +337,34 @@ def rank_state_terms(spec: ModelSpec, parallel: Parallel, sh: Any) -> dict[str, 
     if master and not fsdp(parallel):
         t["optimizer.master_weights"] = sum(nbytes(math.prod(s), "fp32") for s in shapes)
     return t
+
+
+#: saved tensors over the sequence that SequenceParallel shards by t (names after
+#: ``{stack}.layers.``): the norms' saved sets and the residual dropout masks
+_SEQ_LAYER = ("attn_norm", "ffn_norm", "cross_norm", "dropout")
+#: the column-parallel linears' saved inputs (the norm output they all-gather)
+_SEQ_INPUTS = ("self_attn.q_proj", "ffn.gate", "ffn.up")
+
+
+def rank_activations(local: ModelSpec, sh: Any, parallel: Parallel) -> dict[str, Any]:
+    """Saved activation terms of rank 0 (names without ``activations.``): the local widths'
+    (``local_spec``); under ``sp`` the sequence-sharded ones divided by t (ceil): the norms
+    (SequenceParallel), the residual and embedding dropout masks, the checkpointed layer
+    inputs, and with ``sp_input="shard"`` (Megatron-LM) the column-parallel linears' inputs
+    and the head's input; DTensor (``gathered``) saves those all-gathered, whole."""
+    from estimator.terms.activations import activations
+
+    acts = activations(local, sh)
+    if not parallel.sp:
+        return acts
+    t = parallel.tp
+    stacks = {stack for stack, _ in local.stacks}
+    out = {}
+    for name, v in acts.items():
+        leaf = name.split(".layers.", 1)[1] if ".layers." in name else None
+        seq = leaf in _SEQ_LAYER or name in stacks  # (checkpointed layer inputs: {stack})
+        seq = seq or name.endswith((".final_norm", ".embed_norm", ".dropout")) and leaf is None
+        if parallel.sp_input == "shard":
+            seq = seq or leaf in _SEQ_INPUTS or name == "lm_head"
+        out[name] = -(-v // t) if seq else v
+    return out
