@@ -117,7 +117,7 @@ class Backward:
         flash = self.sh.attention_impl == "fused" and not self.chunked_at(p, cross, s)
         flash = flash and rule("backward.flash", self.spec)(self.spec, self.sh, cross)
         core = self.core_flash if flash else self.core_eager
-        if self.sh.checkpointing == "selective":  # the core's saved set, recomputed
+        if self.sh.checkpointing == "selective" and not flash:  # the core's set, recomputed
             held = self._recompute_core(p, s, s_k, cross)
             dq, dk, dv = core(p, s, s_k, d_o, cross)
             self.free(p, held)  # the checkpoint's inputs q, k, v
