@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from estimator.spec.model import ModelSpec
+from estimator.spec.parallel import Parallel
 from estimator.spec.workload import Workload
 from estimator.sym import StepSeries
 
@@ -138,3 +139,8 @@ class Estimate(BaseModel):
         description="the workload fields left unset that the model's usual settings filled "
         "(spec.usual, with its source); the workload above already holds them",
     )
+    # issue 18: one rank of a parallel step (estimator.spec.parallel.Parallel); None: one
+    # device. comm: that rank's collectives per training step, ``comm.<op>.count`` and
+    # ``comm.<op>.bytes`` (estimator/terms/comm.py states the bytes convention)
+    parallel: Parallel | None = None
+    comm: dict[str, int] = {}

@@ -13,11 +13,12 @@ from typing import Any
 
 from estimator.breakdown import Breakdown, DecodeFlops, Estimate
 from estimator.replay.engines import engine
-from estimator.replay.peak import peak_memory
+from estimator.replay.peak import peak_memory, train_peak
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, resolve
 from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
+from estimator.spec.parallel import Parallel
 from estimator.spec.workload import (
     Workload,
     check_compatible,
@@ -40,6 +41,15 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
 
     def unsupported() -> str | None:
         run = resolve(spec, workload) if sh is None else sh
+        if workload.checkpointing == "selective":
+            if workload.attention_impl != "eager" or spec.implementation != "reference":
+                return (
+                    "checkpointing='selective' (recompute the eager attention core) is modelled "
+                    "for the reference model's eager attention only; fused attention already "
+                    "recomputes its scores"
+                )
+            if any(run.stack(st).pattern == "chunked" for st, _ in spec.stacks):
+                return "checkpointing='selective' with chunked attention is not modelled"
         if run.mode != "train":  # the serving engine (issue 19)
             why = engine(spec, run).unsupported()
             if why:
@@ -178,11 +188,103 @@ def assemble(spec: ModelSpec, workload: Workload, sh: Shapes, raw: dict[str, Any
     )
 
 
-def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Estimate:
+def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Estimate:
+    """One rank (rank 0) of a training step spread over ``parallel.world`` ranks: its memory
+    terms as it holds them (estimator/terms/ranks.py: FSDP2 padded shards, ZeRO-1's
+    partition, tensor-parallel local widths), the peak of its own timeline (its unsharded
+    gradients, FSDP2's gathered units while gathered, estimator/replay/peak.py), its FLOPs
+    (the local widths) and its collectives (``comm``, estimator/terms/comm.py)."""
+    from estimator.spec.errors import UnsupportedError
+    from estimator.terms.comm import comm
+    from estimator.terms.ranks import (
+        Gathers,
+        check_parallel,
+        fsdp,
+        local_grads,
+        local_spec,
+        rank_activations,
+        rank_state_terms,
+    )
+
+    if workload.mode != "train":
+        raise UnsupportedError(
+            f"parallel= models training steps; mode={workload.mode!r} with world="
+            f"{parallel.world} is not modelled per rank (fit's --tp for inference splits "
+            "the layers, estimator/plan/capacity.py)"
+        )
+    if workload.finetune != "full":  # issue 20 x issue 18: not combined yet
+        raise UnsupportedError(
+            f"finetune={workload.finetune!r} with world={parallel.world} is not modelled per "
+            "rank (adapters and frozen weights under FSDP2 / TP); size it on one device"
+        )
+    check_parallel(spec, parallel)
+    local = local_spec(spec, parallel)
+    sh = resolve(local, workload)
+    check_supported(local, workload, sh)
+    if workload.optimizer_impl != sh.optimizer_impl:
+        workload = workload.model_copy(update={"optimizer_impl": sh.optimizer_impl})
+    mem = rank_state_terms(spec, parallel, sh)
+    mem.update({f"activations.{k}": v for k, v in rank_activations(local, sh, parallel).items()})
+    orig = "fp32" if sh.master_weights else sh.dtype
+    gathers = Gathers(spec, parallel, sh.dtype, orig) if fsdp(parallel) else None
+    peak, phase = train_peak(local, sh, mem, (local_grads(spec, parallel, sh.dtype), gathers))
+    p = params(spec)
+    return Estimate(
+        spec=spec,
+        workload=workload,
+        params=p,
+        memory=Breakdown(unit="bytes", terms=mem),
+        flops=Breakdown(unit="flops", terms=flops(local, sh)),
+        kv_cache=Breakdown(unit="bytes", terms={}),
+        peak_memory_bytes=peak,
+        peak_phase=phase,
+        decode=None,
+        textbook=textbook(
+            spec, resolve(spec, workload), p.total, memory(spec, resolve(spec, workload))
+        ),
+        unchecked=_unchecked(spec, workload) + _rank_unchecked(parallel),
+        parallel=parallel,
+        comm=comm(spec, parallel, sh),
+    )
+
+
+def _rank_unchecked(parallel: Parallel) -> list[str]:
+    """What a per-rank estimate models that no CPU run checks."""
+    out = [
+        "parallel: per-rank memory and collectives follow torch's FSDP2 / "
+        "ZeroRedundancyOptimizer / DTensor code; nccl on several GPUs (its buffers, "
+        "NVLink / InfiniBand timing, overlap) is not measured, only gloo on CPU can be "
+        "(tgauge validate --nproc)",
+        "parallel: CUDA caching of all-gather / reduce-scatter buffers across streams "
+        "(FSDP2's all_gather_copy_in and the record_stream lifetimes) is not modelled",
+    ]
+    if parallel.shard in ("none", "zero1") and parallel.dp > 1:
+        out.append(
+            "parallel: DDP's bucket count (comm.all_reduce.count) is modelled from its "
+            "bucket caps after the rebuild; DDP's own bucket buffers are not counted"
+        )
+    if parallel.loss_parallel:
+        out.append("parallel: loss_parallel's collectives are read from torch's code, not run")
+    return out
+
+
+def estimate(
+    spec: ModelSpec,
+    workload: Workload,
+    *,
+    direct: bool = False,
+    parallel: Parallel | None = None,
+) -> Estimate:
     """All predictions for (spec, workload); SpecError when the workload cannot run (a copy
     that skipped validation is validated here). ``direct``: run the term functions rather
-    than a compiled program of this structure (the same numbers; estimator/compiled/)."""
+    than a compiled program of this structure (the same numbers; estimator/compiled/).
+    ``parallel``: the step spread over ranks (estimator.spec.parallel.Parallel): the
+    Estimate is then rank 0's (``rank_estimate``); one rank (the default) is today's."""
     workload, applied = resolved_defaults(spec, workload)
+    if parallel is not None and not parallel.single:
+        spec, workload = revalidated(spec, workload)
+        est = rank_estimate(spec, workload, parallel)
+        return est.model_copy(update={"defaults_applied": applied})
     spec, workload = revalidated(spec, workload)
     sh = resolve(spec, workload)
     try:

@@ -114,12 +114,25 @@ class Attention(nn.Module):
         b, s, _ = x.shape
         return x.view(b, s, n, self.d_h).transpose(1, 2)  # [b, s, n*d_h] -> [b, n, s, d_h]
 
+    #: selective activation recomputation (Korthikanti et al. 2022 sec. 5): the eager core
+    #: (scores, mask, softmax, dropout, probs @ V) under torch.utils.checkpoint; set by
+    #: Transformer for workload.checkpointing == "selective"
+    selective = False
+
     def attend(self, q, k, v, bias, ok, is_causal: bool = False) -> torch.Tensor:
         """Heads on dim -3: q [.., h, s_q, d_h], k/v [.., h_kv, s_k, d_h] -> [.., h, s_q, d_h]."""
         if self.impl == "eager":
             n_rep = self.h // self.h_kv
-            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # [.., h_kv, ..] -> [.., h, ..]
-            return self.mix(self.scores(q, k, bias, ok), v)
+
+            def core(q, k, v):
+                k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # [.., h_kv, ..] -> [.., h, ..]
+                return self.mix(self.scores(q, k, bias, ok), v)
+
+            if self.selective and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                return checkpoint(core, q, k, v, use_reentrant=False)  # keeps q, k, v only
+            return core(q, k, v)
         return self.sdpa(q, k, v, bias, None if is_causal else ok, is_causal)
 
     def forward(

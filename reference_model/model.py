@@ -79,6 +79,12 @@ class Transformer(nn.Module):
                 spec, stack, n_layers, workload.attention_impl, workload.dropout, pattern, full
             )
             setattr(self, stack, mod)
+        if workload is not None and workload.checkpointing == "selective":
+            from reference_model.attention import Attention
+
+            for module in self.modules():
+                if isinstance(module, Attention):
+                    module.selective = True
         if spec.pooler:
             self.pooler = Pooler(d)
         if spec.head_transform:

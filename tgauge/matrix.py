@@ -230,10 +230,13 @@ def base_cases() -> list[Case]:
         Case("gpt train fused", gpt, _work(attention_impl="fused")),
         Case("gpt train dropout", gpt, _work(dropout=0.1)),
         Case("gpt train checkpointing", gpt, _work(checkpointing="full")),
+        # issue 18: selective recomputation (the eager attention core under checkpoint)
+        Case("gpt train selective", gpt, _work(checkpointing="selective", dropout=0.1)),
         Case("gpt train sgd-momentum", gpt, _work(optimizer="sgd-momentum")),
         Case("gpt big-vocab train", gpt_big_vocab, _work()),  # V >> d: logits and dW dominate
         Case("llama gqa train eager", llama, _work()),
         Case("llama gqa train fused", llama, _work(attention_impl="fused")),
+        Case("llama gqa train selective", llama, _work(checkpointing="selective")),
         Case("mqa rmsnorm train adam", mqa, _work(optimizer="adam")),
         # torch.autocast on CPU on fp32 weights (issue 10): cast copies of weights and inputs
         Case("gpt train autocast bf16", gpt, _work(autocast="bf16")),

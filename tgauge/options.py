@@ -69,7 +69,12 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--optimizer-impl",),
         "fused | foreach | forloop (default: torch's choice: foreach on cuda, forloop on cpu)",
     ),
-    "checkpointing": (str, "none", ("--checkpointing",), "activation checkpointing: none | full"),
+    "checkpointing": (
+        str,
+        "none",
+        ("--checkpointing",),
+        "activation checkpointing: none | full | selective (the eager attention core)",
+    ),
     "attention_impl": (
         str | None,
         None,

@@ -9,17 +9,18 @@ Chunked attention's peak is not monotone in the context (it falls at chunk bound
 that every n' <= n fits, and ``Limit.longest_fitting`` adds the largest n that fits at all.
 
 Sharding (per GPU, n_gpus = dp * tp; ``batch_size`` is the micro-batch of one replica):
-- ZeRO stage 1 divides ``optimizer.*`` by dp; stage 2 also ``gradients``; stage 3 (= FSDP)
-  also ``weights``, plus one gathered layer of full weights (``sharding.gathered_layer``:
-  weights of the largest per-layer share, weights / L) held while a layer runs.
-  (Rajbhandari et al. 2020, ZeRO, Fig. 1.)
-- Tensor parallelism (Megatron-LM, Shoeybi et al. 2019) divides by tp the share of weights,
-  gradients and optimizer states that belongs to the layers (by parameter count, exact), every
-  per-layer activation term (assumes sequence parallelism, Korthikanti et al. 2022, so the
-  norm and dropout activations are split too) and the KV cache. Replicated on every rank:
-  embeddings, positions, final norm, lm_head / pooler parameters and their activations
-  (logits, loss) — Megatron's vocab-parallel lm_head is not modelled.
-Communication buffers and time are not modelled.
+- Training: the per-rank estimate of estimator.estimate(..., parallel=Parallel(...))
+  (estimator/terms/ranks.py): zero 1 = torch's ZeroRedundancyOptimizer (optimizer states
+  of whole tensors partitioned), zero 2 / 3 = FSDP2 fully_shard per layer and at the root
+  with reshard_after_forward False / True (parameters, gradients and optimizer states in
+  padded dim-0 shards; the gathered units live while gathered, the backward replay uses the
+  rank's own tensors), tp = DTensor tensor parallelism (Colwise / Rowwise attention and FFN,
+  vocabulary-parallel embedding and head; ``sp``: SequenceParallel norms). Its collectives
+  are the estimate's ``comm``.
+- Inference: ZeRO does not apply (it shards training state); tensor parallelism divides by
+  tp the share of the weights that belongs to the layers (by parameter count, exact), every
+  per-layer activation term and the KV cache; embeddings, positions, final norm and head
+  are replicated (Megatron-LM, Shoeybi et al. 2019).
 """
 
 from __future__ import annotations
@@ -43,10 +44,19 @@ class Sharding(BaseModel):
     n_gpus: int = Field(1, gt=0)
     zero: Literal[0, 1, 2, 3] = 0
     tp: int = Field(1, gt=0)
+    # issue 18
+    sp: bool = False
 
     @property
     def dp(self) -> int:
         return self.n_gpus // self.tp
+
+    def parallel(self) -> Any:
+        """The estimator's Parallel of this layout (estimator.spec.parallel)."""
+        from estimator.spec.parallel import Parallel
+
+        shard = ("none", "zero1", "zero2", "zero3")[self.zero]
+        return Parallel(world=self.n_gpus, tp=self.tp, sp=self.sp and self.tp > 1, shard=shard)
 
 
 def check_sharding(spec: ModelSpec, sharding: Sharding) -> None:
@@ -66,9 +76,23 @@ def _layer_share(est: Est) -> float:
     return layers / params.total if params.total else 0.0
 
 
+def rank_estimate(est: Est, sharding: Sharding | None) -> Est | None:
+    """The per-rank Estimate of a training ``est`` under ``sharding`` (None: one GPU, or
+    not training)."""
+    if sharding is None or sharding.n_gpus == 1 or not est.workload.is_training:
+        return None
+    from estimator.estimate import estimate
+
+    return estimate(est.spec, est.workload, parallel=sharding.parallel())
+
+
 def sharded_terms(est: Est, sharding: Sharding) -> dict[str, int]:
-    """Per-GPU memory terms of ``est`` under ``sharding`` (ceil division, exact ints)."""
-    tp, dp, zero = sharding.tp, sharding.dp, sharding.zero
+    """Per-GPU memory terms of ``est`` under ``sharding``: training, the per-rank estimate's;
+    inference, tensor parallelism's split (ceil division, exact ints)."""
+    rank = rank_estimate(est, sharding)
+    if rank is not None:
+        return dict(rank.memory.terms)
+    tp = sharding.tp
     share = _layer_share(est)
     out: dict[str, int] = {}
     for name, value in est.memory.terms.items():
@@ -79,37 +103,32 @@ def sharded_terms(est: Est, sharding: Sharding) -> dict[str, int]:
             value = value - layers + -(-layers // tp)
         elif tp > 1 and (name.startswith("kv_cache.") or ".layers." in name):
             value = -(-value // tp)
-        if (name.startswith("optimizer.") and zero >= 1) or (name == "gradients" and zero >= 2):
-            value = -(-value // dp)
-        if weights and zero >= 3:
-            full = value
-            value = -(-full // dp)
-            if dp > 1:
-                gathered = -(-full // max(est.spec.n_layers, 1))
-                out["sharding.gathered_layer"] = out.get("sharding.gathered_layer", 0) + gathered
         out[name] = value
     return out
 
 
 def peak_bytes(est: Est, sharding: Sharding | None = None) -> tuple[int, str]:
-    """Per-GPU (peak bytes, phase): the estimator's own peak timeline (estimator.replay.peak)
-    re-evaluated on the sharded terms, plus a gathered ZeRO-3 layer. Under tp the decode
-    phase's longest cache is divided by tp too. Unsharded: exactly the Estimate's peak."""
-    if sharding is None or (sharding.tp == 1 and (sharding.zero == 0 or sharding.dp == 1)):
+    """Per-GPU (peak bytes, phase). Training: the per-rank estimate's own timeline
+    (estimator.estimate(parallel=...)). Inference under tp: the estimator's timeline
+    (estimator.replay.peak) re-evaluated on the split terms, the decode phase's longest
+    cache divided by tp too. One GPU: exactly the Estimate's peak."""
+    rank = rank_estimate(est, sharding)
+    if rank is not None:
+        return rank.peak_memory_bytes, rank.peak_phase
+    if sharding is None or sharding.tp == 1:
         return est.peak_memory_bytes, est.peak_phase
     from estimator.replay.peak import peak_memory
     from estimator.shapes import resolve
     from estimator.terms.kv_cache import kv_cache_max_bytes
 
     terms = sharded_terms(est, sharding)
-    gathered = terms.pop("sharding.gathered_layer", 0)
     spec, wl = est.spec, est.workload
     sh = resolve(spec, wl)
     peak, phase = peak_memory(spec, sh, terms)
     if phase == "decode" and wl.kv_cache and sharding.tp > 1:
         kv_max = kv_cache_max_bytes(spec, sh)
         peak -= kv_max - -(-kv_max // sharding.tp)
-    return peak + gathered, phase
+    return peak, phase
 
 
 class Fit(BaseModel):
@@ -126,8 +145,12 @@ class Fit(BaseModel):
 
 
 def fit(est: Est, usable: int, sharding: Sharding | None = None) -> Fit:
-    peak, phase = peak_bytes(est, sharding)
-    terms = sharded_terms(est, sharding) if sharding else dict(est.memory.terms)
+    rank = rank_estimate(est, sharding)
+    if rank is not None:  # training over several GPUs: rank 0's own estimate
+        peak, phase, terms = rank.peak_memory_bytes, rank.peak_phase, dict(rank.memory.terms)
+    else:
+        peak, phase = peak_bytes(est, sharding)
+        terms = sharded_terms(est, sharding) if sharding else dict(est.memory.terms)
     return Fit(
         fits=peak <= usable,
         peak_bytes=peak,
@@ -155,6 +178,10 @@ class Limit(BaseModel):
         description="where the peak is not monotone (chunked attention): the largest value "
         "that fits at all, above next_value; values between them fit in some chunk "
         "positions and not in others. None: no value above max_value fits",
+    )
+    # issue 18
+    strategy: str | None = Field(
+        None, description="fewest GPUs: the sharding strategy of the answer (zero, tp)"
     )
 
 
@@ -386,17 +413,43 @@ def _name_context_cap(spec: ModelSpec, workload: Workload, limit: Limit) -> Limi
 
 
 def fewest_gpus(
-    spec: ModelSpec, workload: Workload, usable: int, zero: int = 0, tp: int = 1
+    spec: ModelSpec,
+    workload: Workload,
+    usable: int,
+    zero: int = 0,
+    tp: int = 1,
+    sp: bool = False,
 ) -> Limit:
-    """Fewest GPUs (a multiple of tp) whose per-GPU peak fits. Searched as the largest dp
-    that does NOT fit, so the answer is that + 1 replicas (memory falls as dp grows)."""
+    """Fewest GPUs (a multiple of tp) whose per-GPU peak fits. Training tries every
+    sharding strategy at this tp (zero 0, 1, 2, 3; ``zero`` is the user's, tried like the
+    others) and answers the fewest GPUs over them (ties: the lower zero, less
+    communication), named in ``strategy``. Inference never shards with ZeRO (it splits
+    training state): tensor parallelism only."""
     from estimator.estimate import estimate
 
     est = estimate(spec, workload)
-    check_sharding(spec, Sharding(n_gpus=tp, tp=tp, zero=zero))  # type: ignore[arg-type]
+    check_sharding(spec, Sharding(n_gpus=tp, tp=tp))
+    zeros = (0, 1, 2, 3) if workload.is_training else (0,)
+    answers = [_fewest(est, usable, z, tp, sp) for z in zeros]
+    fitting = [a for a in answers if a.max_value is not None]
+    if fitting:
+        return min(fitting, key=lambda a: a.max_value)
+    return answers[-1]
+
+
+def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool) -> Limit:
+    """Fewest GPUs under one strategy, searched as the largest dp that does NOT fit, so the
+    answer is that + 1 replicas (memory falls as dp grows)."""
+    strategy = f"zero={zero}, tp={tp}" + (", sp" if sp and tp > 1 else "")
+    cap = 2**20
+    if zero >= 2 and est.workload.is_training:  # FSDP2 pads dim 0 to a multiple of dp:
+        # past the smallest dim 0, more ranks gather more padding (not monotone)
+        from estimator.terms.ranks import tensor_entries, tp_local
+
+        cap = min(cap, *(tp_local(n, sh, tp)[0] for n, sh, _ in tensor_entries(est.spec)))
 
     def at(dp: int) -> Fit:
-        return fit(est, usable, Sharding(n_gpus=dp * tp, tp=tp, zero=zero))  # type: ignore[arg-type]
+        return fit(est, usable, Sharding(n_gpus=dp * tp, tp=tp, zero=zero, sp=sp))  # type: ignore[arg-type]
 
     def misfit(dp: int) -> Fit | None:  # "fits" of the inverted question
         f = at(dp)
@@ -410,20 +463,23 @@ def fewest_gpus(
             next_value=None,
             next_fit=None,
             grew_most=None,
+            strategy=strategy,
         )
-    if zero == 0 or not at(2**20).fits:
-        worst = max(at(2**20).terms.items(), key=lambda kv: kv[1])[0]
+    if zero == 0 or not at(cap).fits:
+        worst = max(at(cap).terms.items(), key=lambda kv: kv[1])[0]
+        how = "raise --tp" if zero or not est.workload.is_training else "raise --zero or --tp"
         return Limit(
             quantity="n_gpus",
             max_value=None,
             max_fit=None,
             next_value=None,
-            next_fit=at(2**20),
+            next_fit=at(cap),
             grew_most=None,
-            capped_by=f"never fits with zero={zero}, tp={tp}: {worst} is not sharded "
-            "enough (raise --zero or --tp)",
+            capped_by=f"never fits with zero={zero}, tp={tp} up to {cap * tp} GPUs: "
+            f"{worst} is not sharded enough ({how})",
+            strategy=strategy,
         )
-    worst = largest("dp", misfit, cap=2**20)
+    worst = largest("dp", misfit, cap=cap)
     dp = (worst.max_value or 0) + 1
     return Limit(
         quantity="n_gpus",
@@ -432,6 +488,7 @@ def fewest_gpus(
         next_value=(dp - 1) * tp,
         next_fit=at(dp - 1),
         grew_most=grew_most(at(dp).terms, at(dp - 1).terms),
+        strategy=strategy,
     )
 
 
@@ -472,5 +529,5 @@ def plan(
         fit=fit(estimate(spec, workload), usable, sharding),
         max_batch=max_batch(spec, workload, usable, sharding),
         max_context=None if spec.is_patch_input else max_context(spec, workload, usable, sharding),
-        fewest_gpus=fewest_gpus(spec, workload, usable, sharding.zero, sharding.tp),
+        fewest_gpus=fewest_gpus(spec, workload, usable, sharding.zero, sharding.tp, sharding.sp),
     )

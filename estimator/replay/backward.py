@@ -75,8 +75,11 @@ class Backward:
     """One backward walk: ``saved`` activation terms and ``grads`` parameter-gradient bytes,
     both by full term name; ``embed_grad`` the shared token embedding's gradient bytes."""
 
-    def __init__(self, spec: ModelSpec, sh: Shapes, live: Live, saved: Terms, grads: Terms) -> None:
+    def __init__(
+        self, spec: ModelSpec, sh: Shapes, live: Live, saved: Terms, grads: Terms, gathers=None
+    ) -> None:
         self.spec, self.sh, self.live = spec, sh, live
+        self.gathers = gathers  # FSDP2's gathers per layer (estimator/terms/ranks.py)
         for attr, kind in STEPS.items():  # the steps of this spec's code, bound to the walk
             setattr(self, attr, functools.partial(rule(kind, spec, sh), self))
         self.saved, self.grads = dict(saved), dict(grads)
@@ -115,10 +118,39 @@ class Backward:
         flash = self.sh.attention_impl == "fused" and not self.chunked_at(p, cross, s)
         flash = flash and rule("backward.flash", self.spec)(self.spec, self.sh, cross)
         core = self.core_flash if flash else self.core_eager
-        dq, dk, dv = core(p, s, s_k, d_o, cross)
+        if self.sh.checkpointing == "selective" and not flash:  # the core's set, recomputed
+            held = self._recompute_core(p, s, s_k, cross)
+            dq, dk, dv = core(p, s, s_k, d_o, cross)
+            self.free(p, held)  # the checkpoint's inputs q, k, v
+        else:
+            dq, dk, dv = core(p, s, s_k, d_o, cross)
         if not cross:
             self.positions(p, s, dq, dk)
         return self.projections(p, s, s_k, dq, dk, dv, not flash, cross)
+
+    def _recompute_core(self, p: str, s: Any, s_k: Any, cross: bool) -> Any:
+        """Selective recomputation (Korthikanti et al. 2022 sec. 5; non-reentrant
+        torch.utils.checkpoint around the eager core): on the first unpack the core's forward
+        runs again and its full saved set (scores, mask, softmax, dropout, V) is live beside
+        the checkpoint's inputs q, k, v, which are freed when the core's backward is done.
+        Registers the full set for this walk; -> the checkpoint's held bytes."""
+        import dataclasses
+
+        from estimator.terms.activations import attention_saved, scores_entries
+
+        stack = p.split(".")[0]
+        full_sh = dataclasses.replace(self.sh, checkpointing="none")
+        entries = s * s_k if cross else scores_entries(self.sh, stack, s)
+        masked = not cross and self.sh.stack(stack).pattern != "full"
+        full = attention_saved(self.spec, full_sh, self.b, s, s_k, entries, masked, cross=cross)
+        for k in ("scores", "scores.dropout", "mix"):
+            name = f"{p}.{k}"
+            self.saved[name] = full.get(k, 0) * self.share
+            self.freed.pop(name, None)
+            self.live.take(full.get(k, 0))
+        spec = self.spec
+        q, kv = spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
+        return (self.b * s * q + 2 * self.b * s_k * kv) * self.ib  # q, k, v
 
     def chunked_at(self, p: str, cross: bool, s: Any) -> bool:
         """Whether the attention ``p`` runs Attention.chunked (self-attention, s > 1)."""
@@ -228,7 +260,7 @@ class Backward:
             self.norm(f"{stack}.final_norm", nd, self.b * s)
         self.share = n_layers
         for _ in range(min(n_layers, 2)):
-            top, delta = self.live.measure(lambda: self.layer(stack, s, s_src))
+            top, delta = self.live.measure(lambda: self.fsdp_layer(stack, s, s_src))
             self.freed = {  # the next layer frees its own share
                 k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
             }
@@ -238,6 +270,15 @@ class Backward:
         if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")
         self.extras(stack, s)
+
+    def fsdp_layer(self, stack: str, s: int, s_src: int) -> None:
+        """One layer's backward, between FSDP2's pre_backward and post_backward when a
+        rank's layers are sharded (estimator/terms/ranks.py Gathers)."""
+        if self.gathers is not None:
+            self.gathers.pre_layer(self.live, stack)
+        self.layer(stack, s, s_src)
+        if self.gathers is not None:
+            self.gathers.post_layer(self.live, stack)
 
     def extras(self, stack: str, s: int) -> None:
         """Embedding dropout, embedding norm, token types, positions, patches, then the
@@ -368,17 +409,22 @@ class Backward:
             self.linear("lm_head", nd, g=low, stream=True)
 
 
-def backward_peak(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any) -> Any:
+def backward_peak(
+    spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any, gathers=None
+) -> Any:
     """Highest live bytes of the backward walk from ``start`` (every activation live):
-    ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name."""
-    return backward_walk(spec, sh, saved, grads, start).peak
+    ``saved`` activation terms and ``grads`` parameter-gradient bytes, by term name;
+    ``gathers``: one rank's FSDP2 units (estimator/terms/ranks.py), None unsharded."""
+    return backward_walk(spec, sh, saved, grads, start, gathers).peak
 
 
-def backward_walk(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any) -> Live:
+def backward_walk(
+    spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any, gathers=None
+) -> Live:
     """The walk's live bytes: ``now`` at its end (every saved tensor freed, every parameter
     gradient kept) and ``peak``."""
     live = Live(start)
-    bw = Backward(spec, sh, live, saved, grads)
+    bw = Backward(spec, sh, live, saved, grads, gathers)
     s, s_dec = sh.s, sh.s_dec
     bw.head(sh.s_out)
     for stack, n_layers in reversed(spec.stacks):
@@ -387,4 +433,6 @@ def backward_walk(spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start
         if stack == "encoder" and spec.arch == "encoder-decoder":  # the memory's grad
             bw.memory_grad = 0  # becomes the encoder stream's grad
         bw.stack(stack, n_layers, s_stack, s_src)
+    if gathers is not None:
+        gathers.end(live)
     return live

@@ -58,13 +58,17 @@ def _activation_terms(terms: Terms) -> Terms:
     return {k[len("activations.") :]: v for k, v in terms.items() if k.startswith("act")}
 
 
-def _backward_sweep(spec: ModelSpec, sh: Shapes, terms: Terms, start: Any) -> Any:
+def _backward_sweep(spec: ModelSpec, sh: Shapes, terms: Terms, start: Any, rank: Any = None) -> Any:
     """Highest live bytes while backward runs, from ``start`` (every activation live): the
-    replay of autograd's backward module by module (estimator/replay/backward.py)."""
-    grads = {k: nbytes(v, sh.dtype) for k, v in params(spec).terms.items()}
-    if sh.finetune.kind != "full":  # issue 20: the trainable tensors' gradients only
-        grads = grad_bytes_by_module(spec, sh)
-    return backward_peak(spec, sh, _activation_terms(terms), grads, start)
+    replay of autograd's backward module by module (estimator/replay/backward.py). ``rank``:
+    one rank's (unsharded local gradients by module, FSDP2 gathers or None)."""
+    if rank is None:
+        grads, gathers = {k: nbytes(v, sh.dtype) for k, v in params(spec).terms.items()}, None
+        if sh.finetune.kind != "full":  # issue 20: the trainable tensors' gradients only
+            grads = grad_bytes_by_module(spec, sh)
+    else:
+        grads, gathers = rank
+    return backward_peak(spec, sh, _activation_terms(terms), grads, start, gathers)
 
 
 def _step_temporaries(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
@@ -92,8 +96,15 @@ def _saved_inputs(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
     )
 
 
-def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:
-    """(peak bytes, phase) of a training step over ``terms`` (module docstring)."""
+def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> tuple[Any, str]:
+    """(peak bytes, phase) of a training step over ``terms`` (module docstring). ``rank``:
+    (local gradient bytes by module, Gathers or None) of one rank of a parallel step
+    (estimator/terms/ranks.py): its unsharded gradients, and FSDP2's gathered parameters at
+    the loss, inside the last attention and through backward."""
+    gathers = rank[1] if rank is not None else None
+    fwd_extra = gathers.forward_extra() if gathers is not None else 0
+    moment_extra = gathers.moment_extra() if gathers is not None else 0
+    bwd_extra = gathers.backward_extra() if gathers is not None else 0
     n_out = sh.b * sh.s_out
     logits = _logits_bytes(spec, sh, n_out)
     states = group(terms, "weights") + group(terms, "optimizer") + input_bytes(spec, sh)
@@ -104,19 +115,19 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms) -> tuple[Any, str]:
     # forward: at the loss, the logits and their log-softmax (an activation) are both live
     # + what the model's forward keeps live until it returns, saved by nothing (HF: its cache)
     held = rule("train.held", spec)(spec, sh)
-    forward = with_acts + acts + logits + held
+    forward = with_acts + acts + logits + held + fwd_extra
     if sh.autocast:  # the low logits, their fp32 copy, the cast cache's biases, ...
         moment = rule("live.autocast_loss", spec)(spec, sh, n_out)  # rules/autocast.py
-        forward = with_acts + acts + moment + held
+        forward = with_acts + acts + moment + held + fwd_extra
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/replay/forward.py)
     moment = attention_moment(spec, sh, _activation_terms(terms))
-    forward = vmax(forward, with_acts + held + moment)
+    forward = vmax(forward, with_acts + held + moment + moment_extra)
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
-    start = with_acts + acts
-    backward = vmax(start + 2 * logits, _backward_sweep(spec, sh, terms, start))
+    start = with_acts + acts + bwd_extra
+    backward = vmax(start + 2 * logits, _backward_sweep(spec, sh, terms, start, rank))
     step = states + grads + _step_temporaries(spec, sh, terms)
     return vpick([(forward, "forward"), (backward, "backward"), (step, "optimizer_step")])
 

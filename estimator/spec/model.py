@@ -248,8 +248,9 @@ class ModelSpec(BaseModel):
         "NeoX, Falcon): 'one_norm' one shared input norm, 'two_norms' one norm each",
     )
     rotary_dim: int | None = Field(
-        None, gt=0, description="dims of each head that rotary rotates (partial rotary); "
-        "default: head_dim"
+        None,
+        gt=0,
+        description="dims of each head that rotary rotates (partial rotary); default: head_dim",
     )
     layer_pattern: tuple[LayerKind, ...] | None = Field(
         None,
@@ -266,8 +267,10 @@ class ModelSpec(BaseModel):
     n_experts: int = Field(0, ge=0, description="routed experts per MoE layer (0: dense FFNs)")
     n_experts_per_token: int = Field(0, ge=0, description="top-k routed experts per token")
     n_shared_experts: int = Field(
-        0, ge=0, description="shared experts every token runs (DeepSeek: one MLP of "
-        "n_shared_experts * expert_d_ff; Qwen2-MoE: one of shared_expert_d_ff)"
+        0,
+        ge=0,
+        description="shared experts every token runs (DeepSeek: one MLP of "
+        "n_shared_experts * expert_d_ff; Qwen2-MoE: one of shared_expert_d_ff)",
     )
     expert_d_ff: int | None = Field(None, gt=0, description="one expert's d_ff; default: d_ff")
     shared_expert_d_ff: int | None = Field(

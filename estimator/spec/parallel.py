@@ -16,6 +16,10 @@ layout:
   attention and FFN, vocabulary-parallel embedding and LM head), ``sp``: with
   ``SequenceParallel`` on norms and dropout, ``loss_parallel``: the loss on vocabulary shards;
 - ``world``: all ranks; data parallelism spans ``world // tp`` of them (2-D FSDP x TP).
+- ``sp_input`` (issue 18): what a column-parallel linear saves of its sequence-parallel input:
+  ``gathered``, DTensor's (the all-gathered [n, d] input, which F.linear saves), or
+  ``shard``, Megatron-LM's (LinearWithGradAccumulationAndAsyncCommunication saves the rank's
+  sequence shard and all-gathers it again in backward; Korthikanti et al. 2022 eq. 3-4).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Parallel(BaseModel):
     sp: bool = False
     shard: Shard = "none"
     loss_parallel: bool = False
+    # issue 18
+    sp_input: Literal["gathered", "shard"] = "gathered"
 
     @model_validator(mode="after")
     def _check(self) -> Parallel:

@@ -23,7 +23,7 @@ from estimator.sym import vmax
 Mode = Literal["train", "prefill", "decode"]
 Optimizer = Literal["adamw", "adam", "sgd", "sgd-momentum", "adafactor", "adamw-8bit", "none"]
 OptimizerImpl = Literal["fused", "foreach", "forloop"]
-Checkpointing = Literal["none", "full"]
+Checkpointing = Literal["none", "full", "selective"]
 AttentionImpl = Literal["eager", "fused"]
 AttentionPattern = Literal["full", "causal", "sliding_window", "chunked"]
 CausalFlops = Literal["full", "triangle"]

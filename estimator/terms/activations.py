@@ -105,6 +105,12 @@ def attention_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
         saved = rule("saved.sdpa", spec, sh)(spec, sh, b, s, s_k, masked, fused_mask, window, cross)
         t.update(saved)
         t["o_proj"] += o_proj
+    elif sh.checkpointing == "selective":  # Korthikanti et al. 2022 sec. 5: the core
+        # (scores, mask, softmax, dropout, probs @ V) under torch.utils.checkpoint: only its
+        # inputs q [b,h,s,d_h], k, v [b,h_kv,s_k,d_h] stay, held by the checkpoint inside
+        # the attention module (measured under its name: ``checkpoint`` -> the attention's)
+        t["checkpoint"] = (b * h * s * d_h + 2 * b * h_kv * s_k * d_h) * cb
+        t["o_proj"] = b * s * h * d_h * cb + o_proj  # merged heads [b*s, h*d_h]
     else:
         probs = b * h * entries * cb  # [b,h,s,s_k]
         s_q, s_kv = (s, s_k) if s_pad is None else (s_pad, s_pad)
@@ -153,6 +159,7 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
     fused_mask = pattern not in ("full", "causal")
     saved = attention_saved(spec, sh, b, s, s, entries, pattern != "full", s_pad, fused_mask,
                             window)  # fmt: skip
+    held = saved.pop("checkpoint", 0)  # selective: q, k, v, the attention's own
     for k, v in saved.items():
         t[f"self_attn.{k}"] = v
     sublayers = 2
@@ -160,10 +167,12 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
         sublayers = 3
         t["cross_norm"] = norm_saved(spec, sh, n)
         cross = attention_saved(spec, sh, b, s, s_src, s * s_src, False, cross=True)
+        if "checkpoint" in cross:
+            t["cross_attn"] = cross.pop("checkpoint")
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
     t["ffn_norm"] = norm_saved(spec, sh, n)
     t.update(ffn_saved(spec, sh, n))
-    t["self_attn"] = rope_or_bias_saved(spec, sh, stack, s)
+    t["self_attn"] = rope_or_bias_saved(spec, sh, stack, s) + held
     if sh.dropout > 0:
         t["dropout"] = sublayers * mask_bytes(sh, n * spec.d_model)  # residual masks
     return t

@@ -21,7 +21,9 @@ Backward: 2x forward for every matmul (grad of input and of weight; both operand
 attention matmuls need grad); fused sdpa backward counts 5 matmuls (it recomputes the scores:
 2.5x forward, as FlopCounterMode's sdpa_backward_flop); ViT patch.proj sees pixels that need no
 grad: weight grad only (1x). Checkpointing "full" recomputes each layer's forward in backward
-(``recompute.`` terms). Note: on CPU, FlopCounterMode has no formula for
+(``recompute.`` terms); "selective" recomputes the eager attention core only
+(``recompute.*.scores``, ``recompute.*.mix``; Korthikanti et al. 2022 sec. 5).
+Note: on CPU, FlopCounterMode has no formula for
 ``_scaled_dot_product_flash_attention_for_cpu`` (it counts 0); the sdpa terms follow the CUDA
 kernels. Sources: Vaswani et al. 2017 (the layer); Kaplan et al. 2020 eq. 2.1-2.2 (C_forward
 ~ 2N + 2 n_layer n_ctx d_attn, training ~ 6N per token); Dao et al. 2022 (flash backward
@@ -185,6 +187,7 @@ def stack_terms(spec: ModelSpec, sh: Shapes, stack: str, p: PassShape,
     L = dict(spec.stacks)[stack]
     train = sh.training
     recompute = train and sh.checkpointing == "full"
+    selective = train and sh.checkpointing == "selective"  # the attention core again
     out: Terms = {}
 
     def add(name: str, fwd: Any, bwd: Any, per_layer: bool | int = False) -> None:
@@ -193,6 +196,8 @@ def stack_terms(spec: ModelSpec, sh: Shapes, stack: str, p: PassShape,
         if train:
             out[f"backward.{name}"] = out.get(f"backward.{name}", 0) + n * bwd
         if recompute and per_layer:
+            out[f"recompute.{name}"] = out.get(f"recompute.{name}", 0) + n * fwd
+        elif selective and per_layer and name.endswith(("attn.scores", "attn.mix")):
             out[f"recompute.{name}"] = out.get(f"recompute.{name}", 0) + n * fwd
 
     if spec.is_patch_input:

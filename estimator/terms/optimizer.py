@@ -47,6 +47,12 @@ def state_terms(spec: ModelSpec, sh: Shapes) -> dict[str, int]:
 
 @functools.lru_cache(maxsize=256)
 def _states(shapes: tuple[tuple[int, ...], ...], opt: str, d: str) -> tuple[tuple[str, int], ...]:
+    return states_of(shapes, opt, d)
+
+
+def states_of(shapes: tuple[tuple[int, ...], ...], opt: str, d: str) -> tuple[tuple[str, int], ...]:
+    """``optimizer.<state>`` bytes of an optimizer over tensors of ``shapes`` (a rank's
+    shards under parallel=, estimator/terms/ranks.py)."""
     numels = [math.prod(s) for s in shapes]
     t: dict[str, int] = {}
     if opt in ("adam", "adamw"):

@@ -122,8 +122,10 @@ def test_fewest_gpus_names_the_one_fewer_that_does_not_fit() -> None:
     assert res.exit_code == 0, res.output
     row = next(line for line in res.stdout.splitlines() if "fewest GPUs" in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]
-    answer, smaller = int(cells[1]), cells[2]
+    answer, strategy = cells[1].split(" ", 1)  # "2 (zero=1, tp=1)": the strategy it found
+    answer, smaller = int(answer), cells[2]
     assert answer > 1 and smaller == f"{answer - 1} (one fewer)"
+    assert strategy.startswith("(zero=")
 
 
 def test_no_table_has_a_blank_header() -> None:

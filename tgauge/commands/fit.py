@@ -213,6 +213,8 @@ def _print(
             ans.add_row(label, "n/a", "-", "-", "-")
             continue
         answer = "does not fit" if lim.max_value is None else str(lim.max_value)
+        if lim.strategy and lim.max_value is not None:
+            answer += f" ({lim.strategy})"
         nxt = lim.next_fit.peak_bytes if lim.next_fit else None
         nxt_value = f"{lim.next_value} ({step})" if lim.next_value and lim.max_value else "-"
         why = lim.grew_most or lim.capped_by or "-"

@@ -1,0 +1,370 @@
+"""One rank's share of a training step spread over ranks (``estimator.spec.parallel.Parallel``):
+its parameter tensors, gradients and optimizer states, what FSDP2 gathers, and the layout of
+its tensor-parallel shard, as torch.distributed's engines hold them.
+
+Engines mirrored (torch 2.13):
+- FSDP2 ``fully_shard`` (torch/distributed/fsdp/_fully_shard/_fsdp_param.py,
+  FSDPParam._init_sharded_param): every parameter's (tensor-parallel local) tensor is chunked
+  on dim 0 into dp pieces with torch.chunk and padded to ceil(dim0 / dp) rows, so a rank holds
+  ceil(dim0 / dp) * prod(rest) elements of it. The sharded gradient (foreach_reduce's
+  reduce-scatter output) has the same padded size; the optimizer states are ``zeros_like`` the
+  rank's unpadded local shard (rank 0, the one estimated: ceil(dim0 / dp) rows when dim0 >= 1).
+  One FSDP unit (FSDPParamGroup) per transformer layer and one at the root (embeddings,
+  positions, final norm, head: every parameter outside the layers). The all-gather output of a
+  unit is dp * its padded shard (FSDPParamGroup.unshard -> foreach_all_gather).
+- ZeRO-1: torch.distributed.optim.ZeroRedundancyOptimizer._partition_parameters: whole tensors,
+  largest first, each to the rank with the fewest elements so far (ties: the lowest rank);
+  rank 0's tensors have optimizer states (and the fp32 master copy) on rank 0.
+- Tensor parallelism: DTensor ``parallelize_module`` with the plan of torchtitan's
+  ``apply_tp`` (docs/formulas.md, "Per-rank training"): ColwiseParallel q_proj, k_proj,
+  v_proj, ffn.up, ffn.gate (weight and bias Shard(0): [out / t, in]); RowwiseParallel o_proj,
+  ffn.down (weight Shard(1): [out, in / t], bias replicated); the token embedding
+  RowwiseParallel (vocabulary-parallel, weight Shard(0): [V / t, d]); the LM head
+  ColwiseParallel (weight Shard(0)); norms, positions and everything else replicated. A rank's
+  layer computes h / t heads (h_kv / t key/value heads) and d_ff / t FFN columns: its saved
+  activations are those of the ``local_spec`` (tensor-parallel local widths). Uneven splits
+  follow torch.chunk: rank 0 holds ceil(n / t).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+from estimator.spec.dtypes import nbytes
+from estimator.spec.errors import UnsupportedError
+from estimator.spec.model import ModelSpec
+from estimator.spec.parallel import Parallel
+
+Shape = tuple[int, ...]
+#: module term name suffix -> tensor-parallel style (DTensor ParallelStyle)
+COLWISE = ("q_proj", "k_proj", "v_proj", "ffn.up", "ffn.gate", "lm_head")
+ROWWISE = ("o_proj", "ffn.down")
+ROOT = "root"  # the FSDP unit of every parameter outside the layers
+
+
+def _linear(d_in: int, d_out: int, bias: bool) -> list[Shape]:
+    """nn.Linear(d_in, d_out): weight [d_out, d_in] (+ bias [d_out])."""
+    return [(d_out, d_in), (d_out,)] if bias else [(d_out, d_in)]
+
+
+@functools.lru_cache(maxsize=64)
+def tensor_entries(spec: ModelSpec) -> tuple[tuple[str, Shape, int], ...]:
+    """(module term name, shape, copies) of every distinct parameter tensor, the names of
+    estimator/terms/params.py (copies: the stack's n_layers for a layer's tensors)."""
+    if spec.fused_qkv:
+        raise UnsupportedError("parallel= with fused_qkv (one c_attn projection) is not modelled")
+    d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.bias
+    norm: list[Shape] = [(d,), (d,)] if spec.norm == "layernorm" else [(d,)]
+    out: list[tuple[str, Shape, int]] = []
+
+    def add(name: str, shapes: list[Shape], copies: int = 1) -> None:
+        out.extend((name, s, copies) for s in shapes)
+
+    if spec.vocab_size is not None:
+        add("embed", [(spec.vocab_size, d)])
+    for stack, L in spec.stacks:
+        if spec.is_patch_input:
+            p, c = spec.patch_size, spec.n_channels
+            add(f"{stack}.patch", [(1, 1, d)])
+            add(f"{stack}.patch.proj", [(d, c, p, p), (d,)])
+        if spec.position == "learned":
+            rows = spec.n_positions if spec.is_patch_input else spec.max_seq_len
+            add(f"{stack}.pos", [(rows + (0 if spec.is_patch_input else spec.position_offset), d)])
+        elif spec.position == "relative":
+            add(f"{stack}.pos", [(spec.relative_buckets, spec.n_heads)])
+        if spec.n_token_types and stack == spec.stacks[0][0]:
+            add(f"{stack}.token_type", [(spec.n_token_types, d)])
+        if spec.embed_norm:
+            add(f"{stack}.embed_norm", norm)
+        lay = f"{stack}.layers"
+        attns = ["self_attn"] + (
+            ["cross_attn"] if stack == "decoder" and spec.arch == "encoder-decoder" else []
+        )
+        for attn, nrm in zip(attns, ["attn_norm", "cross_norm"], strict=False):
+            add(f"{lay}.{nrm}", norm, L)
+            add(f"{lay}.{attn}.q_proj", _linear(d, d_q, bias), L)
+            add(f"{lay}.{attn}.k_proj", _linear(d, d_kv, bias), L)
+            add(f"{lay}.{attn}.v_proj", _linear(d, d_kv, bias), L)
+            add(f"{lay}.{attn}.o_proj", _linear(d_q, d, bias), L)
+        add(f"{lay}.ffn_norm", norm, L)
+        add(f"{lay}.ffn.up", _linear(d, d_ff, bias), L)
+        if spec.gated:
+            add(f"{lay}.ffn.gate", _linear(d, d_ff, bias), L)
+        add(f"{lay}.ffn.down", _linear(d_ff, d, bias), L)
+        if spec.final_norm:
+            add(f"{stack}.final_norm", norm)
+    if spec.pooler:
+        add("pooler.proj", _linear(d, d, True))
+    if spec.head_transform:
+        add("head_transform.dense", _linear(d, d, True))
+        add("head_transform.norm", norm)
+    if spec.lm_head and not spec.tie_embeddings:
+        add("lm_head", _linear(d, spec.vocab_size, spec.lm_head_bias))
+    elif spec.lm_head_bias:
+        add("lm_head", [(spec.vocab_size,)])
+    if spec.n_labels:
+        add("classifier", _linear(d, spec.n_labels, True))
+    return tuple(out)
+
+
+def unit_of(name: str) -> str:
+    """The FSDP unit a module's parameters belong to: its stack's layers, else the root."""
+    return name.split(".layers.")[0] + ".layers" if ".layers." in name else ROOT
+
+
+def _chunk(n: int, k: int) -> int:
+    """Rank 0's piece of torch.chunk(n, k) (and FSDP2's padded piece): ceil(n / k)."""
+    return -(-n // k)
+
+
+def tp_local(name: str, shape: Shape, tp: int) -> Shape:
+    """The tensor-parallel local shape (rank 0) of the tensor ``shape`` of module ``name``."""
+    if tp == 1:
+        return shape
+    if name == "embed" or name.endswith(COLWISE):  # Shard(0): weight rows, bias
+        return (_chunk(shape[0], tp), *shape[1:])
+    if name.endswith(ROWWISE) and len(shape) == 2:  # Shard(1): weight columns; bias replicated
+        return (shape[0], _chunk(shape[1], tp))
+    return shape
+
+
+def fsdp_local(shape: Shape, dp: int) -> Shape:
+    """FSDP2's padded dim-0 shard of a (tensor-parallel local) tensor: ceil(dim0 / dp) rows."""
+    return (_chunk(shape[0], dp), *shape[1:])
+
+
+def check_parallel(spec: ModelSpec, parallel: Parallel) -> None:
+    """UnsupportedError for layouts the per-rank model does not cover."""
+    t = parallel.tp
+    if t > 1:
+        for what, n in (("n_heads", spec.n_heads), ("n_kv_heads", spec.n_kv_heads)):
+            if n % t:
+                raise UnsupportedError(f"tp={t} must divide {what}={n} of {spec.name}")
+        if spec.arch == "encoder-decoder" or spec.position == "relative" or spec.is_patch_input:
+            raise UnsupportedError(
+                f"tp={t} on {spec.name}: tensor parallelism is modelled for decoder / encoder "
+                "stacks of token inputs without relative positions"
+            )
+    tensor_entries(spec)  # refuses fused_qkv
+
+
+def local_spec(spec: ModelSpec, parallel: Parallel) -> ModelSpec:
+    """The widths one tensor-parallel rank computes: h / t heads, h_kv / t key/value heads,
+    d_ff / t FFN columns (head_dim and d_model unchanged); under ``loss_parallel`` the
+    logits and the loss over V / t vocabulary entries (else the LM head's output is
+    all-gathered to the full vocabulary, ColwiseParallel(output_layouts=Replicate()))."""
+    t = parallel.tp
+    if t == 1:
+        return spec
+    update: dict[str, Any] = {
+        "n_heads": spec.n_heads // t,
+        "n_kv_heads": spec.n_kv_heads // t,
+        "head_dim": spec.head_dim,
+        "d_ff": _chunk(spec.d_ff, t),
+    }
+    if parallel.loss_parallel and spec.vocab_size:
+        update["vocab_size"] = _chunk(spec.vocab_size, t)
+    return spec.model_copy(update=update)
+
+
+def local_tensors(spec: ModelSpec, parallel: Parallel) -> list[tuple[str, Shape, Shape, int]]:
+    """(module, tensor-parallel local shape, rank 0's held shape, copies) of every tensor:
+    the held shape is FSDP2's padded shard under zero2 / zero3, else the local shape."""
+    fsdp = parallel.shard in ("zero2", "zero3")
+    out = []
+    for name, shape, copies in tensor_entries(spec):
+        loc = tp_local(name, shape, parallel.tp)
+        out.append((name, loc, fsdp_local(loc, parallel.dp) if fsdp else loc, copies))
+    return out
+
+
+def zero1_partition(shapes: list[Shape], world: int) -> list[int]:
+    """Indices of the tensors rank 0 owns under ZeroRedundancyOptimizer._partition_parameters:
+    sorted by numel (largest first, stable), each to the rank with the fewest elements so far
+    (the lowest such rank)."""
+    import heapq
+
+    ranks = [(0, r) for r in range(min(world, len(shapes) + 1))]  # (elements, rank): a heap
+    mine = []
+    order = sorted(range(len(shapes)), key=lambda i: -math.prod(shapes[i]))
+    for i in order:
+        size, r = heapq.heappop(ranks)  # the fewest elements, then the lowest rank
+        heapq.heappush(ranks, (size + math.prod(shapes[i]), r))
+        if r == 0:
+            mine.append(i)
+    return sorted(mine)
+
+
+def optimizer_shapes(spec: ModelSpec, parallel: Parallel) -> list[Shape]:
+    """Shapes of the tensors rank 0's optimizer steps (holds states for): every held shard
+    (FSDP2), its ZeRO-1 partition (zero1), else every local tensor."""
+    tensors = local_tensors(spec, parallel)
+    held = [h for _, _, h, c in tensors for _ in range(c)]
+    if parallel.shard == "zero1" and parallel.dp > 1:
+        return [held[i] for i in zero1_partition(held, parallel.dp)]
+    return held
+
+
+def param_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> int:
+    """Bytes of the parameter tensors rank 0 holds in ``dtype`` (FSDP2: padded shards)."""
+    return sum(nbytes(math.prod(h), dtype) * c for _, _, h, c in local_tensors(spec, parallel))
+
+
+def unit_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, dict[str, int]]:
+    """Per FSDP unit (``{stack}.layers``: ONE layer; ``root``): ``shard`` the padded shard
+    bytes, ``gathered`` the all-gather output (dp * shard: FSDPParamGroup's unsharded
+    parameters), ``grads`` the unsharded gradients autograd makes (unpadded local shapes)."""
+    dp = parallel.dp if parallel.shard in ("zero2", "zero3") else 1
+    out: dict[str, dict[str, int]] = {}
+    for name, loc, held, _ in local_tensors(spec, parallel):
+        u = out.setdefault(unit_of(name), {"shard": 0, "gathered": 0, "grads": 0})
+        u["shard"] += nbytes(math.prod(held), dtype)
+        u["gathered"] += nbytes(dp * math.prod(held), dtype)
+        u["grads"] += nbytes(math.prod(loc), dtype)
+    return out
+
+
+def local_grads(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, int]:
+    """Unsharded gradient bytes per module term (the names of params(spec), summed over the
+    layers), tensor-parallel local: what autograd's AccumulateGrad makes on rank 0."""
+    out: dict[str, int] = {}
+    for name, loc, _, copies in local_tensors(spec, parallel):
+        out[name] = out.get(name, 0) + nbytes(math.prod(loc), dtype) * copies
+    return out
+
+
+class Gathers:
+    """FSDP2's unsharded parameters and gradient buffers over a training step of rank 0
+    (FSDPParamGroup.pre_forward / post_forward / pre_backward / post_backward, torch/
+    distributed/fsdp/_fully_shard/_fsdp_param_group.py), in bytes:
+      root       the root unit's all-gather output, unsharded from the root's pre-forward to
+                 its post-backward (the root is never resharded after forward:
+                 FSDPState._lazy_init sets its post_forward_mesh_info to None)
+      block      per stack, ONE layer's all-gather output: zero3 gathers it in its forward
+                 and again in its backward (pre_backward; the root's pre_backward prefetches
+                 the last layer, each layer's the one before it: _backward_prefetch); zero2
+                 keeps every layer gathered from its forward to its backward
+      shard      per stack, one layer's reduce-scatter output (its sharded gradients)
+      grads      per stack, one layer's unsharded gradients (autograd's, freed when
+                 foreach_reduce has copied them into the reduce-scatter input)
+    The reduce-scatter input (dp * shard) of a unit stays until the next unit's post_backward
+    (reduce_scatter_max_input_buffers = 1). An unshard's copy-out holds the flat all-gather
+    output and the per-parameter outputs at once (foreach_all_gather_copy_out): 2 x gathered
+    for a moment. Recompute under checkpointing gathers nothing: the layer is unsharded by
+    its pre_backward, so the recompute's pre_forward unshard is a no-op
+    (FSDPParamGroup.unshard: ``if self.is_unsharded: return``)."""
+
+    def __init__(self, spec: ModelSpec, parallel: Parallel, dtype: str, orig: str) -> None:
+        """``dtype``: MixedPrecisionPolicy's param_dtype (= reduce_dtype), what is gathered
+        and reduced; ``orig``: the sharded parameters' own dtype (fp32 under master
+        weights), which the sharded gradients are cast to (foreach_reduce)."""
+        units = unit_bytes(spec, parallel, dtype)
+        kept = unit_bytes(spec, parallel, orig)
+        root = units.get(ROOT, {"shard": 0, "gathered": 0, "grads": 0})
+        self.reshard = parallel.shard == "zero3"
+        self.root, self.root_shard = root["gathered"], kept.get(ROOT, root)["shard"]
+        self.n_layers = dict(spec.stacks)
+        self.block = {s: units.get(f"{s}.layers", {}).get("gathered", 0) for s in self.n_layers}
+        self.shard = {s: kept.get(f"{s}.layers", {}).get("shard", 0) for s in self.n_layers}
+        self.grads = {s: units.get(f"{s}.layers", {}).get("grads", 0) for s in self.n_layers}
+        self.last = spec.stacks[-1][0]
+        self.rs_input = 0  # the reduce-scatter input still held (one unit's)
+
+    @property
+    def all_blocks(self) -> int:
+        return sum(self.block[s] * self.n_layers[s] for s in self.n_layers)
+
+    def forward_extra(self) -> int:
+        """Gathered at the loss: the root (+ every layer under zero2)."""
+        return self.root + (0 if self.reshard else self.all_blocks)
+
+    def moment_extra(self) -> int:
+        """Gathered inside the last layer's attention: the root and that layer (zero2: all)."""
+        return self.root + (self.block[self.last] if self.reshard else self.all_blocks)
+
+    def backward_extra(self) -> int:
+        """Gathered when backward starts: the root and the last layer (the root's
+        pre_backward prefetch; zero2: every layer)."""
+        return self.moment_extra()
+
+    def pre_layer(self, live: Any, stack: str) -> None:
+        """A layer's pre_backward under zero3 prefetches the layer before it: the copy-out's
+        flat output and per-parameter outputs, then the flat one freed."""
+        if self.reshard and self.n_layers[stack] > 1:
+            g = self.block[stack]
+            live.take(2 * g)
+            live.drop(g)
+
+    def post_layer(self, live: Any, stack: str) -> None:
+        """A layer's post_backward: resharded (its gathered parameters freed); the previous
+        unit's reduce-scatter input reclaimed; foreach_reduce's input (dp * shard) and
+        output (the sharded gradients) allocated; the unsharded gradients freed."""
+        live.drop(self.block[stack], self.rs_input)
+        self.rs_input = self.block[stack]
+        live.take(self.rs_input, self.shard[stack])
+        live.drop(self.grads[stack])
+
+    def end(self, live: Any) -> None:
+        """The root's post_backward after the embeddings: its reduce-scatter."""
+        live.drop(self.rs_input)
+        live.take(self.root, self.root_shard)
+
+
+def fsdp(parallel: Parallel) -> bool:
+    """Whether FSDP2 shards the parameters (zero2 / zero3 over more than one rank)."""
+    return parallel.shard in ("zero2", "zero3") and parallel.dp > 1
+
+
+def rank_state_terms(spec: ModelSpec, parallel: Parallel, sh: Any) -> dict[str, int]:
+    """weights, gradients, optimizer.<state> (and optimizer.master_weights) as rank 0 holds
+    them. Under FSDP2 with master weights the sharded parameters ARE the fp32 copy
+    (MixedPrecisionPolicy(param_dtype=dtype) gathers them in ``dtype``; their sharded
+    gradients are cast back to fp32): ``weights`` and ``gradients`` are fp32 shards and there
+    is no separate master copy."""
+    from estimator.terms.optimizer import optimizer_dtype, states_of
+
+    master = sh.master_weights
+    kept = "fp32" if master and fsdp(parallel) else sh.dtype
+    t = {"weights": param_bytes(spec, parallel, kept)}
+    if fsdp(parallel):
+        t["gradients"] = t["weights"]
+    else:
+        t["gradients"] = sum(local_grads(spec, parallel, sh.dtype).values())
+    shapes = tuple(optimizer_shapes(spec, parallel))
+    t.update(states_of(shapes, sh.optimizer, optimizer_dtype(sh)))
+    if master and not fsdp(parallel):
+        t["optimizer.master_weights"] = sum(nbytes(math.prod(s), "fp32") for s in shapes)
+    return t
+
+
+#: saved tensors over the sequence that SequenceParallel shards by t (names after
+#: ``{stack}.layers.``): the norms' saved sets and the residual dropout masks
+_SEQ_LAYER = ("attn_norm", "ffn_norm", "cross_norm", "dropout")
+#: the column-parallel linears' saved inputs (the norm output they all-gather)
+_SEQ_INPUTS = ("self_attn.q_proj", "ffn.gate", "ffn.up")
+
+
+def rank_activations(local: ModelSpec, sh: Any, parallel: Parallel) -> dict[str, Any]:
+    """Saved activation terms of rank 0 (names without ``activations.``): the local widths'
+    (``local_spec``); under ``sp`` the sequence-sharded ones divided by t (ceil): the norms
+    (SequenceParallel), the residual and embedding dropout masks, the checkpointed layer
+    inputs, and with ``sp_input="shard"`` (Megatron-LM) the column-parallel linears' inputs
+    and the head's input; DTensor (``gathered``) saves those all-gathered, whole."""
+    from estimator.terms.activations import activations
+
+    acts = activations(local, sh)
+    if not parallel.sp:
+        return acts
+    t = parallel.tp
+    stacks = {stack for stack, _ in local.stacks}
+    out = {}
+    for name, v in acts.items():
+        leaf = name.split(".layers.", 1)[1] if ".layers." in name else None
+        seq = leaf in _SEQ_LAYER or name in stacks  # (checkpointed layer inputs: {stack})
+        seq = seq or name.endswith((".final_norm", ".embed_norm", ".dropout")) and leaf is None
+        if parallel.sp_input == "shard":
+            seq = seq or leaf in _SEQ_INPUTS or name == "lm_head"
+        out[name] = -(-v // t) if seq else v
+    return out
