@@ -293,6 +293,34 @@ def validate_command(
         typer.Option("--out", help="append each point to OUT/validation.jsonl as it finishes"),
     ] = None,
     json_out: Json = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="run a training step on N ranks of torch.distributed (gloo on CPU) and "
+            "measure each rank",
+        ),
+    ] = 1,
+    zero: Annotated[
+        int | None,
+        typer.Option(
+            "--zero",
+            min=0,
+            max=3,
+            help="with --nproc: 1 = DDP + ZeroRedundancyOptimizer, 2 / 3 = FSDP2 "
+            "fully_shard with reshard_after_forward False / True; 0: DDP",
+        ),
+    ] = None,
+    tp: Annotated[
+        int, typer.Option("--tp", min=1, help="with --nproc: tensor-parallel degree (DTensor)")
+    ] = 1,
+    sp: Annotated[
+        bool, typer.Option("--sp", help="with --tp: sequence parallelism on norms")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="with --nproc: seconds the ranks may run")
+    ] = 600.0,
 ) -> None:
     """Build the model (a preset or spec file: the reference model; a config.json, or --impl
     hf on a preset with a twin: the Hugging Face class), run the workload, measure it and
@@ -306,6 +334,10 @@ def validate_command(
     from tgauge.validate import validate_point
 
     check_device(device)
+    if nproc > 1 or zero is not None or tp > 1 or sp:
+        return _validate_ranks(
+            model, workload, "hf" if hf else impl, nproc, zero, tp, sp, timeout, json_out, device
+        )
     if hf and impl == "reference":
         raise UserError("--hf means --impl hf: give one of --hf and --impl reference")
     points = _points(model, matrix, workload, sweep, "hf" if hf else impl, section)
@@ -372,3 +404,93 @@ def validate_command(
         console.print(_summary(results))
     if jsonl is not None:
         console.print(f"points appended to {jsonl}")
+
+
+def _validate_ranks(
+    model: str | None,
+    workload: Workload,
+    impl: str | None,
+    nproc: int,
+    zero: int | None,
+    tp: int,
+    sp: bool,
+    timeout: float,
+    json_out: bool,
+    device: str,
+) -> None:
+    """`validate MODEL --nproc N`: per-rank rows of tgauge/validate_parallel.py; a failed
+    rank is one red line naming it (exit code 1)."""
+    from profiler.distributed.launch import RankFailure
+    from tgauge.app import fail
+    from tgauge.loading import load_model
+    from tgauge.validate_parallel import parallel_of, validate_parallel
+
+    if model is None:
+        raise UserError("--nproc measures one MODEL: give a preset, spec file or config.json")
+    if device != "cpu":
+        raise UserError(f"--nproc runs gloo on cpu; --device {device} is not measured yet")
+    if nproc < 2:
+        raise UserError(f"--nproc={nproc}: --zero, --tp and --sp need --nproc 2 or more")
+    parallel = parallel_of(nproc, zero, tp, sp)
+    spec, config = load_model(model, impl)
+    if config is not None:
+        require("transformers", "tgauge validate --impl hf --nproc")
+    with progress_display() as progress:
+        tasks = {r: progress.add_task(f"rank {r}: starting", total=None) for r in range(nproc)}
+
+        def on_phase(phases: dict[int, str]) -> None:
+            for rank, phase in phases.items():
+                progress.update(tasks[rank], description=f"rank {rank}: {phase}")
+
+        try:
+            point = validate_parallel(
+                spec, workload, parallel, hf_config=config, timeout_s=timeout, on_phase=on_phase
+            )
+        except RankFailure as exc:
+            fail(str(exc), code=1)
+    if json_out:
+        print_json([{"model": point.model, **r.model_dump(mode="json")} for r in point.rows])
+        return
+    console.print(_rank_table(point, nproc))
+    for line in point.notes:
+        note(line)
+
+
+def _rank_table(point: Any, nproc: int) -> Table:
+    p, w = point.parallel, point.workload
+    layout = f"zero={p['shard']} tp={p['tp']}" + (" sp" if p["sp"] else "")
+    title = (
+        f"{escape(point.model)} · train b={w['batch_size']} s={w['seq_len']} on {nproc} ranks "
+        f"(gloo, cpu) · {layout} · {IMPL_NAMES[point.implementation]}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("term")
+    for r in range(nproc):
+        table.add_column(f"rank {r}", justify="right")
+    table.add_column("predicted", justify="right")
+    table.add_column("verdict")
+    by_term: dict[str, dict[int, Any]] = {}
+    for row in point.rows:
+        by_term.setdefault(row.term, {})[row.rank] = row
+    for term, ranks in by_term.items():
+        first = next(iter(ranks.values()))
+        unit = "params" if first.unit == "params" else "bytes"
+        cells = [
+            (f"{ranks[r].measured:,}" if first.unit == "count" else _human(unit, ranks[r].measured))
+            if r in ranks
+            else ""
+            for r in range(nproc)
+        ]
+        preds = {row.predicted for row in ranks.values()}
+        predicted = (
+            "not modelled"
+            if None in preds
+            else " / ".join(f"{v:,}" if first.unit == "count" else _human(unit, v) for v in preds)
+        )
+        order = ("off", "not modelled", "within", "exact")
+        worst = next(v for v in order if any(row.verdict == v for row in ranks.values()))
+        color = {"not modelled": "yellow"}.get(worst, COLORS.get(worst, "white"))
+        table.add_row(term, *cells, predicted, f"[{color}]{worst}[/]")
+    phases = ", ".join(f"rank {r}: {ph}" for r, ph in point.peak_phase_measured.items())
+    table.caption = f"peak moment measured: {phases}"
+    return table
