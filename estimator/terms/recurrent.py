@@ -6,7 +6,8 @@ All You Need").
 
 Term names are the reference model's module paths (reference_model/recurrent.py):
 ``embed``, ``char_cnn.{embed,conv,highway,proj}``, ``rnn.{weight_ih,weight_hh,bias,weight_hr}``
-(``encoder.`` / ``decoder.`` in front for a seq2seq model) and ``head``.
+(``rnn_fwd.`` and ``rnn_bwd.`` for separate directions; ``encoder.`` / ``decoder.`` in front
+for a seq2seq model) and ``head``.
 """
 
 from __future__ import annotations
@@ -59,9 +60,14 @@ def recurrent_params(spec: RecurrentSpec) -> Breakdown:
         else:
             vocab = spec.tgt_vocab if i == 1 else spec.vocab
             _add(terms, prefix + "embed", vocab * spec.d_embed)
-        for layer in range(spec.n_layers):
-            for name, n in _cell_params(spec, layer).items():
-                _add(terms, f"{prefix}rnn.{name}", n * spec.directions)
+        # one torch module per stack: ``rnn`` (both directions of torch's bidirectional
+        # layer), or ``rnn_fwd`` and ``rnn_bwd`` for separate directions
+        stacks = ("rnn_fwd", "rnn_bwd") if spec.bidirectional == "separate" else ("rnn",)
+        per_stack = spec.directions // len(stacks)
+        for stack in stacks:
+            for layer in range(spec.n_layers):
+                for name, n in _cell_params(spec, layer).items():
+                    _add(terms, f"{prefix}{stack}.{name}", n * per_stack)
     if spec.head_vocab:
         width = spec.h_out * spec.directions
         _add(terms, "head", width * spec.head_vocab + spec.head_vocab)

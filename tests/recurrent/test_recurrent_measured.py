@@ -117,9 +117,24 @@ def _measure(spec: RecurrentSpec, b: int, t: int):
     return model, saved, counter.get_total_flops()
 
 
+_PARAM_SUFFIXES = (".weight_ih", ".weight_hh", ".bias", ".weight_hr")
+
+
+def _by_module(predicted: dict[str, int], measured: dict[str, int]) -> dict[str, int]:
+    """The predicted parameters summed per measured module (``rnn.weight_ih`` -> ``rnn``,
+    ``char_cnn.highway`` -> ``char_cnn.highway.layers``)."""
+    out: dict[str, int] = {}
+    for name, n in predicted.items():
+        module = next((name[: -len(x)] for x in _PARAM_SUFFIXES if name.endswith(x)), name)
+        owner = next(m for m in measured if m == module or m.startswith(module + "."))
+        out[owner] = out.get(owner, 0) + n
+    return out
+
+
 def _check(spec: RecurrentSpec, b: int, t: int) -> None:
     model, saved, flops = _measure(spec, b, t)
-    assert measure_params(model).total == recurrent_params(spec).total
+    measured_params = measure_params(model).terms
+    assert _by_module(recurrent_params(spec).terms, measured_params) == measured_params
     assert flops == recurrent_forward_flops(spec, b, t).total
     measured = {k: v for k, v in saved.activations.terms.items() if k != "(outside)"}
     assert measured == recurrent_saved_bytes(spec, b, t).terms
