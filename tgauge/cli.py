@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tgauge.app import app
+from tgauge.commands import compare as _compare  # noqa: F401, E402
 
 # Each module registers its commands on `app` at import; none imports torch at import time.
 from tgauge.commands import estimate as _estimate  # noqa: F401, E402

@@ -242,7 +242,11 @@ def estimate_command(
 ) -> None:
     """Predict parameters, memory (with its peak), KV cache and FLOPs of MODEL."""
     from estimator.estimate import estimate
+    from tgauge.recurrent_view import estimate_recurrent, is_recurrent
 
+    if is_recurrent(model):  # ELMo, an LSTM seq2seq: estimator/spec/recurrent.py
+        estimate_recurrent(model, workload, json_out)
+        return
     est = estimate(load_spec(model, impl), workload)
     if json_out:
         print_json(est)
