@@ -68,3 +68,20 @@ def test_vllm_refuses_what_it_does_not_run(update: dict, match: str) -> None:
 def test_vllm_fields_need_the_vllm_engine() -> None:
     with pytest.raises(ValueError, match="block_size"):
         BASE.replace(block_size=32)
+
+
+@pytest.mark.parametrize("engine", ["hf-generate", "vllm"])
+@pytest.mark.parametrize("kv_dtype", [None, "fp8"])
+def test_compiled_engine_estimates_equal_the_direct_run(engine: str, kv_dtype) -> None:
+    # estimator/compiled traces a structure after its first direct points: same integers
+    import random
+
+    rng = random.Random(19)
+    for spec in (LLAMA, get_preset("mistral-7b"), get_preset("gpt2-small")):
+        for _ in range(8):
+            w = Workload(
+                mode="decode", dtype="bf16", attention_impl="fused", engine=engine,
+                kv_cache_dtype=kv_dtype, batch_size=rng.randint(1, 64),
+                prompt_len=rng.randint(1, 900), new_tokens=rng.randint(1, 100),
+            )  # fmt: skip
+            assert estimate(spec, w).model_dump() == estimate(spec, w, direct=True).model_dump()
