@@ -16,6 +16,7 @@ from tgauge.app import (
     UserError,
     app,
     console,
+    note,
     print_json,
     progress_display,
     require,
@@ -91,6 +92,12 @@ def profile_command(
         raise UserError(f"--target-device={target_device!r} is invalid: use cpu or cuda")
     # the kernels the run is for: the device itself, or a meta dry run's target
     workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
+    if workload.mode != "train" and workload.engine != "forward":  # issue 19
+        note(
+            f"profile measures plain model calls (engine forward), not {workload.engine}; "
+            "tgauge validate --engine hf-generate measures transformers' generate()"
+        )
+        workload = workload.model_copy(update={"engine": "forward"})
     with progress_display() as progress, _allocation_errors(device):
         task = progress.add_task(f"building {escape(model)} on {escape(device)}", total=None)
         target = load_target(model, workload, device, impl)
@@ -136,7 +143,8 @@ def render(model: str, workload: Workload, result: Any, implementation: str = "r
 
     title = (
         f"tgauge profile {escape(model)} ({workload.mode}, {precision_label(workload)}, "
-        f"{result.device}, implementation {escape(implementation)})"
+        f"{result.device}, implementation {escape(implementation)}"
+        + (", engine forward)" if workload.mode != "train" else ")")
     )
     if not hasattr(result, "n_params"):  # DecodeProfile
         table = Table("after", "KV cache", title=title)
