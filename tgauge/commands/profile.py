@@ -16,7 +16,6 @@ from tgauge.app import (
     UserError,
     app,
     console,
-    note,
     print_json,
     progress_display,
     require,
@@ -92,11 +91,8 @@ def profile_command(
         raise UserError(f"--target-device={target_device!r} is invalid: use cpu or cuda")
     # the kernels the run is for: the device itself, or a meta dry run's target
     workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
-    if workload.mode != "train" and workload.engine != "forward":  # issue 19
-        note(
-            f"profile measures plain model calls (engine forward), not {workload.engine}; "
-            "tgauge validate --engine hf-generate measures transformers' generate()"
-        )
+    if workload.mode != "train":  # issue 19: plain model calls (the title says so);
+        # tgauge validate --engine hf-generate measures transformers' generate()
         workload = workload.model_copy(update={"engine": "forward"})
     with progress_display() as progress, _allocation_errors(device):
         task = progress.add_task(f"building {escape(model)} on {escape(device)}", total=None)
