@@ -74,7 +74,7 @@ def validate_hf(
     runner = {"train": _train, "prefill": _prefill, "decode": _decode}[workload.mode]
     runner(target, family, base, spec, workload, est, point)
     point.notes.append(NOTE)
-    if workload.mode == "decode" and workload.engine == "hf-generate":
+    if workload.mode != "train" and workload.engine == "hf-generate":
         point.notes.append(GENERATE_NOTE)
 
 
@@ -114,6 +114,9 @@ def _prefill(
 ) -> None:
     from profiler import profile_forward
 
+    if workload.engine == "hf-generate":  # generate()'s prefill and its first token
+        _generate(target, family, base, spec, workload, est, point)
+        return
     prof = profile_forward(target.model, target.inputs, repeats=1, fvcore=False)
     point.rows += _param_rows(family, base, est, prof.n_params, prof.weights.total)
     point.rows += _flop_rows(family, base, est, prof.flops, ("forward",))
@@ -166,11 +169,13 @@ def _generate(
     from profiler import measure_params, param_bytes
     from profiler.run import HFGenerate
 
-    run = HFGenerate(target.model, target.decoder.input_ids, workload.new_tokens + 1)
+    decode = workload.mode == "decode"
+    ids = target.decoder.input_ids if decode else target.inputs["input_ids"]
+    run = HFGenerate(target.model, ids, workload.new_tokens + 1 if decode else 1)
     run.run()
     model = target.model
     point.rows += _param_rows(family, base, est, measure_params(model), param_bytes(model).total)
-    predicted = kv_cache_growth_bytes(spec, resolve(spec, workload))
+    predicted = kv_cache_growth_bytes(spec, resolve(spec, workload))[: len(run.cache_sizes)]
     for t, (pred, got) in enumerate(zip(predicted, run.cache_sizes, strict=True)):
         point.rows.append(make_row(f"kv_cache.after_step.{t}", "bytes", pred, got))
     peak = run.live_peak

@@ -46,7 +46,7 @@ from estimator.rules.live import Live
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
-from estimator.sym import ceil_div, vmax, vmin
+from estimator.sym import ceil_div, vmin
 
 FP32_BYTES = 4
 BOOL_BYTES = 1
@@ -205,9 +205,18 @@ class VLLM(Engine):
             return "engine='vllm' runs its own fused attention kernels: give attention_impl='fused'"
         if not sh.kv_cache:
             return "engine='vllm' always serves with its paged KV cache (kv_cache=True)"
+        if type(sh.b) is int and sh.b > self.budget:  # max_num_seqs <= the token budget
+            return (
+                f"engine='vllm' schedules at least one token per sequence: batch_size={sh.b} "
+                f"exceeds max_num_batched_tokens={self.budget}"
+            )
         if sh.stack("decoder").pattern == "chunked":
             return "engine='vllm' is not modelled for chunked attention"
         return None
+
+    @property
+    def budget(self) -> int:
+        return self.sh.max_num_batched_tokens or self.DEFAULT_MAX_NUM_BATCHED_TOKENS
 
     @property
     def block(self) -> int:
@@ -217,8 +226,7 @@ class VLLM(Engine):
         return 1  # logits_indices: the last scheduled position of each sequence
 
     def prefill_tokens(self, prompt: Any) -> Any:
-        budget = self.sh.max_num_batched_tokens or self.DEFAULT_MAX_NUM_BATCHED_TOKENS
-        return vmin(prompt, vmax(1, budget // self.b))  # a chunk per sequence
+        return vmin(prompt, self.budget // self.b)  # a chunk per sequence
 
     def held_cache(self, cache_bytes: Any) -> Any:
         """The blocks of b sequences at their longest (prompt + new tokens)."""

@@ -93,6 +93,9 @@ def profile_command(
         raise UserError(f"--target-device={target_device!r} is invalid: use cpu or cuda")
     # the kernels the run is for: the device itself, or a meta dry run's target
     workload = workload.model_copy(update={"device": target_device if device == "meta" else device})
+    if workload.mode != "train":  # issue 19: plain model calls (the title says so);
+        # tgauge validate --engine hf-generate measures transformers' generate()
+        workload = workload.model_copy(update={"engine": "forward"})
     with progress_display() as progress, _allocation_errors(device):
         # shown from the start: importing torch alone takes seconds
         task = progress.add_task("importing torch", total=None)
@@ -149,7 +152,8 @@ def render(model: str, workload: Workload, result: Any, implementation: str = "r
     title = (
         f"tgauge profile {escape(model)} ({w.mode}, b={w.batch_size}, s={w.seq_len}, "
         f"{precision_label(w)}, {attention}{dropout}, {result.device}, "
-        f"implementation {escape(implementation)})"
+        f"implementation {escape(implementation)}"
+        + (", engine forward)" if w.mode != "train" else ")")
     )
     if not hasattr(result, "n_params"):  # DecodeProfile
         table = Table("after", "KV cache", title=title)

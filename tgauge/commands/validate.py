@@ -74,6 +74,7 @@ def _points(
     if model is None:
         raise UserError("give a MODEL (preset, spec file or config.json) or --matrix")
     spec, config = load_model(model, impl)  # config: the HF class to build, else None
+    _check_engine(workload, config)
     varied = [parse_vary(text) for text in sweep]
     if len({field for field, _ in varied}) < len(varied):
         raise UserError("each field may be swept once: combine its values in one --sweep")
@@ -92,6 +93,23 @@ def _points(
         check_supported(spec, point)
         points.append(Run(spec, point, config))
     return points
+
+
+def _check_engine(workload: Workload, config: dict[str, Any] | None) -> None:
+    """The serving engines validate runs (issue 19): forward everywhere, hf-generate on a
+    Hugging Face class (transformers' generate()); vLLM is not run here."""
+    if workload.mode == "train" or workload.engine == "forward":
+        return
+    if workload.engine == "vllm":
+        raise UserError(
+            "--engine vllm is not measured by tgauge validate (vLLM needs a GPU server); "
+            "use --engine hf-generate or forward"
+        )
+    if config is None:
+        raise UserError(
+            f"--engine {workload.engine} runs transformers' generate(): give a config.json "
+            "or --impl hf (a preset with a Hugging Face twin)"
+        )
 
 
 def _matrix(section: str) -> list[Run]:
