@@ -137,8 +137,14 @@ def validate_parallel(
 
         raise UnsupportedError(f"--nproc measures training steps: mode={workload.mode!r}")
     with tempfile.TemporaryDirectory(prefix="tgauge-ranks-") as out_dir:
+        builder = "tgauge.rank_targets:" + ("reference" if hf_config is None else "hugging_face")
         job = Job(
-            spec=spec, workload=workload, parallel=parallel, hf_config=hf_config, out_dir=out_dir
+            builder=builder,
+            spec=spec,
+            workload=workload,
+            parallel=parallel,
+            hf_config=hf_config,
+            out_dir=out_dir,
         )
         profiles = run_ranks(job, timeout_s=timeout_s, on_phase=on_phase)
     predicted = predicted_terms(spec, workload, parallel)

@@ -171,12 +171,9 @@ def wrap(model: nn.Module, parallel: Parallel, hf: bool = False) -> nn.Module:
     return model
 
 
-def make_optimizer(model: nn.Module, workload: Any, parallel: Parallel, lr: float) -> Any:
-    """The workload's optimizer (reference_model.train.make_optimizer); under ``zero1``
-    wrapped by ``ZeroRedundancyOptimizer`` with the same class and flags."""
-    from reference_model.train import make_optimizer as build
-
-    optimizer = build(model, workload, lr=lr)
+def zero1(optimizer: Any, model: nn.Module, parallel: Parallel) -> Any:
+    """``optimizer`` as it is; under ``zero1`` replaced by ``ZeroRedundancyOptimizer`` of the
+    same class and flags (lr, foreach, fused) over the same parameters."""
     if parallel.shard != "zero1" or optimizer is None:
         return optimizer
     from torch.distributed.optim import ZeroRedundancyOptimizer

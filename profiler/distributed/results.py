@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,12 +14,25 @@ from estimator.spec.parallel import Parallel
 from profiler.results import LivePeak
 
 
+@dataclass
+class Built:
+    """What a rank's builder returns: the model (not yet wrapped), its forward inputs, the loss
+    of its output, and the optimizer of the wrapped model's parameters."""
+
+    model: Any
+    inputs: Any
+    loss_fn: Callable[[Any], Any]
+    make_optimizer: Callable[[Any], Any]
+
+
 class Job(BaseModel):
-    """What every rank runs: the model (our reference model of ``spec``, or the Hugging Face
-    class of ``hf_config``), the workload, the layout, and where the rank writes."""
+    """What every rank runs: ``builder`` ("module:function", called as ``function(job,
+    dp_rank)`` -> ``Built``) makes the model of ``spec`` (or of ``hf_config``) for the
+    workload; the layout; where the rank writes."""
 
     model_config = ConfigDict(frozen=True)
 
+    builder: str
     spec: ModelSpec
     workload: Workload
     parallel: Parallel

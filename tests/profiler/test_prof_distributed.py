@@ -35,6 +35,7 @@ SPEC = ModelSpec.model_validate(
 )
 WORKLOAD = Workload(mode="train", batch_size=2, seq_len=16, device="cpu")
 FP32 = 4
+BUILDER = "tgauge.rank_targets:reference"
 
 
 def shapes() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -56,7 +57,9 @@ def rows(dim0: int, world: int, rank: int) -> int:
 
 def run(tmp_path: Path, **layout: object) -> list:
     parallel = Parallel(**layout)
-    job = Job(spec=SPEC, workload=WORKLOAD, parallel=parallel, out_dir=str(tmp_path))
+    job = Job(
+        builder=BUILDER, spec=SPEC, workload=WORKLOAD, parallel=parallel, out_dir=str(tmp_path)
+    )
     return run_ranks(job, timeout_s=300)
 
 
@@ -207,8 +210,13 @@ def test_killed_rank_is_named_and_no_process_survives(tmp_path: Path) -> None:
         started.extend(pids)
         os.kill(pids[1], signal.SIGKILL)
 
-    job = Job(spec=SPEC, workload=WORKLOAD, parallel=Parallel(world=2, shard="zero3"),
-              out_dir=str(tmp_path))  # fmt: skip
+    job = Job(
+        builder=BUILDER,
+        spec=SPEC,
+        workload=WORKLOAD,
+        parallel=Parallel(world=2, shard="zero3"),
+        out_dir=str(tmp_path),
+    )
     with pytest.raises(RankFailure, match="rank 1 killed by SIGKILL") as info:
         run_ranks(job, timeout_s=120, on_start=kill_rank_one)
     assert info.value.rank == 1
@@ -217,8 +225,13 @@ def test_killed_rank_is_named_and_no_process_survives(tmp_path: Path) -> None:
 
 def test_timeout_names_the_running_ranks_and_no_process_survives(tmp_path: Path) -> None:
     started: list[int] = []
-    job = Job(spec=SPEC, workload=WORKLOAD, parallel=Parallel(world=2, shard="zero2"),
-              out_dir=str(tmp_path))  # fmt: skip
+    job = Job(
+        builder=BUILDER,
+        spec=SPEC,
+        workload=WORKLOAD,
+        parallel=Parallel(world=2, shard="zero2"),
+        out_dir=str(tmp_path),
+    )
     with pytest.raises(RankFailure, match=r"timed out after .*rank 0 in"):
         run_ranks(job, timeout_s=0.5, on_start=started.extend)
     assert len(started) == 2 and not any(_alive(pid) for pid in started)
