@@ -89,7 +89,7 @@ def apply_tp(model: nn.Module, mesh: Any, sp: bool) -> None:
             "ffn.up": ColwiseParallel(),
             "ffn.down": RowwiseParallel(output_layouts=residual),
         }
-        if hasattr(layer.ffn, "gate"):
+        if getattr(layer.ffn, "gate", None) is not None:
             plan["ffn.gate"] = ColwiseParallel()
         if sp:
             plan |= {
