@@ -46,6 +46,8 @@ class ParallelPoint(BaseModel):
     parallel: dict[str, Any]
     peak_phase_measured: dict[int, str]
     rows: list[RankRow]
+    #: per rank, the comm terms per phase (forward, backward, optimizer_step)
+    comm_by_phase: dict[int, dict[str, dict[str, int]]] = {}
     notes: list[str] = []
 
 
@@ -158,5 +160,6 @@ def validate_parallel(
         parallel=parallel.model_dump(mode="json"),
         peak_phase_measured={p.rank: p.live_peak.phase for p in profiles},
         rows=rows_of(profiles, predicted),
+        comm_by_phase={p.rank: p.comm_by_phase for p in profiles},
         notes=notes,
     )

@@ -46,7 +46,8 @@ class RankProfile(BaseModel):
 
     ``comm`` terms: ``comm.<op>.count`` / ``comm.<op>.bytes`` per op type (the byte
     convention of profiler/distributed/comm.py), over the measured step (forward, backward,
-    optimizer step)."""
+    optimizer step); ``comm_by_phase``: the same terms per phase (``forward``, ``backward``,
+    ``optimizer_step``)."""
 
     rank: int
     world: int
@@ -57,6 +58,7 @@ class RankProfile(BaseModel):
     activations: Breakdown
     live_peak: LivePeak
     comm: dict[str, int]
+    comm_by_phase: dict[str, dict[str, int]] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
     def terms(self) -> dict[str, int]:

@@ -70,6 +70,7 @@ def run_rank(job: Job, rank: int) -> RankProfile:
             activations=saved.activations,
             live_peak=live.peak,
             comm=comm.terms(),
+            comm_by_phase=comm.by_phase,
             notes=saved.notes,
         )
         dist.barrier()
@@ -88,14 +89,19 @@ def _measured_step(
     live.track_existing(memory.optimizer_states(optimizer), "optimizer")
     live.track_existing(inputs, "inputs")
     comm = mode()
+
+    def phase(name: str) -> None:
+        live.set_phase(name)
+        comm.phase = name
+
     with comm, live:
-        live.set_phase("forward")
+        phase("forward")
         loss = loss_fn(call_model(model, inputs))
-        live.set_phase("backward")
+        phase("backward")
         loss.backward()
         del loss
         if optimizer is not None:
-            live.set_phase("optimizer_step")
+            phase("optimizer_step")
             optimizer.step()
     return live, comm
 
