@@ -63,9 +63,11 @@ def run(tmp_path: Path, **layout: object) -> list:
     return run_ranks(job, timeout_s=300)
 
 
-def _fsdp_expected(world: int, rank: int, zero3: bool) -> dict[str, int]:
-    root, block = shapes()
-    n_layers = SPEC.n_layers
+def _fsdp_expected(
+    world: int, rank: int, zero3: bool, model: tuple | None = None
+) -> dict[str, int]:
+    """``model``: (root shapes, block shapes, n_layers); default the tiny decoder's."""
+    root, block, n_layers = model or (*shapes(), SPEC.n_layers)
     group = [root, *[block] * n_layers]
     padded = [sum(math.ceil(d0 / world) * rest for d0, rest in g) for g in group]
     local = sum(rows(d0, world, rank) * rest for g in group for d0, rest in g)
@@ -239,3 +241,35 @@ def test_timeout_names_the_running_ranks_and_no_process_survives(tmp_path: Path)
     with pytest.raises(RankFailure, match=r"timed out after .*rank 0 in"):
         run_ranks(job, timeout_s=0.5, on_start=started.extend)
     assert len(started) == 2 and not any(_alive(pid) for pid in started)
+
+
+LLAMA = json.loads(
+    Path(__file__).parents[2].joinpath("docs/validation/hf-llama-tiny/config.json").read_text()
+)
+
+
+def llama_shapes() -> tuple[list, list, int]:
+    """LlamaForCausalLM (transformers models/llama/modeling_llama.py): embed_tokens, final
+    norm, lm_head (untied) at the root; per block q, k, v, o, gate, up, down (no biases) and
+    two RMSNorm weights."""
+    d, d_ff, v = LLAMA["hidden_size"], LLAMA["intermediate_size"], LLAMA["vocab_size"]
+    d_kv = d // LLAMA["num_attention_heads"] * LLAMA["num_key_value_heads"]
+    root = [(v, d), (d, 1), (v, d)]
+    block = [(d, d), (d_kv, d), (d_kv, d), (d, d), (d_ff, d), (d_ff, d), (d, d_ff), (d, 1), (d, 1)]
+    return root, block, LLAMA["num_hidden_layers"]
+
+
+@pytest.mark.slow
+def test_hf_llama_fsdp2_zero3_matches_hand_derived_shards(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    spec = ModelSpec.from_hf_config(LLAMA)
+    job = Job(
+        builder="tgauge.rank_targets:hugging_face",
+        spec=spec,
+        workload=WORKLOAD,
+        parallel=Parallel(world=2, shard="zero3"),
+        hf_config=LLAMA,
+        out_dir=str(tmp_path),
+    )
+    profiles = run_ranks(job, timeout_s=300)
+    _check(profiles, lambda r: _fsdp_expected(2, r, True, llama_shapes()))
