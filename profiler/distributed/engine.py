@@ -95,15 +95,13 @@ def apply_tp(model: nn.Module, mesh: Any, sp: bool) -> None:
             plan |= {
                 "attn_norm": SequenceParallel(),
                 "ffn_norm": SequenceParallel(),
+                # the gathered input stays a DTensor into q/k/v (up): their input gradients
+                # sum as Partial and leave through one reduce-scatter (torchtitan's plan)
                 "self_attn": PrepareModuleInput(
-                    input_layouts=(Shard(1),),
-                    desired_input_layouts=(Replicate(),),
-                    use_local_output=True,
+                    input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)
                 ),
                 "ffn": PrepareModuleInput(
-                    input_layouts=(Shard(1),),
-                    desired_input_layouts=(Replicate(),),
-                    use_local_output=True,
+                    input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)
                 ),
             }
         parallelize_module(layer, mesh, plan)
