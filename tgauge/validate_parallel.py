@@ -90,8 +90,10 @@ def rows_of(profiles: list[Any], predicted: dict[str, int] | None) -> list[RankR
     rows = []
     for prof in profiles:
         for term, got in prof.terms().items():
+            phase = f"phase: {prof.live_peak.phase}" if term == "peak_memory" else ""
             if predicted is None or term not in predicted:
                 note = NOT_MODELLED if predicted is None else "not in the estimate"
+                note = "; ".join(filter(None, [phase, note]))
                 rows.append(
                     RankRow(
                         rank=prof.rank,
@@ -114,6 +116,7 @@ def rows_of(profiles: list[Any], predicted: dict[str, int] | None) -> list[RankR
                     predicted=predicted[term],
                     rel_error=row.rel_error,
                     verdict=row.verdict if row.verdict != "not measured" else "off",
+                    note=phase,
                 )
             )
     return rows
