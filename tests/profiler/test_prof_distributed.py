@@ -229,11 +229,17 @@ def test_fsdp_x_tp_four_ranks_split_each_tp_shard_over_dp(tmp_path: Path) -> Non
 
 
 def _alive(pid: int) -> bool:
+    """A process of the rank's own session (the rank, or anything it started) still runs;
+    a zombie (dead, waiting to be reaped by whoever inherited it) does not count."""
     try:
-        os.killpg(pid, 0)  # the rank's own session: the rank and anything it started
+        os.killpg(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True  # the group lives on in another member
+    return state != "Z"
 
 
 def test_killed_rank_is_named_and_no_process_survives(tmp_path: Path) -> None:
@@ -300,3 +306,61 @@ def test_hf_llama_fsdp2_zero3_matches_hand_derived_shards(tmp_path: Path) -> Non
     )
     profiles = run_ranks(job, timeout_s=300)
     _check(profiles, lambda r: _fsdp_expected(2, r, True, llama_shapes()))
+
+
+def test_failing_rank_is_named_with_its_error(tmp_path: Path) -> None:
+    job = Job(
+        builder="tgauge.rank_targets:no_such_builder",
+        spec=SPEC,
+        workload=WORKLOAD,
+        parallel=Parallel(world=2, shard="zero2"),
+        out_dir=str(tmp_path),
+    )
+    with pytest.raises(RankFailure, match=r"rank \d exited with code 1") as info:
+        run_ranks(job, timeout_s=120)
+    assert "AttributeError" in str(info.value) and "no_such_builder" in str(info.value)
+
+
+LAUNCHER = """
+import sys, time
+from profiler.distributed.launch import run_ranks
+from profiler.distributed.results import Job
+job = Job.model_validate_json(open(sys.argv[1]).read())
+def started(pids):
+    open(sys.argv[2], "w").write(" ".join(map(str, pids)))
+    time.sleep(600)  # the test kills this launcher here
+run_ranks(job, timeout_s=600, on_start=started)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="PR_SET_PDEATHSIG is Linux's")
+def test_launcher_killed_leaves_no_rank_behind(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    job = Job(
+        builder=BUILDER,
+        spec=SPEC,
+        workload=WORKLOAD,
+        parallel=Parallel(world=2, shard="zero3"),
+        out_dir=str(tmp_path / "ranks"),
+    )
+    job_file, pid_file = tmp_path / "job.json", tmp_path / "pids"
+    job_file.write_text(job.model_dump_json())
+    root = str(Path(__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(job_file), str(pid_file)], env=env
+    )
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.05)
+    pids = [int(p) for p in pid_file.read_text().split()]
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
