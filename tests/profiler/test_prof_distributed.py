@@ -293,19 +293,20 @@ def llama_shapes() -> tuple[list, list, int]:
 
 
 @pytest.mark.slow
-def test_hf_llama_fsdp2_zero3_matches_hand_derived_shards(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("world", "shard"), [(2, "zero3"), (2, "zero2"), (4, "zero3")])
+def test_hf_llama_fsdp2_matches_hand_derived_shards(tmp_path: Path, world, shard) -> None:
     pytest.importorskip("transformers")
     spec = ModelSpec.from_hf_config(LLAMA)
     job = Job(
         builder="tgauge.rank_targets:hugging_face",
         spec=spec,
         workload=WORKLOAD,
-        parallel=Parallel(world=2, shard="zero3"),
+        parallel=Parallel(world=world, shard=shard),
         hf_config=LLAMA,
         out_dir=str(tmp_path),
     )
     profiles = run_ranks(job, timeout_s=300)
-    _check(profiles, lambda r: _fsdp_expected(2, r, True, llama_shapes()))
+    _check(profiles, lambda r: _fsdp_expected(world, r, shard == "zero3", llama_shapes()))
 
 
 def test_failing_rank_is_named_with_its_error(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ def test_validate_nproc_timeout_names_rank_and_exits_1() -> None:
         (["--zero", "2"], "need --nproc 2 or more"),
         (["--nproc", "2", "--tp", "3"], "tp=3 must divide world=2"),
         (["--nproc", "2", "--zero", "2", "--mode", "prefill"], "measures training steps"),
+        (["--nproc", "2", "--zero", "2", "--sweep", "seq_len=8,16"], "measures one point"),
     ],
 )
 def test_validate_nproc_refuses_by_name(extra: list[str], message: str) -> None:
