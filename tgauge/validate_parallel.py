@@ -46,6 +46,8 @@ class ParallelPoint(BaseModel):
     parallel: dict[str, Any]
     peak_phase_measured: dict[int, str]
     rows: list[RankRow]
+    #: per rank, the comm terms per phase (forward, backward, optimizer_step)
+    comm_by_phase: dict[int, dict[str, dict[str, int]]] = {}
     notes: list[str] = []
 
 
@@ -88,8 +90,10 @@ def rows_of(profiles: list[Any], predicted: dict[str, int] | None) -> list[RankR
     rows = []
     for prof in profiles:
         for term, got in prof.terms().items():
+            phase = f"phase: {prof.live_peak.phase}" if term == "peak_memory" else ""
             if predicted is None or term not in predicted:
                 note = NOT_MODELLED if predicted is None else "not in the estimate"
+                note = "; ".join(filter(None, [phase, note]))
                 rows.append(
                     RankRow(
                         rank=prof.rank,
@@ -112,6 +116,7 @@ def rows_of(profiles: list[Any], predicted: dict[str, int] | None) -> list[RankR
                     predicted=predicted[term],
                     rel_error=row.rel_error,
                     verdict=row.verdict if row.verdict != "not measured" else "off",
+                    note=phase,
                 )
             )
     return rows
@@ -137,8 +142,14 @@ def validate_parallel(
 
         raise UnsupportedError(f"--nproc measures training steps: mode={workload.mode!r}")
     with tempfile.TemporaryDirectory(prefix="tgauge-ranks-") as out_dir:
+        builder = "tgauge.rank_targets:" + ("reference" if hf_config is None else "hugging_face")
         job = Job(
-            spec=spec, workload=workload, parallel=parallel, hf_config=hf_config, out_dir=out_dir
+            builder=builder,
+            spec=spec,
+            workload=workload,
+            parallel=parallel,
+            hf_config=hf_config,
+            out_dir=out_dir,
         )
         profiles = run_ranks(job, timeout_s=timeout_s, on_phase=on_phase)
     predicted = predicted_terms(spec, workload, parallel)
@@ -152,5 +163,6 @@ def validate_parallel(
         parallel=parallel.model_dump(mode="json"),
         peak_phase_measured={p.rank: p.live_peak.phase for p in profiles},
         rows=rows_of(profiles, predicted),
+        comm_by_phase={p.rank: p.comm_by_phase for p in profiles},
         notes=notes,
     )

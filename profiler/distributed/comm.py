@@ -94,6 +94,8 @@ class CommBytesMode(CommDebugMode):
         super().__init__()
         self.bytes_by_op: dict[str, int] = defaultdict(int)
         self.count_by_op: dict[str, int] = defaultdict(int)
+        self.phase = "forward"  # set by the caller as the step moves on
+        self.by_phase: dict[str, dict[str, int]] = {}
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         before = self.get_total_counts()
@@ -101,8 +103,12 @@ class CommBytesMode(CommDebugMode):
         if out is not NotImplemented and self.get_total_counts() > before:
             packet = func._overloadpacket
             kind = op_type(packet)
+            nbytes = payload_bytes(packet, args, out)
             self.count_by_op[kind] += 1
-            self.bytes_by_op[kind] += payload_bytes(packet, args, out)
+            self.bytes_by_op[kind] += nbytes
+            phase = self.by_phase.setdefault(self.phase, {})
+            phase[f"comm.{kind}.count"] = phase.get(f"comm.{kind}.count", 0) + 1
+            phase[f"comm.{kind}.bytes"] = phase.get(f"comm.{kind}.bytes", 0) + nbytes
         return out
 
     def terms(self) -> dict[str, int]:

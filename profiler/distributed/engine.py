@@ -89,21 +89,19 @@ def apply_tp(model: nn.Module, mesh: Any, sp: bool) -> None:
             "ffn.up": ColwiseParallel(),
             "ffn.down": RowwiseParallel(output_layouts=residual),
         }
-        if hasattr(layer.ffn, "gate"):
+        if getattr(layer.ffn, "gate", None) is not None:
             plan["ffn.gate"] = ColwiseParallel()
         if sp:
             plan |= {
                 "attn_norm": SequenceParallel(),
                 "ffn_norm": SequenceParallel(),
+                # the gathered input stays a DTensor into q/k/v (up): their input gradients
+                # sum as Partial and leave through one reduce-scatter (torchtitan's plan)
                 "self_attn": PrepareModuleInput(
-                    input_layouts=(Shard(1),),
-                    desired_input_layouts=(Replicate(),),
-                    use_local_output=True,
+                    input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)
                 ),
                 "ffn": PrepareModuleInput(
-                    input_layouts=(Shard(1),),
-                    desired_input_layouts=(Replicate(),),
-                    use_local_output=True,
+                    input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)
                 ),
             }
         parallelize_module(layer, mesh, plan)
@@ -171,12 +169,9 @@ def wrap(model: nn.Module, parallel: Parallel, hf: bool = False) -> nn.Module:
     return model
 
 
-def make_optimizer(model: nn.Module, workload: Any, parallel: Parallel, lr: float) -> Any:
-    """The workload's optimizer (reference_model.train.make_optimizer); under ``zero1``
-    wrapped by ``ZeroRedundancyOptimizer`` with the same class and flags."""
-    from reference_model.train import make_optimizer as build
-
-    optimizer = build(model, workload, lr=lr)
+def zero1(optimizer: Any, model: nn.Module, parallel: Parallel) -> Any:
+    """``optimizer`` as it is; under ``zero1`` replaced by ``ZeroRedundancyOptimizer`` of the
+    same class and flags (lr, foreach, fused) over the same parameters."""
     if parallel.shard != "zero1" or optimizer is None:
         return optimizer
     from torch.distributed.optim import ZeroRedundancyOptimizer

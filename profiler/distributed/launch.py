@@ -6,18 +6,24 @@ set, its output in ``rank<r>.log``. The launcher polls: a rank that exits non-ze
 killed by a signal ends the run: every other rank's process group gets SIGTERM, then SIGKILL,
 and ``RankFailure`` names the rank, its exit code or signal and the last lines of its log.
 A run past ``timeout_s`` ends the same way, naming the ranks still running and where each
-was. No process outlives ``run_ranks``, whatever ends it (a KeyboardInterrupt included).
+was. No process outlives ``run_ranks``, whatever ends it: an exception or KeyboardInterrupt
+stops the ranks on the way out; SIGTERM to the launcher is turned into a RankFailure (while
+``run_ranks`` runs in the main thread); and on Linux every rank asks the kernel for SIGKILL
+when the launcher dies (``prctl(PR_SET_PDEATHSIG)``), so even ``kill -9`` of the launcher
+leaves no rank behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from profiler.distributed.results import Job, RankProfile
@@ -77,6 +83,32 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         proc.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL me when my parent dies (Linux prctl)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises RankFailure here (main thread only: signal handlers live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise RankFailure("stopped by SIGTERM: every rank was stopped", None)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _env(rank: int, world: int, port: int) -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the checkout holding profiler/
@@ -110,9 +142,34 @@ def run_ranks(
     job_file.write_text(job.model_dump_json())
     world, port = job.parallel.world, free_port()
     procs: list[subprocess.Popen] = []
-    try:
-        for rank in range(world):
-            log = open(out_dir / f"rank{rank}.log", "wb")  # noqa: SIM115 (the child owns it)
+    preexec = _die_with_parent if sys.platform == "linux" else None
+    with _sigterm_raises():
+        try:
+            _start(procs, job_file, out_dir, world, port, preexec)
+            if on_start is not None:
+                on_start([p.pid for p in procs])
+            _watch(procs, out_dir, timeout_s, on_phase)
+        finally:
+            _stop(procs)
+    return [
+        RankProfile.model_validate_json((out_dir / f"rank{r}.json").read_text())
+        for r in range(world)
+    ]
+
+
+def _start(
+    procs: list[subprocess.Popen],
+    job_file: Path,
+    out_dir: Path,
+    world: int,
+    port: int,
+    preexec: Callable[[], None] | None,
+) -> None:
+    """Start the ranks, appending each to ``procs`` as it starts (so a failure part way
+    still stops the ones started)."""
+    for rank in range(world):
+        log = open(out_dir / f"rank{rank}.log", "wb")  # noqa: SIM115 (the child owns it)
+        try:
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "profiler.distributed.worker", str(job_file)],
@@ -121,18 +178,11 @@ def run_ranks(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    preexec_fn=preexec,  # noqa: PLW1509 (prctl only: no locks taken)
                 )
             )
+        finally:
             log.close()
-        if on_start is not None:
-            on_start([p.pid for p in procs])
-        _watch(procs, out_dir, timeout_s, on_phase)
-    finally:
-        _stop(procs)
-    return [
-        RankProfile.model_validate_json((out_dir / f"rank{r}.json").read_text())
-        for r in range(world)
-    ]
 
 
 def _watch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,12 +14,25 @@ from estimator.spec.parallel import Parallel
 from profiler.results import LivePeak
 
 
+@dataclass
+class Built:
+    """What a rank's builder returns: the model (not yet wrapped), its forward inputs, the loss
+    of its output, and the optimizer of the wrapped model's parameters."""
+
+    model: Any
+    inputs: Any
+    loss_fn: Callable[[Any], Any]
+    make_optimizer: Callable[[Any], Any]
+
+
 class Job(BaseModel):
-    """What every rank runs: the model (our reference model of ``spec``, or the Hugging Face
-    class of ``hf_config``), the workload, the layout, and where the rank writes."""
+    """What every rank runs: ``builder`` ("module:function", called as ``function(job,
+    dp_rank)`` -> ``Built``) makes the model of ``spec`` (or of ``hf_config``) for the
+    workload; the layout; where the rank writes."""
 
     model_config = ConfigDict(frozen=True)
 
+    builder: str
     spec: ModelSpec
     workload: Workload
     parallel: Parallel
@@ -31,7 +46,8 @@ class RankProfile(BaseModel):
 
     ``comm`` terms: ``comm.<op>.count`` / ``comm.<op>.bytes`` per op type (the byte
     convention of profiler/distributed/comm.py), over the measured step (forward, backward,
-    optimizer step)."""
+    optimizer step); ``comm_by_phase``: the same terms per phase (``forward``, ``backward``,
+    ``optimizer_step``)."""
 
     rank: int
     world: int
@@ -42,6 +58,7 @@ class RankProfile(BaseModel):
     activations: Breakdown
     live_peak: LivePeak
     comm: dict[str, int]
+    comm_by_phase: dict[str, dict[str, int]] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
     def terms(self) -> dict[str, int]:

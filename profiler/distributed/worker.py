@@ -18,35 +18,16 @@ from typing import Any
 
 from profiler.distributed.results import Job, RankProfile
 
-LR = 1e-4
-
 
 def _phase(job: Job, rank: int, text: str) -> None:
     Path(job.out_dir, f"rank{rank}.phase").write_text(text)
 
 
-def _build(job: Job, rank: int, dp_rank: int) -> tuple[Any, Any, Any]:
-    """(model, inputs, loss_fn) on CPU; the same weights on every rank, the data of its
-    data-parallel rank (ranks of one TP group see one batch)."""
-    import torch
+def _builder(job: Job) -> Any:
+    import importlib
 
-    torch.manual_seed(job.seed)
-    if job.hf_config is not None:
-        from tgauge.hf_models import build_hf_model, hf_inputs, stand_in_loss
-
-        built = build_hf_model(job.hf_config, job.workload, "cpu")
-        built.model.train()
-        inputs = hf_inputs(built, job.workload.model_copy(), "cpu")
-        loss_fn = stand_in_loss if built.task == "base" else (lambda out: out.loss)
-        return built.model, inputs, loss_fn
-    from reference_model import build_model
-    from reference_model.inputs import make_inputs
-    from reference_model.train import objective
-
-    model = build_model(job.spec, job.workload, device="cpu")
-    model.train()
-    inputs = make_inputs(job.spec, job.workload, device="cpu", seed=job.seed + dp_rank)
-    return model, inputs, objective
+    module, _, name = job.builder.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def run_rank(job: Job, rank: int) -> RankProfile:
@@ -61,9 +42,10 @@ def run_rank(job: Job, rank: int) -> RankProfile:
     try:
         _phase(job, rank, "building")
         dp_rank = rank // job.parallel.tp
-        model, inputs, loss_fn = _build(job, rank, dp_rank)
-        model = engine.wrap(model, job.parallel, hf=job.hf_config is not None)
-        optimizer = engine.make_optimizer(model, job.workload, job.parallel, LR)
+        built = _builder(job)(job, dp_rank)
+        inputs, loss_fn = built.inputs, built.loss_fn
+        model = engine.wrap(built.model, job.parallel, hf=job.hf_config is not None)
+        optimizer = engine.zero1(built.make_optimizer(model), model, job.parallel)
 
         def fwd_bwd() -> None:
             loss_fn(call_model(model, inputs)).backward()
@@ -88,6 +70,7 @@ def run_rank(job: Job, rank: int) -> RankProfile:
             activations=saved.activations,
             live_peak=live.peak,
             comm=comm.terms(),
+            comm_by_phase=comm.by_phase,
             notes=saved.notes,
         )
         dist.barrier()
@@ -106,14 +89,19 @@ def _measured_step(
     live.track_existing(memory.optimizer_states(optimizer), "optimizer")
     live.track_existing(inputs, "inputs")
     comm = mode()
+
+    def phase(name: str) -> None:
+        live.set_phase(name)
+        comm.phase = name
+
     with comm, live:
-        live.set_phase("forward")
+        phase("forward")
         loss = loss_fn(call_model(model, inputs))
-        live.set_phase("backward")
+        phase("backward")
         loss.backward()
         del loss
         if optimizer is not None:
-            live.set_phase("optimizer_step")
+            phase("optimizer_step")
             optimizer.step()
     return live, comm
 

@@ -353,6 +353,8 @@ def validate_command(
 
     check_device(device)
     if nproc > 1 or zero is not None or tp > 1 or sp:
+        if matrix or sweep or out is not None:
+            raise UserError("--nproc measures one point: give no --matrix, --sweep or --out")
         return _validate_ranks(
             model, workload, "hf" if hf else impl, nproc, zero, tp, sp, timeout, json_out, device
         )
