@@ -11,7 +11,7 @@ from rich.table import Table
 
 from estimator.breakdown import Breakdown, Estimate
 from estimator.spec import Workload
-from tgauge.app import app, console, print_json, user_errors
+from tgauge.app import app, console, print_json, print_table, user_errors
 from tgauge.format import (
     BYTE_UNITS_NOTE,
     FLOP_UNITS_NOTE,
@@ -205,15 +205,15 @@ def textbook_table(est: Estimate) -> Table:
 def render(est: Estimate, textbook: bool = False, note: str | None = None) -> None:
     if note:
         console.print(f"[dim]{escape(note)}[/]", highlight=False)
-    console.print(summary_table(est))
+    print_table(summary_table(est))
     terms, peak = est.memory.terms, est.peak_memory_bytes
-    console.print(peak_table(est.spec, est.workload, terms, peak, est.peak_phase, "Memory"))
-    console.print(memory_table(est))
-    console.print(flops_table(est))
+    print_table(peak_table(est.spec, est.workload, terms, peak, est.peak_phase, "Memory"))
+    print_table(memory_table(est))
+    print_table(flops_table(est))
     if est.decode is not None:
-        console.print(decode_table(est))
+        print_table(decode_table(est))
     if textbook:
-        console.print(textbook_table(est))
+        print_table(textbook_table(est))
     if est.unchecked:
         console.print("[dim]Not checked by any measurement:[/]")
         for line in est.unchecked:

@@ -314,14 +314,17 @@ def _cell(value: Any, column: str) -> str:
 
 def _read_validation(path: Path) -> list[Any]:
     """The records of a validation file, its notes shown; UserError when it holds none."""
+    from tgauge.report.record_checks import check_records
     from tgauge.report.validation import load_validation
 
     notes: list[str] = []
-    records = load_validation(path, notes)
+    records = check_records(load_validation(path, notes), path, notes)
     for line in notes:
         note(line)
     if not records:
-        raise UserError(f"{path} holds no validation records (run `tgauge validate --out`)")
+        raise UserError(
+            f"{path} holds no validation records a report can draw (run `tgauge validate --out`)"
+        )
     return records
 
 
