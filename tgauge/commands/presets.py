@@ -85,8 +85,9 @@ def _gpus_table() -> Any:
 
     table = Table(
         title="tgauge presets: GPUs (tgauge fit --gpu NAME)",
-        caption="dense peak TFLOP/s per math dtype (10^12 FLOP/s, no sparsity; - where the "
-        "part has no such unit); bandwidth in TB/s (10^12 bytes/s)",
+        caption="memory: what the card reports (nvidia-smi memory.total), not its marketed GB; "
+        "dense peak TFLOP/s per math dtype (10^12 FLOP/s, no sparsity; - where the "
+        "part has no such unit); bandwidth in TB/s (10^12 bytes/s); sources: --json",
     )
     table.add_column("name", no_wrap=True)
     table.add_column("alias", no_wrap=True)
