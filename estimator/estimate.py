@@ -15,7 +15,7 @@ from estimator.breakdown import Breakdown, DecodeFlops, Estimate
 from estimator.replay.peak import peak_memory
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, resolve
-from estimator.spec.errors import SpecError
+from estimator.spec.errors import UnsupportedError
 from estimator.spec.model import ModelSpec
 from estimator.spec.workload import (
     Workload,
@@ -150,7 +150,7 @@ def estimate(spec: ModelSpec, workload: Workload, *, direct: bool = False) -> Es
     sh = resolve(spec, workload)
     try:
         check_supported(spec, workload, sh)
-    except SpecError as exc:  # UnsupportedError too: say which values were not the user's
+    except UnsupportedError as exc:  # what is not modelled may come from the usual settings
         if not applied:
             raise
         usual = defaults_text(spec, applied)
