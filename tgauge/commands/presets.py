@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tgauge.app import app, console, print_json, user_errors
+from tgauge.app import app, print_json, print_table, user_errors
 from tgauge.format import human_bytes, human_count
 
 
@@ -42,8 +42,8 @@ def presets_command(
             }
         )
         return
-    console.print(_models_table(rows))
-    console.print(_gpus_table())
+    print_table(_models_table(rows))
+    print_table(_gpus_table())
 
 
 def _models_table(rows: list[tuple[str, Any, int]]) -> Any:

@@ -20,6 +20,7 @@ from tgauge.app import (
     note,
     out_dir,
     print_json,
+    print_table,
     progress_display,
     require,
     user_errors,
@@ -333,7 +334,7 @@ def validate_command(
         if p.status != "ok":
             console.print(f"[yellow]{escape(p.model)}: {p.status}[/] {escape('; '.join(p.notes))}")
         else:
-            console.print(_table(p))
+            print_table(_table(p))
     if len(results) > 1:
         console.print(_summary(results))
     if jsonl is not None:
