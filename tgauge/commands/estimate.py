@@ -83,7 +83,7 @@ def summary_table(est: Estimate) -> Table:
         temporaries = human_bytes(step_temporaries_bytes(est.spec, resolve(est.spec, w)))
         t.add_row("optimizer", f"{w.optimizer}, {w.optimizer_impl} step on {w.device}")
         t.add_row("optimizer step temporaries", temporaries)
-    t.add_row("sum of all terms (not all live at once)", human_bytes(est.memory.total))
+    t.add_row("sum of all terms (not all live)", human_bytes(est.memory.total))
     if est.kv_cache.terms:
         t.add_row("KV cache", human_bytes(est.kv_cache.total) + kv_cache_note(est))
     for p in _PASSES:
