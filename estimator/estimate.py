@@ -16,7 +16,7 @@ from estimator.replay.engines import engine
 from estimator.replay.peak import peak_memory, train_peak
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, resolve
-from estimator.spec.errors import SpecError
+from estimator.spec.errors import UnsupportedError
 from estimator.spec.model import ModelSpec
 from estimator.spec.parallel import Parallel
 from estimator.spec.workload import (
@@ -289,7 +289,7 @@ def estimate(
     sh = resolve(spec, workload)
     try:
         check_supported(spec, workload, sh)
-    except SpecError as exc:  # UnsupportedError too: say which values were not the user's
+    except UnsupportedError as exc:  # what is not modelled may come from the usual settings
         if not applied:
             raise
         usual = defaults_text(spec, applied)

@@ -115,6 +115,7 @@ def fvcore_flops(model: Any, inputs: Any) -> FvcoreCount:
     try:
         with warnings.catch_warnings():  # fvcore scripts a function at import: torch warns
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.13's wording
             from fvcore.nn import FlopCountAnalysis
     except ImportError:
         return FvcoreCount(flops=Measured.missing("fvcore is not installed"))

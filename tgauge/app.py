@@ -29,12 +29,34 @@ class _OneLineUsageErrors(TyperGroup):
             where = getattr(getattr(exc, "ctx", None), "command_path", None) or ctx.command_path
             fail(f"{exc.format_message()} (see '{where} --help')")
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _plain_help(command, ctx)
+        return command
+
+
+def _plain_help(command: Any, ctx: Any) -> None:
+    """Help as a reader expects it (issue 23): a flag shows no ``<bool>`` type (typer's
+    TyperOption.display_type_rich prints one unless a metavar is set), and an argument reads
+    MODEL in the usage line, not typer's ``{model}`` (TyperArgument._usage_display_name)."""
+    help_option = command.get_help_option(ctx)
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif param.param_type_name == "argument":
+            name = (param.metavar or param.name).upper()
+            param.metavar = name
+            shown = name if param.required else f"[{name}]"
+            param.get_usage_pieces = lambda ctx, shown=shown: [shown]
+
 
 app = typer.Typer(
     cls=_OneLineUsageErrors,
     name="tgauge",
     help="Size a Transformer before you rent a GPU, then prove it by measuring.",
-    no_args_is_help=True,
+    no_args_is_help=False,  # `tgauge` alone prints the help and exits 0 (_root)
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -44,6 +66,22 @@ _TTY = sys.stdout is not None and sys.stdout.isatty()  # None: started with stdo
 _PIPED_WIDTH = None if _TTY or "COLUMNS" in os.environ else 120
 console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
+
+
+def print_table(table: Any) -> None:
+    """``table`` on stdout; a caption wider than the table is printed below it as one
+    paragraph (rich would wrap it to the table's width, mid-phrase)."""
+    from rich.text import Text
+
+    caption = table.caption
+    if isinstance(caption, str) and caption:
+        width = console.measure(table).maximum
+        if len(Text.from_markup(caption).plain) > width:
+            table.caption = None
+            console.print(table)
+            console.print(Text.from_markup(caption, style="dim"), highlight=False)
+            return
+    console.print(table)
 
 
 def _print_version(value: bool) -> None:
@@ -56,6 +94,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -64,6 +103,10 @@ def _root(
     ] = False,
 ) -> None:
     """Size a Transformer before you rent a GPU, then prove it by measuring."""
+    if ctx.invoked_subcommand is None:  # `tgauge` alone: the help, and success
+        _plain_help(ctx.command, ctx)
+        console.print(ctx.get_help(), highlight=False, markup=False)
+        raise typer.Exit(0)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

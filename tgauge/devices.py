@@ -128,7 +128,9 @@ def check_host_memory(points: list[Any], available: int | None, what: str | None
     if available is None:
         return
     for spec, w, *_ in points:  # (spec, workload) or a validate Run
-        peak = estimate(spec, w.model_copy(update={"device": "cpu"})).peak_memory_bytes
+        # every field stated, as the run measures it (never the model's usual settings)
+        run = type(w).model_validate(w.model_dump() | {"device": "cpu"})
+        peak = estimate(spec, run).peak_memory_bytes
         if peak > available:
             raise UserError(
                 f"{spec.name} {w.mode} b={w.batch_size} s={w.seq_len} needs about "

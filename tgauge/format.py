@@ -154,3 +154,11 @@ def validate_defaults_note(model: str, workload: dict[str, Any]) -> str:
         return ""
     shown = ", ".join(f"{k}={v}" for k, v in differ.items())
     return f" (validate's defaults; estimate and fit would use {shown})"
+
+
+def term_label(name: str, names: Any) -> str:
+    """``name``, marked when other terms sit below it (``...ffn`` beside ``...ffn.act``): such
+    a term holds what the module's own code saves (the inputs of act(gate) * up), not a
+    subtotal of the terms below it."""
+    below = any(other.startswith(name + ".") for other in names)
+    return f"{name} (own ops, not a subtotal)" if below else name

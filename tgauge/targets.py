@@ -176,7 +176,14 @@ def load_target(model_arg: str, workload: Workload, device: str, impl: str | Non
     if is_python_model(model_arg):  # file.py:factory, your own nn.Module
         if impl is not None:
             raise UserError(f"--impl {impl} is for presets and config files, not {model_arg}")
-        return python_target(model_arg, workload, device)
+        model, inputs, label = python_target(model_arg, workload, device)
+        target = Target(model=model, inputs=inputs, implementation=label)
+        if workload.mode == "train":
+            model.train()
+            target.optimizer = make_optimizer(model, workload)
+        else:
+            model.eval()
+        return target
     if impl == "reference":
         return reference_target(model_arg, workload, device, impl)
     path = Path(model_arg)

@@ -109,12 +109,10 @@ def _to(inputs: Any, device: str) -> Any:
     return inputs.to(device) if hasattr(inputs, "to") else inputs
 
 
-def python_target(model_arg: str, workload: Workload, device: str) -> Any:
-    """The Target (tgauge/targets.py) of ``file.py:factory``: the module in the workload's
-    dtype, its inputs and, in training, the workload's optimizer."""
+def python_target(model_arg: str, workload: Workload, device: str) -> tuple[Any, Any, str]:
+    """(module, inputs, implementation label) of ``file.py:factory``: the module in the
+    workload's dtype on ``device``, its inputs there; tgauge/targets.py adds the optimizer."""
     import torch
-
-    from tgauge.targets import Target, make_optimizer
 
     if workload.mode == "decode":
         raise UserError(
@@ -126,10 +124,4 @@ def python_target(model_arg: str, workload: Workload, device: str) -> Any:
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     model = model.to(device=device, dtype=dtypes[workload.dtype])
     inputs = _token_ids(model, workload, device) if inputs is None else _to(inputs, device)
-    target = Target(model=model, inputs=inputs, implementation=f"user {path.name}:{name}")
-    if workload.mode == "train":
-        model.train()
-        target.optimizer = make_optimizer(model, workload)
-    else:
-        model.eval()
-    return target
+    return model, inputs, f"user {path.name}:{name}"

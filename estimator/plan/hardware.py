@@ -56,14 +56,17 @@ class GPU(BaseModel):
         return value
 
 
-def _gpu(name: str, gib: int, tb_s: float, source: str, **peaks: float | None) -> GPU:
+def _gpu(name: str, mib: int, tb_s: float, source: str, **peaks: float | None) -> GPU:
+    """``mib``: the memory the device reports (nvidia-smi memory.total, NVML's
+    nvmlDeviceGetMemoryInfo total, in MiB), not the marketed GB: an "80GB" H100 reports
+    81,559 MiB, a "141GB" H200 143,771 MiB, a "24GB" L4 23,034 MiB (issue 23)."""
     full = {k: (None if peaks.get(k) is None else peaks[k] * T) for k in MATH_DTYPES}
     return GPU(
         name=name,
-        total_bytes=gib * GiB,
+        total_bytes=mib * MiB,
         peak_flops_per_s=full,
         bandwidth_bytes_per_s=tb_s * T,
-        source=source,
+        source=f"{source}; memory: {mib:,} MiB as nvidia-smi reports it (memory.total)",
     )
 
 
@@ -74,7 +77,7 @@ GPUS: dict[str, GPU] = {
     # INT8 3958* TOPS (* with sparsity -> dense is half).
     "h100-sxm": _gpu(
         "h100-sxm",
-        80,
+        81559,
         3.35,
         _H100_DS,
         fp32=67,
@@ -88,7 +91,7 @@ GPUS: dict[str, GPU] = {
     # INT8 3026* TOPS.
     "h100-pcie": _gpu(
         "h100-pcie",
-        80,
+        81559,
         2.0,
         _H100_DS,
         fp32=51,
@@ -103,7 +106,7 @@ GPUS: dict[str, GPU] = {
     # data-center/h200).
     "h200": _gpu(
         "h200",
-        141,
+        143771,
         4.8,
         "NVIDIA H200 Tensor Core GPU datasheet",
         fp32=67,
@@ -117,7 +120,7 @@ GPUS: dict[str, GPU] = {
     # INT8 624 (1248*) TOPS; no FP8.
     "a100-40gb": _gpu(
         "a100-40gb",
-        40,
+        40960,
         1.555,
         _A100_DS,
         fp32=19.5,
@@ -130,7 +133,7 @@ GPUS: dict[str, GPU] = {
     # A100 SXM 80GB: HBM2e 2,039 GB/s; same compute as the 40GB part.
     "a100-80gb": _gpu(
         "a100-80gb",
-        80,
+        81920,
         2.039,
         _A100_DS,
         fp32=19.5,
@@ -144,7 +147,7 @@ GPUS: dict[str, GPU] = {
     # NVIDIA L4 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/l4).
     "l4": _gpu(
         "l4",
-        24,
+        23034,
         0.300,
         "NVIDIA L4 Tensor Core GPU datasheet",
         fp32=30.3,
@@ -158,7 +161,7 @@ GPUS: dict[str, GPU] = {
     # FP8 733 | 1466*, INT8 733 | 1466* (dense | sparse). NVIDIA L40S datasheet.
     "l40s": _gpu(
         "l40s",
-        48,
+        46068,
         0.864,
         "NVIDIA L40S GPU datasheet",
         fp32=91.6,
@@ -173,7 +176,7 @@ GPUS: dict[str, GPU] = {
     # NVIDIA Ada Lovelace GPU Architecture whitepaper v2.1, Appendix A, Table 2.
     "rtx-4090": _gpu(
         "rtx-4090",
-        24,
+        24564,
         1.008,
         "NVIDIA Ada GPU Architecture whitepaper",
         fp32=82.6,

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from estimator import estimate
-from estimator.spec import ModelSpec, SpecError, Workload
+from estimator.spec import ModelSpec, UnsupportedError, Workload
 from estimator.spec.presets import get_preset
 from tgauge.cli import app
 
@@ -89,7 +89,7 @@ def test_config_whose_dropout_sites_differ_keeps_zero_and_says_so() -> None:
 
 
 def test_an_unmodelled_usual_setting_is_refused_by_name() -> None:
-    with pytest.raises(SpecError, match="usual settings applied: dropout=0.1"):
+    with pytest.raises(UnsupportedError, match="usual settings applied: dropout=0.1"):
         estimate(get_preset("gpt2-small"), Workload(seq_len=64, autocast="bf16"))
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from estimator.breakdown import Breakdown, Estimate
 from estimator.spec import Workload
-from tgauge.app import app, console, print_json, user_errors
+from tgauge.app import app, console, print_json, print_table, user_errors
 from tgauge.format import (
     BYTE_UNITS_NOTE,
     FLOP_UNITS_NOTE,
@@ -83,7 +83,7 @@ def summary_table(est: Estimate) -> Table:
         temporaries = human_bytes(step_temporaries_bytes(est.spec, resolve(est.spec, w)))
         t.add_row("optimizer", f"{w.optimizer}, {w.optimizer_impl} step on {w.device}")
         t.add_row("optimizer step temporaries", temporaries)
-    t.add_row("sum of all terms (not all live at once)", human_bytes(est.memory.total))
+    t.add_row("sum of all terms (not all live)", human_bytes(est.memory.total))
     if est.kv_cache.terms:
         t.add_row("KV cache", human_bytes(est.kv_cache.total) + kv_cache_note(est))
     for p in _PASSES:
@@ -205,15 +205,15 @@ def textbook_table(est: Estimate) -> Table:
 def render(est: Estimate, textbook: bool = False, note: str | None = None) -> None:
     if note:
         console.print(f"[dim]{escape(note)}[/]", highlight=False)
-    console.print(summary_table(est))
+    print_table(summary_table(est))
     terms, peak = est.memory.terms, est.peak_memory_bytes
-    console.print(peak_table(est.spec, est.workload, terms, peak, est.peak_phase, "Memory"))
-    console.print(memory_table(est))
-    console.print(flops_table(est))
+    print_table(peak_table(est.spec, est.workload, terms, peak, est.peak_phase, "Memory"))
+    print_table(memory_table(est))
+    print_table(flops_table(est))
     if est.decode is not None:
-        console.print(decode_table(est))
+        print_table(decode_table(est))
     if textbook:
-        console.print(textbook_table(est))
+        print_table(textbook_table(est))
     if est.unchecked:
         console.print("[dim]Not checked by any measurement:[/]")
         for line in est.unchecked:

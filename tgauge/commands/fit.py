@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from estimator.spec import Workload
-from tgauge.app import UserError, app, console, note, print_json, user_errors
+from tgauge.app import UserError, app, console, note, print_json, print_table, user_errors
 from tgauge.format import (
     defaults_note,
     describe_workload,
@@ -198,7 +198,7 @@ def _print(
     mem.caption += "; usable = total - " + ", ".join(
         f"{k} {human_bytes(v)}" for k, v in unusable.items()
     )
-    console.print(mem)
+    print_table(mem)
     ans = Table(title="Limits (exact search: every size up to the answer fits, the next does not)")
     cols = ("question", "answer", "next size (does not fit)", "its peak", "grew most / capped by")
     for col in cols:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tgauge.app import app, console, print_json, user_errors
+from tgauge.app import app, print_json, print_table, user_errors
 from tgauge.format import human_bytes, human_count
 
 
@@ -42,8 +42,8 @@ def presets_command(
             }
         )
         return
-    console.print(_models_table(rows))
-    console.print(_gpus_table())
+    print_table(_models_table(rows))
+    print_table(_gpus_table())
 
 
 def _models_table(rows: list[tuple[str, Any, int]]) -> Any:
@@ -85,8 +85,9 @@ def _gpus_table() -> Any:
 
     table = Table(
         title="tgauge presets: GPUs (tgauge fit --gpu NAME)",
-        caption="dense peak TFLOP/s per math dtype (10^12 FLOP/s, no sparsity; - where the "
-        "part has no such unit); bandwidth in TB/s (10^12 bytes/s)",
+        caption="memory: what the card reports (nvidia-smi memory.total), not its marketed GB; "
+        "dense peak TFLOP/s per math dtype (10^12 FLOP/s, no sparsity; - where the "
+        "part has no such unit); bandwidth in TB/s (10^12 bytes/s); sources: --json",
     )
     table.add_column("name", no_wrap=True)
     table.add_column("alias", no_wrap=True)

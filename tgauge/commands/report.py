@@ -32,6 +32,14 @@ def report_command(
     seq_lens: Annotated[
         str, typer.Option("--seq-lens", help="x axis of the sequence charts")
     ] = "128..8192",
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="cuda | cpu: the kernels the --model sections assume (default: the validated "
+            "workload of that model when --validation holds one, else cuda)",
+        ),
+    ] = None,
     *,
     workload: Workload,
     as_json: Json = False,
@@ -43,11 +51,14 @@ def report_command(
         raise UserError("nothing to report: give --model, --sweep or --validation")
     if model or validation:  # their sections hold charts; say so before reading anything
         require("matplotlib", "tgauge report (its charts)")
-    sections = [_model_section(m, workload, seq_lens) for m in model]
+    if device not in (None, "cuda", "cpu"):
+        raise UserError(f"--device={device!r} is invalid: use cuda or cpu")
+    records = _read_validation(validation) if validation is not None else []
+    sections = [_model_section(m, workload, seq_lens, device, records) for m in model]
     if sweep_file is not None:
         sections.append(_sweep_section(sweep_file))
     if validation is not None:
-        sections.append(_validation_section(validation))
+        sections.append(_validation_section(validation, records))
     if any(s.charts for s in sections):  # nothing is written without the chart library
         require("matplotlib", "tgauge report (its charts)")
     from tgauge.safeio import hold_folder
@@ -61,7 +72,7 @@ def report_command(
 
 
 _SHOWN_ALWAYS = ("mode", "batch_size", "seq_len")
-_DERIVED = ("compute_dtype", "kv_cache_dtype", "device")
+_DERIVED = ("compute_dtype", "kv_cache_dtype", "device", "optimizer", "optimizer_impl")
 _STATED = ("dtype", "compute_dtype", "master_weights", "attention_impl", "checkpointing")
 
 
@@ -74,10 +85,48 @@ def _workload_summary(fields: dict[str, Any]) -> str:
         for k, v in fields.items()
         if k not in _SHOWN_ALWAYS + _DERIVED and k in defaults and v != defaults[k]
     ]
+    if mode == "train" and fields.get("optimizer", "adamw") != "none":
+        extra.append(f"optimizer {fields.get('optimizer', 'adamw')} ({_impl(fields)} step)")
     return " ".join([f"{mode} b={b} s={s}", *extra])
 
 
-def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
+def _impl(fields: dict[str, Any]) -> str:
+    """The optimizer implementation a recorded workload ran (torch's choice on its device
+    when the record leaves it out: estimator.spec.workload.resolved_optimizer_impl)."""
+    from estimator.spec.workload import resolved_optimizer_impl
+
+    try:
+        known = {k: v for k, v in fields.items() if k in Workload.model_fields}
+        return str(resolved_optimizer_impl(Workload.model_validate(known)))
+    except ValueError:  # pydantic's ValidationError, SpecError: a record of another version
+        return str(fields.get("optimizer_impl") or "?")
+
+
+def _recorded(record: Any) -> dict[str, Any]:
+    """A record's workload with the kernels of the device it ran on (tgauge/validate.py
+    for_device) where an older record leaves ``device`` out."""
+    kernels = "cpu" if record.device.split(":")[0] == "cpu" else "cuda"
+    return {"device": kernels, **record.workload}
+
+
+def _validated_workload(spec: Any, records: list[Any]) -> Workload | None:
+    """The workload of ``spec``'s longest validated point (its device, optimizer
+    implementation, b, s, dtypes as measured), or None when the file holds none."""
+    ok = [r for r in records if r.model == spec.name and r.status == "ok"]
+    if not ok:
+        return None
+    longest = max(
+        ok, key=lambda r: (r.workload.get("seq_len") or 0, r.workload.get("batch_size") or 0)
+    )
+    known = {k: v for k, v in _recorded(longest).items() if k in Workload.model_fields}
+    # every field stated, as validate measured it: the Workload's defaults, never the
+    # model's usual settings (tgauge/validate.py validate_point)
+    return Workload.model_validate(Workload.model_validate(known).model_dump())
+
+
+def _model_section(
+    model: str, workload: Workload, seq_lens: str, device: str | None, records: list[Any]
+) -> Any:
     from estimator.estimate import estimate
     from estimator.plan.grid import parse_values
     from estimator.spec import context_limit
@@ -86,7 +135,23 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     from tgauge.report.writers import Section, Table
 
     spec = load_spec(model)
+    validated = None if device is not None else _validated_workload(spec, records)
+    stated: list[str] = []
+    if validated is not None and validated.mode == workload.mode:
+        workload = validated  # the sections then agree: the same run, sized and measured
+        stated.append(
+            f"Sized for the validated workload of {spec.name} (its longest point, as measured "
+            f"below); `tgauge report --device cuda` sizes the --mode / -b / -s given instead."
+        )
+    elif validated is not None:
+        stated.append(
+            f"Sized for --mode {workload.mode} as given, not the validated {validated.mode} "
+            f"workload below (on {validated.device}): the two sections describe different runs."
+        )
+    elif device is not None:
+        workload = workload.replace(device=device)
     est = estimate(spec, workload)
+    workload = est.workload  # the model's usual settings filled, the optimizer impl resolved
     limit = context_limit(spec, workload)
     values = parse_values(seq_lens)
     if len(values) > MAX_CHART_POINTS or not all(
@@ -123,21 +188,43 @@ def _model_section(model: str, workload: Workload, seq_lens: str) -> Any:
     )
     if workload.mode == "decode":
         charts += [cd.kv_growth_data(spec, workload), cd.decode_cost_data(spec, workload)]
+    from tgauge.format import term_label
+    from tgauge.peak_view import peak_rows
+
+    names = set(est.memory.terms)
     rows = [
-        [k, str(v), human_bytes(v)]
+        [term_label(k, names), str(v), human_bytes(v)]
         for k, v in sorted(est.memory.terms.items(), key=lambda kv: -kv[1])
     ]
+    peak, phase = est.peak_memory_bytes, est.peak_phase
+    live = peak_rows(spec, workload, est.memory.terms, peak, phase)
+    live_rows = [[k, str(v), human_bytes(v)] for k, v in live] + [
+        ["peak", str(peak), human_bytes(peak)]
+    ]
     summary = (
-        f"{spec.name}: {est.params.total:,} parameters; {describe_workload(spec, workload)}: "
-        f"peak {human_bytes(est.peak_memory_bytes)} ({est.peak_phase}), "
-        f"{human_flops(est.flops.total)} per step."
+        f"{spec.name}: {est.params.total:,} parameters; {describe_workload(spec, workload)}; "
+        f"device {workload.device}{_optimizer_text(workload)}: peak {human_bytes(peak)} "
+        f"({phase}), {human_flops(est.flops.total)} per step."
     )
     return Section(
         heading=spec.name,
-        paragraphs=[summary, *paragraphs],
-        tables=[Table(columns=["memory term", "bytes", "size"], rows=rows)],
+        paragraphs=[summary, *stated, *paragraphs],
+        tables=[
+            Table(columns=[f"live at the peak ({phase})", "bytes", "size"], rows=live_rows),
+            Table(
+                columns=["memory term (every term; not all live at once)", "bytes", "size"],
+                rows=rows,
+            ),
+        ],
         charts=charts,
     )
+
+
+def _optimizer_text(w: Workload) -> str:
+    """', optimizer adamw (foreach step)' in training, else ''."""
+    if w.mode != "train" or w.optimizer == "none":
+        return ""
+    return f", optimizer {w.optimizer} ({w.optimizer_impl} step)"
 
 
 def _sweep_section(path: Path) -> Any:
@@ -227,26 +314,35 @@ def _cell(value: Any, column: str) -> str:
     return str(value)
 
 
-def _validation_section(path: Path) -> Any:
-    from collections import Counter
-
-    from tgauge.report.chartdata import parity_data, validation_lines_data
+def _read_validation(path: Path) -> list[Any]:
+    """The records of a validation file, its notes shown; UserError when it holds none."""
+    from tgauge.report.record_checks import check_records
     from tgauge.report.validation import load_validation
-    from tgauge.report.writers import Section, Table
 
     notes: list[str] = []
-    records = load_validation(path, notes)
+    records = check_records(load_validation(path, notes), path, notes)
     for line in notes:
         note(line)
     if not records:
-        raise UserError(f"{path} holds no validation records (run `tgauge validate --out`)")
+        raise UserError(
+            f"{path} holds no validation records a report can draw (run `tgauge validate --out`)"
+        )
+    return records
+
+
+def _validation_section(path: Path, records: list[Any]) -> Any:
+    from collections import Counter
+
+    from tgauge.report.chartdata import parity_data, validation_lines_data
+    from tgauge.report.writers import Section, Table
+
     verdicts = Counter(row.verdict for r in records for row in r.rows)
     status = Counter(r.status for r in records)
     rows = [
         [
             r.model,
             r.device,
-            _workload_summary(r.workload),
+            _workload_summary(_recorded(r)),
             r.status,
             ", ".join(f"{k} {v}" for k, v in sorted(Counter(x.verdict for x in r.rows).items())),
         ]

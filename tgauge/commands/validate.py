@@ -23,6 +23,7 @@ from tgauge.app import (
     note,
     out_dir,
     print_json,
+    print_table,
     progress_display,
     require,
     user_errors,
@@ -210,6 +211,15 @@ def _human(unit: str, value: int | None) -> str:
     return {"bytes": human_bytes, "flops": human_flops, "params": human_count}[unit](value)
 
 
+def point_label(name: str, w: Workload) -> str:
+    """``name`` with the mode, b and s it does not already state: a matrix case's name holds
+    them ('hf gpt2 train eager b=2 s=32'), a model's name does not ('gpt2-small train b=1
+    s=64')."""
+    words = name.split()
+    extra = [x for x in (w.mode, f"b={w.batch_size}", f"s={w.seq_len}") if x not in words]
+    return " ".join([name, *extra])
+
+
 def _dropout(w: dict[str, Any]) -> str:
     """', dropout 0.1' for a training point with dropout, else ''."""
     p = w.get("dropout") or 0
@@ -387,7 +397,7 @@ def validate_command(
         for spec, point_workload, hf_config in points:
             progress.update(
                 task,
-                description=f"{escape(spec.name)} {point_workload.mode} s={point_workload.seq_len}",
+                description=escape(point_label(spec.name, point_workload)),
             )
             result = validate_point(
                 spec, point_workload, device=device, available=available, hf_config=hf_config
@@ -419,7 +429,7 @@ def validate_command(
         if p.status != "ok":
             console.print(f"[yellow]{escape(p.model)}: {p.status}[/] {escape('; '.join(p.notes))}")
         else:
-            console.print(_table(p))
+            print_table(_table(p))
     if len(results) > 1:
         console.print(_summary(results))
     if jsonl is not None:

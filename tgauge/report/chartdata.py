@@ -95,7 +95,7 @@ def validation_lines_data(records: list[ValidationRecord], unit: str = "bytes") 
                 name=f"validation_{unit}_{model}_{device}".replace("/", "_").replace(" ", "_"),
                 title=f"{model} on {device}: {term}, predicted vs measured "
                 f"(largest gap {worst:.2%})",
-                x_label=f"{field} (tokens)" if "len" in field else field,
+                x_label=x_label(field),
                 y_label=UNIT_LABEL[unit],
                 kind="lines",
                 y_from_zero=True,
@@ -137,14 +137,6 @@ def _is_attention(term: str) -> bool:
     return "self_attn." in term or "cross_attn." in term
 
 
-def _category(term: str) -> str:
-    """weights / gradients / optimizer / attention activations / other activations / kv_cache."""
-    head = term.split(".")[0]
-    if head == "activations" and _is_attention(term):
-        return "activations (attention blocks)"
-    return head
-
-
 def quadratic_part(f: Callable[[int], float], s: int) -> float:
     """The s^2 part a s^2 of f(s) = a s^2 + b s + c, from the second difference over three
     equally spaced lengths s, s - h, s - 2h (h = s // 4): f(s) - 2 f(s - h) + f(s - 2h) =
@@ -158,22 +150,55 @@ def quadratic_part(f: Callable[[int], float], s: int) -> float:
     return max(second / (2 * h * h) * s * s, 0.0)
 
 
-def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -> ChartData:
-    """Memory terms grouped by category (stacked), one x per sequence length."""
-    from estimator.estimate import estimate
+#: one x-axis label per workload field, shared by the estimator's and the validation's charts
+X_LABELS = {
+    "seq_len": "sequence length s (tokens)",
+    "batch_size": "batch size b (sequences)",
+    "prompt_len": "prompt length (tokens)",
+    "target_len": "target length (tokens)",
+    "new_tokens": "new tokens (decode steps)",
+}
 
-    rows = [
-        estimate(spec, workload.replace(seq_len=s)).memory.terms  # type: ignore[attr-defined]
-        for s in seq_lens
-    ]
+
+def x_label(field: str) -> str:
+    return X_LABELS.get(field, field)
+
+
+def _part(name: str) -> str:
+    """The stack's category of a part live at the peak (estimator/replay/composition.py)."""
+    from estimator.replay.composition import REMAINDER, STEP_TEMPORARIES
+
+    if name.startswith(STEP_TEMPORARIES):
+        return STEP_TEMPORARIES
+    if name in REMAINDER.values() or name.startswith("other"):
+        return "activations and transients (replayed)"
+    if name.startswith("inputs"):
+        return "inputs"
+    return name.split(".")[0]
+
+
+def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -> ChartData:
+    """What is live at the peak (estimator/replay/composition.py), grouped and stacked, one x
+    per sequence length: the top of the stack is the peak, the optimizer step's temporaries
+    included where they make it."""
+    from estimator.estimate import estimate
+    from estimator.replay.composition import peak_parts
+    from estimator.shapes import resolve
+
+    rows = []
+    for s in seq_lens:
+        est = estimate(spec, workload.replace(seq_len=s))  # type: ignore[attr-defined]
+        sh = resolve(spec, est.workload)  # type: ignore[arg-type]
+        m, p = est.memory.terms, est.peak_memory_bytes
+        rows.append(peak_parts(spec, sh, m, p, est.peak_phase))  # type: ignore[arg-type]
     cats: dict[str, list[float]] = {}
-    for i, terms in enumerate(rows):
-        for term, value in terms.items():
-            cats.setdefault(_category(term), [0.0] * len(rows))[i] += value
+    for i, parts in enumerate(rows):
+        for name, value in parts.items():
+            cats.setdefault(_part(name), [0.0] * len(rows))[i] += value
     return ChartData(
         name=f"memory_by_term_{spec.name}",  # type: ignore[attr-defined]
-        title=f"{spec.name}: memory by term, {_short(workload)}",  # type: ignore[attr-defined]
-        x_label="sequence length (tokens)",
+        title=f"{spec.name}: memory live at the peak, {_short(workload)}",  # type: ignore[attr-defined]
+        x_label=x_label("seq_len"),
         y_label="bytes",
         kind="stacked",
         log_x=True,
@@ -185,14 +210,19 @@ def memory_breakdown_data(spec: object, workload: object, seq_lens: list[int]) -
 
 
 def _short(workload: Any) -> str:
-    """'train, b=1, fp32, eager attention' for chart titles."""
+    """'train, b=1, fp32, eager attention, cpu, forloop step' for chart titles (s is the x)."""
     w = workload
     dtype = w.dtype + (" + fp32 master" if w.master_weights else "")
     if w.autocast:
         dtype = f"fp32 + autocast {w.autocast}"
     elif w.mode == "train" and w.dtype in ("fp16", "bf16") and not w.master_weights:
         dtype = f"pure {w.dtype}"
-    return f"{w.mode}, b={w.batch_size}, {dtype}, {w.attention_impl} attention"
+    text = f"{w.mode}, b={w.batch_size}, {dtype}, {w.attention_impl} attention, {w.device}"
+    if w.mode == "train" and w.optimizer != "none":
+        from estimator.spec.workload import resolved_optimizer_impl
+
+        text += f", {resolved_optimizer_impl(w)} step"
+    return text
 
 
 def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[ChartData]:
@@ -223,7 +253,7 @@ def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[Ch
     flops = ChartData(
         name=f"flops_vs_seq_{spec.name}",
         title=f"{spec.name}: FLOPs per step vs sequence length, {_short(workload)}",  # type: ignore[attr-defined]
-        x_label="sequence length (tokens)",
+        x_label=x_label("seq_len"),
         y_label="FLOPs",
         kind="lines",
         log_x=True,
@@ -240,7 +270,7 @@ def scaling_data(spec: object, workload: object, seq_lens: list[int]) -> list[Ch
     memory = ChartData(
         name=f"memory_vs_seq_{spec.name}",
         title=f"{spec.name}: peak memory vs sequence length, {_short(workload)}",  # type: ignore[attr-defined]
-        x_label="sequence length (tokens)",
+        x_label=x_label("seq_len"),
         y_label="bytes",
         kind="lines",
         log_x=True,

@@ -59,7 +59,19 @@ def test_usable_bytes_is_total_minus_stated_terms_by_hand() -> None:
 
 def test_usable_bytes_with_no_overheads_is_total() -> None:
     none = Overheads(cuda_context_bytes=0, workspace_bytes=0, allocator_reserve_fraction=0.0)
-    assert usable_bytes(get_gpu("l4"), none) == 24 * GiB
+    # an L4 reports 23,034 MiB (nvidia-smi memory.total), not the 24 GB of its datasheet
+    assert usable_bytes(get_gpu("l4"), none) == 23034 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("name", "mib"),
+    [("h200", 143771), ("l4", 23034), ("h100-sxm", 81559), ("a100-80gb", 81920)],
+)
+def test_gpu_memory_is_what_the_device_reports_with_its_source(name: str, mib: int) -> None:
+    # nvidia-smi memory.total of each card, as its public outputs show it (issue 23)
+    gpu = get_gpu(name)
+    assert gpu.total_bytes == mib * 2**20
+    assert f"{mib:,} MiB as nvidia-smi reports it" in gpu.source
 
 
 def test_roofline_compute_bound_by_hand() -> None:
