@@ -338,3 +338,93 @@ main()
     assert r.returncode == 0, r.stderr
     (record,) = _records(tmp_path / "validation.jsonl")
     assert (record["status"], record["predicted_fits"]) == ("did_not_fit", False)
+
+
+# ---- all together: SIGTERM / SIGINT at random moments -------------------------------------
+
+
+def _no_temporaries(folder: Path) -> None:
+    live = os.readlink(folder / ".report") if (folder / ".report").is_symlink() else None
+    left = [p.name for p in folder.glob(".*") if p.name not in (".report", live)]
+    assert left == [], left
+
+
+def _signal_at_random(rng, argv: list[str], ready) -> tuple[int, str]:
+    """Start ``tgauge argv``, wait until ``ready()``, then a random moment later send SIGTERM
+    or SIGINT (seeded); the exit code and stderr. A stop is exit 143 / 130 and one line."""
+    proc = _tgauge(*argv)
+    _wait(proc, lambda: _catches(proc.pid, signal.SIGTERM) and ready())
+    signum = rng.choice([signal.SIGTERM, signal.SIGINT])
+    time.sleep(rng.uniform(0, 2.5))
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum], err
+        (line,) = err.splitlines()
+        assert line.startswith("interrupted: "), line
+    return proc.returncode, err
+
+
+@LINUX
+@pytest.mark.slow
+def test_signals_at_random_moments_leave_whole_files_and_a_rerun_completes_the_set(tmp_path):
+    import random
+
+    rng = random.Random(24)
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps(TINY))
+
+    # validate: every line a whole record, then a rerun adds each missing point once
+    out = tmp_path / "v"
+    jsonl = out / "validation.jsonl"
+    argv = ["validate", str(spec), "--mode", "train", "--sweep", "seq_len=8..64:8", "--sweep",
+            "batch_size=1,2", "--out", str(out)]  # fmt: skip
+    for _ in range(3):
+        _signal_at_random(rng, argv, lambda: jsonl.exists())
+        records = _records(jsonl)  # every line parses: whole records only
+        assert all(r["status"] == "ok" for r in records)
+        _no_temporaries(out)
+    proc = _tgauge(*argv)
+    assert proc.wait(timeout=600) == 0, proc.communicate()[1]
+    points = [(r["workload"]["seq_len"], r["workload"]["batch_size"]) for r in _records(jsonl)]
+    assert sorted(points) == sorted((s, b) for s in range(8, 65, 8) for b in (1, 2))
+
+    # sweep: the previous files or the new ones, never a mix, no temporary
+    out = tmp_path / "s"
+    argv = ["sweep", "gpt2-small", "--vary", "seq_len=1..200:1", "--vary", "batch_size=1..200:1",
+            "--out", str(out)]  # fmt: skip
+    assert runner.invoke(app, ["sweep", "gpt2-small", "--vary", "seq_len=64", "--out",
+                               str(out)]).exit_code == 0  # fmt: skip
+    before = {n: (out / n).read_bytes() for n in ("sweep.csv", "sweep.json")}
+    for _ in range(3):
+        code, _ = _signal_at_random(rng, argv, lambda: list(out.glob(".sweep.csv.*.tmp")))
+        now = {n: (out / n).read_bytes() for n in ("sweep.csv", "sweep.json")}
+        if code != 0:
+            assert now == before
+        else:
+            assert len(json.loads(now["sweep.json"])["points"]) == 40_000
+            assert now["sweep.csv"].count(b"\n") == 40_001
+        _no_temporaries(out)
+    proc = _tgauge(*argv)
+    assert proc.wait(timeout=600) == 0
+    assert len(json.loads((out / "sweep.json").read_text())["points"]) == 40_000
+
+    # report: the old report or the new one, whole; its staging folder never left
+    out = tmp_path / "r"
+    base = ["report", "--out", str(out), "--model", "gpt2-small", "-s", "64", "--seq-lens"]
+    assert runner.invoke(app, [*base, "64,128"]).exit_code == 0
+    old = _entries(out)
+    for _ in range(3):
+        code, err = _signal_at_random(rng, [*base, "64..1024"], lambda: (out / ".report").exists())
+        now = _entries(out)
+        if now != old:  # the new report, whole: every chart report.md names is there
+            charts = [x.split("(charts/")[1][:-1] for x in now["report.md"].decode().splitlines()
+                      if "(charts/" in x]  # fmt: skip
+            assert charts and all(f"charts/{c}" in now for c in charts)
+            assert now["report.html"].endswith(b"</html>\n")
+            old = now
+        _no_temporaries(out)
+    proc = _tgauge(*base, "64..1024")
+    assert proc.wait(timeout=600) == 0
+    _no_temporaries(out)
