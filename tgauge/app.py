@@ -157,12 +157,8 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tgauge.safeio import stop_on_signals
-
         try:
-            # a signal before a command's own stop_on_signals (which says what it kept)
-            with stop_on_signals(lambda: "stopped before the command finished"):
-                return func(*args, **kwargs)
+            return func(*args, **kwargs)
         except (SpecError, ValidationError, UserError, OSError, ValueError) as exc:
             if isinstance(exc, BrokenPipeError):
                 raise  # `tgauge ... | head`: typer exits quietly

@@ -428,3 +428,16 @@ def test_signals_at_random_moments_leave_whole_files_and_a_rerun_completes_the_s
     proc = _tgauge(*base, "64..1024")
     assert proc.wait(timeout=600) == 0
     _no_temporaries(out)
+
+
+@LINUX
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_before_the_command_gets_under_way_is_one_line_too(tmp_path, signum, code):
+    # sent as soon as tgauge's main installed its handler: validate is still importing torch
+    proc = _tgauge("validate", TINY_DECODER, "-s", "8", "--out", str(tmp_path / "v"))
+    _wait(proc, lambda: _catches(proc.pid, signal.SIGTERM))
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.splitlines() == ["interrupted: stopped before the command finished"]
+    assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())
