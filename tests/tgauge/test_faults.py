@@ -446,3 +446,29 @@ def test_signal_before_the_command_gets_under_way_is_one_line_too(tmp_path, sign
     assert proc.returncode == code, err
     assert err.splitlines() == ["interrupted: stopped before the command finished"]
     assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())
+
+
+@LINUX
+def test_streamed_sweep_past_a_file_size_limit_keeps_the_previous_files(tmp_path):
+    # a real write error (RLIMIT_FSIZE: EFBIG once a file passes 64 KiB; Python ignores
+    # SIGXFSZ) in the middle of the stream: one line, the old files whole, no temporary
+    import resource
+
+    assert runner.invoke(app, ["sweep", "gpt2-small", "--vary", "seq_len=64", "--out",
+                               str(tmp_path)]).exit_code == 0  # fmt: skip
+    before = {n: (tmp_path / n).read_bytes() for n in ("sweep.csv", "sweep.json")}
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    r = subprocess.run(
+        [sys.executable, "-m", "tgauge.cli", "sweep", "gpt2-small", "--vary", "seq_len=1..100:1",
+         "--vary", "batch_size=1..100:1", "--out", str(tmp_path)],
+        cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        preexec_fn=limit, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"error: cannot write {tmp_path / 'sweep.'}") and "too large" in line
+    assert {n: (tmp_path / n).read_bytes() for n in ("sweep.csv", "sweep.json")} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.csv", "sweep.json"]
