@@ -47,6 +47,8 @@ def main(path: str) -> None:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for line in open(path, encoding="utf-8"):
         point = json.loads(line)
+        if point.get("superseded"):  # a newer record of the point follows
+            continue
         family, w = point["model"].split()[1], point["workload"]
         mode = w["mode"] + (f" autocast {w['autocast']}" if w.get("autocast") else "")
         groups[(family, mode)].append(point)

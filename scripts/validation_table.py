@@ -50,6 +50,7 @@ def line(point: dict, workload: bool = False) -> str:
 
 def table(path: Path, workload: bool = False) -> str:
     points = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    points = [p for p in points if not p.get("superseded")]  # a newer record follows
     return "\n".join([HEADER, *(line(p, workload) for p in points)])
 
 

@@ -32,8 +32,19 @@ def _reopen_closed_streams() -> None:
 
 
 def main() -> None:
+    import sys
+
+    import typer
+
+    from tgauge.safeio import raise_on_signals, stop_on_signals
+
+    raise_on_signals()  # SIGINT / SIGTERM at any moment: one line, exit 130 / 143 (issue 24)
     _reopen_closed_streams()
-    app()
+    try:
+        with stop_on_signals(lambda: "stopped before the command finished"):
+            app()
+    except typer.Exit as exc:  # raised by stop_on_signals outside the app
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

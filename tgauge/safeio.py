@@ -233,7 +233,23 @@ class Interrupted(BaseException):
     """SIGTERM turned into an exception, so ``finally`` blocks run as for SIGINT.
 
     A BaseException, like KeyboardInterrupt: code that records a failure as data (``except
-    Exception`` in tgauge/validate.py's validate_point) must not swallow a request to stop."""
+    Exception`` in tgauge/validate.py's validate_point) must not swallow a request to stop.
+    ``signum``: the signal (SIGINT too, where raise_on_signals installed the handler)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def raise_on_signals() -> None:
+    """From now on SIGINT and SIGTERM raise Interrupted (the `tgauge` process installs this
+    first thing, so a signal at any moment of a command ends it through stop_on_signals)."""
+    for signum in _SIGNALS:
+        signal.signal(signum, _raise)
 
 
 @contextlib.contextmanager
@@ -241,11 +257,8 @@ def stop_on_signals(kept: Callable[[], str]) -> Iterator[None]:
     """Run the block; on SIGINT (exit 130) or SIGTERM (exit 143) print one line,
     ``interrupted: <kept()>``, instead of a traceback."""
 
-    def on_term(signum: int, frame: object) -> None:
-        raise Interrupted
-
     try:
-        previous = signal.signal(signal.SIGTERM, on_term)
+        previous = signal.signal(signal.SIGTERM, _raise)
     except ValueError:  # not the main thread: leave SIGTERM alone
         previous = None
     try:
@@ -253,7 +266,8 @@ def stop_on_signals(kept: Callable[[], str]) -> Iterator[None]:
     except (KeyboardInterrupt, Interrupted) as exc:
         from rich.text import Text
 
-        code = 130 if isinstance(exc, KeyboardInterrupt) else 143
+        sigint = isinstance(exc, KeyboardInterrupt) or exc.signum == signal.SIGINT
+        code = 130 if sigint else 143
         line = Text.assemble(("interrupted:", "bold red"), " ", one_line(kept()))
         # soft_wrap: one line whatever the width (a pipe or a log gets no wrapped path)
         err_console.print(line, highlight=False, soft_wrap=True)

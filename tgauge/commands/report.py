@@ -64,7 +64,20 @@ def report_command(
     from tgauge.safeio import hold_folder
 
     hold_folder(out_dir(out))  # one writer; a killed run's staging folders are removed
-    files = write_report(Report(title="tgauge report", sections=sections), out)
+    from tgauge.report.writers import live_report
+    from tgauge.safeio import stop_on_signals
+
+    before = live_report(out)
+
+    def kept() -> str:
+        if live_report(out) != before:
+            return f"the new report is in {out}"
+        if before is None:
+            return f"no report was written into {out}"
+        return f"the report in {out} is as it was"
+
+    with stop_on_signals(kept):
+        files = write_report(Report(title="tgauge report", sections=sections), out)
     if as_json:
         print_json(files.model_dump(mode="json"))
         return

@@ -93,13 +93,10 @@ def write_report(report: Report, out_dir: Path) -> ReportFiles:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
-    live = False
     try:  # every file is made in a staging folder, then one rename makes it the report
         files = _write_report(report, staging)
         _sync_tree(staging)
-        result = _flip(files, staging, out_dir)
-        live = True
-        return result
+        return _flip(files, staging, out_dir)
     except OSError as exc:
         from tgauge.app import UserError
 
@@ -108,9 +105,18 @@ def write_report(report: Report, out_dir: Path) -> ReportFiles:
             f"cannot write the report into {out_dir} ({where}): {exc.strerror or exc}; "
             "no report file was written"
         ) from None
-    finally:
-        if not live:
+    finally:  # the staging folder is removed unless it became the report (a signal may
+        # arrive at any moment, the flip's own rename included)
+        if live_report(out_dir) != staging.name:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def live_report(out_dir: Path) -> str | None:
+    """The name of the folder holding the report of ``out_dir`` (None: no report yet)."""
+    try:
+        return os.readlink(out_dir / LIVE)
+    except OSError:
+        return None
 
 
 def _sync_tree(folder: Path) -> None:
