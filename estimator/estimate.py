@@ -185,7 +185,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         workload=workload,
         params=p,
         memory=Breakdown(unit="bytes", terms=mem),
-        flops=Breakdown(unit="flops", terms=flops(local, sh)),
+        flops=Breakdown(unit="flops", terms=rank_flops(local, sh, parallel)),
         kv_cache=Breakdown(unit="bytes", terms={}),
         peak_memory_bytes=peak,
         peak_phase=phase,
@@ -197,6 +197,16 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         parallel=parallel,
         comm=comm(spec, parallel, sh),
     )
+
+
+def rank_flops(local: ModelSpec, sh: Shapes, parallel: Parallel) -> dict[str, Any]:
+    """FLOPs of one rank: those of the local widths, the LM head's matmuls over its V / t
+    vocabulary shard (ColwiseParallel) even when the logits are gathered to V."""
+    out = flops(local, sh)
+    if parallel.tp > 1 and not parallel.loss_parallel:
+        t = parallel.tp
+        out = {k: -(-v // t) if k.endswith(".lm_head") else v for k, v in out.items()}
+    return out
 
 
 def _rank_unchecked(parallel: Parallel) -> list[str]:

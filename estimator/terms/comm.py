@@ -88,12 +88,19 @@ def ddp_buckets(grad_bytes: list[int]) -> int:
 
 def comm(spec: ModelSpec, parallel: Parallel, sh) -> dict[str, int]:
     """Collectives of rank 0 over one training step of ``sh`` (module docstring)."""
-    calls = _Calls()
+    groups = comm_groups(spec, parallel, sh)
+    return {k: groups["dp"][k] + groups["tp"][k] for k in groups["dp"]}
+
+
+def comm_groups(spec: ModelSpec, parallel: Parallel, sh) -> dict[str, dict[str, int]]:
+    """``comm``'s terms per process group: ``dp`` (data parallel: FSDP2, DDP, ZeRO-1) and
+    ``tp`` (tensor parallel), for the time each takes on its links."""
+    dp, tp = _Calls(), _Calls()
     if parallel.dp > 1:
-        _data_parallel(spec, parallel, sh, calls)
+        _data_parallel(spec, parallel, sh, dp)
     if parallel.tp > 1:
-        _tensor_parallel(spec, parallel, sh, calls)
-    return calls.terms()
+        _tensor_parallel(spec, parallel, sh, tp)
+    return {"dp": dp.terms(), "tp": tp.terms()}
 
 
 def _data_parallel(spec: ModelSpec, parallel: Parallel, sh, calls: _Calls) -> None:

@@ -121,8 +121,12 @@ def fit_command(
         )
     result = plan(spec, workload, usable, device.name, sharding)
     efficiency = Efficiency(mfu=mfu, bw_util=bw_util)
-    times = step_times(estimate(spec, workload), device, efficiency)
-    speed = throughput(times, gpus, tp)
+    from estimator.plan.capacity import rank_estimate
+
+    single = estimate(spec, workload)
+    rank = rank_estimate(single, sharding)  # training over several GPUs: one rank's step
+    times = step_times(rank or single, device, efficiency)
+    speed = throughput(times, gpus, tp, per_rank=rank is not None)
     train_s = (
         training_time_s(times, tokens, sharding.dp) if tokens and workload.is_training else None
     )
@@ -233,12 +237,19 @@ def _print_speed(times: Any, speed: Any) -> None:
     n = speed.n_gpus
     t = Table(
         title=f"Speed (roofline, {step.math_dtype} math on {times.gpu})",
-        caption="per GPU: one GPU's share; all GPUs: x the GPU count (data parallel replicas; "
-        "tensor parallel as an ideal split, communication not modelled)",
+        caption="per GPU: one GPU's share; all GPUs: x the GPU count. Training on several "
+        "GPUs: one rank's step, its collectives timed as rings at the GPU's link bandwidth "
+        "(the network's between nodes), data-parallel ones overlapped with compute; "
+        "inference: tensor parallel as an ideal split, communication not modelled",
     )
     t.add_column("quantity")
     t.add_column("value", justify="right")
     what = f"{human_flops(step.flops)}, {human_bytes(step.bytes_moved)} moved, {step.bound}-bound"
+    if step.overlapped_comm_s or step.serial_comm_s:
+        what += (
+            f"; collectives {human_seconds(step.overlapped_comm_s)} overlapped (data parallel)"
+            f" + {human_seconds(step.serial_comm_s)} serial (tensor parallel)"
+        )
     if speed.mode == "decode":
         t.add_row("time to first token (prefill of the batch)", human_seconds(speed.ttft_s))
         t.add_row("  prefill work", what)
