@@ -226,6 +226,17 @@ def _rank_unchecked(parallel: Parallel) -> list[str]:
         )
     if parallel.loss_parallel:
         out.append("parallel: loss_parallel's collectives are read from torch's code, not run")
+    out.append(
+        "parallel: communication time (fit's roofline) assumes ring collectives at the GPU "
+        "preset's datasheet link bandwidth (NVLink / PCIe in a node of 8, the NIC between "
+        "nodes), no latency term, data-parallel collectives fully overlapped: not timed on "
+        "real GPUs"
+    )
+    if parallel.tp > 1 and parallel.sp and parallel.sp_input == "gathered":
+        out.append(
+            "parallel: sp's backward replay keeps the residual stream's gradients whole "
+            "[n, d] (DTensor shards them over the sequence): its peak is an upper bound"
+        )
     return out
 
 

@@ -42,12 +42,20 @@ def fit_command(
     zero: Annotated[
         int,
         typer.Option(
-            "--zero", help="ZeRO stage 0-3 (3 = FSDP)", min=0, max=3, rich_help_panel=_PLAN
+            "--zero",
+            help="1: ZeroRedundancyOptimizer; 2 / 3: FSDP2 reshard_after_forward False / True",
+            min=0,
+            max=3,
+            rich_help_panel=_PLAN,
         ),
     ] = 0,
     tp: Annotated[
         int, typer.Option("--tp", help="tensor-parallel degree", min=1, rich_help_panel=_PLAN)
     ] = 1,
+    sp: Annotated[
+        bool,
+        typer.Option("--sp", help="sequence parallel norms with --tp", rich_help_panel=_PLAN),
+    ] = False,
     mfu: Annotated[
         float, typer.Option("--mfu", help="fraction of peak FLOP/s reached", rich_help_panel=_PLAN)
     ] = 0.4,
@@ -113,7 +121,9 @@ def fit_command(
         cuda_context_bytes=context_mib * 2**20, allocator_reserve_fraction=reserve
     )
     usable = usable_bytes(device, overheads)
-    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp)  # type: ignore[arg-type]
+    if sp and tp == 1:
+        raise UserError("--sp shards the norms over the --tp ranks: it needs --tp > 1")
+    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp, sp=sp)  # type: ignore[arg-type]
     if zero and sharding.dp == 1:
         note(
             f"--zero {zero} with one data-parallel GPU shards nothing (ZeRO splits optimizer "
@@ -178,10 +188,11 @@ def _print(
     from rich.table import Table
 
     f, sh = result.fit, result.sharding
+    layout = f"zero={sh.zero}, tp={sh.tp}" + (", sp" if sh.sp else "")
     verdict = "[green]fits[/]" if f.fits else "[red]does not fit[/]"
     console.print(
         f"{escape(result.model)} ({describe_workload(spec, result.workload)}) on {sh.n_gpus} x "
-        f"{escape(device.name)} (zero={sh.zero}, tp={sh.tp}): {verdict}; peak "
+        f"{escape(device.name)} ({layout}): {verdict}; peak "
         f"{human_bytes(f.peak_bytes)} ({f.peak_phase}) of {human_bytes(f.usable_bytes)} usable, "
         f"headroom {human_bytes(f.headroom_bytes)}"
     )
