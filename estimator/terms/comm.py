@@ -11,8 +11,10 @@ Counts are the process-group calls (one per ``dist.all_gather_into_tensor`` etc.
 CommDebugMode counts the functional collectives and the c10d ops.
 
 Engines and what they call (torch 2.13; n = b s tokens, d = d_model, cb the compute dtype):
-- FSDP2 (zero2 / zero3 over dp ranks; estimator/terms/ranks.py): per unit (one per layer, the
-  root) one all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward
+- FSDP2 (zero2 / zero3 over dp ranks; estimator/terms/ranks.py), wrapped as
+  ``fully_shard(layer, reshard_after_forward=zero3)`` per transformer layer, then
+  ``fully_shard(model)`` at the root with reshard_after_forward left at its default (None:
+  the root is not resharded after forward); per unit (one per layer, the root) one all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward
   -> foreach_all_gather) and, under zero3, one again in the backward (pre_backward) for the
   layers (the root is not resharded after forward); one reduce_scatter of its gradients
   (post_backward -> foreach_reduce). Parameters and gradients in ``dtype``

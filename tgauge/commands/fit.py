@@ -256,11 +256,6 @@ def _print_speed(times: Any, speed: Any) -> None:
     t.add_column("quantity")
     t.add_column("value", justify="right")
     what = f"{human_flops(step.flops)}, {human_bytes(step.bytes_moved)} moved, {step.bound}-bound"
-    if step.overlapped_comm_s or step.serial_comm_s:
-        what += (
-            f"; collectives {human_seconds(step.overlapped_comm_s)} overlapped (data parallel)"
-            f" + {human_seconds(step.serial_comm_s)} serial (tensor parallel)"
-        )
     if speed.mode == "decode":
         t.add_row("time to first token (prefill of the batch)", human_seconds(speed.ttft_s))
         t.add_row("  prefill work", what)
@@ -280,6 +275,12 @@ def _print_speed(times: Any, speed: Any) -> None:
         )
     else:
         t.add_row(f"{speed.mode} step", f"{human_seconds(speed.step_s)} ({what})")
+        if step.overlapped_comm_s or step.serial_comm_s:
+            t.add_row(
+                "  collectives",
+                f"{human_seconds(step.overlapped_comm_s)} data parallel (overlapped) + "
+                f"{human_seconds(step.serial_comm_s)} tensor parallel (serial)",
+            )
         t.add_row("tokens/s per GPU", _rate(speed.tokens_per_s_per_gpu))
         t.add_row(f"tokens/s for all GPUs ({n})", _rate(speed.tokens_per_s_all_gpus))
     console.print(t)
