@@ -14,9 +14,10 @@ Engines and what they call (torch 2.13; n = b s tokens, d = d_model, cb the comp
 - FSDP2 (zero2 / zero3 over dp ranks; estimator/terms/ranks.py), wrapped as
   ``fully_shard(layer, reshard_after_forward=zero3)`` per transformer layer, then
   ``fully_shard(model)`` at the root with reshard_after_forward left at its default (None:
-  the root is not resharded after forward); per unit (one per layer, the root) one all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward
-  -> foreach_all_gather) and, under zero3, one again in the backward (pre_backward) for the
-  layers (the root is not resharded after forward); one reduce_scatter of its gradients
+  the root is not resharded after forward); per unit (one per layer, the root) one
+  all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward ->
+  foreach_all_gather) and, under zero3, one again in the backward (pre_backward) for the
+  layers; one reduce_scatter of its gradients
   (post_backward -> foreach_reduce). Parameters and gradients in ``dtype``
   (MixedPrecisionPolicy param_dtype = reduce_dtype). The recompute under checkpointing
   gathers nothing (the layer is already unsharded by its pre_backward).
