@@ -124,7 +124,12 @@ def fit_command(
     if sp and tp == 1:
         raise UserError("--sp shards the norms over the --tp ranks: it needs --tp > 1")
     sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp, sp=sp)  # type: ignore[arg-type]
-    if zero and sharding.dp == 1:
+    if zero and not workload.is_training:
+        note(
+            f"--zero {zero} shards training state (optimizer, gradients, FSDP parameters); "
+            f"--mode {workload.mode} ignores it (--tp splits an inference model)"
+        )
+    elif zero and sharding.dp == 1:
         note(
             f"--zero {zero} with one data-parallel GPU shards nothing (ZeRO splits optimizer "
             "state, gradients and weights across the --gpus / --tp data-parallel ranks)"
