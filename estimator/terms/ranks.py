@@ -324,6 +324,13 @@ class Gathers:
         live.take(self.rs_input, self.shard[stack])
         live.drop(self.grads[stack])
 
+    def after_stack(self, live: Any, stack: str) -> None:
+        """The first layer prefetches nothing (its post_forward index is 0); the replay's
+        uniform layers did: that phantom flat output is dropped once the stack is done (it
+        overstates the first layer's backward by one layer's gather)."""
+        if self.reshard and self.n_layers[stack] > 1:
+            live.drop(self.block[stack])
+
     def end(self, live: Any) -> None:
         """The root's post_backward after the embeddings: its reduce-scatter."""
         live.drop(self.rs_input)
