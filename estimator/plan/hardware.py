@@ -46,6 +46,15 @@ class GPU(BaseModel):
         gt=0, allow_inf_nan=False, description="device-memory bandwidth"
     )
     source: str = ""
+    # issue 18: the links collectives run over (per GPU, per direction, decimal bytes / s)
+    link_bytes_per_s: float | None = Field(
+        None, gt=0, description="inside a node: NVLink or PCIe, per GPU and direction"
+    )
+    link: str = ""
+    network_bytes_per_s: float | None = Field(
+        None, gt=0, description="between nodes: InfiniBand / RoCE NIC bandwidth per GPU"
+    )
+    gpus_per_node: int = Field(8, gt=0)
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype``; SpecError when the part has none."""
@@ -56,17 +65,41 @@ class GPU(BaseModel):
         return value
 
 
+G = 10**9  # giga (link bandwidths are decimal)
+#: name -> (link, per GPU and direction GB/s inside a node, NIC GB/s per GPU between nodes).
+#: NVLink per generation (datasheets: total bidirectional bandwidth per GPU, halved per
+#: direction): NVLink 4 (H100 / H200 SXM) 900 GB/s -> 450; NVLink 3 (A100 SXM) 600 -> 300.
+#: PCIe per direction x16: Gen5 64 GB/s (H100 PCIe), Gen4 32 GB/s (L4, L40S, RTX 4090).
+#: Between nodes of 8 (assumed, the reference systems' fabric): one NIC per GPU, ConnectX-7
+#: 400 Gb/s InfiniBand NDR = 50 GB/s (DGX H100 / H200), ConnectX-6 200 Gb/s HDR = 25 GB/s
+#: (DGX A100), 100 Gb/s RoCE Ethernet = 12.5 GB/s for the PCIe parts.
+LINKS: dict[str, tuple[str, float, float]] = {
+    "h100-sxm": ("NVLink 4", 450, 50),
+    "h200": ("NVLink 4", 450, 50),
+    "h100-pcie": ("PCIe Gen5 x16", 64, 50),
+    "a100-40gb": ("NVLink 3", 300, 25),
+    "a100-80gb": ("NVLink 3", 300, 25),
+    "l4": ("PCIe Gen4 x16", 32, 12.5),
+    "l40s": ("PCIe Gen4 x16", 32, 12.5),
+    "rtx-4090": ("PCIe Gen4 x16", 32, 12.5),
+}
+
+
 def _gpu(name: str, mib: int, tb_s: float, source: str, **peaks: float | None) -> GPU:
     """``mib``: the memory the device reports (nvidia-smi memory.total, NVML's
     nvmlDeviceGetMemoryInfo total, in MiB), not the marketed GB: an "80GB" H100 reports
     81,559 MiB, a "141GB" H200 143,771 MiB, a "24GB" L4 23,034 MiB (issue 23)."""
     full = {k: (None if peaks.get(k) is None else peaks[k] * T) for k in MATH_DTYPES}
+    link, link_gb_s, nic_gb_s = LINKS[name]
     return GPU(
         name=name,
         total_bytes=mib * MiB,
         peak_flops_per_s=full,
         bandwidth_bytes_per_s=tb_s * T,
         source=f"{source}; memory: {mib:,} MiB as nvidia-smi reports it (memory.total)",
+        link_bytes_per_s=link_gb_s * G,
+        link=link,
+        network_bytes_per_s=nic_gb_s * G,
     )
 
 
@@ -243,6 +276,9 @@ def custom_gpu(
     bandwidth_bytes_per_s: float | None = None,
     bandwidth_tb_s: float | None = None,
     source: str = "user",
+    link_bytes_per_s: float | None = None,
+    network_bytes_per_s: float | None = None,
+    gpus_per_node: int = 8,
 ) -> GPU:
     """A GPU from user values (either unit of each); SpecError naming a missing field."""
     _check_numbers(
@@ -250,6 +286,9 @@ def custom_gpu(
         total_gib=total_gib,
         bandwidth_bytes_per_s=bandwidth_bytes_per_s,
         bandwidth_tb_s=bandwidth_tb_s,
+        link_bytes_per_s=link_bytes_per_s,
+        network_bytes_per_s=network_bytes_per_s,
+        gpus_per_node=gpus_per_node,
     )
     if not isinstance(name, str) or not isinstance(source, str):
         raise SpecError("name and source of a custom GPU are strings")
@@ -280,6 +319,9 @@ def custom_gpu(
             peak_flops_per_s=peaks,
             bandwidth_bytes_per_s=bandwidth_bytes_per_s,
             source=source,
+            link_bytes_per_s=link_bytes_per_s,
+            network_bytes_per_s=network_bytes_per_s,
+            gpus_per_node=gpus_per_node,
         )
     except ValidationError as exc:
         raise SpecError(
@@ -338,21 +380,35 @@ class Roofline(BaseModel):
     math_dtype: MathDType
     compute_s: float
     memory_s: float
-    bound: Literal["compute", "memory"]
+    bound: Literal["compute", "memory", "communication"]
+    # issue 18: one rank's collectives (``comm_times``): data-parallel ones overlap with the
+    # step (FSDP2 prefetch, DDP buckets during backward), tensor-parallel ones are on its path
+    overlapped_comm_s: float = 0.0
+    serial_comm_s: float = 0.0
 
     @property
     def time_s(self) -> float:
-        return max(self.compute_s, self.memory_s)
+        return max(self.compute_s, self.memory_s, self.overlapped_comm_s) + self.serial_comm_s
 
 
 def roofline(
-    flops: int, bytes_moved: int, gpu: GPU, math_dtype: str, efficiency: Efficiency | None = None
+    flops: int,
+    bytes_moved: int,
+    gpu: GPU,
+    math_dtype: str,
+    efficiency: Efficiency | None = None,
+    comm_s: tuple[float, float] = (0.0, 0.0),
 ) -> Roofline:
-    """compute_s = flops / (peak * mfu); memory_s = bytes / (bandwidth * bw_util)."""
+    """compute_s = flops / (peak * mfu); memory_s = bytes / (bandwidth * bw_util); ``comm_s``
+    (overlapped, serial) seconds of collectives: time = max(compute, memory, overlapped) +
+    serial; the bound is the largest part (communication when either comm part exceeds
+    compute and memory)."""
     e = efficiency or Efficiency()
     compute_s = flops / (gpu.peak(math_dtype) * e.mfu)
     memory_s = bytes_moved / (gpu.bandwidth_bytes_per_s * e.bw_util)
     bound = "compute" if compute_s >= memory_s else "memory"
+    if max(comm_s) > max(compute_s, memory_s):
+        bound = "communication"
     return Roofline(
         flops=flops,
         bytes_moved=bytes_moved,
@@ -360,7 +416,50 @@ def roofline(
         compute_s=compute_s,
         memory_s=memory_s,
         bound=bound,
+        overlapped_comm_s=comm_s[0],
+        serial_comm_s=comm_s[1],
     )
+
+
+def ring_factor(op: str, n: int) -> float:
+    """Bytes through each GPU's link per byte of S in a ring (nccl-tests doc/PERFORMANCE.md,
+    bus bandwidth): all_reduce 2 (n - 1) / n, all_gather and reduce_scatter (n - 1) / n,
+    broadcast 1 (a pipelined ring); 0 on one rank."""
+    if n <= 1:
+        return 0.0
+    return {"all_reduce": 2 * (n - 1) / n, "broadcast": 1.0}.get(op, (n - 1) / n)
+
+
+def comm_times(est: object, gpu: GPU) -> tuple[float, float]:
+    """(overlapped, serial) seconds of one rank's collectives per step (0, 0 for one device
+    or a GPU without link figures): each op's S (estimator/terms/comm.py convention) times
+    its ring factor over the group's bus bandwidth, with no latency term. Ranks are laid out
+    tensor-parallel first (tp neighbours share a node); a group whose ranks span more than
+    ``gpus_per_node`` GPUs runs at the per-GPU network bandwidth, else at the link's. The
+    data-parallel group's collectives (FSDP2 all-gathers and reduce-scatters, DDP's
+    all-reduces, ZeRO-1's broadcasts) overlap with compute; the tensor-parallel ones
+    (DTensor's, synchronous in the layer) do not."""
+    parallel = getattr(est, "parallel", None)
+    if parallel is None or parallel.single or gpu.link_bytes_per_s is None:
+        return 0.0, 0.0
+    from estimator.shapes import resolve
+    from estimator.terms.comm import comm_groups
+    from estimator.terms.ranks import local_spec
+
+    spec, wl = est.spec, est.workload  # type: ignore[attr-defined]
+    groups = comm_groups(spec, parallel, resolve(local_spec(spec, parallel), wl))
+    network = gpu.network_bytes_per_s or gpu.link_bytes_per_s
+    out = []
+    for group, n, span in (
+        ("dp", parallel.dp, parallel.world),
+        ("tp", parallel.tp, parallel.tp),
+    ):
+        bw = gpu.link_bytes_per_s if span <= gpu.gpus_per_node else network
+        seconds = 0.0
+        for op in ("all_gather", "reduce_scatter", "all_reduce", "broadcast"):
+            seconds += groups[group][f"comm.{op}.bytes"] * ring_factor(op, n) / bw
+        out.append(seconds)
+    return out[0], out[1]
 
 
 def math_dtype(compute_dtype: str, tf32: bool = False) -> str:
@@ -425,7 +524,8 @@ def step_times(
     b = wl.batch_size
     if wl.mode == "train":
         moved = train_bytes_moved(terms, wl.checkpointing == "full")
-        step = roofline(est.flops.total, moved, gpu, dtype, efficiency)  # type: ignore[attr-defined]
+        comm = comm_times(est, gpu)
+        step = roofline(est.flops.total, moved, gpu, dtype, efficiency, comm)  # type: ignore[attr-defined]
         return StepTimes(
             gpu=gpu.name, mode=wl.mode, step=step, total_s=step.time_s, tokens=b * wl.seq_len
         )

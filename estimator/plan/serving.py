@@ -70,13 +70,18 @@ class Throughput(BaseModel):
     )
 
 
-def throughput(times: StepTimes, n_gpus: int = 1, tp: int = 1) -> Throughput:
-    """Labelled serving / training numbers of ``times`` for dp = n_gpus / tp replicas."""
+def throughput(
+    times: StepTimes, n_gpus: int = 1, tp: int = 1, per_rank: bool = False
+) -> Throughput:
+    """Labelled serving / training numbers of ``times`` for dp = n_gpus / tp replicas.
+    ``per_rank``: ``times`` are already one rank's (estimate(parallel=): its local widths and
+    collectives), not a whole replica's to split ideally by tp."""
     dp = n_gpus // tp
+    split = 1 if per_rank else tp
 
     def rate(tokens: int, seconds: float) -> float:
         # per GPU: a replica takes seconds / tp (ideal split) on tp GPUs -> tokens / seconds
-        replica_s = seconds / tp
+        replica_s = seconds / split
         return tokens / replica_s / tp if seconds else float("inf")
 
     if times.mode != "decode":
@@ -85,7 +90,7 @@ def throughput(times: StepTimes, n_gpus: int = 1, tp: int = 1) -> Throughput:
             mode=times.mode,
             n_gpus=n_gpus,
             tp=tp,
-            step_s=times.step.time_s / tp,
+            step_s=times.step.time_s / split,
             tokens_per_s_per_gpu=per_gpu,
             tokens_per_s_all_gpus=per_gpu * n_gpus,
         )

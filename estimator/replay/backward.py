@@ -266,6 +266,8 @@ class Backward:
             }
         if n_layers > 2:
             self.live.repeat(n_layers - 2, top, delta)
+        if self.gathers is not None:
+            self.gathers.after_stack(self.live, stack)
         self.share = 1
         if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")

@@ -96,6 +96,24 @@ def _saved_inputs(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
     )
 
 
+def _last_layer_and_head(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
+    """Activation bytes saved from the last layer of the last stack on: its share of the
+    per-layer terms (and of the checkpointed layer inputs), the final norm and the heads."""
+    stack, n_layers = sh.last.name, sh.last.n_layers
+    out = 0
+    for k, v in terms.items():
+        if not k.startswith("activations."):
+            continue
+        name = k[len("activations.") :]
+        if name.startswith(f"{stack}.layers.") or name == stack:
+            out += v // n_layers
+        elif not name.startswith(tuple(s for s, _ in spec.stacks)) and name != "embed":
+            out += v  # the heads: lm_head, loss, pooler, head_transform
+        elif name == f"{stack}.final_norm":
+            out += v
+    return out
+
+
 def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> tuple[Any, str]:
     """(peak bytes, phase) of a training step over ``terms`` (module docstring). ``rank``:
     (local gradient bytes by module, Gathers or None) of one rank of a parallel step
@@ -124,6 +142,9 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     # math sdpa block scores + mask (estimator/replay/forward.py)
     moment = attention_moment(spec, sh, _activation_terms(terms))
     forward = vmax(forward, with_acts + held + moment + moment_extra)
+    if gathers is not None:  # the last layer's unshard: every activation before that layer
+        before = acts - _last_layer_and_head(spec, sh, terms)
+        forward = vmax(forward, with_acts + held + before + gathers.unshard_extra())
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = with_acts + acts + bwd_extra

@@ -11,10 +11,13 @@ Counts are the process-group calls (one per ``dist.all_gather_into_tensor`` etc.
 CommDebugMode counts the functional collectives and the c10d ops.
 
 Engines and what they call (torch 2.13; n = b s tokens, d = d_model, cb the compute dtype):
-- FSDP2 (zero2 / zero3 over dp ranks; estimator/terms/ranks.py): per unit (one per layer, the
-  root) one all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward
-  -> foreach_all_gather) and, under zero3, one again in the backward (pre_backward) for the
-  layers (the root is not resharded after forward); one reduce_scatter of its gradients
+- FSDP2 (zero2 / zero3 over dp ranks; estimator/terms/ranks.py), wrapped as
+  ``fully_shard(layer, reshard_after_forward=zero3)`` per transformer layer, then
+  ``fully_shard(model)`` at the root with reshard_after_forward left at its default (None:
+  the root is not resharded after forward); per unit (one per layer, the root) one
+  all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward ->
+  foreach_all_gather) and, under zero3, one again in the backward (pre_backward) for the
+  layers; one reduce_scatter of its gradients
   (post_backward -> foreach_reduce). Parameters and gradients in ``dtype``
   (MixedPrecisionPolicy param_dtype = reduce_dtype). The recompute under checkpointing
   gathers nothing (the layer is already unsharded by its pre_backward).
@@ -88,12 +91,19 @@ def ddp_buckets(grad_bytes: list[int]) -> int:
 
 def comm(spec: ModelSpec, parallel: Parallel, sh) -> dict[str, int]:
     """Collectives of rank 0 over one training step of ``sh`` (module docstring)."""
-    calls = _Calls()
+    groups = comm_groups(spec, parallel, sh)
+    return {k: groups["dp"][k] + groups["tp"][k] for k in groups["dp"]}
+
+
+def comm_groups(spec: ModelSpec, parallel: Parallel, sh) -> dict[str, dict[str, int]]:
+    """``comm``'s terms per process group: ``dp`` (data parallel: FSDP2, DDP, ZeRO-1) and
+    ``tp`` (tensor parallel), for the time each takes on its links."""
+    dp, tp = _Calls(), _Calls()
     if parallel.dp > 1:
-        _data_parallel(spec, parallel, sh, calls)
+        _data_parallel(spec, parallel, sh, dp)
     if parallel.tp > 1:
-        _tensor_parallel(spec, parallel, sh, calls)
-    return calls.terms()
+        _tensor_parallel(spec, parallel, sh, tp)
+    return {"dp": dp.terms(), "tp": tp.terms()}
 
 
 def _data_parallel(spec: ModelSpec, parallel: Parallel, sh, calls: _Calls) -> None:

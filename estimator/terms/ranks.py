@@ -277,25 +277,43 @@ class Gathers:
         return sum(self.block[s] * self.n_layers[s] for s in self.n_layers)
 
     def forward_extra(self) -> int:
-        """Gathered at the loss: the root (+ every layer under zero2)."""
-        return self.root + (0 if self.reshard else self.all_blocks)
+        """Gathered at the loss: the root (+ every layer under zero2), and the last layer's
+        flat all-gather output, which forward keeps in ``comm_ctx.all_gather_state`` until
+        the next unit's unshard or the root's post_forward (FSDPParamGroup.unshard: "Defer
+        free to allow for overlap of this copy-out with next all-gather")."""
+        flat = self.block[self.last]
+        return self.root + flat + (0 if self.reshard else self.all_blocks)
 
     def moment_extra(self) -> int:
-        """Gathered inside the last layer's attention: the root and that layer (zero2: all)."""
-        return self.root + (self.block[self.last] if self.reshard else self.all_blocks)
+        """Gathered inside the last layer's attention: the root and that layer, its flat
+        all-gather output kept (zero2: every layer)."""
+        block = self.block[self.last]
+        return self.root + block + (block if self.reshard else self.all_blocks)
+
+    def unshard_extra(self) -> int:
+        """Gathered at the last layer's forward unshard (its copy-out: the flat all-gather
+        output beside the per-parameter outputs, 2 x the layer), with the root (and, zero2,
+        every earlier layer)."""
+        block = self.block[self.last]
+        return self.root + 2 * block + (0 if self.reshard else self.all_blocks - block)
 
     def backward_extra(self) -> int:
         """Gathered when backward starts: the root and the last layer (the root's
-        pre_backward prefetch; zero2: every layer)."""
-        return self.moment_extra()
+        pre_backward prefetch; zero2: every layer); the root's post_forward freed the kept
+        flat output."""
+        return self.root + (self.block[self.last] if self.reshard else self.all_blocks)
 
     def pre_layer(self, live: Any, stack: str) -> None:
-        """A layer's pre_backward under zero3 prefetches the layer before it: the copy-out's
-        flat output and per-parameter outputs, then the flat one freed."""
-        if self.reshard and self.n_layers[stack] > 1:
+        """A layer's pre_backward under zero3: the copy-out of its prefetched all-gather
+        (held as the flat output since the prefetch) into the per-parameter outputs, the flat
+        one freed (wait_for_unshard), then the prefetch of the layer before it: its flat
+        all-gather output (FSDPParamGroup._backward_prefetch)."""
+        if self.reshard:
             g = self.block[stack]
-            live.take(2 * g)
+            live.take(g)
             live.drop(g)
+            if self.n_layers[stack] > 1:
+                live.take(g)
 
     def post_layer(self, live: Any, stack: str) -> None:
         """A layer's post_backward: resharded (its gathered parameters freed); the previous
@@ -305,6 +323,13 @@ class Gathers:
         self.rs_input = self.block[stack]
         live.take(self.rs_input, self.shard[stack])
         live.drop(self.grads[stack])
+
+    def after_stack(self, live: Any, stack: str) -> None:
+        """The first layer prefetches nothing (its post_forward index is 0); the replay's
+        uniform layers did: that phantom flat output is dropped once the stack is done (it
+        overstates the first layer's backward by one layer's gather)."""
+        if self.reshard and self.n_layers[stack] > 1:
+            live.drop(self.block[stack])
 
     def end(self, live: Any) -> None:
         """The root's post_backward after the embeddings: its reduce-scatter."""

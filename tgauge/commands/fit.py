@@ -43,12 +43,20 @@ def fit_command(
     zero: Annotated[
         int,
         typer.Option(
-            "--zero", help="ZeRO stage 0-3 (3 = FSDP)", min=0, max=3, rich_help_panel=_PLAN
+            "--zero",
+            help="1: ZeroRedundancyOptimizer; 2 / 3: FSDP2 reshard_after_forward False / True",
+            min=0,
+            max=3,
+            rich_help_panel=_PLAN,
         ),
     ] = 0,
     tp: Annotated[
         int, typer.Option("--tp", help="tensor-parallel degree", min=1, rich_help_panel=_PLAN)
     ] = 1,
+    sp: Annotated[
+        bool,
+        typer.Option("--sp", help="sequence parallel norms with --tp", rich_help_panel=_PLAN),
+    ] = False,
     mfu: Annotated[
         float, typer.Option("--mfu", help="fraction of peak FLOP/s reached", rich_help_panel=_PLAN)
     ] = 0.4,
@@ -126,16 +134,27 @@ def fit_command(
         cuda_context_bytes=context_mib * 2**20, allocator_reserve_fraction=reserve
     )
     usable = usable_bytes(device, overheads)
-    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp)  # type: ignore[arg-type]
-    if zero and sharding.dp == 1:
+    if sp and tp == 1:
+        raise UserError("--sp shards the norms over the --tp ranks: it needs --tp > 1")
+    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp, sp=sp)  # type: ignore[arg-type]
+    if zero and not workload.is_training:
+        note(
+            f"--zero {zero} shards training state (optimizer, gradients, FSDP parameters); "
+            f"--mode {workload.mode} ignores it (--tp splits an inference model)"
+        )
+    elif zero and sharding.dp == 1:
         note(
             f"--zero {zero} with one data-parallel GPU shards nothing (ZeRO splits optimizer "
             "state, gradients and weights across the --gpus / --tp data-parallel ranks)"
         )
     result = plan(spec, workload, usable, device.name, sharding)
     efficiency = Efficiency(mfu=mfu, bw_util=bw_util)
-    times = step_times(estimate(spec, workload), device, efficiency)
-    speed = throughput(times, gpus, tp)
+    from estimator.plan.capacity import rank_estimate
+
+    single = estimate(spec, workload)
+    rank = rank_estimate(single, sharding)  # training over several GPUs: one rank's step
+    times = step_times(rank or single, device, efficiency)
+    speed = throughput(times, gpus, tp, per_rank=rank is not None)
     train_s = (
         training_time_s(times, tokens, sharding.dp) if tokens and workload.is_training else None
     )
@@ -187,10 +206,11 @@ def _print(
     from rich.table import Table
 
     f, sh = result.fit, result.sharding
+    layout = f"zero={sh.zero}, tp={sh.tp}" + (", sp" if sh.sp else "")
     verdict = "[green]fits[/]" if f.fits else "[red]does not fit[/]"
     console.print(
         f"{escape(result.model)} ({describe_workload(spec, result.workload)}) on {sh.n_gpus} x "
-        f"{escape(device.name)} (zero={sh.zero}, tp={sh.tp}): {verdict}; peak "
+        f"{escape(device.name)} ({layout}): {verdict}; peak "
         f"{human_bytes(f.peak_bytes)} ({f.peak_phase}) of {human_bytes(f.usable_bytes)} usable, "
         f"headroom {human_bytes(f.headroom_bytes)}"
     )
@@ -241,8 +261,10 @@ def _print_speed(times: Any, speed: Any) -> None:
     n = speed.n_gpus
     t = Table(
         title=f"Speed (roofline, {step.math_dtype} math on {times.gpu})",
-        caption="per GPU: one GPU's share; all GPUs: x the GPU count (data parallel replicas; "
-        "tensor parallel as an ideal split, communication not modelled)",
+        caption="per GPU: one GPU's share; all GPUs: x the GPU count. Training on several "
+        "GPUs: one rank's step, its collectives timed as rings at the GPU's link bandwidth "
+        "(the network's between nodes), data-parallel ones overlapped with compute; "
+        "inference: tensor parallel as an ideal split, communication not modelled",
     )
     t.add_column("quantity")
     t.add_column("value", justify="right")
@@ -266,6 +288,12 @@ def _print_speed(times: Any, speed: Any) -> None:
         )
     else:
         t.add_row(f"{speed.mode} step", f"{human_seconds(speed.step_s)} ({what})")
+        if step.overlapped_comm_s or step.serial_comm_s:
+            t.add_row(
+                "  collectives",
+                f"{human_seconds(step.overlapped_comm_s)} data parallel (overlapped) + "
+                f"{human_seconds(step.serial_comm_s)} tensor parallel (serial)",
+            )
         t.add_row("tokens/s per GPU", _rate(speed.tokens_per_s_per_gpu))
         t.add_row(f"tokens/s for all GPUs ({n})", _rate(speed.tokens_per_s_all_gpus))
     console.print(t)

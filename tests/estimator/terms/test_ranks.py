@@ -164,3 +164,22 @@ def test_parallel_inference_and_fused_qkv_are_refused_by_name() -> None:
         estimate(TINY, Workload(mode="prefill", seq_len=4), parallel=Parallel(world=2, tp=2))
     with pytest.raises(UnsupportedError, match="tp=4 must divide n_heads"):
         estimate(TINY, W, parallel=Parallel(world=4, tp=4))
+
+
+def test_collective_time_is_the_ring_bus_bandwidth_of_its_group() -> None:
+    from estimator.plan.hardware import comm_times, custom_gpu, roofline
+
+    # nodes of 2 GPUs: links 1 GB/s inside, 0.1 GB/s between nodes
+    gpu = custom_gpu(total_gib=1, peak_tflops={"fp32": 1}, bandwidth_tb_s=1,
+                     link_bytes_per_s=1e9, network_bytes_per_s=1e8, gpus_per_node=2)  # fmt: skip
+    fsdp = estimate(TINY, W, parallel=Parallel(world=4, shard="zero3"))
+    c = fsdp.comm  # 4 ranks span 2 nodes: the network; (n - 1) / n of S through each NIC
+    ring = (c["comm.all_gather.bytes"] + c["comm.reduce_scatter.bytes"]) * 3 / 4
+    assert comm_times(fsdp, gpu) == (pytest.approx(ring / 1e8), 0.0)
+    tp = estimate(TINY, W, parallel=Parallel(world=2, tp=2))
+    c = tp.comm  # inside a node; all_reduce 2 (n - 1) / n, all_gather (n - 1) / n
+    serial = (c["comm.all_reduce.bytes"] * 1 + c["comm.all_gather.bytes"] / 2) / 1e9
+    assert comm_times(tp, gpu) == (0.0, pytest.approx(serial))
+    assert comm_times(estimate(TINY, W), gpu) == (0.0, 0.0)
+    step = roofline(10**6, 10**6, gpu, "fp32", comm_s=(1.0, 0.5))  # 2.5 us compute, 1.25 memory
+    assert step.bound == "communication" and step.time_s == 1.5
