@@ -61,6 +61,8 @@ def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target
     built = build_hf_model(config, workload, device)
     check_mode(built, workload)
     model = built.model
+    if workload.finetune != "full":  # issue 20: peft's LoRA on the HF class
+        model = _finetuned(model, config, workload)
     impl = f"hf {built.architecture}"
     if workload.mode == "train":
         model.train()
@@ -198,3 +200,15 @@ def _check_hf_limits(config: dict[str, Any], workload: Workload) -> None:
     except UnsupportedError:
         return
     check_supported(spec, workload)
+
+
+def _finetuned(model: Any, config: dict[str, Any], workload: Workload) -> Any:
+    """peft's get_peft_model on ``model`` (tgauge/peft_lora.py); freeze and qlora are not
+    measured on a Hugging Face model yet (UserError)."""
+    from tgauge.peft_lora import apply_lora
+
+    if workload.finetune != "lora":
+        raise UserError(f"--finetune {workload.finetune} is not measured on a Hugging Face "
+                        "model yet (lora is)")  # fmt: skip
+    family = config.get("model_type", "")
+    return apply_lora(model, family, workload, fused_qkv=family == "gpt2")

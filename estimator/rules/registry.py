@@ -47,6 +47,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.t5",
     "estimator.rules.hf.vit",
     "estimator.rules.hf.autocast",
+    "estimator.rules.finetune",  # issue 20
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``

@@ -46,6 +46,7 @@ from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
+from estimator.terms.finetune import lora_layer_targets
 
 Terms = dict[str, Any]
 FP32_BYTES = 4
@@ -169,6 +170,15 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
     t["self_attn"] = rope_or_bias_saved(spec, sh, stack, s)
     if sh.dropout > 0:
         t["dropout"] = sublayers * mask_bytes(sh, n * spec.d_model)  # residual masks
+    if sh.finetune.lora:  # issue 20: LoRA's own path per wrapped linear (rules/finetune.py)
+        for name, d_in in lora_layer_targets(spec, sh.finetune, stack):
+            n_in = (
+                b * s_src
+                if name.startswith("cross_attn.") and name[-6:] in ("k_proj", "v_proj")
+                else n
+            )
+            for k, v in rule("saved.lora", spec, sh)(spec, sh, n_in, d_in, sh.ib).items():
+                t[f"{name}.{k}"] = v
     return t
 
 

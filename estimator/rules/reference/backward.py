@@ -36,6 +36,8 @@ def linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any = 0,
     bw.release = 0
     if free:
         bw.free(name)
+    bw.free(f"{name}.lora_A")  # a LoRA-wrapped linear's own path (rules/finetune.py)
+    bw.free(f"{name}.lora_B")
     bw.live.drop(g)
     return out
 
