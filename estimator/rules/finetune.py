@@ -38,3 +38,90 @@ def lora_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, in_bytes: int) ->
     else:
         lora_a = n * d_in * ab if ab != in_bytes else 0
     return {"lora_A": lora_a, "lora_B": n * ft.rank * ab}
+
+
+def _first_targeted(ft: Any, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` (forward order) that LoRA wraps, else None."""
+    for name in names:
+        if any(name == t or name.endswith("." + t) for t in ft.targets):
+            return name
+    return None
+
+
+def _norm_frozen(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """Bytes a frozen norm does not save: RMSNorm's weight multiply keeps the normalized
+    input [n, d] only for the weight's gradient (reference_model/norms.py RMSNorm,
+    transformers LlamaRMSNorm ``self.weight * hidden_states``); native_layer_norm saves its
+    input, mean and rstd for the input's gradient either way (0)."""
+    return n * spec.d_model * sh.cb if spec.norm == "rmsnorm" else 0
+
+
+@register("saved.frozen_layer", "reference")
+def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bool) -> dict:
+    """One layer's saved set (names relative to {stack}.layers) when only LoRA adapters train:
+    linears   a frozen base linear saves no input (MmBackward0 keeps its input only for the
+              weight's gradient: torch/csrc/autograd/generated, should_compute_output); the
+              input storage a group of linears shared (q, k, v; gate, up) or o_proj's and
+              down's own input is then saved by the first wrapped linear's lora_A when lora_A
+              takes x itself (adapter dtype = input dtype, no lora_dropout), else by nobody
+    norms     as ``_norm_frozen``
+    first     layer 0 (``first``): nothing before the first adapter needs a gradient (the
+              embeddings are frozen): attn_norm saves nothing; Q K^T keeps Q only for K's
+              gradient and K only for Q's, so an unwrapped k (q) drops Q (K)
+    """
+    ft = sh.finetune
+    t = dict(t)
+    shares_x = ft.dropout == 0 and bits(ft.adapter_dtype) // 8 == sh.ib
+    groups = [
+        ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv"),
+        ("self_attn.o_proj",),
+        ("ffn.gate", "ffn.up"),
+        ("ffn.down",),
+    ]
+    for group in groups:
+        held = sum(t.pop(name, 0) for name in group)  # the group's input storage, if any
+        for name in group:
+            t[name] = 0
+        wrapped = _first_targeted(ft, group)
+        if wrapped and shares_x:
+            key = wrapped.replace(".qkv", ".q_proj") + ".lora_A"
+            t[key] = t.get(key, 0) + held
+    for norm in ("attn_norm", "ffn_norm", "cross_norm"):
+        if norm in t:
+            t[norm] -= _norm_frozen(spec, sh, n)
+    if first:
+        t["attn_norm"] = 0
+        grads = {x: _first_targeted(ft, (f"self_attn.{x}_proj", "self_attn.qkv")) for x in "qk"}
+        one = n * spec.n_heads * spec.head_dim * sh.ib  # Q, or K repeated to h heads
+        if "self_attn.scores" in t:
+            t["self_attn.scores"] -= (0 if grads["k"] else one) + (0 if grads["q"] else one)
+    return {k: v for k, v in t.items() if v}
+
+
+@register("saved.frozen_stack", "reference")
+def lora_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any) -> dict:
+    """Stack-level terms when only LoRA adapters train: the frozen embeddings keep no ids
+    (embedding_dense_backward is the weight's gradient), the frozen LM head no input, the
+    final norm as ``_norm_frozen``."""
+    t = dict(t)
+    for name in ("embed", f"{stack}.pos", "lm_head"):
+        t.pop(name, None)
+    if f"{stack}.final_norm" in t:
+        t[f"{stack}.final_norm"] -= _norm_frozen(spec, sh, n)
+    return t
+
+
+@register("live.frozen_head_input", "reference")
+def reference_head_input(spec: ModelSpec, sh: Shapes) -> Any:
+    """Bytes live at the loss that nothing saved once the LM head is frozen: the reference
+    model's forward returns the logits and drops the head's input (0)."""
+    return 0
+
+
+@register("live.frozen_head_input", "hf")
+def hf_head_input(spec: ModelSpec, sh: Shapes) -> Any:
+    """transformers' *ForCausalLM.forward keeps ``outputs.last_hidden_state`` [b, s, d] (the
+    final norm's output, the head's input) while it computes the logits and the loss: with a
+    frozen head nothing saves it, so it counts at the loss apart from the activations
+    (LlamaForCausalLM.forward, GPT2LMHeadModel.forward)."""
+    return sh.b * sh.s_out * spec.d_model * sh.cb

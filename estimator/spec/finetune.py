@@ -121,6 +121,12 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
             f"finetune={w.finetune!r} under autocast={w.autocast!r}: what the adapters save and "
             "compute under torch.autocast is not modelled; train a bf16 / fp16 base without it"
         )
+    if spec.arch != "decoder" or w.dropout > 0:
+        raise UnsupportedError(
+            f"finetune={w.finetune!r} on {spec.name} (arch={spec.arch!r}, dropout={w.dropout}): "
+            "what frozen layers save is modelled for decoder-only models without dropout "
+            "(lora_dropout is modelled)"
+        )
     targets = short_targets(tuple(w.lora_targets)) if w.lora_targets else default_targets(spec)
     for t in targets:
         if spec.fused_qkv and t in ("q", "k", "v"):
@@ -137,6 +143,11 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
                 f"lora_targets='lm_head' on {spec.name}: LoRA on the LM head is not modelled "
                 "(what its path saves at the loss)"
             )
+    if not any(t in targets for t in ("q", "k", "qkv")):
+        raise UnsupportedError(
+            f"lora_targets={','.join(targets)}: without q, k or qkv wrapped, how far layer 0 "
+            "runs without gradients is not modelled; add q or k"
+        )
     return FinetuneShapes(
         w.finetune,
         targets=tuple(s for t in targets for s in TARGETS[t]),

@@ -65,3 +65,38 @@ def test_lora_states_and_lora_path_match_peft(family: str, fields: dict, b: int,
             continue  # fp32: lora_A saves x itself, first saver of the base's input storage
         assert want > 0
         assert got == want, (part, measured)
+
+
+def _saved_and_peak(family: str, w: Workload) -> tuple[int, int, str, int, int, str]:
+    """(measured saved, predicted saved, ...peak and phase of each) of one training step."""
+    spec = ModelSpec.from_hf_config(CONFIGS[family])
+    est = estimate(spec, w)
+    _, prof = _measure(family, w)
+    predicted = sum(v for k, v in est.memory.terms.items() if k.startswith("activations."))
+    return (prof.saved.activations.total, predicted, prof.live_peak.phase,
+            prof.live_peak.peak_bytes, est.peak_memory_bytes, est.peak_phase)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("family", "dtype", "b", "s", "targets"),
+    [
+        ("llama", "fp32", 2, 16, None),
+        ("llama", "fp32", 1, 64, ("q", "k", "v", "o", "gate", "up", "down")),
+        ("llama", "fp32", 1, 64, ("k", "o")),
+        ("gpt2", "fp32", 1, 64, None),
+        ("gpt2", "fp32", 2, 32, ("c_attn", "c_proj", "c_fc")),
+    ],
+)
+def test_what_freezing_saves_less_matches_autograd(family, dtype, b, s, targets) -> None:
+    """Frozen base linears, norms, embeddings and head, layer 0 before the first adapter: the
+    saved bytes LoRA removes from full training, exactly (measured full minus measured LoRA
+    against predicted full minus predicted LoRA), whatever the full-training rows' own error."""
+    lora = {"lora_rank": 4, "lora_alpha": 8} | ({"lora_targets": targets} if targets else {})
+    base = dict(mode="train", batch_size=b, seq_len=s, device="cpu", dtype=dtype)
+    full = _saved_and_peak(family, Workload(**base))
+    tuned = _saved_and_peak(family, Workload(**base, finetune="lora", **lora))
+    assert full[0] - tuned[0] == full[1] - tuned[1]
+    if family == "llama" and dtype == "fp32":  # where full training's rows are exact
+        assert abs(tuned[1] / tuned[0] - 1) < 0.02  # saved activations
+        assert abs(tuned[4] / tuned[3] - 1) < 0.03  # the training peak
+        assert tuned[2] == tuned[5]  # and its phase
