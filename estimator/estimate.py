@@ -93,6 +93,42 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         out.append("master_weights: the optimizer's fp32 states and step are not measured")
     if workload.dtype == "int4":
         out.append("weights in int4: scales/zero points of a real quantizer are not counted")
+    return out + finetune_unchecked(spec, workload)
+
+
+def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
+    """What no measurement checks of a fine-tuning run (issue 20)."""
+    ft = workload.finetune
+    if ft == "full":
+        return []
+    if ft == "freeze":
+        return [
+            "finetune='freeze': gradients and optimizer states of the trainable tensors only; "
+            "activations and backward counted as full training saves and runs them (frozen "
+            "modules save less: an upper bound), not measured"
+        ]
+    out = [
+        f"finetune={ft!r}: trainable parameters, gradients, optimizer states and LoRA's saved "
+        "tensors checked on CPU against peft (tiny HF Llama / GPT-2); the adapters' backward "
+        "transients (their input grads, the fp32 promotion of a 16-bit base's output) are not "
+        "modelled"
+    ]
+    if spec.implementation == "reference":
+        out.append(
+            "finetune on the reference model: predicted with the rules measured on the Hugging "
+            "Face classes (the reference model has no adapters yet)"
+        )
+    if workload.checkpointing == "full":
+        out.append(f"finetune={ft!r} with checkpointing: the recompute's saved set under frozen "
+                   "weights is the rules' (not measured)")  # fmt: skip
+    if ft == "qlora":
+        out.append(
+            "qlora: the 4-bit base's bytes checked against bitsandbytes on CPU (exact); the "
+            "dequantized-weight temporary of each 4-bit linear's backward is modelled from "
+            "bitsandbytes' source, its forward one is not counted; bitsandbytes' CUDA kernels "
+            "(gemm_4bit's custom path for small batches, their workspaces) are not checked (no "
+            "GPU run)"
+        )
     return out
 
 
