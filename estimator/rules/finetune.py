@@ -127,16 +127,17 @@ def hf_head_input(spec: ModelSpec, sh: Shapes) -> Any:
     return sh.b * sh.s_out * spec.d_model * sh.cb
 
 
-def dequant_bytes(spec: ModelSpec, sh: Shapes, name: str) -> Any:
+def dequant_bytes(spec: ModelSpec, sh: Shapes, name: str) -> tuple[Any, Any]:
     """QLoRA: the [d_out, d_in] weight bitsandbytes dequantizes, in the compute dtype, while
     a 4-bit linear runs: MatMul4Bit.backward's ``dequantize_4bit(B).to(dtype).t()`` for the
     input's gradient (bitsandbytes/autograd/_functions.py), and forward's gemm_4bit, which for
     a training batch falls back to dequantize + F.linear (backends/cuda/ops.py
     _dequant_linear_fallback, backends/default/ops.py _gemm_4bit_default_impl); with double
-    quantization also the fp32 absmax it restores. 0 for a linear that is not 4-bit. GPT-2's
-    fused c_attn is one weight, counted at q_proj."""
+    quantization also the fp32 absmax it restores first (freed once the weight is out).
+    -> (weight bytes, absmax bytes), 0 for a linear that is not 4-bit. GPT-2's fused c_attn is
+    one weight, counted at q_proj. Measured: tests/estimator/terms/test_quant_bnb.py."""
     if sh.finetune.kind != "qlora" or ".layers." not in name:
-        return 0
+        return 0, 0
     d, d_ff, q, kv = spec.d_model, spec.d_ff, spec.q_dim, spec.kv_dim
     shapes = {"q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
               "ffn.up": (d_ff, d), "ffn.gate": (d_ff, d), "ffn.down": (d, d_ff)}  # fmt: skip
@@ -144,8 +145,8 @@ def dequant_bytes(spec: ModelSpec, sh: Shapes, name: str) -> Any:
         shapes |= {"q_proj": (q + 2 * kv, d), "k_proj": (0, d), "v_proj": (0, d)}
     key = next((k for k in shapes if name.endswith("." + k)), None)
     if key is None:
-        return 0
+        return 0, 0
     d_out, d_in = shapes[key]
     numel = d_out * d_in
     absmax = -(-numel // 64) * 4 if sh.finetune.double_quant and numel else 0
-    return numel * sh.cb + absmax
+    return numel * sh.cb, absmax

@@ -32,8 +32,9 @@ def linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any = 0,
     (``out`` bytes); the module's saved input is freed (``free``), then its grad output
     (``g`` bytes). -> the grad input. Under autocast: ``autocast_linear``."""
     bw.grad(name)
-    dq = dequant_bytes(bw.spec, bw.sh, name)  # QLoRA: the 4-bit weight dequantized
-    bw.live.take(dq)
+    dq, absmax = dequant_bytes(bw.spec, bw.sh, name)  # QLoRA: the 4-bit weight dequantized
+    bw.live.take(dq, absmax)
+    bw.live.drop(absmax)
     bw.live.take(out)
     bw.live.drop(dq + bw.release)
     bw.release = 0
