@@ -113,10 +113,9 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         "transients (their input grads, the fp32 promotion of a 16-bit base's output) are not "
         "modelled"
     ]
-    out.append(
-        f"flops under finetune={ft!r}: counted as full training (the frozen linears' weight "
-        "gradients and layer 0's skipped backward included, the adapters' own matmuls not)"
-    )
+    if workload.attention_impl == "fused":
+        out.append(f"flops under finetune={ft!r} with fused attention: layer 0's sdpa "
+                   "backward is counted whole (checked on eager attention only)")  # fmt: skip
     if spec.implementation == "reference":
         out.append(
             "finetune on the reference model: predicted with the rules measured on the Hugging "

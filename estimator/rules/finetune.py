@@ -150,3 +150,47 @@ def dequant_bytes(spec: ModelSpec, sh: Shapes, name: str) -> tuple[Any, Any]:
     numel = d_out * d_in
     absmax = -(-numel // 64) * 4 if sh.finetune.double_quant and numel else 0
     return numel * sh.cb, absmax
+
+
+_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+            "ffn.up", "ffn.gate", "ffn.down")  # fmt: skip
+_LAYER0_NO_GRAD_INPUT = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+
+
+@register("flops.frozen", "reference")
+def lora_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], adapters: tuple) -> dict:
+    """A training step's FLOP terms when only LoRA adapters train (decoder-only): a frozen
+    linear's backward is its input's gradient alone (1x forward, no dW: MmBackward0 computes
+    only the outputs that need grad); in layer 0 q, k, v's inputs need none (0); Q K^T's
+    backward makes dQ only where k needs grad and dK only where q does, probs @ V's dV only
+    where v does (eager); the frozen LM head
+    1x. ``adapters``: (name relative to decoder.layers, d_in, d_out) per wrapped linear: lora_A
+    [n, d_in] @ [d_in, r] and lora_B [n, r] @ [r, d_out] forward, each dW and dX backward (layer
+    0's q, k, v lora_A no dX), recomputed under checkpointing."""
+    ft, L, n = sh.finetune, spec.n_decoder_layers, sh.b * sh.s_dec
+    t = dict(t)
+    lay = "decoder.layers."
+    for name in _LINEARS:
+        fwd = t.get(f"forward.{lay}{name}", 0)
+        if fwd:
+            first = 0 if name in _LAYER0_NO_GRAD_INPUT else fwd // L
+            t[f"backward.{lay}{name}"] = fwd - fwd // L + first
+    if "forward.lm_head" in t:
+        t["backward.lm_head"] = t["forward.lm_head"]
+    q_grad = any(x in ft.targets for x in ("self_attn.q_proj", "self_attn.qkv"))
+    k_grad = any(x in ft.targets for x in ("self_attn.k_proj", "self_attn.qkv"))
+    one = t.get(f"forward.{lay}self_attn.scores", 0) // L  # one layer's Q K^T
+    v_grad = any(x in ft.targets for x in ("self_attn.v_proj", "self_attn.qkv"))
+    if one:  # eager; probs @ V makes dV only where v needs grad
+        t[f"backward.{lay}self_attn.scores"] -= (0 if k_grad else one) + (0 if q_grad else one)
+        t[f"backward.{lay}self_attn.mix"] -= 0 if v_grad else one
+    for name, d_in, d_out in adapters:
+        a, b_ = 2 * n * d_in * ft.rank, 2 * n * ft.rank * d_out  # per layer
+        no_dx = name in _LAYER0_NO_GRAD_INPUT
+        for part, fwd, bwd in (("lora_A", a, 2 * a * L - (a if no_dx else 0)),
+                               ("lora_B", b_, 2 * b_ * L)):  # fmt: skip
+            t[f"forward.{lay}{name}.{part}"] = L * fwd
+            t[f"backward.{lay}{name}.{part}"] = bwd
+            if sh.checkpointing == "full":
+                t[f"recompute.{lay}{name}.{part}"] = L * fwd
+    return t

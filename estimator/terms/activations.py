@@ -171,7 +171,7 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
     if sh.dropout > 0:
         t["dropout"] = sublayers * mask_bytes(sh, n * spec.d_model)  # residual masks
     if sh.finetune.lora:  # issue 20: LoRA's own path per wrapped linear (rules/finetune.py)
-        for name, d_in in lora_layer_targets(spec, sh.finetune, stack):
+        for name, d_in, _ in lora_layer_targets(spec, sh.finetune, stack):
             n_in = (
                 b * s_src
                 if name.startswith("cross_attn.") and name[-6:] in ("k_proj", "v_proj")

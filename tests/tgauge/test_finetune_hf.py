@@ -102,10 +102,14 @@ def test_what_freezing_saves_less_matches_autograd(family, dtype, b, s, targets)
         assert tuned[2] == tuned[5]  # and its phase
 
 
-@pytest.mark.parametrize(("family", "b", "s"), [("llama", 1, 8), ("llama", 2, 48), ("gpt2", 1, 16)])
-def test_validate_finetune_lora_rows_are_exact(family: str, b: int, s: int, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("family", "b", "s", "targets"),
+    [("llama", 1, 8, "q,v"), ("llama", 2, 48, "k,o"), ("llama", 1, 24, "q,k,v,o,gate,up,down"),
+     ("gpt2", 1, 16, "c_attn"), ("gpt2", 2, 8, "c_attn,c_proj,c_fc")],
+)  # fmt: skip
+def test_validate_finetune_lora_rows_are_exact(family, b, s, targets, tmp_path) -> None:
     """`tgauge validate CONFIG.json --impl hf --finetune lora`: every parameter (adapters
-    included), weight, gradient and optimizer row exact; on Llama the saved activations within
+    included), weight, gradient, optimizer and FLOP row exact; on Llama the saved activations within
     2% and the peak within 3% (GPT-2's full-training rows carry their own error, checked as a
     delta above)."""
     import json
@@ -117,13 +121,15 @@ def test_validate_finetune_lora_rows_are_exact(family: str, b: int, s: int, tmp_
     config = tmp_path / "config.json"
     config.write_text(json.dumps(CONFIGS[family]))
     args = ["validate", str(config), "--impl", "hf", "--finetune", "lora", "--lora-rank", "4",
-            "--lora-alpha", "8", "-b", str(b), "-s", str(s), "--json"]  # fmt: skip
+            "--lora-alpha", "8", "--lora-targets", targets, "-b", str(b), "-s", str(s),
+            "--json"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     rows = {r["term"]: r for r in json.loads(res.stdout)}
     states = [t for t in rows if t.startswith(("params.", "memory.weights", "memory.gradients",
                                                "memory.optimizer."))]  # fmt: skip
     assert any(".lora_A" in t for t in states)
+    states += [t for t in rows if t.startswith("flops.")]  # eager attention: every FLOP row
     assert all(rows[t]["verdict"] == "exact" for t in states), [
         (t, rows[t]["predicted"], rows[t]["measured"]) for t in states
     ]
