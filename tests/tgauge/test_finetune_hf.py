@@ -19,11 +19,12 @@ pytest.importorskip("transformers")
 
 CASES = [
     ("llama", {"dtype": "fp32"}, 2, 16),
-    ("llama", {"dtype": "bf16"}, 1, 64),
-    ("llama", {"dtype": "bf16", "lora_targets": ("q", "k", "v", "o", "gate", "up", "down")}, 3, 8),
-    ("gpt2", {"dtype": "fp32"}, 1, 64),
     ("gpt2", {"dtype": "bf16", "lora_targets": ("c_attn", "c_proj", "c_fc")}, 2, 16),
-]
+    pytest.param("llama", {"dtype": "bf16"}, 1, 64, marks=pytest.mark.slow),
+    pytest.param("llama", {"dtype": "bf16", "lora_targets": ("q", "k", "v", "o", "gate", "up",
+                 "down")}, 3, 8, marks=pytest.mark.slow),
+    pytest.param("gpt2", {"dtype": "fp32"}, 1, 64, marks=pytest.mark.slow),
+]  # fmt: skip
 
 
 def _measure(family: str, w: Workload):
@@ -81,9 +82,16 @@ def _saved_and_peak(family: str, w: Workload) -> tuple[int, int, str, int, int, 
     ("family", "dtype", "b", "s", "targets"),
     [
         ("llama", "fp32", 2, 16, None),
-        ("llama", "fp32", 1, 64, ("q", "k", "v", "o", "gate", "up", "down")),
-        ("llama", "fp32", 1, 64, ("k", "o")),
-        ("gpt2", "fp32", 1, 64, None),
+        pytest.param(
+            "llama",
+            "fp32",
+            1,
+            64,
+            ("q", "k", "v", "o", "gate", "up", "down"),
+            marks=pytest.mark.slow,
+        ),
+        pytest.param("llama", "fp32", 1, 64, ("k", "o"), marks=pytest.mark.slow),
+        pytest.param("gpt2", "fp32", 1, 64, None, marks=pytest.mark.slow),
         ("gpt2", "fp32", 2, 32, ("c_attn", "c_proj", "c_fc")),
     ],
 )
@@ -104,8 +112,11 @@ def test_what_freezing_saves_less_matches_autograd(family, dtype, b, s, targets)
 
 @pytest.mark.parametrize(
     ("family", "b", "s", "targets"),
-    [("llama", 1, 8, "q,v"), ("llama", 2, 48, "k,o"), ("llama", 1, 24, "q,k,v,o,gate,up,down"),
-     ("gpt2", 1, 16, "c_attn"), ("gpt2", 2, 8, "c_attn,c_proj,c_fc")],
+    [("llama", 1, 8, "q,v"),
+     pytest.param("llama", 2, 48, "k,o", marks=pytest.mark.slow),
+     pytest.param("llama", 1, 24, "q,k,v,o,gate,up,down", marks=pytest.mark.slow),
+     pytest.param("gpt2", 1, 16, "c_attn", marks=pytest.mark.slow),
+     ("gpt2", 2, 8, "c_attn,c_proj,c_fc")],
 )  # fmt: skip
 def test_validate_finetune_lora_rows_are_exact(family, b, s, targets, tmp_path) -> None:
     """`tgauge validate CONFIG.json --impl hf --finetune lora`: every parameter (adapters

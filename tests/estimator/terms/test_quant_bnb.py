@@ -59,8 +59,11 @@ def test_8bit_weight_bytes_match_linear8bitlt() -> None:
         assert sum(seen.values()) == sum(int8_parts(d_out, d_in).values())
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-@pytest.mark.parametrize("double_quant", [False, True])
+@pytest.mark.parametrize(
+    ("family", "double_quant"),
+    [("llama", True), ("gpt2", False), pytest.param("llama", False, marks=pytest.mark.slow),
+     pytest.param("gpt2", True, marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_qlora_base_bytes_match_a_4bit_hf_model(family: str, double_quant: bool, tmp_path) -> None:
     """transformers' bitsandbytes integration on CPU: which modules it quantizes and their
     bytes, against estimate's ``weights`` (16-bit rest) + ``weights.base4bit``."""
