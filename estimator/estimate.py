@@ -122,7 +122,7 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
     if workload.dtype == "int4":
         out.append("weights in int4: scales/zero points of a real quantizer are not counted")
     out += _unchecked_serving(workload)
-    return out
+    return out + finetune_unchecked(spec, workload)
 
 
 def _unchecked_serving(workload: Workload) -> list[str]:
@@ -146,6 +146,45 @@ def _unchecked_serving(workload: Workload) -> list[str]:
             "(estimator/terms/quant.py), not loaded from a checkpoint here; the peak adds the "
             "largest dequantized block weight (torch fallback kernels), which CUDA kernels "
             "(exllama, marlin, fbgemm) do not allocate"
+        )
+    return out
+
+
+def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
+    """What no measurement checks of a fine-tuning run (issue 20)."""
+    ft = workload.finetune
+    if ft == "full":
+        return []
+    if ft == "freeze":
+        return [
+            "finetune='freeze': gradients and optimizer states of the trainable tensors only; "
+            "activations and backward counted as full training saves and runs them (frozen "
+            "modules save less: an upper bound), not measured"
+        ]
+    out = [
+        f"finetune={ft!r}: trainable parameters, gradients, optimizer states and LoRA's saved "
+        "tensors checked on CPU against peft (tiny HF Llama / GPT-2); the adapters' backward "
+        "transients (their input grads, the fp32 promotion of a 16-bit base's output) are not "
+        "modelled"
+    ]
+    if workload.attention_impl == "fused":
+        out.append(f"flops under finetune={ft!r} with fused attention: layer 0's sdpa "
+                   "backward is counted whole (checked on eager attention only)")  # fmt: skip
+    if spec.implementation == "reference":
+        out.append(
+            "finetune on the reference model: predicted with the rules measured on the Hugging "
+            "Face classes (the reference model has no adapters yet)"
+        )
+    if workload.checkpointing == "full":
+        out.append(f"finetune={ft!r} with checkpointing: the recompute's saved set under frozen "
+                   "weights is the rules' (not measured)")  # fmt: skip
+    if ft == "qlora":
+        out.append(
+            "qlora: the 4-bit base's bytes checked against bitsandbytes on CPU (exact); the "
+            "dequantized-weight temporary of each 4-bit linear's backward is modelled from "
+            "bitsandbytes' source, its forward one is not counted; bitsandbytes' CUDA kernels "
+            "(gemm_4bit's custom path for small batches, their workspaces) are not checked (no "
+            "GPU run)"
         )
     return out
 

@@ -117,7 +117,7 @@ class UserError(Exception):
 
 
 # module -> the extra of pyproject.toml that installs it
-EXTRAS = {"torch": "profile", "transformers": "hf", "matplotlib": "report"}
+EXTRAS = {"torch": "profile", "transformers": "hf", "matplotlib": "report", "peft": "finetune"}
 
 
 def require(module: str, needed_by: str) -> None:

@@ -183,23 +183,56 @@ def map_terms(
     member_of = {g: group_name(group) for group in table.values() for g in group}
     out_measured: dict[str, int] = {}
     for name, value in measured.items():
+        name, lora = _peft_name(name)  # issue 20: peft's wrapper and adapters
         bare = name[len(prefix) + 1 :] if prefix and name.startswith(prefix + ".") else name
         if bare in ROOT_TERMS:
             key = "loss"
         elif bare in table:
-            key = group_name(table[bare])
+            key = group_name(table[bare]) + lora
         else:
-            key = f"hf:{name}"
+            key = f"hf:{name}{lora}"
         out_measured[key] = out_measured.get(key, 0) + value
     out_predicted: dict[str, int] = {}
     for name, value in predicted.items():
-        key = member_of.get(name, name)
+        module, lora = _lora_suffix(name)
+        key = member_of.get(module, module) + lora
         out_predicted[key] = out_predicted.get(key, 0) + value
     return out_measured, out_predicted
+
+
+#: the modules peft's get_peft_model wraps around the model (PeftModel.base_model.model)
+PEFT_WRAPPER = "base_model.model"
+
+
+def _lora_suffix(name: str) -> tuple[str, str]:
+    """(module, ".lora_A" | ".lora_B" | "") of a term name."""
+    for part in (".lora_A", ".lora_B"):
+        if name.endswith(part):
+            return name[: -len(part)], part
+    return name, ""
+
+
+def _peft_name(name: str) -> tuple[str, str]:
+    """An HF term measured on a peft model, as on the bare model: the wrapper prefix
+    dropped (its root is the model's root), a wrapped linear's ``base_layer`` its own, the
+    adapter's name dropped
+    (``q_proj.lora_A.default`` -> q_proj, ".lora_A"), peft/tuners/lora/layer.py."""
+    if name == PEFT_WRAPPER:
+        return "(root)", ""
+    if name.startswith(PEFT_WRAPPER + "."):
+        name = name[len(PEFT_WRAPPER) + 1 :].replace(".base_layer", "")
+        for part in (".lora_A.", ".lora_B."):
+            if part in name:
+                module, _, _ = name.partition(part)
+                return module, part[:-1]
+    return name, ""
 
 
 def base_prefix(model: Any) -> str:
     """The task class's base-model attribute (``transformer``, ``model``, ``bert``, ``vit``)
     when the class wraps one, else ''."""
+    inner = getattr(getattr(model, "base_model", None), "model", None)
+    if type(model).__name__.startswith("Peft") and inner is not None:  # issue 20: peft
+        return base_prefix(inner)  # names are unwrapped first (_peft_name)
     prefix = getattr(model, "base_model_prefix", "")
     return prefix if prefix and hasattr(model, prefix) else ""

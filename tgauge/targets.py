@@ -73,6 +73,8 @@ def hf_target(config: dict[str, Any], workload: Workload, device: str) -> Target
     built = build_hf_model(config, workload, device)
     check_mode(built, workload)
     model = built.model
+    if workload.finetune != "full":  # issue 20: peft's LoRA on the HF class
+        model = _finetuned(model, config, workload)
     impl = f"hf {built.architecture}"
     if workload.mode == "train":
         model.train()
@@ -144,6 +146,10 @@ def reference_target(
 
     spec = load_spec(model_arg, impl)
     check_supported(spec, workload)
+    if workload.finetune != "full":  # issue 20
+        raise UserError(f"--finetune {workload.finetune} is measured on a Hugging Face "
+                        "model (a config.json or --impl hf); the reference model has no "
+                        "adapters yet")  # fmt: skip
     if device == "cpu":
         from tgauge.devices import available_bytes, check_host_memory
 
@@ -222,3 +228,15 @@ def _check_hf_limits(config: dict[str, Any], workload: Workload) -> None:
     except UnsupportedError:
         return
     check_supported(spec, workload)
+
+
+def _finetuned(model: Any, config: dict[str, Any], workload: Workload) -> Any:
+    """peft's get_peft_model on ``model`` (tgauge/peft_lora.py); freeze and qlora are not
+    measured on a Hugging Face model yet (UserError)."""
+    from tgauge.peft_lora import apply_lora
+
+    if workload.finetune != "lora":
+        raise UserError(f"--finetune {workload.finetune} is not measured on a Hugging Face "
+                        "model yet (lora is)")  # fmt: skip
+    family = config.get("model_type", "")
+    return apply_lora(model, family, workload, fused_qkv=family == "gpt2")

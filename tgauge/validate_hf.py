@@ -79,9 +79,23 @@ def validate_hf(
 
 
 def _param_rows(family: str, base: str, est: Any, n_params: Any, weights: int) -> list[Row]:
-    rows = _mapped("params", "params", family, base, est.params.terms, n_params.terms)
-    rows.append(make_row("memory.weights", "bytes", est.memory.terms["weights"], weights))
+    predicted = dict(est.params.terms) | _adapter_params(est)
+    rows = _mapped("params", "params", family, base, predicted, n_params.terms)
+    want = est.memory.terms["weights"] + est.memory.terms.get("weights.adapters", 0)
+    rows.append(make_row("memory.weights", "bytes", want, weights))
     return rows
+
+
+def _adapter_params(est: Any) -> dict[str, int]:
+    """LoRA's adapters by term name (issue 20; GPT-2's fused qkv under q_proj, as the HF
+    table groups c_attn), what peft adds to the measured parameters."""
+    if est.workload.finetune not in ("lora", "qlora"):
+        return {}
+    from estimator.shapes import resolve
+    from estimator.terms.finetune import trainable_params
+
+    terms = trainable_params(est.spec, resolve(est.spec, est.workload))
+    return {k.replace(".qkv.", ".q_proj."): v for k, v in terms.items()}
 
 
 def _train(

@@ -138,6 +138,8 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
         moment = rule("live.autocast_loss", spec)(spec, sh, n_out)  # rules/autocast.py
         forward = with_acts + acts + moment + held + fwd_extra
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
+    if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
+        forward += rule("live.frozen_head_input", spec)(spec, sh)  # rules/finetune.py
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/replay/forward.py)
     moment = attention_moment(spec, sh, _activation_terms(terms))

@@ -49,6 +49,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.autocast",
     "estimator.rules.hf.precision",
     "estimator.rules.features",
+    "estimator.rules.finetune",  # issue 20
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``

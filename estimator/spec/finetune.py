@@ -116,6 +116,17 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         return FinetuneShapes("full")
     if w.finetune == "freeze":
         return FinetuneShapes("freeze", frozen=tuple(w.frozen or ()))
+    if w.autocast:
+        raise UnsupportedError(
+            f"finetune={w.finetune!r} under autocast={w.autocast!r}: what the adapters save and "
+            "compute under torch.autocast is not modelled; train a bf16 / fp16 base without it"
+        )
+    if spec.arch != "decoder" or w.dropout > 0:
+        raise UnsupportedError(
+            f"finetune={w.finetune!r} on {spec.name} (arch={spec.arch!r}, dropout={w.dropout}): "
+            "what frozen layers save is modelled for decoder-only models without dropout "
+            "(lora_dropout is modelled)"
+        )
     targets = short_targets(tuple(w.lora_targets)) if w.lora_targets else default_targets(spec)
     for t in targets:
         if spec.fused_qkv and t in ("q", "k", "v"):
@@ -127,11 +138,16 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
             raise SpecError(f"lora_targets='qkv' is invalid for {spec.name}: q, k, v are apart")
         if t == "gate" and not spec.gated:
             raise SpecError(f"lora_targets='gate' is invalid for {spec.name}: no gated FFN")
-        if t == "lm_head" and (not spec.lm_head or spec.tie_embeddings):
+        if t == "lm_head":
             raise UnsupportedError(
-                f"lora_targets='lm_head' on {spec.name}: LoRA on a tied or absent LM head is "
-                "not modelled"
+                f"lora_targets='lm_head' on {spec.name}: LoRA on the LM head is not modelled "
+                "(what its path saves at the loss)"
             )
+    if not any(t in targets for t in ("q", "k", "qkv")):
+        raise UnsupportedError(
+            f"lora_targets={','.join(targets)}: without q, k or qkv wrapped, how far layer 0 "
+            "runs without gradients is not modelled; add q or k"
+        )
     return FinetuneShapes(
         w.finetune,
         targets=tuple(s for t in targets for s in TARGETS[t]),

@@ -46,6 +46,7 @@ from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
+from estimator.terms.finetune import lora_layer_targets
 
 Terms = dict[str, Any]
 FP32_BYTES = 4
@@ -175,6 +176,15 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
     t["self_attn"] = rope_or_bias_saved(spec, sh, stack, s) + held
     if sh.dropout > 0:
         t["dropout"] = sublayers * mask_bytes(sh, n * spec.d_model)  # residual masks
+    if sh.finetune.lora:  # issue 20: LoRA's own path per wrapped linear (rules/finetune.py)
+        for name, d_in, _ in lora_layer_targets(spec, sh.finetune, stack):
+            n_in = (
+                b * s_src
+                if name.startswith("cross_attn.") and name[-6:] in ("k_proj", "v_proj")
+                else n
+            )
+            for k, v in rule("saved.lora", spec, sh)(spec, sh, n_in, d_in, sh.ib).items():
+                t[f"{name}.{k}"] = v
     return t
 
 
@@ -209,11 +219,17 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
         t[f"{stack}.dropout"] = mask_bytes(sh, n * d)  # embedding dropout [b, s, d]
     if sh.checkpointing == "full":  # the Stack calls checkpoint(layer, x, ...)
         t[f"{stack}"] = L * n * d * cb  # each layer's input, kept by the checkpoint
+    elif sh.finetune.lora:  # issue 20: frozen base, layer 0 partly without grad
+        steady, first = frozen_layers(spec, sh, stack, s, s_src)
+        for k in steady.keys() | first.keys():
+            t[f"{stack}.layers.{k}"] = (L - 1) * steady.get(k, 0) + first.get(k, 0)
     else:
         for k, v in layer_saved(spec, sh, stack, s, s_src).items():
             t[f"{stack}.layers.{k}"] = L * v
+    if sh.checkpointing != "full":
         if spec.position == "rotary":  # tables built once per stack, saved by its layers
-            t[f"{stack}.layers.self_attn"] += rule("saved.rotary.stack", spec)(spec, sh, s)
+            key = f"{stack}.layers.self_attn"
+            t[key] = t.get(key, 0) + rule("saved.rotary.stack", spec)(spec, sh, s)
     if s_src:  # the encoder output, saved once by the first cross_attn.k_proj (or checkpoint)
         key = stack if sh.checkpointing == "full" else f"{stack}.layers.cross_attn.k_proj"
         t[key] = t.get(key, 0) + b * s_src * d * cb
@@ -223,6 +239,15 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
     if spec.final_norm:
         t[f"{stack}.final_norm"] = norm_saved(spec, sh, n)
     return t
+
+
+def frozen_layers(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> tuple:
+    """(a layer's saved set, layer 0's) when only LoRA adapters train (rule
+    ``saved.frozen_layer``, estimator/rules/finetune.py)."""
+    one = layer_saved(spec, sh, stack, s, s_src)
+    frozen = rule("saved.frozen_layer", spec)
+    n = sh.b * s
+    return frozen(spec, sh, one, n, False), frozen(spec, sh, one, n, True)
 
 
 def head_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Terms:
@@ -276,4 +301,6 @@ def activations(spec: ModelSpec, sh: Shapes) -> Terms:
     for part in parts:
         for k, v in part.items():
             out[k] = out.get(k, 0) + v
+    if sh.finetune.lora:  # issue 20: frozen embeddings, final norm, head (rules/finetune.py)
+        out = rule("saved.frozen_stack", spec)(spec, sh, out, "decoder", sh.b * s_dec)
     return {k: v for k, v in out.items() if v}

@@ -186,3 +186,17 @@ def grad_bytes_by_module(spec: ModelSpec, sh: Shapes) -> dict[str, Any]:
             module = module.removesuffix(".qkv") + ".q_proj"
         out[module] = out.get(module, 0) + nbytes(_numel(shape), d)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def lora_layer_targets(spec: ModelSpec, ft: FinetuneShapes, stack: str) -> tuple:
+    """(name relative to ``{stack}.layers``, d_in, d_out) of every linear LoRA wraps in one
+    layer of ``stack``; GPT-2's fused qkv named q_proj, the module the backward replay visits."""
+    cross = stack == "decoder" and spec.arch == "encoder-decoder"
+    out = []
+    for name, shape in _layer(spec, "", cross):
+        name = name.removeprefix(".")
+        if len(shape) == 2 and is_target(name, ft):
+            out.append((name.removesuffix(".qkv") + ".q_proj" if name.endswith(".qkv") else name,
+                        shape[1], shape[0]))  # fmt: skip
+    return tuple(out)

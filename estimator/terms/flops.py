@@ -35,11 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from estimator.rules.registry import rule
 from estimator.shapes import Shapes, attention_pairs, cached_positions
 from estimator.spec.errors import UnsupportedError
 from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
 from estimator.sym import StepSeries
+from estimator.terms.finetune import lora_layer_targets
 
 Terms = dict[str, Any]
 
@@ -356,4 +358,7 @@ def flops(spec: ModelSpec, sh: Shapes) -> Terms:
         terms = merge(prefill_terms(spec, sh), decode_steps(spec, sh, sh.kv_cache)[0])
     else:
         terms = _full_model(spec, sh, sh.s_dec)
+    if sh.training and sh.finetune.lora:  # issue 20: frozen base, adapters (rules/finetune.py)
+        adapters = lora_layer_targets(spec, sh.finetune, "decoder")
+        terms = rule("flops.frozen", spec)(spec, sh, terms, adapters)
     return {k: v for k, v in terms.items() if v}

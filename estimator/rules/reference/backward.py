@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from estimator.rules.finetune import dequant_bytes
 from estimator.rules.registry import register
 from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.model import ModelSpec
@@ -31,11 +32,16 @@ def linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any = 0,
     (``out`` bytes); the module's saved input is freed (``free``), then its grad output
     (``g`` bytes). -> the grad input. Under autocast: ``autocast_linear``."""
     bw.grad(name)
+    dq, absmax = dequant_bytes(bw.spec, bw.sh, name)  # QLoRA: the 4-bit weight dequantized
+    bw.live.take(dq, absmax)
+    bw.live.drop(absmax)
     bw.live.take(out)
-    bw.live.drop(bw.release)
+    bw.live.drop(dq + bw.release)
     bw.release = 0
     if free:
         bw.free(name)
+    bw.free(f"{name}.lora_A")  # a LoRA-wrapped linear's own path (rules/finetune.py)
+    bw.free(f"{name}.lora_B")
     bw.live.drop(g)
     return out
 

@@ -139,3 +139,28 @@ def test_lora_states_shrink_by_the_trainable_share() -> None:
     lora = estimate(spec, Workload(dtype="bf16", seq_len=64, finetune="lora"))
     assert lora.memory.terms["gradients"] < full.memory.terms["gradients"] / 100
     assert lora.peak_memory_bytes < full.peak_memory_bytes
+
+
+@pytest.mark.parametrize("finetune", ["lora", "qlora", "freeze"])
+def test_compiled_finetune_estimates_equal_direct_ones(finetune: str) -> None:
+    """The traced program of a fine-tuning structure (estimator/compiled/) gives the direct
+    run's Estimate at every point, as tests/estimator/test_compiled.py checks the others."""
+    from estimator.compiled.program import program
+    from estimator.estimate import assemble, raw_estimate
+
+    spec = PRESETS["llama-3-8b"]
+    fields: dict = {"frozen": ("embed", "decoder.layers.*")}
+    if finetune != "freeze":
+        fields = {"lora_rank": 16, "lora_targets": ("q", "k", "v", "o"), "double_quant": True}
+    traced = 0
+    for ckpt in ("none", "full"):
+        for b, s in [(1, 128), (2, 4096), (3, 1000), (1, 8192)]:
+            w = Workload(dtype="bf16", attention_impl="fused", batch_size=b, seq_len=s,
+                         checkpointing=ckpt, finetune=finetune, **fields)  # fmt: skip
+            direct = estimate(spec, w, direct=True)
+            raw = program(raw_estimate, spec, direct.workload).evaluate(direct.workload, eager=True)
+            assert raw is not None
+            traced += 1
+            compiled = assemble(spec, direct.workload, resolve(spec, direct.workload), raw)
+            assert compiled.model_dump_json() == direct.model_dump_json()
+    assert traced == 8

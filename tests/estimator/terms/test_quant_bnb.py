@@ -59,8 +59,11 @@ def test_8bit_weight_bytes_match_linear8bitlt() -> None:
         assert sum(seen.values()) == sum(int8_parts(d_out, d_in).values())
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-@pytest.mark.parametrize("double_quant", [False, True])
+@pytest.mark.parametrize(
+    ("family", "double_quant"),
+    [("llama", True), ("gpt2", False), pytest.param("llama", False, marks=pytest.mark.slow),
+     pytest.param("gpt2", True, marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_qlora_base_bytes_match_a_4bit_hf_model(family: str, double_quant: bool, tmp_path) -> None:
     """transformers' bitsandbytes integration on CPU: which modules it quantizes and their
     bytes, against estimate's ``weights`` (16-bit rest) + ``weights.base4bit``."""
@@ -87,3 +90,40 @@ def test_qlora_base_bytes_match_a_4bit_hf_model(family: str, double_quant: bool,
     spec = ModelSpec.from_hf_config(CONFIGS[family])
     sh = resolve(spec, Workload(dtype="bf16", finetune="qlora", double_quant=double_quant))
     assert sum(seen.values()) == sum(qlora_base_terms(spec, sh).values())
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_4bit_backward_dequant_matches_live_bytes(double_quant: bool) -> None:
+    """MatMul4Bit.backward on CPU: the dequantized weight (and, double-quantized, the fp32
+    absmax restored first), then the input's gradient: the live-bytes rise the QLoRA rule
+    ``dequant_bytes`` replays (estimator/rules/finetune.py)."""
+    torch = pytest.importorskip("torch")
+    bnb = pytest.importorskip("bitsandbytes")
+    from estimator.rules.finetune import dequant_bytes
+    from estimator.shapes import resolve
+    from estimator.spec.presets import PRESETS
+    from estimator.spec.workload import Workload
+    from profiler.live import LiveMemoryTracker
+
+    spec = PRESETS["llama-3-8b"].model_copy(update={"d_model": 256, "d_ff": 512, "n_heads": 4,
+                                                    "n_kv_heads": 2, "head_dim": 64})  # fmt: skip
+    sh = resolve(spec, Workload(dtype="bf16", finetune="qlora", double_quant=double_quant))
+    weight, absmax = dequant_bytes(spec, sh, "decoder.layers.ffn.up")  # [d_ff, d] = [512, 256]
+    n = 8
+    lin = bnb.nn.Linear4bit(256, 512, bias=False, compute_dtype=torch.bfloat16,
+                            compress_statistics=double_quant)  # fmt: skip
+    w = torch.randn(512, 256, dtype=torch.bfloat16)
+    lin.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=double_quant)
+    lin = lin.to("cpu")
+    x = torch.randn(n, 256, dtype=torch.bfloat16, requires_grad=True)
+    y = lin(x)
+    g = torch.ones_like(y)
+    tracker = LiveMemoryTracker()
+    tracker.track_existing([x, y, g], "inputs")
+    with tracker:
+        y.backward(g)
+    grad_x = n * 256 * 2
+    assert weight == 512 * 256 * 2
+    assert tracker.peak.peak_bytes - tracker.peak.baseline_bytes == max(
+        weight + absmax, weight + grad_x
+    )

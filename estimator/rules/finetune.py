@@ -1,0 +1,196 @@
+"""What LoRA's own path saves for backward (rule ``saved.lora``), per wrapped linear, as peft's
+``lora.Linear.forward`` runs it (peft/tuners/lora/layer.py Linear.forward):
+
+    result = base_layer(x)
+    x = self._cast_input_dtype(x, lora_A.weight.dtype)   # a new fp32 copy on a 16-bit base
+    result = result + lora_B(lora_A(dropout(x))) * scaling
+    result = result.to(torch_result_dtype)
+
+  lora_A   its input: the cast copy [n, d_in] in the adapter dtype (none when x is already
+           in it: x itself, whose storage an earlier module's term holds); with lora_dropout
+           > 0 the dropout output [n, d_in] and native_dropout's mask (CPU: in the adapter
+           dtype, CUDA: bool), the cast copy then saved by nothing
+  lora_B   its input lora_A(x) [n, r] in the adapter dtype
+``* scaling`` (a Python float) and the additions save nothing. Terms are named after the module
+backward visits (``...self_attn.q_proj.lora_A``; GPT-2's fused c_attn under q_proj), so the
+backward replay frees them with that linear (rules/reference/backward.py ``linear``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.rules.registry import register
+from estimator.shapes import Shapes
+from estimator.spec.dtypes import bits
+from estimator.spec.model import ModelSpec
+
+
+@register("saved.lora", "reference")
+def lora_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, in_bytes: int) -> dict[str, Any]:
+    """Bytes lora_A and lora_B save for one wrapped linear over n tokens whose input has
+    ``in_bytes`` bytes per element (module docstring)."""
+    ft = sh.finetune
+    ab = bits(ft.adapter_dtype) // 8
+    if ft.dropout > 0:
+        mask = n * d_in * (1 if sh.device == "cuda" else ab)
+        lora_a = n * d_in * ab + mask
+    else:
+        lora_a = n * d_in * ab if ab != in_bytes else 0
+    return {"lora_A": lora_a, "lora_B": n * ft.rank * ab}
+
+
+def _first_targeted(ft: Any, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` (forward order) that LoRA wraps, else None."""
+    for name in names:
+        if any(name == t or name.endswith("." + t) for t in ft.targets):
+            return name
+    return None
+
+
+def _norm_frozen(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """Bytes a frozen norm does not save: RMSNorm's weight multiply keeps the normalized
+    input [n, d] only for the weight's gradient (reference_model/norms.py RMSNorm,
+    transformers LlamaRMSNorm ``self.weight * hidden_states``); native_layer_norm saves its
+    input, mean and rstd for the input's gradient either way (0)."""
+    return n * spec.d_model * sh.cb if spec.norm == "rmsnorm" else 0
+
+
+@register("saved.frozen_layer", "reference")
+def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bool) -> dict:
+    """One layer's saved set (names relative to {stack}.layers) when only LoRA adapters train:
+    linears   a frozen base linear saves no input (MmBackward0 keeps its input only for the
+              weight's gradient: torch/csrc/autograd/generated, should_compute_output); the
+              input storage a group of linears shared (q, k, v; gate, up) or o_proj's and
+              down's own input is then saved by the first wrapped linear's lora_A when lora_A
+              takes x itself (adapter dtype = input dtype, no lora_dropout), else by nobody
+    norms     as ``_norm_frozen``
+    first     layer 0 (``first``): nothing before the first adapter needs a gradient (the
+              embeddings are frozen): attn_norm saves nothing; Q K^T keeps Q only for K's
+              gradient and K only for Q's, so an unwrapped k (q) drops Q (K)
+    """
+    ft = sh.finetune
+    t = dict(t)
+    shares_x = ft.dropout == 0 and bits(ft.adapter_dtype) // 8 == sh.ib
+    groups = [
+        ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv"),
+        ("self_attn.o_proj",),
+        ("ffn.gate", "ffn.up"),
+        ("ffn.down",),
+    ]
+    for group in groups:
+        held = sum(t.pop(name, 0) for name in group)  # the group's input storage, if any
+        for name in group:
+            t[name] = 0
+        wrapped = _first_targeted(ft, group)
+        if wrapped and shares_x:
+            key = wrapped.replace(".qkv", ".q_proj") + ".lora_A"
+            t[key] = t.get(key, 0) + held
+    for norm in ("attn_norm", "ffn_norm", "cross_norm"):
+        if norm in t:
+            t[norm] -= _norm_frozen(spec, sh, n)
+    if first:
+        t["attn_norm"] = 0
+        grads = {x: _first_targeted(ft, (f"self_attn.{x}_proj", "self_attn.qkv")) for x in "qk"}
+        one = n * spec.n_heads * spec.head_dim * sh.ib  # Q, or K repeated to h heads
+        if "self_attn.scores" in t:
+            t["self_attn.scores"] -= (0 if grads["k"] else one) + (0 if grads["q"] else one)
+    return {k: v for k, v in t.items() if v}
+
+
+@register("saved.frozen_stack", "reference")
+def lora_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any) -> dict:
+    """Stack-level terms when only LoRA adapters train: the frozen embeddings keep no ids
+    (embedding_dense_backward is the weight's gradient), the frozen LM head no input, the
+    final norm as ``_norm_frozen``."""
+    t = dict(t)
+    for name in ("embed", f"{stack}.pos", "lm_head"):
+        t.pop(name, None)
+    if f"{stack}.final_norm" in t:
+        t[f"{stack}.final_norm"] -= _norm_frozen(spec, sh, n)
+    return t
+
+
+@register("live.frozen_head_input", "reference")
+def reference_head_input(spec: ModelSpec, sh: Shapes) -> Any:
+    """Bytes live at the loss that nothing saved once the LM head is frozen: the reference
+    model's forward returns the logits and drops the head's input (0)."""
+    return 0
+
+
+@register("live.frozen_head_input", "hf")
+def hf_head_input(spec: ModelSpec, sh: Shapes) -> Any:
+    """transformers' *ForCausalLM.forward keeps ``outputs.last_hidden_state`` [b, s, d] (the
+    final norm's output, the head's input) while it computes the logits and the loss: with a
+    frozen head nothing saves it, so it counts at the loss apart from the activations
+    (LlamaForCausalLM.forward, GPT2LMHeadModel.forward)."""
+    return sh.b * sh.s_out * spec.d_model * sh.cb
+
+
+def dequant_bytes(spec: ModelSpec, sh: Shapes, name: str) -> tuple[Any, Any]:
+    """QLoRA: the [d_out, d_in] weight bitsandbytes dequantizes, in the compute dtype, while
+    a 4-bit linear runs: MatMul4Bit.backward's ``dequantize_4bit(B).to(dtype).t()`` for the
+    input's gradient (bitsandbytes/autograd/_functions.py), and forward's gemm_4bit, which for
+    a training batch falls back to dequantize + F.linear (backends/cuda/ops.py
+    _dequant_linear_fallback, backends/default/ops.py _gemm_4bit_default_impl); with double
+    quantization also the fp32 absmax it restores first (freed once the weight is out).
+    -> (weight bytes, absmax bytes), 0 for a linear that is not 4-bit. GPT-2's fused c_attn is
+    one weight, counted at q_proj. Measured: tests/estimator/terms/test_quant_bnb.py."""
+    if sh.finetune.kind != "qlora" or ".layers." not in name:
+        return 0, 0
+    d, d_ff, q, kv = spec.d_model, spec.d_ff, spec.q_dim, spec.kv_dim
+    shapes = {"q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
+              "ffn.up": (d_ff, d), "ffn.gate": (d_ff, d), "ffn.down": (d, d_ff)}  # fmt: skip
+    if spec.fused_qkv:
+        shapes |= {"q_proj": (q + 2 * kv, d), "k_proj": (0, d), "v_proj": (0, d)}
+    key = next((k for k in shapes if name.endswith("." + k)), None)
+    if key is None:
+        return 0, 0
+    d_out, d_in = shapes[key]
+    numel = d_out * d_in
+    absmax = -(-numel // 64) * 4 if sh.finetune.double_quant and numel else 0
+    return numel * sh.cb, absmax
+
+
+_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+            "ffn.up", "ffn.gate", "ffn.down")  # fmt: skip
+_LAYER0_NO_GRAD_INPUT = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+
+
+@register("flops.frozen", "reference")
+def lora_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], adapters: tuple) -> dict:
+    """A training step's FLOP terms when only LoRA adapters train (decoder-only): a frozen
+    linear's backward is its input's gradient alone (1x forward, no dW: MmBackward0 computes
+    only the outputs that need grad); in layer 0 q, k, v's inputs need none (0); Q K^T's
+    backward makes dQ only where k needs grad and dK only where q does, probs @ V's dV only
+    where v does (eager); the frozen LM head
+    1x. ``adapters``: (name relative to decoder.layers, d_in, d_out) per wrapped linear: lora_A
+    [n, d_in] @ [d_in, r] and lora_B [n, r] @ [r, d_out] forward, each dW and dX backward (layer
+    0's q, k, v lora_A no dX), recomputed under checkpointing."""
+    ft, L, n = sh.finetune, spec.n_decoder_layers, sh.b * sh.s_dec
+    t = dict(t)
+    lay = "decoder.layers."
+    for name in _LINEARS:
+        fwd = t.get(f"forward.{lay}{name}", 0)
+        if fwd:
+            first = 0 if name in _LAYER0_NO_GRAD_INPUT else fwd // L
+            t[f"backward.{lay}{name}"] = fwd - fwd // L + first
+    if "forward.lm_head" in t:
+        t["backward.lm_head"] = t["forward.lm_head"]
+    q_grad = any(x in ft.targets for x in ("self_attn.q_proj", "self_attn.qkv"))
+    k_grad = any(x in ft.targets for x in ("self_attn.k_proj", "self_attn.qkv"))
+    one = t.get(f"forward.{lay}self_attn.scores", 0) // L  # one layer's Q K^T
+    v_grad = any(x in ft.targets for x in ("self_attn.v_proj", "self_attn.qkv"))
+    if one:  # eager; probs @ V makes dV only where v needs grad
+        t[f"backward.{lay}self_attn.scores"] -= (0 if k_grad else one) + (0 if q_grad else one)
+        t[f"backward.{lay}self_attn.mix"] -= 0 if v_grad else one
+    for name, d_in, d_out in adapters:
+        a, b_ = 2 * n * d_in * ft.rank, 2 * n * ft.rank * d_out  # per layer
+        no_dx = name in _LAYER0_NO_GRAD_INPUT
+        for part, fwd, bwd in (("lora_A", a, 2 * a * L - (a if no_dx else 0)),
+                               ("lora_B", b_, 2 * b_ * L)):  # fmt: skip
+            t[f"forward.{lay}{name}.{part}"] = L * fwd
+            t[f"backward.{lay}{name}.{part}"] = bwd
+            if sh.checkpointing == "full":
+                t[f"recompute.{lay}{name}.{part}"] = L * fwd
+    return t
