@@ -39,6 +39,7 @@ from typing import Any
 from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import UnsupportedError
 from estimator.spec.model import ModelSpec
+from estimator.terms.quant_bnb import int8_parts, nf4_weight_bytes
 
 INT32_BYTES = 4
 FP16_BYTES = 2
@@ -112,15 +113,31 @@ register_format(
 register_format(QuantFormat("fp8-tensor", _fp8_tensor, None, False, "vLLM Fp8LinearMethod"))
 
 
+def _bnb_nf4(d_in: int, d_out: int, g: int) -> int:
+    return nf4_weight_bytes(d_in * d_out, double_quant=False)
+
+
+def _bnb_int8(d_in: int, d_out: int, g: int) -> int:
+    return sum(int8_parts(d_out, d_in).values())
+
+
+# bitsandbytes' layouts (estimator/terms/quant_bnb.py, measured against Linear4bit /
+# Linear8bitLt on CPU): 4-bit NF4 with fp32 absmax per block of 64 (no double quantization:
+# load_in_4bit's default); a 4-bit forward dequantizes the weight to the compute dtype
+# (bitsandbytes/autograd/_functions.py matmul_4bit: dequantize_4bit, then the matmul, outside
+# the gemv path of one token); LLM.int8 keeps CB int8 + SCB and multiplies in int8 on CUDA
+register_format(
+    QuantFormat("nf4", _bnb_nf4, None, True, "bitsandbytes Linear4bit nf4 (quant_bnb.py)")
+)
+register_format(
+    QuantFormat("int8", _bnb_int8, None, False, "bitsandbytes Linear8bitLt (quant_bnb.py)")
+)
+
+
 def quant_format(name: str) -> QuantFormat:
     """The registered format ``name``; UnsupportedError naming the valid ones."""
     if name in FORMATS:
         return FORMATS[name]
-    if name in BNB_FORMATS:
-        raise UnsupportedError(
-            f"quant={name!r} (bitsandbytes) is not modelled on this branch: its layout is "
-            "estimator/terms/quant_bnb.py's; use one of " + ", ".join(sorted(FORMATS))
-        )
     raise UnsupportedError(f"quant={name!r} is not known; use one of {', '.join(FORMATS)}")
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from estimator.estimate import estimate
 from estimator.spec import UnsupportedError, Workload
 from estimator.spec.presets import get_preset
-from estimator.terms.quant import block_linears, dequantized_transient_bytes
+from estimator.terms.quant import block_linears, dequantized_transient_bytes, quant_format
 from tgauge.cli import app
 
 LLAMA = get_preset("llama-3-8b")
@@ -85,10 +85,25 @@ def test_peak_adds_the_largest_dequantized_weight_to_the_16bit_replay() -> None:
     assert gptq.peak_phase == plain.peak_phase
 
 
-@pytest.mark.parametrize("name", ["nf4", "int8"])
-def test_bitsandbytes_formats_are_refused_by_name(name: str) -> None:
-    with pytest.raises(UnsupportedError, match="bitsandbytes.*quant_bnb"):
-        _weights(name)
+def test_bitsandbytes_formats_serve_with_their_measured_layout() -> None:
+    """--quant nf4 / int8: the block linears in bitsandbytes' layout (quant_bnb.py, measured
+    against Linear4bit / Linear8bitLt in test_quant_bnb.py), the rest 16-bit."""
+    from estimator.terms.quant import block_linears
+    from estimator.terms.quant_bnb import int8_parts, nf4_weight_bytes
+
+    linears = block_linears(LLAMA)
+    quantized = sum(d_in * d_out * n for _, d_in, d_out, n in linears)
+    nf4 = sum(nf4_weight_bytes(d_in * d_out, False) * n for _, d_in, d_out, n in linears)
+    int8 = sum(sum(int8_parts(d_out, d_in).values()) * n for _, d_in, d_out, n in linears)
+    fp16 = _weights(None)
+    assert _weights("nf4") == fp16 - 2 * quantized + nf4
+    assert _weights("int8") == fp16 - 2 * quantized + int8
+    assert nf4 < int8 < 2 * quantized
+
+
+def test_unknown_quant_format_refused_by_name() -> None:
+    with pytest.raises(UnsupportedError, match="quant='fp4' is not known"):
+        quant_format("fp4")
 
 
 def test_quant_needs_16bit_dtype_and_group_size_needs_gptq_or_awq() -> None:
@@ -104,5 +119,8 @@ def test_cli_quant_option_and_refusal() -> None:
     out = runner.invoke(app, [*args, "--quant", "gptq"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["memory"]["terms"]["weights"] == 5_732_835_328
-    bad = runner.invoke(app, [*args, "--quant", "nf4"])
-    assert bad.exit_code == 2 and "quant_bnb" in bad.output
+    nf4 = runner.invoke(app, [*args, "--quant", "nf4"])
+    assert nf4.exit_code == 0, nf4.output
+    assert json.loads(nf4.stdout)["memory"]["terms"]["weights"] == _weights("nf4")
+    bad = runner.invoke(app, [*args, "--quant", "q3"])
+    assert bad.exit_code == 2 and "q3" in bad.output
