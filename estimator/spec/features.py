@@ -13,12 +13,13 @@ values shared by the heads); q from a ``q_lora_rank`` bottleneck when given.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from estimator.spec.errors import SpecError
 
-if TYPE_CHECKING:
-    from estimator.spec.model import ModelSpec
+#: a ModelSpec (estimator/spec/model.py calls this module from its validator, so the type is
+#: not imported here: no import circle)
+ModelSpec = Any
 
 
 def _fail(field: str, value: object, allowed: str) -> None:

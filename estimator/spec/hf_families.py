@@ -14,6 +14,7 @@ from typing import Any
 
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import short_repr
+from estimator.spec.hf_activation import activation
 
 Config = dict[str, Any]
 
@@ -95,9 +96,7 @@ def _decoder(cfg: Config, *, head_dim: int | None = None, **fields: Any) -> dict
 
 
 def _activation(cfg: Config, key: str) -> str:
-    from estimator.spec.hf_config import _activation as family_activation
-
-    return family_activation(cfg, key, gated=True)
+    return activation(cfg, key, gated=True)
 
 
 def _moe_dense_layers(cfg: Config) -> tuple[int, ...]:
@@ -267,9 +266,7 @@ def _gpt_neox(cfg: Config) -> dict[str, Any]:
 
 
 def _plain_activation(cfg: Config, key: str, default: str) -> str:
-    from estimator.spec.hf_config import _activation as family_activation
-
-    return family_activation({**cfg, key: cfg.get(key, default)}, key)
+    return activation({**cfg, key: cfg.get(key, default)}, key)
 
 
 def _falcon(cfg: Config) -> dict[str, Any]:
