@@ -48,6 +48,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.vit",
     "estimator.rules.hf.autocast",
     "estimator.rules.features",
+    "estimator.rules.hf.phi3",
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``

@@ -61,6 +61,8 @@ def check_and_fill(spec: ModelSpec) -> ModelSpec:
         )
     if spec.sublayer_norm != "input" and spec.norm_position != "pre":
         _fail("sublayer_norm", spec.sublayer_norm, "needs norm_position='pre'")
+    if spec.fused_gate_up and not spec.gated:
+        _fail("fused_gate_up", True, "needs a gated FFN (swiglu, geglu)")
     if spec.final_softcap is not None and not spec.lm_head:
         _fail("final_softcap", spec.final_softcap, "soft-caps the logits of an LM head")
     return spec
@@ -136,7 +138,7 @@ def features(spec: ModelSpec) -> list[str]:
     defaults = {"qk_norm": "none", "sublayer_norm": "input", "parallel_block": "none",
                 "rotary_dim": None, "layer_pattern": None, "attn_softcap": None,
                 "final_softcap": None, "embed_scale": False, "n_experts": 0,
-                "kv_lora_rank": None}  # fmt: skip
+                "kv_lora_rank": None, "fused_gate_up": False}  # fmt: skip
     for field, default in defaults.items():
         value = getattr(spec, field)
         if value != default and not (field == "rotary_dim" and value == spec.head_dim):

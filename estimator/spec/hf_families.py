@@ -216,7 +216,8 @@ def _phi3(cfg: Config) -> dict[str, Any]:
     n_heads = cfg["num_attention_heads"]
     head_dim = cfg["hidden_size"] // n_heads
     return _decoder(
-        cfg, head_dim=head_dim, fused_qkv=True, norm_eps=cfg.get("rms_norm_eps", 1e-5),
+        cfg, head_dim=head_dim, fused_qkv=True, fused_gate_up=True,
+        norm_eps=cfg.get("rms_norm_eps", 1e-5),
         sliding_window=cfg.get("sliding_window"), rotary_dim=_partial_rotary(cfg, head_dim),
     )  # fmt: skip
 

@@ -241,8 +241,9 @@ class ModelSpec(BaseModel):
         "NeoX, Falcon): 'one_norm' one shared input norm, 'two_norms' one norm each",
     )
     rotary_dim: int | None = Field(
-        None, gt=0, description="dims of each head that rotary rotates (partial rotary); "
-        "default: head_dim"
+        None,
+        gt=0,
+        description="dims of each head that rotary rotates (partial rotary); default: head_dim",
     )
     layer_pattern: tuple[LayerKind, ...] | None = Field(
         None,
@@ -259,8 +260,10 @@ class ModelSpec(BaseModel):
     n_experts: int = Field(0, ge=0, description="routed experts per MoE layer (0: dense FFNs)")
     n_experts_per_token: int = Field(0, ge=0, description="top-k routed experts per token")
     n_shared_experts: int = Field(
-        0, ge=0, description="shared experts every token runs (DeepSeek: one MLP of "
-        "n_shared_experts * expert_d_ff; Qwen2-MoE: one of shared_expert_d_ff)"
+        0,
+        ge=0,
+        description="shared experts every token runs (DeepSeek: one MLP of "
+        "n_shared_experts * expert_d_ff; Qwen2-MoE: one of shared_expert_d_ff)",
     )
     expert_d_ff: int | None = Field(None, gt=0, description="one expert's d_ff; default: d_ff")
     shared_expert_d_ff: int | None = Field(
@@ -281,6 +284,9 @@ class ModelSpec(BaseModel):
     qk_rope_head_dim: int | None = Field(None, gt=0, description="MLA: rotary part of q, k")
     qk_nope_head_dim: int | None = Field(None, gt=0, description="MLA: non-rotary part of q, k")
     v_head_dim: int | None = Field(None, gt=0, description="MLA: the values' head dim")
+    fused_gate_up: bool = Field(
+        False, description="one projection makes gate and up, their views (Phi-3's gate_up_proj)"
+    )
 
     @model_validator(mode="after")
     def _check_issue22(self) -> ModelSpec:

@@ -217,7 +217,9 @@ def _published(name: str) -> ModelSpec:
 
     spec = ModelSpec.from_hf_config(CONFIGS[name])
     which = {"implementation": "reference", "hf_architecture": None, "activation_fn": None}
-    return spec.model_copy(update={"name": name, **which, "fused_qkv": False})
+    return spec.model_copy(
+        update={"name": name, **which, "fused_qkv": False, "fused_gate_up": False}
+    )
 
 
 def _gpt3_175b() -> ModelSpec:

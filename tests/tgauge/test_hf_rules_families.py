@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from estimator.rules.features import MEASURED_RUNS
 from estimator.spec import ModelSpec, Workload
 from estimator.spec.errors import UnsupportedError
 
@@ -37,6 +38,13 @@ def test_hf_family_matches_real_model_at_random_points(family, mode, attention):
     extra = {"new_tokens": rng.randint(1, 4)} if mode == "decode" else {}
     w = Workload(batch_size=b, seq_len=s, attention_impl=attention, mode=mode, **extra)
     config = CONFIGS[family]
+    runs = MEASURED_RUNS.get(config["architectures"][0])
+    if runs is not None and (mode not in runs[0] or attention not in runs[1]):
+        from estimator.estimate import estimate
+
+        with pytest.raises(UnsupportedError, match=f"mode={mode!r} with attention_impl"):
+            estimate(ModelSpec.from_hf_config(config), w)  # not modelled: refused by name
+        return
     p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
     assert p.status == "ok", p.notes
     assert_exact(rows(p, "params."))

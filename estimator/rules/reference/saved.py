@@ -101,3 +101,12 @@ def positions_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     if spec.position == "learned":
         return s * INDEX_BYTES  # position ids [s] (+ offset: a new tensor)
     return 0  # sinusoidal: a buffer lookup; rotary / relative: per layer (saved.rotary.layer)
+
+
+@register("saved.ffn.gated", "reference")
+def gated_ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
+    """act(gate(x)) * up(x) over n tokens (reference_model/layers.py FFN; transformers'
+    LlamaMLP the same): the activation saves the gate output, the product act(gate) and up,
+    one [n, d_ff] tensor each."""
+    inner = n * spec.d_ff * sh.ib
+    return {"ffn.act": inner, "ffn": 2 * inner}

@@ -15,7 +15,7 @@ from estimator.terms.params import params
 
 # what tells the twin from the preset: the implementation, and how HF's code computes the
 # same sizes (GPT-2's written-out gelu_new, its fused c_attn)
-WHICH = {"implementation", "hf_architecture", "activation_fn", "fused_qkv"}
+WHICH = {"implementation", "hf_architecture", "activation_fn", "fused_qkv", "fused_gate_up"}
 
 
 def test_every_preset_but_vaswanis_has_a_twin() -> None:

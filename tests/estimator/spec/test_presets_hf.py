@@ -143,7 +143,14 @@ def test_spec_from_hf_config_matches_preset(name: str) -> None:
     spec = ModelSpec.from_hf_config(cfg.to_dict())
     assert params(spec).total == n_unique_params(model)
     # a preset is our reference model; activation_fn, fused_qkv say how HF computes it
-    which = {"name", "implementation", "hf_architecture", "activation_fn", "fused_qkv"}
+    which = {
+        "name",
+        "implementation",
+        "hf_architecture",
+        "activation_fn",
+        "fused_qkv",
+        "fused_gate_up",
+    }
     preset = get_preset(name).model_dump(exclude=which)
     assert spec.model_dump(exclude=which) == preset
     assert spec.implementation == "hf"
