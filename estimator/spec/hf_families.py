@@ -225,7 +225,9 @@ def _phi3(cfg: Config) -> dict[str, Any]:
 def _deepseek_v3(cfg: Config) -> dict[str, Any]:
     """modeling_deepseek_v3: DeepseekV3Attention (latent attention), DeepseekV3MoE (256 routed
     experts of moe_intermediate_size, a DeepseekV3TopkRouter [E, d] in fp32 with its
-    e_score_correction_bias buffer, one DeepseekV3MLP of n_shared_experts * d_e) on layers
+    e_score_correction_bias buffer, both kept fp32 in a bf16 model by
+    DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict; routing F.linear in fp32), one
+    DeepseekV3MLP of n_shared_experts * d_e) on layers
     >= first_k_dense_replace, DeepseekV3MLP(intermediate_size) below. The multi-token
     prediction module (num_nextn_predict_layers) is not built by transformers, nor counted."""
     _reject(cfg, "moe_layer_freq", 1, "every layer past first_k_dense_replace is MoE")
@@ -240,7 +242,7 @@ def _deepseek_v3(cfg: Config) -> dict[str, Any]:
         qk_rope_head_dim=rope, qk_nope_head_dim=nope, v_head_dim=cfg["v_head_dim"],
         n_experts=cfg["n_routed_experts"], n_experts_per_token=cfg["num_experts_per_tok"],
         expert_d_ff=cfg["moe_intermediate_size"], n_shared_experts=cfg.get("n_shared_experts", 0),
-        dense_layers=tuple(range(min(first_dense, L))),
+        dense_layers=tuple(range(min(first_dense, L))), router_fp32=True,
     )  # fmt: skip
 
 

@@ -284,6 +284,11 @@ class ModelSpec(BaseModel):
     qk_rope_head_dim: int | None = Field(None, gt=0, description="MLA: rotary part of q, k")
     qk_nope_head_dim: int | None = Field(None, gt=0, description="MLA: non-rotary part of q, k")
     v_head_dim: int | None = Field(None, gt=0, description="MLA: the values' head dim")
+    router_fp32: bool = Field(
+        False,
+        description="the router's weight stays fp32 in a low-precision model and routes "
+        "in fp32 (DeepSeek-V3: _keep_in_fp32_modules_strict)",
+    )
     fused_gate_up: bool = Field(
         False, description="one projection makes gate and up, their views (Phi-3's gate_up_proj)"
     )
