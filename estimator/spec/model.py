@@ -214,8 +214,9 @@ class ModelSpec(BaseModel):
 
     @classmethod
     def from_hf_config(cls, path_or_dict: str | Path | dict[str, Any]) -> ModelSpec:
-        """Read a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral): a
-        config dict, a config.json path or the folder holding it (estimator/spec/hf_config.py)."""
+        """Read a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral and the
+        families of estimator/spec/hf_families.py): a config dict, a config.json path or the
+        folder holding it (estimator/spec/hf_config.py)."""
         from estimator.spec.hf_config import hf_spec_fields
 
         return cls(**hf_spec_fields(path_or_dict))
