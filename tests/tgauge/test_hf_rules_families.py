@@ -17,8 +17,12 @@ from tgauge.hf_tiny_families import CONFIGS, FAMILIES  # noqa: E402
 from tgauge.validate import validate_point  # noqa: E402
 
 PEAK_TOLERANCE = 0.02
-MODES = [("train", "eager"), ("train", "fused"), ("prefill", "eager"), ("prefill", "fused"),
-         ("decode", "eager"), ("decode", "fused")]  # fmt: skip
+SLOW = pytest.mark.slow  # as tests/tgauge/test_hf_rules_decoders.py: training in the default run
+MODES = [("train", "eager"), ("train", "fused")] + [
+    pytest.param(mode, attention, marks=SLOW)
+    for mode in ("prefill", "decode")
+    for attention in ("eager", "fused")
+]
 
 
 def rows(p, prefix: str) -> dict:
