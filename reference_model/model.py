@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from estimator.spec import ModelSpec, SpecError, UnsupportedError, Workload
+from estimator.spec.features import features
 from estimator.spec.workload import resolved_pattern
 from reference_model.cache import KVCache
 from reference_model.layers import HeadTransform, Pooler, Stack
@@ -65,6 +66,12 @@ class Transformer(nn.Module):
         if spec.n_labels:
             raise UnsupportedError(
                 f"n_labels={spec.n_labels}: the reference model has no classifier head; "
+                "measure the Hugging Face class (validate --hf)"
+            )
+        unbuilt = features(spec)  # issue 22: what the reference model does not build yet
+        if unbuilt:
+            raise UnsupportedError(
+                f"the reference model does not build {', '.join(unbuilt)} ({spec.name}); "
                 "measure the Hugging Face class (validate --hf)"
             )
         self.spec = spec

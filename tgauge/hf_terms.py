@@ -61,6 +61,18 @@ def _llama() -> Table:
     }  # fmt: skip
 
 
+def _phi3() -> Table:
+    """modeling_phi3: Llama's names but one qkv_proj (q, k, v) and one gate_up_proj."""
+    L = "decoder.layers"
+    split = ("layers.self_attn.q_", "layers.self_attn.k_", "layers.self_attn.v_",
+             "layers.mlp.gate_", "layers.mlp.up_")  # fmt: skip
+    table = {k: v for k, v in _llama().items() if not k.startswith(split)}
+    table["layers.self_attn.qkv_proj"] = tuple(f"{L}.self_attn.{k}" for k in _QKVO)
+    table["layers.mlp.gate_up_proj"] = (f"{L}.ffn.gate", f"{L}.ffn.up")
+    table["layers.mlp.activation_fn"] = (f"{L}.ffn.act",)
+    return table
+
+
 def _bert() -> Table:
     L, a = "encoder.layers", "encoder.layer.attention"
     return {
@@ -157,6 +169,7 @@ HF_TERMS: dict[str, Table] = {
     "llama": _llama(),
     "mistral": _llama(),
     "qwen2": _llama(),  # issue 22: modeling_qwen2 has Llama's module names
+    "phi3": _phi3(),
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

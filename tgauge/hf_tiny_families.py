@@ -14,6 +14,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
               "num_attention_heads": H, "num_key_value_heads": 2,
               "max_position_embeddings": POSITIONS, "tie_word_embeddings": False,
               "use_sliding_window": False, "bos_token_id": 0, "eos_token_id": 0},
+    "phi3": {"model_type": "phi3", "architectures": ["Phi3ForCausalLM"], "vocab_size": V,
+             "hidden_size": D, "intermediate_size": D_FF, "num_hidden_layers": L,
+             "num_attention_heads": H, "num_key_value_heads": 2,
+             "max_position_embeddings": POSITIONS, "partial_rotary_factor": 0.5,
+             "sliding_window": 8, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0},
 }  # fmt: skip
 FAMILIES = tuple(CONFIGS)
 
@@ -41,8 +46,6 @@ EVERY: dict[str, dict[str, Any]] = {
     "gemma3_text": {**_LLAMA_LIKE, "model_type": "gemma3_text",
                     "architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 3,
                     "head_dim": 16, "sliding_window": 8, "sliding_window_pattern": 2},
-    "phi3": {**_LLAMA_LIKE, "model_type": "phi3", "architectures": ["Phi3ForCausalLM"],
-             "partial_rotary_factor": 0.5},
     "deepseek_v3": {**_LLAMA_LIKE, "model_type": "deepseek_v3",
                     "architectures": ["DeepseekV3ForCausalLM"], "num_hidden_layers": 3,
                     "num_key_value_heads": H, "moe_intermediate_size": 32,

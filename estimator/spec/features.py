@@ -13,12 +13,13 @@ values shared by the heads); q from a ``q_lora_rank`` bottleneck when given.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from estimator.spec.errors import SpecError
 
-if TYPE_CHECKING:
-    from estimator.spec.model import ModelSpec
+#: a ModelSpec (estimator/spec/model.py calls this module from its validator, so the type is
+#: not imported here: no import circle)
+ModelSpec = Any
 
 
 def _fail(field: str, value: object, allowed: str) -> None:
@@ -60,6 +61,8 @@ def check_and_fill(spec: ModelSpec) -> ModelSpec:
         )
     if spec.sublayer_norm != "input" and spec.norm_position != "pre":
         _fail("sublayer_norm", spec.sublayer_norm, "needs norm_position='pre'")
+    if spec.fused_gate_up and not spec.gated:
+        _fail("fused_gate_up", True, "needs a gated FFN (swiglu, geglu)")
     if spec.final_softcap is not None and not spec.lm_head:
         _fail("final_softcap", spec.final_softcap, "soft-caps the logits of an LM head")
     return spec
@@ -68,6 +71,7 @@ def check_and_fill(spec: ModelSpec) -> ModelSpec:
 def _check_moe(spec: ModelSpec) -> None:
     if not spec.n_experts:
         for field, empty in (("n_experts_per_token", 0), ("n_shared_experts", 0),
+                             ("router_fp32", False),
                              ("dense_layers", ()), ("shared_expert_gate", False),
                              ("expert_d_ff", None), ("shared_expert_d_ff", None)):  # fmt: skip
             if getattr(spec, field) != empty:
@@ -135,7 +139,7 @@ def features(spec: ModelSpec) -> list[str]:
     defaults = {"qk_norm": "none", "sublayer_norm": "input", "parallel_block": "none",
                 "rotary_dim": None, "layer_pattern": None, "attn_softcap": None,
                 "final_softcap": None, "embed_scale": False, "n_experts": 0,
-                "kv_lora_rank": None}  # fmt: skip
+                "kv_lora_rank": None, "fused_gate_up": False}  # fmt: skip
     for field, default in defaults.items():
         value = getattr(spec, field)
         if value != default and not (field == "rotary_dim" and value == spec.head_dim):

@@ -28,26 +28,9 @@ from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import read_text, short_repr
 from estimator.spec.hf_keys import check_activation, check_keys
 from estimator.spec.usual import hf_usual_settings
+from estimator.spec.hf_activation import activation as _activation  # shared with hf_families
 
 Config = dict[str, Any]
-
-_GELU = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu_python", "gelu_accurate")
-
-
-def _activation(cfg: Config, key: str, gated: bool = False) -> str:
-    act = cfg.get(key, "gelu")
-    if act in _GELU:
-        return "geglu" if gated else "gelu"
-    if act == "relu" and not gated:
-        return "relu"
-    if act in ("silu", "swish") and gated:
-        return "swiglu"
-    raise UnsupportedError(
-        f"{key}={short_repr(act)} is not modelled for model_type="
-        f"{cfg['model_type']!r}{' (gated FFN)' if gated else ''}; tgauge "
-        "knows relu and gelu FFNs and swiglu / geglu gated FFNs"
-    )
-
 
 def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
     """UnsupportedError when ``cfg[key]`` differs from the one value tgauge models."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import short_repr
+from estimator.spec.hf_activation import activation
 
 Config = dict[str, Any]
 
@@ -95,9 +96,7 @@ def _decoder(cfg: Config, *, head_dim: int | None = None, **fields: Any) -> dict
 
 
 def _activation(cfg: Config, key: str) -> str:
-    from estimator.spec.hf_config import _activation as family_activation
-
-    return family_activation(cfg, key, gated=True)
+    return activation(cfg, key, gated=True)
 
 
 def _moe_dense_layers(cfg: Config) -> tuple[int, ...]:
@@ -217,7 +216,8 @@ def _phi3(cfg: Config) -> dict[str, Any]:
     n_heads = cfg["num_attention_heads"]
     head_dim = cfg["hidden_size"] // n_heads
     return _decoder(
-        cfg, head_dim=head_dim, fused_qkv=True, norm_eps=cfg.get("rms_norm_eps", 1e-5),
+        cfg, head_dim=head_dim, fused_qkv=True, fused_gate_up=True,
+        norm_eps=cfg.get("rms_norm_eps", 1e-5),
         sliding_window=cfg.get("sliding_window"), rotary_dim=_partial_rotary(cfg, head_dim),
     )  # fmt: skip
 
@@ -225,7 +225,9 @@ def _phi3(cfg: Config) -> dict[str, Any]:
 def _deepseek_v3(cfg: Config) -> dict[str, Any]:
     """modeling_deepseek_v3: DeepseekV3Attention (latent attention), DeepseekV3MoE (256 routed
     experts of moe_intermediate_size, a DeepseekV3TopkRouter [E, d] in fp32 with its
-    e_score_correction_bias buffer, one DeepseekV3MLP of n_shared_experts * d_e) on layers
+    e_score_correction_bias buffer, both kept fp32 in a bf16 model by
+    DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict; routing F.linear in fp32), one
+    DeepseekV3MLP of n_shared_experts * d_e) on layers
     >= first_k_dense_replace, DeepseekV3MLP(intermediate_size) below. The multi-token
     prediction module (num_nextn_predict_layers) is not built by transformers, nor counted."""
     _reject(cfg, "moe_layer_freq", 1, "every layer past first_k_dense_replace is MoE")
@@ -240,7 +242,7 @@ def _deepseek_v3(cfg: Config) -> dict[str, Any]:
         qk_rope_head_dim=rope, qk_nope_head_dim=nope, v_head_dim=cfg["v_head_dim"],
         n_experts=cfg["n_routed_experts"], n_experts_per_token=cfg["num_experts_per_tok"],
         expert_d_ff=cfg["moe_intermediate_size"], n_shared_experts=cfg.get("n_shared_experts", 0),
-        dense_layers=tuple(range(min(first_dense, L))),
+        dense_layers=tuple(range(min(first_dense, L))), router_fp32=True,
     )  # fmt: skip
 
 
@@ -267,9 +269,7 @@ def _gpt_neox(cfg: Config) -> dict[str, Any]:
 
 
 def _plain_activation(cfg: Config, key: str, default: str) -> str:
-    from estimator.spec.hf_config import _activation as family_activation
-
-    return family_activation({**cfg, key: cfg.get(key, default)}, key)
+    return activation({**cfg, key: cfg.get(key, default)}, key)
 
 
 def _falcon(cfg: Config) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import Any
 
 from estimator.spec.errors import SpecError
 from estimator.spec.model import ModelSpec
-from estimator.spec.presets import PRESETS
+from estimator.spec.presets import PRESETS, PUBLISHED
+from estimator.spec.published import CONFIGS as PUBLISHED_CONFIGS
 
 Config = dict[str, Any]
 
@@ -62,7 +63,8 @@ def _llama(architecture: str, vocab: int, h_kv: int, d_ff: int, max_seq: int, th
 
 
 #: preset name -> its twin's config.json (the presets without one: transformer-base / -big,
-#: Vaswani et al.'s model, which transformers has no class for)
+#: Vaswani et al.'s model, which transformers has no class for; gpt-3-175b, gopher-280b and
+#: chinchilla-70b, papers' models without a published config.json)
 HF_TWINS: dict[str, Config] = {
     "bert-base": _bert(12, 768, 12),
     "bert-large": _bert(24, 1024, 16),
@@ -110,6 +112,8 @@ HF_TWINS: dict[str, Config] = {
     "llama-2-7b": _llama("LlamaForCausalLM", 32000, 32, 11008, 4096, 10000.0),
     "llama-3-8b": _llama("LlamaForCausalLM", 128256, 8, 14336, 8192, 500000.0),
     "mistral-7b": _llama("MistralForCausalLM", 32000, 8, 14336, 32768, 10000.0, window=4096),
+    # issue 22: the presets read from their published config.json (estimator/spec/published.py)
+    **{name: PUBLISHED_CONFIGS[name] for name in PUBLISHED},
 }
 
 

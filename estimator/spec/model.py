@@ -221,8 +221,9 @@ class ModelSpec(BaseModel):
 
     @classmethod
     def from_hf_config(cls, path_or_dict: str | Path | dict[str, Any]) -> ModelSpec:
-        """Read a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral): a
-        config dict, a config.json path or the folder holding it (estimator/spec/hf_config.py)."""
+        """Read a Hugging Face config.json (gpt2, bert, t5, bart, vit, llama, mistral and the
+        families of estimator/spec/hf_families.py): a config dict, a config.json path or the
+        folder holding it (estimator/spec/hf_config.py)."""
         from estimator.spec.hf_config import hf_spec_fields
 
         return cls(**hf_spec_fields(path_or_dict))
@@ -291,6 +292,14 @@ class ModelSpec(BaseModel):
     qk_rope_head_dim: int | None = Field(None, gt=0, description="MLA: rotary part of q, k")
     qk_nope_head_dim: int | None = Field(None, gt=0, description="MLA: non-rotary part of q, k")
     v_head_dim: int | None = Field(None, gt=0, description="MLA: the values' head dim")
+    router_fp32: bool = Field(
+        False,
+        description="the router's weight stays fp32 in a low-precision model and routes "
+        "in fp32 (DeepSeek-V3: _keep_in_fp32_modules_strict)",
+    )
+    fused_gate_up: bool = Field(
+        False, description="one projection makes gate and up, their views (Phi-3's gate_up_proj)"
+    )
 
     @model_validator(mode="after")
     def _check_issue22(self) -> ModelSpec:

@@ -206,6 +206,53 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
+# issue 22: presets from published config.json files (estimator/spec/published.py, each with
+# its address) and from papers
+def _published(name: str) -> ModelSpec:
+    """Preset ``name`` from its published config.json, as our reference model's spec (the
+    twin, estimator/spec/hf_twins.py, is the same config as the transformers class)."""
+    from estimator.spec.published import CONFIGS
+
+    spec = ModelSpec.from_hf_config(CONFIGS[name])
+    which = {"implementation": "reference", "hf_architecture": None, "activation_fn": None}
+    return spec.model_copy(
+        update={"name": name, **which, "fused_qkv": False, "fused_gate_up": False}
+    )
+
+
+def _gpt3_175b() -> ModelSpec:
+    # Brown et al. 2020, Table 2.1: n_layers 96, d_model 12288, 96 heads of 128, context 2048;
+    # GPT-2's architecture (learned positions, pre-LayerNorm, biases, GELU, tied embeddings,
+    # vocabulary 50257); the alternating locally banded sparse attention changes no parameter
+    # and is not modelled (every layer dense here).
+    return ModelSpec(name="gpt-3-175b", arch="decoder", n_decoder_layers=96, d_model=12288,
+                     n_heads=96, d_ff=4 * 12288, vocab_size=50257, max_seq_len=2048,
+                     activation="gelu", norm="layernorm", bias=True, tie_embeddings=True,
+                     position="learned")  # fmt: skip
+
+
+def _deepmind(name: str, d: int, h: int) -> ModelSpec:
+    # Rae et al. 2021 (Gopher), Table 1 and sec. 3: 80 layers, key/value size 128, d_ff = 4 d,
+    # RMSNorm, relative positional encodings of Transformer-XL (Dai et al. 2019), SentencePiece
+    # vocabulary of 32,000; Chinchilla (Hoffmann et al. 2022, Table 4) the same architecture.
+    # The papers do not say whether the input and output embeddings are tied: tied here (an
+    # untied head adds V * d, 0.19% / 0.37% of the totals). No biases.
+    return ModelSpec(name=name, arch="decoder", n_decoder_layers=80, d_model=d, n_heads=h,
+                     head_dim=128, d_ff=4 * d, vocab_size=32000, max_seq_len=2048,
+                     activation="gelu", norm="rmsnorm", bias=False, tie_embeddings=True,
+                     position="xl_relative")  # fmt: skip
+
+
+PUBLISHED = ("llama-2-13b", "llama-2-70b", "llama-3-70b", "llama-3.1-8b", "llama-3.1-70b",
+             "llama-3.1-405b", "mixtral-8x7b", "mixtral-8x22b", "qwen2.5-7b", "qwen2.5-72b",
+             "qwen3-8b", "qwen3-30b-a3b", "gemma-2-9b", "gemma-2-27b", "phi-3-mini",
+             "deepseek-v3", "falcon-7b", "gpt-neox-20b")  # fmt: skip
+PRESETS.update({name: _published(name) for name in PUBLISHED})
+PRESETS["gpt-3-175b"] = _gpt3_175b()
+PRESETS["gopher-280b"] = _deepmind("gopher-280b", 16384, 128)
+PRESETS["chinchilla-70b"] = _deepmind("chinchilla-70b", 8192, 64)
+
+
 def get_preset(name: str) -> ModelSpec:
     """The preset called ``name`` (case-insensitive); SpecError listing the valid names."""
     spec = PRESETS.get(name) or PRESETS.get(name.lower())
@@ -264,6 +311,26 @@ PRESET_DEFAULTS: dict[str, PresetDefaults] = {
         **_LLM_TRAIN,
     ),
 }
+# issue 22: the published presets run in their config.json's torch_dtype; the papers' models
+# (no checkpoint published) in bf16, the dtype Gopher and Chinchilla were trained in (Rae et
+# al. 2021, sec. C.2)
+_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def _published_defaults(name: str) -> PresetDefaults:
+    from estimator.spec.published import CONFIGS, SOURCES
+
+    torch_dtype = CONFIGS[name].get("torch_dtype", "bfloat16")
+    return PresetDefaults(dtype=_TORCH_DTYPES[torch_dtype],
+                          source=f"{SOURCES[name]}: torch_dtype {torch_dtype}",
+                          **_LLM_TRAIN)  # fmt: skip
+
+
+PRESET_DEFAULTS.update({name: _published_defaults(name) for name in PUBLISHED})
+for _name in ("gpt-3-175b", "gopher-280b", "chinchilla-70b"):
+    PRESET_DEFAULTS[_name] = PresetDefaults(
+        dtype="bf16", source="no checkpoint published: bf16, as Gopher was trained", **_LLM_TRAIN
+    )
 
 
 def preset_workload_defaults(name: str, mode: str, given: set[str]) -> dict[str, Any]:

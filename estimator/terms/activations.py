@@ -134,8 +134,8 @@ def ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Terms:
     if spec.gated:  # act(gate(x)) * up(x): gate runs first and saves the norm output x
         t = {"ffn.gate": linear_saved(spec, sh, n, d, d_ff, True)}
         t["ffn.up"] = linear_saved(spec, sh, n, d, d_ff, True, False)
-        act = rule("saved.ffn.act", spec, sh)(spec, sh, n)  # the gate's activation
-        t.update({"ffn.act": act, "ffn": 2 * inner, "ffn.down": inner + down})
+        t.update(rule("saved.ffn.gated", spec, sh)(spec, sh, n))  # ffn.act, ffn
+        t["ffn.down"] = inner + down
     elif spec.activation == "relu":  # relu saves its output = down's input
         t.update({"ffn.act": inner, "ffn.down": down})
     else:

@@ -235,9 +235,20 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
     ]
     if spec.fused_qkv:  # one projection d -> q, k, v (GPT-2's c_attn), then o_proj
         attn = [*_linear_shapes(d, d_q + 2 * d_kv, qkv), *_linear_shapes(d_q, d, o)]
+    if spec.qk_norm != "none":  # q_norm, k_norm after o_proj (Qwen3Attention.__init__)
+        head = spec.qk_norm == "head"
+        widths = (spec.head_dim, spec.head_dim) if head else (d_q, d_kv)
+        attn += [(w,) for w in widths for _ in _norm(spec, w)]
     out = [*_norm_shapes(spec), *attn]
     if cross:
         out += [*_norm_shapes(spec), *attn]
+    if spec.fused_gate_up:  # ffn_norm, one gate_up [2 d_ff, d] (Phi3MLP.gate_up_proj)
+        return (
+            out
+            + _norm_shapes(spec)
+            + _linear_shapes(d, 2 * d_ff, ffn)
+            + _linear_shapes(d_ff, d, ffn)
+        )
     out += _norm_shapes(spec) + _linear_shapes(d, d_ff, ffn)  # ffn_norm, ffn.up
     if spec.gated:
         out += _linear_shapes(d, d_ff, ffn)  # ffn.gate
@@ -250,7 +261,8 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
     for-loop step's temporaries depend on neighbouring tensors
     (estimator/replay/optimizer_step.py)."""
-    unmodelled = [f for f in features(spec) if not f.startswith(("qkv_bias", "o_bias", "ffn_"))]
+    known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up")  # below
+    unmodelled = [f for f in features(spec) if not f.startswith(known)]
     if unmodelled:
         raise UnsupportedError(
             f"parameter tensor shapes (the optimizer step's order) are not modelled for "

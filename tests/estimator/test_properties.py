@@ -7,12 +7,14 @@ from hypothesis import strategies as st
 
 from estimator.estimate import estimate
 from estimator.spec import ModelSpec, Workload
+from estimator.spec.features import features
 from estimator.spec.presets import PRESETS
 
 TINY = ModelSpec(arch="decoder", n_decoder_layers=2, d_model=16, n_heads=4, n_kv_heads=2,
                  d_ff=32, vocab_size=50, max_seq_len=4096, position="rotary",
                  activation="swiglu", norm="rmsnorm")  # fmt: skip
-TOKEN_PRESETS = [n for n, s in PRESETS.items() if not s.is_patch_input]
+# issue 22's features are refused for memory by name (estimator/rules/features.py)
+TOKEN_PRESETS = [n for n, s in PRESETS.items() if not s.is_patch_input and not features(s)]
 
 
 @given(t=st.integers(1, 2000), b=st.integers(1, 8))

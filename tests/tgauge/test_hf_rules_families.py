@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from estimator.rules.features import MEASURED_RUNS
 from estimator.spec import ModelSpec, Workload
 from estimator.spec.errors import UnsupportedError
 
@@ -16,8 +17,12 @@ from tgauge.hf_tiny_families import CONFIGS, FAMILIES  # noqa: E402
 from tgauge.validate import validate_point  # noqa: E402
 
 PEAK_TOLERANCE = 0.02
-MODES = [("train", "eager"), ("train", "fused"), ("prefill", "eager"), ("prefill", "fused"),
-         ("decode", "eager"), ("decode", "fused")]  # fmt: skip
+SLOW = pytest.mark.slow  # as tests/tgauge/test_hf_rules_decoders.py: training in the default run
+MODES = [("train", "eager"), ("train", "fused")] + [
+    pytest.param(mode, attention, marks=SLOW)
+    for mode in ("prefill", "decode")
+    for attention in ("eager", "fused")
+]
 
 
 def rows(p, prefix: str) -> dict:
@@ -37,6 +42,13 @@ def test_hf_family_matches_real_model_at_random_points(family, mode, attention):
     extra = {"new_tokens": rng.randint(1, 4)} if mode == "decode" else {}
     w = Workload(batch_size=b, seq_len=s, attention_impl=attention, mode=mode, **extra)
     config = CONFIGS[family]
+    runs = MEASURED_RUNS.get(config["architectures"][0])
+    if runs is not None and (mode not in runs[0] or attention not in runs[1]):
+        from estimator.estimate import estimate
+
+        with pytest.raises(UnsupportedError, match=f"mode={mode!r} with attention_impl"):
+            estimate(ModelSpec.from_hf_config(config), w)  # not modelled: refused by name
+        return
     p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
     assert p.status == "ok", p.notes
     assert_exact(rows(p, "params."))

@@ -107,8 +107,10 @@ def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
 @register("saved.rotary.stack", "hf")
 def rotary_stack_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     """LlamaRotaryEmbedding.forward runs once per model forward on position_ids [1, s]: cos
-    and sin [1, s, d_h] (the batch axis 1), saved by the first layer's q * cos, rot(q) * sin."""
-    return 2 * s * spec.head_dim * sh.cb
+    and sin [1, s, d_h] (the batch axis 1), saved by the first layer's q * cos, rot(q) * sin.
+    Partial rotary (Phi3RotaryEmbedding, GPTNeoXRotaryEmbedding: ``spec.rotary_dim``): cos and
+    sin hold the rotated dims only."""
+    return 2 * s * (spec.rotary_dim or spec.head_dim) * sh.cb
 
 
 @register("kv.positions", "hf")

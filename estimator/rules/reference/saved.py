@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
@@ -134,3 +134,13 @@ def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) ->
     V repeated to h heads [b, h, s_kv, d_h] (copies made contiguous)."""
     h, d_h, cb = spec.n_heads, spec.head_dim, sh.ib  # what matmuls make (autocast: low)
     return (b * h * s_q * d_h + b * h * s_kv * d_h) * cb, b * h * s_kv * d_h * cb
+
+
+@register("saved.ffn.gated", "reference")
+def gated_ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
+    """act(gate(x)) * up(x) over n tokens (reference_model/layers.py FFN; transformers'
+    LlamaMLP the same): the activation saves the gate output, the product act(gate) and up,
+    one [n, d_ff] tensor each; what the activation saves is its own rule (``saved.ffn.act``:
+    SiLU saves its input, a written-out activation several tensors)."""
+    inner = n * spec.d_ff * sh.ib
+    return {"ffn.act": rule("saved.ffn.act", spec, sh)(spec, sh, n), "ffn": 2 * inner}

@@ -1,0 +1,28 @@
+"""The activation of a Hugging Face config.json as a ModelSpec activation (estimator/spec/
+hf_config.py and estimator/spec/hf_families.py read it the same way)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.spec.errors import UnsupportedError
+from estimator.spec.files import short_repr
+
+Config = dict[str, Any]
+
+GELU_NAMES = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu_python", "gelu_accurate")
+
+
+def activation(cfg: Config, key: str, gated: bool = False) -> str:
+    act = cfg.get(key, "gelu")
+    if act in GELU_NAMES:
+        return "geglu" if gated else "gelu"
+    if act == "relu" and not gated:
+        return "relu"
+    if act in ("silu", "swish") and gated:
+        return "swiglu"
+    raise UnsupportedError(
+        f"{key}={short_repr(act)} is not modelled for model_type="
+        f"{cfg['model_type']!r}{' (gated FFN)' if gated else ''}; tgauge "
+        "knows relu and gelu FFNs and swiglu / geglu gated FFNs"
+    )
