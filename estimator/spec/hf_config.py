@@ -26,9 +26,9 @@ from typing import Any
 from estimator.spec import hf_families
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import read_text, short_repr
+from estimator.spec.hf_activation import activation as _activation  # shared with hf_families
 from estimator.spec.hf_keys import check_activation, check_keys
 from estimator.spec.usual import hf_usual_settings
-from estimator.spec.hf_activation import activation as _activation  # shared with hf_families
 
 Config = dict[str, Any]
 
