@@ -32,6 +32,7 @@ from estimator.spec.usual import hf_usual_settings
 
 Config = dict[str, Any]
 
+
 def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
     """UnsupportedError when ``cfg[key]`` differs from the one value tgauge models."""
     value = cfg.get(key, default)
