@@ -121,3 +121,21 @@ def hf_norm_backward(bw: Walker, name: str, c: Any, n: Any) -> Any:
     live.take(lo)  # ToCopyBackward0: the input's grad in its dtype
     live.drop(f)
     return lo
+
+
+#: classes whose layers clamp fp16 hidden states: T5Block (``if hidden_states.dtype ==
+#: torch.float16: ... torch.clamp(hidden_states, min=-clamp_value, max=clamp_value)`` after each
+#: sublayer) and BartEncoderLayer (the same after its FFN): torch.clamp saves its input and
+#: the clamp values, a tensor per sublayer these rules do not count
+FP16_CLAMP = ("T5ForConditionalGeneration", "BartForConditionalGeneration")
+
+
+@register("unsupported", *FP16_CLAMP)
+def fp16_clamp_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
+    """A model in fp16 (``FP16_CLAMP``) is not modelled: one line naming the dtype."""
+    if sh.compute_dtype == "fp16" and not sh.autocast:
+        return (
+            f"dtype='fp16' is not modelled for {spec.hf_architecture} (its layers clamp fp16 "
+            "hidden states, torch.clamp saving a tensor per sublayer); bf16 and fp32 are"
+        )
+    return None
