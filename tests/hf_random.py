@@ -57,33 +57,75 @@ def _config(rng: random.Random, family: str) -> dict[str, Any]:
     layers = rng.choice([1, 2])
     d_ff = rng.choice([2, 3, 4]) * d
     if family == "gpt2":
-        cfg.update(n_embd=d, n_head=h, n_layer=layers, vocab_size=vocab,
-                   activation_function=act, n_inner=rng.choice([None, d_ff]))
+        cfg.update(
+            n_embd=d,
+            n_head=h,
+            n_layer=layers,
+            vocab_size=vocab,
+            activation_function=act,
+            n_inner=rng.choice([None, d_ff]),
+        )
     elif family in ("llama", "mistral"):
         h_kv = rng.choice([k for k in (1, 2, 4) if h % k == 0])
         head_dim = rng.choice([d_h, d_h, 2 * d_h])  # head_dim apart from d / h
-        cfg.update(hidden_size=d, num_attention_heads=h, num_key_value_heads=h_kv,
-                   head_dim=head_dim, num_hidden_layers=layers, intermediate_size=d_ff,
-                   vocab_size=vocab, hidden_act=act)
+        cfg.update(
+            hidden_size=d,
+            num_attention_heads=h,
+            num_key_value_heads=h_kv,
+            head_dim=head_dim,
+            num_hidden_layers=layers,
+            intermediate_size=d_ff,
+            vocab_size=vocab,
+            hidden_act=act,
+        )
         if family == "mistral":
             cfg["sliding_window"] = rng.choice([4, 8, 64])
     elif family == "bert":
-        cfg.update(hidden_size=d, num_attention_heads=h, num_hidden_layers=layers,
-                   intermediate_size=d_ff, vocab_size=vocab, hidden_act=act,
-                   architectures=[rng.choice(["BertForMaskedLM", "BertModel",
-                                              "BertForSequenceClassification"])])
+        cfg.update(
+            hidden_size=d,
+            num_attention_heads=h,
+            num_hidden_layers=layers,
+            intermediate_size=d_ff,
+            vocab_size=vocab,
+            hidden_act=act,
+            architectures=[
+                rng.choice(["BertForMaskedLM", "BertModel", "BertForSequenceClassification"])
+            ],
+        )
     elif family == "t5":
-        cfg.update(d_model=d, num_heads=h, d_kv=rng.choice([d_h, 8, 32]), d_ff=d_ff,
-                   num_layers=layers, vocab_size=vocab, feed_forward_proj=act)
+        cfg.update(
+            d_model=d,
+            num_heads=h,
+            d_kv=rng.choice([d_h, 8, 32]),
+            d_ff=d_ff,
+            num_layers=layers,
+            vocab_size=vocab,
+            feed_forward_proj=act,
+        )
     elif family == "bart":
-        cfg.update(d_model=d, encoder_attention_heads=h, decoder_attention_heads=h,
-                   encoder_ffn_dim=d_ff, decoder_ffn_dim=d_ff, encoder_layers=layers,
-                   decoder_layers=layers, vocab_size=vocab, activation_function=act)
+        cfg.update(
+            d_model=d,
+            encoder_attention_heads=h,
+            decoder_attention_heads=h,
+            encoder_ffn_dim=d_ff,
+            decoder_ffn_dim=d_ff,
+            encoder_layers=layers,
+            decoder_layers=layers,
+            vocab_size=vocab,
+            activation_function=act,
+        )
     elif family == "vit":
         patch = rng.choice([4, 8])
-        cfg.update(hidden_size=d, num_attention_heads=h, num_hidden_layers=layers,
-                   intermediate_size=d_ff, hidden_act=act, image_size=patch *
-                   rng.choice([2, 3, 4]), patch_size=patch, num_labels=rng.choice([2, 10]))
+        cfg.update(
+            hidden_size=d,
+            num_attention_heads=h,
+            num_hidden_layers=layers,
+            intermediate_size=d_ff,
+            hidden_act=act,
+            image_size=patch * rng.choice([2, 3, 4]),
+            patch_size=patch,
+            num_labels=rng.choice([2, 10]),
+        )
     return cfg  # fmt: skip
 
 
