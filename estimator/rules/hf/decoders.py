@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.hf.activations import written_out_backward
+from estimator.rules.hf.activations import BACKWARDS, written_out_backward
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.backward import act_backward as reference_act_backward
 from estimator.rules.reference.saved import eager_qkv_saved as reference_eager_qkv
@@ -135,7 +135,9 @@ def act_backward(bw: Walker, name: str, inner: Any, d_out: Any) -> Any:
     fn = bw.spec.activation_fn or ""
     if fn not in GELU_NEW_GRAPH:
         saves = WRITTEN_OUT_SAVES.get(fn, 1)
-        if saves > 1:  # gelu_fast, gelu_python, gelu_python_tanh, quick_gelu
+        if fn in BACKWARDS:  # gelu_python
+            return BACKWARDS[fn](bw, name, inner, d_out)
+        if saves > 1:  # gelu_fast, gelu_python_tanh, quick_gelu
             return written_out_backward(bw, name, inner, d_out, saves)
         return reference_act_backward(bw, name, inner, d_out)
     live, F = bw.live, inner
