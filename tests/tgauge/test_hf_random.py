@@ -28,8 +28,17 @@ TOLERANCE = 0.02
 N_FAST = 21  # three points of each family in the default run
 
 
+# Points of the slow set that miss a bar today, with what was measured (predicted, measured
+# bytes): strict xfails, so a rule that closes a gap fails the test until its entry goes.
+# Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24).
+KNOWN_GAPS: dict[str, str] = {}
+
+
 def _param(i: int, p) -> object:
-    return pytest.param(p, id=p.name, marks=[] if i < N_FAST else [pytest.mark.slow])
+    marks = [] if i < N_FAST else [pytest.mark.slow]
+    if p.name in KNOWN_GAPS:
+        marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[p.name]))
+    return pytest.param(p, id=p.name, marks=marks)
 
 
 def _spec_and_workload(p):
