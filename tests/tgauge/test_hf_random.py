@@ -39,7 +39,6 @@ KNOWN_GAPS: dict[str, str] = {
     "090-vit-prefill-eager-pure-bf16": "peak 9444/9764 (-3.3%)",
     "094-bert-train-eager-pure-bf16": "head_transform.norm 3456/384",
     "109-t5-prefill-eager-fp32": "peak 414616/426880 (-2.9%)",
-    "110-bart-train-eager-pure-bf16": "peak 329348/343176 (-4.0%)",
     "129-bert-train-fused-pure-fp16": "peak 27816/28714 (-3.1%)",
     "136-bert-train-eager-fp32": "head_transform.act 448/3136",
     "139-vit-prefill-eager-fp32": "peak 115080/111240 (+3.5%)",
