@@ -373,6 +373,7 @@ class Backward:
                 live.drop(nd)
             return
         bd = self.b * spec.d_model * cb
+        self.free("loss")  # a base model's stand-in objective: its fp32 copy, if any
         g = self.classifier() if spec.n_labels else 0  # the grad of its input [b, d]
         if spec.n_labels and not spec.pooler:  # select_backward of x[:, 0]: zeros [b, s, d]
             live.take(nd)

@@ -267,6 +267,11 @@ def head_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Terms:
         t["loss"] = rule("saved.loss", spec, sh)(spec, sh, n)  # log-softmax, targets, weight
     if spec.n_labels:
         t.update(classifier_saved(spec, sh, n))
+    if not (spec.lm_head or spec.n_labels) and cb != FP32_BYTES:
+        # a base model's stand-in objective (reference_model.train.objective,
+        # tgauge/hf_models.stand_in_loss): out.float().pow(2).mean(), pow saving the fp32 copy
+        # of the pooled [b, d] (else the last hidden [b, s, d]) output of a low model dtype
+        t["loss"] = (b if spec.pooler else n) * d * FP32_BYTES
     return t
 
 

@@ -69,3 +69,32 @@ def written_out_backward(bw: Any, name: str, inner: Any, d_out: Any, saves: int)
 
 def act_programmed(activation_fn: str | None) -> tuple[Op, ...] | None:
     return PROGRAMS.get(activation_fn or "")
+
+
+def gelu_python_backward(bw: Any, name: str, inner: Any, d_out: Any) -> Any:
+    """GELUActivation(use_gelu_python): x * 0.5 * (1 + erf(x / sqrt(2))) backward, node by
+    node in autograd's order: MulBackward0 (a grad per factor; x * 0.5 and 1 + erf freed),
+    AddBackward0 passes its grad, ErfBackward0 (derivatives.yaml: 2 / sqrt(pi) *
+    exp(-(b.pow(2))) * grad, one expression: its temporaries live to its end; b freed),
+    DivBackward0 (/
+    sqrt(2)), MulBackward0 (* 0.5), x's two grads summed. -> x's grad."""
+    live, F = bw.live, inner
+    live.take(F, F)  # grad * (1 + erf), grad * x * 0.5
+    live.drop(d_out)
+    bw.free(name, 2 * F)  # x * 0.5, 1 + erf
+    # one C++ expression: its temporaries live until it ends
+    live.take(F, F, F, F, F)  # b.pow(2), its negation, exp, * 2 / sqrt(pi), * grad
+    live.drop(4 * F)
+    live.drop(F)  # the grad of 1 + erf
+    bw.free(name)  # b = x / sqrt(2), saved by erf
+    live.take(F)  # DivBackward0
+    live.drop(F)
+    live.take(F)  # MulBackward0: grad * 0.5
+    live.drop(F)
+    live.take(F)  # x's two grads summed
+    live.drop(2 * F)
+    return F
+
+
+#: written-out activations with a node-by-node backward (others: ``written_out_backward``)
+BACKWARDS = {"gelu_python": gelu_python_backward}

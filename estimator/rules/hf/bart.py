@@ -13,7 +13,7 @@ from typing import Any
 
 from estimator.rules.live import Live
 from estimator.rules.reference.passes import FP32_BYTES, Pass
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
@@ -132,9 +132,8 @@ class BartPass(Pass):
             live.drop(h)
             h, probs = h_c, cross_probs
         inner = self.act(s, self.spec.d_ff)
-        up = live.take(inner)  # fc1
-        live.take(inner)  # activation
-        live.drop(up)
+        live.take(inner)  # fc1
+        rule("replay.ffn.act", self.spec)(live, inner, self.spec.activation_fn)  # fc1's freed
         down = live.take(nd)  # fc2
         live.drop(inner)  # the activation output, rebound
         total = live.take(nd)  # residual + x

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.hf.activations import written_out_backward
+from estimator.rules.hf.activations import BACKWARDS, written_out_backward
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.backward import act_backward as reference_act_backward
 from estimator.rules.reference.saved import eager_qkv_saved as reference_eager_qkv
@@ -88,12 +88,13 @@ def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) ->
     when b is 1 (a size-1 dimension merges with any stride). GPT-2's fused c_attn at b = 1:
     q is a view of the whole [s, (h + 2 h_kv) d_h] output, k and v views of it too, or the
     DynamicCache's torch.cat copies when a training forward builds one (``builds_cache``),
-    themselves viewed. Other classes and b > 1: the reference's copies."""
-    if not (spec.fused_qkv and b == 1):
+    themselves viewed; the same with one head (h = 1 merges with any batch stride). Other
+    classes, b > 1 with h > 1: the reference's copies."""
+    if not (spec.fused_qkv and (b == 1 or spec.n_heads == 1)):
         return reference_eager_qkv(spec, sh, b, s_q, s_kv)
     h, h_kv, d_h, cb = spec.n_heads, spec.n_kv_heads, spec.head_dim, sh.ib
-    base = s_q * (h + 2 * h_kv) * d_h * cb  # c_attn's output, q's storage
-    kv = h_kv * s_kv * d_h * cb if builds_cache(sh) else 0
+    base = b * s_q * (h + 2 * h_kv) * d_h * cb  # c_attn's output, q's storage
+    kv = b * h_kv * s_kv * d_h * cb if builds_cache(sh) else 0
     return base + kv, kv
 
 
@@ -136,7 +137,9 @@ def act_backward(bw: Walker, name: str, inner: Any, d_out: Any) -> Any:
     fn = bw.spec.activation_fn or ""
     if fn not in GELU_NEW_GRAPH:
         saves = WRITTEN_OUT_SAVES.get(fn, 1)
-        if saves > 1:  # gelu_fast, gelu_python, gelu_python_tanh, quick_gelu
+        if fn in BACKWARDS:  # gelu_python
+            return BACKWARDS[fn](bw, name, inner, d_out)
+        if saves > 1:  # gelu_fast, gelu_python_tanh, quick_gelu
             return written_out_backward(bw, name, inner, d_out, saves)
         return reference_act_backward(bw, name, inner, d_out)
     live, F = bw.live, inner

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from estimator.rules.hf.activations import PROGRAMS, program_forward
 from estimator.rules.hf.decoders import sdpa_gets_mask
+from estimator.rules.hf.precision import fp32_softmax_copy
 from estimator.rules.live import Live
 from estimator.rules.reference.passes import FP32_BYTES, Pass
 from estimator.rules.registry import register
@@ -171,7 +172,15 @@ class HFPass(Pass):
         q_copy = live.take(a) if s > 1 else 0  # matmul: q contiguous
         live.take(p)  # q @ k^T
         live.drop(q_copy)
-        for _ in range(3):  # * scaling, + mask, softmax: each frees the previous
+        for _ in range(2):  # * scaling, + mask: each frees the previous
+            live.take(p)
+            live.drop(p)
+        if fp32_softmax_copy(spec, self.sh):  # softmax(dtype=float32).to(query.dtype)
+            live.take(p * FP32_BYTES // cb)
+            live.drop(p)
+            live.take(p)
+            live.drop(p * FP32_BYTES // cb)
+        else:  # softmax
             live.take(p)
             live.drop(p)
         out = live.take(a)  # probs @ v

@@ -10,10 +10,14 @@ dtype (transformers 5.x):
   T5LayerNorm    models/t5/modeling_t5.py: the variance from ``x.to(float32).pow(2)``, then
                  ``x * rsqrt`` on the input itself (low x fp32 -> fp32), ``.to(weight.dtype)``:
                  saves the fp32 copy (pow), x and rsqrt (mul), the normalized low output
-  loss           loss/loss_utils.ForCausalLMLoss / ForMaskedLMLoss: ``logits.float()`` before
-                 cross_entropy: the log-softmax it saves and total_weight are fp32 whatever
-                 the logits' dtype; T5 and BART call nn.CrossEntropyLoss on the logits as they
+  loss           loss/loss_utils.ForCausalLMLoss: ``logits.float()`` before cross_entropy: the
+                 log-softmax it saves and total_weight are fp32 whatever the logits' dtype;
+                 BertForMaskedLM, T5 and BART call nn.CrossEntropyLoss on the logits as they
                  are (no upcast)
+  eager softmax  Llama's, Mistral's and ViT's eager_attention_forward:
+                 ``softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)``: in a low
+                 model dtype softmax saves its fp32 output beside the low probabilities
+                 probs @ v saves (GPT-2, BERT, BART, T5: softmax in the scores' dtype)
 In fp32 the copies are the tensors themselves and every rule here reduces to the reference's.
 """
 
@@ -31,11 +35,29 @@ from estimator.spec.model import ModelSpec
 
 FP32_BYTES = 4
 #: classes whose loss is loss_utils.ForCausalLMLoss / ForMaskedLMLoss (``logits.float()``)
-UPCAST_LOSS = frozenset({
-    "GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "BertForMaskedLM",
-})  # fmt: skip
+#: (BertForMaskedLM calls nn.CrossEntropyLoss on its prediction scores as they are)
+UPCAST_LOSS = frozenset({"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM"})
 #: classes whose RMSNorm is T5LayerNorm (the others: LlamaRMSNorm)
 T5_NORM = frozenset({"T5ForConditionalGeneration", "T5Model", "T5EncoderModel"})
+
+
+#: classes whose eager attention runs softmax(..., dtype=torch.float32).to(query.dtype)
+FP32_SOFTMAX = frozenset({
+    "LlamaForCausalLM", "MistralForCausalLM", "ViTModel", "ViTForImageClassification",
+})  # fmt: skip
+
+
+def fp32_softmax_copy(spec: ModelSpec, sh: Shapes) -> bool:
+    """Whether eager softmax makes an fp32 output apart from the probabilities: a class of
+    ``FP32_SOFTMAX`` in a low model dtype (in fp32 the ``.to`` returns the same tensor)."""
+    return spec.hf_architecture in FP32_SOFTMAX and sh.cb != FP32_BYTES
+
+
+@register("saved.eager_softmax", "hf")
+def hf_eager_softmax_saved(spec: ModelSpec, sh: Shapes, b: Any, entries: Any) -> Any:
+    """softmax(dtype=float32) saves its fp32 output [b, h, entries] beside the low copy
+    probs @ v saves (``fp32_softmax_copy``); else nothing beyond the probabilities."""
+    return b * spec.n_heads * entries * FP32_BYTES if fp32_softmax_copy(spec, sh) else 0
 
 
 @register("loss.upcast", "hf")
@@ -99,3 +121,21 @@ def hf_norm_backward(bw: Walker, name: str, c: Any, n: Any) -> Any:
     live.take(lo)  # ToCopyBackward0: the input's grad in its dtype
     live.drop(f)
     return lo
+
+
+#: classes whose layers clamp fp16 hidden states: T5Block (``if hidden_states.dtype ==
+#: torch.float16: ... torch.clamp(hidden_states, min=-clamp_value, max=clamp_value)`` after each
+#: sublayer) and BartEncoderLayer (the same after its FFN): torch.clamp saves its input and
+#: the clamp values, a tensor per sublayer these rules do not count
+FP16_CLAMP = ("T5ForConditionalGeneration", "BartForConditionalGeneration")
+
+
+@register("unsupported", *FP16_CLAMP)
+def fp16_clamp_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
+    """A model in fp16 (``FP16_CLAMP``) is not modelled: one line naming the dtype."""
+    if sh.compute_dtype == "fp16" and not sh.autocast:
+        return (
+            f"dtype='fp16' is not modelled for {spec.hf_architecture} (its layers clamp fp16 "
+            "hidden states, torch.clamp saving a tensor per sublayer); bf16 and fp32 are"
+        )
+    return None

@@ -43,8 +43,12 @@ def t5_sdpa(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bool,
     if cross:
         lse = b * h * s * 4  # logsumexp [b, h, s] fp32
         return {"sdpa": (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + lse, "o_proj": 0}
-    qk = b * h * (s + s_k) * d_h * cb
-    sdpa = qk + b * h * s * s_k * cb + b * s_k * h_kv * d_h * cb
+    # the math sdpa kernel (aten _scaled_dot_product_attention_math) computes a half / bf16
+    # query, key and value in fp32: in a low model dtype the scaled q, k, the softmax and v's
+    # fp32 copy are saved in fp32 (measured on CPU, pure bf16 and fp16)
+    acc = FP32_BYTES if cb < FP32_BYTES else cb
+    qk = b * h * (s + s_k) * d_h * acc
+    sdpa = qk + b * h * s * s_k * acc + b * s_k * h_kv * d_h * acc
     sdpa += s * s_k if masked else 0  # torch.where(causal_mask, position_bias, min)
     return {"sdpa": sdpa, "o_proj": b * s * h * d_h * cb}
 
