@@ -250,10 +250,11 @@ def _applied_defaults(model: Any, impl: str | None, workload: Workload) -> Appli
     passes only what the user gave, the library decides the rest (one source of defaults)."""
     from estimator.spec.workload import resolved_defaults
     from tgauge.loading import load_spec
+    from tgauge.recurrent_view import is_recurrent
 
     if isinstance(model, list):
         model = model[0] if len(model) == 1 else None
-    if not isinstance(model, str):
+    if not isinstance(model, str) or is_recurrent(model):  # a recurrent preset: its own view
         return AppliedDefaults()
     spec = load_spec(model, impl)
     out = AppliedDefaults(resolved_defaults(spec, workload)[1])
