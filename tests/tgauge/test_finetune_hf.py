@@ -44,8 +44,11 @@ def _measure(family: str, w: Workload):
 def test_lora_states_and_lora_path_match_peft(family: str, fields: dict, b: int, s: int) -> None:
     import torch
 
+    # attention and dropout pinned: the measured model is built with exactly these (a config's
+    # usual settings, sdpa and its dropout, would otherwise reach the estimate only)
     w = Workload(mode="train", batch_size=b, seq_len=s, device="cpu", finetune="lora",
-                 lora_rank=4, lora_alpha=8, **fields)  # fmt: skip
+                 lora_rank=4, lora_alpha=8, attention_impl="eager", dropout=0.0,
+                 **fields)  # fmt: skip
     spec = ModelSpec.from_hf_config(CONFIGS[family])
     est = estimate(spec, w)
     model, prof = _measure(family, w)
@@ -100,7 +103,15 @@ def test_what_freezing_saves_less_matches_autograd(family, dtype, b, s, targets)
     saved bytes LoRA removes from full training, exactly (measured full minus measured LoRA
     against predicted full minus predicted LoRA), whatever the full-training rows' own error."""
     lora = {"lora_rank": 4, "lora_alpha": 8} | ({"lora_targets": targets} if targets else {})
-    base = dict(mode="train", batch_size=b, seq_len=s, device="cpu", dtype=dtype)
+    base = dict(
+        mode="train",
+        batch_size=b,
+        seq_len=s,
+        device="cpu",
+        dtype=dtype,
+        attention_impl="eager",
+        dropout=0.0,
+    )  # what the measured model runs
     full = _saved_and_peak(family, Workload(**base))
     tuned = _saved_and_peak(family, Workload(**base, finetune="lora", **lora))
     assert full[0] - tuned[0] == full[1] - tuned[1]
