@@ -15,6 +15,7 @@ from typing import Any
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import short_repr
 from estimator.spec.hf_activation import activation
+from estimator.spec.hf_keys import ACTIVATION_KEY
 
 Config = dict[str, Any]
 
@@ -48,11 +49,19 @@ def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
         )
 
 
+#: issue 22k: the defaults of the config classes where they differ from the readers' usual
+#: ones: MixtralConfig.default_theta, Gemma3TextConfig.default_theta["global"] (its full
+#: layers), rms_norm_eps of MixtralConfig / Olmo2Config / Phi3Config
+_DEFAULT_THETA = {"mixtral": 1e6, "gemma3_text": 1e6}
+_DEFAULT_RMS_EPS = {"mixtral": 1e-5, "olmo2": 1e-5, "phi3": 1e-5}
+
+
 def _theta(cfg: Config, layer_type: str | None = None) -> float:
     rope = cfg.get("rope_parameters") or {}
     if layer_type and isinstance(rope.get(layer_type), dict):
         rope = rope[layer_type]
-    return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    default = _DEFAULT_THETA.get(cfg.get("model_type"), 10000.0)  # type: ignore[arg-type]
+    return float(rope.get("rope_theta", cfg.get("rope_theta", default)))
 
 
 def _partial_rotary(cfg: Config, head_dim: int, default: float = 1.0) -> int | None:
@@ -87,7 +96,8 @@ def _decoder(cfg: Config, *, head_dim: int | None = None, **fields: Any) -> dict
         head_dim=head_dim or cfg.get("head_dim") or d // n_heads, d_ff=cfg["intermediate_size"],
         vocab_size=cfg["vocab_size"], max_seq_len=cfg["max_position_embeddings"],
         activation=_activation(cfg, "hidden_act"), norm="rmsnorm",
-        norm_eps=cfg.get("rms_norm_eps", 1e-6), bias=False,
+        norm_eps=cfg.get("rms_norm_eps", _DEFAULT_RMS_EPS.get(cfg["model_type"], 1e-6)),
+        bias=False,
         tie_embeddings=cfg.get("tie_word_embeddings", False), position="rotary",
         rope_theta=_theta(cfg),
     )  # fmt: skip
@@ -96,7 +106,10 @@ def _decoder(cfg: Config, *, head_dim: int | None = None, **fields: Any) -> dict
 
 
 def _activation(cfg: Config, key: str) -> str:
-    return activation(cfg, key, gated=True)
+    """The gated FFN's activation; a config without ``key`` has its class's default
+    (hf_keys.ACTIVATION_KEY: silu for the Llama-like families), as transformers builds it."""
+    default = ACTIVATION_KEY[cfg["model_type"]][1]
+    return activation({**cfg, key: cfg.get(key, default)}, key, gated=True)
 
 
 def _moe_dense_layers(cfg: Config) -> tuple[int, ...]:

@@ -431,6 +431,14 @@ def check_keys(cfg: dict[str, Any]) -> None:
         )
 
 
+def ignored_keys(model_type: Any) -> frozenset[str]:
+    """The keys ``model_type``'s table ignores (no tensor depends on them): their values are
+    not checked either (Qwen2MoeConfig.__post_init__ writes sliding_window=0 when
+    use_sliding_window is False)."""
+    keys = FAMILY_KEYS.get(model_type) if isinstance(model_type, str) else None
+    return keys.ignored if keys is not None else frozenset()
+
+
 #: the key naming the FFN's activation per family, and its default (configuration_<family>.py)
 ACTIVATION_KEY: dict[str, tuple[str, str]] = {
     "gpt2": ("activation_function", "gelu_new"),
