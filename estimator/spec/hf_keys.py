@@ -1,6 +1,7 @@
 """Which config.json keys each Hugging Face family models, which change no tensor, and which
 tgauge refuses: a key that changes parameters, shapes or saved tensors is read by the family's
-reader (estimator/spec/hf_config.py) or refused here by name, never dropped without a word.
+reader (estimator/spec/hf_config.py; issue 22's families in estimator/spec/hf_families.py) or
+refused here by name, never dropped without a word.
 
 Per family (``FAMILY_KEYS``), as data:
   read      keys the family's reader turns into ModelSpec fields (modelled)
