@@ -204,6 +204,7 @@ def _gemma(cfg: Config, every: int, **fields: Any) -> dict[str, Any]:
     # Gemma2MLP / Gemma3MLP read hidden_activation only (hidden_act is no field of their
     # configs: estimator/spec/hf_keys.py ignores it)
     act = cfg.get("hidden_activation") or "gelu_pytorch_tanh"
+    activation({**cfg, "hidden_activation": act}, "hidden_activation", gated=True)  # names it
     return _decoder(
         {**cfg, "hidden_act": act}, bias=cfg.get("attention_bias", False), ffn_bias=False,
         activation_fn=act, sublayer_norm="sandwich", embed_scale=True,

@@ -124,3 +124,22 @@ def test_transformers_config_keys_of_issue22_families_are_all_known(family) -> N
     saved = transformers.AutoConfig.for_model(**EVERY[family]).to_dict()
     spec = ModelSpec.from_hf_config(saved)
     assert spec == ModelSpec.from_hf_config(EVERY[family])
+
+
+def test_gemma_reads_hidden_activation_not_hidden_act() -> None:
+    # Gemma2MLP: ACT2FN[config.hidden_activation]; hidden_act is no Gemma2Config field
+    cfg = _file("gemma-2-9b.json")
+    spec = ModelSpec.from_hf_config({**cfg, "hidden_act": "relu"})
+    assert (spec.activation, spec.activation_fn) == ("geglu", "gelu_pytorch_tanh")
+    with pytest.raises(UnsupportedError, match="hidden_activation='mish'"):
+        ModelSpec.from_hf_config({**cfg, "hidden_activation": "mish"})
+
+
+def test_a_config_without_the_activation_key_has_its_class_default() -> None:
+    # Qwen2Config / MixtralConfig hidden_act="silu", MixtralConfig.default_theta=1e6,
+    # rms_norm_eps=1e-5: the reader takes what transformers would build
+    qwen2 = ModelSpec.from_hf_config(EVERY["qwen2"])
+    assert "hidden_act" not in EVERY["qwen2"]
+    assert (qwen2.activation, qwen2.activation_fn) == ("swiglu", "silu")
+    mixtral = ModelSpec.from_hf_config(EVERY["mixtral"])
+    assert (mixtral.rope_theta, mixtral.norm_eps) == (1e6, 1e-5)
