@@ -27,7 +27,7 @@ from estimator.spec import hf_families
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import read_text, short_repr
 from estimator.spec.hf_activation import activation as _activation  # shared with hf_families
-from estimator.spec.hf_keys import check_activation, check_keys
+from estimator.spec.hf_keys import check_activation, check_keys, ignored_keys
 from estimator.spec.usual import hf_usual_settings
 
 Config = dict[str, Any]
@@ -250,8 +250,9 @@ _WORDS = frozenset({"activation_function", "hidden_act", "feed_forward_proj"})
 def _check_values(cfg: Config) -> None:
     """SpecError for a config value of the wrong type or sign, before any arithmetic on it
     (``"n_embd": "768"`` would otherwise be multiplied as a string)."""
+    skip = ignored_keys(cfg.get("model_type"))  # issue 22k: a key no tensor depends on
     for key, value in cfg.items():
-        if value is None:
+        if value is None or key in skip:
             continue
         shown = f"{key}={short_repr(value)} is invalid"
         if key in _COUNTS or key in _MAY_BE_ZERO:

@@ -15,6 +15,7 @@ from typing import Any
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import short_repr
 from estimator.spec.hf_activation import activation
+from estimator.spec.hf_keys import ACTIVATION_KEY
 
 Config = dict[str, Any]
 
@@ -48,11 +49,19 @@ def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
         )
 
 
+#: issue 22k: the defaults of the config classes where they differ from the readers' usual
+#: ones: MixtralConfig.default_theta, Gemma3TextConfig.default_theta["global"] (its full
+#: layers), rms_norm_eps of MixtralConfig / Olmo2Config / Phi3Config
+_DEFAULT_THETA = {"mixtral": 1e6, "gemma3_text": 1e6}
+_DEFAULT_RMS_EPS = {"mixtral": 1e-5, "olmo2": 1e-5, "phi3": 1e-5}
+
+
 def _theta(cfg: Config, layer_type: str | None = None) -> float:
     rope = cfg.get("rope_parameters") or {}
     if layer_type and isinstance(rope.get(layer_type), dict):
         rope = rope[layer_type]
-    return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    default = _DEFAULT_THETA.get(cfg.get("model_type"), 10000.0)  # type: ignore[arg-type]
+    return float(rope.get("rope_theta", cfg.get("rope_theta", default)))
 
 
 def _partial_rotary(cfg: Config, head_dim: int, default: float = 1.0) -> int | None:
@@ -87,7 +96,8 @@ def _decoder(cfg: Config, *, head_dim: int | None = None, **fields: Any) -> dict
         head_dim=head_dim or cfg.get("head_dim") or d // n_heads, d_ff=cfg["intermediate_size"],
         vocab_size=cfg["vocab_size"], max_seq_len=cfg["max_position_embeddings"],
         activation=_activation(cfg, "hidden_act"), norm="rmsnorm",
-        norm_eps=cfg.get("rms_norm_eps", 1e-6), bias=False,
+        norm_eps=cfg.get("rms_norm_eps", _DEFAULT_RMS_EPS.get(cfg["model_type"], 1e-6)),
+        bias=False,
         tie_embeddings=cfg.get("tie_word_embeddings", False), position="rotary",
         rope_theta=_theta(cfg),
     )  # fmt: skip
@@ -96,7 +106,10 @@ def _decoder(cfg: Config, *, head_dim: int | None = None, **fields: Any) -> dict
 
 
 def _activation(cfg: Config, key: str) -> str:
-    return activation(cfg, key, gated=True)
+    """The gated FFN's activation; a config without ``key`` has its class's default
+    (hf_keys.ACTIVATION_KEY: silu for the Llama-like families), as transformers builds it."""
+    default = ACTIVATION_KEY[cfg["model_type"]][1]
+    return activation({**cfg, key: cfg.get(key, default)}, key, gated=True)
 
 
 def _moe_dense_layers(cfg: Config) -> tuple[int, ...]:
@@ -143,9 +156,17 @@ def _qwen3_moe(cfg: Config) -> dict[str, Any]:
     _reject(cfg, "use_sliding_window", False, "sliding windows of Qwen3-MoE")
     return _decoder(
         cfg, bias=cfg.get("attention_bias", False), ffn_bias=False, qk_norm="head",
-        n_experts=cfg["num_experts"], n_experts_per_token=cfg["num_experts_per_tok"],
+        n_experts=_qwen3_moe_experts(cfg), n_experts_per_token=cfg["num_experts_per_tok"],
         expert_d_ff=cfg["moe_intermediate_size"], dense_layers=_moe_dense_layers(cfg),
     )  # fmt: skip
+
+
+def _qwen3_moe_experts(cfg: Config) -> int:
+    """configuration_qwen3_moe.Qwen3MoeConfig.attribute_map: num_experts -> num_local_experts
+    (the hub's configs name num_experts, transformers 5's to_dict writes num_local_experts)."""
+    if "num_experts" in cfg and "num_local_experts" in cfg:
+        _reject(cfg, "num_local_experts", cfg["num_experts"], "two expert counts")
+    return cfg["num_experts"] if "num_experts" in cfg else cfg["num_local_experts"]
 
 
 def _mixtral(cfg: Config) -> dict[str, Any]:
@@ -180,7 +201,10 @@ def _gemma(cfg: Config, every: int, **fields: Any) -> dict[str, Any]:
     by sqrt(d); biases on q/k/v/o = attention_bias; GeGLU (gelu_pytorch_tanh); tied head."""
     if cfg.get("use_bidirectional_attention"):
         _reject(cfg, "use_bidirectional_attention", False, "causal Gemma only")
-    act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+    # Gemma2MLP / Gemma3MLP read hidden_activation only (hidden_act is no field of their
+    # configs: estimator/spec/hf_keys.py ignores it)
+    act = cfg.get("hidden_activation") or "gelu_pytorch_tanh"
+    activation({**cfg, "hidden_activation": act}, "hidden_activation", gated=True)  # names it
     return _decoder(
         {**cfg, "hidden_act": act}, bias=cfg.get("attention_bias", False), ffn_bias=False,
         activation_fn=act, sublayer_norm="sandwich", embed_scale=True,
@@ -262,10 +286,21 @@ def _gpt_neox(cfg: Config) -> dict[str, Any]:
         activation_fn=cfg.get("hidden_act", "gelu"), norm="layernorm",
         norm_eps=cfg.get("layer_norm_eps", 1e-5), bias=bias, ffn_bias=True, fused_qkv=True,
         tie_embeddings=cfg.get("tie_word_embeddings", False), position="rotary",
-        rope_theta=_theta(cfg), rotary_dim=_partial_rotary(cfg, d // n_heads, cfg.get(
+        rope_theta=_neox_theta(cfg), rotary_dim=_partial_rotary(cfg, d // n_heads, cfg.get(
             "rotary_pct", 0.25)),
         parallel_block="two_norms" if parallel else "none",
     )  # fmt: skip
+
+
+def _neox_theta(cfg: Config) -> float:
+    """GPTNeoXConfig.convert_rope_params_to_dict: rope_parameters' rope_theta, else the legacy
+    rotary_emb_base (GPT-NeoX-20B's config.json), else 10000."""
+    base = cfg.get("rotary_emb_base")
+    if base is None:
+        return _theta(cfg)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0:
+        raise SpecError(f"rotary_emb_base={short_repr(base)} is invalid: a number > 0")
+    return _theta({**cfg, "rope_theta": cfg.get("rope_theta", base)})
 
 
 def _plain_activation(cfg: Config, key: str, default: str) -> str:

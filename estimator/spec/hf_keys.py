@@ -1,6 +1,7 @@
 """Which config.json keys each Hugging Face family models, which change no tensor, and which
 tgauge refuses: a key that changes parameters, shapes or saved tensors is read by the family's
-reader (estimator/spec/hf_config.py) or refused here by name, never dropped without a word.
+reader (estimator/spec/hf_config.py; issue 22's families in estimator/spec/hf_families.py) or
+refused here by name, never dropped without a word.
 
 Per family (``FAMILY_KEYS``), as data:
   read      keys the family's reader turns into ModelSpec fields (modelled)
@@ -219,6 +220,189 @@ FAMILY_KEYS: dict[str, FamilyKeys] = {
 }
 
 
+# issue 22k: the families of issue 22 (estimator/spec/hf_families.py). Each table follows what
+# its reader reads; sources read: models/<family>/configuration_<family>.py (the config's
+# fields, attribute_map and __post_init__) and the ``config.<key>`` reads of
+# models/<family>/modeling_<family>.py, transformers 5.24.
+#: the keys hf_families._decoder reads (a Llama-like decoder); rope_scaling is read as plain
+#: rotary (it changes no count), _theta reads rope_parameters / rope_theta
+_DECODER_READ = frozenset({
+    "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+    "head_dim", "intermediate_size", "vocab_size", "max_position_embeddings", "hidden_act",
+    "rms_norm_eps", "tie_word_embeddings", "rope_theta", "rope_parameters", "rope_scaling",
+})  # fmt: skip
+# Qwen2Config / Qwen3Config / Qwen2MoeConfig.__post_init__: sliding_window is set to None and
+# layer_types made all full_attention unless use_sliding_window (fixed False; _no_sliding), so
+# the window and the layer it starts at (max_window_layers) build nothing
+_QWEN_WINDOW = frozenset({"sliding_window", "max_window_layers"})
+# routing arithmetic on the [tokens, top_k] weights (renormalisation, scaling, group-limited
+# choice) and the auxiliary loss's weight: which experts a token picks and how their outputs
+# are weighted, no parameter and no tensor of a token's width; the loss itself is computed only
+# with output_router_logits (fixed False)
+_ROUTING = frozenset({
+    "norm_topk_prob", "router_aux_loss_coef", "routed_scaling_factor", "n_group", "topk_group",
+})  # fmt: skip
+# Qwen2MoeForCausalLM / Qwen3MoeForCausalLM / MixtralForCausalLM: output_router_logits makes
+# the forward keep every layer's router logits and add load_balancing_loss_func (more saved
+# tensors in training); MixtralSparseMoeBlock multiplies the input by uniform noise in training
+# when router_jitter_noise > 0 (a tensor more)
+_MOE_FIXED: dict[str, Any] = {"output_router_logits": False}
+# Gemma2 / Gemma3 text: Gemma2Attention.scaling = query_pre_attn_scalar ** -0.5 (a number);
+# cache_implementation is a GenerationConfig setting (generate()'s cache class), like
+# _GENERATION; hidden_act is no field of Gemma2Config / Gemma3TextConfig: Gemma2MLP reads
+# hidden_activation only (so does hf_families._gemma)
+_GEMMA_IGNORED = frozenset({"query_pre_attn_scalar", "cache_implementation", "hidden_act"})
+_GEMMA_READ = (_DECODER_READ - {"hidden_act"}) | {
+    "hidden_activation", "attention_bias", "layer_types", "sliding_window",
+    "attn_logit_softcapping", "final_logit_softcapping",
+}  # fmt: skip
+# hidden_dropout (GPTNeoXLayer post_attention_dropout / post_mlp_dropout, FalconDecoderLayer's
+# dropout of both branches) is not set by the workload's dropout (tgauge/hf_models.py
+# DROPOUT_FIELDS): any other value than 0 keeps masks tgauge does not count
+_HIDDEN_DROPOUT: dict[str, Any] = {"hidden_dropout": 0.0}
+
+FAMILY_KEYS.update({
+    # configuration_qwen2.Qwen2Config; modeling_qwen2 reads head_dim with getattr. use_mrope
+    # (Qwen2.5 configs) is Qwen2-VL's multimodal rotary: read by no code of modeling_qwen2,
+    # refused when True rather than dropped
+    "qwen2": FamilyKeys(
+        read=_DECODER_READ | {"layer_types"},
+        ignored=_QWEN_WINDOW,
+        fixed={"use_sliding_window": False, "use_mrope": False},
+    ),
+    # configuration_qwen3.Qwen3Config (attention_bias on q/k/v/o)
+    "qwen3": FamilyKeys(
+        read=_DECODER_READ | {"layer_types", "attention_bias"},
+        ignored=_QWEN_WINDOW,
+        fixed={"use_sliding_window": False},
+    ),
+    # configuration_qwen2_moe.Qwen2MoeConfig
+    "qwen2_moe": FamilyKeys(
+        read=_DECODER_READ | {
+            "layer_types", "qkv_bias", "num_experts", "num_experts_per_tok",
+            "moe_intermediate_size", "shared_expert_intermediate_size", "decoder_sparse_step",
+            "mlp_only_layers",
+        },
+        ignored=_QWEN_WINDOW | _ROUTING,
+        fixed={"use_sliding_window": False, **_MOE_FIXED},
+    ),  # fmt: skip
+    # configuration_qwen3_moe.Qwen3MoeConfig: attribute_map num_experts -> num_local_experts
+    # (to_dict writes num_local_experts); it has no max_window_layers nor layer_types field and
+    # modeling_qwen3_moe reads neither (Qwen3-30B-A3B's config.json still holds
+    # max_window_layers and sliding_window; use_sliding_window is fixed False)
+    "qwen3_moe": FamilyKeys(
+        read=_DECODER_READ | {
+            "attention_bias", "num_experts", "num_local_experts", "num_experts_per_tok",
+            "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers",
+        },
+        ignored=_QWEN_WINDOW | _ROUTING,
+        fixed={"use_sliding_window": False, **_MOE_FIXED},
+    ),  # fmt: skip
+    # configuration_mixtral.MixtralConfig (attribute_map num_experts -> num_local_experts: a
+    # config naming num_experts is refused here, the reader reads num_local_experts)
+    "mixtral": FamilyKeys(
+        read=_DECODER_READ | {"num_local_experts", "num_experts_per_tok", "sliding_window"},
+        ignored=_ROUTING,
+        fixed={**_MOE_FIXED, "router_jitter_noise": 0.0},
+    ),
+    # configuration_gemma2.Gemma2Config: layer_types (every 2nd layer global by default);
+    # Gemma-2's config.json still holds sliding_window_size, read by no code of transformers 5
+    # (Gemma2Attention reads sliding_window). sliding_window_pattern is no Gemma2Config field:
+    # refused (hf_families._layer_pattern would read it, transformers would not)
+    "gemma2": FamilyKeys(
+        read=_GEMMA_READ,
+        ignored=_GEMMA_IGNORED | {"sliding_window_size"},
+        fixed={"use_bidirectional_attention": False},
+    ),
+    # configuration_gemma3.Gemma3TextConfig: __post_init__ builds layer_types from
+    # sliding_window_pattern (read) and stores it as _sliding_window_pattern, which to_dict
+    # writes back and no code reads; convert_rope_params_to_dict makes rope_local_base_freq the
+    # sliding layers' rotary base (a number: the spec's rope_theta is the full layers')
+    "gemma3_text": FamilyKeys(
+        read=_GEMMA_READ | {"sliding_window_pattern"},
+        ignored=_GEMMA_IGNORED | {"_sliding_window_pattern", "rope_local_base_freq"},
+        fixed={"use_bidirectional_attention": False},
+    ),
+    # configuration_gemma3.Gemma3Config (Gemma3ForConditionalGeneration): hf_families._gemma3
+    # refuses the whole model_type naming text_config; its keys (and a Gemma3TextConfig's, a
+    # text config labelled gemma3) are listed so that this refusal, not a key's, is the one a
+    # published config meets
+    "gemma3": FamilyKeys(
+        read=frozenset(),
+        ignored=frozenset({
+            "text_config", "vision_config", "mm_tokens_per_image", "boi_token_index",
+            "eoi_token_index", "image_token_index", "tie_word_embeddings",
+        }) | _GEMMA_READ | _GEMMA_IGNORED | {"sliding_window_pattern", "_sliding_window_pattern",
+                                              "rope_local_base_freq",
+                                              "use_bidirectional_attention"},
+    ),  # fmt: skip
+    # configuration_phi3.Phi3Config: hf_families._phi3 takes head_dim = hidden_size // heads,
+    # so a head_dim key (modeling_phi3 reads it with getattr) is refused, not read;
+    # original_max_position_embeddings picks LongRoPE's short or long factors (a rotary
+    # scaling: no count); Phi3Attention builds no bias whatever attention_bias says
+    # (Phi-3-mini's config.json holds attention_bias=false)
+    "phi3": FamilyKeys(
+        read=(_DECODER_READ - {"head_dim"}) | {"sliding_window", "partial_rotary_factor"},
+        ignored=frozenset({"original_max_position_embeddings"}),
+        fixed={"attention_bias": False},
+    ),
+    # configuration_deepseek_v3.DeepseekV3Config: __post_init__ overwrites head_dim
+    # (= qk_rope_head_dim) and qk_head_dim (= nope + rope) from the qk_* keys (read);
+    # DeepseekV3Attention's kv_b_proj makes a key and value per query head, so the reader takes
+    # n_kv_heads = heads (num_key_value_heads only feeds the eager path's repeat_kv, 1 when
+    # equal). Read by no code of modeling_deepseek_v3: num_nextn_predict_layers (attribute_map
+    # num_mtp_layers; the multi-token-prediction module transformers does not build),
+    # pretraining_tp, ep_size (expert parallelism of DeepSeek's own code). The routing keys of
+    # DeepSeek's own code are fixed at what DeepseekV3TopkRouter always does (sigmoid scores,
+    # noaux_tc: e_score_correction_bias). quantization_config (DeepSeek-V3's FP8 checkpoint):
+    # how from_pretrained stores the weights; tgauge builds the class from the config
+    # (tgauge/hf_models: architecture(cfg)), in the workload's dtype
+    # rope_interleave: apply_rotary_pos_emb_interleave (the default) or apply_rotary_pos_emb
+    "deepseek_v3": FamilyKeys(
+        read=(_DECODER_READ - {"head_dim", "num_key_value_heads"}) | {
+            "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank",
+            "kv_lora_rank", "attention_bias", "first_k_dense_replace", "n_routed_experts",
+            "n_shared_experts", "num_experts_per_tok", "moe_intermediate_size",
+        },
+        ignored=_ROUTING | {
+            "head_dim", "qk_head_dim", "num_key_value_heads", "num_nextn_predict_layers",
+            "num_mtp_layers", "pretraining_tp", "ep_size", "quantization_config",
+        },
+        fixed={"moe_layer_freq": 1, "rope_interleave": True, "scoring_func": "sigmoid",
+               "topk_method": "noaux_tc", **_MOE_FIXED},
+    ),  # fmt: skip
+    # configuration_gpt_neox.GPTNeoXConfig.convert_rope_params_to_dict: rotary_emb_base and
+    # rotary_pct are the legacy names of rope_theta and partial_rotary_factor (all read);
+    # is_decoder is a field no code of modeling_gpt_neox reads (fixed at its default)
+    "gpt_neox": FamilyKeys(
+        read=frozenset({
+            "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+            "vocab_size", "max_position_embeddings", "hidden_act", "layer_norm_eps",
+            "attention_bias", "use_parallel_residual", "tie_word_embeddings", "rope_theta",
+            "rope_parameters", "rope_scaling", "rotary_emb_base", "rotary_pct",
+            "partial_rotary_factor",
+        }),
+        fixed={**_HIDDEN_DROPOUT, "is_decoder": False},
+    ),  # fmt: skip
+    # configuration_falcon.FalconConfig (n_embed: __post_init__'s legacy hidden_size); the
+    # original RefinedWeb code's apply_residual_connection_post_layernorm is read by no code of
+    # modeling_falcon: refused when True rather than dropped
+    "falcon": FamilyKeys(
+        read=frozenset({
+            "num_hidden_layers", "hidden_size", "n_embed", "num_attention_heads",
+            "num_kv_heads", "multi_query", "new_decoder_architecture", "parallel_attn",
+            "num_ln_in_parallel_attn", "ffn_hidden_size", "vocab_size",
+            "max_position_embeddings", "activation", "layer_norm_epsilon", "bias",
+            "tie_word_embeddings", "rope_theta", "rope_parameters", "rope_scaling",
+        }),
+        fixed={"alibi": False, "apply_residual_connection_post_layernorm": False,
+               **_HIDDEN_DROPOUT},
+    ),  # fmt: skip
+    # configuration_olmo2.Olmo2Config (modeling_olmo2 reads head_dim with getattr)
+    "olmo2": FamilyKeys(read=_DECODER_READ | {"attention_bias"}),
+})  # fmt: skip
+
+
 def check_keys(cfg: dict[str, Any]) -> None:
     """UnsupportedError naming every key of ``cfg`` that its family neither reads nor ignores,
     and every fixed key holding another value. A model_type without a table is not checked
@@ -248,6 +432,14 @@ def check_keys(cfg: dict[str, Any]) -> None:
         )
 
 
+def ignored_keys(model_type: Any) -> frozenset[str]:
+    """The keys ``model_type``'s table ignores (no tensor depends on them): their values are
+    not checked either (Qwen2MoeConfig.__post_init__ writes sliding_window=0 when
+    use_sliding_window is False)."""
+    keys = FAMILY_KEYS.get(model_type) if isinstance(model_type, str) else None
+    return keys.ignored if keys is not None else frozenset()
+
+
 #: the key naming the FFN's activation per family, and its default (configuration_<family>.py)
 ACTIVATION_KEY: dict[str, tuple[str, str]] = {
     "gpt2": ("activation_function", "gelu_new"),
@@ -257,6 +449,19 @@ ACTIVATION_KEY: dict[str, tuple[str, str]] = {
     "vit": ("hidden_act", "gelu"),
     "llama": ("hidden_act", "silu"),
     "mistral": ("hidden_act", "silu"),
+    # issue 22k: configuration_<family>.py of the issue-22 families
+    "qwen2": ("hidden_act", "silu"),
+    "qwen3": ("hidden_act", "silu"),
+    "qwen2_moe": ("hidden_act", "silu"),
+    "qwen3_moe": ("hidden_act", "silu"),
+    "mixtral": ("hidden_act", "silu"),
+    "gemma2": ("hidden_activation", "gelu_pytorch_tanh"),
+    "gemma3_text": ("hidden_activation", "gelu_pytorch_tanh"),
+    "phi3": ("hidden_act", "silu"),
+    "deepseek_v3": ("hidden_act", "silu"),
+    "gpt_neox": ("hidden_act", "gelu"),
+    "falcon": ("activation", "gelu"),
+    "olmo2": ("hidden_act", "silu"),
 }
 #: transformers/activations.py ACT2CLS entries tgauge models -> the [n, d_ff] tensors their
 #: autograd nodes save (unique storages), derived from each definition:
