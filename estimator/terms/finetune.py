@@ -25,6 +25,7 @@ from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import SpecError
 from estimator.spec.finetune import FinetuneShapes
 from estimator.spec.model import ModelSpec
+from estimator.terms.params import param_tensor_shapes
 
 Shape = tuple[int, ...]
 Named = tuple[tuple[str, Shape], ...]
@@ -41,24 +42,38 @@ def _norm(spec: ModelSpec, name: str) -> list[tuple[str, Shape]]:
 
 
 def _attention(spec: ModelSpec, p: str) -> list[tuple[str, Shape]]:
-    d, d_q, d_kv, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.bias
+    """q, k, v (or one fused qkv), o, then QK-norm's q_norm / k_norm (Qwen3Attention.__init__
+    registers them after o_proj); biases as the spec's qkv_bias / o_bias (issue 22)."""
+    d, d_q, d_kv = spec.d_model, spec.q_dim, spec.kv_dim
+    qkv_bias, o_bias = spec.qkv_bias, spec.o_bias
     if spec.fused_qkv:  # one projection d -> q, k, v (GPT-2's c_attn)
-        qkv = _linear(f"{p}.qkv", d, d_q + 2 * d_kv, bias)
+        qkv = _linear(f"{p}.qkv", d, d_q + 2 * d_kv, qkv_bias)
     else:
         qkv = [
-            *_linear(f"{p}.q_proj", d, d_q, bias),
-            *_linear(f"{p}.k_proj", d, d_kv, bias),
-            *_linear(f"{p}.v_proj", d, d_kv, bias),
+            *_linear(f"{p}.q_proj", d, d_q, qkv_bias),
+            *_linear(f"{p}.k_proj", d, d_kv, qkv_bias),
+            *_linear(f"{p}.v_proj", d, d_kv, qkv_bias),
         ]
-    return qkv + _linear(f"{p}.o_proj", d_q, d, bias)
+    out = qkv + _linear(f"{p}.o_proj", d_q, d, o_bias)
+    if spec.qk_norm != "none":
+        head = spec.qk_norm == "head"
+        per = 2 if spec.norm == "layernorm" else 1
+        for name, width in (("q_norm", spec.head_dim if head else d_q),
+                            ("k_norm", spec.head_dim if head else d_kv)):  # fmt: skip
+            out += [(f"{p}.{name}", (width,))] * per
+    return out
 
 
 def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
-    """One layer's tensors in registration order (reference_model/layers.py Layer)."""
-    d, d_ff, bias = spec.d_model, spec.d_ff, spec.bias
+    """One layer's tensors in registration order (reference_model/layers.py Layer; the FFN's
+    bias as the spec's ffn_bias, Phi-3's fused gate_up: estimator.terms.params._layer_shapes)."""
+    d, d_ff, bias = spec.d_model, spec.d_ff, spec.ffn_bias
     out = _norm(spec, f"{lay}.attn_norm") + _attention(spec, f"{lay}.self_attn")
     if cross:
         out += _norm(spec, f"{lay}.cross_norm") + _attention(spec, f"{lay}.cross_attn")
+    if spec.fused_gate_up:  # Phi3MLP.gate_up_proj [2 d_ff, d]
+        out += _norm(spec, f"{lay}.ffn_norm") + _linear(f"{lay}.ffn.gate_up", d, 2 * d_ff, bias)
+        return out + _linear(f"{lay}.ffn.down", d_ff, d, bias)
     out += _norm(spec, f"{lay}.ffn_norm") + _linear(f"{lay}.ffn.up", d, d_ff, bias)
     if spec.gated:
         out += _linear(f"{lay}.ffn.gate", d, d_ff, bias)
@@ -68,7 +83,9 @@ def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
 @functools.lru_cache(maxsize=256)
 def named_param_shapes(spec: ModelSpec) -> Named:
     """(term name, shape) of every distinct parameter tensor, in the order of
-    estimator.terms.params.param_tensor_shapes (a test holds the two equal)."""
+    estimator.terms.params.param_tensor_shapes (a test holds the two equal; what that refuses
+    by name, this refuses too)."""
+    param_tensor_shapes(spec)  # UnsupportedError naming the features it does not order
     d = spec.d_model
     out: list[tuple[str, Shape]] = []
     if spec.vocab_size is not None:

@@ -95,7 +95,7 @@ def test_hub_cache_dir_follows_huggingface_hub_order(monkeypatch, env, expected)
     ("model", "fragment"),
     [
         ("meta-llama/Meta-Llama-3-8B", "use the preset 'llama-3-8b', or give the path to its"),
-        ("meta-llama/Llama-2-13b-hf", "tgauge never downloads: give the path to its config.json"),
+        ("meta-llama/Llama-2-34b-hf", "tgauge never downloads: give the path to its config.json"),
     ],
 )
 def test_hub_id_not_in_cache_suggests_preset_and_config_path(tmp_path, model, fragment):
@@ -116,8 +116,10 @@ def test_hub_id_not_in_cache_suggests_preset_and_config_path(tmp_path, model, fr
         ("google-bert/bert-base-uncased", "bert-base"),
         ("google-t5/t5-small", "t5-small"),
         ("google/vit-base-patch16-224", "vit-b-16"),
-        ("meta-llama/Llama-2-13b-hf", None),  # another size
-        ("tiiuae/falcon-7b", None),  # another family
+        ("meta-llama/Llama-2-13b-hf", "llama-2-13b"),  # presets of issue 22
+        ("tiiuae/falcon-7b", "falcon-7b"),
+        ("meta-llama/Llama-2-34b-hf", None),  # another size
+        ("tiiuae/falcon-40b", None),  # a size without a preset
         ("FacebookAI/roberta-base", None),
     ],
 )

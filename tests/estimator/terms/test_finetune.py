@@ -4,13 +4,14 @@ against peft's published Llama-3.2-3B count."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from estimator.estimate import estimate
 from estimator.shapes import resolve
-from estimator.spec.errors import SpecError
+from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.model import ModelSpec
 from estimator.spec.presets import PRESETS
 from estimator.spec.workload import Workload
@@ -29,7 +30,13 @@ def _trainable(spec: ModelSpec, **fields: object) -> int:
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_named_shapes_match_param_tensor_shapes(name: str) -> None:
     spec = PRESETS[name]
-    assert tuple(s for _, s in named_param_shapes(spec)) == param_tensor_shapes(spec)
+    try:
+        order = param_tensor_shapes(spec)
+    except UnsupportedError as exc:  # a feature the optimizer order does not model (issue 22)
+        with pytest.raises(UnsupportedError, match=re.escape(str(exc).split(" for ")[-1])):
+            named_param_shapes(spec)
+        return
+    assert tuple(s for _, s in named_param_shapes(spec)) == order
 
 
 def test_llama_32_3b_r32_qv_matches_peft_published_count() -> None:
