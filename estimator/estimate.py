@@ -189,11 +189,12 @@ def assemble(spec: ModelSpec, workload: Workload, sh: Shapes, raw: dict[str, Any
 
 
 def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Estimate:
-    """One rank (rank 0) of a training step spread over ``parallel.world`` ranks: its memory
-    terms as it holds them (estimator/terms/ranks.py: FSDP2 padded shards, ZeRO-1's
-    partition, tensor-parallel local widths), the peak of its own timeline (its unsharded
-    gradients, FSDP2's gathered units while gathered, estimator/replay/peak.py), its FLOPs
-    (the local widths) and its collectives (``comm``, estimator/terms/comm.py)."""
+    """One rank (``parallel.rank``, default 0) of a training step spread over
+    ``parallel.world`` ranks: its memory terms as it holds them (estimator/terms/ranks.py:
+    FSDP2 padded shards, ZeRO-1's partition, tensor-parallel local widths), the peak of its
+    own timeline (its unsharded gradients, FSDP2's gathered units while gathered,
+    estimator/replay/peak.py), its FLOPs (the local widths) and its collectives (``comm``,
+    estimator/terms/comm.py)."""
     from estimator.spec.errors import UnsupportedError
     from estimator.terms.comm import comm
     from estimator.terms.ranks import (
@@ -306,7 +307,8 @@ def estimate(
     that skipped validation is validated here). ``direct``: run the term functions rather
     than a compiled program of this structure (the same numbers; estimator/compiled/).
     ``parallel``: the step spread over ranks (estimator.spec.parallel.Parallel): the
-    Estimate is then rank 0's (``rank_estimate``); one rank (the default) is today's."""
+    Estimate is then the rank ``parallel.rank``'s (``rank_estimate``); one rank (the default) is
+    today's."""
     workload, applied = resolved_defaults(spec, workload)
     if parallel is not None and not parallel.single:
         spec, workload = revalidated(spec, workload)

@@ -91,20 +91,25 @@ def test_tensor_parallel_local_shapes_and_collectives() -> None:
     # norms replicated. Layer 8 + 4 x 32 + 8 + 3 x 40 = 264; root 48 + 8 + 48 = 104
     est = estimate(TINY, W, parallel=Parallel(world=2, tp=2))
     assert est.memory.terms["weights"] == (104 + 2 * 264) * F32
-    nd, logits = 4 * 8 * F32, 4 * 11 * F32  # [n, d] and [n, V] in fp32, n = b s = 4
+    # [n, d] and [n, V] in fp32, n = b s = 4; the logits' 11 columns padded to 2 x 6 = 12
+    nd, logits = 4 * 8 * F32, 4 * 12 * F32
     assert comm(Parallel(world=2, tp=2)) == {
-        # per layer 2 forward (o_proj, down) + 2 backward (attention, FFN input grads);
-        # the embedding's forward, the head's input grad
-        "comm.all_reduce.count": 2 * 4 + 2,
-        "comm.all_reduce.bytes": (2 * 4 + 2) * nd,
+        # per layer 2 forward (o_proj, down) + 5 backward (the input grads of q, k, v, up,
+        # gate, one each); the embedding's forward, the head's input grad
+        "comm.all_reduce.count": 2 * 7 + 2,
+        "comm.all_reduce.bytes": (2 * 7 + 2) * nd,
         "comm.all_gather.count": 1,  # the logits (output Replicate)
         "comm.all_gather.bytes": logits,
     }
     sp = {
         "comm.all_gather.count": 2 * 4 + 2 + 1,  # per layer 2 fwd + 2 bwd; embed bwd, head in
         "comm.all_gather.bytes": (2 * 4 + 2) * nd + logits,
-        "comm.reduce_scatter.count": 2 * 4 + 2,
-        "comm.reduce_scatter.bytes": (2 * 4 + 2) * nd,
+        "comm.reduce_scatter.count": 2 * 4 + 1,  # per layer 2 fwd + 2 bwd; the head's grad
+        "comm.reduce_scatter.bytes": (2 * 4 + 1) * nd,
+        # the embedding's output (Replicate, then split); AdamW's 3 reads of each of the 5
+        # RMSNorm weights' Partial gradients
+        "comm.all_reduce.count": 1 + 3 * 5,
+        "comm.all_reduce.bytes": nd + 3 * 5 * 8 * F32,
     }
     assert comm(Parallel(world=2, tp=2, sp=True)) == sp
     full = W.model_copy(update={"checkpointing": "full"})  # the recompute's forward again
@@ -113,7 +118,7 @@ def test_tensor_parallel_local_shapes_and_collectives() -> None:
     assert again["comm.reduce_scatter.count"] == sp["comm.reduce_scatter.count"] + 2 * 2
     lp = comm(Parallel(world=2, tp=2, loss_parallel=True))
     assert "comm.all_gather.count" not in lp  # the logits stay vocabulary-sharded
-    assert lp["comm.all_reduce.count"] == 2 * 4 + 2 + 3  # + max, sum exp, target log-prob
+    assert lp["comm.all_reduce.count"] == 2 * 7 + 2 + 3  # + max, sum exp, target log-prob
 
 
 def test_fsdp_over_tensor_parallel_shards_the_local_tensors() -> None:
@@ -124,7 +129,7 @@ def test_fsdp_over_tensor_parallel_shards_the_local_tensors() -> None:
     assert est.memory.terms["weights"] == (52 + 2 * 140) * F32
     c = est.comm
     assert c["comm.reduce_scatter.bytes"] == 2 * (52 + 2 * 140) * F32
-    assert c["comm.all_reduce.count"] == 2 * 4 + 2  # the tensor-parallel ones
+    assert c["comm.all_reduce.count"] == 2 * 7 + 2  # the tensor-parallel ones
 
 
 def test_tensor_parallel_activations_are_those_of_the_local_widths() -> None:
