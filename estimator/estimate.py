@@ -200,11 +200,13 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     from estimator.terms.ranks import (
         Gathers,
         check_parallel,
+        ddp_bucket_bytes,
         fsdp,
         local_grads,
         local_spec,
         rank_activations,
         rank_state_terms,
+        rank_step_temporaries,
     )
 
     if workload.mode != "train":
@@ -228,7 +230,10 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     mem.update({f"activations.{k}": v for k, v in rank_activations(local, sh, parallel).items()})
     orig = "fp32" if sh.master_weights else sh.dtype
     gathers = Gathers(spec, parallel, sh.dtype, orig) if fsdp(parallel) else None
-    peak, phase = train_peak(local, sh, mem, (local_grads(spec, parallel, sh.dtype), gathers))
+    resident = ddp_bucket_bytes(spec, parallel, sh.dtype)  # issue 18i
+    rank = (local_grads(spec, parallel, sh.dtype), gathers, resident)
+    rank += (rank_step_temporaries(spec, parallel, sh),)
+    peak, phase = train_peak(local, sh, mem, rank)
     p = params(spec)
     return Estimate(
         spec=spec,

@@ -426,3 +426,30 @@ def rank_activations(local: ModelSpec, sh: Any, parallel: Parallel) -> dict[str,
             seq = seq or leaf in _SEQ_INPUTS or name == "lm_head"
         out[name] = -(-v // t) if seq else v
     return out
+
+
+def ddp_bucket_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> int:
+    """DDP's gradient buckets on the rank (shard none / zero1 over dp > 1): flat buffers
+    that hold every local gradient once, allocated when DDP is built
+    (torch/csrc/distributed/c10d/reducer.cpp, Reducer::initialize_buckets:
+    ``bucket.gradients = at::empty({offset}, options)``) and live as long as the model;
+    with gradient_as_bucket_view=False (DDP's default) each gradient is copied into its
+    bucket (mark_variable_ready_dense: ``bucket_view.copy_(grad)``), beside the gradient
+    itself. 0 for FSDP2 and TP-only layouts."""
+    if parallel.shard not in ("none", "zero1") or parallel.dp == 1:
+        return 0
+    return sum(local_grads(spec, parallel, dtype).values())
+
+
+def rank_step_temporaries(spec: ModelSpec, parallel: Parallel, sh: Any) -> int:
+    """The optimizer step's temporaries over the tensors the rank steps (its shards, its
+    ZeRO-1 partition, in parameter order): the replay of estimator/replay/optimizer_step.py
+    on the rank's own shapes (a for-loop step's largest temporaries are those of the rank's
+    largest tensor, not a share of the whole model's)."""
+    from estimator.replay.optimizer_step import _replay
+    from estimator.terms.optimizer import optimizer_dtype
+
+    if sh.optimizer_impl is None:
+        return 0
+    shapes = tuple(optimizer_shapes(spec, parallel))
+    return _replay(shapes, sh.optimizer, sh.optimizer_impl, optimizer_dtype(sh), sh.device)
