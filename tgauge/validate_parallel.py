@@ -147,7 +147,12 @@ def validate_parallel(
     from profiler.distributed.launch import run_ranks
     from profiler.distributed.results import Job
 
-    workload = workload.model_copy(update={"device": "cpu"})
+    # every field stated (as tgauge/validate.py does): the ranks measure exactly the workload
+    # predicted, never the model's usual settings that estimate() fills into unset fields
+    # (resolved_defaults: a Hugging Face Llama's usual attention is sdpa, the Workload's eager)
+    workload = Workload.model_validate(workload.model_copy(update={"device": "cpu"}).model_dump())
+    if hf_config is None and spec.implementation != "reference":
+        spec = spec.model_copy(update={"implementation": "reference"})  # what runs
     if workload.mode != "train":
         from estimator.spec import UnsupportedError
 
