@@ -298,6 +298,7 @@ class Gathers:
         root = units.get(ROOT, {"shard": 0, "gathered": 0, "grads": 0})
         self.reshard = parallel.shard == "zero3"
         self.root, self.root_shard = root["gathered"], kept.get(ROOT, root)["shard"]
+        self.root_grads = root["grads"]
         self.n_layers = dict(spec.stacks)
         self.block = {s: units.get(f"{s}.layers", {}).get("gathered", 0) for s in self.n_layers}
         self.shard = {s: kept.get(f"{s}.layers", {}).get("shard", 0) for s in self.n_layers}
@@ -350,12 +351,16 @@ class Gathers:
 
     def post_layer(self, live: Any, stack: str) -> None:
         """A layer's post_backward: resharded (its gathered parameters freed); the previous
-        unit's reduce-scatter input reclaimed; foreach_reduce's input (dp * shard) and
-        output (the sharded gradients) allocated; the unsharded gradients freed."""
+        unit's reduce-scatter input reclaimed; foreach_reduce's input (dp * shard)
+        allocated and the unsharded gradients copied in, then freed ("Only after the
+        copy-in finishes can we free the gradients"), then its output (the sharded
+        gradients) allocated (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
+        foreach_reduce; issue 18i: the output was taken before the gradients were freed)."""
         live.drop(self.block[stack], self.rs_input)
         self.rs_input = self.block[stack]
-        live.take(self.rs_input, self.shard[stack])
+        live.take(self.rs_input)
         live.drop(self.grads[stack])
+        live.take(self.shard[stack])
 
     def after_stack(self, live: Any, stack: str) -> None:
         """The first layer prefetches nothing (its post_forward index is 0); the replay's
@@ -365,9 +370,13 @@ class Gathers:
             live.drop(self.block[stack])
 
     def end(self, live: Any) -> None:
-        """The root's post_backward after the embeddings: its reduce-scatter."""
+        """The root's post_backward after the embeddings: its reduce-scatter input beside
+        the root's unsharded gradients (the copy-in), the gradients freed, the output
+        allocated (foreach_reduce, as ``post_layer``)."""
         live.drop(self.rs_input)
-        live.take(self.root, self.root_shard)
+        live.take(self.root)
+        live.drop(self.root_grads)
+        live.take(self.root_shard)
 
 
 def fsdp(parallel: Parallel) -> bool:
