@@ -16,7 +16,7 @@ from estimator.shapes import resolve
 from estimator.spec.errors import UnsupportedError
 from estimator.spec.parallel import Parallel
 from estimator.terms.memory import group, input_bytes
-from estimator.terms.ranks import Gathers
+from estimator.terms.ranks import Gathers, local_params
 
 TINY = ModelSpec(arch="decoder", n_decoder_layers=2, d_model=8, n_heads=2, n_kv_heads=2,
                  d_ff=10, vocab_size=11, max_seq_len=64, position="rotary",
@@ -191,3 +191,25 @@ def test_collective_time_is_the_ring_bus_bandwidth_of_its_group() -> None:
     assert comm_times(estimate(TINY, W), gpu) == (0.0, 0.0)
     step = roofline(10**6, 10**6, gpu, "fp32", comm_s=(1.0, 0.5))  # 2.5 us compute, 1.25 memory
     assert step.bound == "communication" and step.time_s == 1.5
+
+
+def test_every_rank_has_its_own_uneven_shards() -> None:
+    # issue 18i: Parallel.rank. torch.chunk gives the last ranks fewer rows: rank 3 of 4 under
+    # FSDP2 holds of up / gate [10, 8] 10 - 3 x 3 = 1 row, of embed / lm_head [11, 8] 2 rows.
+    # Layer: norms 2 + 2, q k v o 4 x 16, up gate 2 x 8, down 2 x 10 = 104; root: embed 16,
+    # final_norm 2, lm_head 16 = 34; 34 + 2 x 104 = 242 elements (rank 0: 322)
+    p = Parallel(world=4, shard="zero3", rank=3)
+    t = estimate(TINY, W, parallel=p).memory.terms
+    assert t["weights"] == t["gradients"] == 322 * F32  # padded storage: the same on every rank
+    assert t["optimizer.exp_avg"] == 242 * F32  # zeros_like the unpadded shard
+    assert local_params(TINY, p) == 242
+    # ZeRO-1 rank 1 of 2 owns what rank 0 does not: 1208 - 608 elements, 21 - 11 tensors
+    t = estimate(TINY, W, parallel=Parallel(world=2, shard="zero1", rank=1)).memory.terms
+    assert t["optimizer.exp_avg"] == 600 * F32 and t["optimizer.step"] == 10 * F32
+    # TP rank 1 of 2: embed and lm_head 5 of 11 rows (rank 0: 6), stored in 6 (DTensor pads)
+    t = estimate(TINY, W, parallel=Parallel(world=2, tp=2, rank=1)).memory.terms
+    assert t["weights"] == (104 + 2 * 264) * F32
+    assert t["gradients"] == (88 + 2 * 264) * F32
+    assert local_params(TINY, Parallel(world=2, tp=2, rank=1)) == 88 + 2 * 264
+    with pytest.raises(ValueError, match="rank=2 must be below world=2"):
+        Parallel(world=2, rank=2)
