@@ -207,6 +207,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         rank_activations,
         rank_state_terms,
         rank_step_temporaries,
+        tp_logits,
     )
 
     if workload.mode != "train":
@@ -232,7 +233,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     gathers = Gathers(spec, parallel, sh.dtype, orig) if fsdp(parallel) else None
     resident = ddp_bucket_bytes(spec, parallel, sh.dtype)  # issue 18i
     rank = (local_grads(spec, parallel, sh.dtype), gathers, resident)
-    rank += (rank_step_temporaries(spec, parallel, sh),)
+    rank += (rank_step_temporaries(spec, parallel, sh), tp_logits(spec, parallel, sh))
     peak, phase = train_peak(local, sh, mem, rank)
     p = params(spec)
     return Estimate(

@@ -120,7 +120,8 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     one rank of a parallel step (estimator/terms/ranks.py): its unsharded gradients,
     FSDP2's gathered parameters at the loss, inside the last attention and through
     backward, the engine's buffers live the whole step (DDP's gradient buckets) and the
-    optimizer step's temporaries over the rank's own tensors."""
+    optimizer step's temporaries over the rank's own tensors, and (extra at the loss, live
+    at the gather) of a tensor-parallel rank's logits all-gather (ranks.tp_logits)."""
     gathers = rank[1] if rank is not None else None
     resident = rank[2] if rank is not None else 0
     fwd_extra = gathers.forward_extra() if gathers is not None else 0
@@ -142,6 +143,10 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
         moment = rule("live.autocast_loss", spec)(spec, sh, n_out)  # rules/autocast.py
         forward = with_acts + acts + moment + held + fwd_extra
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
+    if rank is not None and rank[4][1]:  # TP: the logits' padded storage, and their gather
+        forward += rank[4][0]
+        before_loss = acts - terms.get("activations.loss", 0)
+        forward = vmax(forward, with_acts + held + before_loss + rank[4][1])
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/replay/forward.py)
     moment = attention_moment(spec, sh, _activation_terms(terms))

@@ -462,3 +462,23 @@ def rank_step_temporaries(spec: ModelSpec, parallel: Parallel, sh: Any) -> int:
         return 0
     shapes = tuple(optimizer_shapes(spec, parallel))
     return _replay(shapes, sh.optimizer, sh.optimizer_impl, optimizer_dtype(sh), sh.device)
+
+
+def tp_logits(spec: ModelSpec, parallel: Parallel, sh: Any) -> tuple[int, int]:
+    """(extra bytes at the loss, bytes live at the logits' all-gather) of a tensor-parallel
+    rank whose LM head gathers its logits (ColwiseParallel(output_layouts=Replicate()), no
+    loss_parallel); (0, 0) otherwise. DTensor's Shard(-1) -> Replicate
+    (torch/distributed/tensor/placement_types.py, Shard._to_replicate_tensor) pads a short
+    piece to c = ceil(V / t) columns (pad_tensor: a copy, beside the piece), all-gathers
+    [t n, c] (_functional_collectives.all_gather_tensor, on dim 0) and concatenates the
+    chunks on the vocabulary dim, [n, t c], while the gathered buffer and the local piece
+    [n, c_r] are still held; the unpadded logits are a narrow view of that [n, t c] storage,
+    which stays the logits' storage through the loss (n t c instead of n V)."""
+    if parallel.tp == 1 or parallel.loss_parallel or not spec.lm_head or not spec.vocab_size:
+        return 0, 0
+    t, v = parallel.tp, spec.vocab_size
+    c, mine = _chunk(v, t), _chunk(v, t, parallel.tp_rank)
+    n, cb = sh.b * sh.s_out, sh.cb
+    padded = n * c * cb if mine < c else 0  # the short piece's padded copy
+    gather = n * mine * cb + padded + 2 * n * t * c * cb  # piece, gathered, concatenated
+    return n * (t * c - v) * cb, gather
