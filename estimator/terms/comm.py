@@ -52,7 +52,9 @@ Engines and what they call (torch 2.13; n = b s tokens, d = d_model, cb the comp
     gradients (computed from sequence shards); AdamW's step reads each such gradient three
     times (exp_avg.lerp_(grad), exp_avg_sq.addcmul_(grad, grad): torch/optim/adam.py) and
     DTensor redistributes it to Replicate at every read: 3 all_reduce per norm parameter
-    tensor (issue 18i, measured).
+    tensor (issue 18i, measured); under FSDP2 x TP one per tensor, in backward, when FSDP2
+    takes the gradient (torch/distributed/fsdp/_fully_shard/_fsdp_param.py,
+    FSDPParam._get_grad_inner_tensor redistributes it to the parameter's Replicate).
     loss_parallel (torch/distributed/tensor/parallel/loss.py): forward all_reduce of the
     row max and of the sum of exponentials [n, 1] (_log_softmax) and of the target's
     log-probability [n] (_nll_loss_forward's _MaskPartial); backward none.
@@ -148,9 +150,12 @@ def _tensor_parallel(spec: ModelSpec, parallel: Parallel, sh, calls: _Calls) -> 
         calls.add("all_gather", nd, 2 * L * again + 2 * L)  # inputs fwd (+recompute), out-grads
         calls.add("reduce_scatter", nd, 2 * L * again + 2 * L)  # outputs fwd, input grads
         norms = [s for name, s, c in tensor_entries(spec) for _ in range(c) if _sp_norm(name)]
-        if sh.optimizer in ("adam", "adamw"):  # the grad's 3 reads in the step
-            calls.add("all_reduce", 0, 3 * len(norms))
-            calls.bytes["all_reduce"] += 3 * sum(nbytes(math.prod(s), sh.dtype) for s in norms)
+        # FSDP2 makes each Partial gradient Replicate once in its post_backward
+        # (FSDPParam._get_grad_inner_tensor: grad.redistribute(placements)), so the step
+        # reads plain shards; without FSDP2 AdamW's 3 reads of the grad each reduce it
+        reads = 1 if fsdp(parallel) else (3 if sh.optimizer in ("adam", "adamw") else 0)
+        calls.add("all_reduce", 0, reads * len(norms))
+        calls.bytes["all_reduce"] += reads * sum(nbytes(math.prod(s), sh.dtype) for s in norms)
     else:
         colwise = 3 + (2 if spec.gated else 1)  # q, k, v; up (+ gate): one input grad each
         calls.add("all_reduce", nd, 2 * L * again + colwise * L)
