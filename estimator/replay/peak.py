@@ -146,7 +146,7 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     if rank is not None and rank[4][1]:  # TP: the logits' padded storage, and their gather
         forward += rank[4][0]
         before_loss = acts - terms.get("activations.loss", 0)
-        forward = vmax(forward, with_acts + held + before_loss + rank[4][1])
+        forward = vmax(forward, with_acts + held + before_loss + rank[4][1] + fwd_extra)
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/replay/forward.py)
     moment = attention_moment(spec, sh, _activation_terms(terms))
