@@ -278,7 +278,8 @@ def _rank_unchecked(parallel: Parallel) -> list[str]:
     if parallel.shard in ("none", "zero1") and parallel.dp > 1:
         out.append(
             "parallel: DDP's bucket count (comm.all_reduce.count) is modelled from its "
-            "bucket caps after the rebuild; DDP's own bucket buffers are not counted"
+            "bucket caps after the rebuild; its bucket buffers are in the peak (one copy of "
+            "every gradient), not a memory term of their own"
         )
     if parallel.loss_parallel:
         out.append("parallel: loss_parallel's collectives are read from torch's code, not run")
