@@ -11,7 +11,8 @@ ZeroRedundancyOptimizer, DTensor TP / SP, FSDP x TP); the predicted side
 ``estimator.estimate(..., parallel=Parallel(..., rank=r))``. The default run takes three
 cases at 2 ranks; the whole matrix (2 and 4 ranks, every layout, the tiny decoder and a
 Hugging Face Llama under FSDP2) is marked slow. Layouts whose peak is not yet within the bar
-are xfail(strict) with the measured reason, so that fixing them shows.
+are xfail(strict) with the measured reason, so that fixing them shows; the 4-rank TP layouts,
+whose measured peak varies between runs, xfail(strict=False) with that reason.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ _LLAMA_4 = (
     "(exact on 2 ranks, where one gradient equals the shard): not traced to FSDP2's code yet"
 )
 PEAK_OPEN: dict[str, str] = {"hf-llama-zero3-4": _LLAMA_4, "hf-llama-zero2-4": _LLAMA_4}
+#: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
+#: runs, exactly; docs/validation.md)
+PEAK_FLAKY = dict.fromkeys(
+    ("zero3-tp2-4", "zero3-tp2-sp-4", "zero2-tp2-4"),
+    "4 TP ranks on a loaded CPU: in 2 of 4 runs one rank's forward peak was a logits-sized "
+    "buffer higher (+15,616 / +15,872 B: a functional collective's buffer held past its "
+    "wait by gloo's worker thread), otherwise exact",
+)
 
 
 @functools.cache
@@ -91,6 +100,8 @@ def _peak_cases() -> list:
         marks = [] if c in DEFAULT else [pytest.mark.slow]
         if c in PEAK_OPEN:
             marks.append(pytest.mark.xfail(strict=True, reason=PEAK_OPEN[c]))
+        elif c in PEAK_FLAKY:
+            marks.append(pytest.mark.xfail(strict=False, reason=PEAK_FLAKY[c]))
         out.append(pytest.param(c, marks=marks))
     return out
 
