@@ -24,18 +24,8 @@ def kv_positions(pattern: str, window: int | None, seen: Any, new: Any) -> Any:
 @register("train.held", "reference")
 def held_in_training(spec: ModelSpec, sh: Shapes) -> Any:
     """Bytes the forward keeps live at the loss besides the saved activations and the
-    logits, freed with its output before backward: the token embeddings [b, s, d], which
-    Transformer.forward keeps in its local ``x`` (reference_model/model.py: ``x =
-    self.embed(input_ids)``; the loss is computed inside forward) when the stack makes a new
-    tensor of them (embed_extras: absolute positions or token types added, an embedding
-    norm, dropout), as the attention moment counts them (estimator/replay/forward.py);
-    otherwise the first norm saves that very tensor. Issue 18i: measured under FSDP2 zero2
-    and TP on the tiny decoder (learned positions), 8,192 B at b = 2, s = 32, d = 32.
-    Encoder-decoder and patch inputs: not modelled here (0)."""
-    new_x = spec.position in ("learned", "sinusoidal") or spec.n_token_types or spec.embed_norm
-    if spec.arch == "encoder-decoder" or spec.is_patch_input or not (new_x or sh.dropout > 0):
-        return 0
-    return sh.b * sh.s * spec.d_model * sh.cb
+    logits, freed with its output before backward (reference: none)."""
+    return 0
 
 
 @register("inputs.token_type", "reference")
