@@ -228,21 +228,25 @@ def assemble(spec: ModelSpec, workload: Workload, sh: Shapes, raw: dict[str, Any
 
 
 def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Estimate:
-    """One rank (rank 0) of a training step spread over ``parallel.world`` ranks: its memory
-    terms as it holds them (estimator/terms/ranks.py: FSDP2 padded shards, ZeRO-1's
-    partition, tensor-parallel local widths), the peak of its own timeline (its unsharded
-    gradients, FSDP2's gathered units while gathered, estimator/replay/peak.py), its FLOPs
-    (the local widths) and its collectives (``comm``, estimator/terms/comm.py)."""
+    """One rank (``parallel.rank``, default 0) of a training step spread over
+    ``parallel.world`` ranks: its memory terms as it holds them (estimator/terms/ranks.py:
+    FSDP2 padded shards, ZeRO-1's partition, tensor-parallel local widths), the peak of its
+    own timeline (its unsharded gradients, FSDP2's gathered units while gathered,
+    estimator/replay/peak.py), its FLOPs (the local widths) and its collectives (``comm``,
+    estimator/terms/comm.py)."""
     from estimator.spec.errors import UnsupportedError
     from estimator.terms.comm import comm
     from estimator.terms.ranks import (
         Gathers,
         check_parallel,
+        ddp_bucket_bytes,
         fsdp,
         local_grads,
         local_spec,
         rank_activations,
         rank_state_terms,
+        rank_step_temporaries,
+        tp_logits,
     )
 
     if workload.mode != "train":
@@ -266,7 +270,10 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     mem.update({f"activations.{k}": v for k, v in rank_activations(local, sh, parallel).items()})
     orig = "fp32" if sh.master_weights else sh.dtype
     gathers = Gathers(spec, parallel, sh.dtype, orig) if fsdp(parallel) else None
-    peak, phase = train_peak(local, sh, mem, (local_grads(spec, parallel, sh.dtype), gathers))
+    resident = ddp_bucket_bytes(spec, parallel, sh.dtype)  # issue 18i
+    rank = (local_grads(spec, parallel, sh.dtype), gathers, resident)
+    rank += (rank_step_temporaries(spec, parallel, sh), tp_logits(spec, parallel, sh))
+    peak, phase = train_peak(local, sh, mem, rank)
     p = params(spec)
     return Estimate(
         spec=spec,
@@ -310,7 +317,8 @@ def _rank_unchecked(parallel: Parallel) -> list[str]:
     if parallel.shard in ("none", "zero1") and parallel.dp > 1:
         out.append(
             "parallel: DDP's bucket count (comm.all_reduce.count) is modelled from its "
-            "bucket caps after the rebuild; DDP's own bucket buffers are not counted"
+            "bucket caps after the rebuild; its bucket buffers are in the peak (one copy of "
+            "every gradient), not a memory term of their own"
         )
     if parallel.loss_parallel:
         out.append("parallel: loss_parallel's collectives are read from torch's code, not run")
@@ -345,7 +353,8 @@ def estimate(
     that skipped validation is validated here). ``direct``: run the term functions rather
     than a compiled program of this structure (the same numbers; estimator/compiled/).
     ``parallel``: the step spread over ranks (estimator.spec.parallel.Parallel): the
-    Estimate is then rank 0's (``rank_estimate``); one rank (the default) is today's."""
+    Estimate is then the rank ``parallel.rank``'s (``rank_estimate``); one rank (the default) is
+    today's."""
     workload, applied = resolved_defaults(spec, workload)
     if parallel is not None and not parallel.single:
         spec, workload = revalidated(spec, workload)

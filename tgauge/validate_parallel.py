@@ -45,6 +45,8 @@ class ParallelPoint(BaseModel):
     workload: dict[str, Any]
     parallel: dict[str, Any]
     peak_phase_measured: dict[int, str]
+    #: per rank, the phase of the predicted peak (issue 18i)
+    peak_phase_predicted: dict[int, str] = {}
     rows: list[RankRow]
     #: per rank, the comm terms per phase (forward, backward, optimizer_step)
     comm_by_phase: dict[int, dict[str, dict[str, int]]] = {}
@@ -64,16 +66,19 @@ def _unit(term: str) -> str:
 
 
 def predicted_terms(spec: ModelSpec, workload: Workload, parallel: Parallel) -> dict | None:
-    """The per-rank estimate under the measured names; None where estimate() takes no
-    ``parallel=``."""
+    """The estimate of the rank ``parallel.rank`` under the measured names (``params``: the
+    elements of its own unpadded shards, like the measured local count); None where
+    estimate() takes no ``parallel=``. ``peak_phase`` is the phase of the predicted peak."""
     from estimator import estimate
+    from estimator.terms.ranks import local_params
 
     if "parallel" not in inspect.signature(estimate).parameters:
         return None
     est = estimate(spec, workload, parallel=parallel)
     mem = est.memory.terms
     terms = {
-        "params": est.params.total,
+        "params": local_params(spec, parallel) if not parallel.single else est.params.total,
+        "peak_phase": est.peak_phase,
         "memory.weights": mem.get("weights", 0),
         "memory.gradients": mem.get("gradients", 0),
         "memory.activations.total": sum(v for k, v in mem.items() if k.startswith("activations.")),
@@ -86,13 +91,19 @@ def predicted_terms(spec: ModelSpec, workload: Workload, parallel: Parallel) -> 
     return terms | dict(getattr(comm, "terms", comm))
 
 
-def rows_of(profiles: list[Any], predicted: dict[str, int] | None) -> list[RankRow]:
+def rows_of(profiles: list[Any], predicted: dict[int, dict[str, Any]] | None) -> list[RankRow]:
+    """Each rank's measured terms against ``predicted[rank]`` (that rank's own estimate)."""
     rows = []
     for prof in profiles:
+        mine = None if predicted is None else predicted[prof.rank]
         for term, got in prof.terms().items():
-            phase = f"phase: {prof.live_peak.phase}" if term == "peak_memory" else ""
-            if predicted is None or term not in predicted:
-                note = NOT_MODELLED if predicted is None else "not in the estimate"
+            phase = ""
+            if term == "peak_memory":
+                phase = f"phase: {prof.live_peak.phase}"
+                if mine is not None:
+                    phase += f" (predicted {mine['peak_phase']})"
+            if mine is None or term not in mine:
+                note = NOT_MODELLED if mine is None else "not in the estimate"
                 note = "; ".join(filter(None, [phase, note]))
                 rows.append(
                     RankRow(
@@ -106,14 +117,14 @@ def rows_of(profiles: list[Any], predicted: dict[str, int] | None) -> list[RankR
                     )
                 )
                 continue
-            row = make_row(term, "bytes", predicted[term], got)
+            row = make_row(term, "bytes", mine[term], got)
             rows.append(
                 RankRow(
                     rank=prof.rank,
                     term=term,
                     unit=_unit(term),
                     measured=got,
-                    predicted=predicted[term],
+                    predicted=mine[term],
                     rel_error=row.rel_error,
                     verdict=row.verdict if row.verdict != "not measured" else "off",
                     note=phase,
@@ -136,7 +147,12 @@ def validate_parallel(
     from profiler.distributed.launch import run_ranks
     from profiler.distributed.results import Job
 
-    workload = workload.model_copy(update={"device": "cpu"})
+    # every field stated (as tgauge/validate.py does): the ranks measure exactly the workload
+    # predicted, never the model's usual settings that estimate() fills into unset fields
+    # (resolved_defaults: a Hugging Face Llama's usual attention is sdpa, the Workload's eager)
+    workload = Workload.model_validate(workload.model_copy(update={"device": "cpu"}).model_dump())
+    if hf_config is None and spec.implementation != "reference":
+        spec = spec.model_copy(update={"implementation": "reference"})  # what runs
     if workload.mode != "train":
         from estimator.spec import UnsupportedError
 
@@ -152,7 +168,10 @@ def validate_parallel(
             out_dir=out_dir,
         )
         profiles = run_ranks(job, timeout_s=timeout_s, on_phase=on_phase)
-    predicted = predicted_terms(spec, workload, parallel)
+    predicted: dict[int, dict[str, Any]] | None = {}
+    for r in range(parallel.world):
+        mine = predicted_terms(spec, workload, parallel.model_copy(update={"rank": r}))
+        predicted = None if mine is None else {**(predicted or {}), r: mine}
     notes = sorted({n for p in profiles for n in p.notes})
     if predicted is None:
         notes.append(NOT_MODELLED)
@@ -162,6 +181,7 @@ def validate_parallel(
         workload=workload.model_dump(mode="json"),
         parallel=parallel.model_dump(mode="json"),
         peak_phase_measured={p.rank: p.live_peak.phase for p in profiles},
+        peak_phase_predicted={r: t["peak_phase"] for r, t in (predicted or {}).items()},
         rows=rows_of(profiles, predicted),
         comm_by_phase={p.rank: p.comm_by_phase for p in profiles},
         notes=notes,

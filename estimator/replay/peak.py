@@ -67,7 +67,7 @@ def _backward_sweep(spec: ModelSpec, sh: Shapes, terms: Terms, start: Any, rank:
         if sh.finetune.kind != "full":  # issue 20: the trainable tensors' gradients only
             grads = grad_bytes_by_module(spec, sh)
     else:
-        grads, gathers = rank
+        grads, gathers = rank[:2]
     return backward_peak(spec, sh, _activation_terms(terms), grads, start, gathers)
 
 
@@ -116,16 +116,21 @@ def _last_layer_and_head(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
 
 def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> tuple[Any, str]:
     """(peak bytes, phase) of a training step over ``terms`` (module docstring). ``rank``:
-    (local gradient bytes by module, Gathers or None) of one rank of a parallel step
-    (estimator/terms/ranks.py): its unsharded gradients, and FSDP2's gathered parameters at
-    the loss, inside the last attention and through backward."""
+    (local gradient bytes by module, Gathers or None, resident bytes, step temporaries) of
+    one rank of a parallel step (estimator/terms/ranks.py): its unsharded gradients,
+    FSDP2's gathered parameters at the loss, inside the last attention and through
+    backward, the engine's buffers live the whole step (DDP's gradient buckets) and the
+    optimizer step's temporaries over the rank's own tensors, and (extra at the loss, live
+    at the gather) of a tensor-parallel rank's logits all-gather (ranks.tp_logits)."""
     gathers = rank[1] if rank is not None else None
+    resident = rank[2] if rank is not None else 0
     fwd_extra = gathers.forward_extra() if gathers is not None else 0
     moment_extra = gathers.moment_extra() if gathers is not None else 0
     bwd_extra = gathers.backward_extra() if gathers is not None else 0
     n_out = sh.b * sh.s_out
     logits = _logits_bytes(spec, sh, n_out)
     states = group(terms, "weights") + group(terms, "optimizer") + input_bytes(spec, sh)
+    states += resident
     grads = group(terms, "gradients")
     acts = group(terms, "activations")
     # while activations live, the ids the embeddings saved are the inputs' own storage
@@ -140,6 +145,10 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
         forward += rule("live.frozen_head_input", spec)(spec, sh)  # rules/finetune.py
+    if rank is not None and rank[4][1]:  # TP: the logits' padded storage, and their gather
+        forward += rank[4][0]
+        before_loss = acts - terms.get("activations.loss", 0)
+        forward = vmax(forward, with_acts + held + before_loss + rank[4][1] + fwd_extra)
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/replay/forward.py)
     moment = attention_moment(spec, sh, _activation_terms(terms))
@@ -151,7 +160,8 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = with_acts + acts + bwd_extra
     backward = vmax(start + 2 * logits, _backward_sweep(spec, sh, terms, start, rank))
-    step = states + grads + _step_temporaries(spec, sh, terms)
+    temporaries = rank[3] if rank is not None else _step_temporaries(spec, sh, terms)
+    step = states + grads + temporaries
     return vpick([(forward, "forward"), (backward, "backward"), (step, "optimizer_step")])
 
 

@@ -20,6 +20,10 @@ layout:
   ``gathered``, DTensor's (the all-gathered [n, d] input, which F.linear saves), or
   ``shard``, Megatron-LM's (LinearWithGradAccumulationAndAsyncCommunication saves the rank's
   sequence shard and all-gathers it again in backward; Korthikanti et al. 2022 eq. 3-4).
+- ``rank`` (issue 18i): the global rank estimated (default 0). The mesh is
+  ``init_device_mesh(("dp", "tp"))``, row-major: ``dp_rank = rank // tp``,
+  ``tp_rank = rank % tp``. Ranks differ where a split is uneven (torch.chunk gives the
+  last ranks fewer rows, or none) and in ZeRO-1's partition.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Parallel(BaseModel):
     loss_parallel: bool = False
     # issue 18
     sp_input: Literal["gathered", "shard"] = "gathered"
+    # issue 18i
+    rank: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> Parallel:
@@ -48,12 +54,24 @@ class Parallel(BaseModel):
             raise ValueError(f"tp={self.tp} must divide world={self.world}")
         if (self.sp or self.loss_parallel) and self.tp == 1:
             raise ValueError("sp and loss_parallel need tp > 1")
+        if self.rank >= self.world:
+            raise ValueError(f"rank={self.rank} must be below world={self.world}")
         return self
 
     @property
     def dp(self) -> int:
         """Ranks that data parallelism (and its sharding) spans."""
         return self.world // self.tp
+
+    @property
+    def dp_rank(self) -> int:
+        """The rank's coordinate on the data-parallel mesh dimension."""
+        return self.rank // self.tp
+
+    @property
+    def tp_rank(self) -> int:
+        """The rank's coordinate on the tensor-parallel mesh dimension."""
+        return self.rank % self.tp
 
     @property
     def single(self) -> bool:

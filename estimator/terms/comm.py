@@ -30,18 +30,31 @@ Engines and what they call (torch 2.13; n = b s tokens, d = d_model, cb the comp
 - Tensor parallelism (DTensor ``parallelize_module`` with torchtitan's apply_tp plan; every
   collective over [n, d] in cb unless said):
     without sp: per layer, forward: the all_reduce of o_proj's and ffn.down's partial outputs
-    (RowwiseParallel, output Replicate); backward: the all_reduce of the attention's and the
-    FFN's input gradients (PrepareModuleInput / ColwiseParallel's Replicate input: Partial
-    gradients made Replicate). The embedding (RowwiseParallel, vocabulary-parallel): forward
-    all_reduce of its partial output. The LM head (ColwiseParallel): backward all_reduce of
-    its input gradient; forward all_gather of the logits [n, V] (output Replicate) unless
-    ``loss_parallel``.
+    (RowwiseParallel, output Replicate); backward: one all_reduce per column-parallel linear
+    (q, k, v, up, gate: ColwiseParallel._prepare_input_fn makes each linear's input a
+    Replicate DTensor of its own, DTensor.from_local, whose backward turns that linear's
+    Partial input gradient into Replicate: torch/distributed/tensor/parallel/style.py; issue
+    18i, measured: 3 + 1 per layer of the tiny decoder, not 1 + 1). The embedding
+    (RowwiseParallel, vocabulary-parallel): forward all_reduce of its partial output. The LM
+    head (ColwiseParallel): backward all_reduce of its input gradient; forward all_gather of the
+    logits [n, V] (output Replicate) unless ``loss_parallel``; an uneven vocabulary split is
+    padded to t ceil(V / t) columns before the all_gather (Shard._to_replicate_tensor pads to
+    the full chunk, torch/distributed/tensor/placement_types.py).
     with sp: the norms and dropout on sequence shards (SequenceParallel); per layer, forward
     an all_gather of the attention's and the FFN's input (Shard(1) -> Replicate) and a
     reduce_scatter of o_proj's and ffn.down's outputs (output Shard(1)); backward the
     reverse (reduce_scatter of the input grads, all_gather of the output grads). The
-    embedding: forward reduce_scatter, backward all_gather; the LM head's input: forward
-    all_gather, backward reduce_scatter.
+    embedding: forward all_reduce (RowwiseParallel's default Replicate output; the stream is
+    split on the sequence at the first layer, after the positions are added:
+    profiler/distributed/engine.py ``_tp_ends``), backward all_gather of its gradient
+    (Shard(1) -> Replicate); the LM head's input: forward all_gather, backward
+    reduce_scatter. The norms' parameters (Replicate under SequenceParallel) get Partial
+    gradients (computed from sequence shards); AdamW's step reads each such gradient three
+    times (exp_avg.lerp_(grad), exp_avg_sq.addcmul_(grad, grad): torch/optim/adam.py) and
+    DTensor redistributes it to Replicate at every read: 3 all_reduce per norm parameter
+    tensor (issue 18i, measured); under FSDP2 x TP one per tensor, in backward, when FSDP2
+    takes the gradient (torch/distributed/fsdp/_fully_shard/_fsdp_param.py,
+    FSDPParam._get_grad_inner_tensor redistributes it to the parameter's Replicate).
     loss_parallel (torch/distributed/tensor/parallel/loss.py): forward all_reduce of the
     row max and of the sum of exponentials [n, 1] (_log_softmax) and of the target's
     log-probability [n] (_nll_loss_forward's _MaskPartial); backward none.
@@ -55,7 +68,7 @@ import math
 from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
 from estimator.spec.parallel import Parallel
-from estimator.terms.ranks import ROOT, fsdp, local_tensors, unit_bytes
+from estimator.terms.ranks import ROOT, fsdp, local_tensors, tensor_entries, unit_bytes
 
 OPS = ("all_gather", "reduce_scatter", "all_reduce", "broadcast")
 DDP_FIRST_BUCKET_BYTES = 1024 * 1024  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES
@@ -90,7 +103,8 @@ def ddp_buckets(grad_bytes: list[int]) -> int:
 
 
 def comm(spec: ModelSpec, parallel: Parallel, sh) -> dict[str, int]:
-    """Collectives of rank 0 over one training step of ``sh`` (module docstring)."""
+    """Collectives of the rank (``parallel.rank``) over one training step of ``sh`` (module
+    docstring)."""
     groups = comm_groups(spec, parallel, sh)
     return {k: groups["dp"][k] + groups["tp"][k] for k in groups["dp"]}
 
@@ -135,14 +149,20 @@ def _tensor_parallel(spec: ModelSpec, parallel: Parallel, sh, calls: _Calls) -> 
     if parallel.sp:
         calls.add("all_gather", nd, 2 * L * again + 2 * L)  # inputs fwd (+recompute), out-grads
         calls.add("reduce_scatter", nd, 2 * L * again + 2 * L)  # outputs fwd, input grads
+        norms = [s for name, s, c in tensor_entries(spec) for _ in range(c) if _sp_norm(name)]
+        # FSDP2 makes each Partial gradient Replicate once in its post_backward
+        # (FSDPParam._get_grad_inner_tensor: grad.redistribute(placements)), so the step
+        # reads plain shards; without FSDP2 AdamW's 3 reads of the grad each reduce it
+        reads = 1 if fsdp(parallel) else (3 if sh.optimizer in ("adam", "adamw") else 0)
+        calls.add("all_reduce", 0, reads * len(norms))
+        calls.bytes["all_reduce"] += reads * sum(nbytes(math.prod(s), sh.dtype) for s in norms)
     else:
-        calls.add("all_reduce", nd, 2 * L * again + 2 * L)
+        colwise = 3 + (2 if spec.gated else 1)  # q, k, v; up (+ gate): one input grad each
+        calls.add("all_reduce", nd, 2 * L * again + colwise * L)
     if spec.vocab_size is not None:
+        calls.add("all_reduce", nd)  # embedding output, forward (Replicate, then split)
         if parallel.sp:
-            calls.add("reduce_scatter", nd)  # embedding output, forward
             calls.add("all_gather", nd)  # its grad, backward
-        else:
-            calls.add("all_reduce", nd)  # embedding output, forward
     if spec.lm_head:
         n = sh.b * sh.s_out
         nd = n * spec.d_model * sh.cb
@@ -154,4 +174,11 @@ def _tensor_parallel(spec: ModelSpec, parallel: Parallel, sh, calls: _Calls) -> 
         if parallel.loss_parallel:
             calls.add("all_reduce", n * sh.cb, 3)  # max, sum exp [n, 1]; target log-prob [n]
         else:
-            calls.add("all_gather", n * spec.vocab_size * sh.cb)  # the logits [n, V]
+            v_pad = -(-spec.vocab_size // parallel.tp) * parallel.tp  # padded uneven shards
+            calls.add("all_gather", n * v_pad * sh.cb)  # the logits [n, V]
+
+
+def _sp_norm(name: str) -> bool:
+    """Whether module ``name``'s parameters are a norm's that SequenceParallel replicates
+    (the layers' attn_norm / ffn_norm, the stacks' final norm: engine.py's SP plan)."""
+    return name.endswith((".attn_norm", ".ffn_norm", ".final_norm"))

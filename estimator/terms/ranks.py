@@ -8,13 +8,14 @@ Engines mirrored (torch 2.13):
   on dim 0 into dp pieces with torch.chunk and padded to ceil(dim0 / dp) rows, so a rank holds
   ceil(dim0 / dp) * prod(rest) elements of it. The sharded gradient (foreach_reduce's
   reduce-scatter output) has the same padded size; the optimizer states are ``zeros_like`` the
-  rank's unpadded local shard (rank 0, the one estimated: ceil(dim0 / dp) rows when dim0 >= 1).
+  rank's unpadded local shard (torch.chunk's piece: max(0, min(c, dim0 - i c)) rows with
+  c = ceil(dim0 / dp), i the rank's dp coordinate).
   One FSDP unit (FSDPParamGroup) per transformer layer and one at the root (embeddings,
   positions, final norm, head: every parameter outside the layers). The all-gather output of a
   unit is dp * its padded shard (FSDPParamGroup.unshard -> foreach_all_gather).
 - ZeRO-1: torch.distributed.optim.ZeroRedundancyOptimizer._partition_parameters: whole tensors,
   largest first, each to the rank with the fewest elements so far (ties: the lowest rank);
-  rank 0's tensors have optimizer states (and the fp32 master copy) on rank 0.
+  the rank's own tensors have optimizer states (and the fp32 master copy) on it.
 - Tensor parallelism: DTensor ``parallelize_module`` with the plan of torchtitan's
   ``apply_tp`` (docs/formulas.md, "Per-rank training"): ColwiseParallel q_proj, k_proj,
   v_proj, ffn.up, ffn.gate (weight and bias Shard(0): [out / t, in]); RowwiseParallel o_proj,
@@ -23,7 +24,13 @@ Engines mirrored (torch 2.13):
   ColwiseParallel (weight Shard(0)); norms, positions and everything else replicated. A rank's
   layer computes h / t heads (h_kv / t key/value heads) and d_ff / t FFN columns: its saved
   activations are those of the ``local_spec`` (tensor-parallel local widths). Uneven splits
-  follow torch.chunk: rank 0 holds ceil(n / t).
+  follow torch.chunk: rank i holds max(0, min(c, n - i c)) rows, c = ceil(n / t), in a
+  storage of c rows (DTensor's Shard._shard_tensor scatters padded chunks and narrows the
+  received one: ``_maybe_unpad_tensor_with_sizes``, torch/distributed/tensor/placement_types.py),
+  while its gradient and optimizer states are allocated at the unpadded size.
+
+Every figure is that of ``parallel.rank`` (issue 18i; dp coordinate ``rank // tp``, tp
+coordinate ``rank % tp``, the row-major mesh of ``init_device_mesh``); the default is rank 0.
 """
 
 from __future__ import annotations
@@ -114,25 +121,31 @@ def unit_of(name: str) -> str:
     return name.split(".layers.")[0] + ".layers" if ".layers." in name else ROOT
 
 
-def _chunk(n: int, k: int) -> int:
-    """Rank 0's piece of torch.chunk(n, k) (and FSDP2's padded piece): ceil(n / k)."""
-    return -(-n // k)
+def _chunk(n: int, k: int, i: int | None = None) -> int:
+    """torch.chunk(n, k)'s chunk size ceil(n / k) (FSDP2's and DTensor's padded piece); with
+    ``i``, the rows of piece i: max(0, min(c, n - i c)) (the last pieces are smaller or
+    empty, torch.chunk)."""
+    c = -(-n // k)
+    return c if i is None else max(0, min(c, n - i * c))
 
 
-def tp_local(name: str, shape: Shape, tp: int) -> Shape:
-    """The tensor-parallel local shape (rank 0) of the tensor ``shape`` of module ``name``."""
+def tp_local(name: str, shape: Shape, tp: int, tp_rank: int | None = 0) -> Shape:
+    """The tensor-parallel local shape of the tensor ``shape`` of module ``name`` on the
+    tensor-parallel coordinate ``tp_rank`` (None: the padded chunk, the storage DTensor
+    keeps)."""
     if tp == 1:
         return shape
     if name == "embed" or name.endswith(COLWISE):  # Shard(0): weight rows, bias
-        return (_chunk(shape[0], tp), *shape[1:])
+        return (_chunk(shape[0], tp, tp_rank), *shape[1:])
     if name.endswith(ROWWISE) and len(shape) == 2:  # Shard(1): weight columns; bias replicated
-        return (shape[0], _chunk(shape[1], tp))
+        return (shape[0], _chunk(shape[1], tp, tp_rank))
     return shape
 
 
-def fsdp_local(shape: Shape, dp: int) -> Shape:
-    """FSDP2's padded dim-0 shard of a (tensor-parallel local) tensor: ceil(dim0 / dp) rows."""
-    return (_chunk(shape[0], dp), *shape[1:])
+def fsdp_local(shape: Shape, dp: int, dp_rank: int | None = None) -> Shape:
+    """FSDP2's dim-0 shard of a (tensor-parallel local) tensor: ceil(dim0 / dp) rows padded
+    (``dp_rank`` None, its storage), else the unpadded rows of coordinate ``dp_rank``."""
+    return (_chunk(shape[0], dp, dp_rank), *shape[1:])
 
 
 def check_parallel(spec: ModelSpec, parallel: Parallel) -> None:
@@ -158,57 +171,77 @@ def local_spec(spec: ModelSpec, parallel: Parallel) -> ModelSpec:
     t = parallel.tp
     if t == 1:
         return spec
+    i = parallel.tp_rank
     update: dict[str, Any] = {
         "n_heads": spec.n_heads // t,
         "n_kv_heads": spec.n_kv_heads // t,
         "head_dim": spec.head_dim,
-        "d_ff": _chunk(spec.d_ff, t),
+        "d_ff": _chunk(spec.d_ff, t, i),
     }
     if parallel.loss_parallel and spec.vocab_size:
-        update["vocab_size"] = _chunk(spec.vocab_size, t)
+        update["vocab_size"] = _chunk(spec.vocab_size, t, i)
     return spec.model_copy(update=update)
 
 
 def local_tensors(spec: ModelSpec, parallel: Parallel) -> list[tuple[str, Shape, Shape, int]]:
-    """(module, tensor-parallel local shape, rank 0's held shape, copies) of every tensor:
-    the held shape is FSDP2's padded shard under zero2 / zero3, else the local shape."""
+    """(module, tensor-parallel local shape, held shape, copies) of every tensor of the rank:
+    the local shape is its unpadded TP piece (what autograd's gradient has), the held shape
+    the storage of its parameter: FSDP2's padded shard under zero2 / zero3, else DTensor's
+    padded TP chunk (the local shape without TP)."""
     fsdp = parallel.shard in ("zero2", "zero3")
     out = []
     for name, shape, copies in tensor_entries(spec):
-        loc = tp_local(name, shape, parallel.tp)
-        out.append((name, loc, fsdp_local(loc, parallel.dp) if fsdp else loc, copies))
+        loc = tp_local(name, shape, parallel.tp, parallel.tp_rank)
+        held = fsdp_local(loc, parallel.dp) if fsdp else tp_local(name, shape, parallel.tp, None)
+        out.append((name, loc, held, copies))
     return out
 
 
-def zero1_partition(shapes: list[Shape], world: int) -> list[int]:
-    """Indices of the tensors rank 0 owns under ZeroRedundancyOptimizer._partition_parameters:
-    sorted by numel (largest first, stable), each to the rank with the fewest elements so far
-    (the lowest such rank)."""
+def owned_shapes(spec: ModelSpec, parallel: Parallel) -> list[Shape]:
+    """The unpadded shape of every parameter tensor (one per layer copy) the rank holds: its
+    FSDP2 piece of its TP piece under zero2 / zero3, else its TP piece. What the rank's
+    parameters count (``params``) and what ``zeros_like`` gives its optimizer states."""
+    fsdp = parallel.shard in ("zero2", "zero3")
+    return [
+        fsdp_local(loc, parallel.dp, parallel.dp_rank) if fsdp else loc
+        for _, loc, _, c in local_tensors(spec, parallel)
+        for _ in range(c)
+    ]
+
+
+def zero1_partition(shapes: list[Shape], world: int, rank: int = 0) -> list[int]:
+    """Indices of the tensors ``rank`` owns under
+    ZeroRedundancyOptimizer._partition_parameters: sorted by numel (largest first, stable),
+    each to the rank with the fewest elements so far (the lowest such rank)."""
     import heapq
 
-    ranks = [(0, r) for r in range(min(world, len(shapes) + 1))]  # (elements, rank): a heap
+    ranks = [(0, r) for r in range(world)]  # (elements, rank): a heap
     mine = []
     order = sorted(range(len(shapes)), key=lambda i: -math.prod(shapes[i]))
     for i in order:
         size, r = heapq.heappop(ranks)  # the fewest elements, then the lowest rank
         heapq.heappush(ranks, (size + math.prod(shapes[i]), r))
-        if r == 0:
+        if r == rank:
             mine.append(i)
     return sorted(mine)
 
 
 def optimizer_shapes(spec: ModelSpec, parallel: Parallel) -> list[Shape]:
-    """Shapes of the tensors rank 0's optimizer steps (holds states for): every held shard
-    (FSDP2), its ZeRO-1 partition (zero1), else every local tensor."""
-    tensors = local_tensors(spec, parallel)
-    held = [h for _, _, h, c in tensors for _ in range(c)]
+    """Shapes of the tensors the rank's optimizer steps (holds states for): every owned
+    (unpadded) shard, its ZeRO-1 partition (zero1)."""
+    owned = owned_shapes(spec, parallel)
     if parallel.shard == "zero1" and parallel.dp > 1:
-        return [held[i] for i in zero1_partition(held, parallel.dp)]
-    return held
+        return [owned[i] for i in zero1_partition(owned, parallel.dp, parallel.dp_rank)]
+    return owned
+
+
+def local_params(spec: ModelSpec, parallel: Parallel) -> int:
+    """Parameters the rank holds: the elements of its unpadded shards (a tied tensor once)."""
+    return sum(math.prod(s) for s in owned_shapes(spec, parallel))
 
 
 def param_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> int:
-    """Bytes of the parameter tensors rank 0 holds in ``dtype`` (FSDP2: padded shards)."""
+    """Bytes of the parameter tensors the rank holds in ``dtype`` (their padded storage)."""
     return sum(nbytes(math.prod(h), dtype) * c for _, _, h, c in local_tensors(spec, parallel))
 
 
@@ -228,7 +261,7 @@ def unit_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, dic
 
 def local_grads(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, int]:
     """Unsharded gradient bytes per module term (the names of params(spec), summed over the
-    layers), tensor-parallel local: what autograd's AccumulateGrad makes on rank 0."""
+    layers), tensor-parallel local: what autograd's AccumulateGrad makes on the rank."""
     out: dict[str, int] = {}
     for name, loc, _, copies in local_tensors(spec, parallel):
         out[name] = out.get(name, 0) + nbytes(math.prod(loc), dtype) * copies
@@ -236,7 +269,7 @@ def local_grads(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, in
 
 
 class Gathers:
-    """FSDP2's unsharded parameters and gradient buffers over a training step of rank 0
+    """FSDP2's unsharded parameters and gradient buffers over a training step of the rank
     (FSDPParamGroup.pre_forward / post_forward / pre_backward / post_backward, torch/
     distributed/fsdp/_fully_shard/_fsdp_param_group.py), in bytes:
       root       the root unit's all-gather output, unsharded from the root's pre-forward to
@@ -265,6 +298,7 @@ class Gathers:
         root = units.get(ROOT, {"shard": 0, "gathered": 0, "grads": 0})
         self.reshard = parallel.shard == "zero3"
         self.root, self.root_shard = root["gathered"], kept.get(ROOT, root)["shard"]
+        self.root_grads = root["grads"]
         self.n_layers = dict(spec.stacks)
         self.block = {s: units.get(f"{s}.layers", {}).get("gathered", 0) for s in self.n_layers}
         self.shard = {s: kept.get(f"{s}.layers", {}).get("shard", 0) for s in self.n_layers}
@@ -317,12 +351,16 @@ class Gathers:
 
     def post_layer(self, live: Any, stack: str) -> None:
         """A layer's post_backward: resharded (its gathered parameters freed); the previous
-        unit's reduce-scatter input reclaimed; foreach_reduce's input (dp * shard) and
-        output (the sharded gradients) allocated; the unsharded gradients freed."""
+        unit's reduce-scatter input reclaimed; foreach_reduce's input (dp * shard)
+        allocated and the unsharded gradients copied in, then freed ("Only after the
+        copy-in finishes can we free the gradients"), then its output (the sharded
+        gradients) allocated (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
+        foreach_reduce; issue 18i: the output was taken before the gradients were freed)."""
         live.drop(self.block[stack], self.rs_input)
         self.rs_input = self.block[stack]
-        live.take(self.rs_input, self.shard[stack])
+        live.take(self.rs_input)
         live.drop(self.grads[stack])
+        live.take(self.shard[stack])
 
     def after_stack(self, live: Any, stack: str) -> None:
         """The first layer prefetches nothing (its post_forward index is 0); the replay's
@@ -332,9 +370,13 @@ class Gathers:
             live.drop(self.block[stack])
 
     def end(self, live: Any) -> None:
-        """The root's post_backward after the embeddings: its reduce-scatter."""
+        """The root's post_backward after the embeddings: its reduce-scatter input beside
+        the root's unsharded gradients (the copy-in), the gradients freed, the output
+        allocated (foreach_reduce, as ``post_layer``)."""
         live.drop(self.rs_input)
-        live.take(self.root, self.root_shard)
+        live.take(self.root)
+        live.drop(self.root_grads)
+        live.take(self.root_shard)
 
 
 def fsdp(parallel: Parallel) -> bool:
@@ -343,7 +385,7 @@ def fsdp(parallel: Parallel) -> bool:
 
 
 def rank_state_terms(spec: ModelSpec, parallel: Parallel, sh: Any) -> dict[str, int]:
-    """weights, gradients, optimizer.<state> (and optimizer.master_weights) as rank 0 holds
+    """weights, gradients, optimizer.<state> (and optimizer.master_weights) as the rank holds
     them. Under FSDP2 with master weights the sharded parameters ARE the fp32 copy
     (MixedPrecisionPolicy(param_dtype=dtype) gathers them in ``dtype``; their sharded
     gradients are cast back to fp32): ``weights`` and ``gradients`` are fp32 shards and there
@@ -372,7 +414,7 @@ _SEQ_INPUTS = ("self_attn.q_proj", "ffn.gate", "ffn.up")
 
 
 def rank_activations(local: ModelSpec, sh: Any, parallel: Parallel) -> dict[str, Any]:
-    """Saved activation terms of rank 0 (names without ``activations.``): the local widths'
+    """Saved activation terms of the rank (names without ``activations.``): the local widths'
     (``local_spec``); under ``sp`` the sequence-sharded ones divided by t (ceil): the norms
     (SequenceParallel), the residual and embedding dropout masks, the checkpointed layer
     inputs, and with ``sp_input="shard"`` (Megatron-LM) the column-parallel linears' inputs
@@ -393,3 +435,50 @@ def rank_activations(local: ModelSpec, sh: Any, parallel: Parallel) -> dict[str,
             seq = seq or leaf in _SEQ_INPUTS or name == "lm_head"
         out[name] = -(-v // t) if seq else v
     return out
+
+
+def ddp_bucket_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> int:
+    """DDP's gradient buckets on the rank (shard none / zero1 over dp > 1): flat buffers
+    that hold every local gradient once, allocated when DDP is built
+    (torch/csrc/distributed/c10d/reducer.cpp, Reducer::initialize_buckets:
+    ``bucket.gradients = at::empty({offset}, options)``) and live as long as the model;
+    with gradient_as_bucket_view=False (DDP's default) each gradient is copied into its
+    bucket (mark_variable_ready_dense: ``bucket_view.copy_(grad)``), beside the gradient
+    itself. 0 for FSDP2 and TP-only layouts."""
+    if parallel.shard not in ("none", "zero1") or parallel.dp == 1:
+        return 0
+    return sum(local_grads(spec, parallel, dtype).values())
+
+
+def rank_step_temporaries(spec: ModelSpec, parallel: Parallel, sh: Any) -> int:
+    """The optimizer step's temporaries over the tensors the rank steps (its shards, its
+    ZeRO-1 partition, in parameter order): the replay of estimator/replay/optimizer_step.py
+    on the rank's own shapes (a for-loop step's largest temporaries are those of the rank's
+    largest tensor, not a share of the whole model's)."""
+    from estimator.replay.optimizer_step import _replay
+    from estimator.terms.optimizer import optimizer_dtype
+
+    if sh.optimizer_impl is None:
+        return 0
+    shapes = tuple(optimizer_shapes(spec, parallel))
+    return _replay(shapes, sh.optimizer, sh.optimizer_impl, optimizer_dtype(sh), sh.device)
+
+
+def tp_logits(spec: ModelSpec, parallel: Parallel, sh: Any) -> tuple[int, int]:
+    """(extra bytes at the loss, bytes live at the logits' all-gather) of a tensor-parallel
+    rank whose LM head gathers its logits (ColwiseParallel(output_layouts=Replicate()), no
+    loss_parallel); (0, 0) otherwise. DTensor's Shard(-1) -> Replicate
+    (torch/distributed/tensor/placement_types.py, Shard._to_replicate_tensor) pads a short
+    piece to c = ceil(V / t) columns (pad_tensor: a copy, beside the piece), all-gathers
+    [t n, c] (_functional_collectives.all_gather_tensor, on dim 0) and concatenates the
+    chunks on the vocabulary dim, [n, t c], while the gathered buffer and the local piece
+    [n, c_r] are still held; the unpadded logits are a narrow view of that [n, t c] storage,
+    which stays the logits' storage through the loss (n t c instead of n V)."""
+    if parallel.tp == 1 or parallel.loss_parallel or not spec.lm_head or not spec.vocab_size:
+        return 0, 0
+    t, v = parallel.tp, spec.vocab_size
+    c, mine = _chunk(v, t), _chunk(v, t, parallel.tp_rank)
+    n, cb = sh.b * sh.s_out, sh.cb
+    padded = n * c * cb if mine < c else 0  # the short piece's padded copy
+    gather = n * mine * cb + padded + 2 * n * t * c * cb  # piece, gathered, concatenated
+    return n * (t * c - v) * cb, gather

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.distributed._functional_collectives import AsyncCollectiveTensor
 from torch.distributed.tensor import DTensor
 
 from estimator.breakdown import Breakdown
@@ -28,8 +29,18 @@ from profiler.tracking import ModulePathTracker, flatten_tensors
 
 
 def local(tensor: Any) -> Any:
-    """The rank's own tensor behind a DTensor; any other tensor as it is."""
-    return tensor._local_tensor if isinstance(tensor, DTensor) else tensor
+    """The rank's own tensor behind a DTensor, the result behind an AsyncCollectiveTensor;
+    any other tensor as it is. An AsyncCollectiveTensor (what functional collectives return,
+    torch/distributed/_functional_collectives.py: ``_wrap_tensor_autograd``) is a wrapper
+    subclass (``_make_wrapper_subclass``): its own storage holds no data ("Attempted to
+    access the data pointer on an invalid python storage") but reports the collective's
+    nbytes, so counted as itself it doubled every gathered tensor (issue 18i: the TP logits'
+    all-gather, 15,872 bytes of the tiny decoder at tp 2)."""
+    if isinstance(tensor, DTensor):
+        return tensor._local_tensor
+    if isinstance(tensor, AsyncCollectiveTensor):
+        return tensor.elem
+    return tensor
 
 
 def param_numel(model: Any) -> int:

@@ -511,7 +511,7 @@ def _rank_table(point: Any, nproc: int) -> Table:
             else ""
             for r in range(nproc)
         ]
-        preds = {row.predicted for row in ranks.values()}
+        preds = list(dict.fromkeys(ranks[r].predicted for r in sorted(ranks)))  # rank order
         predicted = (
             "not modelled"
             if None in preds
@@ -523,4 +523,7 @@ def _rank_table(point: Any, nproc: int) -> Table:
         table.add_row(term, *cells, predicted, f"[{color}]{worst}[/]")
     phases = ", ".join(f"rank {r}: {ph}" for r, ph in point.peak_phase_measured.items())
     table.caption = f"peak moment measured: {phases}"
+    if point.peak_phase_predicted:
+        said = ", ".join(f"rank {r}: {ph}" for r, ph in point.peak_phase_predicted.items())
+        table.caption += f"; predicted: {said}"
     return table

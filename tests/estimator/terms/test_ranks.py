@@ -16,7 +16,7 @@ from estimator.shapes import resolve
 from estimator.spec.errors import UnsupportedError
 from estimator.spec.parallel import Parallel
 from estimator.terms.memory import group, input_bytes
-from estimator.terms.ranks import Gathers
+from estimator.terms.ranks import Gathers, local_params
 
 TINY = ModelSpec(arch="decoder", n_decoder_layers=2, d_model=8, n_heads=2, n_kv_heads=2,
                  d_ff=10, vocab_size=11, max_seq_len=64, position="rotary",
@@ -35,7 +35,10 @@ def test_one_rank_of_plain_data_parallel_is_the_single_device_estimate() -> None
         w = W.model_copy(update={"seq_len": 16, "batch_size": 2})
         one, rank = estimate(spec, w), estimate(spec, w, parallel=Parallel(world=2))
         assert rank.memory.terms == one.memory.terms
-        assert (rank.peak_memory_bytes, rank.peak_phase) == (one.peak_memory_bytes, one.peak_phase)
+        # + DDP's gradient buckets: one flat copy of every gradient, the whole step
+        buckets = one.memory.terms["gradients"]
+        assert rank.peak_memory_bytes == one.peak_memory_bytes + buckets
+        assert rank.peak_phase == one.peak_phase
         assert rank.flops.terms == one.flops.terms
 
 
@@ -91,20 +94,25 @@ def test_tensor_parallel_local_shapes_and_collectives() -> None:
     # norms replicated. Layer 8 + 4 x 32 + 8 + 3 x 40 = 264; root 48 + 8 + 48 = 104
     est = estimate(TINY, W, parallel=Parallel(world=2, tp=2))
     assert est.memory.terms["weights"] == (104 + 2 * 264) * F32
-    nd, logits = 4 * 8 * F32, 4 * 11 * F32  # [n, d] and [n, V] in fp32, n = b s = 4
+    # [n, d] and [n, V] in fp32, n = b s = 4; the logits' 11 columns padded to 2 x 6 = 12
+    nd, logits = 4 * 8 * F32, 4 * 12 * F32
     assert comm(Parallel(world=2, tp=2)) == {
-        # per layer 2 forward (o_proj, down) + 2 backward (attention, FFN input grads);
-        # the embedding's forward, the head's input grad
-        "comm.all_reduce.count": 2 * 4 + 2,
-        "comm.all_reduce.bytes": (2 * 4 + 2) * nd,
+        # per layer 2 forward (o_proj, down) + 5 backward (the input grads of q, k, v, up,
+        # gate, one each); the embedding's forward, the head's input grad
+        "comm.all_reduce.count": 2 * 7 + 2,
+        "comm.all_reduce.bytes": (2 * 7 + 2) * nd,
         "comm.all_gather.count": 1,  # the logits (output Replicate)
         "comm.all_gather.bytes": logits,
     }
     sp = {
         "comm.all_gather.count": 2 * 4 + 2 + 1,  # per layer 2 fwd + 2 bwd; embed bwd, head in
         "comm.all_gather.bytes": (2 * 4 + 2) * nd + logits,
-        "comm.reduce_scatter.count": 2 * 4 + 2,
-        "comm.reduce_scatter.bytes": (2 * 4 + 2) * nd,
+        "comm.reduce_scatter.count": 2 * 4 + 1,  # per layer 2 fwd + 2 bwd; the head's grad
+        "comm.reduce_scatter.bytes": (2 * 4 + 1) * nd,
+        # the embedding's output (Replicate, then split); AdamW's 3 reads of each of the 5
+        # RMSNorm weights' Partial gradients
+        "comm.all_reduce.count": 1 + 3 * 5,
+        "comm.all_reduce.bytes": nd + 3 * 5 * 8 * F32,
     }
     assert comm(Parallel(world=2, tp=2, sp=True)) == sp
     full = W.model_copy(update={"checkpointing": "full"})  # the recompute's forward again
@@ -113,7 +121,7 @@ def test_tensor_parallel_local_shapes_and_collectives() -> None:
     assert again["comm.reduce_scatter.count"] == sp["comm.reduce_scatter.count"] + 2 * 2
     lp = comm(Parallel(world=2, tp=2, loss_parallel=True))
     assert "comm.all_gather.count" not in lp  # the logits stay vocabulary-sharded
-    assert lp["comm.all_reduce.count"] == 2 * 4 + 2 + 3  # + max, sum exp, target log-prob
+    assert lp["comm.all_reduce.count"] == 2 * 7 + 2 + 3  # + max, sum exp, target log-prob
 
 
 def test_fsdp_over_tensor_parallel_shards_the_local_tensors() -> None:
@@ -124,7 +132,7 @@ def test_fsdp_over_tensor_parallel_shards_the_local_tensors() -> None:
     assert est.memory.terms["weights"] == (52 + 2 * 140) * F32
     c = est.comm
     assert c["comm.reduce_scatter.bytes"] == 2 * (52 + 2 * 140) * F32
-    assert c["comm.all_reduce.count"] == 2 * 4 + 2  # the tensor-parallel ones
+    assert c["comm.all_reduce.count"] == 2 * 7 + 2  # the tensor-parallel ones
 
 
 def test_tensor_parallel_activations_are_those_of_the_local_widths() -> None:
@@ -183,3 +191,25 @@ def test_collective_time_is_the_ring_bus_bandwidth_of_its_group() -> None:
     assert comm_times(estimate(TINY, W), gpu) == (0.0, 0.0)
     step = roofline(10**6, 10**6, gpu, "fp32", comm_s=(1.0, 0.5))  # 2.5 us compute, 1.25 memory
     assert step.bound == "communication" and step.time_s == 1.5
+
+
+def test_every_rank_has_its_own_uneven_shards() -> None:
+    # issue 18i: Parallel.rank. torch.chunk gives the last ranks fewer rows: rank 3 of 4 under
+    # FSDP2 holds of up / gate [10, 8] 10 - 3 x 3 = 1 row, of embed / lm_head [11, 8] 2 rows.
+    # Layer: norms 2 + 2, q k v o 4 x 16, up gate 2 x 8, down 2 x 10 = 104; root: embed 16,
+    # final_norm 2, lm_head 16 = 34; 34 + 2 x 104 = 242 elements (rank 0: 322)
+    p = Parallel(world=4, shard="zero3", rank=3)
+    t = estimate(TINY, W, parallel=p).memory.terms
+    assert t["weights"] == t["gradients"] == 322 * F32  # padded storage: the same on every rank
+    assert t["optimizer.exp_avg"] == 242 * F32  # zeros_like the unpadded shard
+    assert local_params(TINY, p) == 242
+    # ZeRO-1 rank 1 of 2 owns what rank 0 does not: 1208 - 608 elements, 21 - 11 tensors
+    t = estimate(TINY, W, parallel=Parallel(world=2, shard="zero1", rank=1)).memory.terms
+    assert t["optimizer.exp_avg"] == 600 * F32 and t["optimizer.step"] == 10 * F32
+    # TP rank 1 of 2: embed and lm_head 5 of 11 rows (rank 0: 6), stored in 6 (DTensor pads)
+    t = estimate(TINY, W, parallel=Parallel(world=2, tp=2, rank=1)).memory.terms
+    assert t["weights"] == (104 + 2 * 264) * F32
+    assert t["gradients"] == (88 + 2 * 264) * F32
+    assert local_params(TINY, Parallel(world=2, tp=2, rank=1)) == 88 + 2 * 264
+    with pytest.raises(ValueError, match="rank=2 must be below world=2"):
+        Parallel(world=2, rank=2)

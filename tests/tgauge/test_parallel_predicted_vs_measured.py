@@ -1,0 +1,149 @@
+"""Issue 18's "Done means", predicted against measured: every rank of a real gloo run on CPU
+compared with its own estimate (``Parallel.rank``), term by term:
+
+- per-rank parameters (local, unpadded), weights, gradients and optimizer states exact;
+- saved activations exact or within 1%;
+- the peak within 3% of the measured one, in the same phase;
+- every collective's count and bytes exact per op type.
+
+The measured side is tgauge/validate_parallel.py (profiler/distributed: FSDP2, DDP +
+ZeroRedundancyOptimizer, DTensor TP / SP, FSDP x TP); the predicted side
+``estimator.estimate(..., parallel=Parallel(..., rank=r))``. The default run takes three
+cases at 2 ranks; the whole matrix (2 and 4 ranks, every layout, the tiny decoder and a
+Hugging Face Llama under FSDP2) is marked slow. Layouts whose peak is not yet within the bar
+are xfail(strict) with the measured reason, so that fixing them shows; the 4-rank TP layouts,
+whose measured peak varies between runs, xfail(strict=False) with that reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from estimator.spec import ModelSpec, Workload  # noqa: E402
+from estimator.spec.parallel import Parallel  # noqa: E402
+from tgauge.validate_parallel import ParallelPoint, validate_parallel  # noqa: E402
+
+DOCS = Path(__file__).parents[2] / "docs/validation"
+TINY = ModelSpec.model_validate(json.loads((DOCS / "tiny-decoder.json").read_text()))
+LLAMA = json.loads((DOCS / "hf-llama-tiny/config.json").read_text())
+WORKLOAD = Workload(mode="train", batch_size=2, seq_len=32, device="cpu")
+
+#: the Done-means bars (issue 18), by term prefix; anything else (comm.*, params, memory.weights,
+#: memory.gradients, memory.optimizer.*) must be exact
+ACTIVATIONS_BAR, PEAK_BAR = 0.01, 0.03
+
+#: name -> (model, layout); "llama" is the Hugging Face LlamaForCausalLM of LLAMA
+CASES: dict[str, tuple[str, dict]] = {
+    "zero3-2": ("tiny", {"world": 2, "shard": "zero3"}),
+    "zero2-2": ("tiny", {"world": 2, "shard": "zero2"}),
+    "zero1-2": ("tiny", {"world": 2, "shard": "zero1"}),
+    "tp2-2": ("tiny", {"world": 2, "tp": 2}),
+    "tp2-sp-2": ("tiny", {"world": 2, "tp": 2, "sp": True}),
+    "hf-llama-zero3-2": ("llama", {"world": 2, "shard": "zero3"}),
+    "hf-llama-zero2-2": ("llama", {"world": 2, "shard": "zero2"}),
+    "zero3-4": ("tiny", {"world": 4, "shard": "zero3"}),
+    "zero2-4": ("tiny", {"world": 4, "shard": "zero2"}),
+    "zero1-4": ("tiny", {"world": 4, "shard": "zero1"}),
+    "zero3-tp2-4": ("tiny", {"world": 4, "tp": 2, "shard": "zero3"}),
+    "zero3-tp2-sp-4": ("tiny", {"world": 4, "tp": 2, "sp": True, "shard": "zero3"}),
+    "zero2-tp2-4": ("tiny", {"world": 4, "tp": 2, "shard": "zero2"}),
+    "hf-llama-zero3-4": ("llama", {"world": 4, "shard": "zero3"}),
+    "hf-llama-zero2-4": ("llama", {"world": 4, "shard": "zero2"}),
+}
+DEFAULT = ("zero3-2", "zero1-2", "hf-llama-zero3-2")
+
+#: case -> why its peak is not yet within the bar (measured, docs/validation.md)
+_LLAMA_4 = (
+    "HF Llama, FSDP2 on 4 ranks: predicted 6.4% high in backward. At the root's post_backward "
+    "the live tracker sees the lm_head's unsharded gradient [V, d] still held beside the "
+    "reduce-scatter output, the embedding's freed; the replay frees both at the copy-in "
+    "(exact on 2 ranks, where one gradient equals the shard): not traced to FSDP2's code yet"
+)
+_FORWARD_GAP = (
+    "forward 8,192 B low (one [n, d] fp32: the embedding's output held to the loss under "
+    "FSDP2 / DTensor, not on one device; not traced): the measured forward tops the "
+    "predicted backward / step peak by < 0.5%, so the phase differs"
+)
+PEAK_OPEN: dict[str, str] = {
+    "hf-llama-zero3-4": _LLAMA_4,
+    "hf-llama-zero2-4": _LLAMA_4,
+    "tp2-2": _FORWARD_GAP,
+    "zero3-tp2-4": _FORWARD_GAP,
+    "zero3-tp2-sp-4": _FORWARD_GAP,
+}
+#: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
+#: runs, exactly; docs/validation.md)
+PEAK_FLAKY = dict.fromkeys(
+    ("zero2-tp2-4",),
+    "4 TP ranks on a loaded CPU: in 2 of 4 runs of the zero3 x TP 2 layouts one rank's "
+    "forward peak was a logits-sized buffer higher (+15,616 / +15,872 B: a functional "
+    "collective's buffer held past its wait by gloo's worker thread); this layout's forward "
+    "peak is the same kind of moment",
+)
+
+
+@functools.cache
+def point(case: str) -> ParallelPoint:
+    model, layout = CASES[case]
+    if model == "llama":
+        return validate_parallel(
+            ModelSpec.from_hf_config(LLAMA), WORKLOAD, Parallel(**layout), hf_config=LLAMA
+        )
+    return validate_parallel(TINY, WORKLOAD, Parallel(**layout))
+
+
+def _cases(slow_too: bool = True) -> list:
+    return [
+        pytest.param(c, marks=() if c in DEFAULT else pytest.mark.slow)
+        for c in CASES
+        if slow_too or c in DEFAULT
+    ]
+
+
+def _peak_cases() -> list:
+    out = []
+    for c in CASES:
+        marks = [] if c in DEFAULT else [pytest.mark.slow]
+        if c in PEAK_OPEN:
+            marks.append(pytest.mark.xfail(strict=True, reason=PEAK_OPEN[c]))
+        elif c in PEAK_FLAKY:
+            marks.append(pytest.mark.xfail(strict=False, reason=PEAK_FLAKY[c]))
+        out.append(pytest.param(c, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_state_activations_and_collectives_meet_the_bars_on_every_rank(case: str) -> None:
+    p = point(case)
+    world = CASES[case][1]["world"]
+    assert sorted({r.rank for r in p.rows}) == list(range(world))
+    misses = []
+    for r in p.rows:
+        if r.term == "peak_memory":
+            continue
+        assert r.predicted is not None, f"rank {r.rank} {r.term}: {r.note}"
+        if r.term.startswith("memory.activations"):
+            ok = r.predicted == r.measured or abs(r.predicted - r.measured) <= (
+                ACTIVATIONS_BAR * r.measured
+            )
+        else:
+            ok = r.predicted == r.measured
+        if not ok:
+            misses.append((r.rank, r.term, r.predicted, r.measured))
+    assert not misses, misses
+
+
+@pytest.mark.parametrize("case", _peak_cases())
+def test_peak_within_three_percent_in_its_phase_on_every_rank(case: str) -> None:
+    p = point(case)
+    peaks = [r for r in p.rows if r.term == "peak_memory"]
+    assert len(peaks) == CASES[case][1]["world"]
+    for r in peaks:
+        assert abs(r.predicted - r.measured) <= PEAK_BAR * r.measured, (r.rank, r.rel_error)
+        assert p.peak_phase_predicted[r.rank] == p.peak_phase_measured[r.rank], r.rank
