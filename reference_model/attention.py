@@ -132,7 +132,10 @@ class Attention(nn.Module):
                 from torch.utils.checkpoint import checkpoint
 
                 return checkpoint(core, q, k, v, use_reentrant=False)  # keeps q, k, v only
-            return core(q, k, v)
+            # not through core(): rebinding k, v here frees the unrepeated ones (a chunk's
+            # clone in decode) before the scores, as the estimator replays it
+            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+            return self.mix(self.scores(q, k, bias, ok), v)
         return self.sdpa(q, k, v, bias, None if is_causal else ok, is_causal)
 
     def forward(
