@@ -1,5 +1,6 @@
-"""The activation of a Hugging Face config.json as a ModelSpec activation (estimator/spec/
-hf_config.py and estimator/spec/hf_families.py read it the same way)."""
+"""The activation of a Hugging Face config.json as a ModelSpec activation, and the refusal of a
+key at a value tgauge does not model (estimator/spec/hf_config.py and
+estimator/spec/hf_families.py read them the same way)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,13 @@ def activation(cfg: Config, key: str, gated: bool = False) -> str:
         f"{cfg['model_type']!r}{' (gated FFN)' if gated else ''}; tgauge "
         "knows relu and gelu FFNs and swiglu / geglu gated FFNs"
     )
+
+
+def reject(cfg: Config, key: str, default: Any, why: str) -> None:
+    """UnsupportedError when ``cfg[key]`` differs from the one value tgauge models."""
+    value = cfg.get(key, default)
+    if value != default:
+        raise UnsupportedError(
+            f"{key}={short_repr(value)} is not modelled for model_type="
+            f"{cfg['model_type']!r}: {why} (expected {default!r})"
+        )

@@ -27,20 +27,11 @@ from estimator.spec import hf_families
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import read_text, short_repr
 from estimator.spec.hf_activation import activation as _activation  # shared with hf_families
+from estimator.spec.hf_activation import reject as _reject
 from estimator.spec.hf_keys import check_activation, check_keys, ignored_keys
 from estimator.spec.usual import hf_usual_settings
 
 Config = dict[str, Any]
-
-
-def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
-    """UnsupportedError when ``cfg[key]`` differs from the one value tgauge models."""
-    value = cfg.get(key, default)
-    if value != default:
-        raise UnsupportedError(
-            f"{key}={short_repr(value)} is not modelled for model_type="
-            f"{cfg['model_type']!r}: {why} (expected {default!r})"
-        )
 
 
 def _gpt2(cfg: Config) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from estimator.spec.errors import SpecError, UnsupportedError
 from estimator.spec.files import short_repr
 from estimator.spec.hf_activation import activation
+from estimator.spec.hf_activation import reject as _reject
 from estimator.spec.hf_keys import ACTIVATION_KEY
 
 Config = dict[str, Any]
@@ -38,15 +39,6 @@ def check_counts(cfg: Config) -> None:
         low = 0 if key in _MAY_BE_ZERO else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SpecError(f"{key}={short_repr(value)} is invalid: an integer >= {low}")
-
-
-def _reject(cfg: Config, key: str, default: Any, why: str) -> None:
-    value = cfg.get(key, default)
-    if value != default:
-        raise UnsupportedError(
-            f"{key}={short_repr(value)} is not modelled for model_type="
-            f"{cfg['model_type']!r}: {why} (expected {default!r})"
-        )
 
 
 #: issue 22k: the defaults of the config classes where they differ from the readers' usual

@@ -103,6 +103,11 @@ class RecurrentSpec(BaseModel):
         return 1 if self.bidirectional == "none" else 2
 
     @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Term-name prefix of each stack: ``encoder.`` and ``decoder.`` for seq2seq."""
+        return ("encoder.", "decoder.") if self.kind == "seq2seq" else ("",)
+
+    @property
     def stacks(self) -> int:
         """Stacks of n_layers cells: 2 for seq2seq (encoder, decoder), else 1."""
         return 2 if self.kind == "seq2seq" else 1

@@ -52,8 +52,7 @@ def _add(terms: dict[str, int], name: str, value: int) -> None:
 def recurrent_params(spec: RecurrentSpec) -> Breakdown:
     """Parameters per component, exact (torch's modules; ``bias="single"``: AllenNLP's)."""
     terms: dict[str, int] = {}
-    prefixes = ("encoder.", "decoder.") if spec.kind == "seq2seq" else ("",)
-    for i, prefix in enumerate(prefixes):
+    for i, prefix in enumerate(spec.prefixes):
         if spec.char_cnn is not None and i == 0:
             for name, n in _char_cnn_params(spec.char_cnn, spec.d_embed).items():
                 _add(terms, prefix + name, n)
@@ -93,8 +92,7 @@ def recurrent_forward_flops(spec: RecurrentSpec, batch: int, seq_len: int) -> Br
     flop_counter registers matmuls and convolutions only)."""
     tokens = batch * seq_len
     terms: dict[str, int] = {}
-    prefixes = ("encoder.", "decoder.") if spec.kind == "seq2seq" else ("",)
-    for i, prefix in enumerate(prefixes):
+    for i, prefix in enumerate(spec.prefixes):
         c = spec.char_cnn
         if c is not None and i == 0:
             nf = c.n_filters
@@ -195,8 +193,7 @@ def recurrent_saved_bytes(
     n = b * t
     copied = b > 1 and t > 1
     terms: dict[str, int] = {}
-    prefixes = ("encoder.", "decoder.") if spec.kind == "seq2seq" else ("",)
-    for i, prefix in enumerate(prefixes):
+    for i, prefix in enumerate(spec.prefixes):
         c = spec.char_cnn
         if c is not None and i == 0:
             nf = c.n_filters
