@@ -245,7 +245,6 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         local_spec,
         rank_activations,
         rank_state_terms,
-        rank_step_temporaries,
         tp_logits,
     )
 
@@ -272,6 +271,8 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     gathers = Gathers(spec, parallel, sh.dtype, orig) if fsdp(parallel) else None
     resident = ddp_bucket_bytes(spec, parallel, sh.dtype)  # issue 18i
     rank = (local_grads(spec, parallel, sh.dtype), gathers, resident)
+    from estimator.replay.optimizer_step import rank_step_temporaries
+
     rank += (rank_step_temporaries(spec, parallel, sh), tp_logits(spec, parallel, sh))
     peak, phase = train_peak(local, sh, mem, rank)
     p = params(spec)

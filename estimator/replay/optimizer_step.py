@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
@@ -184,3 +185,16 @@ def _replay(shapes: tuple[Shape, ...], optimizer: str, impl: str, d: str, device
     else:
         _RULES[(optimizer, impl)](frame, groups, d)
     return frame.peak
+
+
+def rank_step_temporaries(spec: ModelSpec, parallel: Any, sh: Shapes) -> int:
+    """The optimizer step's temporaries over the tensors the rank steps (its shards, its
+    ZeRO-1 partition, in parameter order): the replay of estimator/replay/optimizer_step.py
+    on the rank's own shapes (a for-loop step's largest temporaries are those of the rank's
+    largest tensor, not a share of the whole model's)."""
+    from estimator.terms.ranks import optimizer_shapes
+
+    if sh.optimizer_impl is None:
+        return 0
+    shapes = tuple(optimizer_shapes(spec, parallel))
+    return _replay(shapes, sh.optimizer, sh.optimizer_impl, optimizer_dtype(sh), sh.device)

@@ -450,20 +450,6 @@ def ddp_bucket_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> int:
     return sum(local_grads(spec, parallel, dtype).values())
 
 
-def rank_step_temporaries(spec: ModelSpec, parallel: Parallel, sh: Any) -> int:
-    """The optimizer step's temporaries over the tensors the rank steps (its shards, its
-    ZeRO-1 partition, in parameter order): the replay of estimator/replay/optimizer_step.py
-    on the rank's own shapes (a for-loop step's largest temporaries are those of the rank's
-    largest tensor, not a share of the whole model's)."""
-    from estimator.replay.optimizer_step import _replay
-    from estimator.terms.optimizer import optimizer_dtype
-
-    if sh.optimizer_impl is None:
-        return 0
-    shapes = tuple(optimizer_shapes(spec, parallel))
-    return _replay(shapes, sh.optimizer, sh.optimizer_impl, optimizer_dtype(sh), sh.device)
-
-
 def tp_logits(spec: ModelSpec, parallel: Parallel, sh: Any) -> tuple[int, int]:
     """(extra bytes at the loss, bytes live at the logits' all-gather) of a tensor-parallel
     rank whose LM head gathers its logits (ColwiseParallel(output_layouts=Replicate()), no
