@@ -67,13 +67,17 @@ class SavedTensorRecorder:
         )
 
 
-def measure_saved(model: Any, run: Callable[[], Any]) -> SavedTensors:
-    """Run ``run()`` (a forward, and backward if you want recompute seen) and record saves."""
+def measure_saved(
+    model: Any, run: Callable[[], Any], recorder_cls: type = SavedTensorRecorder
+) -> SavedTensors:
+    """Run ``run()`` (a forward, and backward if you want recompute seen) and record saves;
+    ``recorder_cls``: the pack hook's recorder (profiler/distributed/memory.py counts local
+    shards with its own)."""
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
     # early stop would end a recompute inside a module, before its forward post-hook
     with set_checkpoint_early_stop(False), ModulePathTracker(model) as tracker:
-        recorder = SavedTensorRecorder(model, tracker)
+        recorder = recorder_cls(model, tracker)
         with torch.autograd.graph.saved_tensors_hooks(recorder.pack, lambda t: t):
             run()
     return recorder.result()

@@ -25,6 +25,7 @@ from estimator.breakdown import Breakdown
 from profiler.live import LiveMemoryTracker
 from profiler.params import _owned, _storage_bytes, storage_key
 from profiler.saved import SavedTensorRecorder
+from profiler.saved import measure_saved as _measure_saved
 from profiler.tracking import ModulePathTracker, flatten_tensors
 
 
@@ -104,13 +105,8 @@ class LocalSavedRecorder(SavedTensorRecorder):
 
 
 def measure_saved(model: Any, run: Callable[[], Any]) -> Any:
-    from torch.utils.checkpoint import set_checkpoint_early_stop
-
-    with set_checkpoint_early_stop(False), ModulePathTracker(model) as tracker:
-        recorder = LocalSavedRecorder(model, tracker)
-        with torch.autograd.graph.saved_tensors_hooks(recorder.pack, lambda t: t):
-            run()
-    return recorder.result()
+    """profiler.saved.measure_saved, each save counted as its local shard."""
+    return _measure_saved(model, run, LocalSavedRecorder)
 
 
 class LocalLiveTracker(LiveMemoryTracker):
