@@ -276,6 +276,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     rank += (rank_step_temporaries(spec, parallel, sh), tp_logits(spec, parallel, sh))
     peak, phase = train_peak(local, sh, mem, rank)
     p = params(spec)
+    whole = resolve(spec, workload)  # the unsplit model, for the textbook comparison
     return Estimate(
         spec=spec,
         workload=workload,
@@ -286,9 +287,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         peak_memory_bytes=peak,
         peak_phase=phase,
         decode=None,
-        textbook=textbook(
-            spec, resolve(spec, workload), p.total, memory(spec, resolve(spec, workload))
-        ),
+        textbook=textbook(spec, whole, p.total, memory(spec, whole)),
         unchecked=_unchecked(spec, workload) + _rank_unchecked(parallel),
         parallel=parallel,
         comm=comm(spec, parallel, sh),

@@ -102,20 +102,18 @@ def recurrent_step_time(
 ) -> tuple[float, str]:
     """Roofline seconds of one training step and the bound of its dependent steps."""
     flops = recurrent_forward_flops(spec, batch, seq_len)
-    rnn_flops = sum(v for k, v in flops.terms.items() if k.endswith("rnn"))
     weights = recurrent_params(spec).total * dtype_bytes
-    parallel_flops = flops.total  # everything but the recurrent mm's, added below
     serial: list[tuple[int, int]] = []  # (flops, bytes) of one dependent step
     serial_flops = 0
+    # one cell's h (and c): read and written by each of its steps
+    state = recurrent_state_bytes(spec, batch, dtype_bytes) // (spec.n_layers * spec.directions)
     for layer in range(spec.n_layers):
         cell = _cell_params(spec, layer)
         w_step = cell["weight_hh"] + cell.get("weight_hr", 0)
         step_flops = 2 * batch * w_step
-        state = recurrent_state_bytes(spec, batch, dtype_bytes) // (spec.n_layers * spec.directions)
         serial.append((step_flops, w_step * dtype_bytes + 2 * state))
         serial_flops += step_flops * seq_len * spec.directions * spec.stacks
-    parallel_flops = flops.total - serial_flops
-    assert 0 <= serial_flops <= rnn_flops
+    parallel_flops = flops.total - serial_flops  # the input projections, char CNN, head
     acts = recurrent_saved_bytes(spec, batch, seq_len, dtype_bytes).total
     parallel = roofline(parallel_flops, weights + 2 * acts, gpu, "fp32")
     t = parallel.time_s
