@@ -13,6 +13,7 @@ import pytest
 from estimator.spec import ModelSpec, Workload
 
 pytest.importorskip("transformers")
+from hf_checks import assert_point  # noqa: E402
 from hf_tiny import CONFIGS  # noqa: E402
 
 from tgauge.validate import validate_point  # noqa: E402
@@ -23,7 +24,6 @@ SMALL = (2, 32)
 #: activations dominate the training peak (tiny widths); s + new tokens within GPT-2's 64
 #: learned positions
 LARGE = {"train": (4, 64), "prefill": (4, 64), "decode": (4, 48)}
-PEAK_TOLERANCE = 0.02  # issue 9's done criterion
 
 
 def point(family: str, attention: str, mode: str, b: int, s: int, **workload):
@@ -34,35 +34,9 @@ def point(family: str, attention: str, mode: str, b: int, s: int, **workload):
     return validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
 
 
-def rows(p, prefix: str) -> dict:
-    return {r.term: r for r in p.rows if r.term.startswith(prefix)}
-
-
-def assert_exact(found: dict) -> None:
-    off = {k: (r.predicted, r.measured) for k, r in found.items() if r.predicted != r.measured}
-    assert found and not off, off
-
-
-def assert_peak(p) -> None:
-    peak = rows(p, "peak_memory")["peak_memory"]
-    assert abs(peak.predicted - peak.measured) <= PEAK_TOLERANCE * peak.measured, peak
-    assert p.peak_phase_predicted == p.peak_phase_measured
-
-
 def check(family: str, attention: str, mode: str, b: int, s: int, **workload) -> None:
     p = point(family, attention, mode, b, s, **workload)
-    assert p.status == "ok", p.notes
-    assert_exact(rows(p, "params."))
-    if mode == "train":
-        assert_exact(rows(p, "memory.activations."))
-        assert_exact({k: r for k, r in rows(p, "memory.").items() if "activations" not in k})
-        if attention == "eager":
-            assert_exact(rows(p, "flops."))
-    if mode == "decode":
-        cache = rows(p, "kv_cache.after_step.")
-        assert len(cache) == workload.get("new_tokens", 3) + 1
-        assert_exact(cache)
-    assert_peak(p)
+    assert_point(p, mode, attention, workload.get("new_tokens", 3))
 
 
 SLOW = pytest.mark.slow

@@ -13,25 +13,17 @@ from estimator.spec import ModelSpec, Workload
 from estimator.spec.errors import UnsupportedError
 
 pytest.importorskip("transformers")
+from hf_checks import assert_point  # noqa: E402
+
 from tgauge.hf_tiny_families import CONFIGS, FAMILIES  # noqa: E402
 from tgauge.validate import validate_point  # noqa: E402
 
-PEAK_TOLERANCE = 0.02
 SLOW = pytest.mark.slow  # as tests/tgauge/test_hf_rules_decoders.py: training in the default run
 MODES = [("train", "eager"), ("train", "fused")] + [
     pytest.param(mode, attention, marks=SLOW)
     for mode in ("prefill", "decode")
     for attention in ("eager", "fused")
 ]
-
-
-def rows(p, prefix: str) -> dict:
-    return {r.term: r for r in p.rows if r.term.startswith(prefix)}
-
-
-def assert_exact(found: dict) -> None:
-    off = {k: (r.predicted, r.measured) for k, r in found.items() if r.predicted != r.measured}
-    assert found and not off, off
 
 
 @pytest.mark.parametrize(("mode", "attention"), MODES)
@@ -50,20 +42,7 @@ def test_hf_family_matches_real_model_at_random_points(family, mode, attention):
             estimate(ModelSpec.from_hf_config(config), w)  # not modelled: refused by name
         return
     p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
-    assert p.status == "ok", p.notes
-    assert_exact(rows(p, "params."))
-    if mode == "train":
-        assert_exact(rows(p, "memory.activations."))
-        assert_exact({k: r for k, r in rows(p, "memory.").items() if "activations" not in k})
-        if attention == "eager":
-            assert_exact(rows(p, "flops."))
-    if mode == "decode":
-        cache = rows(p, "kv_cache.after_step.")
-        assert len(cache) == extra["new_tokens"] + 1
-        assert_exact(cache)
-    peak = rows(p, "peak_memory")["peak_memory"]
-    assert abs(peak.predicted - peak.measured) <= PEAK_TOLERANCE * peak.measured, peak
-    assert p.peak_phase_predicted == p.peak_phase_measured
+    assert_point(p, mode, attention, extra.get("new_tokens", 0))
 
 
 def test_unmeasured_family_memory_is_refused_by_name():
