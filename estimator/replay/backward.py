@@ -258,14 +258,22 @@ class Backward:
         nd = self.b * s * self.spec.d_model * self.cb
         if self.spec.final_norm:
             self.norm(f"{stack}.final_norm", nd, self.b * s)
+        if self.gathers is not None:  # torchtitan: the final norm + head unit's post_backward
+            self.gathers.head_post_backward(self.live)
         self.share = n_layers
-        for _ in range(min(n_layers, 2)):
+        # FSDP2 under torchtitan's wrap: the first layer prefetches another unit, replayed alone
+        first = self.gathers is not None and self.gathers.first_layer(stack)
+        uniform = n_layers - 1 if first else n_layers
+        for _ in range(min(uniform, 2)):
             top, delta = self.live.measure(lambda: self.fsdp_layer(stack, s, s_src))
             self.freed = {  # the next layer frees its own share
                 k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
             }
-        if n_layers > 2:
-            self.live.repeat(n_layers - 2, top, delta)
+        if uniform > 2:
+            self.live.repeat(uniform - 2, top, delta)
+        if first:
+            self.gathers.first = True
+            self.fsdp_layer(stack, s, s_src)
         if self.gathers is not None:
             self.gathers.after_stack(self.live, stack)
         self.share = 1
@@ -357,6 +365,8 @@ class Backward:
             if upcast:
                 live.take(logits)  # ToCopyBackward0: d(logits) in their dtype
                 live.drop(l32)
+            if self.gathers is not None:  # torchtitan: the head unit's pre_backward
+                self.gathers.head_pre_backward(live)
             if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's
                 self.embed_use()
             else:
@@ -403,6 +413,8 @@ class Backward:
         self.free("loss")  # the log-softmax
         live.take(low)  # ToCopyBackward0: d(logits) in the logits' low dtype
         live.drop(logits)
+        if self.gathers is not None:  # torchtitan: the head unit's pre_backward
+            self.gathers.head_pre_backward(live)
         tied = spec.tie_embeddings
         w32 = self.embed_grad if tied else self.grads.get("lm_head", 0)
         nd = n * spec.d_model * cb
