@@ -46,6 +46,8 @@ class Sharding(BaseModel):
     tp: int = Field(1, gt=0)
     # issue 18
     sp: bool = False
+    # issue 18 (wrapping): the FSDP2 units under zero 2 / 3 (Parallel.wrap)
+    wrap: Literal["blocks", "torchtitan"] = "blocks"
 
     @property
     def dp(self) -> int:
@@ -56,7 +58,9 @@ class Sharding(BaseModel):
         from estimator.spec.parallel import Parallel
 
         shard = ("none", "zero1", "zero2", "zero3")[self.zero]
-        return Parallel(world=self.n_gpus, tp=self.tp, sp=self.sp and self.tp > 1, shard=shard)
+        wrap = self.wrap if self.zero >= 2 else "blocks"  # units exist under FSDP2 only
+        sp = self.sp and self.tp > 1
+        return Parallel(world=self.n_gpus, tp=self.tp, sp=sp, shard=shard, wrap=wrap)
 
 
 def check_sharding(spec: ModelSpec, sharding: Sharding) -> None:
