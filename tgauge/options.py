@@ -192,7 +192,6 @@ Impl = Annotated[
 ]
 
 
-
 class Wrap(str, enum.Enum):
     """FSDP2 units (estimator.spec.parallel.Parallel.wrap; issue 18)."""
 

@@ -53,9 +53,7 @@ class ParallelPoint(BaseModel):
     notes: list[str] = []
 
 
-def parallel_of(
-    nproc: int, zero: int | None, tp: int, sp: bool, wrap: str = "blocks"
-) -> Parallel:
+def parallel_of(nproc: int, zero: int | None, tp: int, sp: bool, wrap: str = "blocks") -> Parallel:
     """The layout the options name: ``--zero`` 1|2|3 (none: plain data parallelism),
     ``--wrap`` the FSDP2 units (blocks, torchtitan)."""
     shard = {None: "none", 0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}[zero]
