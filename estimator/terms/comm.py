@@ -15,10 +15,11 @@ Engines and what they call (torch 2.13; n = b s tokens, d = d_model, cb the comp
   ``fully_shard(layer, reshard_after_forward=zero3)`` per transformer layer, then
   ``fully_shard(model)`` at the root with reshard_after_forward left at its default (None:
   the root is not resharded after forward); per unit (one per layer, the root) one
-  all_gather of its padded parameters in the forward (``wrap="torchtitan"``: units
-  embedding, layers, final norm + head, root; estimator/terms/ranks.py ``unit_in``) (FSDPParamGroup.pre_forward ->
+  all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward ->
   foreach_all_gather) and, under zero3, one again in the backward (pre_backward) for the
-  layers; one reduce_scatter of its gradients
+  layers; one reduce_scatter of its gradients. ``wrap="torchtitan"`` (units: embedding,
+  layers, final norm + head, root; estimator/terms/ranks.py ``unit_in``): the embedding is
+  gathered again in backward too, the norm + head unit (never resharded after forward) not
   (post_backward -> foreach_reduce). Parameters and gradients in ``dtype``
   (MixedPrecisionPolicy param_dtype = reduce_dtype). The recompute under checkpointing
   gathers nothing (the layer is already unsharded by its pre_backward).
