@@ -423,6 +423,7 @@ def fewest_gpus(
     zero: int = 0,
     tp: int = 1,
     sp: bool = False,
+    wrap: str = "blocks",
 ) -> Limit:
     """Fewest GPUs (a multiple of tp) whose per-GPU peak fits. Training tries every
     sharding strategy at this tp (zero 0, 1, 2, 3; ``zero`` is the user's, tried like the
@@ -434,17 +435,20 @@ def fewest_gpus(
     est = estimate(spec, workload)
     check_sharding(spec, Sharding(n_gpus=tp, tp=tp))
     zeros = (0, 1, 2, 3) if workload.is_training else (0,)
-    answers = [_fewest(est, usable, z, tp, sp) for z in zeros]
+    answers = [_fewest(est, usable, z, tp, sp, wrap) for z in zeros]
     fitting = [a for a in answers if a.max_value is not None]
     if fitting:
         return min(fitting, key=lambda a: a.max_value)
     return answers[-1]
 
 
-def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool) -> Limit:
+def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool, wrap: str = "blocks") -> Limit:
     """Fewest GPUs under one strategy, searched as the largest dp that does NOT fit, so the
-    answer is that + 1 replicas (memory falls as dp grows)."""
+    answer is that + 1 replicas (memory falls as dp grows); ``wrap``: the FSDP2 units of
+    zero 2 / 3."""
+    wrap = wrap if zero >= 2 else "blocks"
     strategy = f"zero={zero}, tp={tp}" + (", sp" if sp and tp > 1 else "")
+    strategy += f", wrap={wrap}" if wrap != "blocks" else ""
     cap = 2**20
     if zero >= 2 and est.workload.is_training:  # FSDP2 pads dim 0 to a multiple of dp:
         # past the smallest dim 0, more ranks gather more padding (not monotone)
@@ -453,7 +457,8 @@ def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool) -> Limit:
         cap = min(cap, *(tp_local(n, sh, tp)[0] for n, sh, _ in tensor_entries(est.spec)))
 
     def at(dp: int) -> Fit:
-        return fit(est, usable, Sharding(n_gpus=dp * tp, tp=tp, zero=zero, sp=sp))  # type: ignore[arg-type]
+        layout = Sharding(n_gpus=dp * tp, tp=tp, zero=zero, sp=sp, wrap=wrap)  # type: ignore[arg-type]
+        return fit(est, usable, layout)
 
     def misfit(dp: int) -> Fit | None:  # "fits" of the inverted question
         f = at(dp)
@@ -533,5 +538,7 @@ def plan(
         fit=fit(estimate(spec, workload), usable, sharding),
         max_batch=max_batch(spec, workload, usable, sharding),
         max_context=None if spec.is_patch_input else max_context(spec, workload, usable, sharding),
-        fewest_gpus=fewest_gpus(spec, workload, usable, sharding.zero, sharding.tp, sharding.sp),
+        fewest_gpus=fewest_gpus(
+            spec, workload, usable, sharding.zero, sharding.tp, sharding.sp, sharding.wrap
+        ),
     )

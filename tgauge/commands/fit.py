@@ -15,7 +15,7 @@ from tgauge.format import (
     human_seconds,
     implementation_label,
 )
-from tgauge.options import Impl, Json, with_workload
+from tgauge.options import Impl, Json, Wrap, with_workload
 from tgauge.peak_view import peak_table
 
 _PLAN = "Plan"
@@ -57,6 +57,15 @@ def fit_command(
         bool,
         typer.Option("--sp", help="sequence parallel norms with --tp", rich_help_panel=_PLAN),
     ] = False,
+    wrap: Annotated[
+        Wrap,
+        typer.Option(
+            "--wrap",
+            help="with --zero 2|3: the FSDP2 units: blocks (each block and the root) or "
+            "torchtitan (its apply_fsdp: embedding, blocks, norm + head, root)",
+            rich_help_panel=_PLAN,
+        ),
+    ] = Wrap.blocks,
     mfu: Annotated[
         float, typer.Option("--mfu", help="fraction of peak FLOP/s reached", rich_help_panel=_PLAN)
     ] = 0.4,
@@ -136,7 +145,9 @@ def fit_command(
     usable = usable_bytes(device, overheads)
     if sp and tp == 1:
         raise UserError("--sp shards the norms over the --tp ranks: it needs --tp > 1")
-    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp, sp=sp)  # type: ignore[arg-type]
+    if wrap != Wrap.blocks and zero < 2:
+        raise UserError(f"--wrap {wrap.value} names FSDP2 units: give --zero 2 or 3")
+    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp, sp=sp, wrap=wrap.value)  # type: ignore[arg-type]
     if zero and not workload.is_training:
         note(
             f"--zero {zero} shards training state (optimizer, gradients, FSDP parameters); "
@@ -207,6 +218,8 @@ def _print(
 
     f, sh = result.fit, result.sharding
     layout = f"zero={sh.zero}, tp={sh.tp}" + (", sp" if sh.sp else "")
+    if sh.wrap != "blocks":
+        layout += f", wrap={sh.wrap}"
     verdict = "[green]fits[/]" if f.fits else "[red]does not fit[/]"
     console.print(
         f"{escape(result.model)} ({describe_workload(spec, result.workload)}) on {sh.n_gpus} x "
