@@ -275,6 +275,9 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
 
     rank += (rank_step_temporaries(spec, parallel, sh), tp_logits(spec, parallel, sh))
     peak, phase = train_peak(local, sh, mem, rank)
+    from estimator.replay.rank_parts import rank_peak_parts
+
+    parts = rank_peak_parts(local, sh, mem, rank, peak, phase)
     p = params(spec)
     whole = resolve(spec, workload)  # the unsplit model, for the textbook comparison
     return Estimate(
@@ -291,6 +294,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         unchecked=_unchecked(spec, workload) + _rank_unchecked(parallel),
         parallel=parallel,
         comm=comm(spec, parallel, sh),
+        peak_parts=parts,
     )
 
 

@@ -146,12 +146,17 @@ class Fit(BaseModel):
     headroom_bytes: int = Field(description="usable - peak; negative when it does not fit")
     peak_phase: str
     terms: dict[str, int]
+    # issue 18 (wrapping): training over several GPUs, rank 0's peak beyond its resident
+    # terms by label (Estimate.peak_parts); None where not named
+    parts: dict[str, int] | None = None
 
 
 def fit(est: Est, usable: int, sharding: Sharding | None = None) -> Fit:
     rank = rank_estimate(est, sharding)
+    parts = None
     if rank is not None:  # training over several GPUs: rank 0's own estimate
         peak, phase, terms = rank.peak_memory_bytes, rank.peak_phase, dict(rank.memory.terms)
+        parts = rank.peak_parts
     else:
         peak, phase = peak_bytes(est, sharding)
         terms = sharded_terms(est, sharding) if sharding else dict(est.memory.terms)
@@ -162,6 +167,7 @@ def fit(est: Est, usable: int, sharding: Sharding | None = None) -> Fit:
         headroom_bytes=usable - peak,
         peak_phase=phase,
         terms=terms,
+        parts=parts,
     )
 
 

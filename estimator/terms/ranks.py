@@ -39,6 +39,7 @@ import functools
 import math
 from typing import Any
 
+from estimator.rules.live import GATHERED, GRADS, RS_INPUT, SHARDED
 from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import UnsupportedError
 from estimator.spec.model import ModelSpec
@@ -418,7 +419,7 @@ class Gathers:
         hook is on the head's output): the prefetch of the last layer's flat all-gather
         output (zero3; FSDPParamGroup._backward_prefetch)."""
         if self.titan and self.reshard:
-            live.take(self.block[self.last])
+            live.take(self.block[self.last], label=GATHERED)
 
     def head_post_backward(self, live: Any) -> None:
         """torchtitan untied: the head unit's post_backward after the final norm's backward:
@@ -427,11 +428,11 @@ class Gathers:
         if not self.titan or self.tied:
             return
         gathered, grads, shard = self.head
-        live.drop(gathered)
+        live.drop(gathered, label=GATHERED)
         self.rs_input = gathered
-        live.take(gathered)
-        live.drop(grads)
-        live.take(shard)
+        live.take(gathered, label=RS_INPUT)
+        live.drop(grads, label=GRADS)
+        live.take(shard, label=SHARDED)
 
     def first_layer(self, stack: str) -> bool:
         """Whether the replay runs the stack's first layer on its own: torchtitan untied under
@@ -446,12 +447,12 @@ class Gathers:
         all-gather output (FSDPParamGroup._backward_prefetch)."""
         if self.reshard:
             g = self.block[stack]
-            live.take(g)
-            live.drop(g)
+            live.take(g, label=GATHERED)
+            live.drop(g, label=GATHERED)
             if self.first:  # torchtitan: the embedding's unit (``first_layer``)
-                live.take(self.embed[0])
+                live.take(self.embed[0], label=GATHERED)
             elif self.n_layers[stack] > 1:
-                live.take(g)
+                live.take(g, label=GATHERED)
 
     def post_layer(self, live: Any, stack: str) -> None:
         """A layer's post_backward: resharded (its gathered parameters freed); the previous
@@ -460,11 +461,12 @@ class Gathers:
         copy-in finishes can we free the gradients"), then its output (the sharded
         gradients) allocated (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
         foreach_reduce; issue 18i: the output was taken before the gradients were freed)."""
-        live.drop(self.block[stack], self.rs_input)
+        live.drop(self.block[stack], label=GATHERED)
+        live.drop(self.rs_input, label=RS_INPUT)
         self.rs_input = self.block[stack]
-        live.take(self.rs_input)
-        live.drop(self.grads[stack])
-        live.take(self.shard[stack])
+        live.take(self.rs_input, label=RS_INPUT)
+        live.drop(self.grads[stack], label=GRADS)
+        live.take(self.shard[stack], label=SHARDED)
 
     def after_stack(self, live: Any, stack: str) -> None:
         """The first layer prefetches nothing (its post_forward index is 0); the replay's
@@ -472,10 +474,10 @@ class Gathers:
         overstates the first layer's backward by one layer's gather)."""
         if self.first:  # the first layer was replayed on its own (``first_layer``); the
             self.first = False  # embedding's pre_backward: the copy-out of its prefetch
-            live.take(self.embed[0])
-            live.drop(self.embed[0])
+            live.take(self.embed[0], label=GATHERED)
+            live.drop(self.embed[0], label=GATHERED)
         elif self.reshard and self.n_layers[stack] > 1:
-            live.drop(self.block[stack])
+            live.drop(self.block[stack], label=GATHERED)
 
     def end(self, live: Any) -> None:
         """The root's post_backward after the embeddings: its reduce-scatter input beside
@@ -485,19 +487,20 @@ class Gathers:
         post-backward callback (their inputs, the token ids, need no gradient), each
         resharded first (post_backward: ``reshard`` before ``foreach_reduce``)."""
         if not self.titan:
-            live.drop(self.rs_input)
-            live.take(self.root)
-            live.drop(self.root_grads)
-            live.take(self.root_shard)
+            live.drop(self.rs_input, label=RS_INPUT)
+            live.take(self.root, label=RS_INPUT)
+            live.drop(self.root_grads, label=GRADS)
+            live.take(self.root_shard, label=SHARDED)
             return
         units = [(self.root, self.root_grads, self.root_shard)] if self.root else []
         units.append(self.head if self.tied else self.embed)
         for gathered, grads, shard in units:
-            live.drop(gathered, self.rs_input)
+            live.drop(gathered, label=GATHERED)
+            live.drop(self.rs_input, label=RS_INPUT)
             self.rs_input = gathered
-            live.take(gathered)
-            live.drop(grads)
-            live.take(shard)
+            live.take(gathered, label=RS_INPUT)
+            live.drop(grads, label=GRADS)
+            live.take(shard, label=SHARDED)
 
 
 def fsdp(parallel: Parallel) -> bool:

@@ -227,7 +227,9 @@ def _print(
         f"{human_bytes(f.peak_bytes)} ({f.peak_phase}) of {human_bytes(f.usable_bytes)} usable, "
         f"headroom {human_bytes(f.headroom_bytes)}"
     )
-    mem = peak_table(spec, result.workload, f.terms, f.peak_bytes, f.peak_phase, "Memory per GPU")
+    mem = peak_table(
+        spec, result.workload, f.terms, f.peak_bytes, f.peak_phase, "Memory per GPU", f.parts
+    )
     mem.caption += "; usable = total - " + ", ".join(
         f"{k} {human_bytes(v)}" for k, v in unusable.items()
     )
