@@ -14,7 +14,6 @@ from typing import Any
 
 from estimator.sym import vmax
 
-
 #: labels of the bytes a per-rank replay names at its peak (issue 18: the peak table's rows)
 ACTS = "activations (saved)"
 GRADS = "gradients (unsharded, autograd's)"
