@@ -433,8 +433,9 @@ def fewest_gpus(
 ) -> Limit:
     """Fewest GPUs (a multiple of tp) whose per-GPU peak fits. Training tries every
     sharding strategy at this tp (zero 0, 1, 2, 3; ``zero`` is the user's, tried like the
-    others) and answers the fewest GPUs over them (ties: the lower zero, less
-    communication), named in ``strategy``. Inference never shards with ZeRO (it splits
+    others; zero 2 and 3 with both FSDP2 wraps, the user's first) and answers the fewest
+    GPUs over them (ties: the lower zero, less communication, the user's wrap), named in
+    ``strategy``. Inference never shards with ZeRO (it splits
     training state): tensor parallelism only."""
     from estimator.estimate import estimate
 
@@ -442,10 +443,27 @@ def fewest_gpus(
     check_sharding(spec, Sharding(n_gpus=tp, tp=tp))
     zeros = (0, 1, 2, 3) if workload.is_training else (0,)
     answers = [_fewest(est, usable, z, tp, sp, wrap) for z in zeros]
+    other = "torchtitan" if wrap == "blocks" else "blocks"
+    if workload.is_training and _wraps(spec, other):  # FSDP2's other units, tried too
+        answers += [_fewest(est, usable, z, tp, sp, other) for z in (2, 3)]
     fitting = [a for a in answers if a.max_value is not None]
     if fitting:
         return min(fitting, key=lambda a: a.max_value)
-    return answers[-1]
+    return answers[len(zeros) - 1]  # the user's wrap, the most sharded
+
+
+def _wraps(spec: ModelSpec, wrap: str) -> bool:
+    """Whether FSDP2's ``wrap`` exists for ``spec`` (torchtitan's needs a token embedding,
+    a final norm and an LM head: estimator/terms/ranks.py check_wrap)."""
+    from estimator.spec.errors import UnsupportedError
+    from estimator.spec.parallel import Parallel
+    from estimator.terms.ranks import check_wrap
+
+    try:
+        check_wrap(spec, Parallel(world=2, shard="zero3", wrap=wrap))  # type: ignore[arg-type]
+    except UnsupportedError:
+        return False
+    return True
 
 
 def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool, wrap: str = "blocks") -> Limit:

@@ -164,6 +164,8 @@ def fit_command(
 
     single = estimate(spec, workload)
     rank = rank_estimate(single, sharding)  # training over several GPUs: one rank's step
+    if rank is not None and zero >= 2 and wrap == Wrap.blocks:
+        _note_other_wrap(single, sharding, result.fit.peak_bytes)
     times = step_times(rank or single, device, efficiency)
     speed = throughput(times, gpus, tp, per_rank=rank is not None)
     train_s = (
@@ -203,6 +205,23 @@ def fit_command(
     _print_speed(times, speed)
     if serving is not None:
         _print_serving(serving)
+
+
+def _note_other_wrap(single: Any, sharding: Any, peak: int) -> None:
+    """A note when torchtitan's FSDP2 units (--wrap torchtitan) lower rank 0's peak."""
+    from estimator.plan.capacity import rank_estimate
+    from estimator.spec.errors import UnsupportedError
+
+    try:
+        other = rank_estimate(single, sharding.model_copy(update={"wrap": "torchtitan"}))
+    except UnsupportedError:  # no token embedding / final norm / head units to wrap
+        return
+    if other is not None and other.peak_memory_bytes < peak:
+        note(
+            f"--wrap torchtitan (torchtitan's apply_fsdp units: the embedding resharded after "
+            f"forward, the norm + head its own unit) peaks at "
+            f"{human_bytes(other.peak_memory_bytes)} ({other.peak_phase}) per GPU"
+        )
 
 
 def _print(
