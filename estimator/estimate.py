@@ -326,6 +326,13 @@ def _rank_unchecked(parallel: Parallel) -> list[str]:
         )
     if parallel.loss_parallel:
         out.append("parallel: loss_parallel's collectives are read from torch's code, not run")
+    if parallel.wrap == "torchtitan":
+        out.append(
+            "parallel: wrap='torchtitan' gives torchtitan's FSDP2 units (apply_fsdp); the loss "
+            "is the model's own, computed inside its forward (reference: in the logits' dtype; "
+            "HF: upcast to fp32), not torchtitan's train loop, which computes "
+            "cross_entropy_loss on pred.float() after the forward returns"
+        )
     if parallel.shard == "zero3" and parallel.dp > 1:
         out.append(
             "parallel: zero3 with checkpointing 'full' replayed 3.4% above a CPU gloo "

@@ -25,6 +25,8 @@ from estimator.terms.memory import group
 
 Terms = dict[str, Any]
 ATTENTION = "activations and the last layer's attention transients"
+LOSS = "loss: its own tensors beside the logits (HF: their fp32 copy, the shifted labels)"
+HELD = "held by the forward, saved by nothing (HF: its cache)"
 
 
 def rank_peak_parts(
@@ -104,12 +106,11 @@ def _matching(
     """The first candidate whose bytes (with the base and what the forward holds) are the
     peak, labelled; None if none is."""
     held = rule("train.held", spec)(spec, sh)
-    loss_moment = rule("live.loss_moment", spec, sh)(spec, sh)
-    base = _base(spec, sh, terms, rank) + held
-    for i, named in enumerate(candidates):
-        total = base + sum(named.values()) + (loss_moment if i == 0 else 0)
-        if total == peak:
-            return _with_rest(spec, sh, terms, rank, peak, named)
+    candidates[0][LOSS] = rule("live.loss_moment", spec, sh)(spec, sh)
+    base = _base(spec, sh, terms, rank)
+    for named in candidates:
+        if base + held + sum(named.values()) == peak:
+            return _with_rest(spec, sh, terms, rank, peak, named | {HELD: held})
     return None
 
 
