@@ -63,6 +63,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "zero3-titan-untied-2": ("untied", {"world": 2, "shard": "zero3", "wrap": "torchtitan"}),
     "zero2-titan-untied-2": ("untied", {"world": 2, "shard": "zero2", "wrap": "torchtitan"}),
     "zero3-titan-untied-4": ("untied", {"world": 4, "shard": "zero3", "wrap": "torchtitan"}),
+    "hf-llama-zero3-titan-2": ("llama", {"world": 2, "shard": "zero3", "wrap": "torchtitan"}),
 }
 DEFAULT = ("zero3-2", "zero1-2", "hf-llama-zero3-2", "zero3-titan-2")
 
@@ -85,6 +86,12 @@ PEAK_OPEN: dict[str, str] = {
     "zero3-tp2-4": _FORWARD_GAP,
     "zero3-tp2-sp-4": _FORWARD_GAP,
     "zero2-titan-untied-2": _FORWARD_GAP,
+    "hf-llama-zero3-titan-2": (
+        "HF Llama, torchtitan's units, zero3 on 2 ranks: predicted 60,945,492 B (the embedding's "
+        "backward copy-out: its unit twice, beside layer 0's reduce-scatter input), measured "
+        "70,003,932 B in backward (-12.9%); the moment the tracker sees is not traced yet (the "
+        "blocks wrap of the same model is exact)"
+    ),
 }
 #: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
 #: runs, exactly; docs/validation.md)
