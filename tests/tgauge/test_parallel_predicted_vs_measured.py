@@ -89,8 +89,10 @@ PEAK_OPEN: dict[str, str] = {
     "hf-llama-zero3-titan-2": (
         "HF Llama, torchtitan's units, zero3 on 2 ranks: predicted 60,945,492 B (the embedding's "
         "backward copy-out: its unit twice, beside layer 0's reduce-scatter input), measured "
-        "70,003,932 B in backward (-12.9%); the moment the tracker sees is not traced yet (the "
-        "blocks wrap of the same model is exact)"
+        "70,003,932 B in backward (-12.9%): 136 B above the embedding unit's post_backward "
+        "with its gathered parameters, unsharded gradients, reduce-scatter input and output "
+        "all live at once (the replay reshards first and frees the gradients before the "
+        "output, as _fsdp_param_group.py / foreach_reduce read); not traced yet"
     ),
 }
 #: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
