@@ -1,4 +1,5 @@
-"""`tgauge fit --wrap`: torchtitan's FSDP2 units in the plan, and the peak table's named rows."""
+"""`tgauge fit --wrap` / `validate --wrap`: torchtitan's FSDP2 units in the plan, the peak table's
+named rows, and the options refused without FSDP2."""
 
 from __future__ import annotations
 
@@ -22,5 +23,12 @@ def test_fit_wrap_torchtitan_names_the_layout_and_the_gathered_units() -> None:
 
 def test_fit_wrap_without_fsdp2_is_one_line_exit_2() -> None:
     res = runner.invoke(app, [*ARGS, "--zero", "1", "--wrap", "torchtitan"])
+    assert res.exit_code == 2
+    assert "--wrap torchtitan names FSDP2 units" in res.output
+
+
+def test_validate_wrap_without_fsdp2_is_one_line_exit_2() -> None:
+    args = ["validate", "docs/validation/tiny-decoder.json", "--mode", "train", "--nproc", "2"]
+    res = runner.invoke(app, [*args, "--zero", "1", "--wrap", "torchtitan"])
     assert res.exit_code == 2
     assert "--wrap torchtitan names FSDP2 units" in res.output
