@@ -333,6 +333,8 @@ def _rank_unchecked(parallel: Parallel) -> list[str]:
             "HF: upcast to fp32), not torchtitan's train loop, which computes "
             "cross_entropy_loss on pred.float() after the forward returns"
         )
+        if parallel.tp > 1:
+            out.append("parallel: wrap='torchtitan' with tp > 1 is not measured (tp = 1 only)")
     if parallel.shard == "zero3" and parallel.dp > 1:
         out.append(
             "parallel: zero3 with checkpointing 'full' replayed 3.4% above a CPU gloo "
