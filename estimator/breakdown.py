@@ -144,3 +144,7 @@ class Estimate(BaseModel):
     # ``comm.<op>.bytes`` (estimator/terms/comm.py states the bytes convention)
     parallel: Parallel | None = None
     comm: dict[str, int] = {}
+    # issue 18 (wrapping): a rank's peak beyond its resident terms, by label (gathered FSDP2
+    # units, gradients, the loss's [n, V] gradients, ...: estimator/replay/rank_parts.py);
+    # None where not named
+    peak_parts: dict[str, int] | None = None

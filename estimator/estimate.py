@@ -275,6 +275,9 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
 
     rank += (rank_step_temporaries(spec, parallel, sh), tp_logits(spec, parallel, sh))
     peak, phase = train_peak(local, sh, mem, rank)
+    from estimator.replay.rank_parts import rank_peak_parts
+
+    parts = rank_peak_parts(local, sh, mem, rank, peak, phase)
     p = params(spec)
     whole = resolve(spec, workload)  # the unsplit model, for the textbook comparison
     return Estimate(
@@ -291,6 +294,7 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
         unchecked=_unchecked(spec, workload) + _rank_unchecked(parallel),
         parallel=parallel,
         comm=comm(spec, parallel, sh),
+        peak_parts=parts,
     )
 
 
@@ -322,6 +326,15 @@ def _rank_unchecked(parallel: Parallel) -> list[str]:
         )
     if parallel.loss_parallel:
         out.append("parallel: loss_parallel's collectives are read from torch's code, not run")
+    if parallel.wrap == "torchtitan":
+        out.append(
+            "parallel: wrap='torchtitan' gives torchtitan's FSDP2 units (apply_fsdp); the loss "
+            "is the model's own, computed inside its forward (reference: in the logits' dtype; "
+            "HF: upcast to fp32), not torchtitan's train loop, which computes "
+            "cross_entropy_loss on pred.float() after the forward returns"
+        )
+        if parallel.tp > 1:
+            out.append("parallel: wrap='torchtitan' with tp > 1 is not measured (tp = 1 only)")
     if parallel.shard == "zero3" and parallel.dp > 1:
         out.append(
             "parallel: zero3 with checkpointing 'full' replayed 3.4% above a CPU gloo "

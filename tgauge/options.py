@@ -6,6 +6,7 @@ options; bad values raise SpecError / ValidationError, which ``@user_errors`` re
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import typing
@@ -189,6 +190,13 @@ Impl = Annotated[
         "spec file -> reference, a config.json -> hf",
     ),
 ]
+
+
+class Wrap(str, enum.Enum):
+    """FSDP2 units (estimator.spec.parallel.Parallel.wrap; issue 18)."""
+
+    blocks = "blocks"
+    torchtitan = "torchtitan"
 
 
 #: options that only one kind of run reads: given elsewhere they would be silently ignored

@@ -53,10 +53,11 @@ class ParallelPoint(BaseModel):
     notes: list[str] = []
 
 
-def parallel_of(nproc: int, zero: int | None, tp: int, sp: bool) -> Parallel:
-    """The layout the options name: ``--zero`` 1|2|3 (none: plain data parallelism)."""
+def parallel_of(nproc: int, zero: int | None, tp: int, sp: bool, wrap: str = "blocks") -> Parallel:
+    """The layout the options name: ``--zero`` 1|2|3 (none: plain data parallelism),
+    ``--wrap`` the FSDP2 units (blocks, torchtitan)."""
     shard = {None: "none", 0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}[zero]
-    return Parallel(world=nproc, tp=tp, sp=sp, shard=shard)
+    return Parallel(world=nproc, tp=tp, sp=sp, shard=shard, wrap=wrap)
 
 
 def _unit(term: str) -> str:

@@ -46,6 +46,8 @@ class Sharding(BaseModel):
     tp: int = Field(1, gt=0)
     # issue 18
     sp: bool = False
+    # issue 18 (wrapping): the FSDP2 units under zero 2 / 3 (Parallel.wrap)
+    wrap: Literal["blocks", "torchtitan"] = "blocks"
 
     @property
     def dp(self) -> int:
@@ -56,7 +58,9 @@ class Sharding(BaseModel):
         from estimator.spec.parallel import Parallel
 
         shard = ("none", "zero1", "zero2", "zero3")[self.zero]
-        return Parallel(world=self.n_gpus, tp=self.tp, sp=self.sp and self.tp > 1, shard=shard)
+        wrap = self.wrap if self.zero >= 2 else "blocks"  # units exist under FSDP2 only
+        sp = self.sp and self.tp > 1
+        return Parallel(world=self.n_gpus, tp=self.tp, sp=sp, shard=shard, wrap=wrap)
 
 
 def check_sharding(spec: ModelSpec, sharding: Sharding) -> None:
@@ -142,12 +146,17 @@ class Fit(BaseModel):
     headroom_bytes: int = Field(description="usable - peak; negative when it does not fit")
     peak_phase: str
     terms: dict[str, int]
+    # issue 18 (wrapping): training over several GPUs, rank 0's peak beyond its resident
+    # terms by label (Estimate.peak_parts); None where not named
+    parts: dict[str, int] | None = None
 
 
 def fit(est: Est, usable: int, sharding: Sharding | None = None) -> Fit:
     rank = rank_estimate(est, sharding)
+    parts = None
     if rank is not None:  # training over several GPUs: rank 0's own estimate
         peak, phase, terms = rank.peak_memory_bytes, rank.peak_phase, dict(rank.memory.terms)
+        parts = rank.peak_parts
     else:
         peak, phase = peak_bytes(est, sharding)
         terms = sharded_terms(est, sharding) if sharding else dict(est.memory.terms)
@@ -158,6 +167,7 @@ def fit(est: Est, usable: int, sharding: Sharding | None = None) -> Fit:
         headroom_bytes=usable - peak,
         peak_phase=phase,
         terms=terms,
+        parts=parts,
     )
 
 
@@ -419,28 +429,50 @@ def fewest_gpus(
     zero: int = 0,
     tp: int = 1,
     sp: bool = False,
+    wrap: str = "blocks",
 ) -> Limit:
     """Fewest GPUs (a multiple of tp) whose per-GPU peak fits. Training tries every
     sharding strategy at this tp (zero 0, 1, 2, 3; ``zero`` is the user's, tried like the
-    others) and answers the fewest GPUs over them (ties: the lower zero, less
-    communication), named in ``strategy``. Inference never shards with ZeRO (it splits
+    others; zero 2 and 3 with both FSDP2 wraps, the user's first) and answers the fewest
+    GPUs over them (ties: the lower zero, less communication, the user's wrap), named in
+    ``strategy``. Inference never shards with ZeRO (it splits
     training state): tensor parallelism only."""
     from estimator.estimate import estimate
 
     est = estimate(spec, workload)
     check_sharding(spec, Sharding(n_gpus=tp, tp=tp))
     zeros = (0, 1, 2, 3) if workload.is_training else (0,)
-    answers = [_fewest(est, usable, z, tp, sp) for z in zeros]
+    answers = [_fewest(est, usable, z, tp, sp, wrap) for z in zeros]
+    other = "torchtitan" if wrap == "blocks" else "blocks"
+    if workload.is_training and _wraps(spec, other):  # FSDP2's other units, tried too
+        answers += [_fewest(est, usable, z, tp, sp, other) for z in (2, 3)]
     fitting = [a for a in answers if a.max_value is not None]
     if fitting:
         return min(fitting, key=lambda a: a.max_value)
-    return answers[-1]
+    return answers[len(zeros) - 1]  # the user's wrap, the most sharded
 
 
-def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool) -> Limit:
+def _wraps(spec: ModelSpec, wrap: str) -> bool:
+    """Whether FSDP2's ``wrap`` exists for ``spec`` (torchtitan's needs a token embedding,
+    a final norm and an LM head: estimator/terms/ranks.py check_wrap)."""
+    from estimator.spec.errors import UnsupportedError
+    from estimator.spec.parallel import Parallel
+    from estimator.terms.ranks import check_wrap
+
+    try:
+        check_wrap(spec, Parallel(world=2, shard="zero3", wrap=wrap))  # type: ignore[arg-type]
+    except UnsupportedError:
+        return False
+    return True
+
+
+def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool, wrap: str = "blocks") -> Limit:
     """Fewest GPUs under one strategy, searched as the largest dp that does NOT fit, so the
-    answer is that + 1 replicas (memory falls as dp grows)."""
+    answer is that + 1 replicas (memory falls as dp grows); ``wrap``: the FSDP2 units of
+    zero 2 / 3."""
+    wrap = wrap if zero >= 2 else "blocks"
     strategy = f"zero={zero}, tp={tp}" + (", sp" if sp and tp > 1 else "")
+    strategy += f", wrap={wrap}" if wrap != "blocks" else ""
     cap = 2**20
     if zero >= 2 and est.workload.is_training:  # FSDP2 pads dim 0 to a multiple of dp:
         # past the smallest dim 0, more ranks gather more padding (not monotone)
@@ -449,7 +481,8 @@ def _fewest(est: Est, usable: int, zero: int, tp: int, sp: bool) -> Limit:
         cap = min(cap, *(tp_local(n, sh, tp)[0] for n, sh, _ in tensor_entries(est.spec)))
 
     def at(dp: int) -> Fit:
-        return fit(est, usable, Sharding(n_gpus=dp * tp, tp=tp, zero=zero, sp=sp))  # type: ignore[arg-type]
+        layout = Sharding(n_gpus=dp * tp, tp=tp, zero=zero, sp=sp, wrap=wrap)  # type: ignore[arg-type]
+        return fit(est, usable, layout)
 
     def misfit(dp: int) -> Fit | None:  # "fits" of the inverted question
         f = at(dp)
@@ -529,5 +562,7 @@ def plan(
         fit=fit(estimate(spec, workload), usable, sharding),
         max_batch=max_batch(spec, workload, usable, sharding),
         max_context=None if spec.is_patch_input else max_context(spec, workload, usable, sharding),
-        fewest_gpus=fewest_gpus(spec, workload, usable, sharding.zero, sharding.tp, sharding.sp),
+        fewest_gpus=fewest_gpus(
+            spec, workload, usable, sharding.zero, sharding.tp, sharding.sp, sharding.wrap
+        ),
     )

@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from estimator.rules.live import Live
+from estimator.rules.live import ACTS, D_LOGITS, D_LOGPROBS, GRADS, Live
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
@@ -102,11 +102,11 @@ class Backward:
         done = self.freed.get(name, 0)
         n = whole - done if part is None else min(part, whole - done)
         self.freed[name] = done + n
-        self.live.drop(n)
+        self.live.drop(n, label=ACTS)
 
     def grad(self, name: str) -> None:
         """A module's parameter gradients appear (AccumulateGrad keeps them)."""
-        self.live.take(self.grads.get(name, 0) // self.share)
+        self.live.take(self.grads.get(name, 0) // self.share, label=GRADS)
 
     # ---- attention: o_proj, the core (flash or eager), positions, projections -------------
     def attention(self, p: str, s: Any, s_k: Any, g: Any, cross: bool) -> Any:
@@ -147,7 +147,7 @@ class Backward:
             name = f"{p}.{k}"
             self.saved[name] = full.get(k, 0) * self.share
             self.freed.pop(name, None)
-            self.live.take(full.get(k, 0))
+            self.live.take(full.get(k, 0), label=ACTS)
         spec = self.spec
         q, kv = spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
         return (self.b * s * q + 2 * self.b * s_k * kv) * self.ib  # q, k, v
@@ -229,7 +229,7 @@ class Backward:
         p, n = f"{stack}.layers", self.b * s
         self.sublayers = 3 if s_src else 2
         if self.sh.checkpointing == "full":  # the layer's saved set is recomputed
-            self.live.take(self._recomputed(stack, s, s_src))
+            self.live.take(self._recomputed(stack, s, s_src), label=ACTS)
         self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n))
         if s_src:
             attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731
@@ -258,14 +258,22 @@ class Backward:
         nd = self.b * s * self.spec.d_model * self.cb
         if self.spec.final_norm:
             self.norm(f"{stack}.final_norm", nd, self.b * s)
+        if self.gathers is not None:  # torchtitan: the final norm + head unit's post_backward
+            self.gathers.head_post_backward(self.live)
         self.share = n_layers
-        for _ in range(min(n_layers, 2)):
+        # FSDP2 under torchtitan's wrap: the first layer prefetches another unit, replayed alone
+        first = self.gathers is not None and self.gathers.first_layer(stack)
+        uniform = n_layers - 1 if first else n_layers
+        for _ in range(min(uniform, 2)):
             top, delta = self.live.measure(lambda: self.fsdp_layer(stack, s, s_src))
             self.freed = {  # the next layer frees its own share
                 k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
             }
-        if n_layers > 2:
-            self.live.repeat(n_layers - 2, top, delta)
+        if uniform > 2:
+            self.live.repeat(uniform - 2, top, delta)
+        if first:
+            self.gathers.first = True
+            self.fsdp_layer(stack, s, s_src)
         if self.gathers is not None:
             self.gathers.after_stack(self.live, stack)
         self.share = 1
@@ -330,7 +338,7 @@ class Backward:
         if not self.embed_grad:
             return
         self.embed_uses += 1
-        self.live.take(self.embed_grad)
+        self.live.take(self.embed_grad, label=GRADS if self.embed_uses == 1 else None)
         if self.embed_uses > 1:
             self.live.take(self.embed_grad)
             self.live.drop(self.embed_grad, self.embed_grad)
@@ -349,20 +357,22 @@ class Backward:
             l32 = n * spec.vocab_size * FP32_BYTES
             upcast = cb != FP32_BYTES and rule("loss.upcast", spec)(spec)
             lg = l32 if upcast else logits
-            live.take(lg)  # nll_loss_backward: d(log-probs)
+            live.take(lg, label=D_LOGPROBS)  # nll_loss_backward: d(log-probs)
             self.free("loss", n * INDEX_BYTES + (FP32_BYTES if upcast else cb))  # targets, weight
-            live.take(lg)  # log_softmax_backward: d(logits)
-            live.drop(lg)
+            live.take(lg, label=D_LOGITS)  # log_softmax_backward: d(logits)
+            live.drop(lg, label=D_LOGPROBS)
             self.free("loss")  # the log-softmax
             if upcast:
-                live.take(logits)  # ToCopyBackward0: d(logits) in their dtype
-                live.drop(l32)
+                live.take(logits, label=D_LOGITS)  # ToCopyBackward0: d(logits) in their dtype
+                live.drop(l32, label=D_LOGITS)
+            if self.gathers is not None:  # torchtitan: the head unit's pre_backward
+                self.gathers.head_pre_backward(live)
             if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's
                 self.embed_use()
             else:
                 self.grad("lm_head")
             live.take(nd)
-            live.drop(logits)
+            live.drop(logits, label=D_LOGITS)
             self.free("lm_head")
             if spec.head_transform:  # BERT's MLM head: norm, gelu_backward (+R), dense
                 g = self.norm("head_transform.norm", nd, n)
@@ -396,13 +406,15 @@ class Backward:
         logits, then the lm_head's linear (its weight's grad: the tied embedding's)."""
         spec, live, cb, ib = self.spec, self.live, self.cb, self.ib
         logits, low = n * spec.vocab_size * cb, n * spec.vocab_size * ib
-        live.take(logits)  # nll_loss_backward: d(log-probs)
+        live.take(logits, label=D_LOGPROBS)  # nll_loss_backward: d(log-probs)
         self.free("loss", n * INDEX_BYTES + cb)  # targets, total_weight
-        live.take(logits)  # log_softmax_backward: d(logits) fp32
-        live.drop(logits)  # d(log-probs)
+        live.take(logits, label=D_LOGITS)  # log_softmax_backward: d(logits) fp32
+        live.drop(logits, label=D_LOGPROBS)  # d(log-probs)
         self.free("loss")  # the log-softmax
         live.take(low)  # ToCopyBackward0: d(logits) in the logits' low dtype
-        live.drop(logits)
+        live.drop(logits, label=D_LOGITS)
+        if self.gathers is not None:  # torchtitan: the head unit's pre_backward
+            self.gathers.head_pre_backward(live)
         tied = spec.tie_embeddings
         w32 = self.embed_grad if tied else self.grads.get("lm_head", 0)
         nd = n * spec.d_model * cb
@@ -422,11 +434,18 @@ def backward_peak(
 
 
 def backward_walk(
-    spec: ModelSpec, sh: Shapes, saved: Terms, grads: Terms, start: Any, gathers=None
+    spec: ModelSpec,
+    sh: Shapes,
+    saved: Terms,
+    grads: Terms,
+    start: Any,
+    gathers=None,
+    named: dict[str, int] | None = None,
 ) -> Live:
     """The walk's live bytes: ``now`` at its end (every saved tensor freed, every parameter
-    gradient kept) and ``peak``."""
-    live = Live(start)
+    gradient kept) and ``peak``; ``named``: the labelled bytes of ``start``, to name the
+    peak's parts (``Live.at_peak``)."""
+    live = Live(start, named)
     bw = Backward(spec, sh, live, saved, grads, gathers)
     s, s_dec = sh.s, sh.s_dec
     bw.head(sh.s_out)

@@ -43,11 +43,26 @@ def _resident(name: str, phase: str) -> bool:
     return any(name == p or name.startswith(p) for p in _RESIDENT)
 
 
-def peak_parts(spec: ModelSpec, sh: Shapes, terms: Terms, peak: int, phase: str) -> Terms:
+def peak_parts(
+    spec: ModelSpec,
+    sh: Shapes,
+    terms: Terms,
+    peak: int,
+    phase: str,
+    named: Terms | None = None,
+) -> Terms:
     """{part: bytes} summing to ``peak``: the resident terms of ``terms`` (a plan's per-rank
     share or the estimate's own), then the optimizer step's inputs and temporaries or the
-    replayed remainder of ``phase``."""
+    replayed remainder of ``phase``; ``named``: a rank's labelled parts of the moment
+    (Estimate.peak_parts, estimator/replay/rank_parts.py), the remainder then what they leave
+    (activation gradients and transients)."""
     parts = {k: v for k, v in terms.items() if v and _resident(k, phase)}
+    if named and phase != "optimizer_step":
+        parts.update({k: v for k, v in named.items() if v})
+        rest = peak - sum(parts.values())
+        if rest:
+            parts[f"other live bytes at the {phase} peak (activation gradients, transients)"] = rest
+        return parts
     if phase == "optimizer_step":
         parts[STEP_INPUTS] = input_bytes(spec, sh)
         if temporaries := _step_temporaries(spec, sh, terms):

@@ -114,6 +114,20 @@ def _last_layer_and_head(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
     return out
 
 
+def _head_terms(spec: ModelSpec, terms: Terms) -> Any:
+    """Activation bytes saved from the final norm of the last stack on (the heads)."""
+    stacks = tuple(s for s, _ in spec.stacks)
+    last = spec.stacks[-1][0]
+    out = 0
+    for k, v in terms.items():
+        name = k[len("activations.") :]
+        if not k.startswith("activations.") or name == "embed":
+            continue
+        if name == f"{last}.final_norm" or not name.startswith(stacks):
+            out += v
+    return out
+
+
 def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> tuple[Any, str]:
     """(peak bytes, phase) of a training step over ``terms`` (module docstring). ``rank``:
     (local gradient bytes by module, Gathers or None, resident bytes, step temporaries) of
@@ -156,6 +170,9 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     if gathers is not None:  # the last layer's unshard: every activation before that layer
         before = acts - _last_layer_and_head(spec, sh, terms)
         forward = vmax(forward, with_acts + held + before + gathers.unshard_extra())
+        if (head := gathers.head_unshard_extra()) is not None:  # torchtitan: the head's unshard
+            forward = vmax(forward, with_acts + held + acts - _head_terms(spec, terms) + head)
+            forward = vmax(forward, with_acts + held + gathers.embed_unshard_extra())
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = with_acts + acts + bwd_extra

@@ -20,6 +20,13 @@ layout:
   ``gathered``, DTensor's (the all-gathered [n, d] input, which F.linear saves), or
   ``shard``, Megatron-LM's (LinearWithGradAccumulationAndAsyncCommunication saves the rank's
   sequence shard and all-gathers it again in backward; Korthikanti et al. 2022 eq. 3-4).
+- ``wrap`` (issue 18): the FSDP2 units under zero2 / zero3: ``blocks``, ``fully_shard`` per
+  block and at the root (every other parameter in the root's unit); ``torchtitan``, the units
+  of torchtitan's ``apply_fsdp`` (torchtitan/models/llama3/infra/parallelize.py): the token
+  embedding its own unit (resharded after forward as the blocks are), each block, the final
+  norm and the LM head one unit that is never resharded after forward, then the root (what
+  is left); with tied embeddings the embedding, final norm and head are one unit, never
+  resharded after forward (torchtitan's ``enable_weight_tying`` branch of apply_fsdp).
 - ``rank`` (issue 18i): the global rank estimated (default 0). The mesh is
   ``init_device_mesh(("dp", "tp"))``, row-major: ``dp_rank = rank // tp``,
   ``tp_rank = rank % tp``. Ranks differ where a split is uneven (torch.chunk gives the
@@ -47,6 +54,8 @@ class Parallel(BaseModel):
     sp_input: Literal["gathered", "shard"] = "gathered"
     # issue 18i
     rank: int = Field(0, ge=0)
+    # issue 18 (wrapping)
+    wrap: Literal["blocks", "torchtitan"] = "blocks"
 
     @model_validator(mode="after")
     def _check(self) -> Parallel:
@@ -54,6 +63,8 @@ class Parallel(BaseModel):
             raise ValueError(f"tp={self.tp} must divide world={self.world}")
         if (self.sp or self.loss_parallel) and self.tp == 1:
             raise ValueError("sp and loss_parallel need tp > 1")
+        if self.wrap != "blocks" and self.shard not in ("zero2", "zero3"):
+            raise ValueError(f"wrap={self.wrap!r} names FSDP2 units: it needs shard zero2 or zero3")
         if self.rank >= self.world:
             raise ValueError(f"rank={self.rank} must be below world={self.world}")
         return self

@@ -17,7 +17,9 @@ Engines and what they call (torch 2.13; n = b s tokens, d = d_model, cb the comp
   the root is not resharded after forward); per unit (one per layer, the root) one
   all_gather of its padded parameters in the forward (FSDPParamGroup.pre_forward ->
   foreach_all_gather) and, under zero3, one again in the backward (pre_backward) for the
-  layers; one reduce_scatter of its gradients
+  layers; one reduce_scatter of its gradients. ``wrap="torchtitan"`` (units: embedding,
+  layers, final norm + head, root; estimator/terms/ranks.py ``unit_in``): the embedding is
+  gathered again in backward too, the norm + head unit (never resharded after forward) not
   (post_backward -> foreach_reduce). Parameters and gradients in ``dtype``
   (MixedPrecisionPolicy param_dtype = reduce_dtype). The recompute under checkpointing
   gathers nothing (the layer is already unsharded by its pre_backward).
@@ -68,7 +70,7 @@ import math
 from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
 from estimator.spec.parallel import Parallel
-from estimator.terms.ranks import ROOT, fsdp, local_tensors, tensor_entries, unit_bytes
+from estimator.terms.ranks import EMBED, fsdp, local_tensors, tensor_entries, unit_bytes
 
 OPS = ("all_gather", "reduce_scatter", "all_reduce", "broadcast")
 DDP_FIRST_BUCKET_BYTES = 1024 * 1024  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES
@@ -125,8 +127,11 @@ def _data_parallel(spec: ModelSpec, parallel: Parallel, sh, calls: _Calls) -> No
         units = unit_bytes(spec, parallel, sh.dtype)
         layers = dict(spec.stacks)
         for unit, u in units.items():
-            n = 1 if unit == ROOT else layers[unit.removesuffix(".layers")]
-            again = parallel.shard == "zero3" and unit != ROOT
+            block = unit.endswith(".layers")
+            n = layers[unit.removesuffix(".layers")] if block else 1
+            # zero3 gathers again in backward the units resharded after forward: the layers
+            # and, wrap="torchtitan", the token embedding (not the root, not norm + head)
+            again = parallel.shard == "zero3" and (block or unit == EMBED)
             calls.add("all_gather", u["gathered"], n * (2 if again else 1))
             calls.add("reduce_scatter", u["gathered"], n)
         return

@@ -39,6 +39,7 @@ import functools
 import math
 from typing import Any
 
+from estimator.rules.live import GATHERED, GRADS, RS_INPUT, SHARDED
 from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import UnsupportedError
 from estimator.spec.model import ModelSpec
@@ -49,6 +50,8 @@ Shape = tuple[int, ...]
 COLWISE = ("q_proj", "k_proj", "v_proj", "ffn.up", "ffn.gate", "lm_head")
 ROWWISE = ("o_proj", "ffn.down")
 ROOT = "root"  # the FSDP unit of every parameter outside the layers
+#: wrap="torchtitan" (issue 18): the token embedding's unit, the final norm + LM head's
+EMBED, HEAD = "embed", "head"
 
 
 def _linear(d_in: int, d_out: int, bias: bool) -> list[Shape]:
@@ -121,6 +124,33 @@ def unit_of(name: str) -> str:
     return name.split(".layers.")[0] + ".layers" if ".layers." in name else ROOT
 
 
+def unit_in(spec: ModelSpec, parallel: Parallel, name: str) -> str:
+    """The FSDP unit of module ``name`` under ``parallel.wrap``: ``blocks``, ``unit_of``;
+    ``torchtitan`` (torchtitan/models/llama3/infra/parallelize.py, apply_fsdp): the token
+    embedding its own unit (EMBED), the last stack's final norm and the LM head one unit
+    (HEAD; with tied embeddings the embedding too), the layers theirs, the rest the root."""
+    unit = unit_of(name)
+    if parallel.wrap != "torchtitan" or unit != ROOT:
+        return unit
+    if name == "embed":
+        return HEAD if spec.tie_embeddings else EMBED
+    if name in ("lm_head", f"{spec.stacks[-1][0]}.final_norm"):
+        return HEAD
+    return ROOT
+
+
+def check_wrap(spec: ModelSpec, parallel: Parallel) -> None:
+    """UnsupportedError where torchtitan's units do not exist: it wraps one stack's token
+    embedding, final norm and LM head."""
+    if parallel.wrap != "torchtitan":
+        return
+    if len(spec.stacks) != 1 or not spec.lm_head or not spec.final_norm or not spec.vocab_size:
+        raise UnsupportedError(
+            f"wrap='torchtitan' on {spec.name}: its units (token embedding, final norm + LM "
+            "head) are those of a decoder-only LM with a final norm"
+        )
+
+
 def _chunk(n: int, k: int, i: int | None = None) -> int:
     """torch.chunk(n, k)'s chunk size ceil(n / k) (FSDP2's and DTensor's padded piece); with
     ``i``, the rows of piece i: max(0, min(c, n - i c)) (the last pieces are smaller or
@@ -161,6 +191,7 @@ def check_parallel(spec: ModelSpec, parallel: Parallel) -> None:
                 "stacks of token inputs without relative positions"
             )
     tensor_entries(spec)  # refuses fused_qkv
+    check_wrap(spec, parallel)
 
 
 def local_spec(spec: ModelSpec, parallel: Parallel) -> ModelSpec:
@@ -252,7 +283,7 @@ def unit_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, dic
     dp = parallel.dp if parallel.shard in ("zero2", "zero3") else 1
     out: dict[str, dict[str, int]] = {}
     for name, loc, held, _ in local_tensors(spec, parallel):
-        u = out.setdefault(unit_of(name), {"shard": 0, "gathered": 0, "grads": 0})
+        u = out.setdefault(unit_in(spec, parallel, name), {"shard": 0, "gathered": 0, "grads": 0})
         u["shard"] += nbytes(math.prod(held), dtype)
         u["gathered"] += nbytes(dp * math.prod(held), dtype)
         u["grads"] += nbytes(math.prod(loc), dtype)
@@ -295,47 +326,119 @@ class Gathers:
         weights), which the sharded gradients are cast to (foreach_reduce)."""
         units = unit_bytes(spec, parallel, dtype)
         kept = unit_bytes(spec, parallel, orig)
-        root = units.get(ROOT, {"shard": 0, "gathered": 0, "grads": 0})
+        empty = {"shard": 0, "gathered": 0, "grads": 0}
+        root = units.get(ROOT, empty)
         self.reshard = parallel.shard == "zero3"
         self.root, self.root_shard = root["gathered"], kept.get(ROOT, root)["shard"]
         self.root_grads = root["grads"]
+        # wrap="torchtitan" (issue 18): (gathered, grads, shard) of the embedding's unit and
+        # of the final norm + head's (with tied embeddings the embedding is in the head's)
+        self.titan = parallel.wrap == "torchtitan"
+        self.tied = self.titan and spec.tie_embeddings
+        e, h = units.get(EMBED, empty), units.get(HEAD, empty)
+        self.embed = (e["gathered"], e["grads"], kept.get(EMBED, e)["shard"])
+        self.head = (h["gathered"], h["grads"], kept.get(HEAD, h)["shard"])
+        self.first = False  # the replay is at the first layer (``first_layer``)
         self.n_layers = dict(spec.stacks)
         self.block = {s: units.get(f"{s}.layers", {}).get("gathered", 0) for s in self.n_layers}
         self.shard = {s: kept.get(f"{s}.layers", {}).get("shard", 0) for s in self.n_layers}
         self.grads = {s: units.get(f"{s}.layers", {}).get("grads", 0) for s in self.n_layers}
         self.last = spec.stacks[-1][0]
+        self.first_stack = spec.stacks[0][0]
         self.rs_input = 0  # the reduce-scatter input still held (one unit's)
 
     @property
     def all_blocks(self) -> int:
         return sum(self.block[s] * self.n_layers[s] for s in self.n_layers)
 
+    def _through(self) -> int:
+        """Gathered through the layers' forward besides them: the root; torchtitan's tied
+        head unit (unsharded at the embedding's forward, never resharded after forward) or,
+        untied under zero2, the embedding's unit."""
+        if not self.titan:
+            return self.root
+        if self.tied:
+            return self.root + self.head[0]
+        return self.root + (0 if self.reshard else self.embed[0])
+
     def forward_extra(self) -> int:
         """Gathered at the loss: the root (+ every layer under zero2), and the last layer's
         flat all-gather output, which forward keeps in ``comm_ctx.all_gather_state`` until
         the next unit's unshard or the root's post_forward (FSDPParamGroup.unshard: "Defer
-        free to allow for overlap of this copy-out with next all-gather")."""
-        flat = self.block[self.last]
-        return self.root + flat + (0 if self.reshard else self.all_blocks)
+        free to allow for overlap of this copy-out with next all-gather"). torchtitan
+        untied: the head unit unsharded after the layers, its flat output the one kept."""
+        layers = 0 if self.reshard else self.all_blocks
+        if self.titan and not self.tied:
+            return self._through() + 2 * self.head[0] + layers
+        return self._through() + self.block[self.last] + layers
+
+    def head_unshard_extra(self) -> int | None:
+        """torchtitan untied: gathered at the head unit's forward unshard (its copy-out:
+        flat and per-parameter outputs, 2 x the unit; the last layer's flat freed), with
+        what stays gathered; None for the other wraps (the head is in the root's unit or
+        in the tied one, unsharded before the layers)."""
+        if not self.titan or self.tied:
+            return None
+        flat = max(self.head[0], self.block[self.last])  # the all-gather beside the kept flat
+        layers = 0 if self.reshard else self.all_blocks
+        return self._through() + self.head[0] + flat + layers
+
+    def embed_unshard_extra(self) -> int | None:
+        """torchtitan untied: gathered at the embedding unit's forward unshard (2 x the
+        unit, and the root), before any activation; None for the other wraps."""
+        if not self.titan or self.tied:
+            return None
+        return self.root + self.embed[0] + max(self.root, self.embed[0])  # the root's flat kept
 
     def moment_extra(self) -> int:
         """Gathered inside the last layer's attention: the root and that layer, its flat
         all-gather output kept (zero2: every layer)."""
         block = self.block[self.last]
-        return self.root + block + (block if self.reshard else self.all_blocks)
+        return self._through() + block + (block if self.reshard else self.all_blocks)
 
     def unshard_extra(self) -> int:
         """Gathered at the last layer's forward unshard (its copy-out: the flat all-gather
         output beside the per-parameter outputs, 2 x the layer), with the root (and, zero2,
         every earlier layer)."""
         block = self.block[self.last]
-        return self.root + 2 * block + (0 if self.reshard else self.all_blocks - block)
+        return self._through() + 2 * block + (0 if self.reshard else self.all_blocks - block)
 
     def backward_extra(self) -> int:
         """Gathered when backward starts: the root and the last layer (the root's
         pre_backward prefetch; zero2: every layer); the root's post_forward freed the kept
-        flat output."""
+        flat output. torchtitan: the root's pre_backward prefetches the head unit, still
+        unsharded (a no-op); the last layer is prefetched by the head's pre_backward
+        (``head_pre_backward``)."""
+        if self.titan:
+            head = 0 if self.tied else self.head[0]
+            return self._through() + head + (0 if self.reshard else self.all_blocks)
         return self.root + (self.block[self.last] if self.reshard else self.all_blocks)
+
+    def head_pre_backward(self, live: Any) -> None:
+        """torchtitan: the head unit's pre_backward, once the logits' gradient exists (its
+        hook is on the head's output): the prefetch of the last layer's flat all-gather
+        output (zero3; FSDPParamGroup._backward_prefetch)."""
+        if self.titan and self.reshard:
+            live.take(self.block[self.last], label=GATHERED)
+
+    def head_post_backward(self, live: Any) -> None:
+        """torchtitan untied: the head unit's post_backward after the final norm's backward:
+        resharded, its gradients reduce-scattered (foreach_reduce: input, copy-in, the
+        unsharded gradients freed, output), as ``post_layer``."""
+        if not self.titan or self.tied:
+            return
+        gathered, grads, shard = self.head
+        live.drop(gathered, label=GATHERED)
+        self.rs_input = gathered
+        live.take(gathered, label=RS_INPUT)
+        live.drop(grads, label=GRADS)
+        live.take(shard, label=SHARDED)
+
+    def first_layer(self, stack: str) -> bool:
+        """Whether the replay runs the stack's first layer on its own: torchtitan untied under
+        zero3, where it prefetches the embedding's unit (its post_forward comes before the
+        first layer's) instead of a layer; the walk sets ``first`` while it replays it."""
+        return self.titan and not self.tied and self.reshard and stack == self.first_stack
 
     def pre_layer(self, live: Any, stack: str) -> None:
         """A layer's pre_backward under zero3: the copy-out of its prefetched all-gather
@@ -344,10 +447,12 @@ class Gathers:
         all-gather output (FSDPParamGroup._backward_prefetch)."""
         if self.reshard:
             g = self.block[stack]
-            live.take(g)
-            live.drop(g)
-            if self.n_layers[stack] > 1:
-                live.take(g)
+            live.take(g, label=GATHERED)
+            live.drop(g, label=GATHERED)
+            if self.first:  # torchtitan: the embedding's unit (``first_layer``)
+                live.take(self.embed[0], label=GATHERED)
+            elif self.n_layers[stack] > 1:
+                live.take(g, label=GATHERED)
 
     def post_layer(self, live: Any, stack: str) -> None:
         """A layer's post_backward: resharded (its gathered parameters freed); the previous
@@ -356,27 +461,46 @@ class Gathers:
         copy-in finishes can we free the gradients"), then its output (the sharded
         gradients) allocated (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
         foreach_reduce; issue 18i: the output was taken before the gradients were freed)."""
-        live.drop(self.block[stack], self.rs_input)
+        live.drop(self.block[stack], label=GATHERED)
+        live.drop(self.rs_input, label=RS_INPUT)
         self.rs_input = self.block[stack]
-        live.take(self.rs_input)
-        live.drop(self.grads[stack])
-        live.take(self.shard[stack])
+        live.take(self.rs_input, label=RS_INPUT)
+        live.drop(self.grads[stack], label=GRADS)
+        live.take(self.shard[stack], label=SHARDED)
 
     def after_stack(self, live: Any, stack: str) -> None:
         """The first layer prefetches nothing (its post_forward index is 0); the replay's
         uniform layers did: that phantom flat output is dropped once the stack is done (it
         overstates the first layer's backward by one layer's gather)."""
-        if self.reshard and self.n_layers[stack] > 1:
-            live.drop(self.block[stack])
+        if self.first:  # the first layer was replayed on its own (``first_layer``); the
+            self.first = False  # embedding's pre_backward: the copy-out of its prefetch
+            live.take(self.embed[0], label=GATHERED)
+            live.drop(self.embed[0], label=GATHERED)
+        elif self.reshard and self.n_layers[stack] > 1:
+            live.drop(self.block[stack], label=GATHERED)
 
     def end(self, live: Any) -> None:
         """The root's post_backward after the embeddings: its reduce-scatter input beside
         the root's unsharded gradients (the copy-in), the gradients freed, the output
-        allocated (foreach_reduce, as ``post_layer``)."""
-        live.drop(self.rs_input)
-        live.take(self.root)
-        live.drop(self.root_grads)
-        live.take(self.root_shard)
+        allocated (foreach_reduce, as ``post_layer``). torchtitan: the root's (when it
+        holds parameters), then the embedding's (tied: the head's) unit, in the root's
+        post-backward callback (their inputs, the token ids, need no gradient), each
+        resharded first (post_backward: ``reshard`` before ``foreach_reduce``)."""
+        if not self.titan:
+            live.drop(self.rs_input, label=RS_INPUT)
+            live.take(self.root, label=RS_INPUT)
+            live.drop(self.root_grads, label=GRADS)
+            live.take(self.root_shard, label=SHARDED)
+            return
+        units = [(self.root, self.root_grads, self.root_shard)] if self.root else []
+        units.append(self.head if self.tied else self.embed)
+        for gathered, grads, shard in units:
+            live.drop(gathered, label=GATHERED)
+            live.drop(self.rs_input, label=RS_INPUT)
+            self.rs_input = gathered
+            live.take(gathered, label=RS_INPUT)
+            live.drop(grads, label=GRADS)
+            live.take(shard, label=SHARDED)
 
 
 def fsdp(parallel: Parallel) -> bool:

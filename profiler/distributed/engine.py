@@ -6,6 +6,10 @@ Imports torch at import: import this module only from inside the functions that 
   _fully_shard.py) on every block, then on the root, ``reshard_after_forward`` False / True,
   over an explicit CPU ``DeviceMesh`` (``init_device_mesh("cpu", ...)``): given only a gloo
   group, ``fully_shard`` picks the accelerator of a machine that has one;
+  with ``wrap="torchtitan"`` the units of torchtitan's ``apply_fsdp``
+  (torchtitan/models/llama3/infra/parallelize.py): the token embedding, each block, the final
+  norm and LM head together (``reshard_after_forward=False``), then the root; tied
+  embeddings: embedding, final norm and head one unit (``reshard_after_forward=False``);
 - ``zero1``: DDP (torch/nn/parallel/distributed.py) for the gradients and
   ``ZeroRedundancyOptimizer`` (torch/distributed/optim/zero_redundancy_optimizer.py) for the
   optimizer states; ``none`` over more than one rank: DDP alone;
@@ -57,6 +61,48 @@ def apply_fsdp(model: nn.Module, mesh: Any, reshard_after_forward: bool) -> None
     for block in blocks(model):
         fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, reshard_after_forward=None)
+
+
+def _ends(model: nn.Module) -> tuple[Any, Any, Any]:
+    """(token embedding, final norm, LM head) of the reference model (``embed``, the last
+    stack's ``final_norm``, ``lm_head``) or of a Hugging Face causal LM
+    (get_input_embeddings, ``model.norm``, get_output_embeddings); None where absent."""
+    if hasattr(model, "get_input_embeddings"):
+        inner = getattr(model, "model", model)
+        norm = getattr(inner, "norm", None)
+        return model.get_input_embeddings(), norm, model.get_output_embeddings()
+    spec = model.spec
+    last = getattr(model, spec.stacks[-1][0], None)
+    norm = getattr(last, "final_norm", None)
+    return getattr(model, "embed", None), norm, getattr(model, "lm_head", None)
+
+
+def apply_fsdp_torchtitan(model: nn.Module, mesh: Any, reshard_after_forward: bool) -> None:
+    """torchtitan's ``apply_fsdp`` (torchtitan/models/llama3/infra/parallelize.py, policy
+    "default" without pipeline parallelism): ``fully_shard`` on the token embedding
+    (``reshard_after_forward`` as the blocks), on each block, on ``[norm, output]`` with
+    ``reshard_after_forward=False`` ("do not reshard_after_forward the last layers by default
+    since FSDP would prefetch them immediately after the forward pass"), then the root. Tied
+    weights: ``[tok_embeddings, norm, output]`` as one unit, ``reshard_after_forward=False``
+    (torchtitan's ``enable_weight_tying`` branch)."""
+    from torch.distributed.fsdp import fully_shard
+
+    embed, norm, head = _ends(model)
+    if embed is None or head is None or norm is None:
+        raise UnsupportedError(
+            "wrap='torchtitan' wraps a token embedding, a final norm and an LM head: "
+            f"{type(model).__name__} lacks one"
+        )
+    tied = head.weight is embed.weight
+    if tied:
+        fully_shard([embed, norm, head], mesh=mesh, reshard_after_forward=False)
+    else:
+        fully_shard(embed, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    for block in blocks(model):
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    if not tied:
+        fully_shard([norm, head], mesh=mesh, reshard_after_forward=False)
+    fully_shard(model, mesh=mesh)
 
 
 def apply_tp(model: nn.Module, mesh: Any, sp: bool) -> None:
@@ -163,7 +209,8 @@ def wrap(model: nn.Module, parallel: Parallel, hf: bool = False) -> nn.Module:
             raise UnsupportedError("loss_parallel is not measured yet")
         apply_tp(model, tp_mesh, parallel.sp)
     if parallel.shard in ("zero2", "zero3") and dp_mesh is not None:
-        apply_fsdp(model, dp_mesh, reshard_after_forward=parallel.shard == "zero3")
+        fsdp = apply_fsdp_torchtitan if parallel.wrap == "torchtitan" else apply_fsdp
+        fsdp(model, dp_mesh, reshard_after_forward=parallel.shard == "zero3")
     elif parallel.shard in ("none", "zero1") and parallel.dp > 1:
         model = DistributedDataParallel(model)
     return model

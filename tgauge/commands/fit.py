@@ -15,7 +15,7 @@ from tgauge.format import (
     human_seconds,
     implementation_label,
 )
-from tgauge.options import Impl, Json, with_workload
+from tgauge.options import Impl, Json, Wrap, with_workload
 from tgauge.peak_view import peak_table
 
 _PLAN = "Plan"
@@ -57,6 +57,15 @@ def fit_command(
         bool,
         typer.Option("--sp", help="sequence parallel norms with --tp", rich_help_panel=_PLAN),
     ] = False,
+    wrap: Annotated[
+        Wrap,
+        typer.Option(
+            "--wrap",
+            help="with --zero 2|3: the FSDP2 units: blocks (each block and the root) or "
+            "torchtitan (its apply_fsdp: embedding, blocks, norm + head, root)",
+            rich_help_panel=_PLAN,
+        ),
+    ] = Wrap.blocks,
     mfu: Annotated[
         float, typer.Option("--mfu", help="fraction of peak FLOP/s reached", rich_help_panel=_PLAN)
     ] = 0.4,
@@ -136,7 +145,9 @@ def fit_command(
     usable = usable_bytes(device, overheads)
     if sp and tp == 1:
         raise UserError("--sp shards the norms over the --tp ranks: it needs --tp > 1")
-    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp, sp=sp)  # type: ignore[arg-type]
+    if wrap != Wrap.blocks and zero < 2:
+        raise UserError(f"--wrap {wrap.value} names FSDP2 units: give --zero 2 or 3")
+    sharding = Sharding(n_gpus=gpus, zero=zero, tp=tp, sp=sp, wrap=wrap.value)  # type: ignore[arg-type]
     if zero and not workload.is_training:
         note(
             f"--zero {zero} shards training state (optimizer, gradients, FSDP parameters); "
@@ -153,6 +164,8 @@ def fit_command(
 
     single = estimate(spec, workload)
     rank = rank_estimate(single, sharding)  # training over several GPUs: one rank's step
+    if rank is not None and zero >= 2 and wrap == Wrap.blocks:
+        _note_other_wrap(single, sharding, result.fit.peak_bytes)
     times = step_times(rank or single, device, efficiency)
     speed = throughput(times, gpus, tp, per_rank=rank is not None)
     train_s = (
@@ -194,6 +207,23 @@ def fit_command(
         _print_serving(serving)
 
 
+def _note_other_wrap(single: Any, sharding: Any, peak: int) -> None:
+    """A note when torchtitan's FSDP2 units (--wrap torchtitan) lower rank 0's peak."""
+    from estimator.plan.capacity import rank_estimate
+    from estimator.spec.errors import UnsupportedError
+
+    try:
+        other = rank_estimate(single, sharding.model_copy(update={"wrap": "torchtitan"}))
+    except UnsupportedError:  # no token embedding / final norm / head units to wrap
+        return
+    if other is not None and other.peak_memory_bytes < peak:
+        note(
+            f"--wrap torchtitan (torchtitan's apply_fsdp units: the embedding resharded after "
+            f"forward, the norm + head its own unit) peaks at "
+            f"{human_bytes(other.peak_memory_bytes)} ({other.peak_phase}) per GPU"
+        )
+
+
 def _print(
     result: Any,
     spec: Any,
@@ -207,6 +237,8 @@ def _print(
 
     f, sh = result.fit, result.sharding
     layout = f"zero={sh.zero}, tp={sh.tp}" + (", sp" if sh.sp else "")
+    if sh.wrap != "blocks":
+        layout += f", wrap={sh.wrap}"
     verdict = "[green]fits[/]" if f.fits else "[red]does not fit[/]"
     console.print(
         f"{escape(result.model)} ({describe_workload(spec, result.workload)}) on {sh.n_gpus} x "
@@ -214,7 +246,9 @@ def _print(
         f"{human_bytes(f.peak_bytes)} ({f.peak_phase}) of {human_bytes(f.usable_bytes)} usable, "
         f"headroom {human_bytes(f.headroom_bytes)}"
     )
-    mem = peak_table(spec, result.workload, f.terms, f.peak_bytes, f.peak_phase, "Memory per GPU")
+    mem = peak_table(
+        spec, result.workload, f.terms, f.peak_bytes, f.peak_phase, "Memory per GPU", f.parts
+    )
     mem.caption += "; usable = total - " + ", ".join(
         f"{k} {human_bytes(v)}" for k, v in unusable.items()
     )

@@ -30,7 +30,7 @@ from tgauge.app import (
 )
 from tgauge.devices import available_bytes, check_device, check_host_memory, memory_budget
 from tgauge.format import human_bytes, human_count, human_flops, validate_defaults_note
-from tgauge.options import Impl, Json, with_workload
+from tgauge.options import Impl, Json, Wrap, with_workload
 
 MAX_POINTS = 1_000  # each point builds and runs a model
 #: Point.implementation -> what the title says was measured
@@ -349,6 +349,14 @@ def validate_command(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="with --nproc: seconds the ranks may run")
     ] = 600.0,
+    wrap: Annotated[
+        Wrap,
+        typer.Option(
+            "--wrap",
+            help="with --zero 2|3: the FSDP2 units: blocks (each block and the root) or "
+            "torchtitan (its apply_fsdp: embedding, blocks, norm + head, root)",
+        ),
+    ] = Wrap.blocks,
 ) -> None:
     """Build the model (a preset or spec file: the reference model; a config.json, or --impl
     hf on a preset with a twin: the Hugging Face class), run the workload, measure it and
@@ -362,11 +370,17 @@ def validate_command(
     from tgauge.validate import validate_point
 
     check_device(device)
-    if nproc > 1 or zero is not None or tp > 1 or sp:
+    if nproc > 1 or zero is not None or tp > 1 or sp or wrap != Wrap.blocks:
         if matrix or sweep or out is not None:
             raise UserError("--nproc measures one point: give no --matrix, --sweep or --out")
         return _validate_ranks(
-            model, workload, "hf" if hf else impl, nproc, zero, tp, sp, timeout, json_out, device
+            model,
+            workload,
+            "hf" if hf else impl,
+            (nproc, zero, tp, sp, wrap.value),
+            timeout,
+            json_out,
+            device,
         )
     if hf and impl == "reference":
         raise UserError("--hf means --impl hf: give one of --hf and --impl reference")
@@ -440,16 +454,13 @@ def _validate_ranks(
     model: str | None,
     workload: Workload,
     impl: str | None,
-    nproc: int,
-    zero: int | None,
-    tp: int,
-    sp: bool,
+    layout: tuple[int, int | None, int, bool, str],
     timeout: float,
     json_out: bool,
     device: str,
 ) -> None:
     """`validate MODEL --nproc N`: per-rank rows of tgauge/validate_parallel.py; a failed
-    rank is one red line naming it (exit code 1)."""
+    rank is one red line naming it (exit code 1). ``layout``: (nproc, zero, tp, sp, wrap)."""
     from profiler.distributed.launch import RankFailure
     from tgauge.app import fail
     from tgauge.loading import load_model
@@ -459,9 +470,12 @@ def _validate_ranks(
         raise UserError("--nproc measures one MODEL: give a preset, spec file or config.json")
     if device != "cpu":
         raise UserError(f"--nproc runs gloo on cpu; --device {device} is not measured yet")
+    nproc, zero, tp, sp, wrap = layout
     if nproc < 2:
-        raise UserError(f"--nproc={nproc}: --zero, --tp and --sp need --nproc 2 or more")
-    parallel = parallel_of(nproc, zero, tp, sp)
+        raise UserError(f"--nproc={nproc}: --zero, --tp, --sp and --wrap need --nproc 2 or more")
+    if wrap != "blocks" and zero not in (2, 3):
+        raise UserError(f"--wrap {wrap} names FSDP2 units: give --zero 2 or 3")
+    parallel = parallel_of(nproc, zero, tp, sp, wrap)
     spec, config = load_model(model, impl)
     if config is not None:
         require("transformers", "tgauge validate --impl hf --nproc")
@@ -489,6 +503,8 @@ def _validate_ranks(
 def _rank_table(point: Any, nproc: int) -> Table:
     p, w = point.parallel, point.workload
     layout = f"zero={p['shard']} tp={p['tp']}" + (" sp" if p["sp"] else "")
+    if p.get("wrap", "blocks") != "blocks":
+        layout += f" wrap={p['wrap']}"
     title = (
         f"{escape(point.model)} · train b={w['batch_size']} s={w['seq_len']} on {nproc} ranks "
         f"(gloo, cpu) · {layout} · {IMPL_NAMES[point.implementation]}"
