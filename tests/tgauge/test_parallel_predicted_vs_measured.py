@@ -73,9 +73,6 @@ _FORWARD_GAP = (
 PEAK_OPEN: dict[str, str] = {
     "hf-llama-zero3-4": _LLAMA_4,
     "hf-llama-zero2-4": _LLAMA_4,
-    "tp2-2": _FORWARD_GAP,
-    "zero3-tp2-4": _FORWARD_GAP,
-    "zero3-tp2-sp-4": _FORWARD_GAP,
 }
 #: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
 #: runs, exactly; docs/validation.md)
