@@ -453,18 +453,37 @@ def ddp_bucket_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> int:
 def tp_logits(spec: ModelSpec, parallel: Parallel, sh: Any) -> tuple[int, int]:
     """(extra bytes at the loss, bytes live at the logits' all-gather) of a tensor-parallel
     rank whose LM head gathers its logits (ColwiseParallel(output_layouts=Replicate()), no
-    loss_parallel); (0, 0) otherwise. DTensor's Shard(-1) -> Replicate
+    loss_parallel); (0, 0) otherwise; both plus SP's held stack output
+    (``sp_stack_output``). DTensor's Shard(-1) -> Replicate
     (torch/distributed/tensor/placement_types.py, Shard._to_replicate_tensor) pads a short
     piece to c = ceil(V / t) columns (pad_tensor: a copy, beside the piece), all-gathers
     [t n, c] (_functional_collectives.all_gather_tensor, on dim 0) and concatenates the
     chunks on the vocabulary dim, [n, t c], while the gathered buffer and the local piece
     [n, c_r] are still held; the unpadded logits are a narrow view of that [n, t c] storage,
     which stays the logits' storage through the loss (n t c instead of n V)."""
+    held = sp_stack_output(spec, parallel, sh)
     if parallel.tp == 1 or parallel.loss_parallel or not spec.lm_head or not spec.vocab_size:
-        return 0, 0
+        return held, 0
     t, v = parallel.tp, spec.vocab_size
     c, mine = _chunk(v, t), _chunk(v, t, parallel.tp_rank)
     n, cb = sh.b * sh.s_out, sh.cb
     padded = n * c * cb if mine < c else 0  # the short piece's padded copy
     gather = n * mine * cb + padded + 2 * n * t * c * cb  # piece, gathered, concatenated
-    return n * (t * c - v) * cb, gather
+    return n * (t * c - v) * cb + held, gather + held
+
+
+def sp_stack_output(spec: ModelSpec, parallel: Parallel, sh: Any) -> int:
+    """Bytes of the last stack's output held to the loss by no saved tensor under DTensor
+    sequence parallelism (``sp``, ``sp_input="gathered"``): the final norm (SequenceParallel)
+    returns the rank's sequence shard [b, ceil(s / t), d], which Transformer.forward binds to
+    ``h`` (reference_model/model.py) until it returns, while the LM head
+    (ColwiseParallel(input_layouts=Shard(1)), torch/distributed/tensor/parallel/style.py
+    ColwiseParallel._prepare_input_fn: ``input_tensor.redistribute(placements=
+    desired_input_layouts)``, an all-gather to Replicate) saves the all-gathered [b, s, d]
+    copy, not the shard (on one device and without SP the head saves ``h`` itself).
+    Measured: tp2-sp-2 without an optimizer, forward 4,096 B = [2, 16, 32] fp32 above the
+    estimate before this term (issue 18p). Megatron's layout (``sp_input="shard"``) saves
+    the shard itself: 0."""
+    if not parallel.sp or parallel.sp_input != "gathered" or not spec.lm_head:
+        return 0
+    return sh.b * _chunk(sh.s_out, parallel.tp, parallel.tp_rank) * spec.d_model * sh.cb
