@@ -289,10 +289,15 @@ class Gathers:
     its pre_backward, so the recompute's pre_forward unshard is a no-op
     (FSDPParamGroup.unshard: ``if self.is_unsharded: return``)."""
 
-    def __init__(self, spec: ModelSpec, parallel: Parallel, dtype: str, orig: str) -> None:
+    def __init__(
+        self, spec: ModelSpec, parallel: Parallel, dtype: str, orig: str, gloo: bool = False
+    ) -> None:
         """``dtype``: MixedPrecisionPolicy's param_dtype (= reduce_dtype), what is gathered
         and reduced; ``orig``: the sharded parameters' own dtype (fp32 under master
-        weights), which the sharded gradients are cast to (foreach_reduce)."""
+        weights), which the sharded gradients are cast to (foreach_reduce); ``gloo``: the
+        process group is gloo (CPU), whose reduce-scatter clones its input (``reduce``)."""
+        self.gloo = gloo
+        self.last_grad = last_grads(spec, parallel, dtype)
         units = unit_bytes(spec, parallel, dtype)
         kept = unit_bytes(spec, parallel, orig)
         root = units.get(ROOT, {"shard": 0, "gathered": 0, "grads": 0})
@@ -357,10 +362,31 @@ class Gathers:
         gradients) allocated (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
         foreach_reduce; issue 18i: the output was taken before the gradients were freed)."""
         live.drop(self.block[stack], self.rs_input)
-        self.rs_input = self.block[stack]
-        live.take(self.rs_input)
-        live.drop(self.grads[stack])
-        live.take(self.shard[stack])
+        self.reduce(live, self.block[stack], self.grads[stack], self.shard[stack], stack)
+
+    def reduce(self, live: Any, rs_input: int, grads: int, shard: int, unit: str) -> None:
+        """foreach_reduce (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py) of one
+        unit: its reduce-scatter input allocated (reduce_scatter_comm.allocate) and the
+        unsharded gradients copied in (foreach_reduce_scatter_copy_in); ``unsharded_grads
+        .clear()`` frees them but the last: the loop over ``zip(fsdp_params,
+        unsharded_grads)`` that checks Shard(i > 0) placements (run when world_size > 1)
+        leaves its loop variable ``unsharded_grad`` bound to the group's last gradient
+        until foreach_reduce returns (issue 18p: the HF Llama lm_head's [V, d] at the
+        root, measured beside the reduce-scatter output). Then the output (the sharded
+        gradients); on gloo, ProcessGroupGloo::reduce_scatter_tensor_coalesced
+        (torch/csrc/distributed/c10d/ProcessGroupGloo.cpp) all-reduces a clone of the input
+        (``buffers.push_back(inputTensors[i].clone())``), freed with its work after the
+        wait's copy into the output; nccl reduce-scatters without one. The input stays
+        until the next unit's post_backward (``rs_input``)."""
+        last = self.last_grad.get(unit, 0)
+        self.rs_input = rs_input
+        live.take(rs_input)
+        live.drop(grads - last)
+        live.take(shard)
+        if self.gloo:
+            live.take(rs_input)
+            live.drop(rs_input)
+        live.drop(last)
 
     def after_stack(self, live: Any, stack: str) -> None:
         """The first layer prefetches nothing (its post_forward index is 0); the replay's
@@ -370,13 +396,31 @@ class Gathers:
             live.drop(self.block[stack])
 
     def end(self, live: Any) -> None:
-        """The root's post_backward after the embeddings: its reduce-scatter input beside
-        the root's unsharded gradients (the copy-in), the gradients freed, the output
-        allocated (foreach_reduce, as ``post_layer``)."""
-        live.drop(self.rs_input)
-        live.take(self.root)
-        live.drop(self.root_grads)
-        live.take(self.root_shard)
+        """The root's post_backward after the embeddings (FSDPState's final callback):
+        resharded first (FSDPParamGroup.post_backward: ``if self.reshard_after_backward:
+        self.reshard()`` frees the root's unsharded parameters, which it kept since its
+        pre-forward), the previous unit's reduce-scatter input reclaimed, then
+        foreach_reduce (``reduce``)."""
+        live.drop(self.root, self.rs_input)
+        self.reduce(live, self.root, self.root_grads, self.root_shard, ROOT)
+
+
+def last_grads(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, int]:
+    """Per FSDP unit (``{stack}.layers`` and ``root``), the unsharded gradient bytes of the
+    parameter its FSDPParamGroup lists last (``fsdp_params``: module.parameters() order,
+    the order the modules register their parameters): the root's last entry of
+    ``tensor_entries`` (its order is the reference model's registration order: embeddings,
+    positions, final norm, head); a layer's per the implementation (rule
+    ``fsdp.last_layer_param``: the module whose last tensor is registered last)."""
+    from estimator.rules.registry import rule
+
+    last_layer = rule("fsdp.last_layer_param", spec)(spec)
+    out: dict[str, int] = {}
+    for name, loc, _, _ in local_tensors(spec, parallel):
+        unit = unit_of(name)
+        if unit == ROOT or name.endswith(f".layers.{last_layer}"):
+            out[unit] = nbytes(math.prod(loc), dtype)
+    return out
 
 
 def fsdp(parallel: Parallel) -> bool:

@@ -70,10 +70,7 @@ _FORWARD_GAP = (
     "FSDP2 / DTensor, not on one device; not traced): the measured forward tops the "
     "predicted backward / step peak by < 0.5%, so the phase differs"
 )
-PEAK_OPEN: dict[str, str] = {
-    "hf-llama-zero3-4": _LLAMA_4,
-    "hf-llama-zero2-4": _LLAMA_4,
-}
+PEAK_OPEN: dict[str, str] = {}
 #: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
 #: runs, exactly; docs/validation.md)
 PEAK_FLAKY = dict.fromkeys(

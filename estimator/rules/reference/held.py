@@ -43,14 +43,13 @@ def held_in_training(spec: ModelSpec, sh: Shapes) -> Any:
     return sh.b * sh.s * d * cb
 
 
-@register("train.held", "hf")
-def hf_held_in_training(spec: ModelSpec, sh: Shapes) -> Any:
-    """A transformers ...ForCausalLM / ...ForMaskedLM class runs its head and loss after
-    the base model's forward has returned (e.g. LlamaForCausalLM.forward: ``outputs =
-    self.model(...)``, then ``self.lm_head(hidden_states)`` and ``self.loss_function``),
-    so the base model's locals (its embedding output) are gone at the loss: none (T5
-    registers its own, estimator/rules/hf/t5.py)."""
-    return 0
+@register("fsdp.last_layer_param", "reference")
+def last_layer_param(spec: ModelSpec) -> str:
+    """The module (name after ``{stack}.layers.``) whose tensor a layer registers last, so
+    FSDP2 lists it last in the layer's FSDPParamGroup (estimator/terms/ranks.py
+    ``last_grads``): reference_model/layers.py Layer.__init__ registers attn_norm,
+    self_attn, (cross_norm, cross_attn,) ffn_norm, ffn; FeedForward up, gate, down."""
+    return "ffn.down"
 
 
 @register("inputs.token_type", "reference")
