@@ -259,25 +259,34 @@ class Backward:
         if self.spec.final_norm:
             self.norm(f"{stack}.final_norm", nd, self.b * s)
         self.share = n_layers
-        for _ in range(min(n_layers, 2)):
-            top, delta = self.live.measure(lambda: self.fsdp_layer(stack, s, s_src))
-            self.freed = {  # the next layer frees its own share
-                k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
-            }
+        # under FSDP2 the first layer (walked last) prefetches nothing: walked on its own
+        alone = self.gathers is not None and n_layers > 2
+        for i in range(min(n_layers, 2)):
+            top, delta = self.live.measure(
+                lambda i=i: self.fsdp_layer(stack, s, s_src, prefetch=i < n_layers - 1)
+            )
+            self._next_layer(stack)
         if n_layers > 2:
-            self.live.repeat(n_layers - 2, top, delta)
-        if self.gathers is not None:
-            self.gathers.after_stack(self.live, stack)
+            self.live.repeat(n_layers - 2 - alone, top, delta)
+        if alone:
+            self.fsdp_layer(stack, s, s_src, prefetch=False)
+            self._next_layer(stack)
         self.share = 1
         if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")
         self.extras(stack, s)
 
-    def fsdp_layer(self, stack: str, s: int, s_src: int) -> None:
+    def _next_layer(self, stack: str) -> None:
+        self.freed = {  # the next layer frees its own share
+            k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
+        }
+
+    def fsdp_layer(self, stack: str, s: int, s_src: int, prefetch: bool = True) -> None:
         """One layer's backward, between FSDP2's pre_backward and post_backward when a
-        rank's layers are sharded (estimator/terms/ranks.py Gathers)."""
+        rank's layers are sharded (estimator/terms/ranks.py Gathers); ``prefetch``: its
+        pre_backward prefetches the layer before it (not the stack's first layer)."""
         if self.gathers is not None:
-            self.gathers.pre_layer(self.live, stack)
+            self.gathers.pre_layer(self.live, stack, prefetch)
         self.layer(stack, s, s_src)
         if self.gathers is not None:
             self.gathers.post_layer(self.live, stack)

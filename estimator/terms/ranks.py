@@ -342,16 +342,17 @@ class Gathers:
         flat output."""
         return self.root + (self.block[self.last] if self.reshard else self.all_blocks)
 
-    def pre_layer(self, live: Any, stack: str) -> None:
+    def pre_layer(self, live: Any, stack: str, prefetch: bool = True) -> None:
         """A layer's pre_backward under zero3: the copy-out of its prefetched all-gather
         (held as the flat output since the prefetch) into the per-parameter outputs, the flat
-        one freed (wait_for_unshard), then the prefetch of the layer before it: its flat
-        all-gather output (FSDPParamGroup._backward_prefetch)."""
+        one freed (wait_for_unshard), then, unless it is the stack's first layer
+        (``prefetch`` False: FSDPParamGroup._backward_prefetch finds no unit before it, issue
+        18p), the prefetch of the layer before it: its flat all-gather output."""
         if self.reshard:
             g = self.block[stack]
             live.take(g)
             live.drop(g)
-            if self.n_layers[stack] > 1:
+            if prefetch:
                 live.take(g)
 
     def post_layer(self, live: Any, stack: str) -> None:
@@ -362,7 +363,8 @@ class Gathers:
         gradients) allocated (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
         foreach_reduce; issue 18i: the output was taken before the gradients were freed)."""
         live.drop(self.block[stack], self.rs_input)
-        self.reduce(live, self.block[stack], self.grads[stack], self.shard[stack], stack)
+        unit = f"{stack}.layers"
+        self.reduce(live, self.block[stack], self.grads[stack], self.shard[stack], unit)
 
     def reduce(self, live: Any, rs_input: int, grads: int, shard: int, unit: str) -> None:
         """foreach_reduce (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py) of one
@@ -387,13 +389,6 @@ class Gathers:
             live.take(rs_input)
             live.drop(rs_input)
         live.drop(last)
-
-    def after_stack(self, live: Any, stack: str) -> None:
-        """The first layer prefetches nothing (its post_forward index is 0); the replay's
-        uniform layers did: that phantom flat output is dropped once the stack is done (it
-        overstates the first layer's backward by one layer's gather)."""
-        if self.reshard and self.n_layers[stack] > 1:
-            live.drop(self.block[stack])
 
     def end(self, live: Any) -> None:
         """The root's post_backward after the embeddings (FSDPState's final callback):
