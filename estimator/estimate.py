@@ -268,7 +268,8 @@ def rank_estimate(spec: ModelSpec, workload: Workload, parallel: Parallel) -> Es
     mem = rank_state_terms(spec, parallel, sh)
     mem.update({f"activations.{k}": v for k, v in rank_activations(local, sh, parallel).items()})
     orig = "fp32" if sh.master_weights else sh.dtype
-    gathers = Gathers(spec, parallel, sh.dtype, orig) if fsdp(parallel) else None
+    gloo = workload.device == "cpu"  # torch.distributed's CPU backend (issue 18p)
+    gathers = Gathers(spec, parallel, sh.dtype, orig, gloo=gloo) if fsdp(parallel) else None
     resident = ddp_bucket_bytes(spec, parallel, sh.dtype)  # issue 18i
     rank = (local_grads(spec, parallel, sh.dtype), gathers, resident)
     from estimator.replay.optimizer_step import rank_step_temporaries

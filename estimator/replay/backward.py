@@ -261,19 +261,19 @@ class Backward:
         if self.gathers is not None:  # torchtitan: the final norm + head unit's post_backward
             self.gathers.head_post_backward(self.live)
         self.share = n_layers
-        # FSDP2 under torchtitan's wrap: the first layer prefetches another unit, replayed alone
-        first = self.gathers is not None and self.gathers.first_layer(stack)
-        uniform = n_layers - 1 if first else n_layers
-        for _ in range(min(uniform, 2)):
-            top, delta = self.live.measure(lambda: self.fsdp_layer(stack, s, s_src))
-            self.freed = {  # the next layer frees its own share
-                k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
-            }
-        if uniform > 2:
-            self.live.repeat(uniform - 2, top, delta)
-        if first:
-            self.gathers.first = True
-            self.fsdp_layer(stack, s, s_src)
+        # under FSDP2 the first layer (walked last) prefetches no layer (torchtitan untied
+        # zero3: the embedding's unit): walked on its own
+        alone = self.gathers is not None and n_layers > 2
+        for i in range(min(n_layers, 2)):
+            top, delta = self.live.measure(
+                lambda i=i: self.fsdp_layer(stack, s, s_src, prefetch=i < n_layers - 1)
+            )
+            self._next_layer(stack)
+        if n_layers > 2:
+            self.live.repeat(n_layers - 2 - alone, top, delta)
+        if alone:
+            self.fsdp_layer(stack, s, s_src, prefetch=False)
+            self._next_layer(stack)
         if self.gathers is not None:
             self.gathers.after_stack(self.live, stack)
         self.share = 1
@@ -281,11 +281,17 @@ class Backward:
             self.free(f"{stack}.layers.cross_attn.k_proj")
         self.extras(stack, s)
 
-    def fsdp_layer(self, stack: str, s: int, s_src: int) -> None:
+    def _next_layer(self, stack: str) -> None:
+        self.freed = {  # the next layer frees its own share
+            k: v for k, v in self.freed.items() if k != stack and ".layers." not in k
+        }
+
+    def fsdp_layer(self, stack: str, s: int, s_src: int, prefetch: bool = True) -> None:
         """One layer's backward, between FSDP2's pre_backward and post_backward when a
-        rank's layers are sharded (estimator/terms/ranks.py Gathers)."""
+        rank's layers are sharded (estimator/terms/ranks.py Gathers); ``prefetch``: its
+        pre_backward prefetches the layer before it (not the stack's first layer)."""
         if self.gathers is not None:
-            self.gathers.pre_layer(self.live, stack)
+            self.gathers.pre_layer(self.live, stack, prefetch)
         self.layer(stack, s, s_src)
         if self.gathers is not None:
             self.gathers.post_layer(self.live, stack)

@@ -159,14 +159,17 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
         forward += rule("live.frozen_head_input", spec)(spec, sh)  # rules/finetune.py
-    if rank is not None and rank[4][1]:  # TP: the logits' padded storage, and their gather
+    if rank is not None:  # TP: the logits' padded storage (and SP's held stack output)
         forward += rank[4][0]
+    if rank is not None and rank[4][1]:  # ... and the logits' gather
         before_loss = acts - terms.get("activations.loss", 0)
         forward = vmax(forward, with_acts + held + before_loss + rank[4][1] + fwd_extra)
     # or earlier, inside the last layer's attention: eager scores, or fused chunked attention's
     # math sdpa block scores + mask (estimator/replay/forward.py)
+    # (``held`` is not added: the moment counts the reference's held embedding output
+    # itself, and T5's held tensors come after its stacks, where the moment is 0)
     moment = attention_moment(spec, sh, _activation_terms(terms))
-    forward = vmax(forward, with_acts + held + moment + moment_extra)
+    forward = vmax(forward, with_acts + moment + moment_extra)
     if gathers is not None:  # the last layer's unshard: every activation before that layer
         before = acts - _last_layer_and_head(spec, sh, terms)
         forward = vmax(forward, with_acts + held + before + gathers.unshard_extra())

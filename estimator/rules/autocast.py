@@ -83,14 +83,13 @@ def loss_moment_bytes(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
       logits32    cross_entropy_loss's fp32 copy of it (held until the loss returns)
       head input  the final norm's fp32 output [n, d], held by Transformer.forward (the
                   lm_head saved its own low cast)
-      embeddings  Transformer.forward's ``x`` = embed(input_ids) [n, d] fp32 when
-                  embed_extras made a new tensor of it (learned / sinusoidal positions)
-      biases      the cast cache's bias copies (bias_casts_bytes); the loss value (fp32 [])"""
+      biases      the cast cache's bias copies (bias_casts_bytes); the loss value (fp32 [])
+    Transformer.forward's ``x`` = embed(input_ids) [n, d] fp32, held when embed_extras made
+    a new tensor of it, is rule ``train.held`` (estimator/rules/reference/held.py), added to
+    every forward moment (issue 18p; it was counted here, at the loss under autocast only)."""
     fp32 = 4
     t = n * spec.vocab_size * (low_bytes(sh) + fp32)
     t += n * spec.d_model * fp32
-    if spec.position in ("learned", "sinusoidal") or spec.n_token_types or spec.embed_norm:
-        t += n * spec.d_model * fp32
     return t + bias_casts_bytes(spec, sh) + fp32
 
 

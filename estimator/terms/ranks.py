@@ -320,10 +320,15 @@ class Gathers:
     its pre_backward, so the recompute's pre_forward unshard is a no-op
     (FSDPParamGroup.unshard: ``if self.is_unsharded: return``)."""
 
-    def __init__(self, spec: ModelSpec, parallel: Parallel, dtype: str, orig: str) -> None:
+    def __init__(
+        self, spec: ModelSpec, parallel: Parallel, dtype: str, orig: str, gloo: bool = False
+    ) -> None:
         """``dtype``: MixedPrecisionPolicy's param_dtype (= reduce_dtype), what is gathered
         and reduced; ``orig``: the sharded parameters' own dtype (fp32 under master
-        weights), which the sharded gradients are cast to (foreach_reduce)."""
+        weights), which the sharded gradients are cast to (foreach_reduce); ``gloo``: the
+        process group is gloo (CPU), whose reduce-scatter clones its input (``reduce``)."""
+        self.gloo = gloo
+        self.last_grad = last_grads(spec, parallel, dtype)
         units = unit_bytes(spec, parallel, dtype)
         kept = unit_bytes(spec, parallel, orig)
         empty = {"shard": 0, "gathered": 0, "grads": 0}
@@ -338,7 +343,6 @@ class Gathers:
         e, h = units.get(EMBED, empty), units.get(HEAD, empty)
         self.embed = (e["gathered"], e["grads"], kept.get(EMBED, e)["shard"])
         self.head = (h["gathered"], h["grads"], kept.get(HEAD, h)["shard"])
-        self.first = False  # the replay is at the first layer (``first_layer``)
         self.n_layers = dict(spec.stacks)
         self.block = {s: units.get(f"{s}.layers", {}).get("gathered", 0) for s in self.n_layers}
         self.shard = {s: kept.get(f"{s}.layers", {}).get("shard", 0) for s in self.n_layers}
@@ -429,30 +433,29 @@ class Gathers:
             return
         gathered, grads, shard = self.head
         live.drop(gathered, label=GATHERED)
-        self.rs_input = gathered
-        live.take(gathered, label=RS_INPUT)
-        live.drop(grads, label=GRADS)
-        live.take(shard, label=SHARDED)
+        live.drop(self.rs_input, label=RS_INPUT)
+        self.reduce(live, gathered, grads, shard, HEAD)
 
     def first_layer(self, stack: str) -> bool:
-        """Whether the replay runs the stack's first layer on its own: torchtitan untied under
+        """Whether the stack's first layer prefetches another unit: torchtitan untied under
         zero3, where it prefetches the embedding's unit (its post_forward comes before the
-        first layer's) instead of a layer; the walk sets ``first`` while it replays it."""
+        first layer's) instead of a layer (``pre_layer``, ``after_stack``)."""
         return self.titan and not self.tied and self.reshard and stack == self.first_stack
 
-    def pre_layer(self, live: Any, stack: str) -> None:
+    def pre_layer(self, live: Any, stack: str, prefetch: bool = True) -> None:
         """A layer's pre_backward under zero3: the copy-out of its prefetched all-gather
         (held as the flat output since the prefetch) into the per-parameter outputs, the flat
-        one freed (wait_for_unshard), then the prefetch of the layer before it: its flat
-        all-gather output (FSDPParamGroup._backward_prefetch)."""
+        one freed (wait_for_unshard), then, unless it is the stack's first layer
+        (``prefetch`` False: FSDPParamGroup._backward_prefetch finds no unit before it, issue
+        18p), the prefetch of the layer before it: its flat all-gather output."""
         if self.reshard:
             g = self.block[stack]
             live.take(g, label=GATHERED)
             live.drop(g, label=GATHERED)
-            if self.first:  # torchtitan: the embedding's unit (``first_layer``)
-                live.take(self.embed[0], label=GATHERED)
-            elif self.n_layers[stack] > 1:
+            if prefetch:
                 live.take(g, label=GATHERED)
+            elif self.first_layer(stack):  # torchtitan: the embedding's unit
+                live.take(self.embed[0], label=GATHERED)
 
     def post_layer(self, live: Any, stack: str) -> None:
         """A layer's post_backward: resharded (its gathered parameters freed); the previous
@@ -463,44 +466,75 @@ class Gathers:
         foreach_reduce; issue 18i: the output was taken before the gradients were freed)."""
         live.drop(self.block[stack], label=GATHERED)
         live.drop(self.rs_input, label=RS_INPUT)
-        self.rs_input = self.block[stack]
-        live.take(self.rs_input, label=RS_INPUT)
-        live.drop(self.grads[stack], label=GRADS)
-        live.take(self.shard[stack], label=SHARDED)
+        unit = f"{stack}.layers"
+        self.reduce(live, self.block[stack], self.grads[stack], self.shard[stack], unit)
+
+    def reduce(self, live: Any, rs_input: int, grads: int, shard: int, unit: str) -> None:
+        """foreach_reduce (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py) of one
+        unit: its reduce-scatter input allocated (reduce_scatter_comm.allocate) and the
+        unsharded gradients copied in (foreach_reduce_scatter_copy_in); ``unsharded_grads
+        .clear()`` frees them but the last: the loop over ``zip(fsdp_params,
+        unsharded_grads)`` that checks Shard(i > 0) placements (run when world_size > 1)
+        leaves its loop variable ``unsharded_grad`` bound to the group's last gradient
+        until foreach_reduce returns (issue 18p: the HF Llama lm_head's [V, d] at the
+        root, measured beside the reduce-scatter output). Then the output (the sharded
+        gradients); on gloo, ProcessGroupGloo::reduce_scatter_tensor_coalesced
+        (torch/csrc/distributed/c10d/ProcessGroupGloo.cpp) all-reduces a clone of the input
+        (``buffers.push_back(inputTensors[i].clone())``), freed with its work after the
+        wait's copy into the output; nccl reduce-scatters without one. The input stays
+        until the next unit's post_backward (``rs_input``)."""
+        last = self.last_grad.get(unit, 0)
+        self.rs_input = rs_input
+        live.take(rs_input, label=RS_INPUT)
+        live.drop(grads - last, label=GRADS)
+        live.take(shard, label=SHARDED)
+        if self.gloo:
+            live.take(rs_input, label=RS_INPUT)
+            live.drop(rs_input, label=RS_INPUT)
+        live.drop(last, label=GRADS)
 
     def after_stack(self, live: Any, stack: str) -> None:
-        """The first layer prefetches nothing (its post_forward index is 0); the replay's
-        uniform layers did: that phantom flat output is dropped once the stack is done (it
-        overstates the first layer's backward by one layer's gather)."""
-        if self.first:  # the first layer was replayed on its own (``first_layer``); the
-            self.first = False  # embedding's pre_backward: the copy-out of its prefetch
+        """torchtitan untied zero3, after the first layer: the embedding unit's pre_backward,
+        the copy-out of the prefetch its first layer made (``pre_layer``)."""
+        if self.first_layer(stack):
             live.take(self.embed[0], label=GATHERED)
             live.drop(self.embed[0], label=GATHERED)
-        elif self.reshard and self.n_layers[stack] > 1:
-            live.drop(self.block[stack], label=GATHERED)
 
     def end(self, live: Any) -> None:
-        """The root's post_backward after the embeddings: its reduce-scatter input beside
-        the root's unsharded gradients (the copy-in), the gradients freed, the output
-        allocated (foreach_reduce, as ``post_layer``). torchtitan: the root's (when it
-        holds parameters), then the embedding's (tied: the head's) unit, in the root's
-        post-backward callback (their inputs, the token ids, need no gradient), each
-        resharded first (post_backward: ``reshard`` before ``foreach_reduce``)."""
-        if not self.titan:
-            live.drop(self.rs_input, label=RS_INPUT)
-            live.take(self.root, label=RS_INPUT)
-            live.drop(self.root_grads, label=GRADS)
-            live.take(self.root_shard, label=SHARDED)
-            return
-        units = [(self.root, self.root_grads, self.root_shard)] if self.root else []
-        units.append(self.head if self.tied else self.embed)
-        for gathered, grads, shard in units:
+        """The root's post_backward after the embeddings (FSDPState's final callback):
+        resharded first (FSDPParamGroup.post_backward: ``if self.reshard_after_backward:
+        self.reshard()`` frees the root's unsharded parameters, which it kept since its
+        pre-forward), the previous unit's reduce-scatter input reclaimed, then
+        foreach_reduce (``reduce``). torchtitan: the root's (when it holds parameters), then
+        the embedding's (tied: the head's) unit, in the root's post-backward callback (their
+        inputs, the token ids, need no gradient), each resharded first."""
+        units = [(self.root, self.root_grads, self.root_shard, ROOT)]
+        if self.titan:
+            units = units if self.root else []
+            units.append((*self.head, HEAD) if self.tied else (*self.embed, EMBED))
+        for gathered, grads, shard, unit in units:
             live.drop(gathered, label=GATHERED)
             live.drop(self.rs_input, label=RS_INPUT)
-            self.rs_input = gathered
-            live.take(gathered, label=RS_INPUT)
-            live.drop(grads, label=GRADS)
-            live.take(shard, label=SHARDED)
+            self.reduce(live, gathered, grads, shard, unit)
+
+
+def last_grads(spec: ModelSpec, parallel: Parallel, dtype: str) -> dict[str, int]:
+    """Per FSDP unit (``{stack}.layers``, ``root``; torchtitan's ``embed`` and ``head``), the
+    unsharded gradient bytes of the parameter its FSDPParamGroup lists last
+    (``fsdp_params``: module.parameters() order, the order the modules register their
+    parameters): a whole-model unit's last entry of ``tensor_entries`` (its order is the
+    reference model's registration order: embeddings, positions, final norm, head); a
+    layer's per the implementation (rule ``fsdp.last_layer_param``: the module whose last
+    tensor is registered last)."""
+    from estimator.rules.registry import rule
+
+    last_layer = rule("fsdp.last_layer_param", spec)(spec)
+    out: dict[str, int] = {}
+    for name, loc, _, _ in local_tensors(spec, parallel):
+        unit = unit_in(spec, parallel, name)
+        if unit in (ROOT, EMBED, HEAD) or name.endswith(f".layers.{last_layer}"):
+            out[unit] = nbytes(math.prod(loc), dtype)
+    return out
 
 
 def fsdp(parallel: Parallel) -> bool:
@@ -577,18 +611,37 @@ def ddp_bucket_bytes(spec: ModelSpec, parallel: Parallel, dtype: str) -> int:
 def tp_logits(spec: ModelSpec, parallel: Parallel, sh: Any) -> tuple[int, int]:
     """(extra bytes at the loss, bytes live at the logits' all-gather) of a tensor-parallel
     rank whose LM head gathers its logits (ColwiseParallel(output_layouts=Replicate()), no
-    loss_parallel); (0, 0) otherwise. DTensor's Shard(-1) -> Replicate
+    loss_parallel); (0, 0) otherwise; both plus SP's held stack output
+    (``sp_stack_output``). DTensor's Shard(-1) -> Replicate
     (torch/distributed/tensor/placement_types.py, Shard._to_replicate_tensor) pads a short
     piece to c = ceil(V / t) columns (pad_tensor: a copy, beside the piece), all-gathers
     [t n, c] (_functional_collectives.all_gather_tensor, on dim 0) and concatenates the
     chunks on the vocabulary dim, [n, t c], while the gathered buffer and the local piece
     [n, c_r] are still held; the unpadded logits are a narrow view of that [n, t c] storage,
     which stays the logits' storage through the loss (n t c instead of n V)."""
+    held = sp_stack_output(spec, parallel, sh)
     if parallel.tp == 1 or parallel.loss_parallel or not spec.lm_head or not spec.vocab_size:
-        return 0, 0
+        return held, 0
     t, v = parallel.tp, spec.vocab_size
     c, mine = _chunk(v, t), _chunk(v, t, parallel.tp_rank)
     n, cb = sh.b * sh.s_out, sh.cb
     padded = n * c * cb if mine < c else 0  # the short piece's padded copy
     gather = n * mine * cb + padded + 2 * n * t * c * cb  # piece, gathered, concatenated
-    return n * (t * c - v) * cb, gather
+    return n * (t * c - v) * cb + held, gather + held
+
+
+def sp_stack_output(spec: ModelSpec, parallel: Parallel, sh: Any) -> int:
+    """Bytes of the last stack's output held to the loss by no saved tensor under DTensor
+    sequence parallelism (``sp``, ``sp_input="gathered"``): the final norm (SequenceParallel)
+    returns the rank's sequence shard [b, ceil(s / t), d], which Transformer.forward binds to
+    ``h`` (reference_model/model.py) until it returns, while the LM head
+    (ColwiseParallel(input_layouts=Shard(1)), torch/distributed/tensor/parallel/style.py
+    ColwiseParallel._prepare_input_fn: ``input_tensor.redistribute(placements=
+    desired_input_layouts)``, an all-gather to Replicate) saves the all-gathered [b, s, d]
+    copy, not the shard (on one device and without SP the head saves ``h`` itself).
+    Measured: tp2-sp-2 without an optimizer, forward 4,096 B = [2, 16, 32] fp32 above the
+    estimate before this term (issue 18p). Megatron's layout (``sp_input="shard"``) saves
+    the shard itself: 0."""
+    if not parallel.sp or parallel.sp_input != "gathered" or not spec.lm_head:
+        return 0
+    return sh.b * _chunk(sh.s_out, parallel.tp, parallel.tp_rank) * spec.d_model * sh.cb

@@ -24,3 +24,22 @@ def positions_from_buffer(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> An
     at all (ViT adds its table to the patches): no ids saved (rule ``saved.positions`` of
     the BERT and ViT classes)."""
     return 0
+
+
+@register("train.held", "hf")
+def hf_held_in_training(spec: ModelSpec, sh: Shapes) -> Any:
+    """A transformers ...ForCausalLM / ...ForMaskedLM class runs its head and loss after
+    the base model's forward has returned (e.g. LlamaForCausalLM.forward: ``outputs =
+    self.model(...)``, then ``self.lm_head(hidden_states)`` and ``self.loss_function``),
+    so the base model's locals (its embedding output) are gone at the loss: none (T5
+    registers its own, estimator/rules/hf/t5.py)."""
+    return 0
+
+
+@register("fsdp.last_layer_param", "hf")
+def hf_last_layer_param(spec: ModelSpec) -> str:
+    """The module whose tensor a decoder layer registers last (FSDP2 lists it last in the
+    layer's FSDPParamGroup): LlamaDecoderLayer.__init__ (transformers/models/llama/
+    modeling_llama.py) registers self_attn, mlp, input_layernorm, then
+    post_attention_layernorm (the spec's ``ffn_norm``); the Llama-style decoders share it."""
+    return "ffn_norm"

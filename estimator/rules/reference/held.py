@@ -24,8 +24,32 @@ def kv_positions(pattern: str, window: int | None, seen: Any, new: Any) -> Any:
 @register("train.held", "reference")
 def held_in_training(spec: ModelSpec, sh: Shapes) -> Any:
     """Bytes the forward keeps live at the loss besides the saved activations and the
-    logits, freed with its output before backward (reference: none)."""
-    return 0
+    logits, freed with its output before backward: the embedding output that
+    Transformer.forward (reference_model/model.py) binds to its local ``x = self.embed(
+    input_ids)`` (or ``x = first.patch(pixel_values)``; encoder-decoder: ``y =
+    self.embed(decoder_input_ids)`` too) and keeps until it returns, after the head and the
+    loss, when Stack.embed_extras (reference_model/layers.py) makes a new tensor of it
+    (positions added, token types, embedding norm or dropout) so that no layer saves it.
+    Without a new tensor the first layer's norm (or its projections, or the checkpoint)
+    saves that very tensor: counted with the activations. Measured under FSDP2 and DTensor
+    TP (issue 18p, tests/tgauge/test_parallel_predicted_vs_measured.py: one [b s, d] fp32
+    at the forward peak of the tiny decoder, learned positions); on one device too."""
+    new_x = spec.position in ("learned", "sinusoidal") or spec.n_token_types or spec.embed_norm
+    if not (new_x or sh.dropout > 0):
+        return 0
+    d, cb = spec.d_model, sh.cb
+    if spec.arch == "encoder-decoder":
+        return sh.b * (sh.s + sh.s_dec) * d * cb
+    return sh.b * sh.s * d * cb
+
+
+@register("fsdp.last_layer_param", "reference")
+def last_layer_param(spec: ModelSpec) -> str:
+    """The module (name after ``{stack}.layers.``) whose tensor a layer registers last, so
+    FSDP2 lists it last in the layer's FSDPParamGroup (estimator/terms/ranks.py
+    ``last_grads``): reference_model/layers.py Layer.__init__ registers attn_norm,
+    self_attn, (cross_norm, cross_attn,) ffn_norm, ffn; FeedForward up, gate, down."""
+    return "ffn.down"
 
 
 @register("inputs.token_type", "reference")
