@@ -1,0 +1,204 @@
+"""The live memory of one training step of a recurrent language model (reference_model/
+recurrent.py ``RecurrentLM`` on CPU, torch's composite LSTM cells, oneDNN off), moment by
+moment: its peak, the phase of the peak and what is live then.
+
+The step is the one ``profiler.run`` tracks: forward, the stand-in objective
+``out.float().pow(2).mean()`` (reference_model/train.py ``objective`` for a model without an
+LM loss), backward, ``optimizer.step()``; the baseline is the weights, the optimizer states
+(and Adam's 0-dim ``step`` per tensor) and the inputs, gradients set to None.
+
+Moments (all above the baseline; S = the saved activations of estimator/terms/recurrent.py
+without the token ids, which are inputs):
+
+- ``forward``: the end of the last layer of the last stack call
+  (aten/src/ATen/native/RNN.cpp: ``FullLayer`` precomputes the input projection
+  ``linear_ih(input)`` [T, b, gates H] for all steps and keeps it until the layer returns; a
+  bidirectional layer frees the forward direction's before the reverse one runs; every
+  layer's last ``(h, c)`` lives until ``_lstm_impl`` stacks the final states; each direction's
+  outputs are stacked [T, b, h_out], a bidirectional layer concatenates them); for separate
+  directions also the moment of ``torch.cat([fwd, bwd.flip(1)])``; with a head the moment of
+  its bias add (the ``mm`` [bT, V] and the result [b, T, V]). The module input ``x`` is live
+  through the forward (saved, hence in S, when the LSTM reads it without a copy: b = 1 or
+  T = 1).
+- ``forward_end``: the output (saved by ``pow``), ``pow``'s result and the 0-dim loss.
+- ``backward``: its start: ``pow_backward`` and ``mean_backward``
+  (tools/autograd/derivatives.yaml) make four tensors of the output's size (div, pow, two
+  mul) while the output is live; and its end: every gradient.
+- ``optimizer_step``: the gradients and the step's temporaries
+  (estimator/replay/optimizer_step.py, the for-loop step torch runs on CPU).
+
+Not modelled (refused by name): GRU and RNN cells, seq2seq, fused (oneDNN / cuDNN) LSTM, and
+the moments inside the recurrent backward (the weight-gradient accumulations); the tests bound
+them against the tracker at the points they check.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from estimator.spec.errors import SpecError
+from estimator.spec.recurrent import RecurrentSpec
+from estimator.terms.recurrent import recurrent_params, recurrent_saved_bytes
+
+_STATES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0, "none": 0}
+_FORLOOP = {"adamw": "adamw", "adam": "adam", "sgd-momentum": "sgd-momentum", "sgd": "sgd"}
+
+
+class RecurrentPeak(BaseModel):
+    """The training step's peak of live bytes, its phase and what is live then (bytes per
+    part; ``baseline.*`` exist before the step)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    peak_bytes: int
+    phase: str
+    parts: dict[str, int]
+    #: the highest live bytes of each modelled phase
+    by_phase: dict[str, int]
+
+
+def param_shapes(spec: RecurrentSpec) -> list[tuple[int, ...]]:
+    """The parameter tensors in ``model.parameters()`` order (reference_model/recurrent.py;
+    torch.nn.LSTM's ``_flat_weights_names``: per layer and direction weight_ih, weight_hh,
+    bias_ih, bias_hh, weight_hr)."""
+    shapes: list[tuple[int, ...]] = []
+    c = spec.char_cnn
+    if c is not None:
+        shapes.append((c.char_vocab, c.char_dim))
+        for w, n in c.filters:
+            shapes += [(n, c.char_dim, w), (n,)]
+        nf = c.n_filters
+        for _ in range(c.highway):
+            shapes += [(2 * nf, nf), (2 * nf,)]
+        shapes += [(spec.d_embed, nf), (spec.d_embed,)]
+    else:
+        shapes.append((spec.vocab, spec.d_embed))
+    calls = 2 if spec.bidirectional == "separate" else 1
+    dirs = 2 if spec.bidirectional == "concat" else 1
+    g, h = spec.gates, spec.hidden
+    for _ in range(calls):
+        for layer in range(spec.n_layers):
+            for _ in range(dirs):
+                shapes += [(g * h, spec.layer_input(layer)), (g * h, spec.h_out)]
+                if spec.bias != "none":
+                    shapes += [(g * h,), (g * h,)]
+                if spec.proj_size:
+                    shapes.append((spec.proj_size, h))
+    if spec.head_vocab:
+        shapes += [(spec.head_vocab, spec.h_out * spec.directions), (spec.head_vocab,)]
+    return shapes
+
+
+def _check(spec: RecurrentSpec, optimizer: str) -> None:
+    if spec.cell != "lstm" or spec.kind != "lm":
+        raise SpecError(
+            f"the training peak of a {spec.cell} {spec.kind} ({spec.name}) is not modelled; "
+            "it is for LSTM language models (cell='lstm', kind='lm')"
+        )
+    if optimizer not in _STATES:
+        raise SpecError(
+            f"optimizer={optimizer!r} is not modelled for recurrent models; use one of "
+            f"{', '.join(_STATES)}"
+        )
+
+
+def recurrent_train_peak(
+    spec: RecurrentSpec, batch: int, seq_len: int, dtype_bytes: int = 4, optimizer: str = "adamw"
+) -> RecurrentPeak:
+    """The peak of one training step (module docstring): the highest of the modelled moments,
+    with the baseline and the moment's parts."""
+    from estimator.replay.optimizer_step import _replay
+
+    _check(spec, optimizer)
+    b, t, f = batch, seq_len, dtype_bytes
+    n = b * t
+    g, h, ho = spec.gates, spec.hidden, spec.h_out
+    big_l = spec.n_layers
+    weights = recurrent_params(spec).total * f
+    n_tensors = len(param_shapes(spec))
+    ids = n * (spec.char_cnn.max_chars if spec.char_cnn is not None else 1) * 8
+    baseline = {
+        "baseline.weights": weights,
+        "baseline.optimizer": _STATES[optimizer] * weights
+        + (4 * n_tensors if optimizer in ("adam", "adamw") else 0),  # 0-dim fp32 step
+        "baseline.inputs": ids,
+    }
+    saved_terms = recurrent_saved_bytes(spec, b, t, f).terms
+    saved = sum(v for k, v in saved_terms.items() if k not in ("embed", "char_cnn.embed"))
+    copied = b > 1 and t > 1  # the LSTM copies a transposed (batch_first) input
+    d_in = spec.d_embed
+    x = n * d_in * f if copied else 0  # the module input, live through the forward
+    width = ho * spec.directions
+    out_n = n * (spec.head_vocab or width)  # the model's output elements
+    # the stack call that runs last: both directions (concat) or one
+    dirs = 2 if spec.bidirectional == "concat" else 1
+    layer_end = {
+        "input_projection": n * g * h * f,  # the last direction's [T, b, gates H]
+        "last_states": big_l * dirs * b * (h + ho) * f,  # every layer's last (c, h)
+        "layer_outputs": dirs * n * ho * f,  # each direction's stack [T, b, h_out]
+    }
+    if dirs == 2:
+        layer_end["layer_concat"] = n * 2 * ho * f
+    moments: dict[str, dict[str, int]] = {}
+    fwd = {"activations.saved": saved, "input": x}
+    if spec.bidirectional == "separate":
+        # forward(): x, fwd, (h_n, c_n) of rnn_fwd in ``_``, the flipped input (saved when the
+        # LSTM reads it without a copy)
+        sep = {
+            "input_flipped": x,
+            "forward_stack_output": n * ho * f,
+            "forward_stack_states": big_l * b * (h + ho) * f,
+        }
+        moments["forward.layer_end"] = {**fwd, **sep, **layer_end}
+        moments["forward.concat"] = {
+            **fwd,
+            **sep,
+            "input_flipped": 0,  # a temporary of the rnn_bwd call, freed
+            "forward_stack_states": big_l * b * (h + ho) * f,  # ``_`` now rnn_bwd's
+            "backward_stack_output": n * ho * f,
+            "backward_flipped": n * ho * f,
+            "concat": n * width * f,
+        }
+    else:
+        moments["forward.layer_end"] = {**fwd, **layer_end}
+    if spec.head_vocab:
+        # the head reads a transposed (batch_first) view: copied (saved, in S), then mm
+        # [bT, V] and the bias add; a contiguous input (b = 1 or T = 1, or the separate
+        # directions' cat) goes through one addmm (aten/src/ATen/native/Linear.cpp, linear)
+        via_copy = copied and spec.bidirectional != "separate"
+        head = {**fwd, "head.output": out_n * f}
+        if via_copy:
+            head.update({"rnn_output": n * width * f, "head.mm": out_n * f})
+        if spec.bidirectional == "separate":
+            head.update(
+                forward_stack_output=n * ho * f,
+                backward_stack_output=n * ho * f,
+                forward_stack_states=big_l * b * (h + ho) * f,  # ``_``: rnn_bwd's (h_n, c_n)
+            )
+        else:
+            head["rnn_states"] = big_l * dirs * b * (h + ho) * f  # ``y, _ = self.rnn(x)``
+        moments["forward.head"] = head
+    # the model's output is saved by pow (the rnn output, not in S, without a head)
+    held = {"activations.saved": saved, "output": out_n * f}
+    moments["forward_end"] = {**held, "loss.pow": out_n * f, "loss": 4}
+    moments["backward.start"] = {**held, "loss": 4, "grad.loss": 4, "loss.backward": 4 * out_n * f}
+    moments["backward.end"] = {"gradients": weights}
+    impl = "forloop"
+    temps = 0
+    if optimizer in _FORLOOP:
+        temps = _replay(tuple(param_shapes(spec)), optimizer, impl, "fp32", "cpu")
+    if optimizer != "none":
+        moments["optimizer_step"] = {"gradients": weights, "optimizer.temporaries": temps}
+    by_phase: dict[str, int] = {}
+    for name, parts in moments.items():
+        phase = name.split(".")[0]
+        by_phase[phase] = max(by_phase.get(phase, 0), sum(parts.values()))
+    top = max(moments, key=lambda k: sum(moments[k].values()))
+    parts = {**baseline, **{k: v for k, v in moments[top].items() if v}}
+    return RecurrentPeak(
+        peak_bytes=sum(parts.values()),
+        phase=top.split(".")[0],
+        parts=parts,
+        by_phase=by_phase,
+    )
+
