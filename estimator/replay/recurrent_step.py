@@ -27,9 +27,13 @@ without the token ids, which are inputs):
 - ``optimizer_step``: the gradients and the step's temporaries
   (estimator/replay/optimizer_step.py, the for-loop step torch runs on CPU).
 
-Not modelled (refused by name): GRU and RNN cells, seq2seq, fused (oneDNN / cuDNN) LSTM, and
-the moments inside the recurrent backward (the weight-gradient accumulations); the tests bound
-them against the tracker at the points they check.
+- the character CNN (ELMo's input): forward, each filter bank's conv output and its max; in
+  backward each bank's max_backward (zeros and scatter of the conv output's size).
+
+Not modelled (refused by name): GRU and RNN cells, seq2seq, fused (oneDNN / cuDNN) LSTM.
+Not modelled, said beside every peak: the moments inside the recurrent backward (the
+weight-gradient accumulations: out-of-place adds of W_hh-sized buffers); the tests check the
+peak against the tracker where such a moment stays below the modelled ones.
 """
 
 from __future__ import annotations
@@ -80,8 +84,7 @@ def param_shapes(spec: RecurrentSpec) -> list[tuple[int, ...]]:
         for layer in range(spec.n_layers):
             for _ in range(dirs):
                 shapes += [(g * h, spec.layer_input(layer)), (g * h, spec.h_out)]
-                if spec.bias != "none":
-                    shapes += [(g * h,), (g * h,)]
+                shapes += [(g * h,)] * {"torch": 2, "single": 1, "none": 0}[spec.bias]
                 if spec.proj_size:
                     shapes.append((spec.proj_size, h))
     if spec.head_vocab:
@@ -140,6 +143,20 @@ def recurrent_train_peak(
     if dirs == 2:
         layer_end["layer_concat"] = n * 2 * ho * f
     moments: dict[str, dict[str, int]] = {}
+    c = spec.char_cnn
+    if c is not None:
+        # per filter bank (reference_model/recurrent.py CharEncoder): conv [bT, n_k, chars -
+        # w + 1], then its max's values and int64 indices, while the earlier banks' relu
+        # results and indices and the embedded characters live
+        done = 0
+        for k, (w, nk) in enumerate(c.filters):
+            moments[f"forward.char_cnn.{k}"] = {
+                "char_cnn.embedded": n * c.max_chars * c.char_dim * f,
+                "char_cnn.pooled": done,
+                "char_cnn.conv_output": n * nk * (c.max_chars - w + 1) * f,
+                "char_cnn.max": n * nk * (f + 8),
+            }
+            done += n * nk * (f + 8)
     fwd = {"activations.saved": saved, "input": x}
     if spec.bidirectional == "separate":
         # forward(): x, fwd, (h_n, c_n) of rnn_fwd in ``_``, the flipped input (saved when the
@@ -183,10 +200,37 @@ def recurrent_train_peak(
     moments["forward_end"] = {**held, "loss.pow": out_n * f, "loss": 4}
     moments["backward.start"] = {**held, "loss": 4, "grad.loss": 4, "loss.backward": 4 * out_n * f}
     moments["backward.end"] = {"gradients": weights}
+    if c is not None:
+        # the banks' backward, last bank first (CatBackward): max's backward
+        # (value_selecting_reduction_backward: new_zeros, then scatter) makes two tensors of
+        # the conv output's size while every gradient but the char embedding's and the
+        # unprocessed banks' exists; the embedded characters stay saved, their gradient
+        # accumulates from the first processed bank on
+        nf = c.n_filters
+        pending = list(range(len(c.filters)))
+        for k in reversed(range(len(c.filters))):
+            w, nk = c.filters[k]
+            not_yet = c.char_vocab * c.char_dim + sum(
+                c.char_dim * c.filters[j][0] * c.filters[j][1] + c.filters[j][1] for j in pending
+            )
+            moments[f"backward.char_cnn.{k}"] = {
+                "gradients": weights - not_yet * f,
+                "char_cnn.embedded": n * c.max_chars * c.char_dim * f,
+                "char_cnn.grad_embedded": n * c.max_chars * c.char_dim * f
+                if k < len(c.filters) - 1
+                else 0,
+                # the highway's input gradient, sliced per bank (none measured without one)
+                "char_cnn.grad_pooled": n * nf * f if c.highway else 0,
+                "char_cnn.saved_banks": sum(n * c.filters[j][1] * (8 + f) for j in pending),
+                "char_cnn.max_backward": 2 * n * nk * (c.max_chars - w + 1) * f,
+                "loss": 8,
+            }
+            pending.remove(k)
     impl = "forloop"
     temps = 0
     if optimizer in _FORLOOP:
-        temps = _replay(tuple(param_shapes(spec)), optimizer, impl, "fp32", "cpu")
+        d = {4: "fp32", 2: "bf16"}.get(f, "fp32")  # the states are in the weights' dtype
+        temps = _replay(tuple(param_shapes(spec)), optimizer, impl, d, "cpu")
     if optimizer != "none":
         moments["optimizer_step"] = {"gradients": weights, "optimizer.temporaries": temps}
     by_phase: dict[str, int] = {}
@@ -201,4 +245,3 @@ def recurrent_train_peak(
         parts=parts,
         by_phase=by_phase,
     )
-

@@ -88,8 +88,9 @@ def _rows_table(rows: list[Any], gpu: str, b: int) -> Any:
 
     table = Table(
         title=f"Transformer vs recurrent: one fp32 AdamW training step, b={b}, {gpu} roofline",
-        caption="(rnn): recurrent. memory: a Transformer's estimated peak, a recurrent model's "
-        "sum of terms (its peak is not modelled). state: KV cache after T tokens, or h and c "
+        caption="(rnn): recurrent. memory: the estimated peak of the step and its phase (an "
+        "LSTM LM's from estimator/replay/recurrent_step.py; other recurrent models: the sum of "
+        "terms). state: KV cache after T tokens, or h and c "
         "of every layer. sequential: dependent steps in all (per layer)",
     )
     table.add_column("model", no_wrap=True)
@@ -97,7 +98,7 @@ def _rows_table(rows: list[Any], gpu: str, b: int) -> Any:
     for column in ("params", "train FLOPs", "train memory", "state", "sequential", "step time"):
         table.add_column(column, justify="right")
     for r in rows:
-        kind = "peak" if r.train_memory_kind == "peak" else "sum"
+        kind = f"peak ({r.peak_phase})" if r.train_memory_kind == "peak" else "sum"
         table.add_row(
             r.name if r.family == "transformer" else f"{r.name} (rnn)",
             str(r.seq_len),
