@@ -42,7 +42,12 @@ from pydantic import BaseModel, ConfigDict
 
 from estimator.spec.errors import SpecError
 from estimator.spec.recurrent import RecurrentSpec
-from estimator.terms.recurrent import recurrent_params, recurrent_saved_bytes
+from estimator.terms.recurrent import (
+    _cell_params,
+    _cell_step_saved,
+    recurrent_params,
+    recurrent_saved_bytes,
+)
 
 _STATES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0, "none": 0}
 _FORLOOP = {"adamw": "adamw", "adam": "adam", "sgd-momentum": "sgd-momentum", "sgd": "sgd"}
@@ -200,6 +205,8 @@ def recurrent_train_peak(
     moments["forward_end"] = {**held, "loss.pow": out_n * f, "loss": 4}
     moments["backward.start"] = {**held, "loss": 4, "grad.loss": 4, "loss.backward": 4 * out_n * f}
     moments["backward.end"] = {"gradients": weights}
+    if t > 1:
+        moments.update(_recurrent_backward(spec, b, t, f, saved, out_n))
     if c is not None:
         # the banks' backward, last bank first (CatBackward): max's backward
         # (value_selecting_reduction_backward: new_zeros, then scatter) makes two tensors of
@@ -245,3 +252,52 @@ def recurrent_train_peak(
         parts=parts,
         by_phase=by_phase,
     )
+
+
+def _recurrent_backward(
+    spec: RecurrentSpec, b: int, t: int, f: int, saved: int, out_n: int
+) -> dict[str, dict[str, int]]:
+    """Each direction's first weight-gradient accumulation (its second step backward): the
+    autograd engine adds a step's W_hh gradient into the running sum out of place
+    (torch/csrc/autograd/input_buffer.cpp ``accumulate``: ``old + new``), so three W_hh-sized
+    tensors live at once, beside the two steps' gate gradients (kept for the input
+    projection's backward, ``stack``-ed at the end), the running bias sum and the running
+    gradients of h and c. Directions run last-created first: the top layer down; in a
+    bidirectional layer the reverse direction first; for separate directions the whole
+    backward stack before the forward one."""
+    n = b * t
+    g, h, ho = spec.gates, spec.hidden, spec.h_out
+    copied = b > 1 and t > 1
+    calls = 2 if spec.bidirectional == "separate" else 1
+    dirs = 2 if spec.bidirectional == "concat" else 1
+    head = (spec.head_vocab * spec.h_out * spec.directions + spec.head_vocab) * f
+    grads = head if spec.head_vocab else 0
+    # the gradient of the rnn output (pow's backward, or the head's input gradient)
+    pending = n * ho * spec.directions * f
+    head_saved = n * ho * spec.directions * f if spec.head_vocab else 0
+    remaining = saved - head_saved
+    out: dict[str, dict[str, int]] = {}
+    for call in reversed(range(calls)):
+        for layer in reversed(range(spec.n_layers)):
+            cell = _cell_params(spec, layer)
+            w_hh = cell["weight_hh"] * f
+            d_in = spec.layer_input(layer)
+            per_dir_in = n * d_in * f if (layer == 0 and copied) else n * d_in * f // dirs
+            step = _cell_step_saved(spec) * b * f
+            for d in reversed(range(dirs)):
+                own = per_dir_in + t * step  # this direction's saved (input, T steps)
+                out[f"backward.rnn.{call}.{layer}.{d}"] = {
+                    "gradients": grads,
+                    "activations.saved": remaining - 2 * step + b * h * f,
+                    "grad.layer_output": pending,
+                    "rnn.weight_hh_accumulation": 3 * w_hh,
+                    "rnn.gate_grads": 2 * b * g * h * f,
+                    "rnn.running": b * h * f + g * h * f + cell.get("weight_hr", 0) * f,
+                    "loss": 8,
+                }
+                remaining -= own
+                grads += sum(cell.values()) * f
+            pending = n * d_in * f * (dirs if layer > 0 else 1)
+        if out_n:
+            pending = n * ho * f
+    return out
