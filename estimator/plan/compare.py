@@ -269,9 +269,10 @@ def recurrent_estimate(
         unchecked=[
             *(
                 [
-                    "the peak's moments inside the recurrent backward (weight-gradient "
-                    "accumulation) are not modelled; measured below the modelled peak at the "
-                    "tested points"
+                    "the peak is the highest of chosen moments (estimator/replay/"
+                    "recurrent_step.py); the moments between them (later steps of the recurrent "
+                    "backward, the convolutions' backward) are checked against the tracker "
+                    "only at the tested points"
                 ]
                 if peak is not None
                 else [f"the training step's peak: {refused}"]

@@ -24,16 +24,17 @@ without the token ids, which are inputs):
 - ``backward``: its start: ``pow_backward`` and ``mean_backward``
   (tools/autograd/derivatives.yaml) make four tensors of the output's size (div, pow, two
   mul) while the output is live; and its end: every gradient.
+- ``backward`` also: each direction's first weight-gradient accumulation
+  (``_recurrent_backward``: three W_hh-sized tensors).
+- the character CNN (ELMo's input): in forward each filter bank's conv output and its max;
+  in backward each bank's max_backward (zeros and scatter of the conv output's size).
 - ``optimizer_step``: the gradients and the step's temporaries
   (estimator/replay/optimizer_step.py, the for-loop step torch runs on CPU).
 
-- the character CNN (ELMo's input): forward, each filter bank's conv output and its max; in
-  backward each bank's max_backward (zeros and scatter of the conv output's size).
-
-Not modelled (refused by name): GRU and RNN cells, seq2seq, fused (oneDNN / cuDNN) LSTM.
-Not modelled, said beside every peak: the moments inside the recurrent backward (the
-weight-gradient accumulations: out-of-place adds of W_hh-sized buffers); the tests check the
-peak against the tracker where such a moment stays below the modelled ones.
+Refused by name (SpecError): GRU and RNN cells, seq2seq. Not modelled: oneDNN's and cuDNN's
+fused LSTM (a workspace instead of these tensors). Said beside every peak: the moments between
+the modelled ones (later steps of the recurrent backward, the convolutions' backward); the
+tests (tests/recurrent/test_recurrent_peak.py) check the peak against the tracker within 2%.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ b = 1 and 8 (issue 25), and at seeded random LSTM language models."""
 from __future__ import annotations
 
 import random
-import warnings
 
 import pytest
 
@@ -14,51 +13,18 @@ torch = pytest.importorskip("torch")
 from estimator.replay.recurrent_step import recurrent_train_peak  # noqa: E402
 from estimator.spec.errors import SpecError  # noqa: E402
 from estimator.spec.recurrent import CharCNN, RecurrentSpec  # noqa: E402
-from profiler.run import _tracked_train_step  # noqa: E402
-from reference_model.recurrent import build_recurrent, recurrent_inputs  # noqa: E402
+from tgauge.validate_recurrent import ELMO_SMALL, LM_HEAD  # noqa: E402
+from tgauge.validate_recurrent import measured_recurrent_peak as measured_peak  # noqa: E402
 
 TOLERANCE = 0.02
-
-#: an ELMo-shaped model (character CNN, separate directions, LSTMP) and a torch
-#: bidirectional LSTM LM with a softmax head
-ELMO_SMALL = RecurrentSpec(
-    n_layers=2,
-    hidden=256,
-    proj_size=64,
-    bidirectional="separate",
-    vocab=50,
-    d_embed=64,
-    char_cnn=CharCNN(max_chars=12, char_dim=8, filters=((1, 16), (2, 16), (3, 32)), highway=2),
-)
-LM_HEAD = RecurrentSpec(
-    n_layers=2, hidden=128, bidirectional="concat", vocab=500, d_embed=64, head_vocab=500
-)
-
-
-def _objective(out):
-    return out.float().pow(2).mean()
-
-
-def measured_peak(spec: RecurrentSpec, b: int, t: int) -> tuple[int, str]:
-    torch.manual_seed(0)
-    model = build_recurrent(spec)
-    inputs = recurrent_inputs(spec, b, t)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):
-        warnings.simplefilter("ignore")  # "LSTM with projections is not supported with oneDNN"
-        _objective(model(*inputs)).backward()  # creates the optimizer state
-        opt.step()
-        model.zero_grad(set_to_none=True)
-        peak, _ = _tracked_train_step(model, inputs, opt, _objective, "cpu")
-    return peak.peak_bytes, peak.phase
 
 
 def _check(spec: RecurrentSpec, b: int, t: int) -> None:
     measured, phase = measured_peak(spec, b, t)
     est = recurrent_train_peak(spec, b, t)
     assert abs(est.peak_bytes - measured) <= TOLERANCE * measured, (est, measured, phase)
-    # the phase, where the modelled moments are not a near tie (the unmodelled moments inside
-    # the recurrent backward can edge past the forward's by less than the tolerance)
+    # the phase, where the modelled moments are not a near tie (a moment between them, e.g. a
+    # later step of the recurrent backward, can edge past the forward's within the tolerance)
     runner_up = sorted(est.by_phase.values())[-2]
     if est.by_phase[est.phase] - runner_up > TOLERANCE * measured:
         assert est.phase == phase
