@@ -58,8 +58,10 @@ class CompareRow(BaseModel):
     #: model whose peak is not modelled: the sum of terms (weights + gradients + AdamW states
     #: + saved activations)
     train_memory_kind: Literal["peak", "sum of terms"]
-    #: issue 25: the phase of the peak (None for a sum of terms)
+    #: issue 25: the phase of the peak (None for a sum of terms), and for a recurrent model
+    #: what is live at it (bytes per part, estimator/replay/recurrent_step.py)
     peak_phase: str | None = None
+    peak_parts: dict[str, int] | None = None
     state_bytes: int
     state_kind: Literal["kv cache", "recurrent state"]
     sequential_per_layer: int
@@ -153,6 +155,7 @@ def _recurrent_row(spec: RecurrentSpec, seq_len: int, batch: int, gpu: GPU) -> C
         train_memory_bytes=memory,
         train_memory_kind=kind,
         peak_phase=peak.phase if kind == "peak" else None,
+        peak_parts=peak.parts if kind == "peak" else None,
         state_bytes=recurrent_state_bytes(spec, batch, 4),
         state_kind="recurrent state",
         sequential_per_layer=steps["per_layer"],

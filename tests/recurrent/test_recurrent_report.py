@@ -93,3 +93,11 @@ def test_cli_report_compare_writes_the_section(tmp_path):
         app, ["report", "--compare", "default", "--compare-seq-lens", "0", "--out", str(tmp_path)]
     )
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_cli_compare_shows_what_is_live_at_the_recurrent_peak():
+    r = runner.invoke(app, ["compare", "elmo,gpt2-small", "-s", "64,128", "-b", "2"])
+    assert r.exit_code == 0, r.output
+    peak = recurrent_train_peak(RECURRENT_PRESETS["elmo"], 2, 128)
+    assert f"elmo at T=128: live at the peak ({peak.phase})" in r.output
+    assert "baseline.optimizer" in r.output and "peak (" in r.output

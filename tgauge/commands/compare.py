@@ -72,6 +72,12 @@ def compare_command(
     else:
         console.print(_rows_table(result.rows, gpu, batch_size))
         console.print(_table1(lens, d, table1))
+        for r in _longest_recurrent(result.rows):
+            live = ", ".join(f"{k} {human_bytes(v)}" for k, v in r.peak_parts.items())
+            console.print(
+                f"{r.name} at T={r.seq_len}: live at the peak ({r.peak_phase}): {live}",
+                highlight=False,
+            )
         for m, s, why in result.skipped:
             note(f"{m} at seq_len={s} skipped: {why}")
         for line in UNCHECKED:
@@ -110,6 +116,15 @@ def _rows_table(rows: list[Any], gpu: str, b: int) -> Any:
             f"{human_seconds(r.step_time_s)} {r.bound}",
         )
     return table
+
+
+def _longest_recurrent(rows: list[Any]) -> list[Any]:
+    """Each recurrent model's row at its longest T, where its peak is modelled."""
+    longest: dict[str, Any] = {}
+    for r in rows:
+        if r.peak_parts is not None and r.seq_len >= longest.get(r.name, r).seq_len:
+            longest[r.name] = r
+    return list(longest.values())
 
 
 def _table1(lens: list[int], d: int, numbers: dict[int, Any]) -> Any:
