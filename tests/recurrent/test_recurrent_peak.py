@@ -32,7 +32,7 @@ def _check(spec: RecurrentSpec, b: int, t: int) -> None:
 
 @pytest.mark.parametrize("b", [1, 8])
 def test_peak_matches_live_tracker_small(b: int) -> None:
-    _check(LM_HEAD.model_copy(update={"hidden": 32, "head_vocab": 60, "vocab": 60}), b, 12)
+    _check(LM_HEAD.model_copy(update={"hidden": 16, "head_vocab": 60, "vocab": 60}), b, 6)
 
 
 @pytest.mark.slow
