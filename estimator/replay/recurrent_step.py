@@ -163,7 +163,9 @@ def recurrent_train_peak(
                 "char_cnn.max": n * nk * (f + 8),
             }
             done += n * nk * (f + 8)
-    fwd = {"activations.saved": saved, "input": x}
+    # the head's saved input (its copy of the rnn output) exists only from the head on
+    head_saved = saved_terms.get("head", 0)
+    fwd = {"activations.saved": saved - head_saved, "input": x}
     if spec.bidirectional == "separate":
         # forward(): x, fwd, (h_n, c_n) of rnn_fwd in ``_``, the flipped input (saved when the
         # LSTM reads it without a copy)
@@ -189,7 +191,7 @@ def recurrent_train_peak(
         # [bT, V] and the bias add; a contiguous input (b = 1 or T = 1, or the separate
         # directions' cat) goes through one addmm (aten/src/ATen/native/Linear.cpp, linear)
         via_copy = copied and spec.bidirectional != "separate"
-        head = {**fwd, "head.output": out_n * f}
+        head = {**fwd, "activations.saved": saved, "head.output": out_n * f}
         if via_copy:
             head.update({"rnn_output": n * width * f, "head.mm": out_n * f})
         if spec.bidirectional == "separate":
@@ -274,11 +276,15 @@ def _recurrent_backward(
     head = (spec.head_vocab * spec.h_out * spec.directions + spec.head_vocab) * f
     grads = head if spec.head_vocab else 0
     # the gradient of the rnn output (pow's backward, or the head's input gradient)
-    pending = n * ho * spec.directions * f
+    top_grad = n * ho * spec.directions * f
     head_saved = n * ho * spec.directions * f if spec.head_vocab else 0
     remaining = saved - head_saved
     out: dict[str, dict[str, int]] = {}
     for call in reversed(range(calls)):
+        # separate directions: rnn_bwd's part of the top gradient is flipped into a new tensor
+        # (FlipBackward), rnn_fwd's is a slice of it, kept until rnn_fwd's top layer runs
+        kept = top_grad if call == 1 else 0
+        pending = n * ho * f if call == 1 else top_grad
         for layer in reversed(range(spec.n_layers)):
             cell = _cell_params(spec, layer)
             w_hh = cell["weight_hh"] * f
@@ -287,10 +293,15 @@ def _recurrent_backward(
             step = _cell_step_saved(spec) * b * f
             for d in reversed(range(dirs)):
                 own = per_dir_in + t * step  # this direction's saved (input, T steps)
+                # the output gradient reaches each step as a view (StackBackward: unbind); a
+                # step's view is dropped when dh from the step above is added to it, so at
+                # the second step's accumulation views remain only when T > 3 (or the other
+                # direction of a bidirectional layer still holds the same storage)
+                held = kept + (pending if (t > 3 or dirs == 2) else 0)
                 out[f"backward.rnn.{call}.{layer}.{d}"] = {
                     "gradients": grads,
                     "activations.saved": remaining - 2 * step + b * h * f,
-                    "grad.layer_output": pending,
+                    "grad.layer_output": held,
                     "rnn.weight_hh_accumulation": 3 * w_hh,
                     "rnn.gate_grads": 2 * b * g * h * f,
                     "rnn.running": b * h * f + g * h * f + cell.get("weight_hr", 0) * f,
@@ -299,6 +310,4 @@ def _recurrent_backward(
                 remaining -= own
                 grads += sum(cell.values()) * f
             pending = n * d_in * f * (dirs if layer > 0 else 1)
-        if out_n:
-            pending = n * ho * f
     return out
