@@ -209,7 +209,7 @@ def recurrent_train_peak(
     moments["backward.start"] = {**held, "loss": 4, "grad.loss": 4, "loss.backward": 4 * out_n * f}
     moments["backward.end"] = {"gradients": weights}
     if t > 1:
-        moments.update(_recurrent_backward(spec, b, t, f, saved, out_n))
+        moments.update(_recurrent_backward(spec, b, t, f, saved))
     if c is not None:
         # the banks' backward, last bank first (CatBackward): max's backward
         # (value_selecting_reduction_backward: new_zeros, then scatter) makes two tensors of
@@ -258,7 +258,7 @@ def recurrent_train_peak(
 
 
 def _recurrent_backward(
-    spec: RecurrentSpec, b: int, t: int, f: int, saved: int, out_n: int
+    spec: RecurrentSpec, b: int, t: int, f: int, saved: int
 ) -> dict[str, dict[str, int]]:
     """Each direction's first weight-gradient accumulation (its second step backward): the
     autograd engine adds a step's W_hh gradient into the running sum out of place
