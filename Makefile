@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tgauge fit llama-3-8b --gpu h100-sxm --mode train --dtype bf16 --master-weights --seq-len 4096
 	rm -rf reports/demo
 	$(VENV)/bin/tgauge validate gpt2-small --mode train --batch-size 1 --sweep seq_len=32,64,128 --out reports/demo
-	$(VENV)/bin/tgauge report --model gpt2-small --mode train --validation reports/demo/validation.jsonl --out reports/demo
+	$(VENV)/bin/tgauge report --model gpt2-small --mode train --validation reports/demo/validation.jsonl --compare default --out reports/demo
 	@echo "report written to reports/demo/report.html (and report.md)"
 
 test: $(STAMP)

@@ -68,7 +68,7 @@ def estimate_recurrent(model: str, workload: Any, json_out: bool) -> None:
     console.print(params)
     memory = Table(
         title="memory terms of a training step",
-        caption="sum of terms; the step's peak is not modelled for recurrent models",
+        caption="every term; not all live at once (the peak below)",
     )
     memory.add_column("term")
     memory.add_column("bytes", justify="right")
@@ -76,6 +76,18 @@ def estimate_recurrent(model: str, workload: Any, json_out: bool) -> None:
         memory.add_row(name, human_bytes(n))
     memory.add_row("sum of terms", human_bytes(est.memory.total))
     console.print(memory)
+    if est.peak is not None:
+        peak = Table(
+            title=f"training step peak: {human_bytes(est.peak.peak_bytes)} in {est.peak.phase}",
+            caption="live at the peak (estimator/replay/recurrent_step.py); highest per phase: "
+            + ", ".join(f"{k} {human_bytes(v)}" for k, v in est.peak.by_phase.items())
+            + " above the baseline",
+        )
+        peak.add_column("live at the peak")
+        peak.add_column("bytes", justify="right")
+        for name, n in est.peak.parts.items():
+            peak.add_row(name, human_bytes(n))
+        console.print(peak)
     console.print(
         f"FLOPs: forward {human_flops(est.forward_flops.total)}, training step "
         f"{human_flops(est.train_flops)} (3 x forward); state carried in inference "

@@ -72,6 +72,12 @@ def compare_command(
     else:
         console.print(_rows_table(result.rows, gpu, batch_size))
         console.print(_table1(lens, d, table1))
+        for r in _longest_recurrent(result.rows):
+            live = ", ".join(f"{k} {human_bytes(v)}" for k, v in r.peak_parts.items())
+            console.print(
+                f"{r.name} at T={r.seq_len}: live at the peak ({r.peak_phase}): {live}",
+                highlight=False,
+            )
         for m, s, why in result.skipped:
             note(f"{m} at seq_len={s} skipped: {why}")
         for line in UNCHECKED:
@@ -88,8 +94,9 @@ def _rows_table(rows: list[Any], gpu: str, b: int) -> Any:
 
     table = Table(
         title=f"Transformer vs recurrent: one fp32 AdamW training step, b={b}, {gpu} roofline",
-        caption="(rnn): recurrent. memory: a Transformer's estimated peak, a recurrent model's "
-        "sum of terms (its peak is not modelled). state: KV cache after T tokens, or h and c "
+        caption="(rnn): recurrent. memory: the estimated peak of the step and its phase (an "
+        "LSTM LM's from estimator/replay/recurrent_step.py; other recurrent models: the sum of "
+        "terms). state: KV cache after T tokens, or h and c "
         "of every layer. sequential: dependent steps in all (per layer)",
     )
     table.add_column("model", no_wrap=True)
@@ -97,7 +104,7 @@ def _rows_table(rows: list[Any], gpu: str, b: int) -> Any:
     for column in ("params", "train FLOPs", "train memory", "state", "sequential", "step time"):
         table.add_column(column, justify="right")
     for r in rows:
-        kind = "peak" if r.train_memory_kind == "peak" else "sum"
+        kind = f"peak ({r.peak_phase})" if r.train_memory_kind == "peak" else "sum"
         table.add_row(
             r.name if r.family == "transformer" else f"{r.name} (rnn)",
             str(r.seq_len),
@@ -109,6 +116,15 @@ def _rows_table(rows: list[Any], gpu: str, b: int) -> Any:
             f"{human_seconds(r.step_time_s)} {r.bound}",
         )
     return table
+
+
+def _longest_recurrent(rows: list[Any]) -> list[Any]:
+    """Each recurrent model's row at its longest T, where its peak is modelled."""
+    longest: dict[str, Any] = {}
+    for r in rows:
+        if r.peak_parts is not None and r.seq_len >= longest.get(r.name, r).seq_len:
+            longest[r.name] = r
+    return list(longest.values())
 
 
 def _table1(lens: list[int], d: int, numbers: dict[int, Any]) -> Any:

@@ -32,6 +32,22 @@ def report_command(
     seq_lens: Annotated[
         str, typer.Option("--seq-lens", help="x axis of the sequence charts")
     ] = "128..8192",
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="add the section 'Transformer vs LSTM at equal parameters' for these models "
+            "(comma-separated recurrent and Transformer presets; 'default': elmo,gpt2-small,"
+            "bert-base)",
+        ),
+    ] = None,
+    compare_seq_lens: Annotated[
+        str,
+        typer.Option("--compare-seq-lens", help="sequence lengths of the --compare section"),
+    ] = "64,128,256,512,1024,2048",
+    compare_batch: Annotated[
+        int, typer.Option("--compare-batch-size", min=1, help="b of the --compare section")
+    ] = 8,
     device: Annotated[
         str | None,
         typer.Option(
@@ -47,9 +63,9 @@ def report_command(
     """Write a report (charts, tables) a user can send to a colleague."""
     from tgauge.report.writers import Report, write_report
 
-    if not (model or sweep_file or validation):
-        raise UserError("nothing to report: give --model, --sweep or --validation")
-    if model or validation:  # their sections hold charts; say so before reading anything
+    if not (model or sweep_file or validation or compare):
+        raise UserError("nothing to report: give --model, --sweep, --validation or --compare")
+    if model or validation or compare:  # their sections hold charts; say so before reading anything
         require("matplotlib", "tgauge report (its charts)")
     if device not in (None, "cuda", "cpu"):
         raise UserError(f"--device={device!r} is invalid: use cuda or cpu")
@@ -59,6 +75,8 @@ def report_command(
         sections.append(_sweep_section(sweep_file))
     if validation is not None:
         sections.append(_validation_section(validation, records))
+    if compare:
+        sections.append(_compare_section(compare, compare_seq_lens, compare_batch))
     if any(s.charts for s in sections):  # nothing is written without the chart library
         require("matplotlib", "tgauge report (its charts)")
     from tgauge.safeio import hold_folder
@@ -231,6 +249,26 @@ def _model_section(
         ],
         charts=charts,
     )
+
+
+def _compare_section(models: str, seq_lens: str, batch: int) -> Any:
+    """tgauge/report/compare_section.py for ``--compare`` (names checked by compare())."""
+    from tgauge.report.compare_section import DEFAULT_MODELS, compare_section
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if names == ["default"]:
+        names = list(DEFAULT_MODELS)
+    try:
+        lens = [int(v) for v in seq_lens.split(",") if v.strip()]
+    except ValueError:
+        lens = []
+    if not names or not lens or any(v <= 0 for v in lens):
+        raise UserError(
+            f"--compare={models!r} --compare-seq-lens={seq_lens!r} is invalid: give presets "
+            "and positive integers separated by commas, e.g. --compare elmo,gpt2-small "
+            "--compare-seq-lens 128,512"
+        )
+    return compare_section(names, lens, batch)
 
 
 def _optimizer_text(w: Workload) -> str:
