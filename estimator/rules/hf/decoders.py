@@ -37,10 +37,12 @@ def builds_cache(sh: Shapes) -> bool:
 
 
 @register("saved.ffn.act", "hf")
-def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any:
     """transformers/activations.py: a written-out activation (``WRITTEN_OUT_SAVES``) saves
-    several [n, d_ff] tensors; the torch functional ones (F.gelu, F.silu) save their input."""
-    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * spec.d_ff * sh.cb
+    several [n, d_ff] tensors (``width``: [n, width], BERT's MLM head runs ACT2FN[hidden_act]
+    on [n, d]); the torch functional ones (F.gelu, F.silu) save their input."""
+    width = spec.d_ff if width is None else width
+    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * width * sh.cb
 
 
 def sdpa_gets_mask(s_k: Any, fused_mask: bool, window: int | None) -> bool:
