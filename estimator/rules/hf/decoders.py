@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.hf.activations import BACKWARDS, written_out_backward
+from estimator.rules.hf.common import buffer_dtype
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.backward import act_backward as reference_act_backward
 from estimator.rules.reference.saved import eager_qkv_saved as reference_eager_qkv
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.hf_keys import ACT_SAVES
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmin
@@ -115,6 +116,19 @@ def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) ->
     base = b * s_q * (h + 2 * h_kv) * d_h * cb  # c_attn's output, q's storage
     kv = b * h_kv * s_kv * d_h * cb if builds_cache(sh) else 0
     return base + kv, kv
+
+
+#: classes whose rotary embedding registers inv_freq and original_inv_freq (its clone)
+ROTARY_BUFFERS = ("LlamaForCausalLM", "MistralForCausalLM")
+
+
+@register("memory.buffers", *ROTARY_BUFFERS)
+def rotary_buffers(spec: ModelSpec, sh: Shapes) -> Any:
+    """LlamaRotaryEmbedding.__init__ (MistralRotaryEmbedding the same): ``inv_freq`` and
+    ``original_inv_freq = inv_freq.clone()``, [ceil(d_h / 2)] fp32 at init, cast with the
+    weights by model.to(dtype)."""
+    dim = spec.rotary_dim or spec.head_dim
+    return 2 * nbytes((dim + 1) // 2, buffer_dtype(sh))
 
 
 @register("saved.rotary.layer", "hf")
