@@ -33,7 +33,6 @@ N_FAST = 21  # three points of each family in the default run
 # Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24).
 KNOWN_GAPS: dict[str, str] = {
     "048-vit-prefill-eager-fp32": "peak 17960/17320 (+3.7%)",
-    "058-mistral-prefill-eager-pure-bf16": "peak 144576/161000 (-10.2%)",
     "067-t5-prefill-eager-fp32": "peak 78104/80384 (-2.8%)",
     "090-vit-prefill-eager-pure-bf16": "peak 9444/9764 (-3.3%)",
     "109-t5-prefill-eager-fp32": "peak 414616/426880 (-2.9%)",

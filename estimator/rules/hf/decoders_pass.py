@@ -176,10 +176,16 @@ class HFPass(Pass):
             live.take(p)
             live.drop(p)
         if fp32_softmax_copy(spec, self.sh):  # softmax(dtype=float32).to(query.dtype)
-            live.take(p * FP32_BYTES // cb)
-            live.drop(p)
-            live.take(p)
-            live.drop(p * FP32_BYTES // cb)
+            p32 = p * FP32_BYTES // cb
+            # aten/src/ATen/native/SoftMax.cpp softmax(input, dim, dtype): _softmax of
+            # input.toType(float), a copy live beside its output; CUDA fp16 alone runs
+            # _softmax(half_to_float) on the input itself
+            half_to_float = self.sh.device == "cuda" and self.sh.dtype == "fp16"
+            converted = 0 if half_to_float else live.take(p32)
+            live.take(p32)
+            live.drop(converted)
+            live.take(p)  # .to(query.dtype); the scores go when attn_weights is rebound
+            live.drop(p, p32)
         else:  # softmax
             live.take(p)
             live.drop(p)
