@@ -32,14 +32,10 @@ N_FAST = 21  # three points of each family in the default run
 # bytes): strict xfails, so a rule that closes a gap fails the test until its entry goes.
 # Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24).
 KNOWN_GAPS: dict[str, str] = {
-    "048-vit-prefill-eager-fp32": "peak 17960/17320 (+3.7%)",
     "067-t5-prefill-eager-fp32": "peak 78104/80384 (-2.8%)",
-    "090-vit-prefill-eager-pure-bf16": "peak 9444/9764 (-3.3%)",
     "109-t5-prefill-eager-fp32": "peak 414616/426880 (-2.9%)",
-    "139-vit-prefill-eager-fp32": "peak 115080/111240 (+3.5%)",
     "186-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
     "200-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
-    "202-vit-prefill-eager-fp32": "peak 60884/57620 (+5.7%)",
 }
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from estimator.rules.hf.activations import PROGRAMS, program_forward
 from estimator.rules.hf.decoders import sdpa_gets_mask
-from estimator.rules.hf.precision import fp32_softmax_copy
+from estimator.rules.hf.precision import fp32_softmax_copy, softmax_converts_input
 from estimator.rules.live import Live
 from estimator.rules.reference.passes import FP32_BYTES, Pass
 from estimator.rules.registry import register
@@ -177,11 +177,7 @@ class HFPass(Pass):
             live.drop(p)
         if fp32_softmax_copy(spec, self.sh):  # softmax(dtype=float32).to(query.dtype)
             p32 = p * FP32_BYTES // cb
-            # aten/src/ATen/native/SoftMax.cpp softmax(input, dim, dtype): _softmax of
-            # input.toType(float), a copy live beside its output; CUDA fp16 alone runs
-            # _softmax(half_to_float) on the input itself
-            half_to_float = self.sh.device == "cuda" and self.sh.dtype == "fp16"
-            converted = 0 if half_to_float else live.take(p32)
+            converted = live.take(p32) if softmax_converts_input(self.sh) else 0
             live.take(p32)
             live.drop(converted)
             live.take(p)  # .to(query.dtype); the scores go when attn_weights is rebound

@@ -6,6 +6,7 @@ probabilities' lifetime (``ViTPass``); everything else is the reference model's 
 from __future__ import annotations
 
 from estimator.rules.hf.common import positions_from_buffer
+from estimator.rules.hf.precision import softmax_converts_input
 from estimator.rules.reference.passes import FP32_BYTES, Pass
 from estimator.rules.registry import register
 
@@ -32,10 +33,12 @@ class ViTPass(Pass):
         live.take(scores)  # * scaling
         live.drop(scores)
         if self.cb != FP32_BYTES:
-            s32 = live.take(scores * FP32_BYTES // self.cb)  # softmax in fp32
-            live.drop(scores)
-            live.take(scores)  # .to(query.dtype)
-            live.drop(s32)
+            s32 = scores * FP32_BYTES // self.cb
+            converted = live.take(s32) if softmax_converts_input(self.sh) else 0
+            live.take(s32)  # softmax in fp32
+            live.drop(converted)
+            live.take(scores)  # .to(query.dtype); the scores go as attn_weights is rebound
+            live.drop(scores, s32)
         else:
             live.take(scores)  # softmax
             live.drop(scores)
@@ -43,6 +46,29 @@ class ViTPass(Pass):
         live.take(out)  # bmm: probs @ v
         live.drop(v_copy, reps)
         self.probs += scores  # the probabilities, not freed: held by ``_``
+
+    def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
+        """ViTEmbeddings.forward: ``embeddings + self.position_embeddings`` (a parameter
+        [1, s, d] added whole: no ids, no rows gathered) is a new [b, s, d], and the cat
+        output (the caller's) goes as ``embeddings`` is rebound. ViTModel.forward keeps its
+        ``embedding_output`` to its end; its loop rebinds ``hidden_states`` to each layer's
+        output (the previous one freed, the embedding output kept); then the final
+        layernorm. -> its output (the model's locals dropped as it returns)."""
+        live, nd = self.live, self.act(s, self.spec.d_model)
+        live.take(nd)  # + position_embeddings
+        live.drop(nd)  # the cat output
+        n_layers = dict(self.spec.stacks)[stack]
+        for i in range(n_layers):
+            self.layer(stack, s, start, cross_s, cache)  # +nd: its output
+            if i:
+                live.drop(nd)  # the previous layer's output
+        y = self.norm(s) if self.spec.final_norm else 0
+        if y:
+            live.drop(nd, nd if n_layers else 0)  # embedding_output, hidden_states
+            return y
+        if n_layers:
+            live.drop(nd)  # embedding_output
+        return nd
 
     def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
         super().layer(stack, s, start, cross_s, cache)
