@@ -32,8 +32,6 @@ N_FAST = 21  # three points of each family in the default run
 # bytes): strict xfails, so a rule that closes a gap fails the test until its entry goes.
 # Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24).
 KNOWN_GAPS: dict[str, str] = {
-    "067-t5-prefill-eager-fp32": "peak 78104/80384 (-2.8%)",
-    "109-t5-prefill-eager-fp32": "peak 414616/426880 (-2.9%)",
     "186-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
     "200-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
 }

@@ -105,6 +105,16 @@ class T5Pass(Pass):
         live.drop(nd, n4)
         return nd
 
+    def logits(self, s: int) -> int:
+        """T5ForConditionalGeneration.forward: ``sequence_output * (self.model_dim**-0.5)``
+        when config.scale_decoder_outputs (configuration_t5: tie_word_embeddings is not
+        False) is the LM head's input, a copy live beside the decoder output until the
+        forward returns; -> the logits."""
+        scaled = self.live.take(self.act(s, self.spec.d_model)) if self.spec.tie_embeddings else 0
+        logits = super().logits(s)
+        self.live.drop(scaled)
+        return logits
+
     def stack(self, stack: str, s: Any, start: int, cross_s: Any = 0, cache=None) -> Any:
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         nd, decoder, eager = (
