@@ -30,11 +30,9 @@ N_FAST = 21  # three points of each family in the default run
 
 # Points of the slow set that miss a bar today, with what was measured (predicted, measured
 # bytes): strict xfails, so a rule that closes a gap fails the test until its entry goes.
-# Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24).
-KNOWN_GAPS: dict[str, str] = {
-    "186-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
-    "200-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
-}
+# Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24):
+# none (the 16 of the first set closed at their causes, issue 21).
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _param(i: int, p) -> object:
