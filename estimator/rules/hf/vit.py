@@ -23,6 +23,34 @@ class ViTPass(Pass):
 
     probs = 0
 
+    def self_attention(self, s: int, start: int, stack: str, q: int, cache) -> int:
+        """ViTSelfAttention.forward: the key and value projections (q taken by the caller),
+        no positions and no mask (ViTModel's create_bidirectional_mask is None without an
+        attention mask); -> the attention core's output."""
+        kv = self.act(s, self.spec.n_heads * self.spec.head_dim)
+        self.live.take(kv, kv)
+        o = self.attend(s, s, 0, 0)
+        self.live.drop(kv, kv)
+        return o
+
+    def attend(self, s_q: int, s_k: int, mask_bytes: int, bias: int) -> int:
+        """eager_attention_forward's matmuls fold q, k^T and v [b, h, s, d_h] (transposed
+        views of the projections [b, s, h, d_h]) into [b * h, s, d_h]: a contiguous copy
+        when b and h are both > 1, a view when either is 1 (a size-1 dimension merges with
+        any stride); sdpa: the reference's flash kernel."""
+        if self.sh.attention_impl != "eager":
+            return super().attend(s_q, s_k, mask_bytes, bias)
+        live, spec, b = self.live, self.spec, self.b
+        h, d_h, cb = spec.n_heads, spec.head_dim, self.cb
+        out = b * h * s_q * d_h * cb
+        copy = out if b > 1 and h > 1 else 0
+        q_copy, k_copy = live.take(copy), live.take(copy)
+        scores = b * h * s_q * s_k * cb
+        live.take(scores)  # bmm
+        live.drop(q_copy, k_copy)
+        self.softmax_mix(scores, 0, 0, copy, out, 0)
+        return out
+
     def softmax_mix(
         self, scores: int, bias: int, mask: int, v_copy: int, out: int, reps: int
     ) -> None:
