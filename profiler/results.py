@@ -45,8 +45,9 @@ class Timing(BaseModel):
 class LivePeak(BaseModel):
     """Peak of live tensor bytes (storages deduplicated) seen by a dispatch-mode tracker.
 
-    ``by_category`` at the peak: ``weights``, ``gradients``, ``optimizer`` (existing before the
-    step: the baseline) and ``allocated_in.<phase>`` for storages created during the step.
+    ``by_category`` at the peak: ``weights``, ``buffers``, ``gradients``, ``optimizer``
+    (existing before the step: the baseline) and ``allocated_in.<phase>`` for storages
+    created during the step.
     """
 
     peak_bytes: int

@@ -129,6 +129,9 @@ def _tracked_train_step(
 
     live, cuda = LiveMemoryTracker(), CudaPhaseMemory(device)
     live.track_existing(list(model.parameters()), "weights")
+    # the model's buffers exist before the step as the weights do (inference_tracker counts
+    # them with the weights); a forward that only indexes one never returns its storage
+    live.track_existing(list(model.buffers()), "buffers")
     live.track_existing([p.grad for p in model.parameters() if p.grad is not None], "gradients")
     states = [] if optimizer is None else [dict(s) for s in optimizer.state.values()]
     live.track_existing(states, "optimizer")

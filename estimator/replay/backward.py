@@ -382,9 +382,7 @@ class Backward:
             self.free("lm_head")
             if spec.head_transform:  # BERT's MLM head: norm, gelu_backward (+R), dense
                 g = self.norm("head_transform.norm", nd, n)
-                live.take(nd)
-                live.drop(g)
-                self.free("head_transform.act")
+                self.ffn_act("head_transform.act", nd, g)  # the activation's own backward
                 self.linear("head_transform.dense", nd)
                 live.drop(nd)
             return

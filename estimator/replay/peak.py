@@ -3,7 +3,8 @@ estimator/terms/memory.py.
 
 Training, steady state (optimizer states exist; grads set to None before the forward; the
 step's inputs live throughout; the model output is dropped before backward):
-  forward        = weights + master + optimizer + inputs + activations + logits (at the loss)
+  forward        = weights + master + optimizer + inputs + buffers + activations + logits
+                   (at the loss)
                    (under autocast: the low logits, their fp32 copy, the cast cache's bias
                    copies and the held fp32 head input, estimator/rules/autocast.py), or
                    earlier, inside the last layer's attention (estimator/replay/forward.py)
@@ -14,7 +15,7 @@ step's inputs live throughout; the model output is dropped before backward):
                    of the scores, softmax backward, norms, FFN, ...), its saved tensors freed;
                    a checkpointed layer's saved set is rebuilt when backward reaches it; the
                    tied/shared embedding's gradient waits in autograd's input buffer
-  optimizer_step = weights + master + optimizer + inputs + gradients + the step's
+  optimizer_step = weights + master + optimizer + inputs + buffers + gradients + the step's
                    temporaries of (optimizer, optimizer_impl) (estimator/replay/
                    optimizer_step.py: foreach AdamW one more exp_avg_sq, for-loop
                    max_t (n_{t-1} + 2 n_t), fused none); activations already freed
@@ -144,7 +145,9 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     n_out = sh.b * sh.s_out
     logits = _logits_bytes(spec, sh, n_out)
     states = group(terms, "weights") + group(terms, "optimizer") + input_bytes(spec, sh)
-    states += resident
+    # the model's buffers (rule memory.buffers: BERT's position_ids and token_type_ids, the
+    # sinusoidal tables), read by the forward's first ops and live to the step's end
+    states += resident + rule("memory.buffers", spec)(spec, sh)
     grads = group(terms, "gradients")
     acts = group(terms, "activations")
     # while activations live, the ids the embeddings saved are the inputs' own storage

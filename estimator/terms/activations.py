@@ -258,10 +258,13 @@ def head_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Terms:
     if spec.pooler:
         t["pooler.proj"] = n * d * cb  # x[:, 0] is a view: its whole storage
         t["pooler.act"] = b * d * cb  # nn.Tanh saves its output [b, d]
-    if spec.head_transform:  # dense saves its input, gelu its input, the norm its own set
-        t["head_transform.dense"] = n * d * cb
-        t["head_transform.act"] = n * d * cb
-        t["head_transform.norm"] = norm_saved(spec, sh, n)
+    if spec.head_transform:  # norm(act(dense(x))) (modeling_bert.BertPredictionHeadTransform)
+        t["head_transform.dense"] = n * d * cb  # its input
+        # what the activation saves over [n, d] (rule saved.ffn.act: ACT2FN[hidden_act]'s
+        # tensors); relu saves its output, the norm's input: counted once, with the act
+        t["head_transform.act"] = rule("saved.ffn.act", spec, sh)(spec, sh, n, d)
+        shared = n * d * cb if spec.activation == "relu" else 0
+        t["head_transform.norm"] = norm_saved(spec, sh, n) - shared
     if spec.lm_head:
         t["lm_head"] = linear_saved(spec, sh, n, d, spec.vocab_size, True)
         t["loss"] = rule("saved.loss", spec, sh)(spec, sh, n)  # log-softmax, targets, weight

@@ -86,6 +86,7 @@ def _measured_step(
 
     live = memory.LocalLiveTracker()
     live.track_existing(list(model.parameters()), "weights")
+    live.track_existing(list(model.buffers()), "buffers")  # as profiler/run.py
     live.track_existing(memory.optimizer_states(optimizer), "optimizer")
     live.track_existing(inputs, "inputs")
     comm = mode()

@@ -30,25 +30,9 @@ N_FAST = 21  # three points of each family in the default run
 
 # Points of the slow set that miss a bar today, with what was measured (predicted, measured
 # bytes): strict xfails, so a rule that closes a gap fails the test until its entry goes.
-# Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24).
-KNOWN_GAPS: dict[str, str] = {
-    "048-vit-prefill-eager-fp32": "peak 17960/17320 (+3.7%)",
-    "058-mistral-prefill-eager-pure-bf16": "peak 144576/161000 (-10.2%)",
-    "067-t5-prefill-eager-fp32": "peak 78104/80384 (-2.8%)",
-    "078-llama-train-eager-fp32": "attention core 24576/15360 (+60%)",
-    "090-vit-prefill-eager-pure-bf16": "peak 9444/9764 (-3.3%)",
-    "094-bert-train-eager-pure-bf16": "head_transform.norm 3456/384",
-    "109-t5-prefill-eager-fp32": "peak 414616/426880 (-2.9%)",
-    "129-bert-train-fused-pure-fp16": "peak 27816/28714 (-3.1%)",
-    "136-bert-train-eager-fp32": "head_transform.act 448/3136",
-    "139-vit-prefill-eager-fp32": "peak 115080/111240 (+3.5%)",
-    "157-bert-train-eager-pure-bf16": "peak 27892/28920 (-3.6%)",
-    "177-mistral-train-fused-fp32": "attention core 66304/54016 (+22.7%)",
-    "186-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
-    "192-bert-train-eager-pure-fp16": "head_transform.act 6144/43008",
-    "200-t5-train-fused-pure-bf16": "peak phase predicted backward, measured forward",
-    "202-vit-prefill-eager-fp32": "peak 60884/57620 (+5.7%)",
-}
+# Measured with `pytest tests/tgauge/test_hf_random.py -m slow` (CPU, transformers 5.24):
+# none (the 16 of the first set closed at their causes, issue 21).
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _param(i: int, p) -> object:

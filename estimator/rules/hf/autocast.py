@@ -54,11 +54,12 @@ def hf_linear_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, d_out: int,
 
 
 @register("saved.ffn.act@autocast", "hf")
-def hf_ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+def hf_ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any:
     """The activation runs on the up projection's low output: a written-out one
-    (``WRITTEN_OUT_SAVES``) saves its tensors [n, d_ff] in that dtype, F.gelu / F.silu
-    their input."""
-    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * spec.d_ff * low_bytes(sh)
+    (``WRITTEN_OUT_SAVES``) saves its tensors [n, d_ff] (or [n, ``width``]) in that dtype,
+    F.gelu / F.silu their input."""
+    width = spec.d_ff if width is None else width
+    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * width * low_bytes(sh)
 
 
 @register("saved.sdpa@autocast", "hf")

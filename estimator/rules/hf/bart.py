@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.common import buffer_dtype
 from estimator.rules.live import Live
 from estimator.rules.reference.passes import FP32_BYTES, Pass
 from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 
 BART = ("BartForConditionalGeneration",)
@@ -27,6 +28,13 @@ def bart_positions(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     the decoder's arange(s) + cache_length, unsqueezed, + 2 ([1, s])."""
     rows = sh.b if stack == "encoder" else 1
     return rows * s * INDEX_BYTES
+
+
+@register("memory.buffers", *BART)
+def bart_buffers(spec: ModelSpec, sh: Shapes) -> Any:
+    """BartForConditionalGeneration's ``final_logits_bias`` buffer [1, V] (fp32 at init, cast
+    with the weights by model.to(dtype))."""
+    return nbytes(spec.vocab_size, buffer_dtype(sh))
 
 
 @register("replay.pass", *BART)

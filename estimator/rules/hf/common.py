@@ -19,6 +19,12 @@ def eager_mask_saved(spec: ModelSpec, sh: Shapes, entries: Any, masked: bool) ->
     return 0
 
 
+def buffer_dtype(sh: Shapes) -> str:
+    """The dtype of a model's floating buffers: model.to(dtype) (tgauge/hf_models.py) casts
+    them with the weights; fp32 under a weight format that is not a float dtype."""
+    return sh.dtype if sh.dtype in ("fp32", "fp16", "bf16") else "fp32"
+
+
 def positions_from_buffer(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     """Position ids read from a buffer (BERT's ``position_ids[:, :s]``, a view) or no lookup
     at all (ViT adds its table to the patches): no ids saved (rule ``saved.positions`` of

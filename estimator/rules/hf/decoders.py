@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.hf.activations import BACKWARDS, written_out_backward
+from estimator.rules.hf.common import buffer_dtype
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.backward import act_backward as reference_act_backward
 from estimator.rules.reference.saved import eager_qkv_saved as reference_eager_qkv
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.hf_keys import ACT_SAVES
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmin
@@ -37,16 +38,27 @@ def builds_cache(sh: Shapes) -> bool:
 
 
 @register("saved.ffn.act", "hf")
-def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any:
     """transformers/activations.py: a written-out activation (``WRITTEN_OUT_SAVES``) saves
-    several [n, d_ff] tensors; the torch functional ones (F.gelu, F.silu) save their input."""
-    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * spec.d_ff * sh.cb
+    several [n, d_ff] tensors (``width``: [n, width], BERT's MLM head runs ACT2FN[hidden_act]
+    on [n, d]); the torch functional ones (F.gelu, F.silu) save their input."""
+    width = spec.d_ff if width is None else width
+    return WRITTEN_OUT_SAVES.get(spec.activation_fn or "", 1) * n * width * sh.cb
 
 
 def sdpa_gets_mask(s_k: Any, fused_mask: bool, window: int | None) -> bool:
     """masking_utils._ignore_causal_mask_sdpa: a plain causal mask is skipped (sdpa's
     is_causal); a sliding window is passed as a mask once the keys reach the window."""
     return fused_mask and window is not None and s_k >= window
+
+
+def repeat_kv_views(spec: ModelSpec, sh: Shapes) -> bool:
+    """Whether repeat_kv (integrations/sdpa_attention.py, models/llama/modeling_llama.py)
+    returns a view: it expands k [b, h_kv, s, d_h] to [b, h_kv, n_rep, s, d_h] (stride 0 on
+    n_rep) and reshapes to [b, h, s, d_h]; with one KV head the size-1 h_kv dimension merges
+    with the stride-0 one, so the reshape is a view of k's storage (h_kv > 1: a copy).
+    Autocast casts that view to the low dtype first (a dense copy of h heads): not a view."""
+    return spec.n_kv_heads == 1 < spec.n_heads and not sh.autocast
 
 
 def sdpa_saved_entries(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
@@ -56,7 +68,7 @@ def sdpa_saved_entries(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
     h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
     mask = sdpa_gets_mask(s_k, fused_mask, window)
     q = b * s * (h + 2 * h_kv if spec.fused_qkv else h) * d_h
-    if mask and h_kv < h:
+    if mask and h_kv < h and not repeat_kv_views(spec, sh):
         kv = 2 * b * h * s_k * d_h  # repeat_kv: expand + reshape, a copy each
     elif spec.fused_qkv and not builds_cache(sh):
         kv = 0  # views of the projection's output, counted with q
@@ -74,7 +86,8 @@ def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bo
     is saved. A fused projection (GPT-2's c_attn) leaves q a view of the whole [n, (h + 2 h_kv)
     d_h] output; a training forward that builds a DynamicCache gives sdpa the cache's
     torch.cat copies of k and v (cache_utils.DynamicLayer.update), else k and v are views of
-    that same output."""
+    that same output. One KV head: repeat_kv's output is a view (``repeat_kv_views``), and
+    the flash kernel saves it, k's own storage [b, 1, s_k, d_h]."""
     entries = sdpa_saved_entries(spec, sh, b, s, s_k, fused_mask, window)
     lse = b * spec.n_heads * s * FP32_BYTES
     return {"sdpa": entries * sh.cb + lse, "o_proj": 0}
@@ -89,13 +102,33 @@ def eager_qkv_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_kv: Any) ->
     q is a view of the whole [s, (h + 2 h_kv) d_h] output, k and v views of it too, or the
     DynamicCache's torch.cat copies when a training forward builds one (``builds_cache``),
     themselves viewed; the same with one head (h = 1 merges with any batch stride). Other
-    classes, b > 1 with h > 1: the reference's copies."""
+    classes, b > 1 with h > 1: the reference's copies. One KV head at b = 1: repeat_kv's
+    view (``repeat_kv_views``, stride 0 over the heads) folds into [h, d_h, s_kv] as a view
+    too, so the matmuls save k's and v's own storages [1, 1, s_kv, d_h] (b > 1: the fold of
+    b with the stride-0 heads copies, as the reference)."""
+    if repeat_kv_views(spec, sh) and b == 1 and not spec.fused_qkv:
+        q = b * spec.n_heads * s_q * spec.head_dim  # q (its storage or its copy: as many)
+        kv = b * s_kv * spec.head_dim
+        return (q + kv) * sh.ib, kv * sh.ib
     if not (spec.fused_qkv and (b == 1 or spec.n_heads == 1)):
         return reference_eager_qkv(spec, sh, b, s_q, s_kv)
     h, h_kv, d_h, cb = spec.n_heads, spec.n_kv_heads, spec.head_dim, sh.ib
     base = b * s_q * (h + 2 * h_kv) * d_h * cb  # c_attn's output, q's storage
     kv = b * h_kv * s_kv * d_h * cb if builds_cache(sh) else 0
     return base + kv, kv
+
+
+#: classes whose rotary embedding registers inv_freq and original_inv_freq (its clone)
+ROTARY_BUFFERS = ("LlamaForCausalLM", "MistralForCausalLM")
+
+
+@register("memory.buffers", *ROTARY_BUFFERS)
+def rotary_buffers(spec: ModelSpec, sh: Shapes) -> Any:
+    """LlamaRotaryEmbedding.__init__ (MistralRotaryEmbedding the same): ``inv_freq`` and
+    ``original_inv_freq = inv_freq.clone()``, [ceil(d_h / 2)] fp32 at init, cast with the
+    weights by model.to(dtype)."""
+    dim = spec.rotary_dim or spec.head_dim
+    return 2 * nbytes((dim + 1) // 2, buffer_dtype(sh))
 
 
 @register("saved.rotary.layer", "hf")
@@ -163,12 +196,14 @@ def act_backward(bw: Walker, name: str, inner: Any, d_out: Any) -> Any:
 def cache_copies_unsaved(spec: ModelSpec, sh: Shapes, window: int | None) -> bool:
     """Whether attention works on copies of the cache's keys and values (so autograd does
     not keep the cache's own storages): repeat_kv's under GQA when the kernel gets h heads
-    (eager; sdpa with a mask, see ``sdpa_saved``)."""
+    (eager; sdpa with a mask, see ``sdpa_saved``), unless one KV head makes them views
+    (``repeat_kv_views``; eager's matmul folds them into a view at b = 1 only)."""
     if spec.n_kv_heads == spec.n_heads:
         return False  # eager's matmul and sdpa take the cache's tensors themselves
+    views = repeat_kv_views(spec, sh)
     if sh.attention_impl == "eager":
-        return True
-    return window is not None and sh.s >= window  # sdpa_gets_mask
+        return not (views and sh.b == 1)
+    return not views and window is not None and sh.s >= window  # sdpa_gets_mask
 
 
 @register("live.loss_moment", "hf")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from estimator.rules.hf.activations import PROGRAMS, program_forward
 from estimator.rules.hf.decoders import sdpa_gets_mask
-from estimator.rules.hf.precision import fp32_softmax_copy
+from estimator.rules.hf.precision import fp32_softmax_copy, softmax_converts_input
 from estimator.rules.live import Live
 from estimator.rules.reference.passes import FP32_BYTES, Pass
 from estimator.rules.registry import register
@@ -176,10 +176,12 @@ class HFPass(Pass):
             live.take(p)
             live.drop(p)
         if fp32_softmax_copy(spec, self.sh):  # softmax(dtype=float32).to(query.dtype)
-            live.take(p * FP32_BYTES // cb)
-            live.drop(p)
-            live.take(p)
-            live.drop(p * FP32_BYTES // cb)
+            p32 = p * FP32_BYTES // cb
+            converted = live.take(p32) if softmax_converts_input(self.sh) else 0
+            live.take(p32)
+            live.drop(converted)
+            live.take(p)  # .to(query.dtype); the scores go when attn_weights is rebound
+            live.drop(p, p32)
         else:  # softmax
             live.take(p)
             live.drop(p)

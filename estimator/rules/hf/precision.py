@@ -53,6 +53,13 @@ def fp32_softmax_copy(spec: ModelSpec, sh: Shapes) -> bool:
     return spec.hf_architecture in FP32_SOFTMAX and sh.cb != FP32_BYTES
 
 
+def softmax_converts_input(sh: Shapes) -> bool:
+    """aten/src/ATen/native/SoftMax.cpp softmax(input, dim, dtype=float32) on a low input:
+    _softmax of ``input.toType(float)``, a copy live beside its output, but for CUDA fp16,
+    whose _softmax(half_to_float) reads the input itself."""
+    return not (sh.device == "cuda" and sh.dtype == "fp16")
+
+
 @register("saved.eager_softmax", "hf")
 def hf_eager_softmax_saved(spec: ModelSpec, sh: Shapes, b: Any, entries: Any) -> Any:
     """softmax(dtype=float32) saves its fp32 output [b, h, entries] beside the low copy

@@ -58,13 +58,16 @@ def t5_held_at_the_loss(spec: ModelSpec, sh: Shapes) -> Any:
     """T5ForConditionalGeneration.forward at its loss: the decoder output [b, s, d] (the LM
     head gets a scaled copy, d ** -0.5), and the EncoderDecoderCache it builds in training too
     (use_cache): the self-attention keys and values (torch.cat copies) of every decoder block.
-    Eager attention saves both (matmul with K^T, with V); sdpa's math kernel saves v but a
-    scaled copy of k: the key cache [b, h, s, d_h] per block is live, not saved."""
+    Eager attention saves both (matmul with K^T, with V); sdpa's math kernel saves a scaled
+    copy of k, and v itself in fp32 (in a low model dtype it saves v's fp32 copy, ``t5_sdpa``):
+    the key cache [b, h, s, d_h] per block is live, not saved, and the value cache too in a
+    low dtype."""
     b, h, d_h, s = sh.b, spec.n_heads, spec.head_dim, sh.s_dec
     out = b * s * spec.d_model * sh.ib
     if sh.attention_impl != "fused":
         return out
-    return out + dict(spec.stacks)["decoder"] * b * h * s * d_h * sh.ib
+    unsaved = 1 if sh.ib >= FP32_BYTES else 2  # k; and v when math sdpa saved its fp32 copy
+    return out + unsaved * dict(spec.stacks)["decoder"] * b * h * s * d_h * sh.ib
 
 
 @register("backward.flash", *T5)
@@ -104,6 +107,16 @@ class T5Pass(Pass):
         live.take(nd)  # * weight
         live.drop(nd, n4)
         return nd
+
+    def logits(self, s: int) -> int:
+        """T5ForConditionalGeneration.forward: ``sequence_output * (self.model_dim**-0.5)``
+        when config.scale_decoder_outputs (configuration_t5: tie_word_embeddings is not
+        False) is the LM head's input, a copy live beside the decoder output until the
+        forward returns; -> the logits."""
+        scaled = self.live.take(self.act(s, self.spec.d_model)) if self.spec.tie_embeddings else 0
+        logits = super().logits(s)
+        self.live.drop(scaled)
+        return logits
 
     def stack(self, stack: str, s: Any, start: int, cross_s: Any = 0, cache=None) -> Any:
         live, spec, b, cb = self.live, self.spec, self.b, self.cb

@@ -42,9 +42,10 @@ def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bo
 
 
 @register("saved.ffn.act", "reference")
-def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
-    """Bytes a GELU (nn.GELU) saves over n tokens: its input [n, d_ff]."""
-    return n * spec.d_ff * sh.ib
+def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any:
+    """Bytes a GELU (nn.GELU) saves over n tokens: its input [n, d_ff] (``width`` when the
+    activation runs on other than the FFN's inner width: BERT's MLM head, [n, d])."""
+    return n * (spec.d_ff if width is None else width) * sh.ib
 
 
 @register("saved.rotary.layer", "reference")
