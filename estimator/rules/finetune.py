@@ -113,9 +113,14 @@ def lora_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: An
 
 @register("live.frozen_head_input", "reference")
 def reference_head_input(spec: ModelSpec, sh: Shapes) -> Any:
-    """Bytes live at the loss that nothing saved once the LM head is frozen: the reference
-    model's forward returns the logits and drops the head's input (0)."""
-    return 0
+    """Bytes live at the loss that nothing saves once the base is frozen, in the reference
+    model (reference_model/model.py Transformer.forward, measured: tests/reference_model/
+    test_ref_lora.py): the head's input h [b, s, d] (the final norm's output, kept as
+    ``ModelOutput.hidden_states``; a frozen lm_head saves none of it); the token embeddings
+    [b, s, d] (the forward's local ``x``: a frozen embedding and layer 0's norm, which needs
+    no gradient, save none of it); the loss itself (0-dim, logits dtype)."""
+    n = sh.b * sh.s_out
+    return 2 * n * spec.d_model * sh.cb + sh.cb
 
 
 @register("live.frozen_head_input", "hf")
