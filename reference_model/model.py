@@ -258,4 +258,9 @@ def build_model(
         model = Transformer(spec, workload)
     if torch.device(device or "cpu").type != "meta":
         init_weights(model)
-    return model.to(dtype=dtype)
+    model = model.to(dtype=dtype)
+    if workload is not None and workload.finetune != "full":  # issue 20: adapters, frozen base
+        from reference_model.lora import apply_finetune
+
+        apply_finetune(model, spec, workload)
+    return model

@@ -146,10 +146,6 @@ def reference_target(
 
     spec = load_spec(model_arg, impl)
     check_supported(spec, workload)
-    if workload.finetune != "full":  # issue 20
-        raise UserError(f"--finetune {workload.finetune} is measured on a Hugging Face "
-                        "model (a config.json or --impl hf); the reference model has no "
-                        "adapters yet")  # fmt: skip
     if device == "cpu":
         from tgauge.devices import available_bytes, check_host_memory
 

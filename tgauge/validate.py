@@ -113,11 +113,21 @@ def _release_memory(device: str) -> None:
 
 def _common_rows(est: Any, prof: Any) -> list[Row]:
     """Parameters per term and weight bytes: ``prof`` has ``n_params`` and ``weights``."""
-    rows = compare("params", "params", est.params.terms, prof.n_params.terms)
-    rows.append(
-        make_row("memory.weights", "bytes", est.memory.terms.get("weights", 0), prof.weights.total)
-    )
+    rows = compare("params", "params", est.params.terms | _adapter_params(est), prof.n_params.terms)
+    weights = est.memory.terms.get("weights", 0) + est.memory.terms.get("weights.adapters", 0)
+    rows.append(make_row("memory.weights", "bytes", weights, prof.weights.total))
     return rows
+
+
+def _adapter_params(est: Any) -> dict[str, int]:
+    """LoRA's adapters by term name (``<module>.lora_A`` / ``.lora_B``, reference_model/lora.py),
+    which the model's measured parameters include (issue 20)."""
+    if est.workload.finetune not in ("lora", "qlora"):
+        return {}
+    from estimator.shapes import resolve
+    from estimator.terms.finetune import trainable_params
+
+    return trainable_params(est.spec, resolve(est.spec, est.workload))
 
 
 def _flop_rows(est: Any, counted: Any, phases: tuple[str, ...]) -> list[Row]:

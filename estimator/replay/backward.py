@@ -53,7 +53,7 @@ from estimator.rules.registry import rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
-from estimator.terms.activations import layer_saved
+from estimator.terms.activations import frozen_layers, layer_saved
 
 Terms = dict[str, Any]
 FP32_BYTES = 4
@@ -243,6 +243,13 @@ class Backward:
         torch.utils.checkpoint, on the first unpack): the full set of
         estimator/terms/activations.py (without checkpointing), registered for this walk."""
         full = layer_saved(self.spec, self.sh, stack, s, s_src)
+        if self.sh.finetune.lora:  # issue 20: a frozen base's set (layers after the first)
+            full = dict(frozen_layers(self.spec, self.sh, stack, s, s_src)[0])
+            # its highest wrapped linear, while the recompute runs (rules/reference/finetune.py)
+            top = rule("live.lora_recompute", self.spec)(self.spec, self.sh, full)
+            top = top - self.b * s * self.spec.d_model * self.cb if top else 0  # the input
+            self.live.take(top)
+            self.live.drop(top)
         # the layer's input is the checkpoint's own (kept): the first module saving it, the
         # pre-norm attn_norm or the post-norm q_proj, gets that storage back, not a new one
         first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"

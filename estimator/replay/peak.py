@@ -43,6 +43,7 @@ from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmax, vpick
+from estimator.terms.activations import frozen_layers
 from estimator.terms.finetune import grad_bytes_by_module
 from estimator.terms.memory import decode_input_bytes, group, input_bytes, state_terms
 from estimator.terms.params import params
@@ -129,6 +130,15 @@ def _head_terms(spec: ModelSpec, terms: Terms) -> Any:
     return out
 
 
+def _lora_moment(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
+    """Bytes beyond the states live inside the last layer's LoRA-wrapped linears (issue 20,
+    rule ``live.lora_moment``, estimator/rules/reference/finetune.py)."""
+    if spec.arch != "decoder":
+        return 0
+    last = frozen_layers(spec, sh, "decoder", sh.s_dec, 0)[spec.n_decoder_layers == 1]
+    return rule("live.lora_moment", spec)(spec, sh, _activation_terms(terms), last)
+
+
 def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> tuple[Any, str]:
     """(peak bytes, phase) of a training step over ``terms`` (module docstring). ``rank``:
     (local gradient bytes by module, Gathers or None, resident bytes, step temporaries) of
@@ -162,6 +172,7 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
         forward += rule("live.frozen_head_input", spec)(spec, sh)  # rules/finetune.py
+        forward = vmax(forward, with_acts + held + _lora_moment(spec, sh, terms))
     if rank is not None:  # TP: the logits' padded storage (and SP's held stack output)
         forward += rank[4][0]
     if rank is not None and rank[4][1]:  # ... and the logits' gather

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import bits
 from estimator.spec.model import ModelSpec
@@ -95,6 +95,16 @@ def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bo
         one = n * spec.n_heads * spec.head_dim * sh.ib  # Q, or K repeated to h heads
         if "self_attn.scores" in t:
             t["self_attn.scores"] -= (0 if grads["k"] else one) + (0 if grads["q"] else one)
+        if ft.dropout > 0:  # q, k, v's input needs no grad: lora_dropout saves no mask
+            mask = n * spec.d_model * (1 if sh.device == "cuda" else bits(ft.adapter_dtype) // 8)
+            for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                if f"{name}.lora_A" in t:
+                    t[f"{name}.lora_A"] -= mask
+        if spec.position == "rotary" and "self_attn" in t:  # x * cos, rot(x) * sin keep cos
+            # and sin only for an x that needs grad: per call, half for q, half for k
+            # (reference_model/positions.py; HF's per-layer share is 0, rules/hf/decoders.py)
+            half = rule("saved.rotary.layer", spec, sh)(spec, sh, sh.s_dec) // 2  # decoder-only
+            t["self_attn"] -= (0 if grads["q"] else half) + (0 if grads["k"] else half)
     return {k: v for k, v in t.items() if v}
 
 
@@ -113,9 +123,14 @@ def lora_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: An
 
 @register("live.frozen_head_input", "reference")
 def reference_head_input(spec: ModelSpec, sh: Shapes) -> Any:
-    """Bytes live at the loss that nothing saved once the LM head is frozen: the reference
-    model's forward returns the logits and drops the head's input (0)."""
-    return 0
+    """Bytes live at the loss that nothing saves once the base is frozen, in the reference
+    model (reference_model/model.py Transformer.forward, measured: tests/reference_model/
+    test_ref_lora.py): the head's input h [b, s, d] (the final norm's output, kept as
+    ``ModelOutput.hidden_states``; a frozen lm_head saves none of it); the token embeddings
+    [b, s, d] (the forward's local ``x``: a frozen embedding and layer 0's norm, which needs
+    no gradient, save none of it); the loss itself (0-dim, logits dtype)."""
+    n = sh.b * sh.s_out
+    return 2 * n * spec.d_model * sh.cb + sh.cb
 
 
 @register("live.frozen_head_input", "hf")
