@@ -73,6 +73,13 @@ def _phi3() -> Table:
     return table
 
 
+def _qwen3() -> Table:
+    """modeling_qwen3 (issue 22d): Llama's names plus the attention's q_norm and k_norm."""
+    L = "decoder.layers"
+    return {**_llama(), "layers.self_attn.q_norm": (f"{L}.self_attn.q_norm",),
+            "layers.self_attn.k_norm": (f"{L}.self_attn.k_norm",)}  # fmt: skip
+
+
 def _bert() -> Table:
     L, a = "encoder.layers", "encoder.layer.attention"
     return {
@@ -170,6 +177,7 @@ HF_TERMS: dict[str, Table] = {
     "mistral": _llama(),
     "qwen2": _llama(),  # issue 22: modeling_qwen2 has Llama's module names
     "phi3": _phi3(),
+    "qwen3": _qwen3(),  # issue 22d
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

@@ -19,6 +19,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
              "num_attention_heads": H, "num_key_value_heads": 2,
              "max_position_embeddings": POSITIONS, "partial_rotary_factor": 0.5,
              "sliding_window": 8, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0},
+    # issue 22d: QK-norm (head_dim 8 != d / h, so q_proj is not square)
+    "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_size": V,
+              "hidden_size": D, "intermediate_size": D_FF, "num_hidden_layers": L,
+              "num_attention_heads": H, "num_key_value_heads": 2, "head_dim": 8,
+              "max_position_embeddings": POSITIONS, "tie_word_embeddings": False,
+              "bos_token_id": 0, "eos_token_id": 0},
 }  # fmt: skip
 FAMILIES = tuple(CONFIGS)
 

@@ -66,6 +66,7 @@ STEPS = {
     "residual": "backward.residual",
     "dropout": "backward.dropout",
     "rotary": "backward.rotary",
+    "qk_norm": "backward.qk_norm",  # issue 22d
     "core_flash": "backward.core.flash",
     "core_eager": "backward.core.eager",
 }
@@ -126,6 +127,7 @@ class Backward:
             dq, dk, dv = core(p, s, s_k, d_o, cross)
         if not cross:
             self.positions(p, s, dq, dk)
+            dq, dk = self.qk_norm(p, s, s_k, dq, dk)  # issue 22d: q_norm / k_norm (Qwen3)
         return self.projections(p, s, s_k, dq, dk, dv, not flash, cross)
 
     def _recompute_core(self, p: str, s: Any, s_k: Any, cross: bool) -> Any:

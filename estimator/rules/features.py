@@ -26,6 +26,8 @@ MEASURED: dict[str, tuple[str, ...]] = {
     # modeling_phi3: Llama's code but one qkv_proj (the fused_qkv views, as GPT-2's c_attn),
     # one gate_up_proj (estimator/rules/hf/phi3.py) and partial rotary (its cos, sin)
     "Phi3ForCausalLM": ("fused_gate_up", "rotary_dim"),
+    # issue 22d: modeling_qwen3 is Llama's code plus q_norm / k_norm (estimator/rules/hf/qwen3.py)
+    "Qwen3ForCausalLM": ("qk_norm",),
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -97,6 +97,7 @@ def attention_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
     t["k_proj"] = linear_saved(spec, sh, b * s_k, d, kv, True, False)  # q_proj's input
     t["v_proj"] = linear_saved(spec, sh, b * s_k, d, kv, True, False)
     o_proj = linear_saved(spec, sh, b * s, q, d, False, False)  # beyond its input
+    t.update(rule("saved.qk_norm", spec, sh)(spec, sh, b * s, b * s_k))  # issue 22d: q/k_norm
     if sh.attention_impl == "fused" and s_pad is not None:
         # chunked blocks (5-D) run the math sdpa: softmax output, q * sqrt(scale) and
         # k^T * sqrt(scale) (k repeated to h heads under GQA), v (repeated) as [b,n_c,h,c,d_h]

@@ -103,6 +103,13 @@ def positions_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     return 0  # sinusoidal: a buffer lookup; rotary / relative: per layer (saved.rotary.layer)
 
 
+@register("saved.qk_norm", "reference")
+def qk_norm_saved(spec: ModelSpec, sh: Shapes, n_q: Any, n_k: Any) -> dict[str, Any]:
+    """Norms on q and k after their projections (QK-norm, issue 22): the reference model
+    builds none (estimator/rules/features.py refuses the feature by name)."""
+    return {}
+
+
 @register("saved.norm", "reference")
 def norm_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
     """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and

@@ -1,0 +1,67 @@
+"""Qwen3's rules (transformers modeling_qwen3, issue 22), registered for the class
+Qwen3ForCausalLM where its code differs from Llama's; everything else is the Llama rules
+(estimator/rules/hf/decoders.py, decoders_pass.py). Measured in
+tests/tgauge/test_hf_rules_families.py (CPU, fp32, eager and sdpa, train / prefill / decode).
+
+Qwen3Attention.forward (modeling_qwen3.py):
+    query_states = self.q_norm(self.q_proj(hidden_states).view(hidden_shape)).transpose(1, 2)
+    key_states = self.k_norm(self.k_proj(hidden_states).view(hidden_shape)).transpose(1, 2)
+q_norm and k_norm are Qwen3RMSNorm(head_dim): LlamaRMSNorm's code over the last axis of
+[b, s, h, d_h] (resp. h_kv), i.e. over b s h rows of d_h values. The rest is Llama's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.rules.reference.backward import Walker
+from estimator.rules.reference.backward import rmsnorm as reference_rmsnorm_backward
+from estimator.rules.registry import register
+from estimator.shapes import Shapes
+from estimator.spec.model import ModelSpec
+
+FP32_BYTES = 4
+CLASS = "Qwen3ForCausalLM"
+
+
+def head_norm_saved(spec: ModelSpec, sh: Shapes, rows: Any) -> Any:
+    """Qwen3RMSNorm.forward in fp32 over ``rows`` rows of d_h: ``hidden_states.to(float32)`` is
+    the input itself, which pow saves (and ``hidden_states * rsqrt(...)`` again); rsqrt saves
+    its output [rows, 1]; ``self.weight * hidden_states.to(input_dtype)`` saves the normalized
+    [rows, d_h] (the weight is a parameter). Its input is q_proj's (k_proj's) output viewed
+    [b, s, h, d_h]: nothing saved it before (a Linear saves its input, not its output)."""
+    return 2 * rows * spec.head_dim * sh.cb + rows * FP32_BYTES
+
+
+@register("saved.qk_norm", CLASS)
+def qk_norm_saved(spec: ModelSpec, sh: Shapes, n_q: Any, n_k: Any) -> dict[str, Any]:
+    """q_norm over n_q tokens times h heads, k_norm over n_k tokens times h_kv heads."""
+    return {
+        "q_norm": head_norm_saved(spec, sh, n_q * spec.n_heads),
+        "k_norm": head_norm_saved(spec, sh, n_k * spec.n_kv_heads),
+    }
+
+
+@register("backward.qk_norm", CLASS)
+def qk_norm_backward(bw: Walker, p: str, s: Any, s_k: Any, dq: Any, dk: Any) -> tuple[Any, Any]:
+    """After the rotary backward (TransposeBackward0 is a view): k_norm's backward on dk,
+    then q_norm's on dq (autograd runs the later-created node first), each the written-out
+    RMSNorm's (reference_model/norms.py and Qwen3RMSNorm make the same ops in fp32) over
+    b s h rows of d_h. -> the grads of q_proj's and k_proj's outputs (same sizes)."""
+    spec = bw.spec
+    dk = reference_rmsnorm_backward(bw, f"{p}.k_norm", dk, bw.b * s_k * spec.n_kv_heads,
+                                    spec.head_dim)  # fmt: skip
+    dq = reference_rmsnorm_backward(bw, f"{p}.q_norm", dq, bw.b * s * spec.n_heads, spec.head_dim)
+    return dq, dk
+
+
+@register("unsupported", CLASS)
+def low_dtype_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
+    """The QK-norm rules are measured in fp32 only: a low model dtype (Qwen3RMSNorm's fp32
+    copy of q and k, its ToCopyBackward0 grads) is refused by name."""
+    if sh.cb != FP32_BYTES:
+        return (
+            f"dtype={sh.compute_dtype!r} is not modelled for memory of {spec.hf_architecture}'s "
+            "q_norm / k_norm (measured in fp32 only)"
+        )
+    return None
