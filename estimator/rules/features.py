@@ -31,9 +31,7 @@ MEASURED: dict[str, tuple[str, ...]] = {
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # sdpa saves the rotated q, k (new tensors) beside the views of qkv_proj's output, and a
-    # no-grad pass holds that output while its views live: not modelled yet (measured off)
-    "Phi3ForCausalLM": (("train",), ("eager",)),
+    # issue 22d: Phi3ForCausalLM's sdpa and its no-grad passes are measured (rules/hf/phi3.py)
 }
 _NEW_CLASSES = frozenset(DEFAULT_ARCHITECTURE.values())
 

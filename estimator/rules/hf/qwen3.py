@@ -55,6 +55,23 @@ def qk_norm_backward(bw: Walker, p: str, s: Any, s_k: Any, dq: Any, dk: Any) -> 
     return dq, dk
 
 
+@register("params.layer_shapes", CLASS)
+def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
+    """Qwen3DecoderLayer's parameters in registration order (what a for-loop optimizer step
+    walks): self_attn (q_proj, k_proj, v_proj, o_proj with ``attention_bias``, q_norm,
+    k_norm), mlp (gate_proj, up_proj, down_proj, no bias), input_layernorm,
+    post_attention_layernorm."""
+    d, d_q, d_kv, d_ff, d_h = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.head_dim
+
+    def linear(d_in: int, d_out: int, bias: bool) -> tuple[tuple[int, ...], ...]:
+        return ((d_out, d_in), (d_out,)) if bias else ((d_out, d_in),)
+
+    qkv, o = spec.qkv_bias, spec.o_bias
+    attn = linear(d, d_q, qkv) + linear(d, d_kv, qkv) * 2 + linear(d_q, d, o)
+    mlp = linear(d, d_ff, False) * 2 + linear(d_ff, d, False)
+    return attn + ((d_h,), (d_h,)) + mlp + ((d,), (d,))
+
+
 @register("unsupported", CLASS)
 def low_dtype_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
     """The QK-norm rules are measured in fp32 only: a low model dtype (Qwen3RMSNorm's fp32

@@ -103,6 +103,13 @@ def positions_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     return 0  # sinusoidal: a buffer lookup; rotary / relative: per layer (saved.rotary.layer)
 
 
+@register("params.layer_shapes", "reference")
+def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
+    """One layer's parameter tensors in ``model.parameters()`` order where a class registers
+    its own (estimator/terms/params.py); None: the reference model's order."""
+    return None
+
+
 @register("saved.qk_norm", "reference")
 def qk_norm_saved(spec: ModelSpec, sh: Shapes, n_q: Any, n_k: Any) -> dict[str, Any]:
     """Norms on q and k after their projections (QK-norm, issue 22): the reference model
