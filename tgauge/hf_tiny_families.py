@@ -25,6 +25,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
               "num_attention_heads": H, "num_key_value_heads": 2, "head_dim": 8,
               "max_position_embeddings": POSITIONS, "tie_word_embeddings": False,
               "bos_token_id": 0, "eos_token_id": 0},
+    # issue 22d: parallel attention + MLP, fused interleaved query_key_value, partial rotary,
+    # LayerNorm with bias, gelu
+    "gpt_neox": {"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
+                 "vocab_size": V, "hidden_size": D, "intermediate_size": D_FF,
+                 "num_hidden_layers": L, "num_attention_heads": H,
+                 "max_position_embeddings": POSITIONS, "rotary_pct": 0.25,
+                 "bos_token_id": 0, "eos_token_id": 0},
 }  # fmt: skip
 FAMILIES = tuple(CONFIGS)
 

@@ -67,6 +67,7 @@ STEPS = {
     "dropout": "backward.dropout",
     "rotary": "backward.rotary",
     "qk_norm": "backward.qk_norm",  # issue 22d
+    "parallel_layer": "backward.parallel_layer",  # issue 22d
     "core_flash": "backward.core.flash",
     "core_eager": "backward.core.eager",
 }
@@ -232,6 +233,8 @@ class Backward:
         self.sublayers = 3 if s_src else 2
         if self.sh.checkpointing == "full":  # the layer's saved set is recomputed
             self.live.take(self._recomputed(stack, s, s_src))
+        if not s_src and self.parallel_layer(p, n, s):  # issue 22d: GPT-NeoX's blocks
+            return
         self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n))
         if s_src:
             attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731

@@ -28,6 +28,8 @@ MEASURED: dict[str, tuple[str, ...]] = {
     "Phi3ForCausalLM": ("fused_gate_up", "rotary_dim"),
     # issue 22d: modeling_qwen3 is Llama's code plus q_norm / k_norm (estimator/rules/hf/qwen3.py)
     "Qwen3ForCausalLM": ("qk_norm",),
+    # issue 22d: modeling_gpt_neox, parallel blocks and partial rotary (rules/hf/gpt_neox.py)
+    "GPTNeoXForCausalLM": ("parallel_block", "rotary_dim"),
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -186,7 +186,7 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
             )
             for k, v in rule("saved.lora", spec, sh)(spec, sh, n_in, d_in, sh.ib).items():
                 t[f"{name}.{k}"] = v
-    return t
+    return rule("saved.layer", spec, sh)(spec, sh, t, n)  # issue 22d: a class's own layer
 
 
 def rope_or_bias_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:

@@ -267,7 +267,7 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     (estimator/replay/optimizer_step.py)."""
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up")  # below
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
-    if unmodelled:
+    if unmodelled and rule("params.layer_shapes", spec)(spec) is None:  # else the class's
         raise UnsupportedError(
             f"parameter tensor shapes (the optimizer step's order) are not modelled for "
             f"{', '.join(unmodelled)}"

@@ -117,6 +117,13 @@ def rmsnorm(bw: Walker, name: str, c: Any, n: Any, d: Any = None) -> Any:
     return nd
 
 
+@register("backward.parallel_layer", "reference")
+def parallel_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
+    """A class's parallel attention + MLP layer walked by its own rule (-> True); the
+    reference model's layers are sequential (Backward.layer walks them): False."""
+    return False
+
+
 @register("backward.qk_norm", "reference")
 def qk_norm_backward(bw: Walker, p: str, s: Any, s_k: Any, dq: Any, dk: Any) -> tuple[Any, Any]:
     """Norms on q and k (QK-norm): the reference model builds none; the grads pass."""

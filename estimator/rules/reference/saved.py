@@ -110,6 +110,13 @@ def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
     return None
 
 
+@register("saved.layer", "reference")
+def layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> dict[str, Any]:
+    """One layer's saved terms (estimator/terms/activations.layer_saved) where a class's
+    layer wires its modules otherwise (a parallel block); the reference's: as they are."""
+    return t
+
+
 @register("saved.qk_norm", "reference")
 def qk_norm_saved(spec: ModelSpec, sh: Shapes, n_q: Any, n_k: Any) -> dict[str, Any]:
     """Norms on q and k after their projections (QK-norm, issue 22): the reference model
