@@ -97,6 +97,15 @@ def _gpt_neox() -> Table:
     }  # fmt: skip
 
 
+def _gemma2() -> Table:
+    """modeling_gemma2 (issue 22d): Llama's names; post_attention_layernorm is the attention's
+    output norm, pre_/post_feedforward_layernorm the FFN's input and output norms."""
+    L = "decoder.layers"
+    return {**_llama(), "layers.post_attention_layernorm": (f"{L}.attn_out_norm",),
+            "layers.pre_feedforward_layernorm": (f"{L}.ffn_norm",),
+            "layers.post_feedforward_layernorm": (f"{L}.ffn_out_norm",)}  # fmt: skip
+
+
 def _bert() -> Table:
     L, a = "encoder.layers", "encoder.layer.attention"
     return {
@@ -196,6 +205,7 @@ HF_TERMS: dict[str, Table] = {
     "phi3": _phi3(),
     "qwen3": _qwen3(),  # issue 22d
     "gpt_neox": _gpt_neox(),  # issue 22d
+    "gemma2": _gemma2(),  # issue 22d
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

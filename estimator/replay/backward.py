@@ -67,7 +67,8 @@ STEPS = {
     "dropout": "backward.dropout",
     "rotary": "backward.rotary",
     "qk_norm": "backward.qk_norm",  # issue 22d
-    "parallel_layer": "backward.parallel_layer",  # issue 22d
+    "final_softcap": "backward.final_softcap",  # issue 22d
+    "own_layer": "backward.layer",  # issue 22d: a class's own layer walk
     "core_flash": "backward.core.flash",
     "core_eager": "backward.core.eager",
 }
@@ -233,7 +234,7 @@ class Backward:
         self.sublayers = 3 if s_src else 2
         if self.sh.checkpointing == "full":  # the layer's saved set is recomputed
             self.live.take(self._recomputed(stack, s, s_src))
-        if not s_src and self.parallel_layer(p, n, s):  # issue 22d: GPT-NeoX's blocks
+        if not s_src and self.own_layer(p, n, s):  # issue 22d: GPT-NeoX, Gemma 2
             return
         self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n))
         if s_src:
@@ -358,10 +359,11 @@ class Backward:
             self.free("loss", n * INDEX_BYTES + (FP32_BYTES if upcast else cb))  # targets, weight
             live.take(lg)  # log_softmax_backward: d(logits)
             live.drop(lg)
-            self.free("loss")  # the log-softmax
+            self.free("loss", lg)  # the log-softmax
             if upcast:
                 live.take(logits)  # ToCopyBackward0: d(logits) in their dtype
                 live.drop(l32)
+            self.final_softcap(logits)  # issue 22d: Gemma 2's; frees the rest of "loss"
             if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's
                 self.embed_use()
             else:

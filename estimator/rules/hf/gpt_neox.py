@@ -59,7 +59,7 @@ def parallel_layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any)
     return {**t, "ffn_norm": t["ffn_norm"] - n * spec.d_model * sh.cb}
 
 
-@register("backward.parallel_layer", CLASS)
+@register("backward.layer", CLASS)
 def parallel_layer_backward(bw: Walker, p: str, n: Any, s: Any) -> bool:
     """GPTNeoXLayer's backward from the output's grad g (live; ``mlp_output + attn_output +
     hidden_states``: AddBackward0 hands the same g to all three). The MLP branch runs first

@@ -117,10 +117,17 @@ def rmsnorm(bw: Walker, name: str, c: Any, n: Any, d: Any = None) -> Any:
     return nd
 
 
-@register("backward.parallel_layer", "reference")
-def parallel_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
-    """A class's parallel attention + MLP layer walked by its own rule (-> True); the
-    reference model's layers are sequential (Backward.layer walks them): False."""
+@register("backward.final_softcap", "reference")
+def final_softcap(bw: Walker, logits: Any) -> None:
+    """The logits' soft-cap between the loss and the LM head (none in the reference model):
+    what is left of the loss's saved set is freed with the log-softmax backward."""
+    bw.free("loss")
+
+
+@register("backward.layer", "reference")
+def own_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
+    """A class's layer walked by its own rule (-> True: GPT-NeoX's parallel blocks, Gemma 2's
+    sandwich norms); the reference model's layers: Backward.layer walks them (False)."""
     return False
 
 
