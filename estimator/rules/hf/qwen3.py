@@ -74,11 +74,13 @@ def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
 
 @register("unsupported", CLASS)
 def low_dtype_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
-    """The QK-norm rules are measured in fp32 only: a low model dtype (Qwen3RMSNorm's fp32
-    copy of q and k, its ToCopyBackward0 grads) is refused by name."""
-    if sh.cb != FP32_BYTES:
+    """The QK-norm rules are measured in fp32 without checkpointing: a low model dtype
+    (Qwen3RMSNorm's fp32 copy of q and k, its ToCopyBackward0 grads) or checkpointing is
+    refused by name."""
+    if sh.cb != FP32_BYTES or sh.checkpointing != "none":
         return (
-            f"dtype={sh.compute_dtype!r} is not modelled for memory of {spec.hf_architecture}'s "
-            "q_norm / k_norm (measured in fp32 only)"
+            f"dtype={sh.compute_dtype!r} with checkpointing={sh.checkpointing!r} is not "
+            f"modelled for memory of {spec.hf_architecture}'s q_norm / k_norm (measured: "
+            "fp32, no checkpointing)"
         )
     return None
