@@ -99,7 +99,8 @@ class HFPass(Pass):
             x0 = live.take(nd)  # inputs_embeds + position_embeds
         kept.append(self.mask(s, self.keys_visible(start) + s))
         if spec.position == "rotary":
-            kept.append(live.take(2 * s * spec.head_dim * self.cb))  # cos, sin
+            rd = spec.rotary_dim or spec.head_dim  # partial rotary (Phi-3, GPT-NeoX): r dims
+            kept.append(live.take(2 * s * rd * self.cb))  # cos, sin [1, s, r]
         n_layers = dict(spec.stacks)[stack]
         inputs = [x0] + [nd] * n_layers
         for i in range(min(n_layers, 3)):
