@@ -73,6 +73,39 @@ def _phi3() -> Table:
     return table
 
 
+def _qwen3() -> Table:
+    """modeling_qwen3 (issue 22d): Llama's names plus the attention's q_norm and k_norm."""
+    L = "decoder.layers"
+    return {**_llama(), "layers.self_attn.q_norm": (f"{L}.self_attn.q_norm",),
+            "layers.self_attn.k_norm": (f"{L}.self_attn.k_norm",)}  # fmt: skip
+
+
+def _gpt_neox() -> Table:
+    """modeling_gpt_neox (issue 22d): one query_key_value (q, k, v), dense is o_proj."""
+    L = "decoder.layers"
+    return {
+        "embed_in": ("embed",), "emb_dropout": ("decoder.dropout",),
+        "rotary_emb": ("decoder.pos",), "layers.input_layernorm": (f"{L}.attn_norm",),
+        "layers.attention.query_key_value": tuple(f"{L}.self_attn.{k}" for k in _QKVO),
+        "layers.attention": _attn("decoder"), "layers.attention.dense": (f"{L}.self_attn.o_proj",),
+        "layers.post_attention_layernorm": (f"{L}.ffn_norm",),
+        "layers.post_attention_dropout": (f"{L}.dropout",),
+        "layers.post_mlp_dropout": (f"{L}.dropout",),
+        "layers.mlp.dense_h_to_4h": (f"{L}.ffn.up",), "layers.mlp.act": (f"{L}.ffn.act",),
+        "layers.mlp.dense_4h_to_h": (f"{L}.ffn.down",), "final_layer_norm": ("decoder.final_norm",),
+        "lm_head": ("lm_head",),
+    }  # fmt: skip
+
+
+def _gemma2() -> Table:
+    """modeling_gemma2 (issue 22d): Llama's names; post_attention_layernorm is the attention's
+    output norm, pre_/post_feedforward_layernorm the FFN's input and output norms."""
+    L = "decoder.layers"
+    return {**_llama(), "layers.post_attention_layernorm": (f"{L}.attn_out_norm",),
+            "layers.pre_feedforward_layernorm": (f"{L}.ffn_norm",),
+            "layers.post_feedforward_layernorm": (f"{L}.ffn_out_norm",)}  # fmt: skip
+
+
 def _bert() -> Table:
     L, a = "encoder.layers", "encoder.layer.attention"
     return {
@@ -170,6 +203,9 @@ HF_TERMS: dict[str, Table] = {
     "mistral": _llama(),
     "qwen2": _llama(),  # issue 22: modeling_qwen2 has Llama's module names
     "phi3": _phi3(),
+    "qwen3": _qwen3(),  # issue 22d
+    "gpt_neox": _gpt_neox(),  # issue 22d
+    "gemma2": _gemma2(),  # issue 22d
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

@@ -8,6 +8,10 @@ from typing import Any
 
 from tgauge.hf_tiny import D_FF, POSITIONS, D, H, L, V
 
+_LLAMA_LIKE_22D = {"vocab_size": V, "hidden_size": D, "intermediate_size": D_FF,
+                   "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": 2,
+                   "max_position_embeddings": POSITIONS, "bos_token_id": 0, "eos_token_id": 0,
+                   "pad_token_id": 0}  # fmt: skip
 CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": V,
               "hidden_size": D, "intermediate_size": D_FF, "num_hidden_layers": L,
@@ -19,6 +23,22 @@ CONFIGS: dict[str, dict[str, Any]] = {
              "num_attention_heads": H, "num_key_value_heads": 2,
              "max_position_embeddings": POSITIONS, "partial_rotary_factor": 0.5,
              "sliding_window": 8, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0},
+    # issue 22d: QK-norm (head_dim 8 != d / h, so q_proj is not square)
+    "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_size": V,
+              "hidden_size": D, "intermediate_size": D_FF, "num_hidden_layers": L,
+              "num_attention_heads": H, "num_key_value_heads": 2, "head_dim": 8,
+              "max_position_embeddings": POSITIONS, "tie_word_embeddings": False,
+              "bos_token_id": 0, "eos_token_id": 0},
+    # issue 22d: parallel attention + MLP, fused interleaved query_key_value, partial rotary,
+    # LayerNorm with bias, gelu
+    "gpt_neox": {"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
+                 "vocab_size": V, "hidden_size": D, "intermediate_size": D_FF,
+                 "num_hidden_layers": L, "num_attention_heads": H,
+                 "max_position_embeddings": POSITIONS, "rotary_pct": 0.25,
+                 "bos_token_id": 0, "eos_token_id": 0},
+    # issue 22d: sandwich norms, soft-caps, embedding scale, sliding / full layers
+    "gemma2": {**_LLAMA_LIKE_22D, "model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
+               "num_hidden_layers": 3, "head_dim": 16, "sliding_window": 8},
 }  # fmt: skip
 FAMILIES = tuple(CONFIGS)
 

@@ -66,6 +66,9 @@ STEPS = {
     "residual": "backward.residual",
     "dropout": "backward.dropout",
     "rotary": "backward.rotary",
+    "qk_norm": "backward.qk_norm",  # issue 22d
+    "final_softcap": "backward.final_softcap",  # issue 22d
+    "own_layer": "backward.layer",  # issue 22d: a class's own layer walk
     "core_flash": "backward.core.flash",
     "core_eager": "backward.core.eager",
 }
@@ -126,6 +129,7 @@ class Backward:
             dq, dk, dv = core(p, s, s_k, d_o, cross)
         if not cross:
             self.positions(p, s, dq, dk)
+            dq, dk = self.qk_norm(p, s, s_k, dq, dk)  # issue 22d: q_norm / k_norm (Qwen3)
         return self.projections(p, s, s_k, dq, dk, dv, not flash, cross)
 
     def _recompute_core(self, p: str, s: Any, s_k: Any, cross: bool) -> Any:
@@ -230,6 +234,8 @@ class Backward:
         self.sublayers = 3 if s_src else 2
         if self.sh.checkpointing == "full":  # the layer's saved set is recomputed
             self.live.take(self._recomputed(stack, s, s_src), label=ACTS)
+        if not s_src and self.own_layer(p, n, s):  # issue 22d: GPT-NeoX, Gemma 2
+            return
         self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n))
         if s_src:
             attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731
@@ -374,10 +380,11 @@ class Backward:
             self.free("loss", n * INDEX_BYTES + (FP32_BYTES if upcast else cb))  # targets, weight
             live.take(lg, label=D_LOGITS)  # log_softmax_backward: d(logits)
             live.drop(lg, label=D_LOGPROBS)
-            self.free("loss")  # the log-softmax
+            self.free("loss", lg)  # the log-softmax
             if upcast:
                 live.take(logits, label=D_LOGITS)  # ToCopyBackward0: d(logits) in their dtype
                 live.drop(l32, label=D_LOGITS)
+            self.final_softcap(logits)  # issue 22d: Gemma 2's; frees the rest of "loss"
             if self.gathers is not None:  # torchtitan: the head unit's pre_backward
                 self.gathers.head_pre_backward(live)
             if spec.tie_embeddings:  # the tied weight's grad waits for the embedding's

@@ -26,12 +26,26 @@ MEASURED: dict[str, tuple[str, ...]] = {
     # modeling_phi3: Llama's code but one qkv_proj (the fused_qkv views, as GPT-2's c_attn),
     # one gate_up_proj (estimator/rules/hf/phi3.py) and partial rotary (its cos, sin)
     "Phi3ForCausalLM": ("fused_gate_up", "rotary_dim"),
+    # issue 22d: modeling_qwen3 is Llama's code plus q_norm / k_norm (estimator/rules/hf/qwen3.py)
+    "Qwen3ForCausalLM": ("qk_norm",),
+    # issue 22d: modeling_gpt_neox, parallel blocks and partial rotary (rules/hf/gpt_neox.py)
+    "GPTNeoXForCausalLM": ("parallel_block", "rotary_dim"),
+    # issue 22d: modeling_gemma2, sandwich norms, soft-caps, embedding scale, sliding / full
+    # layers (eager: every layer's scores are [s, s_k] with its own mask; rules/hf/gemma2.py)
+    "Gemma2ForCausalLM": (
+        "sublayer_norm",
+        "layer_pattern",
+        "attn_softcap",
+        "final_softcap",
+        "embed_scale",
+    ),
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # sdpa saves the rotated q, k (new tensors) beside the views of qkv_proj's output, and a
-    # no-grad pass holds that output while its views live: not modelled yet (measured off)
-    "Phi3ForCausalLM": (("train",), ("eager",)),
+    # issue 22d: Phi3ForCausalLM's sdpa and its no-grad passes are measured (rules/hf/phi3.py);
+    # Gemma 2 runs eager only (rules/hf/gemma2.py); its no-grad passes (the sandwich and
+    # GemmaRMSNorm transients, soft-caps, per-layer windows in the cache) are not modelled
+    "Gemma2ForCausalLM": (("train",), ("eager",)),
 }
 _NEW_CLASSES = frozenset(DEFAULT_ARCHITECTURE.values())
 

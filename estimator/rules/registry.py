@@ -52,6 +52,9 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.finetune",  # issue 20
     "estimator.rules.reference.finetune",  # issue 20: the reference model's LoRA moment
     "estimator.rules.hf.phi3",
+    "estimator.rules.hf.qwen3",  # issue 22d
+    "estimator.rules.hf.gpt_neox",  # issue 22d
+    "estimator.rules.hf.gemma2",  # issue 22d
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``

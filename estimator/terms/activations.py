@@ -97,6 +97,7 @@ def attention_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
     t["k_proj"] = linear_saved(spec, sh, b * s_k, d, kv, True, False)  # q_proj's input
     t["v_proj"] = linear_saved(spec, sh, b * s_k, d, kv, True, False)
     o_proj = linear_saved(spec, sh, b * s, q, d, False, False)  # beyond its input
+    t.update(rule("saved.qk_norm", spec, sh)(spec, sh, b * s, b * s_k))  # issue 22d: q/k_norm
     if sh.attention_impl == "fused" and s_pad is not None:
         # chunked blocks (5-D) run the math sdpa: softmax output, q * sqrt(scale) and
         # k^T * sqrt(scale) (k repeated to h heads under GQA), v (repeated) as [b,n_c,h,c,d_h]
@@ -185,7 +186,7 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
             )
             for k, v in rule("saved.lora", spec, sh)(spec, sh, n_in, d_in, sh.ib).items():
                 t[f"{name}.{k}"] = v
-    return t
+    return rule("saved.layer", spec, sh)(spec, sh, t, n)  # issue 22d: a class's own layer
 
 
 def rope_or_bias_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 
 from estimator.breakdown import Breakdown
+from estimator.rules.registry import rule
 from estimator.spec.errors import UnsupportedError
 from estimator.spec.features import features, moe_layers
 from estimator.spec.model import ModelSpec
@@ -224,7 +225,10 @@ def _norm_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
 
 
 def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
-    """One layer's own tensors in registration order (reference_model/layers.py Layer)."""
+    """One layer's own tensors in registration order (reference_model/layers.py Layer; a
+    class whose order differs registers rule ``params.layer_shapes``, issue 22d)."""
+    if not cross and (own := rule("params.layer_shapes", spec)(spec)) is not None:
+        return list(own)
     d, d_q, d_kv, d_ff = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff
     qkv, o, ffn = spec.qkv_bias, spec.o_bias, spec.ffn_bias
     attn = [
@@ -263,7 +267,7 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     (estimator/replay/optimizer_step.py)."""
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up")  # below
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
-    if unmodelled:
+    if unmodelled and rule("params.layer_shapes", spec)(spec) is None:  # else the class's
         raise UnsupportedError(
             f"parameter tensor shapes (the optimizer step's order) are not modelled for "
             f"{', '.join(unmodelled)}"

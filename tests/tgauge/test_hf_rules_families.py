@@ -38,7 +38,7 @@ def test_hf_family_matches_real_model_at_random_points(family, mode, attention):
     if runs is not None and (mode not in runs[0] or attention not in runs[1]):
         from estimator.estimate import estimate
 
-        with pytest.raises(UnsupportedError, match=f"mode={mode!r} with attention_impl"):
+        with pytest.raises(UnsupportedError, match=config["architectures"][0]):
             estimate(ModelSpec.from_hf_config(config), w)  # not modelled: refused by name
         return
     p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
@@ -55,3 +55,23 @@ def test_unmeasured_family_memory_is_refused_by_name():
     spec = ModelSpec.from_hf_config(json.loads(path.read_text()))
     with pytest.raises(UnsupportedError, match="MixtralForCausalLM"):
         estimate(spec, Workload(batch_size=1, seq_len=16, mode="prefill"))
+
+
+@pytest.mark.parametrize(
+    ("family", "change", "named"),
+    [
+        ("qwen3", {"dtype": "bf16"}, "q_norm / k_norm"),
+        ("qwen3", {"checkpointing": "full"}, "q_norm / k_norm"),
+        ("gpt_neox", {"dtype": "bf16"}, "GPTNeoXForCausalLM"),
+        ("gemma2", {"checkpointing": "full"}, "Gemma2ForCausalLM"),
+        ("gemma2", {"mode": "prefill"}, "Gemma2ForCausalLM"),
+    ],
+)
+def test_unmeasured_runs_of_the_new_rules_are_refused_by_name(family, change, named):
+    """Issue 22d: the Qwen3, GPT-NeoX and Gemma 2 rules are measured in fp32 without
+    checkpointing (Gemma 2: training only); anything else is refused, never estimated."""
+    from estimator.estimate import estimate
+
+    w = Workload(**{"batch_size": 2, "seq_len": 16, "mode": "train", **change})
+    with pytest.raises(UnsupportedError, match=named):
+        estimate(ModelSpec.from_hf_config(CONFIGS[family]), w)

@@ -226,8 +226,9 @@ def loss_moment_extra(spec: ModelSpec, sh: Shapes) -> Any:
 
 
 def padded_labels_bytes(sh: Shapes) -> Any:
-    """loss_utils.ForCausalLMLoss's nn.functional.pad of the labels: [b, s + 1] int64."""
-    return sh.b * (sh.s + 1) * INDEX_BYTES
+    """loss_utils.ForCausalLMLoss's nn.functional.pad of the labels: [b, s + 1] int64; at
+    b = 1 the saved target is a view of it, counted there (rule ``saved.loss``)."""
+    return 0 if sh.b == 1 else sh.b * (sh.s + 1) * INDEX_BYTES
 
 
 def sliding_window(sh: Shapes) -> int | None:

@@ -99,7 +99,8 @@ class HFPass(Pass):
             x0 = live.take(nd)  # inputs_embeds + position_embeds
         kept.append(self.mask(s, self.keys_visible(start) + s))
         if spec.position == "rotary":
-            kept.append(live.take(2 * s * spec.head_dim * self.cb))  # cos, sin
+            rd = spec.rotary_dim or spec.head_dim  # partial rotary (Phi-3, GPT-NeoX): r dims
+            kept.append(live.take(2 * s * rd * self.cb))  # cos, sin [1, s, r]
         n_layers = dict(spec.stacks)[stack]
         inputs = [x0] + [nd] * n_layers
         for i in range(min(n_layers, 3)):
@@ -162,14 +163,23 @@ class HFPass(Pass):
         a, a_k = b * h * s * d_h * cb, b * h * s_k * d_h * cb
         eager = self.sh.attention_impl == "eager"
         mask = not eager and sdpa_gets_mask(s_k, self.window() is not None, self.window())
-        reps = live.take(a_k) + live.take(a_k) if h_kv < h and (eager or mask) else 0
-        if not eager:
-            m = live.take(b * s * s_k * cb) if mask else 0  # the bool mask as float
-            live.take(a, b * h * s * FP32_BYTES)  # out, logsumexp
-            live.drop(m, b * h * s * FP32_BYTES, reps)
-            return a  # [b, s, h, d_h] underneath: the transpose is contiguous
+        if eager:
+            return self.eager_core(s, s_k, s > 1)
+        reps = live.take(a_k) + live.take(a_k) if h_kv < h and mask else 0
+        m = live.take(b * s * s_k * cb) if mask else 0  # the bool mask as float
+        live.take(a, b * h * s * FP32_BYTES)  # out, logsumexp
+        live.drop(m, b * h * s * FP32_BYTES, reps)
+        return a  # [b, s, h, d_h] underneath: the transpose is contiguous
+
+    def eager_core(self, s: int, s_k: int, q_copy: bool) -> int:
+        """eager_attention_forward -> bytes held for o_proj; ``q_copy``: matmul makes q
+        contiguous (a transposed view of the projection, s > 1)."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        a, a_k = b * h * s * d_h * cb, b * h * s_k * d_h * cb
+        reps = live.take(a_k) + live.take(a_k) if h_kv < h else 0
         p = b * h * s * s_k * cb
-        q_copy = live.take(a) if s > 1 else 0  # matmul: q contiguous
+        q_copy = live.take(a) if q_copy else 0  # matmul: q contiguous
         live.take(p)  # q @ k^T
         live.drop(q_copy)
         for _ in range(2):  # * scaling, + mask: each frees the previous

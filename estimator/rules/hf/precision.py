@@ -88,9 +88,13 @@ def hf_norm_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
 @register("saved.loss", "hf")
 def hf_loss_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
     """cross_entropy on ``logits.float()`` (``upcasts_loss``): the log-softmax [n, V] and
-    total_weight fp32, the targets int64; else on the logits' own dtype."""
+    total_weight fp32, the targets int64; else on the logits' own dtype. A causal LM's
+    targets are loss_utils.ForCausalLMLoss's ``labels[..., 1:].contiguous()`` of the padded
+    [b, s + 1] labels: at b = 1 already contiguous, a view keeping the whole padded storage
+    (issue 22d, measured: one more int64 than [1, s])."""
     cb = FP32_BYTES if upcasts_loss(spec) else sh.cb
-    return n * spec.vocab_size * cb + n * INDEX_BYTES + cb
+    view = INDEX_BYTES if spec.arch == "decoder" and spec.lm_head and sh.b == 1 else 0
+    return n * spec.vocab_size * cb + n * INDEX_BYTES + view + cb
 
 
 @register("backward.norm", "hf")

@@ -90,11 +90,13 @@ def layernorm(bw: Walker, name: str, c: Any, n: Any) -> Any:
     return nd
 
 
-def rmsnorm(bw: Walker, name: str, c: Any, n: Any) -> Any:
+def rmsnorm(bw: Walker, name: str, c: Any, n: Any, d: Any = None) -> Any:
     """RMSNorm written out (reference_model/norms.py): MulBackward0 of * weight (grad,
     grad * x_rms for dw), of x * rms (grad * rms, grad * x), RsqrtBackward0 and MeanBackward1
-    on [n, 1], PowBackward0 (pow, * 2, * grad), then the two paths' grads summed."""
-    live, nd, col = bw.live, n * bw.spec.d_model * bw.cb, n * bw.cb
+    on [n, 1], PowBackward0 (pow, * 2, * grad), then the two paths' grads summed. ``d``: the
+    normalized width (default d_model; a QK-norm's head_dim over n = tokens * heads rows)."""
+    d = bw.spec.d_model if d is None else d
+    live, nd, col = bw.live, n * d * bw.cb, n * bw.cb
     bw.grad(name)
     live.take(nd, nd)  # grad * weight; grad * x_rms (summed into dw)
     live.drop(nd, c)
@@ -113,6 +115,26 @@ def rmsnorm(bw: Walker, name: str, c: Any, n: Any) -> Any:
     live.take(nd)  # the two paths' grads summed
     live.drop(nd, nd)
     return nd
+
+
+@register("backward.final_softcap", "reference")
+def final_softcap(bw: Walker, logits: Any) -> None:
+    """The logits' soft-cap between the loss and the LM head (none in the reference model):
+    what is left of the loss's saved set is freed with the log-softmax backward."""
+    bw.free("loss")
+
+
+@register("backward.layer", "reference")
+def own_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
+    """A class's layer walked by its own rule (-> True: GPT-NeoX's parallel blocks, Gemma 2's
+    sandwich norms); the reference model's layers: Backward.layer walks them (False)."""
+    return False
+
+
+@register("backward.qk_norm", "reference")
+def qk_norm_backward(bw: Walker, p: str, s: Any, s_k: Any, dq: Any, dk: Any) -> tuple[Any, Any]:
+    """Norms on q and k (QK-norm): the reference model builds none; the grads pass."""
+    return dq, dk
 
 
 @register("backward.residual", "reference")

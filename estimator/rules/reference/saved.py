@@ -104,6 +104,27 @@ def positions_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     return 0  # sinusoidal: a buffer lookup; rotary / relative: per layer (saved.rotary.layer)
 
 
+@register("params.layer_shapes", "reference")
+def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
+    """One layer's parameter tensors in ``model.parameters()`` order where a class registers
+    its own (estimator/terms/params.py); None: the reference model's order."""
+    return None
+
+
+@register("saved.layer", "reference")
+def layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> dict[str, Any]:
+    """One layer's saved terms (estimator/terms/activations.layer_saved) where a class's
+    layer wires its modules otherwise (a parallel block); the reference's: as they are."""
+    return t
+
+
+@register("saved.qk_norm", "reference")
+def qk_norm_saved(spec: ModelSpec, sh: Shapes, n_q: Any, n_k: Any) -> dict[str, Any]:
+    """Norms on q and k after their projections (QK-norm, issue 22): the reference model
+    builds none (estimator/rules/features.py refuses the feature by name)."""
+    return {}
+
+
 @register("saved.norm", "reference")
 def norm_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
     """Bytes a norm over [n, d] saves: its input plus its statistics. LayerNorm's mean and
