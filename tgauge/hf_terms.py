@@ -73,6 +73,19 @@ def _phi3() -> Table:
     return table
 
 
+def _mixtral() -> Table:
+    """modeling_mixtral: Llama's names but the MoE block (issue 22): mlp.gate is the router,
+    mlp.experts the experts (their act_fn apart), the block's own ops save nothing."""
+    L = "decoder.layers"
+    table = {k: v for k, v in _llama().items() if not k.startswith("layers.mlp")}
+    table["layers.mlp.gate"] = (f"{L}.ffn.router",)
+    table["layers.mlp.experts"] = tuple(f"{L}.ffn.experts{k}" for k in ("", ".gate", ".up",
+                                                                        ".down"))  # fmt: skip
+    table["layers.mlp.experts.act_fn"] = (f"{L}.ffn.experts.act",)
+    table["layers.mlp"] = (f"{L}.ffn",)
+    return table
+
+
 def _bert() -> Table:
     L, a = "encoder.layers", "encoder.layer.attention"
     return {
@@ -170,6 +183,7 @@ HF_TERMS: dict[str, Table] = {
     "mistral": _llama(),
     "qwen2": _llama(),  # issue 22: modeling_qwen2 has Llama's module names
     "phi3": _phi3(),
+    "mixtral": _mixtral(),  # issue 22
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

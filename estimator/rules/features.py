@@ -26,13 +26,19 @@ MEASURED: dict[str, tuple[str, ...]] = {
     # modeling_phi3: Llama's code but one qkv_proj (the fused_qkv views, as GPT-2's c_attn),
     # one gate_up_proj (estimator/rules/hf/phi3.py) and partial rotary (its cos, sin)
     "Phi3ForCausalLM": ("fused_gate_up", "rotary_dim"),
+    # issue 22: modeling_mixtral, Llama's attention and a MoE block run by grouped_mm
+    # (estimator/rules/hf/moe.py)
+    "MixtralForCausalLM": ("n_experts",),
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # sdpa saves the rotated q, k (new tensors) beside the views of qkv_proj's output, and a
     # no-grad pass holds that output while its views live: not modelled yet (measured off)
     "Phi3ForCausalLM": (("train",), ("eager",)),
+    "MixtralForCausalLM": (("train",), ("eager", "fused")),
 }
+#: the MoE experts code whose memory the rules model (Workload.experts_impl)
+MEASURED_EXPERTS = ("grouped_mm",)
 _NEW_CLASSES = frozenset(DEFAULT_ARCHITECTURE.values())
 
 
@@ -60,6 +66,9 @@ def hf_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
         return _line(spec, f"the code of {spec.hf_architecture} (transformers)")
     if spec.hf_architecture in _NEW_CLASSES and sh.autocast:  # measured in fp32 only
         return _line(spec, f"autocast on {spec.hf_architecture}")
+    if spec.n_experts and sh.experts_impl not in MEASURED_EXPERTS:  # issue 22
+        return _line(spec, f"experts_impl={sh.experts_impl!r} (measured: "
+                     f"{'/'.join(MEASURED_EXPERTS)})")  # fmt: skip
     runs = MEASURED_RUNS.get(spec.hf_architecture or "")
     if runs is not None and (sh.mode not in runs[0] or sh.attention_impl not in runs[1]):
         return _line(spec, f"mode={sh.mode!r} with attention_impl={sh.attention_impl!r} on "

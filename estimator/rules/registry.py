@@ -51,6 +51,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.features",
     "estimator.rules.finetune",  # issue 20
     "estimator.rules.hf.phi3",
+    "estimator.rules.hf.moe",  # issue 22
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``
