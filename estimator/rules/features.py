@@ -35,7 +35,6 @@ MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # sdpa saves the rotated q, k (new tensors) beside the views of qkv_proj's output, and a
     # no-grad pass holds that output while its views live: not modelled yet (measured off)
     "Phi3ForCausalLM": (("train",), ("eager",)),
-    "MixtralForCausalLM": (("train",), ("eager", "fused")),
 }
 #: the MoE experts code whose memory the rules model (Workload.experts_impl)
 MEASURED_EXPERTS = ("grouped_mm",)

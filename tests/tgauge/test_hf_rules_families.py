@@ -51,7 +51,19 @@ def test_unmeasured_family_memory_is_refused_by_name():
 
     from estimator.estimate import estimate
 
-    path = Path(__file__).parents[1] / "estimator/spec/hf_configs/mixtral-8x7b.json"
+    path = Path(__file__).parents[1] / "estimator/spec/hf_configs/deepseek-v3.json"
     spec = ModelSpec.from_hf_config(json.loads(path.read_text()))
-    with pytest.raises(UnsupportedError, match="MixtralForCausalLM"):
+    with pytest.raises(UnsupportedError, match="DeepseekV3ForCausalLM"):
         estimate(spec, Workload(batch_size=1, seq_len=16, mode="prefill"))
+
+
+def test_unmeasured_experts_impl_is_refused_by_name():
+    """Mixtral's memory is modelled for grouped_mm experts (estimator/rules/hf/moe.py): the
+    per-expert loop and batched_mm are refused by name, not estimated with its rules."""
+    from estimator.estimate import estimate
+
+    spec = ModelSpec.from_hf_config(CONFIGS["mixtral"])
+    for impl in ("eager", "batched_mm"):
+        w = Workload(batch_size=1, seq_len=16, mode="train", experts_impl=impl)
+        with pytest.raises(UnsupportedError, match=f"experts_impl='{impl}'"):
+            estimate(spec, w)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.decoders_pass import HFPass
+from estimator.rules.live import Live
 from estimator.rules.reference.backward import Walker
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
@@ -131,3 +133,56 @@ def moe_backward(bw: Walker, p: str, n: Any) -> Any:
     bw.linear(router, nd, g=n * E * FP32_BYTES, stream=True)  # the router's input grad
     bw.residual(n)  # the experts' and the router's grads of the norm output summed
     return nd
+
+
+class MoEPass(HFPass):
+    """HFPass (estimator/rules/hf/decoders_pass.py) whose FFN is Mixtral's MoE block, as the
+    live tracker reads a no-grad forward of it."""
+
+    def ffn(self, s: int) -> int:
+        """MixtralSparseMoeBlock.forward on the norm output [b, s, d] -> its output [n, d].
+        The router: logits [n, E] (fp32 in an fp32 model; the block's ``_`` keeps them to
+        its end), softmax, topk (values fp32, indices int64), the sum [n, 1], ``/=`` in
+        place. grouped_mm_experts_forward: sort (ids, perm), ``perm // k``, the gathered
+        inputs [S, d], the weights' gather [S], ``expert_ids_g.float()``, histc, cumsum; up
+        [S, 2 d_e], silu [S, d_e], the product (the up output and silu's go), down [S, d]
+        (the product goes), ``* weights`` [S, d], inv_perm (empty_like, arange, index_put_),
+        ``[inv_perm]`` (the weighted one goes), the sum over k [n, d]; then its locals go,
+        and the block's."""
+        live, spec, n = self.live, self.spec, self.b * s
+        E, k, d, d_e = spec.n_experts, spec.n_experts_per_token, spec.d_model, spec.expert_d_ff
+        S = n * k
+        Sd, Se = S * d * self.cb, S * d_e * self.cb
+        logits = live.take(n * E * self.cb)
+        probs = live.take(n * E * FP32_BYTES)
+        routed = live.take(n * k * FP32_BYTES, n * k * INDEX_BYTES)  # topk
+        col = live.take(n * FP32_BYTES)  # the sum
+        live.drop(probs, col)  # the router returns
+        ids = live.take(S * INDEX_BYTES, S * INDEX_BYTES)  # sort: expert_ids_g, perm
+        div = live.take(S * INDEX_BYTES)  # perm // k
+        x = live.take(Sd)  # hidden_states[perm // k]
+        w = live.take(S * FP32_BYTES)  # sample_weights[perm]
+        live.drop(div)
+        counts = live.take(S * FP32_BYTES, E * FP32_BYTES, E * OFFSET_BYTES)  # histc, cumsum
+        up = live.take(2 * Se)  # the up _grouped_mm
+        act = live.take(Se)  # silu(gate)
+        prod = live.take(Se)  # * up
+        live.drop(up, act)
+        down = live.take(Sd)  # the down _grouped_mm
+        live.drop(prod)
+        weighted = live.take(Sd)  # * sample_weights_g
+        inv = live.take(S * INDEX_BYTES)  # empty_like(perm)
+        rng = live.take(S * INDEX_BYTES)  # arange
+        back = live.take(Sd)  # weighted_out[inv_perm]
+        live.drop(rng, weighted)
+        y = live.take(n * d * self.cb)  # view + sum(dim=1)
+        live.drop(back, down, x, inv, w, ids, counts)
+        live.drop(logits, routed)  # the block returns
+        return y
+
+
+@register("replay.pass", *CLASSES)
+@register("replay.step", *CLASSES)
+def moe_pass(spec: ModelSpec, sh: Shapes, live: Live) -> MoEPass:
+    """A no-grad forward of a transformers MoE LM: ``MoEPass``."""
+    return MoEPass(spec, sh, live)
