@@ -67,3 +67,23 @@ def test_unmeasured_experts_impl_is_refused_by_name():
         w = Workload(batch_size=1, seq_len=16, mode="train", experts_impl=impl)
         with pytest.raises(UnsupportedError, match=f"experts_impl='{impl}'"):
             estimate(spec, w)
+
+
+BF16_MODES = [("train", "fused")] + [
+    pytest.param(mode, attention, marks=SLOW)
+    for mode, attention in (("train", "eager"), ("prefill", "eager"), ("decode", "fused"))
+]
+
+
+@pytest.mark.parametrize(("mode", "attention"), BF16_MODES)
+def test_mixtral_bf16_matches_real_model_at_random_points(mode, attention):
+    """The MoE block in a bf16 model (estimator/rules/hf/moe.py: the routing weights are
+    fp32, so the weighted outputs and their grads are too): the same bars as in fp32."""
+    rng = random.Random(f"mixtral-bf16-{mode}-{attention}")
+    b, s = rng.randint(1, 4), rng.randint(8, 40)
+    extra = {"new_tokens": rng.randint(1, 4)} if mode == "decode" else {}
+    w = Workload(batch_size=b, seq_len=s, attention_impl=attention, mode=mode, dtype="bf16",
+                 **extra)  # fmt: skip
+    config = CONFIGS["mixtral"]
+    p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
+    assert_point(p, mode, attention, extra.get("new_tokens", 0))

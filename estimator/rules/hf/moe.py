@@ -75,7 +75,9 @@ def moe_backward(bw: Walker, p: str, n: Any) -> Any:
     in autograd's order as the live tracker reads it (profiler/live.py): ViewBackward0 of
     the summed view (a copy [S, d] of the expanded grad); IndexBackward0 of ``[inv_perm]``
     (new_zeros, then an out-of-place index_put [S, d]); MulBackward0 of the routing weights
-    (grad * w, grad * proj_out summed to [S, 1]); GroupedMmBackward0 of down (the weight's
+    (grad * w, grad * proj_out summed to [S, 1]; these grads are fp32, the routing weights'
+    dtype, and a low model dtype gets ToCopyBackward0's fp32 grad first and grad * w cast
+    back to proj_out's dtype); GroupedMmBackward0 of down (the weight's
     grad [E, d, d_e] first, then the input's [S, d_e]); the product's MulBackward0 (2 [S,
     d_e]); silu_backward; SplitBackward0's cat [S, 2 d_e]; GroupedMmBackward0 of gate_up;
     IndexBackward0 of the routing weights' gather ([S] fp32) and of the inputs' gather
@@ -87,16 +89,25 @@ def moe_backward(bw: Walker, p: str, n: Any) -> Any:
     E, k = spec.n_experts, spec.n_experts_per_token
     Sd, Se, nd, S4 = S * d * ib, S * d_e * ib, n * d * bw.cb, S * FP32_BYTES
     name = f"{p}.ffn.experts"
-    live.take(Sd)  # ViewBackward0: the expanded grad reshaped, a copy
-    live.take(Sd, Sd)  # IndexBackward0: new_zeros, index_put
-    live.drop(Sd, Sd)
+    # ``proj_out * sample_weights_g`` promotes to fp32 (the router's weights): what follows
+    # it, and its grads, are fp32; ``.to(hidden_states.dtype)`` casts back
+    Sf, nf = S * d * FP32_BYTES, n * d * FP32_BYTES
+    low = ib != FP32_BYTES
+    live.take(nf if low else 0)  # ToCopyBackward0 of the final .to: an fp32 grad [n, d]
+    live.take(Sf)  # ViewBackward0: the expanded grad reshaped, a copy
+    live.drop(nf if low else 0)
+    live.take(Sf, Sf)  # IndexBackward0: new_zeros, index_put
+    live.drop(Sf, Sf)
     bw.free(name, S * INDEX_BYTES)  # inv_perm
-    live.take(Sd, Sd, S4)  # grad * w; grad * proj_out -> summed to [S, 1]
-    live.drop(Sd, Sd)  # grad * proj_out, the incoming grad
+    live.take(Sf, Sf)  # grad * w; grad * proj_out
+    g = live.take(Sd) if low else Sf  # grad * w cast to proj_out's dtype
+    live.drop(Sf if low else 0)
+    live.take(S4)  # grad * proj_out summed to [S, 1]
+    live.drop(Sf, Sf)  # grad * proj_out, the incoming grad
     bw.free(name, Sd + S4)  # proj_out, sample_weights_g
     bw.grad(f"{name}.down")  # GroupedMmBackward0: the weight's grad, then the input's
     live.take(Se)
-    live.drop(Sd)
+    live.drop(g)
     bw.free(name, Se)  # its input (the product)
     live.take(Se, Se)  # the product's grads: grad * up, grad * act(gate)
     live.drop(Se)
@@ -147,8 +158,9 @@ class MoEPass(HFPass):
         inputs [S, d], the weights' gather [S], ``expert_ids_g.float()``, histc, cumsum; up
         [S, 2 d_e], silu [S, d_e], the product (the up output and silu's go), down [S, d]
         (the product goes), ``* weights`` [S, d], inv_perm (empty_like, arange, index_put_),
-        ``[inv_perm]`` (the weighted one goes), the sum over k [n, d]; then its locals go,
-        and the block's."""
+        ``[inv_perm]`` (the weighted one goes), the sum over k [n, d], all three fp32 (the
+        routing weights' dtype), cast back to the model dtype; then its locals go, and the
+        block's."""
         live, spec, n = self.live, self.spec, self.b * s
         E, k, d, d_e = spec.n_experts, spec.n_experts_per_token, spec.d_model, spec.expert_d_ff
         S = n * k
@@ -170,13 +182,16 @@ class MoEPass(HFPass):
         live.drop(up, act)
         down = live.take(Sd)  # the down _grouped_mm
         live.drop(prod)
-        weighted = live.take(Sd)  # * sample_weights_g
+        Sf = S * d * FP32_BYTES  # * sample_weights_g (fp32) promotes: fp32 from here
+        weighted = live.take(Sf)
         inv = live.take(S * INDEX_BYTES)  # empty_like(perm)
         rng = live.take(S * INDEX_BYTES)  # arange
-        back = live.take(Sd)  # weighted_out[inv_perm]
+        back = live.take(Sf)  # weighted_out[inv_perm]
         live.drop(rng, weighted)
-        y = live.take(n * d * self.cb)  # view + sum(dim=1)
-        live.drop(back, down, x, inv, w, ids, counts)
+        summed = live.take(n * d * FP32_BYTES)  # view + sum(dim=1)
+        cast = self.cb != FP32_BYTES  # .to(hidden_states.dtype): a copy in a low dtype
+        y = live.take(n * d * self.cb) if cast else summed
+        live.drop(back, down, x, inv, w, ids, counts, summed if cast else 0)
         live.drop(logits, routed)  # the block returns
         return y
 
