@@ -68,6 +68,8 @@ def hf_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
     if spec.n_experts and sh.experts_impl not in MEASURED_EXPERTS:  # issue 22
         return _line(spec, f"experts_impl={sh.experts_impl!r} (measured: "
                      f"{'/'.join(MEASURED_EXPERTS)})")  # fmt: skip
+    if spec.n_experts and sh.finetune.kind != "full":  # measured: full training only
+        return _line(spec, f"finetune={sh.finetune.kind!r} on a mixture of experts")
     runs = MEASURED_RUNS.get(spec.hf_architecture or "")
     if runs is not None and (sh.mode not in runs[0] or sh.attention_impl not in runs[1]):
         return _line(spec, f"mode={sh.mode!r} with attention_impl={sh.attention_impl!r} on "
