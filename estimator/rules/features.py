@@ -70,6 +70,9 @@ def hf_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
                      f"{'/'.join(MEASURED_EXPERTS)})")  # fmt: skip
     if spec.n_experts and sh.finetune.kind != "full":  # measured: full training only
         return _line(spec, f"finetune={sh.finetune.kind!r} on a mixture of experts")
+    if spec.n_experts and (sh.checkpointing != "none" or sh.dropout > 0):  # measured off
+        return _line(spec, f"checkpointing={sh.checkpointing!r} / dropout={sh.dropout} on a "
+                     "mixture of experts (measured: none / 0.0)")  # fmt: skip
     runs = MEASURED_RUNS.get(spec.hf_architecture or "")
     if runs is not None and (sh.mode not in runs[0] or sh.attention_impl not in runs[1]):
         return _line(spec, f"mode={sh.mode!r} with attention_impl={sh.attention_impl!r} on "

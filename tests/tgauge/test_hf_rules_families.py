@@ -5,6 +5,7 @@ model. Bars (issue 22): parameters, weights, gradients, optimizer states, saved 
 per term and the KV cache after every step exact; peaks within 2% with the phase right."""
 
 import random
+import re
 
 import pytest
 
@@ -57,16 +58,24 @@ def test_unmeasured_family_memory_is_refused_by_name():
         estimate(spec, Workload(batch_size=1, seq_len=16, mode="prefill"))
 
 
-def test_unmeasured_experts_impl_is_refused_by_name():
-    """Mixtral's memory is modelled for grouped_mm experts (estimator/rules/hf/moe.py): the
-    per-expert loop and batched_mm are refused by name, not estimated with its rules."""
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [({"experts_impl": "eager"}, "experts_impl='eager'"),
+     ({"experts_impl": "batched_mm"}, "experts_impl='batched_mm'"),
+     ({"finetune": "lora"}, "finetune='lora'"),
+     ({"checkpointing": "full"}, "checkpointing='full'"),
+     ({"dropout": 0.1}, "dropout=0.1")],
+)  # fmt: skip
+def test_unmeasured_moe_runs_are_refused_by_name(fields, named):
+    """Mixtral's memory is modelled for grouped_mm experts in full training without
+    checkpointing or dropout (estimator/rules/hf/moe.py): the per-expert loop, batched_mm and
+    the other runs are refused by name, not estimated with its rules."""
     from estimator.estimate import estimate
 
     spec = ModelSpec.from_hf_config(CONFIGS["mixtral"])
-    for impl in ("eager", "batched_mm"):
-        w = Workload(batch_size=1, seq_len=16, mode="train", experts_impl=impl)
-        with pytest.raises(UnsupportedError, match=f"experts_impl='{impl}'"):
-            estimate(spec, w)
+    w = Workload(batch_size=1, seq_len=16, mode="train", **fields)
+    with pytest.raises(UnsupportedError, match=re.escape(named)):
+        estimate(spec, w)
 
 
 BF16_MODES = [("train", "fused")] + [
