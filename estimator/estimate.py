@@ -122,7 +122,20 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
     if workload.dtype == "int4":
         out.append("weights in int4: scales/zero points of a real quantizer are not counted")
     out += _unchecked_serving(workload)
+    if spec.n_experts:  # issue 22: the routing assumption, stated
+        out.append(MOE_ROUTING)
     return out + finetune_unchecked(spec, workload)
+
+
+#: what a mixture of experts' estimate assumes of the routing (estimator/rules/hf/moe.py)
+MOE_ROUTING = (
+    "mixture of experts: no routing assumption enters with experts_impl='grouped_mm' "
+    "(transformers' default): every tensor it saves or holds is sized by the k n routed "
+    "(token, expert) pairs whichever experts the router picks, FLOPs count k experts per "
+    "token, parameters, gradients and optimizer states all experts; the per-expert loop "
+    "(eager) and batched_mm are refused for memory, and grouped_mm's CUDA kernel workspace "
+    "is not modelled"
+)
 
 
 def _unchecked_serving(workload: Workload) -> list[str]:

@@ -134,6 +134,8 @@ class Shapes:
     max_num_batched_tokens: int | None = None  # engine vllm: chunked prefill
     # issue 20: what the step trains (estimator/spec/finetune.py)
     finetune: FinetuneShapes = FinetuneShapes("full")
+    # issue 22: Workload.experts_impl (estimator/rules/hf/moe.py)
+    experts_impl: str = "grouped_mm"
 
     def stack(self, name: str) -> StackShapes:
         """The stack called ``name`` ("encoder" or "decoder")."""
@@ -232,5 +234,6 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         block_size=w.block_size,
         max_num_batched_tokens=w.max_num_batched_tokens,
         finetune=resolve_finetune(spec, w),
+        experts_impl=w.experts_impl,
         **_sizes(spec, **given),
     )

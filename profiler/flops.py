@@ -28,6 +28,24 @@ from profiler.naming import add_term, term_name
 from profiler.results import FlopCount, FvcoreCount, Measured
 from profiler.tracking import ModuleStack, node_term
 
+
+def grouped_mm_flops(a: Any, b: Any, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    """aten._grouped_mm (torch.nn.functional.grouped_mm; transformers' MoE experts, issue 22),
+    2 FLOPs per multiply-add over the groups the offsets split: [S, K] @ [E, K, N] -> [S, N]
+    (each row against its group's matrix: 2 S K N); [M, S] @ [S, N] -> [E, M, N] (the
+    backward's weight grad: each group's slice of S, 2 M S N in all)."""
+    if a.dim() == 2 and b.dim() == 3:
+        return 2 * a.shape[0] * a.shape[1] * b.shape[2]
+    if a.dim() == 2 and b.dim() == 2:
+        return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    raise NotImplementedError(f"_grouped_mm of {a.dim()}-D @ {b.dim()}-D")
+
+
+#: formulas torch.utils.flop_counter has not (op packet -> formula)
+EXTRA_FORMULAS: dict[Any, Callable[..., int]] = {}
+if hasattr(torch.ops.aten, "_grouped_mm"):
+    EXTRA_FORMULAS[torch.ops.aten._grouped_mm] = grouped_mm_flops
+
 #: op-name fragments of matmul-like ops: one of these without a formula is reported as uncounted
 MATMUL_LIKE = ("mm", "matmul", "conv", "attention", "linear", "einsum", "bilinear")
 
@@ -44,7 +62,7 @@ class _FlopMode(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func._overloadpacket
-        formula = flop_registry.get(packet)
+        formula = flop_registry.get(packet) or EXTRA_FORMULAS.get(packet)
         if formula is not None:
             n = int(formula(*args, **kwargs, out_val=out))
             phase = self.tracker.phase()

@@ -29,6 +29,10 @@ DROPOUT_FIELDS = (
     "dropout", "attention_dropout", "activation_dropout",  # bart, llama, mistral
 )  # fmt: skip
 
+#: config.json keys that give a mixture of experts' routed experts (mixtral, qwen*_moe,
+#: deepseek_v3)
+EXPERT_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts")
+
 #: the task of a class, from the end of its name (first match wins)
 TASKS = (
     ("ForCausalLM", "causal-lm"),
@@ -94,6 +98,10 @@ def build_hf_model(config: dict[str, Any], workload: Workload, device: str) -> H
     attn = ATTN_IMPLEMENTATION[workload.attention_impl]
     try:  # any failure here comes from the user's config: say so in one line
         cfg = transformers.AutoConfig.for_model(**config, attn_implementation=attn)
+        if any(config.get(key) for key in EXPERT_COUNTS):  # issue 22: a mixture of experts
+            # runs the workload's experts code (integrations/moe.py); a dense class refuses
+            # any (PreTrainedModel._grouped_mm_can_dispatch)
+            cfg._experts_implementation = workload.experts_impl
         for name in DROPOUT_FIELDS:
             if hasattr(cfg, name):
                 setattr(cfg, name, workload.dropout)

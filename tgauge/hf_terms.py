@@ -104,6 +104,17 @@ def _gemma2() -> Table:
     return {**_llama(), "layers.post_attention_layernorm": (f"{L}.attn_out_norm",),
             "layers.pre_feedforward_layernorm": (f"{L}.ffn_norm",),
             "layers.post_feedforward_layernorm": (f"{L}.ffn_out_norm",)}  # fmt: skip
+def _mixtral() -> Table:
+    """modeling_mixtral: Llama's names but the MoE block (issue 22): mlp.gate is the router,
+    mlp.experts the experts (their act_fn apart), the block's own ops save nothing."""
+    L = "decoder.layers"
+    table = {k: v for k, v in _llama().items() if not k.startswith("layers.mlp")}
+    table["layers.mlp.gate"] = (f"{L}.ffn.router",)
+    table["layers.mlp.experts"] = tuple(f"{L}.ffn.experts{k}" for k in ("", ".gate", ".up",
+                                                                        ".down"))  # fmt: skip
+    table["layers.mlp.experts.act_fn"] = (f"{L}.ffn.experts.act",)
+    table["layers.mlp"] = (f"{L}.ffn",)
+    return table
 
 
 def _bert() -> Table:
@@ -206,6 +217,7 @@ HF_TERMS: dict[str, Table] = {
     "qwen3": _qwen3(),  # issue 22d
     "gpt_neox": _gpt_neox(),  # issue 22d
     "gemma2": _gemma2(),  # issue 22d
+    "mixtral": _mixtral(),  # issue 22
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

@@ -89,3 +89,7 @@ EVERY: dict[str, dict[str, Any]] = {
                    "bos_token_id": 0, "eos_token_id": 0},
     "olmo2": {**_LLAMA_LIKE, "model_type": "olmo2", "architectures": ["Olmo2ForCausalLM"]},
 }  # fmt: skip
+
+# issue 22: the mixture of experts whose memory the rules model (estimator/rules/hf/moe.py)
+CONFIGS["mixtral"] = EVERY["mixtral"]
+FAMILIES = tuple(CONFIGS)

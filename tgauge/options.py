@@ -176,6 +176,14 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--double-quant/--no-double-quant",),
         "--finetune qlora: bitsandbytes' double quantization of the absmax",
     ),
+    # issue 22: a mixture of experts' experts code (estimator/rules/hf/moe.py)
+    "experts_impl": (
+        str,
+        "grouped_mm",
+        ("--experts-impl",),
+        "a mixture of experts' experts code in transformers: grouped_mm (its default) | "
+        "eager | batched_mm (memory modelled for grouped_mm only)",
+    ),
 }
 #: options given as one comma-separated string, Workload tuples (issue 20)
 _LISTS = ("frozen", "lora_targets")

@@ -39,6 +39,9 @@ MEASURED: dict[str, tuple[str, ...]] = {
         "final_softcap",
         "embed_scale",
     ),
+    # issue 22: modeling_mixtral, Llama's attention and a MoE block run by grouped_mm
+    # (estimator/rules/hf/moe.py)
+    "MixtralForCausalLM": ("n_experts",),
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -47,6 +50,8 @@ MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # GemmaRMSNorm transients, soft-caps, per-layer windows in the cache) are not modelled
     "Gemma2ForCausalLM": (("train",), ("eager",)),
 }
+#: the MoE experts code whose memory the rules model (Workload.experts_impl)
+MEASURED_EXPERTS = ("grouped_mm",)
 _NEW_CLASSES = frozenset(DEFAULT_ARCHITECTURE.values())
 
 
@@ -74,6 +79,14 @@ def hf_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
         return _line(spec, f"the code of {spec.hf_architecture} (transformers)")
     if spec.hf_architecture in _NEW_CLASSES and sh.autocast:  # measured in fp32 only
         return _line(spec, f"autocast on {spec.hf_architecture}")
+    if spec.n_experts and sh.experts_impl not in MEASURED_EXPERTS:  # issue 22
+        return _line(spec, f"experts_impl={sh.experts_impl!r} (measured: "
+                     f"{'/'.join(MEASURED_EXPERTS)})")  # fmt: skip
+    if spec.n_experts and sh.finetune.kind != "full":  # measured: full training only
+        return _line(spec, f"finetune={sh.finetune.kind!r} on a mixture of experts")
+    if spec.n_experts and (sh.checkpointing != "none" or sh.dropout > 0):  # measured off
+        return _line(spec, f"checkpointing={sh.checkpointing!r} / dropout={sh.dropout} on a "
+                     "mixture of experts (measured: none / 0.0)")  # fmt: skip
     runs = MEASURED_RUNS.get(spec.hf_architecture or "")
     if runs is not None and (sh.mode not in runs[0] or sh.attention_impl not in runs[1]):
         return _line(spec, f"mode={sh.mode!r} with attention_impl={sh.attention_impl!r} on "

@@ -55,6 +55,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.qwen3",  # issue 22d
     "estimator.rules.hf.gpt_neox",  # issue 22d
     "estimator.rules.hf.gemma2",  # issue 22d
+    "estimator.rules.hf.moe",  # issue 22
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``

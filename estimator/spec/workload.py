@@ -32,6 +32,7 @@ ServingEngine = Literal["forward", "hf-generate", "vllm"]  # issue 19
 QuantName = Literal["gptq", "awq", "fp8", "fp8-tensor", "int8", "nf4"]  # issue 19
 Finetune = Literal["full", "freeze", "lora", "qlora"]  # issue 20
 QuantType = Literal["nf4", "fp4"]  # issue 20
+ExpertsImpl = Literal["grouped_mm", "eager", "batched_mm"]  # issue 22
 
 _TORCH_IMPLS = ("fused", "foreach", "forloop")
 #: the implementations each optimizer's step runs as (Workload.optimizer_impl)
@@ -258,6 +259,14 @@ class Workload(BaseModel):
     )
     quant_type: QuantType = Field("nf4", description="qlora: bnb_4bit_quant_type")
     double_quant: bool = Field(False, description="qlora: bnb_4bit_use_double_quant")
+    # issue 22: the MoE experts' code (transformers integrations/moe.py ExpertsInterface)
+    experts_impl: ExpertsImpl = Field(
+        "grouped_mm",
+        description="how a mixture of experts runs its experts: grouped_mm (transformers' "
+        "default: one grouped matmul over the routed pairs, sized by k tokens whatever the "
+        "routing), eager (a loop over the hit experts) or batched_mm (every pair's weights "
+        "gathered); only grouped_mm's memory is modelled",
+    )
 
     @model_validator(mode="after")
     def _check_finetune(self) -> Workload:

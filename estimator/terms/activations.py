@@ -44,6 +44,7 @@ from typing import Any
 from estimator.rules.registry import rule
 from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
 from estimator.terms.finetune import lora_layer_targets
@@ -149,8 +150,10 @@ def ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Terms:
     return t
 
 
-def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> Terms:
-    """Saved bytes of ONE layer of ``stack`` over s tokens, names relative to {stack}.layers."""
+def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any,
+                moe: bool = False) -> Terms:  # fmt: skip
+    """Saved bytes of ONE layer of ``stack`` over s tokens, names relative to {stack}.layers;
+    ``moe``: a mixture-of-experts layer (issue 22: its FFN is rule ``saved.ffn.moe``)."""
     b = sh.b
     n = b * s
     t: Terms = {"attn_norm": norm_saved(spec, sh, n)}
@@ -173,7 +176,7 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
             t["cross_attn"] = cross.pop("checkpoint")
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
     t["ffn_norm"] = norm_saved(spec, sh, n)
-    t.update(ffn_saved(spec, sh, n))
+    t.update(rule("saved.ffn.moe", spec, sh)(spec, sh, n) if moe else ffn_saved(spec, sh, n))
     t["self_attn"] = rope_or_bias_saved(spec, sh, stack, s) + held
     if sh.dropout > 0:
         t["dropout"] = sublayers * mask_bytes(sh, n * spec.d_model)  # residual masks
@@ -225,8 +228,10 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
         for k in steady.keys() | first.keys():
             t[f"{stack}.layers.{k}"] = (L - 1) * steady.get(k, 0) + first.get(k, 0)
     else:
-        for k, v in layer_saved(spec, sh, stack, s, s_src).items():
-            t[f"{stack}.layers.{k}"] = L * v
+        n_moe = moe_layers(spec) if stack == "decoder" else 0  # issue 22
+        for moe, copies in ((False, L - n_moe), (True, n_moe)):
+            for k, v in (layer_saved(spec, sh, stack, s, s_src, moe) if copies else {}).items():
+                t[f"{stack}.layers.{k}"] = t.get(f"{stack}.layers.{k}", 0) + copies * v
     if sh.checkpointing != "full":
         if spec.position == "rotary":  # tables built once per stack, saved by its layers
             key = f"{stack}.layers.self_attn"

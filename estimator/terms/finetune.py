@@ -80,6 +80,26 @@ def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
     return out + _linear(f"{lay}.ffn.down", d_ff, d, bias)
 
 
+def _moe_layer(spec: ModelSpec, lay: str, i: int) -> list[tuple[str, Shape]]:
+    """Layer ``i`` of a mixture of experts (estimator.terms.params._moe_layer_shapes): a
+    dense layer, or its FFN replaced by the router [E, d], the experts' gate_up [E, 2 d_e, d]
+    and down [E, d, d_e], then the shared MLP (gate, up, down) and its gate."""
+    dense = _layer(spec, lay, False)
+    if i in spec.dense_layers:
+        return dense
+    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
+    out = [x for x in dense if not x[0].startswith(f"{lay}.ffn.")]
+    out += [(f"{lay}.ffn.router", (E, d)), (f"{lay}.ffn.experts.gate_up", (E, 2 * d_e, d)),
+            (f"{lay}.ffn.experts.down", (E, d, d_e))]  # fmt: skip
+    if spec.shared_expert_d_ff:
+        d_s = spec.shared_expert_d_ff
+        out += [(f"{lay}.ffn.shared.gate", (d_s, d)), (f"{lay}.ffn.shared.up", (d_s, d)),
+                (f"{lay}.ffn.shared.down", (d, d_s))]  # fmt: skip
+    if spec.shared_expert_gate:
+        out.append((f"{lay}.ffn.shared_gate", (1, d)))
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def named_param_shapes(spec: ModelSpec) -> Named:
     """(term name, shape) of every distinct parameter tensor, in the order of
@@ -106,7 +126,10 @@ def named_param_shapes(spec: ModelSpec) -> Named:
         if spec.embed_norm:
             out += _norm(spec, f"{stack}.embed_norm")
         cross = stack == "decoder" and spec.arch == "encoder-decoder"
-        out += _layer(spec, f"{stack}.layers", cross) * n_layers
+        if stack == "decoder" and spec.n_experts:  # issue 22: MoE layers but dense_layers
+            out += [t for i in range(n_layers) for t in _moe_layer(spec, f"{stack}.layers", i)]
+        else:
+            out += _layer(spec, f"{stack}.layers", cross) * n_layers
         if spec.final_norm:
             out += _norm(spec, f"{stack}.final_norm")
     if spec.pooler:

@@ -55,6 +55,9 @@ class PassShape:
     pairs: Any  # self-attention (query, key) pairs per head and sequence
     s_src: Any = 0  # cross-attention keys (0: no cross-attention)
     cross_kv: bool = True  # the cross k_proj / v_proj run in this pass (False: cached)
+    # issue 22: positions kv_b_proj decompresses per sequence (MLA: transformers caches the
+    # latent, so a decode step decompresses the whole cache); None: s_q
+    s_keys: Any = None
 
 
 def full_pass(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any = 0) -> PassShape:
@@ -65,7 +68,8 @@ def full_pass(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any = 0) -
 
 
 def _attention(spec: ModelSpec, fused: bool, b: Any, s_q: Any, s_kv: Any, pairs: Any,
-               kv: bool, math: bool = False) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+               kv: bool, math: bool = False,
+               s_keys: Any = None) -> dict[str, tuple[Any, Any]]:  # fmt: skip
     """(forward, backward) of one attention block; s_kv tokens feed k_proj / v_proj.
     ``math``: fused attention runs torch's math sdpa (chunked blocks, reference_model/
     attention.py Attention.chunked), whose backward does not recompute the scores."""
@@ -73,7 +77,7 @@ def _attention(spec: ModelSpec, fused: bool, b: Any, s_q: Any, s_kv: Any, pairs:
     d_v = spec.v_head_dim if spec.kv_lora_rank else d_h  # MLA: values narrower than q.k
     t: dict[str, tuple[Any, Any]] = {}
     if spec.kv_lora_rank:
-        t.update(_latent_projections(spec, b, s_q, s_kv, kv))
+        t.update(_latent_projections(spec, b, s_q, s_kv if s_keys is None else s_keys, kv))
     else:
         q = 2 * b * s_q * d * h * d_h  # [b*s_q, d] @ [d, h*d_h]
         t["q_proj"] = (q, 2 * q)
@@ -99,8 +103,9 @@ def _latent_projections(spec: ModelSpec, b: Any, s_q: Any, s_kv: Any,
                         kv: bool) -> dict[str, tuple[Any, Any]]:  # fmt: skip
     """Multi-head latent attention's projections (transformers deepseek_v3
     DeepseekV3Attention.forward): q through q_a_proj / q_b_proj (or q_proj), k and v from
-    kv_a_proj_with_mqa and kv_b_proj on the s_kv new tokens (the cache keeps them
-    decompressed, so a decode step decompresses only its own token)."""
+    kv_a_proj_with_mqa on the s_q new tokens and kv_b_proj on the s_kv positions of the
+    cache after its update (transformers 5 caches the latent and ``expand_kv`` decompresses
+    all of it every pass: a decode step's kv_b_proj runs on every cached position)."""
     d, h, d_qk, d_v = spec.d_model, spec.n_heads, spec.head_dim, spec.v_head_dim
     r_q, r_kv, d_rope, d_nope = (spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim,
                                  spec.qk_nope_head_dim)  # fmt: skip
@@ -115,7 +120,7 @@ def _latent_projections(spec: ModelSpec, b: Any, s_q: Any, s_kv: Any,
         t["q_proj"] = (q, 2 * q)
     if kv:
         m = b * s_kv
-        kv_a = 2 * m * d * (r_kv + d_rope)  # [m, d] @ [d, r_kv + d_rope]
+        kv_a = 2 * n * d * (r_kv + d_rope)  # [n, d] @ [d, r_kv + d_rope]
         kv_b = 2 * m * r_kv * h * (d_nope + d_v)  # [m, r_kv] @ [r_kv, h*(d_nope + d_v)]
         t["kv_a_proj"], t["kv_b_proj"] = (kv_a, 2 * kv_a), (kv_b, 2 * kv_b)
     return t
@@ -152,7 +157,7 @@ def _layer(spec: ModelSpec, sh: Shapes, p: PassShape, stack: str) -> dict[str, t
     b, s_q = p.b, p.s_q
     fused = sh.attention_impl == "fused"
     math = sh.stack(stack).pattern == "chunked" and s_q > 1
-    self_attn = _attention(spec, fused, b, s_q, s_q, p.pairs, True, math)
+    self_attn = _attention(spec, fused, b, s_q, s_q, p.pairs, True, math, p.s_keys)
     t = {f"self_attn.{k}": v for k, v in self_attn.items()}
     if p.s_src:
         cross = _attention(spec, fused, b, s_q, p.s_src, s_q * p.s_src, p.cross_kv)
@@ -267,7 +272,7 @@ def decode_step_at(spec: ModelSpec, sh: Shapes, seen: Any, pairs: Any, cache: bo
     if not cache:
         p = PassShape(sh.b, seen, pairs, sh.s_src)
         return stack_terms(spec, sh, "decoder", p, n_logits=sh.b * seen)
-    p = PassShape(sh.b, 1, pairs, sh.s_src, cross_kv=False)
+    p = PassShape(sh.b, 1, pairs, sh.s_src, cross_kv=False, s_keys=pairs)
     return stack_terms(spec, sh, "decoder", p, n_logits=sh.b)
 
 

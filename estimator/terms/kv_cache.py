@@ -11,10 +11,13 @@ keys and values of the s_src encoder outputs, computed once. No cache (no terms)
 or when ``workload.kv_cache`` is False. bytes is the size of the KV cache dtype (int4 packs two
 values per byte).
 Issue 22: a per-layer pattern (Gemma 2/3, ``spec.layer_pattern``) keeps min(T, w) positions in
-its sliding layers and T in its full ones; multi-head latent attention (DeepSeek-V2/V3) in
-transformers caches the decompressed K [h, d_nope + d_rope] and V [h, d_v] per token and
-layer (DeepSeek-V3: 128 * (192 + 128) = 40,960 values), while vLLM caches the latent
-(``mla_latent_bytes_per_token``: kv_lora_rank + qk_rope_head_dim = 576 values).
+its sliding layers and T in its full ones; multi-head latent attention (DeepSeek-V2/V3) caches
+the latent, in transformers 5 (DeepseekV3Attention.forward: ``cache.update(kv_nope, k_rot)``
+before ``expand_kv``, the normed kv_nope [b, 1, T, kv_lora_rank] as keys and the rotated k_rot
+[b, 1, T, qk_rope_head_dim] as values) as in vLLM: kv_lora_rank + qk_rope_head_dim = 576
+values per token and layer for DeepSeek-V3 (``mla_latent_bytes_per_token``). transformers 4
+cached the decompressed K [h, d_nope + d_rope] and V [h, d_v] (40,960 values); measured on
+5.24 (tests/estimator/terms/test_kv_latent.py).
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ def kv_cache_at(spec: ModelSpec, sh: Shapes, step: Any | None = None) -> Terms:
         n_sliding = layer_pattern_counts(spec, st)
         rows = n_sliding * positions("sliding_window", spec.sliding_window, seen, new)
         rows += (L - n_sliding) * positions("causal", None, seen, new)
-    if spec.kv_lora_rank:  # MLA in transformers: K [b,h,T,d_qk] and V [b,h,T,d_v] decompressed
-        width = spec.n_heads * (spec.head_dim + spec.v_head_dim)
+    if spec.kv_lora_rank:  # MLA: the latent [b,1,T,kv_lora_rank] and k_rot [b,1,T,d_rope]
+        width = spec.kv_lora_rank + spec.qk_rope_head_dim
         terms = {"decoder.layers.self_attn": nbytes(b * rows * width, dtype)}
     else:
         terms = {"decoder.layers.self_attn": nbytes(2 * b * rows * h_kv * d_h, dtype)}  # K, V
@@ -76,11 +79,10 @@ def layer_pattern_counts(spec: ModelSpec, st: Any) -> int:
 
 
 def mla_latent_bytes_per_token(spec: ModelSpec, dtype: str) -> int:
-    """Latent KV cache of multi-head latent attention as vLLM keeps it (one [kv_lora_rank +
-    qk_rope_head_dim] vector per token and layer: vllm/attention/backends/mla, the
-    compressed kv_c and the shared rotary k_pe), NOT what transformers keeps (its
-    DeepseekV3Attention caches the decompressed K and V, ``kv_cache``). DeepSeek-V3 in bf16:
-    61 * 576 * 2 = 70,272 bytes per token."""
+    """Latent KV cache of multi-head latent attention per token (one [kv_lora_rank +
+    qk_rope_head_dim] vector per layer: vllm/attention/backends/mla, the compressed kv_c and
+    the shared rotary k_pe; transformers 5's DeepseekV3Attention caches the same two,
+    ``kv_cache``). DeepSeek-V3 in bf16: 61 * 576 * 2 = 70,272 bytes per token."""
     if not spec.kv_lora_rank:
         raise UnsupportedError(f"{spec.name} has no latent attention (kv_lora_rank)")
     width = spec.kv_lora_rank + spec.qk_rope_head_dim

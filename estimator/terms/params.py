@@ -259,13 +259,34 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
     return out + _linear_shapes(d_ff, d, ffn)  # ffn.down
 
 
+def _moe_layer_shapes(spec: ModelSpec, i: int) -> list[tuple[int, ...]]:
+    """Layer ``i`` of a mixture of experts (issue 22): a layer of ``dense_layers`` as
+    ``_layer_shapes``, else its FFN replaced by the router weight [E, d] and the experts'
+    gate_up [E, 2 d_e, d] and down [E, d, d_e] (transformers modeling_mixtral
+    MixtralTopKRouter.weight, MixtralExperts.gate_up_proj / down_proj), then the shared
+    MLP's gate, up, down (no biases)."""
+    dense = _layer_shapes(spec, False)
+    if i in spec.dense_layers:
+        return dense
+    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
+    n_ffn = (2 if spec.fused_gate_up else 3 if spec.gated else 2) * (2 if spec.ffn_bias else 1)
+    out = dense[:-n_ffn] + [(E, d), (E, 2 * d_e, d), (E, d, d_e)]
+    if spec.shared_expert_d_ff:
+        d_s = spec.shared_expert_d_ff
+        out += [(d_s, d), (d_s, d), (d, d_s)]
+    if spec.shared_expert_gate:
+        out.append((1, d))
+    return out
+
+
 @functools.lru_cache(maxsize=256)  # depends on the spec only; hot in plan searches
 def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     """Shape of every distinct parameter tensor, in the order of the reference model's
     ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
     for-loop step's temporaries depend on neighbouring tensors
     (estimator/replay/optimizer_step.py)."""
-    known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up")  # below
+    known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up",
+             "n_experts", "expert_d_ff")  # fmt: skip  # below (issue 22: MoE layers)
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
     if unmodelled and rule("params.layer_shapes", spec)(spec) is None:  # else the class's
         raise UnsupportedError(
@@ -290,7 +311,10 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
         if spec.embed_norm:
             out += _norm_shapes(spec)
         cross = stack == "decoder" and spec.arch == "encoder-decoder"
-        out += _layer_shapes(spec, cross) * n_layers
+        if stack == "decoder" and spec.n_experts:  # issue 22: MoE layers but dense_layers
+            out += [t for i in range(n_layers) for t in _moe_layer_shapes(spec, i)]
+        else:
+            out += _layer_shapes(spec, cross) * n_layers
         if spec.final_norm:
             out += _norm_shapes(spec)
     if spec.pooler:

@@ -36,7 +36,8 @@ from estimator.spec.model import ModelSpec
 FP32_BYTES = 4
 #: classes whose loss is loss_utils.ForCausalLMLoss / ForMaskedLMLoss (``logits.float()``)
 #: (BertForMaskedLM calls nn.CrossEntropyLoss on its prediction scores as they are)
-UPCAST_LOSS = frozenset({"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM"})
+UPCAST_LOSS = frozenset({"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM",
+                         "MixtralForCausalLM"})  # fmt: skip
 #: classes whose RMSNorm is T5LayerNorm (the others: LlamaRMSNorm)
 T5_NORM = frozenset({"T5ForConditionalGeneration", "T5Model", "T5EncoderModel"})
 
@@ -44,6 +45,7 @@ T5_NORM = frozenset({"T5ForConditionalGeneration", "T5Model", "T5EncoderModel"})
 #: classes whose eager attention runs softmax(..., dtype=torch.float32).to(query.dtype)
 FP32_SOFTMAX = frozenset({
     "LlamaForCausalLM", "MistralForCausalLM", "ViTModel", "ViTForImageClassification",
+    "MixtralForCausalLM",  # issue 22: modeling_mixtral.eager_attention_forward
 })  # fmt: skip
 
 
