@@ -49,7 +49,7 @@ def compare_charts(rows: list[Any], gpu: str) -> list[ChartData]:
             ChartData(
                 name=name,
                 title=f"Transformer vs LSTM: {title}"
-                + (f" ({gpu} roofline)" if name == "compare_time" else ""),
+                + (f" on {gpu}" if name == "compare_time" else ""),
                 x_label="sequence length T (tokens)",
                 y_label=unit,
                 kind="lines",
