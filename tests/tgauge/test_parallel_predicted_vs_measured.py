@@ -66,18 +66,11 @@ WORKLOAD_OF: dict[str, dict] = {
 }
 DEFAULT = ("zero3-2", "zero1-2", "hf-llama-zero3-2")
 
-#: case -> why its peak is not yet within the bar (measured, docs/validation.md); issue 18p
-#: closed the five before it (the embedding output and SP's stack output held to the loss,
-#: foreach_reduce's last gradient and gloo's reduce-scatter clone)
-PEAK_OPEN: dict[str, str] = {
-    "zero3-ckpt-4": (
-        "FSDP2 zero3 with full checkpointing on 4 ranks: predicted 3.6% low in backward "
-        "(16,392 B: two [n, d] fp32 and 8 B, as zero3 without checkpointing, -2.4 / -2.8%). "
-        "One [n, d] is the LM head's input gradient, which the live tracker still holds "
-        "after the final norm's backward under FSDP2 (zero2 and zero3; not on one device); "
-        "the other appears in the first layer's recompute. Neither traced to torch's code yet"
-    ),
-}
+#: case -> why its peak is not yet within the bar (measured, docs/validation.md): none since
+#: issue 18p (the embedding output and SP's stack output held to the loss, foreach_reduce's
+#: last gradient and gloo's reduce-scatter clone, the first layer's missing prefetch, and
+#: the live peak measured apart from CommDebugMode)
+PEAK_OPEN: dict[str, str] = {}
 #: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
 #: runs, exactly; docs/validation.md)
 PEAK_FLAKY = dict.fromkeys(
