@@ -75,40 +75,11 @@ WORKLOAD_OF: dict[str, dict] = {
 }
 DEFAULT = ("zero3-2", "zero1-2", "hf-llama-zero3-2", "zero3-titan-2")
 
-#: case -> why its peak is not yet within the bar (measured, docs/validation.md); issue 18p
-#: closed the five before it (the embedding output and SP's stack output held to the loss,
-#: foreach_reduce's last gradient and gloo's reduce-scatter clone)
-PEAK_OPEN: dict[str, str] = {
-    "zero3-ckpt-4": ("tiny", {"world": 4, "shard": "zero3"}),
-}
-#: case -> its Workload fields beside WORKLOAD's
-WORKLOAD_OF: dict[str, dict] = {
-    "zero3-ckpt-2": {"checkpointing": "full"},
-    "zero3-ckpt-4": {"checkpointing": "full"},
-}
-DEFAULT = ("zero3-2", "zero1-2", "hf-llama-zero3-2", "zero3-titan-2")
-
-#: case -> why its peak is not yet within the bar (measured, docs/validation.md); issue 18p
-#: closed the five before it (the embedding output and SP's stack output held to the loss,
-#: foreach_reduce's last gradient and gloo's reduce-scatter clone)
-PEAK_OPEN: dict[str, str] = {
-    "zero2-titan-untied-2": "TODO",
-    "hf-llama-zero3-titan-2": (
-        "HF Llama, torchtitan's units, zero3 on 2 ranks: predicted 60,945,492 B (the embedding's "
-        "backward copy-out: its unit twice, beside layer 0's reduce-scatter input), measured "
-        "70,003,932 B in backward (-12.9%): 136 B above the embedding unit's post_backward "
-        "with its gathered parameters, unsharded gradients, reduce-scatter input and output "
-        "all live at once (the replay reshards first and frees the gradients before the "
-        "output, as _fsdp_param_group.py / foreach_reduce read); not traced yet"
-    ),
-    "zero3-ckpt-4": (
-        "FSDP2 zero3 with full checkpointing on 4 ranks: predicted 3.6% low in backward "
-        "(16,392 B: two [n, d] fp32 and 8 B, as zero3 without checkpointing, -2.4 / -2.8%). "
-        "One [n, d] is the LM head's input gradient, which the live tracker still holds "
-        "after the final norm's backward under FSDP2 (zero2 and zero3; not on one device); "
-        "the other appears in the first layer's recompute. Neither traced to torch's code yet"
-    ),
-}
+#: case -> why its peak is not yet within the bar (measured, docs/validation.md): none since
+#: issue 18p (the embedding output and SP's stack output held to the loss, foreach_reduce's
+#: last gradient and gloo's reduce-scatter clone, the first layer's missing prefetch, and
+#: the live peak measured apart from CommDebugMode)
+PEAK_OPEN: dict[str, str] = {}
 #: case -> why its measured peak varies from run to run (xfail, not strict: it passes in most
 #: runs, exactly; docs/validation.md)
 PEAK_FLAKY = dict.fromkeys(
