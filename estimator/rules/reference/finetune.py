@@ -79,7 +79,6 @@ def lora_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any], layer: dict[s
     """Bytes beyond the states live at the highest wrapped linear of the last layer (module
     docstring). ``acts``: activation terms by name (no ``activations.`` prefix); ``layer``:
     one steady layer's saved set under LoRA (estimator/terms/activations.py frozen_layers)."""
-    ft = sh.finetune
     if spec.arch != "decoder" or spec.norm_position != "pre" or sh.checkpointing == "selective":
         return 0
     if sh.checkpointing == "full":
