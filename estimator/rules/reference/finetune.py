@@ -93,9 +93,10 @@ def lora_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any], layer: dict[s
 def recompute_moment(spec: ModelSpec, sh: Shapes, layer: dict[str, Any]) -> Any:
     """What a checkpointed layer's recompute in backward adds at its highest wrapped linear
     (``layer_moment`` less its input, which the checkpoint holds already). Non-reentrant
-    checkpoint stops the recompute once the last saved tensor is packed again (torch/utils/checkpoint.py,
-    early stop, _StopRecomputationError): when the layer's last saver is a wrapped linear's
-    lora_B, its ``* scaling`` never runs."""
+    checkpoint stops the recompute once the last saved tensor is packed again
+    (torch/utils/checkpoint.py, early stop, _StopRecomputationError): when the layer's last
+    saver is a wrapped linear's lora_B, its ``* scaling`` never runs (measured within 2%
+    on a 16-bit base: where the stop falls is not modelled to the tensor)."""
     input_ = sh.b * sh.s_dec * spec.d_model * sh.cb  # attn_norm's saved input: the checkpoint's
     return layer_moment(spec, sh, layer, recompute=True) - input_
 
