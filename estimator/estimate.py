@@ -185,8 +185,9 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
                    "backward is counted whole (checked on eager attention only)")  # fmt: skip
     if spec.implementation == "reference":
         out.append(
-            "finetune on the reference model: predicted with the rules measured on the Hugging "
-            "Face classes (the reference model has no adapters yet)"
+            "finetune on the reference model: every row measured exact on CPU "
+            "(reference_model/lora.py, tests/tgauge/test_validate_lora_reference.py) but the "
+            "peak of a checkpointed layer's recompute on a 16-bit base (within 2%)"
         )
     if workload.checkpointing == "full":
         out.append(f"finetune={ft!r} with checkpointing: the recompute's saved set under frozen "

@@ -253,7 +253,6 @@ class Backward:
             full = dict(frozen_layers(self.spec, self.sh, stack, s, s_src)[0])
             # its highest wrapped linear, while the recompute runs (rules/reference/finetune.py)
             top = rule("live.lora_recompute", self.spec)(self.spec, self.sh, full)
-            top = top - self.b * s * self.spec.d_model * self.cb if top else 0  # the input
             self.live.take(top)
             self.live.drop(top)
         # the layer's input is the checkpoint's own (kept): the first module saving it, the

@@ -48,8 +48,8 @@ def _check(point) -> None:
 
 FIXED = [
     (GPT, 2, dict(batch_size=2, seq_len=16)),
-    (GPT, 2, dict(batch_size=1, seq_len=8, dtype="bf16")),
-    (LLAMA, 2, dict(batch_size=2, seq_len=16)),
+    pytest.param(GPT, 2, dict(batch_size=1, seq_len=8, dtype="bf16"), marks=pytest.mark.slow),
+    pytest.param(LLAMA, 2, dict(batch_size=2, seq_len=16), marks=pytest.mark.slow),
     (LLAMA, 2, dict(batch_size=2, seq_len=16, dtype="bf16", lora_targets=("k", "o"))),
     (GPT, 2, dict(batch_size=2, seq_len=16, lora_dropout=0.1)),
     (LLAMA, 2, dict(batch_size=2, seq_len=16, checkpointing="full")),
@@ -100,7 +100,7 @@ def _draw(seed: int) -> tuple[dict, int, dict]:
 
 
 @pytest.mark.parametrize(
-    "seed", [0, 1] + [pytest.param(s, marks=pytest.mark.slow) for s in range(2, 12)]
+    "seed", [0] + [pytest.param(s, marks=pytest.mark.slow) for s in range(1, 12)]
 )
 def test_random_reference_lora_points_match_measurement(seed) -> None:
     arch, layers, fields = _draw(seed)
