@@ -339,8 +339,23 @@ class Pass:
         live.drop(nd)
         return nd
 
+    def parallel_layer(self, stack: str, s: int, start: int, cache) -> None:
+        """Layer.parallel_forward: its locals h = Norm1(x), a, h2 = Norm2(x) (one_norm: h),
+        m live until it returns; (x + a) + m makes two [b, s, d], the first a temporary."""
+        live, nd = self.live, self.act(s, self.spec.d_model)
+        h = self.norm(s)
+        a = self.attention(s, start, stack, 0, cache)
+        h2 = self.norm(s) if self.spec.parallel_block == "two_norms" else 0
+        m = self.ffn(s)
+        xa = live.take(nd)  # x + a
+        live.take(nd)  # + m: the layer's output
+        live.drop(xa, h, a, h2, m)
+
     def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
         """Layer.forward: its input stays live (the stack's args); -> one new [b, s, d]."""
+        if self.spec.parallel_block != "none":
+            self.parallel_layer(stack, s, start, cache)
+            return
         x_a = self.sublayer(s, lambda: self.attention(s, start, stack, 0, cache))
         if cross_s:
             x_c = self.sublayer(s, lambda: self.attention(s, start, stack, cross_s, cache))
