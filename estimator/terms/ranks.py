@@ -65,6 +65,11 @@ def tensor_entries(spec: ModelSpec) -> tuple[tuple[str, Shape, int], ...]:
     estimator/terms/params.py (copies: the stack's n_layers for a layer's tensors)."""
     if spec.fused_qkv:
         raise UnsupportedError("parallel= with fused_qkv (one c_attn projection) is not modelled")
+    if spec.parallel_block != "none":  # issue 22: per-rank parts not measured for it
+        raise UnsupportedError(
+            f"parallel= with parallel_block={spec.parallel_block!r} (attention and FFN on one "
+            "input) is not modelled"
+        )
     d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.bias
     norm: list[Shape] = [(d,), (d,)] if spec.norm == "layernorm" else [(d,)]
     out: list[tuple[str, Shape, int]] = []

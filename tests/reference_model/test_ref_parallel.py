@@ -104,3 +104,21 @@ def test_one_norm_has_no_ffn_norm_and_both_branches_read_the_layer_input() -> No
     y = layer(x, 0, model.decoder.pos, None, None, None, None)
     a = layer.self_attn(layer.attn_norm(x), start=0, pos=model.decoder.pos)
     torch.testing.assert_close(y, x + a)
+
+
+def test_other_features_and_ranks_stay_refused_by_name() -> None:
+    """GPT-NeoX-20B's partial rotary is still refused for memory (not its parallel block);
+    the per-rank model refuses parallel blocks (not measured there)."""
+    from estimator import estimate
+    from estimator.spec import UnsupportedError
+    from estimator.spec.parallel import Parallel
+    from estimator.spec.presets import get_preset
+
+    w = Workload(batch_size=1, seq_len=64, mode="train", dtype="bf16")
+    with pytest.raises(UnsupportedError, match="rotary_dim=24") as err:
+        estimate(get_preset("gpt-neox-20b"), w)
+    assert "parallel_block" not in str(err.value)
+    falcon = get_preset("falcon-7b")
+    assert estimate(falcon, w).peak_memory_bytes > 0
+    with pytest.raises(UnsupportedError, match="parallel_block='one_norm'"):
+        estimate(falcon, w, parallel=Parallel(world=2, shard="zero3"))
