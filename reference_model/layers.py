@@ -22,7 +22,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        d, d_ff, bias = spec.d_model, spec.d_ff, spec.bias
+        d, d_ff, bias = spec.d_model, spec.d_ff, spec.ffn_bias
         self.up = nn.Linear(d, d_ff, bias=bias)
         self.gate = nn.Linear(d, d_ff, bias=bias) if spec.gated else None
         self.act = _ACTIVATIONS[spec.activation]()

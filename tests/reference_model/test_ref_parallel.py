@@ -30,8 +30,11 @@ def _workload(mode: str, b: int, s: int, impl: str, **kw) -> Workload:
     return Workload(mode=mode, batch_size=b, seq_len=s, attention_impl=impl, **kw)
 
 
-def _check(base: str, block: str, wl: Workload) -> None:
-    point = validate_point(spec(**{**BASES[base], "parallel_block": block}), wl, device="cpu")
+def _check(base: str, block: str, wl: Workload, extra: dict | None = None) -> None:
+    """Every row of the point at (base spec, parallel block, extra fields): exact, or for the
+    peak within PEAK_BYTES (test_ref_biases.py reuses it)."""
+    kw = {**BASES[base], "parallel_block": block, **(extra or {})}
+    point = validate_point(spec(**kw), wl, device="cpu")
     assert point.status == "ok", point.notes
     eager = wl.attention_impl == "eager"
     for r in point.rows:

@@ -1,0 +1,55 @@
+"""Separate biases (spec.qkv_bias, o_bias, ffn_bias apart from bias: Qwen2's q/k/v biases)
+in the reference model: parameters, FLOPs, every saved term, the KV cache and the peaks
+against the measurement (tgauge.validate.validate_point), as tests/reference_model/
+test_ref_parallel.py does for parallel blocks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from ref_specs import GPT, LLAMA
+from test_ref_parallel import BASES, _check, _workload
+
+BIASES = {
+    "qwen": {"qkv_bias": True},  # on LLAMA (bias=False)
+    "gpt-no-o-ffn": {"o_bias": False, "ffn_bias": False},  # on GPT (bias=True)
+}
+assert BASES == {"gpt": GPT, "llama": LLAMA}
+
+
+def _bias_check(base: str, extra: dict, wl) -> None:
+    _check(base, "none", wl, extra)
+
+
+FIXED = [
+    ("llama", BIASES["qwen"], _workload("train", 2, 16, "eager"), False),
+    ("gpt", BIASES["gpt-no-o-ffn"], _workload("train", 1, 8, "fused", autocast="bf16"), False),
+    ("llama", BIASES["qwen"], _workload("decode", 2, 12, "eager"), False),
+    ("gpt", BIASES["gpt-no-o-ffn"], _workload("prefill", 2, 16, "fused"), True),
+    ("llama", BIASES["qwen"], _workload("train", 2, 16, "eager", autocast="bf16"), True),
+]
+
+
+@pytest.mark.parametrize(
+    "base,extra,wl",
+    [
+        pytest.param(b, e, w, id=f"{b}-{w.mode}-{i}", marks=[pytest.mark.slow] if slow else [])
+        for i, (b, e, w, slow) in enumerate(FIXED)
+    ],
+)
+def test_separate_biases_match_measurement(base, extra, wl) -> None:
+    _bias_check(base, extra, wl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_separate_biases_random_points(seed) -> None:
+    rng = random.Random(2210 + seed)
+    mode = rng.choice(["train", "train", "prefill", "decode"])
+    kw = rng.choice([{}, {"autocast": "bf16"}]) if mode == "train" else {}
+    wl = _workload(
+        mode, rng.choice([1, 2, 3]), rng.choice([8, 16]), rng.choice(["eager", "fused"]), **kw
+    )
+    extra = {f: rng.choice([True, False]) for f in ("qkv_bias", "o_bias", "ffn_bias")}
+    _bias_check(rng.choice(list(BASES)), extra, wl)
