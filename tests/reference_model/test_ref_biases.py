@@ -53,3 +53,8 @@ def test_separate_biases_random_points(seed) -> None:
     )
     extra = {f: rng.choice([True, False]) for f in ("qkv_bias", "o_bias", "ffn_bias")}
     _bias_check(rng.choice(list(BASES)), extra, wl)
+
+
+def test_head_dim_apart_from_d_model_over_heads() -> None:
+    """head_dim given (h d_h = 48 != d_model = 32: Gemma, Qwen3): exact as the default."""
+    _check("llama", "none", _workload("train", 2, 16, "eager"), {"head_dim": 12})
