@@ -361,6 +361,9 @@ class Backward:
         self.grad(f"{stack}.patch")
         self.free(f"{stack}.patch.proj")
         self.free(f"{stack}.patch")
+        if spec.embed_scale:  # MulBackward0 of embed * sqrt(d): grad * scale (+R)
+            live.take(nd)
+            live.drop(nd)
         if not spec.is_patch_input:
             self.embed_use()
             self.free("embed", n * INDEX_BYTES)  # this stack's token ids

@@ -259,7 +259,7 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     for-loop step's temporaries depend on neighbouring tensors
     (estimator/replay/optimizer_step.py)."""
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up",
-             "parallel_block")  # fmt: skip
+             "parallel_block", "embed_scale")  # fmt: skip
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
     if unmodelled:
         raise UnsupportedError(

@@ -58,3 +58,20 @@ def test_separate_biases_random_points(seed) -> None:
 def test_head_dim_apart_from_d_model_over_heads() -> None:
     """head_dim given (h d_h = 48 != d_model = 32: Gemma, Qwen3): exact as the default."""
     _check("llama", "none", _workload("train", 2, 16, "eager"), {"head_dim": 12})
+
+
+@pytest.mark.parametrize(
+    "base,wl",
+    [
+        ("llama", _workload("train", 2, 16, "eager")),
+        ("gpt", _workload("decode", 1, 12, "fused")),
+        pytest.param("llama", _workload("prefill", 2, 16, "fused"), marks=pytest.mark.slow),
+        pytest.param(
+            "gpt", _workload("train", 1, 16, "fused", autocast="bf16"), marks=pytest.mark.slow
+        ),
+    ],
+    ids=["llama-train", "gpt-decode", "llama-prefill", "gpt-train-autocast"],
+)
+def test_embedding_scale_matches_measurement(base, wl) -> None:
+    """embed_scale (Gemma: embeddings times sqrt(d_model), Transformer.embed_tokens)."""
+    _check(base, "none", wl, {"embed_scale": True})

@@ -41,6 +41,15 @@ class Pass:
     def act(self, s: int, width: int) -> int:  # bytes of a [b, s, width] activation
         return self.b * s * width * self.cb
 
+    def embed(self, s: int) -> int:
+        """The token embeddings [b, s, d]; with embed_scale (Transformer.embed_tokens) times
+        sqrt(d): the scaled copy replaces the embedding's output."""
+        x = self.live.take(self.act(s, self.spec.d_model))
+        if self.spec.embed_scale:
+            self.live.take(x)
+            self.live.drop(x)
+        return x
+
     def logits(self, s: int) -> int:
         """The LM head's output [b, s, V] (kept): one tensor."""
         return self.live.take(self.act(s, self.spec.vocab_size))
