@@ -97,13 +97,13 @@ class Attention(nn.Module):
             spec.n_heads,
             spec.n_kv_heads,
             spec.head_dim,
-            spec.bias,
+            spec.qkv_bias,
         )
         self.h, self.h_kv, self.d_h, self.pattern, self.impl = h, h_kv, d_h, pattern, impl
         self.q_proj = nn.Linear(d, h * d_h, bias=bias)
         self.k_proj = nn.Linear(d, h_kv * d_h, bias=bias)
         self.v_proj = nn.Linear(d, h_kv * d_h, bias=bias)
-        self.o_proj = nn.Linear(h * d_h, d, bias=bias)
+        self.o_proj = nn.Linear(h * d_h, d, bias=spec.o_bias)
         if impl == "eager":
             self.scores = AttentionScores(d_h, dropout)
             self.mix = AttentionMix()

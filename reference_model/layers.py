@@ -22,7 +22,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        d, d_ff, bias = spec.d_model, spec.d_ff, spec.bias
+        d, d_ff, bias = spec.d_model, spec.d_ff, spec.ffn_bias
         self.up = nn.Linear(d, d_ff, bias=bias)
         self.gate = nn.Linear(d, d_ff, bias=bias) if spec.gated else None
         self.act = _ACTIVATIONS[spec.activation]()
@@ -36,7 +36,10 @@ class FeedForward(nn.Module):
 
 class Layer(nn.Module):
     """Self-attention, cross-attention (decoder of encoder-decoder), FFN; each sublayer is
-    pre-norm x + Drop(F(Norm(x))) or post-norm Norm(x + Drop(F(x)))."""
+    pre-norm x + Drop(F(Norm(x))) or post-norm Norm(x + Drop(F(x))). A parallel block
+    (``spec.parallel_block``; GPT-J, GPT-NeoX's use_parallel_residual, Falcon) reads one input
+    x in both: x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x))), 'one_norm': Norm2 is Norm1's
+    output (no ffn_norm)."""
 
     def __init__(self, spec: ModelSpec, impl: str, dropout: float, pattern: Pattern, cross: bool):
         super().__init__()
@@ -46,7 +49,9 @@ class Layer(nn.Module):
         if cross:
             self.cross_norm = make_norm(spec)
             self.cross_attn = Attention(spec, impl, dropout, None)
-        self.ffn_norm = make_norm(spec)
+        self.parallel = spec.parallel_block
+        if self.parallel != "one_norm":
+            self.ffn_norm = make_norm(spec)
         self.ffn = FeedForward(spec)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # residual dropout
 
@@ -57,6 +62,8 @@ class Layer(nn.Module):
         return norm(x + drop(fn(x)))
 
     def forward(self, x, start, pos, key_padding, memory, memory_padding, cache) -> torch.Tensor:
+        if self.parallel != "none":
+            return self.parallel_forward(x, start, pos, key_padding, cache)
         x = self.sublayer(
             x,
             self.attn_norm,
@@ -71,6 +78,17 @@ class Layer(nn.Module):
                 ),
             )
         return self.sublayer(x, self.ffn_norm, self.ffn)
+
+    def parallel_forward(self, x, start, pos, key_padding, cache) -> torch.Tensor:
+        """x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x))): the attention branch runs first,
+        then the second norm and the FFN, then (x + a) + m (as GPT-NeoX's
+        mlp_output + attn_output + residual, one order of the same sum)."""
+        drop = self.dropout if self.dropout is not None else (lambda t: t)
+        h = self.attn_norm(x)
+        a = drop(self.self_attn(h, start=start, pos=pos, key_padding=key_padding, cache=cache))
+        h2 = h if self.parallel == "one_norm" else self.ffn_norm(x)
+        m = drop(self.ffn(h2))
+        return x + a + m
 
 
 class PatchEmbedding(nn.Module):

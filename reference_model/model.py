@@ -7,6 +7,7 @@ implementation, pattern/window and dropout from the workload; ``device="meta"`` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,9 @@ from estimator.spec.workload import resolved_pattern
 from reference_model.cache import KVCache
 from reference_model.layers import HeadTransform, Pooler, Stack
 from reference_model.masks import Pattern
+
+#: the issue-22 features (estimator/spec/features.py ``features``) the reference model builds
+BUILT = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale")
 
 IGNORE_INDEX = -100  # label of padding: cross-entropy ignores it
 
@@ -68,7 +72,8 @@ class Transformer(nn.Module):
                 f"n_labels={spec.n_labels}: the reference model has no classifier head; "
                 "measure the Hugging Face class (validate --hf)"
             )
-        unbuilt = features(spec)  # issue 22: what the reference model does not build yet
+        # issue 22: what the reference model does not build yet (BUILT: what it does)
+        unbuilt = [f for f in features(spec) if not f.startswith(BUILT)]
         if unbuilt:
             raise UnsupportedError(
                 f"the reference model does not build {', '.join(unbuilt)} ({spec.name}); "
@@ -102,6 +107,12 @@ class Transformer(nn.Module):
                 self.lm_head.weight = self.embed.weight  # tied: one storage, owned by embed
             self.loss = CrossEntropy()
 
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """The decoder-only token embeddings [b, s, d], times sqrt(d_model) with
+        ``spec.embed_scale`` (Gemma; x * a Python scalar: a new tensor, nothing saved)."""
+        x = self.embed(ids)
+        return x * math.sqrt(self.spec.d_model) if self.spec.embed_scale else x
+
     # ---- training / prefill forward --------------------------------------------------------
     def forward(
         self,
@@ -122,7 +133,7 @@ class Transformer(nn.Module):
         if pixel_values is not None:
             x = first.patch(pixel_values)  # [b, n_patches + 1, d]
         else:
-            x = self.embed(input_ids)  # [b, s] -> [b, s, d]
+            x = self.embed_tokens(input_ids)  # [b, s] -> [b, s, d]
         h = first(x, key_padding=attention_mask, token_type_ids=token_type_ids)
         if self.spec.arch == "encoder-decoder":
             y = self.embed(decoder_input_ids)  # [b, s_t] -> [b, s_t, d]
@@ -151,7 +162,7 @@ class Transformer(nn.Module):
 
     def _decoder_step(self, ids: torch.Tensor, cache: KVCache, memory=None) -> torch.Tensor:
         start = cache.length
-        y = self.embed(ids)  # [b, s] -> [b, s, d]
+        y = self.embed_tokens(ids)  # [b, s] -> [b, s, d]
         h = self.decoder(
             y, start=start, memory=memory, memory_padding=cache.memory_padding, cache=cache
         )

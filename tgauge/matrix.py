@@ -104,7 +104,24 @@ def long_cases() -> list[Case]:
 
     chunked = dict(attention_pattern="chunked", window=48)  # 256 % 48 = 16
     window = dict(attention_pattern="sliding_window", window=64)
+    # issue 22: what the reference model builds of the new families' features
+    neox = _spec("neox-long", "decoder", **GPT, **long, parallel_block="two_norms")
+    falcon = _spec("falcon-long", "decoder", **LLAMA, **long, parallel_block="one_norm")
+    qwen = _spec("qwen-long", "decoder", **LLAMA, **long, qkv_bias=True, embed_scale=True)
     return [
+        Case("neox long train parallel eager s=256", neox, work(seq_len=256), slow=True),
+        Case(
+            "falcon long train parallel fused s=256 b=2",
+            falcon,
+            work(seq_len=256, batch_size=2, attention_impl="fused"),
+            slow=True,
+        ),
+        Case(
+            "qwen long decode qkv-bias embed-scale prompt 256",
+            qwen,
+            work("decode", seq_len=256, new_tokens=4),
+            slow=True,
+        ),
         Case("gpt long train eager s=256", gpt, work(seq_len=256)),
         Case(
             "gpt long train fused s=256 b=4",

@@ -97,6 +97,7 @@ class Backward:
         self.memory_grad = 0  # encoder-decoder: the encoder output's grad buffer
         self.release = 0  # a dropout's grad, freed once the branch's first linear has run
         self.sublayers = 2  # residual dropout masks per layer (3 with cross-attention)
+        self.pending = 0  # a grad already in the attention input's buffer (parallel block)
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def free(self, name: str, part: int | None = None) -> None:
@@ -188,6 +189,8 @@ class Backward:
             self.linear(name, out, free=free, g=grad, stream=True)
 
         proj(f"{p}.k_proj", dk, nd_k, clones and gqa)
+        if self.pending:  # a parallel block's FFN grad (one_norm) waits: k's is summed in
+            self.residual(self.b * s)
         proj(f"{p}.v_proj", dv, nd_k, clones)
         live.take(nd_k)  # k's and v's input grads summed
         live.drop(nd_k, nd_k)
@@ -236,13 +239,58 @@ class Backward:
             self.live.take(self._recomputed(stack, s, s_src), label=ACTS)
         if not s_src and self.own_layer(p, n, s):  # issue 22d: GPT-NeoX, Gemma 2
             return
-        self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n))
+        if self.spec.parallel_block != "none":
+            self.parallel_layer(p, s, n)
+        else:
+            self.sublayer(p, "ffn_norm", n, lambda g: self.ffn(p, n))
         if s_src:
             attn = lambda g: self.attention(f"{p}.cross_attn", s, s_src, g, True)  # noqa: E731
             self.sublayer(p, "cross_norm", n, attn)
-        self.sublayer(p, "attn_norm", n, lambda g: self.attention(f"{p}.self_attn", s, s, g, False))
+        if self.spec.parallel_block == "none":
+            attn = lambda g: self.attention(f"{p}.self_attn", s, s, g, False)  # noqa: E731
+            self.sublayer(p, "attn_norm", n, attn)
         if self.sh.checkpointing == "full":
             self.free(stack)  # the checkpointed layer input
+
+    def parallel_layer(self, p: str, s: int, n: int) -> None:
+        """Layer.parallel_forward's backward, x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x)))
+        (autograd runs the nodes made last first): AddBackward0 of (x + a) + m, then of x + a
+        (autocast: each casts the residual's grad to its branch's low dtype, both copies
+        live); the FFN branch (its dropout's MulBackward0), ffn_norm and its grad summed into
+        x's; the attention branch, attn_norm, summed into x's. 'one_norm': the FFN's input
+        grad waits in attn_norm's output buffer, where q/k/v's input grads are summed as they
+        arrive. The residual's grad (R) is live before and after."""
+        live, d = self.live, self.spec.d_model
+        nd, low = n * d * self.cb, n * d * self.ib
+        drop, autocast = self.sh.dropout > 0, bool(self.sh.autocast)
+        one = self.spec.parallel_block == "one_norm"
+        part = self.saved.get(f"{p}.dropout", 0) // self.share // self.sublayers
+        m_low = live.take(low) if autocast else 0
+        a_low = live.take(low) if autocast else 0
+        if drop:
+            self.release = self.dropout(f"{p}.dropout", n * d, part)
+        else:
+            self.release = m_low
+        d_h = self.ffn(p, n)  # the grad of the FFN's input
+        if not one:
+            d_n2 = self.norm(f"{p}.ffn_norm", d_h, n)
+            live.take(nd)  # summed into x's grad; the old one goes unless a still reads it
+            live.drop(d_n2, nd if autocast else 0)
+        # the attention branch: its grad is the residual's old grad (no dropout, no autocast;
+        # freed after o_proj's backward unless x's buffer still holds it: one_norm), its
+        # dropout's MulBackward0 of that grad, or AddBackward0's low copy
+        old = 0 if one or autocast else nd
+        if drop:
+            self.release = self.dropout(f"{p}.dropout", n * d, part)
+            live.drop(old)
+        else:
+            self.release = a_low + old
+        self.pending = d_h if one else 0
+        d_in = self.attention(f"{p}.self_attn", s, s, nd, False)
+        self.pending = 0
+        d_n1 = self.norm(f"{p}.attn_norm", d_in, n)
+        live.take(nd)  # summed into x's grad
+        live.drop(d_n1, nd)
 
     def _recomputed(self, stack: str, s: int, s_src: int) -> int:
         """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
@@ -331,6 +379,9 @@ class Backward:
         self.grad(f"{stack}.patch")
         self.free(f"{stack}.patch.proj")
         self.free(f"{stack}.patch")
+        if spec.embed_scale:  # MulBackward0 of embed * sqrt(d): grad * scale (+R)
+            live.take(nd)
+            live.drop(nd)
         if not spec.is_patch_input:
             self.embed_use()
             self.free("embed", n * INDEX_BYTES)  # this stack's token ids

@@ -85,7 +85,8 @@ def attention_moment(spec: ModelSpec, sh: Shapes, acts: Terms) -> Any:
     if h_kv < h:
         live += b * s * h_kv * d_h * cb  # v_proj's output (the saved V: repeat_kv's copy)
     if sh.autocast:  # the cast cache's bias copies so far (all but the last o, FFN)
-        last = (d + spec.d_ff * (2 if spec.gated else 1) + d) * cb if spec.bias else 0
+        last = d * spec.o_bias + (spec.d_ff * (2 if spec.gated else 1) + d) * spec.ffn_bias
+        last *= cb
         live += rule("live.autocast_bias_casts", spec)(spec, sh) - last
         live += b * s * d * sh.cb  # attn_norm's fp32 output (q_proj saved its cast)
         live += 2 * s * INDEX_BYTES  # q_pos, k_pos aranges [s]

@@ -30,7 +30,7 @@ def prefill_peak(spec: ModelSpec, sh: Shapes, start: Any) -> Any:
         live.drop(conv)
         s = n_patches + 1
     else:
-        live.take(p.act(s, d))  # embed: held by forward until it returns
+        p.embed(s)  # embed: held by forward until it returns
     first = spec.stacks[0][0]
     h = p.stack(first, s, 0)
     s_out = s
@@ -74,7 +74,7 @@ def cached_prefill(
         cross = s
     live.take(eng.preallocated())  # vLLM: the batch's KV blocks, before its first step
     chunk = eng.prefill_tokens(prompt)  # vLLM: the last chunk of a chunked prefill
-    live.take(p.act(chunk, d))  # embed(prompt)
+    p.embed(chunk)  # embed(prompt)
     p.stack("decoder", chunk, prompt - chunk, cross, eng.pass_cache((0, _keep(sh, prompt))))
     positions = eng.prefill_logits_positions(prompt)  # generate(): logits_to_keep=1
     logits = p.logits(positions)  # logits (BART: + final_logits_bias)
@@ -91,7 +91,6 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
     the previous token id [b, 1]; a step's cache grows by torch.cat (and a clone of the kept
     positions under a window or chunk). Steps replayed: the last one (the longest cache), and
     under chunks the last that starts with a full chunk (c held, the clone of 1)."""
-    d = spec.d_model
     prompt = sh.prompt
     prefill = cached_prefill(spec, sh, start, prompt).peak
     st = sh.stack("decoder")
@@ -108,7 +107,7 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
         cache = eng.held_cache(_cache_bytes(spec, sh, held, cross))
         live = Live(start + cache + eng.step_held(pos + 1))
         p = rule("replay.step", spec)(spec, sh, live)
-        live.take(p.act(1, d))  # embed(token)
+        p.embed(1)  # embed(token)
         p.stack("decoder", 1, pos, cross, eng.pass_cache((held, _keep(sh, pos + 1))))
         logits = p.logits(1)  # logits [b, 1, V]
         eng.after_forward(live, pos + 1)

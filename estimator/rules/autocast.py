@@ -68,10 +68,9 @@ def autocast_linear_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, d_out:
 def bias_casts_bytes(spec: ModelSpec, sh: Shapes) -> int:
     """The low copies of every nn.Linear's bias, held by autocast's cast cache until the
     autocast region ends (the end of the forward and loss): not saved, but live at the loss."""
-    if not spec.bias:
-        return 0
-    per_layer = spec.q_dim + 2 * spec.kv_dim + spec.d_model  # q, k, v, o_proj
-    per_layer += spec.d_ff * (2 if spec.gated else 1) + spec.d_model  # up (gate), down
+    per_layer = (spec.q_dim + 2 * spec.kv_dim) * spec.qkv_bias  # q, k, v
+    per_layer += spec.d_model * spec.o_bias  # o_proj
+    per_layer += (spec.d_ff * (2 if spec.gated else 1) + spec.d_model) * spec.ffn_bias  # up, down
     return spec.n_layers * per_layer * low_bytes(sh)
 
 

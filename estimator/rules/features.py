@@ -64,9 +64,12 @@ def _line(spec: ModelSpec, what: str) -> str:
 
 @register("unmodelled", "reference")
 def reference_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
-    """The reference model builds none of the issue-22 features (reference_model/ refuses
-    them by name too): each one in use is named."""
-    found = features(spec)
+    """The issue-22 features the reference rules model are listed in
+    estimator/rules/reference/features.py (``MODELLED``); each other one in use is named
+    (reference_model/ refuses those it does not build by name too)."""
+    from estimator.rules.reference.features import MODELLED
+
+    found = [f for f in features(spec) if not f.startswith(MODELLED)]
     return _line(spec, ", ".join(found)) if found else None
 
 

@@ -127,14 +127,15 @@ def attention_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
     return t
 
 
-def ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Terms:
-    """Saved bytes of one FFN over n tokens (ffn.up's input included)."""
+def ffn_saved(spec: ModelSpec, sh: Shapes, n: Any, fresh: bool = True) -> Terms:
+    """Saved bytes of one FFN over n tokens (ffn.up's input included unless an earlier module
+    saved that storage: ``fresh`` False)."""
     cb, d, d_ff = sh.ib, spec.d_model, spec.d_ff
     inner = n * d_ff * cb  # one [n, d_ff] tensor
-    t: Terms = {"ffn.up": linear_saved(spec, sh, n, d, d_ff, True)}
+    t: Terms = {"ffn.up": linear_saved(spec, sh, n, d, d_ff, True, fresh)}
     down = linear_saved(spec, sh, n, d_ff, d, False, False)  # beyond its input
     if spec.gated:  # act(gate(x)) * up(x): gate runs first and saves the norm output x
-        t = {"ffn.gate": linear_saved(spec, sh, n, d, d_ff, True)}
+        t = {"ffn.gate": linear_saved(spec, sh, n, d, d_ff, True, fresh)}
         t["ffn.up"] = linear_saved(spec, sh, n, d, d_ff, True, False)
         t.update(rule("saved.ffn.gated", spec, sh)(spec, sh, n))  # ffn.act, ffn
         t["ffn.down"] = inner + down
@@ -147,6 +148,25 @@ def ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Terms:
                 "ffn.down": inner + down,
             }
         )
+    return t
+
+
+def ffn_block_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Terms:
+    """ffn_norm and the FFN over n tokens. A parallel block (reference_model/layers.py
+    Layer.parallel_forward) norms the layer input x again: 'two_norms' -> ffn_norm's saved
+    input is x, the storage attn_norm saved (LayerNorm keeps mean and rstd, RMSNorm rms and
+    x * rms); 'one_norm' -> no ffn_norm, and the FFN's first linear reads attn_norm's output,
+    which q_proj saved (a fresh input only where each linear saves its own cast: autocast)."""
+    t: Terms = {}
+    if spec.parallel_block == "none":
+        t["ffn_norm"] = norm_saved(spec, sh, n)
+        t.update(ffn_saved(spec, sh, n))
+        return t
+    if spec.parallel_block == "two_norms":
+        t["ffn_norm"] = norm_saved(spec, sh, n) - n * spec.d_model * sh.cb
+        t.update(ffn_saved(spec, sh, n))
+        return t
+    t.update(ffn_saved(spec, sh, n, fresh=False))
     return t
 
 
@@ -175,8 +195,11 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any,
         if "checkpoint" in cross:
             t["cross_attn"] = cross.pop("checkpoint")
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
-    t["ffn_norm"] = norm_saved(spec, sh, n)
-    t.update(rule("saved.ffn.moe", spec, sh)(spec, sh, n) if moe else ffn_saved(spec, sh, n))
+    if moe:
+        t["ffn_norm"] = norm_saved(spec, sh, n)
+        t.update(rule("saved.ffn.moe", spec, sh)(spec, sh, n))
+    else:
+        t.update(ffn_block_saved(spec, sh, n))
     t["self_attn"] = rope_or_bias_saved(spec, sh, stack, s) + held
     if sh.dropout > 0:
         t["dropout"] = sublayers * mask_bytes(sh, n * spec.d_model)  # residual masks

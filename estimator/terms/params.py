@@ -246,14 +246,11 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
     out = [*_norm_shapes(spec), *attn]
     if cross:
         out += [*_norm_shapes(spec), *attn]
+    # ffn_norm; a parallel block of one norm has none (reference_model/layers.py Layer)
+    ffn_norm = [] if spec.parallel_block == "one_norm" else _norm_shapes(spec)
     if spec.fused_gate_up:  # ffn_norm, one gate_up [2 d_ff, d] (Phi3MLP.gate_up_proj)
-        return (
-            out
-            + _norm_shapes(spec)
-            + _linear_shapes(d, 2 * d_ff, ffn)
-            + _linear_shapes(d_ff, d, ffn)
-        )
-    out += _norm_shapes(spec) + _linear_shapes(d, d_ff, ffn)  # ffn_norm, ffn.up
+        return out + ffn_norm + _linear_shapes(d, 2 * d_ff, ffn) + _linear_shapes(d_ff, d, ffn)
+    out += ffn_norm + _linear_shapes(d, d_ff, ffn)  # ffn_norm, ffn.up
     if spec.gated:
         out += _linear_shapes(d, d_ff, ffn)  # ffn.gate
     return out + _linear_shapes(d_ff, d, ffn)  # ffn.down
@@ -286,7 +283,8 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     for-loop step's temporaries depend on neighbouring tensors
     (estimator/replay/optimizer_step.py)."""
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up",
-             "n_experts", "expert_d_ff")  # fmt: skip  # below (issue 22: MoE layers)
+             "n_experts", "expert_d_ff",  # below (issue 22: MoE layers)
+             "parallel_block", "embed_scale")  # fmt: skip
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
     if unmodelled and rule("params.layer_shapes", spec)(spec) is None:  # else the class's
         raise UnsupportedError(

@@ -65,7 +65,12 @@ def tensor_entries(spec: ModelSpec) -> tuple[tuple[str, Shape, int], ...]:
     estimator/terms/params.py (copies: the stack's n_layers for a layer's tensors)."""
     if spec.fused_qkv:
         raise UnsupportedError("parallel= with fused_qkv (one c_attn projection) is not modelled")
-    d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.bias
+    if spec.parallel_block != "none":  # issue 22: per-rank parts not measured for it
+        raise UnsupportedError(
+            f"parallel= with parallel_block={spec.parallel_block!r} (attention and FFN on one "
+            "input) is not modelled"
+        )
+    d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.qkv_bias
     norm: list[Shape] = [(d,), (d,)] if spec.norm == "layernorm" else [(d,)]
     out: list[tuple[str, Shape, int]] = []
 
@@ -97,12 +102,12 @@ def tensor_entries(spec: ModelSpec) -> tuple[tuple[str, Shape, int], ...]:
             add(f"{lay}.{attn}.q_proj", _linear(d, d_q, bias), L)
             add(f"{lay}.{attn}.k_proj", _linear(d, d_kv, bias), L)
             add(f"{lay}.{attn}.v_proj", _linear(d, d_kv, bias), L)
-            add(f"{lay}.{attn}.o_proj", _linear(d_q, d, bias), L)
+            add(f"{lay}.{attn}.o_proj", _linear(d_q, d, spec.o_bias), L)
         add(f"{lay}.ffn_norm", norm, L)
-        add(f"{lay}.ffn.up", _linear(d, d_ff, bias), L)
+        add(f"{lay}.ffn.up", _linear(d, d_ff, spec.ffn_bias), L)
         if spec.gated:
-            add(f"{lay}.ffn.gate", _linear(d, d_ff, bias), L)
-        add(f"{lay}.ffn.down", _linear(d_ff, d, bias), L)
+            add(f"{lay}.ffn.gate", _linear(d, d_ff, spec.ffn_bias), L)
+        add(f"{lay}.ffn.down", _linear(d_ff, d, spec.ffn_bias), L)
         if spec.final_norm:
             add(f"{stack}.final_norm", norm)
     if spec.pooler:

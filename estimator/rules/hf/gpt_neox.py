@@ -51,14 +51,6 @@ register("saved.eager_qkv", CLASS)(phi3.eager_qkv_saved)
 register("saved.sdpa", CLASS)(phi3.sdpa_saved)
 
 
-@register("saved.layer", CLASS)
-def parallel_layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> dict[str, Any]:
-    """post_attention_layernorm normalizes the layer's input x, which input_layernorm saved
-    first (F.layer_norm saves its input, mean and rstd): ffn_norm keeps only its mean and
-    rstd."""
-    return {**t, "ffn_norm": t["ffn_norm"] - n * spec.d_model * sh.cb}
-
-
 @register("backward.layer", CLASS)
 def parallel_layer_backward(bw: Walker, p: str, n: Any, s: Any) -> bool:
     """GPTNeoXLayer's backward from the output's grad g (live; ``mlp_output + attn_output +

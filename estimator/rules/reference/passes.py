@@ -41,6 +41,15 @@ class Pass:
     def act(self, s: int, width: int) -> int:  # bytes of a [b, s, width] activation
         return self.b * s * width * self.cb
 
+    def embed(self, s: int) -> int:
+        """The token embeddings [b, s, d]; with embed_scale (Transformer.embed_tokens) times
+        sqrt(d): the scaled copy replaces the embedding's output."""
+        x = self.live.take(self.act(s, self.spec.d_model))
+        if self.spec.embed_scale:
+            self.live.take(x)
+            self.live.drop(x)
+        return x
+
     def logits(self, s: int) -> int:
         """The LM head's output [b, s, V] (kept): one tensor."""
         return self.live.take(self.act(s, self.spec.vocab_size))
@@ -339,8 +348,23 @@ class Pass:
         live.drop(nd)
         return nd
 
+    def parallel_layer(self, stack: str, s: int, start: int, cache) -> None:
+        """Layer.parallel_forward: its locals h = Norm1(x), a, h2 = Norm2(x) (one_norm: h),
+        m live until it returns; (x + a) + m makes two [b, s, d], the first a temporary."""
+        live, nd = self.live, self.act(s, self.spec.d_model)
+        h = self.norm(s)
+        a = self.attention(s, start, stack, 0, cache)
+        h2 = self.norm(s) if self.spec.parallel_block == "two_norms" else 0
+        m = self.ffn(s)
+        xa = live.take(nd)  # x + a
+        live.take(nd)  # + m: the layer's output
+        live.drop(xa, h, a, h2, m)
+
     def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
         """Layer.forward: its input stays live (the stack's args); -> one new [b, s, d]."""
+        if self.spec.parallel_block != "none":
+            self.parallel_layer(stack, s, start, cache)
+            return
         x_a = self.sublayer(s, lambda: self.attention(s, start, stack, 0, cache))
         if cross_s:
             x_c = self.sublayer(s, lambda: self.attention(s, start, stack, cross_s, cache))

@@ -1,0 +1,8 @@
+"""The issue-22 features (estimator/spec/features.py ``features``) whose memory the reference
+rules model, each measured exact against reference_model/ (tests/reference_model/
+test_ref_parallel.py): rule ``unmodelled`` (estimator/rules/features.py) refuses the others."""
+
+from __future__ import annotations
+
+#: feature-name prefixes (``field=value``) the reference rules model
+MODELLED: tuple[str, ...] = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale")
