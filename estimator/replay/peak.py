@@ -144,7 +144,7 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
         forward = with_acts + acts + moment + held + fwd_extra
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
-        forward += rule("live.frozen_head_input", spec)(spec, sh)  # rules/finetune.py
+        forward += rule("live.frozen_head_input", spec, sh)(spec, sh)  # rules/finetune.py
     if rank is not None and rank[4][1]:  # TP: the logits' padded storage, and their gather
         forward += rank[4][0]
         before_loss = acts - terms.get("activations.loss", 0)

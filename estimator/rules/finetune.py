@@ -20,24 +20,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import bits
 from estimator.spec.model import ModelSpec
 
 
 @register("saved.lora", "reference")
-def lora_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, in_bytes: int) -> dict[str, Any]:
-    """Bytes lora_A and lora_B save for one wrapped linear over n tokens whose input has
-    ``in_bytes`` bytes per element (module docstring)."""
+def lora_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, d_out: int,
+               in_bytes: int) -> dict[str, Any]:  # fmt: skip
+    """Bytes lora_A and lora_B save for one wrapped linear [d_in -> d_out] over n tokens
+    whose input has ``in_bytes`` bytes per element (module docstring)."""
     ft = sh.finetune
     ab = bits(ft.adapter_dtype) // 8
     if ft.dropout > 0:
-        mask = n * d_in * (1 if sh.device == "cuda" else ab)
-        lora_a = n * d_in * ab + mask
+        lora_a = n * d_in * ab + dropout_mask_bytes(sh, n * d_in)
     else:
         lora_a = n * d_in * ab if ab != in_bytes else 0
     return {"lora_A": lora_a, "lora_B": n * ft.rank * ab}
+
+
+def dropout_mask_bytes(sh: Shapes, numel: Any) -> Any:
+    """lora_dropout's mask over ``numel`` entries of lora_A's input (cast to the adapter
+    dtype): native_dropout's bool mask on CUDA; on CPU torch's _dropout_impl multiplies by a
+    noise tensor in the input's dtype, which MulBackward0 keeps (aten/src/ATen/native/
+    Dropout.cpp)."""
+    return numel * (1 if sh.device == "cuda" else bits(sh.finetune.adapter_dtype) // 8)
+
+
+@register("saved.lora_input_grad", "reference")
+def lora_input_grad(spec: ModelSpec, sh: Shapes, n: Any, d_in: int) -> Any:
+    """What lora_A's path saves only for its input's gradient, so not in layer 0's q, k, v
+    (their input needs none): the dropout mask (MulBackward0 keeps the mask for the input's
+    grad only, other = mask needing none; torch/csrc/autograd/generated should_compute_output)."""
+    return dropout_mask_bytes(sh, n * d_in) if sh.finetune.dropout > 0 else 0
 
 
 def _first_targeted(ft: Any, names: tuple[str, ...]) -> str | None:
@@ -67,7 +83,8 @@ def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bo
     norms     as ``_norm_frozen``
     first     layer 0 (``first``): nothing before the first adapter needs a gradient (the
               embeddings are frozen): attn_norm saves nothing; Q K^T keeps Q only for K's
-              gradient and K only for Q's, so an unwrapped k (q) drops Q (K)
+              gradient and K only for Q's, so an unwrapped k (q) drops Q (K); q, k, v's
+              lora_A keeps nothing for its input's gradient (``saved.lora_input_grad``)
     """
     ft = sh.finetune
     t = dict(t)
@@ -91,6 +108,11 @@ def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bo
             t[norm] -= _norm_frozen(spec, sh, n)
     if first:
         t["attn_norm"] = 0
+        no_grad = rule("saved.lora_input_grad", spec, sh)(spec, sh, n, spec.d_model)
+        for name in _LAYER0_NO_GRAD_INPUT + ("self_attn.qkv",):
+            key = name.replace(".qkv", ".q_proj") + ".lora_A"
+            if _first_targeted(ft, (name,)) and key in t:
+                t[key] -= no_grad  # its input needs no gradient
         grads = {x: _first_targeted(ft, (f"self_attn.{x}_proj", "self_attn.qkv")) for x in "qk"}
         one = n * spec.n_heads * spec.head_dim * sh.ib  # Q, or K repeated to h heads
         if "self_attn.scores" in t:

