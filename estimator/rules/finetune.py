@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.registry import register, rule
-from estimator.shapes import Shapes
+from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.dtypes import bits
 from estimator.spec.model import ModelSpec
 
@@ -83,7 +83,8 @@ def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bo
     norms     as ``_norm_frozen``
     first     layer 0 (``first``): nothing before the first adapter needs a gradient (the
               embeddings are frozen): attn_norm saves nothing; Q K^T keeps Q only for K's
-              gradient and K only for Q's, so an unwrapped k (q) drops Q (K); q, k, v's
+              gradient and K only for Q's, so an unwrapped k (q) drops Q (K), an unwrapped
+              v the probabilities' own copy (``_probs_copy``); q, k, v's
               lora_A keeps nothing for its input's gradient (``saved.lora_input_grad``)
     """
     ft = sh.finetune
@@ -117,7 +118,21 @@ def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bo
         one = n * spec.n_heads * spec.head_dim * sh.ib  # Q, or K repeated to h heads
         if "self_attn.scores" in t:
             t["self_attn.scores"] -= (0 if grads["k"] else one) + (0 if grads["q"] else one)
+            if not _first_targeted(ft, ("self_attn.v_proj", "self_attn.qkv")):
+                t["self_attn.scores"] -= _probs_copy(spec, sh)
     return {k: v for k, v in t.items() if v}
+
+
+def _probs_copy(spec: ModelSpec, sh: Shapes) -> Any:
+    """Bytes of the probabilities probs @ V saves as a copy of its own, the softmax having
+    saved its fp32 output apart (rule ``saved.eager_softmax`` nonzero: HF's eager_attention_
+    forward ``softmax(..., dtype=float32).to(query.dtype)`` in bf16 or under autocast): kept
+    only for V's gradient, so not in layer 0 when v is not wrapped (else 0)."""
+    st = sh.stack("decoder")
+    entries = attention_pairs(st.pattern, st.window, False, sh.s_dec, "full")
+    if not rule("saved.eager_softmax", spec, sh)(spec, sh, sh.b, entries):
+        return 0
+    return sh.b * spec.n_heads * entries * sh.ib
 
 
 @register("saved.frozen_stack", "reference")
