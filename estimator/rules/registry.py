@@ -51,6 +51,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.features",
     "estimator.rules.finetune",  # issue 20
     "estimator.rules.finetune_autocast",  # issue 20
+    "estimator.rules.hf.softmax_backward",
     "estimator.rules.hf.phi3",
 )
 _loaded = False

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from estimator.rules.finetune import dequant_bytes
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
@@ -208,6 +208,16 @@ def flash_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> t
     return a, kv, kv
 
 
+@register("backward.softmax", "reference")
+@register("backward.softmax.fused", "reference")
+def softmax(bw: Walker, core: str, scores: Any, entries: Any) -> None:
+    """SoftmaxBackward0 given the probabilities' grad (``scores`` bytes): its grad input,
+    the grad output freed, the saved probabilities (``core``'s) freed."""
+    bw.live.take(scores)
+    bw.live.drop(scores)
+    bw.free(core, scores)  # the probabilities
+
+
 @register("backward.core.eager", "reference")
 def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> tuple[Any, Any, Any]:
     """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
@@ -237,9 +247,8 @@ def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> t
         live.drop(scores)
         bw.free(f"{p}.scores.dropout")
     core = f"{p}.sdpa" if fused else f"{p}.scores"
-    live.take(scores)  # softmax backward
-    live.drop(scores)
-    bw.free(core, scores)  # the probabilities
+    step = "backward.softmax.fused" if fused else "backward.softmax"
+    rule(step, spec, bw.sh)(bw, core, scores, b * h * entries)
     if not cross and pattern != "full" and not fused:  # masked_fill backward
         live.take(scores)
         live.drop(scores)
