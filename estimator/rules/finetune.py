@@ -24,6 +24,7 @@ from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.dtypes import bits
 from estimator.spec.model import ModelSpec
+from estimator.sym import vmax
 
 
 @register("saved.lora", "reference")
@@ -231,3 +232,34 @@ def lora_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], adapters: tuple) 
             if sh.checkpointing == "full":
                 t[f"recompute.{lay}{name}.{part}"] = L * fwd
     return t
+
+
+@register("live.lora_moment", "reference")
+def lora_down_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any:
+    """Bytes beyond the states and ``train.held`` live inside the last layer's wrapped
+    ``ffn.down`` (its LoRA path, peft/tuners/lora/layer.py Linear.forward; 0 when down is not
+    wrapped): every activation saved so far (all but down's lora_B, the final norm, the LM
+    head and the loss), and
+      x        down's input [n, d_ff], held by the FFN's forward, saved by nobody (the frozen
+               base keeps no input) unless lora_A takes x itself (then among the activations)
+      copy     ``_cast_input_dtype``'s adapter-dtype copy of a lower-precision x [n, d_ff]
+      result   the base output [n, d], then at ``lora_B(...) * scaling``: lora_B's output and
+               the scaled one [n, d] (in the matmuls' dtype) -- or, under autocast with
+               lora_dropout, earlier at lora_A: the dropout's fp32 output [n, d_ff], which
+               lora_A's cast replaces (the larger of the two)
+    ``acts``: activation terms by name (without the ``activations.`` prefix)."""
+    ft = sh.finetune
+    if "ffn.down" not in ft.targets or sh.checkpointing != "none" or spec.arch != "decoder":
+        return 0
+    L, n = spec.n_decoder_layers, sh.b * sh.s_dec
+    lay = "decoder.layers."
+    after = acts.get(f"{lay}ffn.down.lora_B", 0) // L
+    after += sum(acts.get(k, 0) for k in ("decoder.final_norm", "lm_head", "loss"))
+    live = sum(acts.values()) - after
+    ab = bits(ft.adapter_dtype) // 8
+    lb = sh.ib if sh.autocast else ab  # lora_B's output: the matmul's dtype
+    shares_x = ft.dropout == 0 and ab == sh.ib
+    live += 0 if shares_x else n * spec.d_ff * sh.ib  # x
+    live += n * spec.d_ff * ab if ab != sh.ib else 0  # the cast copy
+    drop_out = n * spec.d_ff * ab if sh.autocast and ft.dropout > 0 else 0
+    return live + n * spec.d_model * sh.ib + vmax(2 * n * spec.d_model * lb, drop_out)
