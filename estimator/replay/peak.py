@@ -155,7 +155,7 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     forward = vmax(forward, with_acts + held + moment + moment_extra)
     if sh.finetune.lora and rank is None:  # issue 20: or inside the last down's LoRA path
         lora = rule("live.lora_moment", spec, sh)(spec, sh, _activation_terms(terms))
-        forward = vmax(forward, with_acts + held + lora) if lora else forward
+        forward = vmax(forward, with_acts + held + lora) if lora is not None else forward
     if gathers is not None:  # the last layer's unshard: every activation before that layer
         before = acts - _last_layer_and_head(spec, sh, terms)
         forward = vmax(forward, with_acts + held + before + gathers.unshard_extra())

@@ -129,10 +129,10 @@ def _probs_copy(spec: ModelSpec, sh: Shapes) -> Any:
     saved its fp32 output apart (rule ``saved.eager_softmax`` nonzero: HF's eager_attention_
     forward ``softmax(..., dtype=float32).to(query.dtype)`` in bf16 or under autocast): kept
     only for V's gradient, so not in layer 0 when v is not wrapped (else 0)."""
+    if not rule("saved.eager_softmax", spec, sh)(spec, sh, 1, 1):  # per entry: none apart
+        return 0
     st = sh.stack("decoder")
     entries = attention_pairs(st.pattern, st.window, False, sh.s_dec, "full")
-    if not rule("saved.eager_softmax", spec, sh)(spec, sh, sh.b, entries):
-        return 0
     return sh.b * spec.n_heads * entries * sh.ib
 
 
@@ -235,10 +235,10 @@ def lora_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], adapters: tuple) 
 
 
 @register("live.lora_moment", "reference")
-def lora_down_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any:
+def lora_down_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | None:
     """Bytes beyond the states and ``train.held`` live inside the last layer's wrapped
-    ``ffn.down`` (its LoRA path, peft/tuners/lora/layer.py Linear.forward; 0 when down is not
-    wrapped): every activation saved so far (all but down's lora_B, the final norm, the LM
+    ``ffn.down`` (its LoRA path, peft/tuners/lora/layer.py Linear.forward; None when down
+    is not wrapped): every activation saved so far (all but down's lora_B, the final norm, the LM
     head and the loss), and
       x        down's input [n, d_ff], held by the FFN's forward, saved by nobody (the frozen
                base keeps no input) unless lora_A takes x itself (then among the activations)
@@ -250,7 +250,7 @@ def lora_down_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any:
     ``acts``: activation terms by name (without the ``activations.`` prefix)."""
     ft = sh.finetune
     if "ffn.down" not in ft.targets or sh.checkpointing != "none" or spec.arch != "decoder":
-        return 0
+        return None
     L, n = spec.n_decoder_layers, sh.b * sh.s_dec
     lay = "decoder.layers."
     after = acts.get(f"{lay}ffn.down.lora_B", 0) // L
