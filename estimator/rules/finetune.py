@@ -240,6 +240,8 @@ def lora_down_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any |
     ``ffn.down`` (its LoRA path, peft/tuners/lora/layer.py Linear.forward; None when down
     is not wrapped): every activation saved so far (all but down's lora_B, the final norm, the LM
     head and the loss), and
+      ffn_in   the FFN's input [n, d] (ffn_norm's output), held by the layer's forward, saved
+               by nobody unless gate's or up's lora_A takes it itself
       x        down's input [n, d_ff], held by the FFN's forward, saved by nobody (the frozen
                base keeps no input) unless lora_A takes x itself (then among the activations)
       copy     ``_cast_input_dtype``'s adapter-dtype copy of a lower-precision x [n, d_ff]
@@ -259,6 +261,8 @@ def lora_down_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any |
     ab = bits(ft.adapter_dtype) // 8
     lb = sh.ib if sh.autocast else ab  # lora_B's output: the matmul's dtype
     shares_x = ft.dropout == 0 and ab == sh.ib
+    ffn_in = any(t in ft.targets for t in ("ffn.gate", "ffn.up")) and shares_x
+    live += 0 if ffn_in else n * spec.d_model * sh.cb  # the FFN's input, the norm's output
     live += 0 if shares_x else n * spec.d_ff * sh.ib  # x
     live += n * spec.d_ff * ab if ab != sh.ib else 0  # the cast copy
     drop_out = n * spec.d_ff * ab if sh.autocast and ft.dropout > 0 else 0

@@ -52,6 +52,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.finetune",  # issue 20
     "estimator.rules.finetune_autocast",  # issue 20
     "estimator.rules.hf.softmax_backward",
+    "estimator.rules.hf.lora",  # issue 20
     "estimator.rules.hf.phi3",
 )
 _loaded = False

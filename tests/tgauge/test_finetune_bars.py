@@ -3,11 +3,10 @@ torch.autocast(bf16): the estimate of the spec read from the same config.json ag
 get_peft_model measured with the profiler. Trainable parameters, gradient and optimizer bytes
 exact; saved activations within 2%; the training peak within 3%, in the measured phase.
 
-A fixed set (b = 1, a long s = 256, lora_dropout, targets apart from peft's defaults) and a
-seeded random draw of (b, s, rank, alpha, targets); the default run keeps three short points.
-Not asserted here: targets wrapping the FFN at long s (the forward moment inside the last
-layer's LoRA path, where the HF block's locals are live: estimator/rules/finetune.py
-``live.lora_moment`` models the path's own tensors only).
+A fixed set (b = 1, a long s = 256, lora_dropout, targets apart from peft's defaults, the FFN
+wrapped: the forward moment inside the last layer's LoRA path, rule ``live.lora_moment``) and
+a seeded random draw of (b, s, rank, alpha, targets, lora_dropout); the default run keeps
+three short points.
 """
 
 from __future__ import annotations
@@ -41,6 +40,12 @@ FIXED = [
                  marks=pytest.mark.slow),
     pytest.param("gpt2", None, 2, 32, {"lora_dropout": 0.1}, marks=pytest.mark.slow),
     pytest.param("gpt2", "bf16", 1, 256, {}, marks=pytest.mark.slow),
+    pytest.param("gpt2", "bf16", 2, 96, {"lora_targets": ("c_attn", "c_proj", "c_fc")},
+                 marks=pytest.mark.slow),
+    pytest.param("gpt2", None, 1, 128, {"lora_targets": ("c_attn", "c_proj", "c_fc"),
+                 "lora_dropout": 0.1}, marks=pytest.mark.slow),
+    pytest.param("llama", None, 1, 128, {"lora_targets": ("q", "k", "v", "o", "gate", "up",
+                 "down"), "lora_dropout": 0.1}, marks=pytest.mark.slow),
     pytest.param("gpt2", "bf16", 2, 64, {"lora_dropout": 0.1}, marks=pytest.mark.slow),
     pytest.param("llama", None, 2, 32, {"lora_dropout": 0.1}, marks=pytest.mark.slow),
     pytest.param("llama", "bf16", 1, 256, {}, marks=pytest.mark.slow),
@@ -50,9 +55,12 @@ FIXED = [
     pytest.param("llama", "bf16", 2, 32, {"lora_dropout": 0.1}, marks=pytest.mark.slow),
 ]  # fmt: skip
 
-#: targets the random draw picks from (attention projections: see the module docstring)
-RANDOM_TARGETS = {"gpt2": [("c_attn",), ("c_attn", "attn.c_proj")],
-                  "llama": [("q", "v"), ("q", "k", "v", "o"), ("k",), ("q", "o")]}  # fmt: skip
+#: targets the random draw picks from
+RANDOM_TARGETS = {"gpt2": [("c_attn",), ("c_attn", "attn.c_proj"), ("c_attn", "c_proj", "c_fc"),
+                           ("c_attn", "mlp.c_proj")],
+                  "llama": [("q", "v"), ("q", "k", "v", "o"), ("k",), ("q", "o"),
+                            ("q", "k", "v", "o", "gate", "up", "down"), ("q", "down"),
+                            ("v", "k", "up")]}  # fmt: skip
 
 
 def _random_points(n: int, seed: int = 20) -> list:
@@ -62,7 +70,8 @@ def _random_points(n: int, seed: int = 20) -> list:
         family = rng.choice(["gpt2", "llama"])
         rank = rng.choice([2, 4, 8])
         fields = {"lora_targets": rng.choice(RANDOM_TARGETS[family]), "lora_rank": rank,
-                  "lora_alpha": rank * rng.choice([1, 2])}  # fmt: skip
+                  "lora_alpha": rank * rng.choice([1, 2]),
+                  "lora_dropout": rng.choice([0.0, 0.0, 0.1])}  # fmt: skip
         point = (family, rng.choice([None, "bf16"]), rng.randint(1, 3), rng.randint(8, 160))
         out.append(pytest.param(*point, fields, marks=pytest.mark.slow))
     return out

@@ -1,0 +1,35 @@
+"""LoRA on the Hugging Face decoder classes (GPT-2, Llama; transformers 5.x, peft 0.21): what
+their forward holds beside the LoRA path's own tensors (rule ``live.lora_moment``, the
+reference rule in estimator/rules/finetune.py).
+
+While the decoder layers run, the base model's forward keeps, saved by nothing once the
+embeddings are frozen (measured with profiler.live on CPU, tests/tgauge/test_finetune_bars.py):
+  mask        eager attention's float causal mask [b, 1, s, s] in the model dtype
+              (masking_utils.create_causal_mask), its local until the base model returns
+  embeddings  ``inputs_embeds`` [b, s, d] (LlamaModel.forward, GPT2Model.forward), and
+              GPT-2's ``position_embeds`` = wpe(position_ids) [1, s, d]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimator.rules.finetune import lora_down_moment
+from estimator.rules.registry import register
+from estimator.shapes import Shapes
+from estimator.spec.model import ModelSpec
+
+
+@register("live.lora_moment", "hf")
+def hf_lora_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | None:
+    """The reference moment plus the module docstring's tensors (None where it is None)."""
+    base = lora_down_moment(spec, sh, acts)
+    if base is None:
+        return None
+    b, s, d, cb = sh.b, sh.s_dec, spec.d_model, sh.cb
+    held = b * s * d * cb  # inputs_embeds
+    if spec.position == "learned":
+        held += s * d * cb  # GPT-2's wpe output
+    if sh.attention_impl == "eager":
+        held += b * s * s * cb  # the causal mask
+    return base + held
