@@ -77,7 +77,9 @@ def _random_points(n: int, seed: int = 20) -> list:
     return out
 
 
-def _check(family: str, autocast: str | None, b: int, s: int, fields: dict) -> None:
+def measure(family: str, autocast: str | None, b: int, s: int, fields: dict) -> tuple:
+    """(spec, workload, estimate, model, profile) of one LoRA training step (scripts/
+    finetune_table.py prints docs/validation.md's table from it)."""
     import torch
 
     from profiler.run import profile_train_step
@@ -96,7 +98,12 @@ def _check(family: str, autocast: str | None, b: int, s: int, fields: dict) -> N
     t = hf_target(config, w, "cpu")
     prof = profile_train_step(t.model, t.inputs, t.optimizer, loss_fn=t.loss_fn, warmup=0,
                               repeats=1, fvcore=False, autocast=autocast_dtype(w))  # fmt: skip
-    trainable = [p for p in t.model.parameters() if p.requires_grad]
+    return spec, w, est, t.model, prof
+
+
+def _check(family: str, autocast: str | None, b: int, s: int, fields: dict) -> None:
+    spec, w, est, model, prof = measure(family, autocast, b, s, fields)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     want = trainable_params(spec, resolve(spec, w))
     assert sum(p.numel() for p in trainable) == sum(want.values())
     assert prof.gradients.total == est.memory.terms["gradients"]
