@@ -235,35 +235,59 @@ def lora_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], adapters: tuple) 
 
 
 @register("live.lora_moment", "reference")
-def lora_down_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | None:
-    """Bytes beyond the states and ``train.held`` live inside the last layer's wrapped
-    ``ffn.down`` (its LoRA path, peft/tuners/lora/layer.py Linear.forward; None when down
-    is not wrapped): every activation saved so far (all but down's lora_B, the final norm, the LM
-    head and the loss), and
-      ffn_in   the FFN's input [n, d] (ffn_norm's output), held by the layer's forward, saved
-               by nobody unless gate's or up's lora_A takes it itself
-      x        down's input [n, d_ff], held by the FFN's forward, saved by nobody (the frozen
-               base keeps no input) unless lora_A takes x itself (then among the activations)
-      copy     ``_cast_input_dtype``'s adapter-dtype copy of a lower-precision x [n, d_ff]
-      result   the base output [n, d], then at ``lora_B(...) * scaling``: lora_B's output and
-               the scaled one [n, d] (in the matmuls' dtype) -- or, under autocast with
-               lora_dropout, earlier at lora_A: the dropout's fp32 output [n, d_ff], which
-               lora_A's cast replaces (the larger of the two)
-    ``acts``: activation terms by name (without the ``activations.`` prefix)."""
+def lora_ffn_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | None:
+    """Bytes beyond the states and ``train.held`` live at the highest moment of the last
+    layer's FFN with a frozen base (None: not modelled, checkpointing or not a decoder-only
+    model), the larger of two (``acts``: activation terms by name, no ``activations.``):
+    down   inside ffn.down, at its base matmul or, wrapped, at its LoRA path's
+           ``lora_B(...) * scaling`` (peft/tuners/lora/layer.py Linear.forward): every
+           activation saved so far (all but down's lora_B, the final norm, the LM head and
+           the loss), and
+             ffn_in  the FFN's input [n, d] (ffn_norm's output), held by the layer's forward,
+                     saved by nobody unless gate's or up's lora_A takes it itself
+             x       down's input [n, d_ff], held by the FFN's forward, saved by nobody (a
+                     frozen base keeps no input) unless down's lora_A takes x itself
+             result  the base output [n, d]
+           wrapped, also: ``_cast_input_dtype``'s adapter-dtype copy of a lower-precision x
+           [n, d_ff]; lora_B's output and the scaled one [n, d] (the matmuls' dtype) -- or,
+           under autocast with lora_dropout, earlier at lora_A: the dropout's fp32 output
+           [n, d_ff] (the larger)
+    up     wrapped, at its ``* scaling``: everything saved before up's lora_B (not the
+           activation's and gated product's saves, nor down's), ffn_in, a gated FFN's
+           activation output [n, d_ff] (saved by the product only later), the base output,
+           lora_B's and the scaled [n, d_ff], the cast copy of x [n, d] (or, under autocast
+           with lora_dropout, the dropout's output [n, d])"""
     ft = sh.finetune
-    if "ffn.down" not in ft.targets or sh.checkpointing != "none" or spec.arch != "decoder":
+    if sh.checkpointing != "none" or spec.arch != "decoder":
         return None
-    L, n = spec.n_decoder_layers, sh.b * sh.s_dec
-    lay = "decoder.layers."
-    after = acts.get(f"{lay}ffn.down.lora_B", 0) // L
-    after += sum(acts.get(k, 0) for k in ("decoder.final_norm", "lm_head", "loss"))
-    live = sum(acts.values()) - after
+    n, d, d_ff, ib = sh.b * sh.s_dec, spec.d_model, spec.d_ff, sh.ib
     ab = bits(ft.adapter_dtype) // 8
-    lb = sh.ib if sh.autocast else ab  # lora_B's output: the matmul's dtype
-    shares_x = ft.dropout == 0 and ab == sh.ib
-    ffn_in = any(t in ft.targets for t in ("ffn.gate", "ffn.up")) and shares_x
-    live += 0 if ffn_in else n * spec.d_model * sh.cb  # the FFN's input, the norm's output
-    live += 0 if shares_x else n * spec.d_ff * sh.ib  # x
-    live += n * spec.d_ff * ab if ab != sh.ib else 0  # the cast copy
-    drop_out = n * spec.d_ff * ab if sh.autocast and ft.dropout > 0 else 0
-    return live + n * spec.d_model * sh.ib + vmax(2 * n * spec.d_model * lb, drop_out)
+    lb = ib if sh.autocast else ab  # lora_B's output: the matmul's dtype
+    shares_x = ft.dropout == 0 and ab == ib
+    ffn_in = (
+        0 if any(t in ft.targets for t in ("ffn.gate", "ffn.up")) and shares_x else n * d * sh.cb
+    )
+    head = sum(acts.get(k, 0) for k in ("decoder.final_norm", "lm_head", "loss"))
+
+    def path(d_in: int, d_out: int) -> Any:  # a wrapped linear's own transients
+        drop_out = n * d_in * ab if sh.autocast and ft.dropout > 0 else 0
+        return (n * d_in * ab if ab != ib else 0) + vmax(2 * n * d_out * lb, drop_out)
+
+    down_wrapped = "ffn.down" in ft.targets
+    live = sum(acts.values()) - head - _last(spec, acts, ("ffn.down.lora_B",))
+    down = live + ffn_in + n * d * ib + (0 if down_wrapped and shares_x else n * d_ff * ib)
+    down += path(d_ff, d) if down_wrapped else 0
+    if "ffn.up" not in ft.targets:
+        return down
+    later = ("ffn.act", "ffn", "ffn.down", "ffn.down.lora_A", "ffn.down.lora_B", "ffn.up.lora_B")
+    if spec.gated:
+        later = later[1:]  # act_fn(gate_proj(x)) runs before up_proj(x)
+    up = sum(acts.values()) - head - _last(spec, acts, later) + ffn_in
+    up += (n * d_ff * ib if spec.gated else 0) + n * d_ff * ib + path(d, d_ff)
+    return vmax(down, up)
+
+
+def _last(spec: ModelSpec, acts: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """The last decoder layer's share of the per-layer terms ``names``."""
+    L = spec.n_decoder_layers
+    return sum(acts.get(f"decoder.layers.{k}", 0) // L for k in names)

@@ -8,14 +8,18 @@ embeddings are frozen (measured with profiler.live on CPU, tests/tgauge/test_fin
               (masking_utils.create_causal_mask), its local until the base model returns
   embeddings  ``inputs_embeds`` [b, s, d] (LlamaModel.forward, GPT2Model.forward), and
               GPT-2's ``position_embeds`` = wpe(position_ids) [1, s, d]
+  cache       the DynamicCache a training forward builds, every layer's by the last layer's
+              FFN: what rule ``live.loss_moment`` counts of it at the loss (estimator/rules/
+              hf/decoders.py loss_moment_extra, hf/autocast.py), less the padded labels
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.finetune import lora_down_moment
-from estimator.rules.registry import register
+from estimator.rules.finetune import lora_ffn_moment
+from estimator.rules.hf.decoders import padded_labels_bytes
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.model import ModelSpec
 
@@ -23,7 +27,7 @@ from estimator.spec.model import ModelSpec
 @register("live.lora_moment", "hf")
 def hf_lora_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | None:
     """The reference moment plus the module docstring's tensors (None where it is None)."""
-    base = lora_down_moment(spec, sh, acts)
+    base = lora_ffn_moment(spec, sh, acts)
     if base is None:
         return None
     b, s, d, cb = sh.b, sh.s_dec, spec.d_model, sh.cb
@@ -32,4 +36,6 @@ def hf_lora_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | N
         held += s * d * cb  # GPT-2's wpe output
     if sh.attention_impl == "eager":
         held += b * s * s * cb  # the causal mask
+    if spec.lm_head:  # the cache (what the loss moment adds, less the padded labels)
+        held += rule("live.loss_moment", spec, sh)(spec, sh) - padded_labels_bytes(sh)
     return base + held
