@@ -8,6 +8,9 @@ embeddings are frozen (measured with profiler.live on CPU, tests/tgauge/test_fin
               (masking_utils.create_causal_mask), its local until the base model returns
   embeddings  ``inputs_embeds`` [b, s, d] (LlamaModel.forward, GPT2Model.forward), and
               GPT-2's ``position_embeds`` = wpe(position_ids) [1, s, d]
+  attn out    GPT2Block.forward's ``attn_output`` [b, s, d] (the attention's c_proj output,
+              the matmuls' dtype), a local until the block returns (``HOLDS_ATTN_OUTPUT``,
+              estimator/rules/hf/decoders_pass.py)
   cache       the DynamicCache a training forward builds, every layer's by the last layer's
               FFN: what rule ``live.loss_moment`` counts of it at the loss (estimator/rules/
               hf/decoders.py loss_moment_extra, hf/autocast.py), less the padded labels
@@ -19,6 +22,7 @@ from typing import Any
 
 from estimator.rules.finetune import lora_ffn_moment
 from estimator.rules.hf.decoders import padded_labels_bytes
+from estimator.rules.hf.decoders_pass import HOLDS_ATTN_OUTPUT
 from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.model import ModelSpec
@@ -36,6 +40,8 @@ def hf_lora_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | N
         held += s * d * cb  # GPT-2's wpe output
     if sh.attention_impl == "eager":
         held += b * s * s * cb  # the causal mask
+    if spec.hf_architecture in HOLDS_ATTN_OUTPUT:
+        held += b * s * d * sh.ib  # the last block's attn_output
     if spec.lm_head:  # the cache (what the loss moment adds, less the padded labels)
         held += rule("live.loss_moment", spec, sh)(spec, sh) - padded_labels_bytes(sh)
     return base + held
