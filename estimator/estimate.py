@@ -168,7 +168,8 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         "modelled"
     ]
     out.append(f"finetune={ft!r}: the forward's moments inside LoRA paths other than the last "
-               "layer's down projection (up's, gate's) are not modelled")  # fmt: skip
+               "layer's FFN down and up projections (gate's, the attention's) are not "
+               "modelled")  # fmt: skip
     if workload.attention_impl == "fused":
         out.append(f"flops under finetune={ft!r} with fused attention: layer 0's sdpa "
                    "backward is counted whole (checked on eager attention only)")  # fmt: skip
