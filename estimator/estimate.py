@@ -180,6 +180,9 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         "transients (their input grads, the fp32 promotion of a 16-bit base's output) are not "
         "modelled"
     ]
+    out.append(f"finetune={ft!r}: the forward's moments inside LoRA paths other than the last "
+               "layer's FFN down and up projections (gate's, the attention's) are not "
+               "modelled")  # fmt: skip
     if workload.attention_impl == "fused":
         out.append(f"flops under finetune={ft!r} with fused attention: layer 0's sdpa "
                    "backward is counted whole (checked on eager attention only)")  # fmt: skip

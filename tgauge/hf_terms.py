@@ -286,6 +286,8 @@ def _peft_name(name: str) -> tuple[str, str]:
             if part in name:
                 module, _, _ = name.partition(part)
                 return module, part[:-1]
+        if ".lora_dropout." in name:  # its mask: counted with lora_A (rules/finetune.py)
+            return name.partition(".lora_dropout.")[0], ".lora_A"
     return name, ""
 
 

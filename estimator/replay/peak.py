@@ -132,11 +132,12 @@ def _head_terms(spec: ModelSpec, terms: Terms) -> Any:
 
 def _lora_moment(spec: ModelSpec, sh: Shapes, terms: Terms) -> Any:
     """Bytes beyond the states live inside the last layer's LoRA-wrapped linears (issue 20,
-    rule ``live.lora_moment``, estimator/rules/reference/finetune.py)."""
+    rule ``live.lora_moment``: estimator/rules/reference/finetune.py, rules/hf/lora.py); None
+    where it is not modelled."""
     if spec.arch != "decoder":
         return 0
     last = frozen_layers(spec, sh, "decoder", sh.s_dec, 0)[spec.n_decoder_layers == 1]
-    return rule("live.lora_moment", spec)(spec, sh, _activation_terms(terms), last)
+    return rule("live.lora_moment", spec, sh)(spec, sh, _activation_terms(terms), last)
 
 
 def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> tuple[Any, str]:
@@ -171,8 +172,7 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
         forward = with_acts + acts + moment + held + fwd_extra
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
-        forward += rule("live.frozen_head_input", spec)(spec, sh)  # rules/finetune.py
-        forward = vmax(forward, with_acts + held + _lora_moment(spec, sh, terms))
+        forward += rule("live.frozen_head_input", spec, sh)(spec, sh)  # rules/finetune.py
     if rank is not None:  # TP: the logits' padded storage (and SP's held stack output)
         forward += rank[4][0]
     if rank is not None and rank[4][1]:  # ... and the logits' gather
@@ -184,6 +184,9 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     # itself, and T5's held tensors come after its stacks, where the moment is 0)
     moment = attention_moment(spec, sh, _activation_terms(terms))
     forward = vmax(forward, with_acts + moment + moment_extra)
+    if sh.finetune.lora and rank is None:  # issue 20: or inside the last layer's LoRA paths
+        lora = _lora_moment(spec, sh, terms)
+        forward = vmax(forward, with_acts + held + lora) if lora is not None else forward
     if gathers is not None:  # the last layer's unshard: every activation before that layer
         before = acts - _last_layer_and_head(spec, sh, terms)
         forward = vmax(forward, with_acts + held + before + gathers.unshard_extra())

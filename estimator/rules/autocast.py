@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import bits
 from estimator.spec.model import ModelSpec
@@ -67,7 +67,10 @@ def autocast_linear_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, d_out:
 @register("live.autocast_bias_casts", "reference")
 def bias_casts_bytes(spec: ModelSpec, sh: Shapes) -> int:
     """The low copies of every nn.Linear's bias, held by autocast's cast cache until the
-    autocast region ends (the end of the forward and loss): not saved, but live at the loss."""
+    autocast region ends (the end of the forward and loss): not saved, but live at the loss.
+    Under LoRA the frozen biases are not cached (rule ``live.lora_cast_cache``, issue 20)."""
+    if sh.finetune.lora:
+        return rule("live.lora_cast_cache", spec)(spec, sh)  # rules/finetune_autocast.py
     per_layer = (spec.q_dim + 2 * spec.kv_dim) * spec.qkv_bias  # q, k, v
     per_layer += spec.d_model * spec.o_bias  # o_proj
     per_layer += (spec.d_ff * (2 if spec.gated else 1) + spec.d_model) * spec.ffn_bias  # up, down

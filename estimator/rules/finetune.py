@@ -21,23 +21,40 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.registry import register, rule
-from estimator.shapes import Shapes
+from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.dtypes import bits
 from estimator.spec.model import ModelSpec
+from estimator.sym import vmax
 
 
 @register("saved.lora", "reference")
-def lora_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, in_bytes: int) -> dict[str, Any]:
-    """Bytes lora_A and lora_B save for one wrapped linear over n tokens whose input has
-    ``in_bytes`` bytes per element (module docstring)."""
+def lora_saved(spec: ModelSpec, sh: Shapes, n: Any, d_in: int, d_out: int,
+               in_bytes: int) -> dict[str, Any]:  # fmt: skip
+    """Bytes lora_A and lora_B save for one wrapped linear [d_in -> d_out] over n tokens
+    whose input has ``in_bytes`` bytes per element (module docstring)."""
     ft = sh.finetune
     ab = bits(ft.adapter_dtype) // 8
     if ft.dropout > 0:
-        mask = n * d_in * (1 if sh.device == "cuda" else ab)
-        lora_a = n * d_in * ab + mask
+        lora_a = n * d_in * ab + dropout_mask_bytes(sh, n * d_in)
     else:
         lora_a = n * d_in * ab if ab != in_bytes else 0
     return {"lora_A": lora_a, "lora_B": n * ft.rank * ab}
+
+
+def dropout_mask_bytes(sh: Shapes, numel: Any) -> Any:
+    """lora_dropout's mask over ``numel`` entries of lora_A's input (cast to the adapter
+    dtype): native_dropout's bool mask on CUDA; on CPU torch's _dropout_impl multiplies by a
+    noise tensor in the input's dtype, which MulBackward0 keeps (aten/src/ATen/native/
+    Dropout.cpp)."""
+    return numel * (1 if sh.device == "cuda" else bits(sh.finetune.adapter_dtype) // 8)
+
+
+@register("saved.lora_input_grad", "reference")
+def lora_input_grad(spec: ModelSpec, sh: Shapes, n: Any, d_in: int) -> Any:
+    """What lora_A's path saves only for its input's gradient, so not in layer 0's q, k, v
+    (their input needs none): the dropout mask (MulBackward0 keeps the mask for the input's
+    grad only, other = mask needing none; torch/csrc/autograd/generated should_compute_output)."""
+    return dropout_mask_bytes(sh, n * d_in) if sh.finetune.dropout > 0 else 0
 
 
 def _first_targeted(ft: Any, names: tuple[str, ...]) -> str | None:
@@ -67,7 +84,9 @@ def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bo
     norms     as ``_norm_frozen``
     first     layer 0 (``first``): nothing before the first adapter needs a gradient (the
               embeddings are frozen): attn_norm saves nothing; Q K^T keeps Q only for K's
-              gradient and K only for Q's, so an unwrapped k (q) drops Q (K)
+              gradient and K only for Q's, so an unwrapped k (q) drops Q (K), an unwrapped
+              v the probabilities' own copy (``_probs_copy``); q, k, v's
+              lora_A keeps nothing for its input's gradient (``saved.lora_input_grad``)
     """
     ft = sh.finetune
     t = dict(t)
@@ -91,21 +110,35 @@ def lora_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any, first: bo
             t[norm] -= _norm_frozen(spec, sh, n)
     if first:
         t["attn_norm"] = 0
+        no_grad = rule("saved.lora_input_grad", spec, sh)(spec, sh, n, spec.d_model)
+        for name in _LAYER0_NO_GRAD_INPUT + ("self_attn.qkv",):
+            key = name.replace(".qkv", ".q_proj") + ".lora_A"
+            if _first_targeted(ft, (name,)) and key in t:
+                t[key] -= no_grad  # its input needs no gradient
         grads = {x: _first_targeted(ft, (f"self_attn.{x}_proj", "self_attn.qkv")) for x in "qk"}
         one = n * spec.n_heads * spec.head_dim * sh.ib  # Q, or K repeated to h heads
         if "self_attn.scores" in t:
             t["self_attn.scores"] -= (0 if grads["k"] else one) + (0 if grads["q"] else one)
-        if ft.dropout > 0:  # q, k, v's input needs no grad: lora_dropout saves no mask
-            mask = n * spec.d_model * (1 if sh.device == "cuda" else bits(ft.adapter_dtype) // 8)
-            for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-                if f"{name}.lora_A" in t:
-                    t[f"{name}.lora_A"] -= mask
+            if not _first_targeted(ft, ("self_attn.v_proj", "self_attn.qkv")):
+                t["self_attn.scores"] -= _probs_copy(spec, sh)
         if spec.position == "rotary" and "self_attn" in t:  # x * cos, rot(x) * sin keep cos
             # and sin only for an x that needs grad: per call, half for q, half for k
             # (reference_model/positions.py; HF's per-layer share is 0, rules/hf/decoders.py)
             half = rule("saved.rotary.layer", spec, sh)(spec, sh, sh.s_dec) // 2  # decoder-only
             t["self_attn"] -= (0 if grads["q"] else half) + (0 if grads["k"] else half)
     return {k: v for k, v in t.items() if v}
+
+
+def _probs_copy(spec: ModelSpec, sh: Shapes) -> Any:
+    """Bytes of the probabilities probs @ V saves as a copy of its own, the softmax having
+    saved its fp32 output apart (rule ``saved.eager_softmax`` nonzero: HF's eager_attention_
+    forward ``softmax(..., dtype=float32).to(query.dtype)`` in bf16 or under autocast): kept
+    only for V's gradient, so not in layer 0 when v is not wrapped (else 0)."""
+    if not rule("saved.eager_softmax", spec, sh)(spec, sh, 1, 1):  # per entry: none apart
+        return 0
+    st = sh.stack("decoder")
+    entries = attention_pairs(st.pattern, st.window, False, sh.s_dec, "full")
+    return sh.b * spec.n_heads * entries * sh.ib
 
 
 @register("saved.frozen_stack", "reference")
@@ -209,3 +242,61 @@ def lora_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], adapters: tuple) 
             if sh.checkpointing == "full":
                 t[f"recompute.{lay}{name}.{part}"] = L * fwd
     return t
+
+
+def lora_ffn_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | None:
+    """Bytes beyond the states and ``train.held`` live at the highest moment of the last
+    layer's FFN with a frozen base (None: not modelled, checkpointing or not a decoder-only
+    model), the larger of two (``acts``: activation terms by name, no ``activations.``):
+    down   inside ffn.down, at its base matmul or, wrapped, at its LoRA path's
+           ``lora_B(...) * scaling`` (peft/tuners/lora/layer.py Linear.forward): every
+           activation saved so far (all but down's lora_B, the final norm, the LM head and
+           the loss), and
+             ffn_in  the FFN's input [n, d] (ffn_norm's output), held by the layer's forward,
+                     saved by nobody unless gate's or up's lora_A takes it itself
+             x       down's input [n, d_ff], held by the FFN's forward, saved by nobody (a
+                     frozen base keeps no input) unless down's lora_A takes x itself
+             result  the base output [n, d]
+           wrapped, also: ``_cast_input_dtype``'s adapter-dtype copy of a lower-precision x
+           [n, d_ff]; lora_B's output and the scaled one [n, d] (the matmuls' dtype) -- or,
+           under autocast with lora_dropout, earlier at lora_A: the dropout's fp32 output
+           [n, d_ff] (the larger)
+    up     wrapped, at its ``* scaling``: everything saved before up's lora_B (not the
+           activation's and gated product's saves, nor down's), ffn_in, a gated FFN's
+           activation output [n, d_ff] (saved by the product only later), the base output,
+           lora_B's and the scaled [n, d_ff], the cast copy of x [n, d] (or, under autocast
+           with lora_dropout, the dropout's output [n, d])"""
+    ft = sh.finetune
+    if sh.checkpointing != "none" or spec.arch != "decoder":
+        return None
+    n, d, d_ff, ib = sh.b * sh.s_dec, spec.d_model, spec.d_ff, sh.ib
+    ab = bits(ft.adapter_dtype) // 8
+    lb = ib if sh.autocast else ab  # lora_B's output: the matmul's dtype
+    shares_x = ft.dropout == 0 and ab == ib
+    ffn_in = (
+        0 if any(t in ft.targets for t in ("ffn.gate", "ffn.up")) and shares_x else n * d * sh.cb
+    )
+    head = sum(acts.get(k, 0) for k in ("decoder.final_norm", "lm_head", "loss"))
+
+    def path(d_in: int, d_out: int) -> Any:  # a wrapped linear's own transients
+        drop_out = n * d_in * ab if sh.autocast and ft.dropout > 0 else 0
+        return (n * d_in * ab if ab != ib else 0) + vmax(2 * n * d_out * lb, drop_out)
+
+    down_wrapped = "ffn.down" in ft.targets
+    live = sum(acts.values()) - head - _last(spec, acts, ("ffn.down.lora_B",))
+    down = live + ffn_in + n * d * ib + (0 if down_wrapped and shares_x else n * d_ff * ib)
+    down += path(d_ff, d) if down_wrapped else 0
+    if "ffn.up" not in ft.targets:
+        return down
+    later = ("ffn.act", "ffn", "ffn.down", "ffn.down.lora_A", "ffn.down.lora_B", "ffn.up.lora_B")
+    if spec.gated:
+        later = later[1:]  # act_fn(gate_proj(x)) runs before up_proj(x)
+    up = sum(acts.values()) - head - _last(spec, acts, later) + ffn_in
+    up += (n * d_ff * ib if spec.gated else 0) + n * d_ff * ib + path(d, d_ff)
+    return vmax(down, up)
+
+
+def _last(spec: ModelSpec, acts: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """The last decoder layer's share of the per-layer terms ``names``."""
+    L = spec.n_decoder_layers
+    return sum(acts.get(f"decoder.layers.{k}", 0) // L for k in names)

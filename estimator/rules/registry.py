@@ -51,6 +51,9 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.features",
     "estimator.rules.finetune",  # issue 20
     "estimator.rules.reference.finetune",  # issue 20: the reference model's LoRA moment
+    "estimator.rules.finetune_autocast",  # issue 20
+    "estimator.rules.hf.softmax_backward",
+    "estimator.rules.hf.lora",  # issue 20
     "estimator.rules.hf.phi3",
     "estimator.rules.hf.qwen3",  # issue 22d
     "estimator.rules.hf.gpt_neox",  # issue 22d

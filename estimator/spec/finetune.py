@@ -116,11 +116,6 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         return FinetuneShapes("full")
     if w.finetune == "freeze":
         return FinetuneShapes("freeze", frozen=tuple(w.frozen or ()))
-    if w.autocast:
-        raise UnsupportedError(
-            f"finetune={w.finetune!r} under autocast={w.autocast!r}: what the adapters save and "
-            "compute under torch.autocast is not modelled; train a bf16 / fp16 base without it"
-        )
     if spec.arch != "decoder" or w.dropout > 0:
         raise UnsupportedError(
             f"finetune={w.finetune!r} on {spec.name} (arch={spec.arch!r}, dropout={w.dropout}): "

@@ -204,13 +204,13 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any,
     if sh.dropout > 0:
         t["dropout"] = sublayers * mask_bytes(sh, n * spec.d_model)  # residual masks
     if sh.finetune.lora:  # issue 20: LoRA's own path per wrapped linear (rules/finetune.py)
-        for name, d_in, _ in lora_layer_targets(spec, sh.finetune, stack):
+        for name, d_in, d_out in lora_layer_targets(spec, sh.finetune, stack):
             n_in = (
                 b * s_src
                 if name.startswith("cross_attn.") and name[-6:] in ("k_proj", "v_proj")
                 else n
             )
-            for k, v in rule("saved.lora", spec, sh)(spec, sh, n_in, d_in, sh.ib).items():
+            for k, v in rule("saved.lora", spec, sh)(spec, sh, n_in, d_in, d_out, sh.ib).items():
                 t[f"{name}.{k}"] = v
     return rule("saved.layer", spec, sh)(spec, sh, t, n)  # issue 22d: a class's own layer
 
@@ -274,7 +274,7 @@ def frozen_layers(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -
     """(a layer's saved set, layer 0's) when only LoRA adapters train (rule
     ``saved.frozen_layer``, estimator/rules/finetune.py)."""
     one = layer_saved(spec, sh, stack, s, s_src)
-    frozen = rule("saved.frozen_layer", spec)
+    frozen = rule("saved.frozen_layer", spec, sh)
     n = sh.b * s
     return frozen(spec, sh, one, n, False), frozen(spec, sh, one, n, True)
 
@@ -339,5 +339,5 @@ def activations(spec: ModelSpec, sh: Shapes) -> Terms:
         for k, v in part.items():
             out[k] = out.get(k, 0) + v
     if sh.finetune.lora:  # issue 20: frozen embeddings, final norm, head (rules/finetune.py)
-        out = rule("saved.frozen_stack", spec)(spec, sh, out, "decoder", sh.b * s_dec)
+        out = rule("saved.frozen_stack", spec, sh)(spec, sh, out, "decoder", sh.b * s_dec)
     return {k: v for k, v in out.items() if v}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from estimator.rules.finetune import dequant_bytes
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
@@ -65,6 +65,8 @@ def autocast_linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any =
     bw.release = 0
     if free:
         bw.free(name)
+    bw.free(f"{name}.lora_A")  # LoRA's path (rules/finetune_autocast.py)
+    bw.free(f"{name}.lora_B")
     if stream:  # the input cast's ToCopyBackward0: the fp32 grad of the input
         live.take(out)
         live.drop(low)
@@ -228,6 +230,16 @@ def flash_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> t
     return a, kv, kv
 
 
+@register("backward.softmax", "reference")
+@register("backward.softmax.fused", "reference")
+def softmax(bw: Walker, core: str, scores: Any, entries: Any) -> None:
+    """SoftmaxBackward0 given the probabilities' grad (``scores`` bytes): its grad input,
+    the grad output freed, the saved probabilities (``core``'s) freed."""
+    bw.live.take(scores)
+    bw.live.drop(scores)
+    bw.free(core, scores)  # the probabilities
+
+
 @register("backward.core.eager", "reference")
 def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> tuple[Any, Any, Any]:
     """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
@@ -257,9 +269,8 @@ def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> t
         live.drop(scores)
         bw.free(f"{p}.scores.dropout")
     core = f"{p}.sdpa" if fused else f"{p}.scores"
-    live.take(scores)  # softmax backward
-    live.drop(scores)
-    bw.free(core, scores)  # the probabilities
+    step = "backward.softmax.fused" if fused else "backward.softmax"
+    rule(step, spec, bw.sh)(bw, core, scores, b * h * entries)
     if not cross and pattern != "full" and not fused:  # masked_fill backward
         live.take(scores)
         live.drop(scores)

@@ -127,12 +127,6 @@ def layer_moment(spec: ModelSpec, sh: Shapes, layer: dict[str, Any], recompute: 
     return best
 
 
-@register("live.lora_moment", "hf")
-def hf_lora_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any], layer: dict[str, Any]):
-    """Not modelled for the Hugging Face classes (their attention holds other locals): 0."""
-    return 0
-
-
 @register("live.lora_recompute", "hf")
 def hf_layer_moment(spec: ModelSpec, sh: Shapes, layer: dict[str, Any]) -> Any:
     """Not modelled for the Hugging Face classes: 0."""
