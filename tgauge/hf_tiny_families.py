@@ -8,10 +8,10 @@ from typing import Any
 
 from tgauge.hf_tiny import D_FF, POSITIONS, D, H, L, V
 
-_LLAMA_LIKE_22D = {"vocab_size": V, "hidden_size": D, "intermediate_size": D_FF,
-                   "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": 2,
-                   "max_position_embeddings": POSITIONS, "bos_token_id": 0, "eos_token_id": 0,
-                   "pad_token_id": 0}  # fmt: skip
+_LLAMA_LIKE = {"vocab_size": V, "hidden_size": D, "intermediate_size": D_FF,
+               "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": 2,
+               "max_position_embeddings": POSITIONS, "bos_token_id": 0, "eos_token_id": 0,
+               "pad_token_id": 0}  # fmt: skip
 CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": V,
               "hidden_size": D, "intermediate_size": D_FF, "num_hidden_layers": L,
@@ -37,15 +37,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
                  "max_position_embeddings": POSITIONS, "rotary_pct": 0.25,
                  "bos_token_id": 0, "eos_token_id": 0},
     # issue 22d: sandwich norms, soft-caps, embedding scale, sliding / full layers
-    "gemma2": {**_LLAMA_LIKE_22D, "model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
+    "gemma2": {**_LLAMA_LIKE, "model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
                "num_hidden_layers": 3, "head_dim": 16, "sliding_window": 8},
 }  # fmt: skip
 FAMILIES = tuple(CONFIGS)
 
-_LLAMA_LIKE = {"vocab_size": V, "hidden_size": D, "intermediate_size": D_FF,
-               "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": 2,
-               "max_position_embeddings": POSITIONS, "bos_token_id": 0, "eos_token_id": 0,
-               "pad_token_id": 0}  # fmt: skip
 #: every issue-22 family (parameters and FLOPs checked against the real classes; memory
 #: only for CONFIGS): small widths with each family's features switched on
 EVERY: dict[str, dict[str, Any]] = {

@@ -71,10 +71,12 @@ def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
     out = _norm(spec, f"{lay}.attn_norm") + _attention(spec, f"{lay}.self_attn")
     if cross:
         out += _norm(spec, f"{lay}.cross_norm") + _attention(spec, f"{lay}.cross_attn")
+    # a parallel block with one norm has no ffn_norm (its FFN reads attn_norm's output)
+    out += [] if spec.parallel_block == "one_norm" else _norm(spec, f"{lay}.ffn_norm")
     if spec.fused_gate_up:  # Phi3MLP.gate_up_proj [2 d_ff, d]
-        out += _norm(spec, f"{lay}.ffn_norm") + _linear(f"{lay}.ffn.gate_up", d, 2 * d_ff, bias)
+        out += _linear(f"{lay}.ffn.gate_up", d, 2 * d_ff, bias)
         return out + _linear(f"{lay}.ffn.down", d_ff, d, bias)
-    out += _norm(spec, f"{lay}.ffn_norm") + _linear(f"{lay}.ffn.up", d, d_ff, bias)
+    out += _linear(f"{lay}.ffn.up", d, d_ff, bias)
     if spec.gated:
         out += _linear(f"{lay}.ffn.gate", d, d_ff, bias)
     return out + _linear(f"{lay}.ffn.down", d_ff, d, bias)
