@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.hf.decoders_pass import HFPass
+from estimator.rules.hf.decoders_pass import ENGINES_PASSING_POSITION_IDS, HFPass
 from estimator.rules.hf.precision import hf_eager_softmax_saved, hf_loss_saved
 from estimator.rules.live import Live
 from estimator.rules.reference.backward import Walker
@@ -234,11 +234,14 @@ class Gemma2Pass(HFPass):
         live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
         live.take(nd)  # the lookup, live while ``* embed_scale`` (the caller's) is made
         live.drop(nd)
-        r = live.take(s * INDEX_BYTES)  # arange(s)
-        kept = [live.take(s * INDEX_BYTES)]  # + past_seen_tokens: position_ids
-        live.drop(r)
+        kept, rows = [], self.b  # generate() passes position_ids [b, s]: cos, sin [b, s, d_h]
+        if self.sh.engine not in ENGINES_PASSING_POSITION_IDS:
+            r = live.take(s * INDEX_BYTES)  # arange(s)
+            kept.append(live.take(s * INDEX_BYTES))  # + past_seen_tokens: position_ids
+            live.drop(r)
+            rows = 1
         kept += self.masks(s, start)
-        kept.append(live.take(2 * s * spec.head_dim * self.cb))  # cos, sin [1, s, d_h]
+        kept.append(live.take(2 * rows * s * spec.head_dim * self.cb))  # cos, sin [.., s, d_h]
         kinds = spec.layer_pattern or ("full",) * dict(spec.stacks)[stack]
         x, prev = 0, 0  # this layer's input, the previous one's (0: inputs_embeds, the caller's)
         for kind in kinds:
