@@ -1,6 +1,7 @@
 """Gemma 2's rules (transformers modeling_gemma2, issue 22), registered for the class
 Gemma2ForCausalLM where its code differs from Llama's (estimator/rules/hf/decoders.py).
-Measured in tests/tgauge/test_hf_rules_families.py (CPU, fp32, eager, training).
+Measured in tests/tgauge/test_hf_rules_families.py (CPU, fp32, eager, training; issue 22g:
+prefill and decode with the cache, ``Gemma2Pass``).
 
 Gemma2PreTrainedModel sets ``_supports_sdpa = False``: transformers 5.24
 (modeling_utils.PreTrainedModel.get_correct_attn_implementation) falls back to eager when no
