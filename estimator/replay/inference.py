@@ -104,7 +104,7 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
     for pos in steps:  # the cache's storage before the step (kv.positions)
         held = rule("kv.positions", spec)(pattern, window, pos, 1 if pos > prompt else prompt)
         eng = engine(spec, sh)  # tokens so far: pos cached + the newest one
-        cache = eng.held_cache(_cache_bytes(spec, sh, held, cross))
+        cache = eng.held_cache(_cache_bytes(spec, sh, held, cross, pos))
         live = Live(start + cache + eng.step_held(pos + 1))
         p = rule("replay.step", spec)(spec, sh, live)
         p.embed(1)  # embed(token)
@@ -116,9 +116,17 @@ def decode_peaks(spec: ModelSpec, sh: Shapes, start: Any) -> tuple[Any, Any]:
     return prefill, vmax(*peaks)
 
 
-def _cache_bytes(spec: ModelSpec, sh: Shapes, held: Any, cross_s: Any) -> Any:
+def _cache_bytes(spec: ModelSpec, sh: Shapes, held: Any, cross_s: Any, seen: Any = 0) -> Any:
     """Keys + values of ``held`` self-attention and ``cross_s`` cross-attention positions of
-    every decoder layer, in the KV cache's dtype (as terms/kv_cache.py)."""
+    every decoder layer, in the KV cache's dtype (as terms/kv_cache.py). Issue 22g: under a
+    per-layer pattern (Gemma 2) ``held`` is the sliding layers'; the full layers' DynamicLayer
+    holds all ``seen`` positions."""
     per_pos = sh.b * spec.n_kv_heads * spec.head_dim
     n_layers = dict(spec.stacks)["decoder"]
+    if spec.layer_pattern is not None:
+        n_sliding = spec.layer_pattern.count("sliding")
+        rows = n_sliding * held + (n_layers - n_sliding) * seen
+        return nbytes(2 * per_pos * rows, sh.kv_dtype) + n_layers * nbytes(
+            2 * per_pos * cross_s, sh.kv_dtype
+        )
     return n_layers * nbytes(2 * per_pos * (held + cross_s), sh.kv_dtype)

@@ -46,9 +46,9 @@ MEASURED: dict[str, tuple[str, ...]] = {
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # issue 22d: Phi3ForCausalLM's sdpa and its no-grad passes are measured (rules/hf/phi3.py);
-    # Gemma 2 runs eager only (rules/hf/gemma2.py); its no-grad passes (the sandwich and
-    # GemmaRMSNorm transients, soft-caps, per-layer windows in the cache) are not modelled
-    "Gemma2ForCausalLM": (("train",), ("eager",)),
+    # Gemma 2 runs eager only (rules/hf/gemma2.py); issue 22g: its no-grad passes too
+    # (Gemma2Pass: the sandwich and Gemma2RMSNorm transients, soft-caps, per-layer caches)
+    "Gemma2ForCausalLM": (("train", "prefill", "decode"), ("eager",)),
 }
 #: the MoE experts code whose memory the rules model (Workload.experts_impl)
 MEASURED_EXPERTS = ("grouped_mm",)

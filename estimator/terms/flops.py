@@ -58,6 +58,9 @@ class PassShape:
     # issue 22: positions kv_b_proj decompresses per sequence (MLA: transformers caches the
     # latent, so a decode step decompresses the whole cache); None: s_q
     s_keys: Any = None
+    # issue 22g: a cached decode step under a per-layer pattern (Gemma 2): the positions its
+    # full layers attend to (every seen one; the sliding layers' are ``pairs``); None: no step
+    full_keys: Any = None
 
 
 def full_pass(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any = 0) -> PassShape:
@@ -170,19 +173,23 @@ def _layers(spec: ModelSpec, sh: Shapes, p: PassShape, stack: str,
     """(name, (forward, backward), layers) of the attention part of the layers: all L alike,
     or under a per-layer pattern (Gemma's ``spec.layer_pattern``) the sliding layers with the
     pass's pairs and the full ones with the causal pairs of the same s tokens (a full pass
-    only: a decode step's pairs per kind are not modelled and are refused by name)."""
+    or a cached decode step with ``p.full_keys``: its full layers attend to every seen
+    position, its sliding ones to ``p.pairs``)."""
     if spec.layer_pattern is None or stack != "decoder":
         return [(k, v, L) for k, v in _layer(spec, sh, p, stack).items()]
     from estimator.terms.kv_cache import layer_pattern_counts
 
     n_sliding = layer_pattern_counts(spec, sh.stack(stack))
-    if sh.mode == "decode":
+    if p.full_keys is not None:  # a cached step: one query on every cached position
+        full = PassShape(p.b, p.s_q, p.full_keys, p.s_src, p.cross_kv, p.full_keys)
+    elif p.s_keys is not None:
         raise UnsupportedError(
-            f"layer_pattern (per layer) is not modelled for decode FLOPs of {spec.name}: "
-            "its sliding and full layers attend over different cached positions"
+            f"layer_pattern (per layer) is not modelled for this decode step of {spec.name}: "
+            "its full layers' cached positions are not given"
         )
-    full = PassShape(p.b, p.s_q, attention_pairs("causal", None, True, p.s_q, sh.causal_flops),
-                     p.s_src, p.cross_kv)  # fmt: skip
+    else:
+        pairs = attention_pairs("causal", None, True, p.s_q, sh.causal_flops)
+        full = PassShape(p.b, p.s_q, pairs, p.s_src, p.cross_kv)
     out = [(k, v, n_sliding) for k, v in _layer(spec, sh, p, stack).items()]
     out += [(k, v, L - n_sliding) for k, v in _layer(spec, sh, full, stack).items()]
     return [x for x in out if x[2]]
@@ -272,7 +279,8 @@ def decode_step_at(spec: ModelSpec, sh: Shapes, seen: Any, pairs: Any, cache: bo
     if not cache:
         p = PassShape(sh.b, seen, pairs, sh.s_src)
         return stack_terms(spec, sh, "decoder", p, n_logits=sh.b * seen)
-    p = PassShape(sh.b, 1, pairs, sh.s_src, cross_kv=False, s_keys=pairs)
+    full_keys = seen if spec.layer_pattern is not None else None  # issue 22g: full layers
+    p = PassShape(sh.b, 1, pairs, sh.s_src, cross_kv=False, s_keys=pairs, full_keys=full_keys)
     return stack_terms(spec, sh, "decoder", p, n_logits=sh.b)
 
 

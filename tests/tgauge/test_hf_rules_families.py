@@ -65,12 +65,12 @@ def test_unmeasured_family_memory_is_refused_by_name():
         ("qwen3", {"checkpointing": "full"}, "q_norm / k_norm"),
         ("gpt_neox", {"dtype": "bf16"}, "GPTNeoXForCausalLM"),
         ("gemma2", {"checkpointing": "full"}, "Gemma2ForCausalLM"),
-        ("gemma2", {"mode": "prefill"}, "Gemma2ForCausalLM"),
+        ("gemma2", {"mode": "prefill", "attention_impl": "fused"}, "Gemma2ForCausalLM"),
     ],
 )
 def test_unmeasured_runs_of_the_new_rules_are_refused_by_name(family, change, named):
     """Issue 22d: the Qwen3, GPT-NeoX and Gemma 2 rules are measured in fp32 without
-    checkpointing (Gemma 2: training only); anything else is refused, never estimated."""
+    checkpointing (Gemma 2: eager only); anything else is refused, never estimated."""
     from estimator.estimate import estimate
 
     w = Workload(**{"batch_size": 2, "seq_len": 16, "mode": "train", **change})
@@ -96,6 +96,32 @@ def test_unmeasured_moe_runs_are_refused_by_name(fields, named):
     w = Workload(batch_size=1, seq_len=16, mode="train", **fields)
     with pytest.raises(UnsupportedError, match=re.escape(named)):
         estimate(spec, w)
+
+
+@pytest.mark.parametrize(
+    ("mode", "b", "s", "fields", "changes"),
+    [pytest.param("prefill", 1, 12, {}, {}, marks=SLOW),
+     pytest.param("decode", 1, 20, {"new_tokens": 3}, {}, marks=SLOW),
+     pytest.param("decode", 2, 13, {"new_tokens": 4, "engine": "hf-generate"}, {}, marks=SLOW),
+     # the final soft-cap's [b, s, V] temporaries make the peak
+     pytest.param("prefill", 2, 16, {}, {"vocab_size": 2000}, marks=SLOW),
+     pytest.param("decode", 2, 12, {"new_tokens": 3, "engine": "hf-generate"},
+                  {"vocab_size": 2000}, marks=SLOW),
+     # the attention soft-cap's [b, h, s, s_k] temporaries make the peak
+     pytest.param("prefill", 2, 40, {}, {"num_attention_heads": 8, "intermediate_size": 16},
+                  marks=SLOW)],
+)  # fmt: skip
+def test_gemma2_no_grad_passes_at_b1_and_past_the_window(mode, b, s, fields, changes):
+    """Issue 22g: Gemma 2's prefill and decode (rules/hf/gemma2.py Gemma2Pass) at b = 1, at s
+    past the tiny config's sliding_window 8 (its sliding layers keep the whole prefill cat,
+    DynamicSlidingWindowLayer, then w - 1 positions and the new one; the full layers all),
+    under generate() (position_ids [b, s]: cos, sin [b, s, d_h]), and with widths where the
+    soft-caps' temporaries make the peak."""
+    config = {**CONFIGS["gemma2"], **changes}
+    assert s > config["sliding_window"]
+    w = Workload(batch_size=b, seq_len=s, attention_impl="eager", mode=mode, **fields)
+    p = validate_point(ModelSpec.from_hf_config(config), w, hf_config=config)
+    assert_point(p, mode, "eager", fields.get("new_tokens", 0))
 
 
 BF16_MODES = [("train", "fused")] + [

@@ -1,6 +1,7 @@
 """Gemma 2's rules (transformers modeling_gemma2, issue 22), registered for the class
 Gemma2ForCausalLM where its code differs from Llama's (estimator/rules/hf/decoders.py).
-Measured in tests/tgauge/test_hf_rules_families.py (CPU, fp32, eager, training).
+Measured in tests/tgauge/test_hf_rules_families.py (CPU, fp32, eager, training; issue 22g:
+prefill and decode with the cache, ``Gemma2Pass``).
 
 Gemma2PreTrainedModel sets ``_supports_sdpa = False``: transformers 5.24
 (modeling_utils.PreTrainedModel.get_correct_attn_implementation) falls back to eager when no
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.decoders_pass import ENGINES_PASSING_POSITION_IDS, HFPass
 from estimator.rules.hf.precision import hf_eager_softmax_saved, hf_loss_saved
+from estimator.rules.live import Live
 from estimator.rules.reference.backward import Walker
 from estimator.rules.reference.saved import norm_saved as reference_norm_saved
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
 
 FP32_BYTES = 4
@@ -120,3 +124,151 @@ def unmeasured_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
             f"modelled for memory of {spec.hf_architecture} (measured: fp32, no checkpointing)"
         )
     return None
+
+
+# ---- issue 22g: the no-grad forward (prefill, decode with the cache) -----------------------
+
+
+class Gemma2Pass(HFPass):
+    """One no-grad forward of Gemma2ForCausalLM (transformers 5.24 modeling_gemma2, eager
+    attention): HFPass (estimator/rules/hf/decoders_pass.py) where Gemma 2's code differs.
+
+    Gemma2Model.forward: ``embed_tokens(input_ids)`` (Gemma2TextScaledWordEmbedding: the
+    lookup ``* embed_scale``, a new [b, s, d]; the lookup freed), position_ids (``arange(s) +
+    past_seen_tokens``), both masks kept in ``causal_mask_mapping`` for the whole forward
+    (masking_utils.create_causal_mask over the full layers' past + s keys and
+    create_sliding_window_causal_mask over a sliding layer's cache, get_mask_sizes:
+    min(past, w - 1) + s keys; eager: float [b, 1, s, s_k] each), the rotary cos, sin; each
+    layer with its own kind (``config.layer_types``, spec.layer_pattern): a sliding layer's
+    DynamicSlidingWindowLayer keeps a view of the last w - 1 positions of its torch.cat (the
+    whole cat stays allocated), a full layer's DynamicLayer the whole cat."""
+
+    kind = "full"
+
+    def window(self) -> int | None:
+        """The current layer's window (its kind), not the stack's."""
+        return self.spec.sliding_window if self.kind == "sliding" else None
+
+    def norm(self, s: int) -> int:
+        """Gemma2RMSNorm.forward on fp32 x (``x.float()`` is x): pow, mean, + eps, rsqrt,
+        x * rsqrt, then ``1.0 + self.weight.float()`` (a new [d]) and the product."""
+        live, nd, n = self.live, self.act(s, self.spec.d_model), self.b * s
+        live.take(nd)  # x.pow(2)
+        live.take(n * self.cb)  # mean [n, 1]
+        live.drop(nd)
+        live.take(n * self.cb)  # + eps
+        live.drop(n * self.cb)
+        live.take(n * self.cb)  # rsqrt
+        live.drop(n * self.cb)
+        live.take(nd)  # x * rsqrt
+        w = live.take(self.spec.d_model * self.cb)  # 1.0 + weight
+        live.take(nd)  # output * (1 + w)
+        live.drop(nd, n * self.cb, w)
+        return nd
+
+    def sublayer(self, s: int, fn) -> int:
+        """Gemma2DecoderLayer's half: ``residual + post_norm(F(pre_norm(x)))``; F's output
+        goes once the post norm's output rebinds it, that output once the sum is made."""
+        live, nd = self.live, self.act(s, self.spec.d_model)
+        h = self.norm(s)
+        r = fn()
+        live.drop(h)  # rebound to F's output
+        p = self.norm(s)
+        live.drop(r)
+        live.take(nd)  # residual + hidden_states
+        live.drop(p)
+        return nd
+
+    def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
+        """Gemma2DecoderLayer.forward: the first half's sum is ``residual`` until the layer
+        returns (the second sum is made while it is live); ``_`` (attn_weights) as well."""
+        x_a = self.sublayer(s, lambda: self.attention(s, start, stack, 0, cache))
+        self.sublayer(s, lambda: self.ffn(s))
+        self.live.drop(x_a, self.probs)
+        self.probs = 0
+
+    def attention(self, s: int, start: int, stack: str, cross_s: int = 0, cache=None) -> int:
+        """HFPass.attention; a full layer's cache held every one of the ``start`` positions."""
+        if cache is not None and self.kind == "full":
+            cache = (start, *cache[1:])
+        return super().attention(s, start, stack, cross_s, cache)
+
+    def eager_core(self, s: int, s_k: int, q_copy: bool) -> int:
+        """eager_attention_forward with ``softcap`` (HFPass.eager_core's steps): repeat_kv's
+        copies, q made contiguous by matmul, q @ k^T, then ``* scaling``, ``/ softcap``,
+        torch.tanh, ``* softcap``, ``+ attention_mask`` (each a new [b, h, s, s_k], the
+        previous one freed on rebinding), softmax (fp32 in, fp32 out: no copy), probs @ v,
+        ``transpose(1, 2).contiguous()``; the probabilities stay with the layer."""
+        live, spec, b, cb = self.live, self.spec, self.b, self.cb
+        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
+        a, a_k = b * h * s * d_h * cb, b * h * s_k * d_h * cb
+        reps = live.take(a_k) + live.take(a_k) if h_kv < h else 0
+        p = b * h * s * s_k * cb
+        q_copy = live.take(a) if q_copy else 0  # matmul: q contiguous
+        live.take(p)  # q @ k^T
+        live.drop(q_copy)
+        ops = 5 if spec.attn_softcap is not None else 2
+        for _ in range(ops + 1):  # the elementwise ops, then softmax
+            live.take(p)
+            live.drop(p)
+        out = live.take(a)  # probs @ v
+        clone = live.take(a) if s > 1 else 0  # transpose(1, 2).contiguous()
+        live.drop(reps)
+        self.probs += p  # returned as attn_weights: the layer's ``_`` until it returns
+        if clone:
+            live.drop(out)
+        return clone or out
+
+    def masks(self, s: int, start: int) -> list[int]:
+        """causal_mask_mapping: the full layers' mask over start + s keys and, with a
+        sliding layer, the sliding one over min(start, w - 1) + s (HFPass.mask each)."""
+        kinds = set(self.spec.layer_pattern or ("full",))
+        out = []
+        for kind in ("full", "sliding"):
+            self.kind = kind
+            out.append(self.mask(s, self.keys_visible(start) + s) if kind in kinds else 0)
+        return out
+
+    def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
+        """Gemma2Model.forward on inputs_embeds (taken by the caller) -> the final norm's
+        output; every layer replayed with its own kind."""
+        live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
+        live.take(nd)  # the lookup, live while ``* embed_scale`` (the caller's) is made
+        live.drop(nd)
+        kept, rows = [], self.b  # generate() passes position_ids [b, s]: cos, sin [b, s, d_h]
+        if self.sh.engine not in ENGINES_PASSING_POSITION_IDS:
+            r = live.take(s * INDEX_BYTES)  # arange(s)
+            kept.append(live.take(s * INDEX_BYTES))  # + past_seen_tokens: position_ids
+            live.drop(r)
+            rows = 1
+        kept += self.masks(s, start)
+        kept.append(live.take(2 * rows * s * spec.head_dim * self.cb))  # cos, sin [.., s, d_h]
+        kinds = spec.layer_pattern or ("full",) * dict(spec.stacks)[stack]
+        x, prev = 0, 0  # this layer's input, the previous one's (0: inputs_embeds, the caller's)
+        for kind in kinds:
+            live.drop(prev)  # the previous layer's input goes with its frame
+            self.kind = kind
+            self.layer(stack, s, start, cross_s, cache)
+            x, prev = nd, x
+        y = self.norm(s)
+        live.drop(prev, x)
+        live.drop(*kept, nd)  # the base model returns: its locals and inputs_embeds go
+        return y
+
+    def logits(self, s: int) -> int:
+        """lm_head's output, then the final soft-cap: ``logits / cap``, torch.tanh,
+        ``* cap``, each a new [b, s, V] made while the previous is live."""
+        live, x = self.live, self.act(s, self.spec.vocab_size)
+        live.take(x)  # lm_head
+        if self.spec.final_softcap is not None:
+            for _ in range(3):
+                live.take(x)
+                live.drop(x)
+        return x
+
+
+@register("replay.pass", CLASS)
+@register("replay.step", CLASS)
+def gemma2_pass(spec: ModelSpec, sh: Shapes, live: Live) -> Gemma2Pass:
+    """Gemma2ForCausalLM's no-grad forward: ``Gemma2Pass``."""
+    return Gemma2Pass(spec, sh, live)
