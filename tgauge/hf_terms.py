@@ -122,7 +122,6 @@ def _mixtral() -> Table:
 def _deepseek_v3() -> Table:
     """modeling_deepseek_v3 (issue 22v): Llama's names, latent attention's projections and
     norms (the glossary's: estimator/terms/params.py _latent_attention)."""
-    L = "decoder.layers"
     mla = {"q_a_proj": "q_a_proj", "q_a_layernorm": "q_a_norm", "q_b_proj": "q_b_proj",
            "kv_a_proj_with_mqa": "kv_a_proj", "kv_a_layernorm": "kv_a_norm",
            "kv_b_proj": "kv_b_proj"}  # fmt: skip

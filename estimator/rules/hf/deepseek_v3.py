@@ -106,7 +106,22 @@ def mla_layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> d
     out.update({f"self_attn.{k}": v for k, v in mla_saved(spec, sh, b, s).items()})
     if sh.attention_impl == "eager":
         out["self_attn.mix"] = eager_value_saved(spec, sh, b, s, s)
+    else:
+        out["self_attn.sdpa"] = math_sdpa_saved(spec, sh, b, s, s)
     return out
+
+
+def math_sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s_q: Any, s_k: Any) -> Any:
+    """sdpa_attention_forward with v_head_dim != qk head dim: torch's CPU flash kernel needs
+    one head dim for q, k and v, so F.scaled_dot_product_attention runs the math fallback
+    (aten/src/ATen/native/transformers/attention.cpp _scaled_dot_product_attention_math):
+    ``q * sqrt(scale)`` [b, h, s, d_qk] and ``k^T * sqrt(scale)`` saved by their matmul, the
+    causal mask added in place (nothing saved), _safe_softmax its output [b, h, s, s_k], the
+    last matmul the values (``eager_value_saved``: a copy at b > 1, kv_b_proj's output at
+    b = 1)."""
+    h, d_qk = spec.n_heads, spec.head_dim
+    qk = b * h * (s_q + s_k) * d_qk * sh.cb
+    return qk + b * h * s_q * s_k * sh.cb + eager_value_saved(spec, sh, b, s_q, s_k)
 
 
 #: the attention core's terms, kept from the Llama rules
