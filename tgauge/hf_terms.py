@@ -125,7 +125,15 @@ def _deepseek_v3() -> Table:
     mla = {"q_a_proj": "q_a_proj", "q_a_layernorm": "q_a_norm", "q_b_proj": "q_b_proj",
            "kv_a_proj_with_mqa": "kv_a_proj", "kv_a_layernorm": "kv_a_norm",
            "kv_b_proj": "kv_b_proj"}  # fmt: skip
-    return {**_llama(), **_proj("decoder", "self_attn", "layers.self_attn", mla)}
+    L = "decoder.layers"
+    shared = {"gate_proj": "gate", "up_proj": "up", "act_fn": "act", "down_proj": "down"}
+    return {**_llama(), **_proj("decoder", "self_attn", "layers.self_attn", mla),
+            "layers.mlp.gate": (f"{L}.ffn.router",),
+            "layers.mlp.experts": tuple(f"{L}.ffn.experts{k}" for k in ("", ".gate", ".up",
+                                                                        ".down")),
+            "layers.mlp.experts.act_fn": (f"{L}.ffn.experts.act",),
+            **_proj("decoder", "ffn.shared", "layers.mlp.shared_experts", shared),
+            "layers.mlp.shared_experts": (f"{L}.ffn.shared",)}  # fmt: skip
 
 
 def _bert() -> Table:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.moe import experts_saved
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
 
 FP32_BYTES = 4
@@ -45,6 +47,18 @@ def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     d, d_ff = spec.d_model, spec.d_ff
     mlp = ((d_ff, d), (d_ff, d), (d, d_ff))
     return attention_shapes(spec) + mlp + ((d,), (d,))
+
+
+@register("params.moe_layer_shapes", CLASS)
+def moe_layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
+    """A DeepseekV3DecoderLayer whose mlp is DeepseekV3MoE: self_attn, then the MoE's
+    experts (gate_up_proj [E, 2 d_e, d], down_proj [E, d, d_e]), gate (DeepseekV3TopkRouter:
+    weight [E, d]; e_score_correction_bias is a buffer), shared_experts (DeepseekV3MLP of
+    moe_intermediate_size * n_shared_experts: gate_proj, up_proj, down_proj), then
+    input_layernorm, post_attention_layernorm."""
+    d, E, d_e, d_s = spec.d_model, spec.n_experts, spec.expert_d_ff, spec.shared_expert_d_ff
+    moe = ((E, 2 * d_e, d), (E, d, d_e), (E, d), (d_s, d), (d_s, d), (d, d_s))
+    return attention_shapes(spec) + moe + ((d,), (d,))
 
 
 def _norm_saved(sh: Shapes, n: Any, width: Any, storage: Any) -> Any:
@@ -134,3 +148,37 @@ def rotary_stack_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     [1, s, d_rope], saved by the first layer's ``q1 * cos`` and ``q2 * sin`` (the interleaved
     form slices them: views of the same storages)."""
     return 2 * s * spec.qk_rope_head_dim * sh.cb
+
+
+def router_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """DeepseekV3TopkRouter.forward over n tokens: F.linear of ``hidden_states.type(fp32)``
+    saves its input (the norm output, fp32 here: itself); sigmoid its output [n, E];
+    ``.topk(2)`` over each group's experts its indices [n, G, 2] int64 (``.sum`` nothing);
+    torch.topk over the groups its indices [n, topk_group]; ``masked_fill(~score_mask.bool())``
+    the bool mask [n, E]; torch.topk over the experts its indices [n, k] (``scores.gather``
+    saves that same index and the sigmoid output); ``topk_weights /= denominator`` the
+    weights [n, k] and the denominator [n, 1] fp32 (with ``norm_topk_prob``);
+    ``* routed_scaling_factor`` nothing."""
+    E, k = spec.n_experts, spec.n_experts_per_token
+    ids = (2 * spec.router_groups + spec.router_topk_groups + k) * n * INDEX_BYTES
+    div = (n * k + n) * FP32_BYTES if spec.router_norm_topk else 0
+    return n * spec.d_model * sh.cb + n * E * FP32_BYTES + ids + n * E + div
+
+
+@register("saved.ffn.moe", CLASS)
+def moe_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
+    """DeepseekV3MoE.forward over n tokens: the router (``router_saved``), the experts
+    (estimator/rules/hf/moe.py experts_saved: grouped_mm_experts_forward, the same code),
+    then shared_experts, a DeepseekV3MLP on the same norm output: gate_proj's input is the
+    router's (0), act_fn saves the gate output [n, d_s], the product act(gate) and up, down
+    its input [n, d_s]."""
+    d_s, cb = spec.shared_expert_d_ff, sh.cb
+    return {
+        "ffn.router": router_saved(spec, sh, n),
+        **experts_saved(spec, sh, n),
+        "ffn.shared.gate": 0,
+        "ffn.shared.up": 0,
+        "ffn.shared.act": n * d_s * cb,
+        "ffn.shared": 2 * n * d_s * cb,
+        "ffn.shared.down": n * d_s * cb,
+    }
