@@ -182,3 +182,15 @@ def moe_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
         "ffn.shared": 2 * n * d_s * cb,
         "ffn.shared.down": n * d_s * cb,
     }
+
+
+@register("unsupported", CLASS)
+def unmeasured_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
+    """The rules are measured in fp32 without checkpointing (a low dtype changes the fp32
+    router's casts and the norms' copies): anything else is refused by name."""
+    if sh.cb != FP32_BYTES or sh.checkpointing != "none":
+        return (
+            f"dtype={sh.compute_dtype!r} with checkpointing={sh.checkpointing!r} is not "
+            f"modelled for memory of {spec.hf_architecture} (measured: fp32, no checkpointing)"
+        )
+    return None
