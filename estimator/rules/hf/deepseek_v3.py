@@ -1,7 +1,13 @@
 """DeepSeek-V3's rules (transformers 5.24 models/deepseek_v3/modeling_deepseek_v3.py, issue
 22), registered for the class DeepseekV3ForCausalLM where its code differs from Llama's
 (estimator/rules/hf/decoders.py): multi-head latent attention (DeepseekV3Attention) and the
-parameter order of DeepseekV3DecoderLayer. Measured in tests/tgauge/test_hf_rules_families.py.
+parameter order of DeepseekV3DecoderLayer, and its MoE block (DeepseekV3MoE: the sigmoid,
+group-limited router, moe.py's grouped_mm experts, the shared MLP). Measured in training (fp32,
+eager and sdpa) in tests/tgauge/test_hf_rules_families.py (docs/validation.md).
+
+Not modelled here (issue 22v, left open): the backward walk is the Llama attention's and the
+reference dense FFN's (estimator/replay/backward.py), not MLA's and the MoE block's node by
+node; prefill / decode are refused (estimator/rules/features.py MEASURED_RUNS).
 """
 
 from __future__ import annotations
