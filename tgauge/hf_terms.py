@@ -104,6 +104,8 @@ def _gemma2() -> Table:
     return {**_llama(), "layers.post_attention_layernorm": (f"{L}.attn_out_norm",),
             "layers.pre_feedforward_layernorm": (f"{L}.ffn_norm",),
             "layers.post_feedforward_layernorm": (f"{L}.ffn_out_norm",)}  # fmt: skip
+
+
 def _mixtral() -> Table:
     """modeling_mixtral: Llama's names but the MoE block (issue 22): mlp.gate is the router,
     mlp.experts the experts (their act_fn apart), the block's own ops save nothing."""
@@ -115,6 +117,23 @@ def _mixtral() -> Table:
     table["layers.mlp.experts.act_fn"] = (f"{L}.ffn.experts.act",)
     table["layers.mlp"] = (f"{L}.ffn",)
     return table
+
+
+def _deepseek_v3() -> Table:
+    """modeling_deepseek_v3 (issue 22v): Llama's names, latent attention's projections and
+    norms (the glossary's: estimator/terms/params.py _latent_attention)."""
+    mla = {"q_a_proj": "q_a_proj", "q_a_layernorm": "q_a_norm", "q_b_proj": "q_b_proj",
+           "kv_a_proj_with_mqa": "kv_a_proj", "kv_a_layernorm": "kv_a_norm",
+           "kv_b_proj": "kv_b_proj"}  # fmt: skip
+    L = "decoder.layers"
+    shared = {"gate_proj": "gate", "up_proj": "up", "act_fn": "act", "down_proj": "down"}
+    return {**_llama(), **_proj("decoder", "self_attn", "layers.self_attn", mla),
+            "layers.mlp.gate": (f"{L}.ffn.router",),
+            "layers.mlp.experts": tuple(f"{L}.ffn.experts{k}" for k in ("", ".gate", ".up",
+                                                                        ".down")),
+            "layers.mlp.experts.act_fn": (f"{L}.ffn.experts.act",),
+            **_proj("decoder", "ffn.shared", "layers.mlp.shared_experts", shared),
+            "layers.mlp.shared_experts": (f"{L}.ffn.shared",)}  # fmt: skip
 
 
 def _bert() -> Table:
@@ -218,6 +237,7 @@ HF_TERMS: dict[str, Table] = {
     "gpt_neox": _gpt_neox(),  # issue 22d
     "gemma2": _gemma2(),  # issue 22d
     "mixtral": _mixtral(),  # issue 22
+    "deepseek_v3": _deepseek_v3(),  # issue 22v
     "bert": _bert(),
     "t5": _t5(),
     "bart": _bart(),

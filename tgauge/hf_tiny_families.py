@@ -89,3 +89,6 @@ EVERY: dict[str, dict[str, Any]] = {
 # issue 22: the mixture of experts whose memory the rules model (estimator/rules/hf/moe.py)
 CONFIGS["mixtral"] = EVERY["mixtral"]
 FAMILIES = tuple(CONFIGS)
+# issue 22v: latent attention and DeepSeek's MoE block (estimator/rules/hf/deepseek_v3.py)
+CONFIGS["deepseek_v3"] = EVERY["deepseek_v3"]
+FAMILIES = tuple(CONFIGS)

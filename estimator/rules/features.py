@@ -42,6 +42,9 @@ MEASURED: dict[str, tuple[str, ...]] = {
     # issue 22: modeling_mixtral, Llama's attention and a MoE block run by grouped_mm
     # (estimator/rules/hf/moe.py)
     "MixtralForCausalLM": ("n_experts",),
+    # issue 22v: modeling_deepseek_v3, latent attention and its MoE block run by grouped_mm
+    # (estimator/rules/hf/deepseek_v3.py); training only (MEASURED_RUNS)
+    "DeepseekV3ForCausalLM": ("n_experts", "kv_lora_rank", "q_lora_rank"),
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
 MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -49,6 +52,9 @@ MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # Gemma 2 runs eager only (rules/hf/gemma2.py); issue 22g: its no-grad passes too
     # (Gemma2Pass: the sandwich and Gemma2RMSNorm transients, soft-caps, per-layer caches)
     "Gemma2ForCausalLM": (("train", "prefill", "decode"), ("eager",)),
+    # issue 22v: DeepSeek-V3's no-grad passes (the latent cache, expand_kv's per-step k and v,
+    # the router's and experts' transients) are not modelled
+    "DeepseekV3ForCausalLM": (("train",), ("eager", "fused")),
 }
 #: the MoE experts code whose memory the rules model (Workload.experts_impl)
 MEASURED_EXPERTS = ("grouped_mm",)

@@ -259,6 +259,8 @@ def _deepseek_v3(cfg: Config) -> dict[str, Any]:
         n_experts=cfg["n_routed_experts"], n_experts_per_token=cfg["num_experts_per_tok"],
         expert_d_ff=cfg["moe_intermediate_size"], n_shared_experts=cfg.get("n_shared_experts", 0),
         dense_layers=tuple(range(min(first_dense, L))), router_fp32=True,
+        router_groups=cfg.get("n_group", 8), router_topk_groups=cfg.get("topk_group", 4),
+        router_norm_topk=bool(cfg.get("norm_topk_prob", True)),
     )  # fmt: skip
 
 

@@ -363,8 +363,9 @@ FAMILY_KEYS.update({
             "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank",
             "kv_lora_rank", "attention_bias", "first_k_dense_replace", "n_routed_experts",
             "n_shared_experts", "num_experts_per_tok", "moe_intermediate_size",
+            "n_group", "topk_group", "norm_topk_prob",  # issue 22v: the router's saved sizes
         },
-        ignored=_ROUTING | {
+        ignored=(_ROUTING - {"n_group", "topk_group", "norm_topk_prob"}) | {
             "head_dim", "qk_head_dim", "num_key_value_heads", "num_nextn_predict_layers",
             "num_mtp_layers", "pretraining_tp", "ep_size", "quantization_config",
         },

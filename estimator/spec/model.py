@@ -300,6 +300,16 @@ class ModelSpec(BaseModel):
     fused_gate_up: bool = Field(
         False, description="one projection makes gate and up, their views (Phi-3's gate_up_proj)"
     )
+    # issue 22v: DeepseekV3TopkRouter's group-limited choice (what its saved tensors are sized by)
+    router_groups: int | None = Field(
+        None, gt=0, description="DeepSeek-V3's n_group: expert groups the router ranks first"
+    )
+    router_topk_groups: int | None = Field(
+        None, gt=0, description="DeepSeek-V3's topk_group: groups whose experts may be chosen"
+    )
+    router_norm_topk: bool | None = Field(
+        None, description="DeepSeek-V3's norm_topk_prob: the top-k weights divided by their sum"
+    )
 
     @model_validator(mode="after")
     def _check_issue22(self) -> ModelSpec:

@@ -265,6 +265,8 @@ def _moe_layer_shapes(spec: ModelSpec, i: int) -> list[tuple[int, ...]]:
     dense = _layer_shapes(spec, False)
     if i in spec.dense_layers:
         return dense
+    if (own := rule("params.moe_layer_shapes", spec)(spec)) is not None:  # issue 22v
+        return list(own)
     d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
     n_ffn = (2 if spec.fused_gate_up else 3 if spec.gated else 2) * (2 if spec.ffn_bias else 1)
     out = dense[:-n_ffn] + [(E, d), (E, 2 * d_e, d), (E, d, d_e)]

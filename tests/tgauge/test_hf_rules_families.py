@@ -66,6 +66,9 @@ def test_unmeasured_family_memory_is_refused_by_name():
         ("gpt_neox", {"dtype": "bf16"}, "GPTNeoXForCausalLM"),
         ("gemma2", {"checkpointing": "full"}, "Gemma2ForCausalLM"),
         ("gemma2", {"mode": "prefill", "attention_impl": "fused"}, "Gemma2ForCausalLM"),
+        ("deepseek_v3", {"mode": "prefill"}, "DeepseekV3ForCausalLM"),  # issue 22v
+        ("deepseek_v3", {"mode": "decode"}, "DeepseekV3ForCausalLM"),
+        ("deepseek_v3", {"dtype": "bf16"}, "DeepseekV3ForCausalLM"),
     ],
 )
 def test_unmeasured_runs_of_the_new_rules_are_refused_by_name(family, change, named):

@@ -111,6 +111,13 @@ def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
     return None
 
 
+@register("params.moe_layer_shapes", "reference")
+def moe_layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
+    """A mixture-of-experts layer's parameter tensors in ``model.parameters()`` order where a
+    class registers its own (issue 22v: DeepSeek-V3); None: Mixtral's (terms/params.py)."""
+    return None
+
+
 @register("saved.layer", "reference")
 def layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> dict[str, Any]:
     """One layer's saved terms (estimator/terms/activations.layer_saved) where a class's
