@@ -51,8 +51,10 @@ def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any
 @register("saved.rotary.layer", "reference")
 def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     """Bytes one layer's rotary products save: x * cos, rot(x) * sin keep cos and sin
-    [s, d_h], built per call (reference_model/positions.py), for q and for k."""
-    return 2 * 2 * s * spec.head_dim * sh.ib  # cast to q's dtype
+    [s, d_h], built per call (reference_model/positions.py), for q and for k (latent
+    attention: over qk_rope_head_dim, its rotary part)."""
+    d_rot = spec.qk_rope_head_dim or spec.head_dim  # issue 22l
+    return 2 * 2 * s * d_rot * sh.ib  # cast to q's dtype
 
 
 @register("saved.rotary.stack", "reference")
