@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimator.rules.registry import register
+from estimator.rules.reference.backward import rmsnorm
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.model import ModelSpec
 
@@ -97,8 +98,8 @@ def latent_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, entries: Any, mask
       sdpa       fused (CPU flash): q, k, v padded to d_qk [b, h, s, d_qk] (unpadded when
                  d_v = d_qk: a view of kv_b_proj's output, its whole storage), out
                  [b, h, s, d_qk], logsumexp [b, h, s] fp32
-      o_proj     its input [n, h d_v]: the merged heads' reshape copy (fused without
-                 padding: a view of the saved out, 0)"""
+      o_proj     its input [n, h d_v]: the merged heads' reshape copy (the flash output
+                 takes q's layout, [b, h, s, d_qk] contiguous here: torch.cat made q)"""
     n, cb, d, h = b * s, sh.cb, spec.d_model, spec.n_heads
     r_q, r_kv, d_rope = spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim
     d_qk, d_v, d_nope = spec.head_dim, spec.v_head_dim, spec.qk_nope_head_dim
@@ -121,5 +122,116 @@ def latent_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, entries: Any, mask
     padded = d_v < d_qk
     v = b * h * s * d_qk * cb if padded else b * s * h * (d_nope + d_v) * cb
     t["sdpa"] = qk + v + b * h * s * d_qk * cb + b * h * s * FP32_BYTES
-    t["o_proj"] = n * h * d_v * cb if padded else 0
+    t["o_proj"] = n * h * d_v * cb
     return t
+
+
+#: the walker (estimator.replay.backward.Backward); the step reads its fields
+Walker = Any
+
+
+def _rotary_backward(bw: Walker, p: str, x: Any, s: Any, own_input: bool) -> Any:
+    """RotaryPositions backward of q's or k's rotary part (x bytes): MulBackward0 (grad *
+    sin; sin freed), NegBackward0, MulBackward0 (grad * cos; cos freed), SplitBackward0's cat
+    and the add of the two paths. ``own_input``: the incoming grad is its own storage (k's:
+    ExpandBackward0's sum, freed once both products ran), not a slice of dq's. -> x bytes."""
+    live, table = bw.live, s * bw.spec.qk_rope_head_dim * bw.cb
+    live.take(x)  # grad * sin
+    bw.free(p, table)  # sin
+    live.take(x // 2, x)  # -x2; grad * cos
+    live.drop(x if own_input else 0)
+    bw.free(p, table)  # cos
+    live.take(x)  # cat([.., ..]): the chunk's grad
+    live.drop(x // 2, x)
+    live.take(x)  # the two paths summed
+    live.drop(x, x)
+    return x
+
+
+def _core_backward(bw: Walker, p: str, s: Any, d_o: Any) -> tuple[Any, Any, Any]:
+    """The attention core's backward given the merged heads' grad (``d_o``, freed) -> dq, dk
+    [b, h, s, d_qk] and dv [b, h, s, d_v] bytes. Eager: matmul folds the grad's
+    [b, h, s, d_v] view of [b, s, h, d_v] into [b h, s, d_v] (a copy when b > 1), then
+    BmmBackward0 of probs @ v (grad v, grad probs; v freed), SoftmaxBackward0, masked_fill's
+    and the scale's MulBackward0, BmmBackward0 of q k^T (grad k, grad q). Fused:
+    SliceBackward0 of the unpadded output (zeros [b, h, s, d_qk]), the CPU flash backward
+    (dq, dk, dv padded at once), ConstantPadNdBackward0's slice copy of dv."""
+    spec, sh, live, b = bw.spec, bw.sh, bw.live, bw.b
+    h, d_qk, d_v, cb = spec.n_heads, spec.head_dim, spec.v_head_dim, bw.cb
+    q, v = b * h * s * d_qk * cb, b * h * s * d_v * cb
+    if sh.attention_impl != "eager":
+        padded = d_v < d_qk
+        g = live.take(q) if padded else d_o  # slice_backward
+        live.drop(d_o if padded else 0)
+        live.take(q, q, q)  # dq, dk, dv (padded)
+        live.drop(g)
+        bw.free(f"{p}.sdpa")
+        if padded:
+            live.take(v)  # F.pad's backward: dv [b, h, s, d_v]
+            live.drop(q)
+        return q, q, v
+    if b > 1 and s > 1:  # matmul's contiguous copy of the grad
+        live.take(v)
+        live.drop(d_o)
+        d_o = v
+    scores = b * h * s * s * cb
+    live.take(v, scores)  # probs @ v: grad v, grad probs
+    live.drop(d_o)
+    bw.free(f"{p}.mix")
+    rule("backward.softmax", spec, sh)(bw, f"{p}.scores", scores, b * h * s * s)
+    live.take(scores)  # masked_fill backward
+    live.drop(scores)
+    live.take(scores)  # * scale
+    live.drop(scores)
+    live.take(q, q)  # q k^T: grad k, grad q
+    live.drop(scores)
+    bw.free(f"{p}.scores")
+    return q, q, v
+
+
+@register("backward.latent_attention", "reference")
+def latent_backward(bw: Walker, p: str, s: Any) -> Any:
+    """LatentAttention.forward's backward (training: T = s) given its output's grad (held by
+    the residual) -> the grad of its input [n, d]: o_proj; the core (``_core_backward``);
+    k = cat(k_nope, k_rot.expand(h)): ExpandBackward0's sum over heads [b, 1, s, d_rope];
+    the split of kv_b_proj's output: SplitWithSizesBackward0's cat [b, h, s, d_nope + d_v],
+    then its transposed view copied to [b, s, h (d_nope + d_v)] (h > 1); kv_b_proj; rotary
+    of k_rot, then of q's rotary part; kv_a_norm; the split of kv_a_proj's output: a cat
+    [n, r_kv + d_rope]; kv_a_proj; q's split: a cat [b, h, s, d_qk] and its copy to
+    [b, s, h d_qk] (h > 1); q_b_proj, q_a_norm, q_a_proj (or q_proj); the two input grads
+    summed."""
+    spec, live, b, cb = bw.spec, bw.live, bw.b, bw.cb
+    h, d_qk, d_v, d_rope = spec.n_heads, spec.head_dim, spec.v_head_dim, spec.qk_rope_head_dim
+    r_kv, r_q, d_nope = spec.kv_lora_rank, spec.q_lora_rank, spec.qk_nope_head_dim
+    n = b * s
+    nd = n * spec.d_model * cb
+    d_o = bw.linear(f"{p}.o_proj", n * h * d_v * cb)
+    dq, dk, dv = _core_backward(bw, p, s, d_o)
+    k_rot = live.take(n * d_rope * cb)  # ExpandBackward0: the sum over heads
+    kv = n * h * (d_nope + d_v) * cb
+    live.take(kv)  # SplitWithSizesBackward0: grads of k_nope and v in one tensor
+    live.drop(dk, dv)
+    if h > 1:  # its [b, s, h, ..] view made contiguous for kv_b_proj's output grad
+        live.take(kv)
+        live.drop(kv)
+    d_latent = bw.linear(f"{p}.kv_b_proj", n * r_kv * cb, g=kv)
+    k_rot = _rotary_backward(bw, p, k_rot, s, True)
+    q_rot = _rotary_backward(bw, p, b * h * s * d_rope * cb, s, False)
+    d_latent = rmsnorm(bw, f"{p}.kv_a_norm", d_latent, n, r_kv)
+    compressed = live.take(n * (r_kv + d_rope) * cb)  # the split's cat
+    live.drop(d_latent, k_rot)
+    bw.linear(f"{p}.kv_a_proj", nd, g=compressed, stream=True)
+    q = live.take(dq)  # the split's cat [b, h, s, d_qk]
+    live.drop(dq, q_rot)
+    if h > 1:  # its [b, s, h, d_qk] view made contiguous
+        live.take(q)
+        live.drop(q)
+    bw.free(p)  # whatever is left of the rotary tables
+    if r_q is None:
+        bw.linear(f"{p}.q_proj", nd, g=q, stream=True)
+    else:
+        d_a = bw.linear(f"{p}.q_b_proj", n * r_q * cb, g=q)
+        d_a = rmsnorm(bw, f"{p}.q_a_norm", d_a, n, r_q)
+        bw.linear(f"{p}.q_a_proj", nd, g=d_a, stream=True)
+    bw.residual(n)  # q's and kv_a_proj's input grads summed
+    return nd
