@@ -123,6 +123,9 @@ def _cache_bytes(spec: ModelSpec, sh: Shapes, held: Any, cross_s: Any, seen: Any
     holds all ``seen`` positions."""
     per_pos = sh.b * spec.n_kv_heads * spec.head_dim
     n_layers = dict(spec.stacks)["decoder"]
+    if rule("attention.latent", spec)(spec):  # issue 22l: the latent and k_rot per position
+        width = spec.kv_lora_rank + spec.qk_rope_head_dim
+        return n_layers * nbytes(sh.b * width * held, sh.kv_dtype)
     if spec.layer_pattern is not None:
         n_sliding = spec.layer_pattern.count("sliding")
         rows = n_sliding * held + (n_layers - n_sliding) * seen

@@ -19,6 +19,7 @@ from typing import Any
 from estimator.rules.reference.backward import rmsnorm
 from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
 
 FP32_BYTES = 4
@@ -55,6 +56,8 @@ def latent_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
         why.append(f"attention_pattern={st.pattern!r}")
     if sh.mode != "train" and sh.kv_cache and sh.kv_dtype != sh.compute_dtype:
         why.append(f"kv_cache_dtype={sh.kv_dtype!r} (a cache in another dtype)")
+    if sh.mode != "train" and sh.engine != "forward":
+        why.append(f"engine={sh.engine!r}")
     if not why:
         return None
     return (
@@ -235,3 +238,101 @@ def latent_backward(bw: Walker, p: str, s: Any) -> Any:
         bw.linear(f"{p}.q_a_proj", nd, g=d_a, stream=True)
     bw.residual(n)  # q's and kv_a_proj's input grads summed
     return nd
+
+
+#: a forward replay (estimator.rules.reference.passes.Pass); the step reads its fields
+Replay = Any
+
+
+def _rmsnorm_forward(p: Replay, n: Any, width: int) -> Any:
+    """RMSNorm over [n, width] without grad (Pass.norm's steps): pow, mean, + eps, rsqrt,
+    x * rms, * weight; -> its output (its temporaries dropped)."""
+    live, nd, col = p.live, n * width * p.cb, n * p.cb
+    live.take(nd)  # x.pow(2): a contiguous [n, width] (the latent's: of a split view)
+    live.take(col)  # mean
+    live.drop(nd)
+    live.take(col)  # + eps
+    live.drop(col)
+    live.take(col)  # rsqrt
+    live.drop(col)
+    live.take(nd, nd)  # x * rms, * weight
+    live.drop(nd, col)
+    return nd
+
+
+def _attend_forward(p: Replay, s: Any, t: Any) -> Any:
+    """LatentAttention.attend of s queries on t keys -> bytes of its output (eager [b, h, s,
+    d_v]; fused the padded [b, h, s, d_qk], sliced by a view); its locals dropped."""
+    spec, live, b, cb = p.spec, p.live, p.b, p.cb
+    h, d_qk, d_v = spec.n_heads, spec.head_dim, spec.v_head_dim
+    pos = live.take(s * INDEX_BYTES, t * INDEX_BYTES)  # q_pos, k_pos
+    causal = t == s  # a pass without past keys: sdpa's is_causal, no mask
+    if p.sh.attention_impl == "eager":
+        ok = live.take(s * t)  # Pattern.allowed: [s, t] bool
+        scores = live.take(b * h * s * t * cb)  # q @ k^T: q, k contiguous (torch.cat's)
+        v_copy = b * h * t * d_v * cb if b > 1 and h > 1 and t > 1 else 0  # matmul's fold
+        out = b * h * s * d_v * cb
+        p.softmax_mix(scores, 0, s * t, v_copy, out, 0)
+        live.drop(pos, ok)
+        return out
+    ok = 0 if causal else live.take(s * t)
+    v_pad = live.take(b * h * t * d_qk * cb) if d_v < d_qk else 0  # F.pad(v)
+    mask = 0
+    if not causal:  # FusedAttention: additive(ok) = where(ok, zeros(()), min) [s, t]
+        live.take(cb, cb)
+        mask = live.take(s * t * cb)
+        live.drop(cb, cb)
+    out, lse = b * h * s * d_qk * cb, b * h * s * FP32_BYTES
+    live.take(out, lse)  # CPU flash: output, logsumexp
+    live.drop(lse, mask)
+    live.drop(v_pad, ok, pos)
+    return out
+
+
+@register("replay.latent_attention", "reference")
+def latent_forward(p: Replay, s: Any, start: Any, cache: Any) -> Any:
+    """LatentAttention.forward without grad on the norm output [b, s, d] -> the bytes of
+    o_proj's output; ``cache``: (positions held before, kept after) or None. q_a_proj,
+    q_a_norm (its input dropped when it returns), q_b_proj (or q_proj); kv_a_proj (the local
+    ``compressed``), kv_a_norm; the aranges and the rotary products of q's and k's rotary
+    parts (Pass.rotary over d_rope); the cache's torch.cat of the latent and of k_rot (the
+    old cache and the new position's tensors dropped; with nothing held the cache keeps the
+    new ones); torch.cat of q; kv_b_proj over the T cached positions; torch.cat of k; the
+    core; the merged heads' copy (none where the transposed output is a view: eager one
+    query, or h = 1); o_proj. Its locals are dropped when it returns."""
+    spec, live, b, cb = p.spec, p.live, p.b, p.cb
+    h, d_qk, d_v, d_rope = spec.n_heads, spec.head_dim, spec.v_head_dim, spec.qk_rope_head_dim
+    r_kv, r_q, d_nope = spec.kv_lora_rank, spec.q_lora_rank, spec.qk_nope_head_dim
+    n = b * s
+    if r_q is None:
+        q = live.take(n * h * d_qk * cb)  # q_proj
+    else:
+        a = live.take(n * r_q * cb)  # q_a_proj
+        a_n = _rmsnorm_forward(p, n, r_q)  # q_a_norm
+        live.drop(a)
+        q = live.take(n * h * d_qk * cb)  # q_b_proj
+        live.drop(a_n)
+    compressed = live.take(n * (r_kv + d_rope) * cb)  # kv_a_proj
+    latent = _rmsnorm_forward(p, n, r_kv)  # kv_a_norm
+    q_pos = live.take(s * INDEX_BYTES)
+    q_rot = p.rotary(s, b * h * s * d_rope * cb)  # its input: a view of q
+    k_rot = p.rotary(s, b * s * d_rope * cb)  # its input: a view of compressed
+    t = s
+    if cache is not None:
+        held = cache[0]
+        t = held + s
+        if held:  # LayerCache.append_self: torch.cat([past, new]) of the latent, of k_rot
+            live.take(b * t * r_kv * cb, b * t * d_rope * cb)
+            live.drop(b * held * (r_kv + d_rope) * cb, latent, k_rot)  # old cache, new ones
+        latent, k_rot = 0, 0  # the cache's now: kept after the pass
+    q_cat = live.take(n * h * d_qk * cb)  # torch.cat([q_nope, q_rot])
+    kv = live.take(b * t * h * (d_nope + d_v) * cb)  # kv_b_proj of every cached position
+    k = live.take(b * h * t * d_qk * cb)  # torch.cat([k_nope, k_rot.expand(..)])
+    o = _attend_forward(p, s, t)
+    padded = p.sh.attention_impl != "eager" and d_v < d_qk
+    copy = h > 1 and (s > 1 or padded)  # transpose + reshape of [b, h, s, d_v]
+    merged = live.take(n * h * d_v * cb) if copy else 0
+    live.drop(o if copy else 0)
+    y = live.take(n * spec.d_model * cb)  # o_proj
+    live.drop(merged or o, q, compressed, latent, q_pos, q_rot, k_rot, q_cat, kv, k)
+    return y

@@ -89,7 +89,7 @@ class Pass:
 
     def rotary(self, s: int, x: int) -> int:
         """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped."""
-        live, d_h = self.live, self.spec.head_dim
+        live, d_h = self.live, self.spec.qk_rope_head_dim or self.spec.head_dim  # issue 22l
         half = d_h // 2 * FP32_BYTES
         live.take(half)  # arange
         live.take(half)  # neg
@@ -166,6 +166,8 @@ class Pass:
         Self-attention (``cross_s`` 0) over start + s positions, or cross-attention on
         ``cross_s`` encoder positions. ``cache``: (held before, kept after) positions of the
         self-attention cache; the kept keys/values stay live after the pass."""
+        if not cross_s and rule("attention.latent", self.spec)(self.spec):  # issue 22l
+            return rule("replay.latent_attention", self.spec)(self, s, start, cache)
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
         q = live.take(self.act(s, h * d_h))  # q_proj
