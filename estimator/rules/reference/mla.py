@@ -77,11 +77,11 @@ def _rmsnorm_saved(sh: Shapes, n: Any, width: int, storage: Any) -> Any:
 def values_saved(spec: ModelSpec, sh: Shapes, b: Any, s_k: Any) -> Any:
     """Bytes of v as the eager ``probs @ v`` saves it: v [b, h, T, d_v] is a split view of
     kv_b_proj's output [b, T, h, d_nope + d_v] transposed; matmul folds it into [b h, T, d_v],
-    a copy when b > 1 (b and h do not merge), a view at b = 1, where the bmm then keeps
+    a copy when b > 1 and h > 1 (b and h do not merge), else a view, and the bmm then keeps
     kv_b_proj's whole output."""
     h, d_v, d_nope, cb = spec.n_heads, spec.v_head_dim, spec.qk_nope_head_dim, sh.cb
-    if b == 1:
-        return s_k * h * (d_nope + d_v) * cb
+    if b == 1 or h == 1:
+        return b * s_k * h * (d_nope + d_v) * cb
     return b * h * s_k * d_v * cb
 
 
@@ -102,7 +102,8 @@ def latent_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, entries: Any, mask
                  d_v = d_qk: a view of kv_b_proj's output, its whole storage), out
                  [b, h, s, d_qk], logsumexp [b, h, s] fp32
       o_proj     its input [n, h d_v]: the merged heads' reshape copy (the flash output
-                 takes q's layout, [b, h, s, d_qk] contiguous here: torch.cat made q)"""
+                 takes q's layout, [b, h, s, d_qk] contiguous here: torch.cat made q; at
+                 h = 1 the merge is a view of the saved out: 0)"""
     n, cb, d, h = b * s, sh.cb, spec.d_model, spec.n_heads
     r_q, r_kv, d_rope = spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim
     d_qk, d_v, d_nope = spec.head_dim, spec.v_head_dim, spec.qk_nope_head_dim
@@ -125,7 +126,7 @@ def latent_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, entries: Any, mask
     padded = d_v < d_qk
     v = b * h * s * d_qk * cb if padded else b * s * h * (d_nope + d_v) * cb
     t["sdpa"] = qk + v + b * h * s * d_qk * cb + b * h * s * FP32_BYTES
-    t["o_proj"] = n * h * d_v * cb
+    t["o_proj"] = n * h * d_v * cb if h > 1 else 0  # h = 1: a view of the saved out
     return t
 
 
@@ -154,7 +155,7 @@ def _rotary_backward(bw: Walker, p: str, x: Any, s: Any, own_input: bool) -> Any
 def _core_backward(bw: Walker, p: str, s: Any, d_o: Any) -> tuple[Any, Any, Any]:
     """The attention core's backward given the merged heads' grad (``d_o``, freed) -> dq, dk
     [b, h, s, d_qk] and dv [b, h, s, d_v] bytes. Eager: matmul folds the grad's
-    [b, h, s, d_v] view of [b, s, h, d_v] into [b h, s, d_v] (a copy when b > 1), then
+    [b, h, s, d_v] view of [b, s, h, d_v] into [b h, s, d_v] (a copy when b, h > 1), then
     BmmBackward0 of probs @ v (grad v, grad probs; v freed), SoftmaxBackward0, masked_fill's
     and the scale's MulBackward0, BmmBackward0 of q k^T (grad k, grad q). Fused:
     SliceBackward0 of the unpadded output (zeros [b, h, s, d_qk]), the CPU flash backward
@@ -173,7 +174,7 @@ def _core_backward(bw: Walker, p: str, s: Any, d_o: Any) -> tuple[Any, Any, Any]
             live.take(v)  # F.pad's backward: dv [b, h, s, d_v]
             live.drop(q)
         return q, q, v
-    if b > 1 and s > 1:  # matmul's contiguous copy of the grad
+    if b > 1 and h > 1 and s > 1:  # matmul's contiguous copy of the grad
         live.take(v)
         live.drop(d_o)
         d_o = v
