@@ -205,7 +205,7 @@ def latent_backward(bw: Walker, p: str, s: Any) -> Any:
     [b, s, h d_qk] (h > 1); q_b_proj, q_a_norm, q_a_proj (or q_proj); the two input grads
     summed."""
     spec, live, b, cb = bw.spec, bw.live, bw.b, bw.cb
-    h, d_qk, d_v, d_rope = spec.n_heads, spec.head_dim, spec.v_head_dim, spec.qk_rope_head_dim
+    h, d_v, d_rope = spec.n_heads, spec.v_head_dim, spec.qk_rope_head_dim
     r_kv, r_q, d_nope = spec.kv_lora_rank, spec.q_lora_rank, spec.qk_nope_head_dim
     n = b * s
     nd = n * spec.d_model * cb
