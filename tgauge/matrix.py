@@ -264,11 +264,6 @@ def base_cases() -> list[Case]:
     mla = _spec("mla", "decoder", **MLA)  # issue 22l
     mla_q = _spec("mla-no-q-lora", "decoder", **{**MLA, "q_lora_rank": None})
     return [
-        Case("mla train eager", mla, _work()),
-        Case("mla train fused b=1", mla, _work(batch_size=1, attention_impl="fused")),
-        Case("mla no-q-lora train checkpointing", mla_q, _work(checkpointing="full")),
-        Case("mla prefill fused", mla, _work("prefill", attention_impl="fused")),
-        Case("mla decode", mla_q, _work("decode", seq_len=8, new_tokens=6)),
         Case("gpt train eager", gpt, _work()),
         Case("gpt train fused", gpt, _work(attention_impl="fused")),
         Case("gpt train dropout", gpt, _work(dropout=0.1)),
@@ -333,6 +328,12 @@ def base_cases() -> list[Case]:
         ),
         Case("t5 decode", t5, _work("decode", seq_len=10, new_tokens=5)),
         Case("bart decode", bart, _work("decode", seq_len=10, new_tokens=5)),
+        # issue 22l: multi-head latent attention (reference_model/mla.py)
+        Case("mla train eager", mla, _work()),
+        Case("mla train fused b=1", mla, _work(batch_size=1, attention_impl="fused")),
+        Case("mla no-q-lora train checkpointing", mla_q, _work(checkpointing="full")),
+        Case("mla prefill fused", mla, _work("prefill", attention_impl="fused")),
+        Case("mla decode", mla_q, _work("decode", seq_len=8, new_tokens=6)),
     ]
 
 
