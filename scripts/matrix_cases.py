@@ -2,7 +2,8 @@
 the CPU and append each point to OUT (JSON lines, the records of `tgauge validate --out`, the
 case name as the model), then print their table (scripts/validation_table.py).
 
-Usage: PYTHONPATH=. .venv/bin/python scripts/matrix_cases.py mla docs/validation/cpu-mla/validation.jsonl
+Usage: PYTHONPATH=. .venv/bin/python scripts/matrix_cases.py PREFIX OUT
+  e.g. mla docs/validation/cpu-mla/validation.jsonl
 """
 
 from __future__ import annotations
