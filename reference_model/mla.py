@@ -68,10 +68,6 @@ def check_buildable(spec: ModelSpec, impl: str, pattern: Pattern | None) -> None
 class LatentAttention(nn.Module):
     """Multi-head latent attention of one decoder layer (self-attention only)."""
 
-    #: selective recomputation is not built for latent attention (the Transformer sets it on
-    #: Attention modules only; estimator/rules/reference/mla.py refuses the workload)
-    selective = False
-
     def __init__(self, spec: ModelSpec, impl: str, dropout: float, pattern: Pattern | None):
         super().__init__()
         check_buildable(spec, impl, pattern)

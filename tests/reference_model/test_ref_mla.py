@@ -213,6 +213,8 @@ def test_what_is_not_built_or_modelled_is_refused_by_name() -> None:
         build_model(spec(**{**MLA, "norm": "layernorm"}))
     with pytest.raises(UnsupportedError, match="arch='encoder'"):
         build_model(spec(**{**MLA, "arch": "encoder", "lm_head": True}))
+    with pytest.raises(UnsupportedError, match="checkpointing='selective'"):
+        build_model(spec(**MLA), Workload(checkpointing="selective"))
     mla = spec(**MLA)
     for kw, name in [
         ({"autocast": "bf16"}, "autocast='bf16'"),
