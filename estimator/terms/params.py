@@ -265,10 +265,11 @@ def _latent_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
     d, h, d_qk, d_v = spec.d_model, spec.n_heads, spec.head_dim, spec.v_head_dim
     r_q, r_kv, d_rope = spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim
     if r_q:
-        q = [*_linear_shapes(d, r_q, spec.qkv_bias), (r_q,), *_linear_shapes(r_q, h * d_qk, False)]
+        q = [*_linear_shapes(d, r_q, spec.qkv_bias), *[(r_q,)] * len(_norm(spec, r_q))]
+        q += _linear_shapes(r_q, h * d_qk, False)
     else:
         q = _linear_shapes(d, h * d_qk, False)
-    kv = [*_linear_shapes(d, r_kv + d_rope, spec.qkv_bias), (r_kv,)]
+    kv = [*_linear_shapes(d, r_kv + d_rope, spec.qkv_bias), *[(r_kv,)] * len(_norm(spec, r_kv))]
     kv += _linear_shapes(r_kv, h * (spec.qk_nope_head_dim + d_v), False)
     return q + kv + _linear_shapes(h * d_v, d, spec.o_bias)
 
