@@ -63,6 +63,22 @@ def experts_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
     return {"ffn.experts": own, "ffn.experts.act": S * 2 * d_e * ib}
 
 
+@register("params.moe_ffn_shapes", "hf")
+def moe_ffn_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
+    """A transformers MoE block's parameters in registration order (issue 22e moved here
+    from estimator/terms/params.py): the router weight [E, d] (MixtralTopKRouter.weight), the
+    experts' gate_up [E, 2 d_e, d] and down [E, d, d_e] (MixtralExperts), then the shared
+    MLP's gate, up, down and the shared expert's gate [1, d] (Qwen2MoeSparseMoeBlock)."""
+    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
+    out: tuple[tuple[int, ...], ...] = ((E, d), (E, 2 * d_e, d), (E, d, d_e))
+    if spec.shared_expert_d_ff:
+        d_s = spec.shared_expert_d_ff
+        out += ((d_s, d), (d_s, d), (d, d_s))
+    if spec.shared_expert_gate:
+        out += ((1, d),)
+    return out
+
+
 @register("saved.ffn.moe", *CLASSES)
 def moe_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
     """One MoE block over n tokens (layer-relative names): the router and the experts."""
