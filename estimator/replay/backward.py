@@ -98,11 +98,15 @@ class Backward:
         self.release = 0  # a dropout's grad, freed once the branch's first linear has run
         self.sublayers = 2  # residual dropout masks per layer (3 with cross-attention)
         self.pending = 0  # a grad already in the attention input's buffer (parallel block)
+        # issue 22e: the layer walked is a mixture of experts (rule backward.layer_kinds),
+        # and the per-layer terms only some layers have, with their layer count
+        self.moe = False
+        self.shares: dict[str, int] = {}
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def free(self, name: str, part: int | None = None) -> None:
         """Free ``part`` bytes of ``name``'s saved set (default: what is left of it)."""
-        whole = self.saved.get(name, 0) // self.share
+        whole = self.saved.get(name, 0) // self.shares.get(name, self.share)
         done = self.freed.get(name, 0)
         n = whole - done if part is None else min(part, whole - done)
         self.freed[name] = done + n
@@ -110,7 +114,7 @@ class Backward:
 
     def grad(self, name: str) -> None:
         """A module's parameter gradients appear (AccumulateGrad keeps them)."""
-        self.live.take(self.grads.get(name, 0) // self.share, label=GRADS)
+        self.live.take(self.grads.get(name, 0) // self.shares.get(name, self.share), label=GRADS)
 
     # ---- attention: o_proj, the core (flash or eager), positions, projections -------------
     def attention(self, p: str, s: Any, s_k: Any, g: Any, cross: bool) -> Any:
@@ -321,17 +325,27 @@ class Backward:
         if self.gathers is not None:  # torchtitan: the final norm + head unit's post_backward
             self.gathers.head_post_backward(self.live)
         self.share = n_layers
+        kinds = rule("backward.layer_kinds", self.spec)(self.spec, stack, n_layers)
+        if kinds is not None:  # issue 22e: runs of MoE and dense layers, last first
+            self.shares = kinds[1]
+            for moe, m in kinds[0]:
+                self.moe = moe
+                for _ in range(min(m, 2)):
+                    top, delta = self.live.measure(lambda: self.layer(stack, s, s_src))
+                    self._next_layer(stack)
+                self.live.repeat(m - 2, top, delta)
+            self.moe, self.shares = False, {}
         # under FSDP2 the first layer (walked last) prefetches no layer (torchtitan untied
         # zero3: the embedding's unit): walked on its own
         alone = self.gathers is not None and n_layers > 2
-        for i in range(min(n_layers, 2)):
+        for i in range(min(n_layers, 2) if kinds is None else 0):
             top, delta = self.live.measure(
                 lambda i=i: self.fsdp_layer(stack, s, s_src, prefetch=i < n_layers - 1)
             )
             self._next_layer(stack)
-        if n_layers > 2:
+        if n_layers > 2 and kinds is None:
             self.live.repeat(n_layers - 2 - alone, top, delta)
-        if alone:
+        if alone and kinds is None:
             self.fsdp_layer(stack, s, s_src, prefetch=False)
             self._next_layer(stack)
         if self.gathers is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.live import GRADS
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
@@ -100,3 +101,149 @@ def moe_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
     if found:
         return f"{', '.join(found)}: not built by the reference model ({spec.name})"
     return None
+
+
+# ---- backward (estimator/replay/backward.py walks it; traced with profiler/live.py) ------
+@register("backward.layer_kinds", "reference")
+def layer_kinds(spec: ModelSpec, stack: str, n_layers: int) -> Any:
+    """(runs of (moe, layers) in the walk's order, last layer first; the layer count of each
+    term only some layers have) for a stack with MoE layers, else None (every layer alike)."""
+    if not spec.n_experts or stack != "decoder":
+        return None
+    runs: list[list[Any]] = []
+    for i in reversed(range(n_layers)):
+        moe = i not in spec.dense_layers
+        if runs and runs[-1][0] == moe:
+            runs[-1][1] += 1
+        else:
+            runs.append([moe, 1])
+    n_moe = n_layers - len(spec.dense_layers)
+    p = f"{stack}.layers.ffn"
+    moe = [f"{p}.{m}{x}" for m in ("router", "experts", "shared") for x in MODULE_SUFFIXES]
+    dense = [f"{p}{x}" for x in MODULE_SUFFIXES]
+    shares = {k: n_moe for k in moe} | {k: n_layers - n_moe for k in dense}
+    return [tuple(r) for r in runs], shares
+
+
+#: an FFN's module names under its prefix: itself, its act and linears
+MODULE_SUFFIXES = ("", ".act", ".up", ".gate", ".down")
+
+
+@register("backward.layer_kinds", "hf")
+def hf_layer_kinds(spec: ModelSpec, stack: str, n_layers: int) -> None:
+    """transformers' classes: every layer walked alike (Mixtral's are all MoE; DeepSeek-V3's
+    walk is the dense one, estimator/rules/hf/deepseek_v3.py)."""
+    return None
+
+
+def _ffn_backward(bw: Any, name: str, m: Any, d_ff: int, parts: int, g_out: Any) -> Any:
+    """ExpertFFN's backward over m tokens given its output's grad (not freed here), its
+    saved tensors freed by part (``parts`` experts share each term): gated, down's MmBackward0
+    (dW, then the grad input), the product's MulBackward0 (grad * up, grad * act), up's, the
+    act's, gate's; the two grads of its input summed (autograd's input buffer). Plain: down,
+    the act's backward, up. ``first``: the input's grad is the first into its buffer (else
+    summed with what is there). -> the input's grad bytes."""
+    spec, live, ib = bw.spec, bw.live, bw.ib
+    R, F = m * spec.d_model * ib, m * d_ff * ib
+
+    def weight(lin: str) -> None:
+        bw.live.take(bw.grads.get(lin, 0) // bw.shares.get(lin, bw.share) // parts, label=GRADS)
+
+    weight(f"{name}.down")
+    g = live.take(F)
+    live.drop(g_out)
+    bw.free(f"{name}.down", F if spec.gated or spec.activation != "relu" else 0)
+    if spec.gated:
+        live.take(F, F)  # grad * up (the act's), grad * act (up's)
+        live.drop(g)
+        bw.free(name, 2 * F)  # act(gate), up
+        weight(f"{name}.up")
+        live.take(R)
+        live.drop(F)
+        live.take(F)  # silu_backward / gelu_backward
+        live.drop(F)
+        bw.free(f"{name}.act", F)
+        weight(f"{name}.gate")
+        live.take(R)
+        live.drop(F)
+        bw.free(f"{name}.gate", R)
+        live.take(R)  # up's and gate's input grads summed
+        live.drop(R, R)
+        return R
+    live.take(F)  # gelu_backward / threshold_backward
+    live.drop(g)
+    bw.free(f"{name}.act", F)
+    weight(f"{name}.up")
+    live.take(R)
+    live.drop(F)
+    bw.free(f"{name}.up", R)
+    return R
+
+
+@register("backward.moe", "reference")
+def moe_backward(bw: Any, p: str, n: Any) -> Any:
+    """MoE.forward's backward given its output's grad (held by the residual), node by node
+    in autograd's order (the latest made first): the shared FFN, the experts E-1 .. 0, each
+    IndexAddBackward0 (index_select of the grad: its source's grad; the saved source freed),
+    the product's MulBackward0 (grad * w, grad * out summed to [n_e, 1]), weights[token,
+    slot]'s IndexBackward0 (new_zeros [n, k] + index_put, summed into the weights' grad),
+    the expert FFN, x[token]'s IndexBackward0 (new_zeros [n, d] + index_put, summed into the
+    input's grad; the pairs' indices freed); then the router: the renormalisation's
+    DivBackward0 and SumBackward1, TopkBackward0 (zeros + scatter [n, E]), the softmax's /
+    sigmoid's backward, its linear; the input's grads summed as they arrive. A dropout's
+    grad (``bw.release``) lives until expert 0's IndexAddBackward0. -> the input's grad."""
+    spec, sh, live = bw.spec, bw.sh, bw.live
+    d, E, k, cb, ib = spec.d_model, spec.n_experts, spec.n_experts_per_token, bw.cb, bw.ib
+    nd, nk, nE = n * d * cb, n * k * cb, n * E * cb
+    release, bw.release = bw.release, 0
+    buf = 0  # the input's grad buffer
+    if spec.shared_expert_d_ff:
+        buf = _ffn_backward(bw, f"{p}.ffn.shared", n, spec.shared_expert_d_ff, 1, 0)
+    experts, wbuf = f"{p}.ffn.experts", 0
+    counts = expert_counts(spec, sh, n)
+    for e in reversed(range(E)):
+        m = counts[e]
+        R = m * d * ib
+        gy = live.take(R)  # IndexAddBackward0: grad.index_select(0, token)
+        if e == 0:
+            live.drop(release)
+        bw.free(experts, m * d * cb)  # its source, the weighted output
+        live.take(R, R, m * cb)  # grad * w; grad * out -> sum [n_e, 1]
+        live.drop(R, gy)
+        bw.free(experts, m * cb + R)  # w, the expert's output
+        live.take(nk, nk)  # IndexBackward0 of weights[token, slot]
+        live.drop(nk, m * cb)
+        if wbuf:
+            live.take(nk)
+            live.drop(nk, nk)
+        wbuf = nk
+        g = _ffn_backward(bw, experts, m, spec.expert_d_ff, E, R)  # its grad output: grad * w
+        live.take(nd, nd)  # IndexBackward0 of x[token]: new_zeros, index_put
+        live.drop(nd, g)
+        bw.free(experts, m * 2 * INDEX_BYTES)  # torch.where's [n_e, 2]
+        if buf:
+            live.take(nd)
+            live.drop(nd, nd)
+        buf = nd
+    router = f"{p}.ffn.router"
+    if spec.router_norm_topk is not False:  # weights = raw / raw.sum(-1, keepdim=True)
+        live.take(nk, nk, nk, nk)  # grad / sum; raw / sum, -grad, their product
+        live.drop(nk, nk, nk)  # the last two temporaries, the incoming grad
+        live.take(nk, n * cb)  # / sum; summed -> the sum's grad [n, 1]
+        live.drop(nk, nk)
+        bw.free(router, n * cb + nk)  # the sum, the raw top-k values
+        live.take(nk)  # SumBackward1's expand summed into the raw values' grad
+        live.drop(nk, n * cb)
+    live.take(nE, nE)  # TopkBackward0: new_zeros, scatter
+    live.drop(nE, nk)
+    bw.free(router, n * k * INDEX_BYTES)
+    live.take(nE)  # _softmax_backward_data / sigmoid_backward
+    live.drop(nE)
+    bw.free(router, nE)
+    bw.grad(router)
+    live.take(nd)  # the router's input grad
+    live.drop(nE)
+    bw.free(router)  # its input
+    live.take(nd)  # summed with the experts' (and the shared FFN's)
+    live.drop(nd, nd)
+    return nd
