@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.live import GRADS
+from estimator.rules.reference.passes import Pass
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
@@ -247,3 +248,91 @@ def moe_backward(bw: Any, p: str, n: Any) -> Any:
     live.take(nd)  # summed with the experts' (and the shared FFN's)
     live.drop(nd, nd)
     return nd
+
+
+# ---- the no-grad forward (estimator/replay/inference.py drives it) ----------------------
+class MoEPass(Pass):
+    """The reference model's forward replay (Pass, estimator/rules/reference/passes.py) whose
+    MoE layers run ``MoE.forward`` (``moe``); the others the dense FFN."""
+
+    def replayed_layers(self, stack: str) -> int:
+        """Every layer up to two past the last change between dense and MoE layers."""
+        n_layers = dict(self.spec.stacks)[stack]
+        kinds = [self.is_moe(stack, i) for i in range(n_layers)]
+        last = max((i for i in range(1, n_layers) if kinds[i] != kinds[i - 1]), default=0)
+        return max(3, last + 2)
+
+    def is_moe(self, stack: str, i: int) -> bool:
+        return stack == "decoder" and i not in self.spec.dense_layers
+
+    def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
+        self.at = (stack, 0)  # the layer replayed next
+        return super().stack(stack, s, start, cross_s, cache)
+
+    def layer(self, stack: str, s: int, start: int, cross_s: int, cache) -> None:
+        self.moe_now = self.is_moe(*self.at)
+        self.at = (stack, self.at[1] + 1)
+        super().layer(stack, s, start, cross_s, cache)
+
+    def ffn(self, s: int) -> int:
+        return self.moe(s) if self.moe_now else super().ffn(s)
+
+    def expert(self, m: Any, d_ff: int) -> Any:
+        """ExpertFFN over m tokens (its input held by the caller) -> its output [m, d]."""
+        live, R, F = self.live, m * self.spec.d_model * self.cb, m * d_ff * self.cb
+        if self.spec.gated:
+            live.take(F, F)  # gate, act
+            live.drop(F)
+            live.take(F, F)  # up, act * up
+            live.drop(F, F)
+            y = live.take(R)  # down
+            live.drop(F)
+            return y
+        live.take(F, F)  # up, act
+        live.drop(F)
+        y = live.take(R)  # down
+        live.drop(F)
+        return y
+
+    def moe(self, s: int) -> Any:
+        """MoE.forward on the norm output [b, s, d] -> its output [n, d]. Router: logits
+        [n, E], scores, topk (values, int64 indices), the renormalisation's sum [n, 1] and
+        quotient (the sum and the raw values go; logits and scores when it returns).
+        Experts: zeros_like [n, d], then per expert idx == e (bool [n, k]), nonzero [n_e, 2]
+        (the previous expert's goes with token, slot), x[token] [n_e, d], its FFN (x[token]
+        goes after it), the gathered weights [n_e], the product [n_e, d] (kept until the next
+        expert's; the FFN output and the weights go), index_add_ in place. Shared FFN, the
+        sum; the weights and indices go when MoE.forward returns."""
+        live, spec, n = self.live, self.spec, self.b * s
+        d, E, k, cb = spec.d_model, spec.n_experts, spec.n_experts_per_token, self.cb
+        nd, nk, nE = n * d * cb, n * k * cb, n * E * cb
+        logits = live.take(nE)
+        scores = live.take(nE)
+        w = live.take(nk)
+        idx = live.take(n * k * INDEX_BYTES)
+        if spec.router_norm_topk is not False:
+            col = live.take(n * cb)
+            live.take(nk)
+            live.drop(col, w)
+        live.drop(logits, scores)
+        out = live.take(nd)  # zeros_like
+        pairs = y = 0
+        for m in expert_counts(spec, self.sh, n):
+            hit = live.take(n * k)  # idx == e: bool
+            new = live.take(m * 2 * INDEX_BYTES)  # nonzero
+            live.drop(hit, pairs)
+            pairs = new
+            x = live.take(m * d * cb)  # x[token]
+            h = self.expert(m, spec.expert_d_ff)
+            live.drop(x)
+            g = live.take(m * cb)  # weights[token, slot]
+            new = live.take(m * d * cb)  # * w
+            live.drop(h, g, y)
+            y = new
+        live.drop(pairs, y)
+        if spec.shared_expert_d_ff:
+            shared = self.expert(n, spec.shared_expert_d_ff)
+            live.take(nd)  # y + shared
+            live.drop(shared, out)
+        live.drop(nk, idx)  # the weights, the indices
+        return nd
