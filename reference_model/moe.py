@@ -92,7 +92,7 @@ class Experts(nn.ModuleList):
         for e, expert in enumerate(self):
             token, slot = torch.where(idx == e)  # the n_e pairs routed to e: [n_e] each
             y = expert(x[token]) * weights[token, slot].unsqueeze(1)  # [n_e, d] * [n_e, 1]
-            out.index_add_(0, token, y)  # [n, d] += y at the tokens' rows
+            out.index_add_(0, token, y.to(out.dtype))  # [n, d] += y at the tokens' rows
         return out
 
 

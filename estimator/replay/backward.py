@@ -300,7 +300,7 @@ class Backward:
         """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
         torch.utils.checkpoint, on the first unpack): the full set of
         estimator/terms/activations.py (without checkpointing), registered for this walk."""
-        full = layer_saved(self.spec, self.sh, stack, s, s_src)
+        full = layer_saved(self.spec, self.sh, stack, s, s_src, self.moe)  # issue 22e: MoE
         if self.sh.finetune.lora:  # issue 20: a frozen base's set (layers after the first)
             full = dict(frozen_layers(self.spec, self.sh, stack, s, s_src)[0])
             # its highest wrapped linear, while the recompute runs (rules/reference/finetune.py)
@@ -312,8 +312,9 @@ class Backward:
         first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"
         full[first] -= self.b * s * self.spec.d_model * self.cb
         for k, v in full.items():
-            self.saved[f"{stack}.layers.{k}"] = v * self.share
-            self.freed.pop(f"{stack}.layers.{k}", None)
+            key = f"{stack}.layers.{k}"
+            self.saved[key] = v * self.shares.get(key, self.share)
+            self.freed.pop(key, None)
         return sum(full.values())
 
     def stack(self, stack: str, n_layers: int, s: int, s_src: int) -> None:

@@ -101,6 +101,8 @@ def moe_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
     found = [f"{f}={getattr(spec, f)!r}" for f, v in UNBUILT.items() if getattr(spec, f) != v]
     if found:
         return f"{', '.join(found)}: not built by the reference model ({spec.name})"
+    if sh.finetune.kind != "full":
+        return f"finetune={sh.finetune.kind!r} on a mixture of experts (measured: full)"
     return None
 
 
