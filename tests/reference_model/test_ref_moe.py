@@ -66,7 +66,7 @@ def _check(base: str, extra: dict, wl: Workload) -> None:
                 assert abs(r.predicted - r.measured) <= abs(_residual(base, extra, wl)), r
     assert point.peak_phase_predicted == point.peak_phase_measured
     assert any(r.term == "peak_memory" and r.measured is not None for r in point.rows)
-    if wl.mode == "train":
+    if wl.mode == "train" and wl.checkpointing == "none":
         rows = {r.term: r for r in point.rows}
         assert rows["memory.activations.decoder.layers.ffn.experts"].measured > 0
 
@@ -82,7 +82,7 @@ FIXED = [  # (base, extra spec fields, workload, slow)
     ("llama", SHARED_DENSE, _workload("decode", 3, 10, "eager", routing="worst"), True),
     ("llama", SHARED_DENSE, _workload("train", 2, 8, "eager", checkpointing="full"), True),
     ("llama", {"n_shared_experts": 2}, _workload("train", 2, 8, "eager", dropout=0.1), True),
-    ("llama", SIGMOID, _workload("train", 1, 48, "fused", checkpointing="selective"), True),
+    ("llama", SIGMOID, _workload("train", 1, 48, "eager", checkpointing="selective"), True),
 ]
 
 
@@ -120,7 +120,7 @@ def _draw(rng: random.Random) -> tuple[str, dict, Workload]:
 
 @pytest.mark.parametrize(
     "seed",
-    [pytest.param(i, marks=[] if i < 2 else [pytest.mark.slow]) for i in range(10)],
+    [pytest.param(i, marks=[] if i == 1 else [pytest.mark.slow]) for i in range(10)],
 )
 def test_moe_random_points(seed) -> None:
     base, extra, wl = _draw(random.Random(2222 + seed))
