@@ -83,6 +83,15 @@ def _force(idx: torch.Tensor, routing: str, n_experts: int, k: int) -> None:
     flat.remainder_(n_experts if routing == "uniform" else k)
 
 
+def _pairs(idx: torch.Tensor, e: int, n_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token, slot) of the pairs routed to expert e: torch.where(idx == e). On the meta
+    device (no data, no nonzero) expert e gets the 'uniform' share of the k n pairs."""
+    if idx.is_meta:
+        m = (idx.numel() + n_experts - 1 - e) // n_experts
+        return idx.new_empty(m), idx.new_empty(m)
+    return torch.where(idx == e)
+
+
 class Experts(nn.ModuleList):
     """The routed experts (a ModuleList: their parameters are ``experts.<e>.up`` etc.) and the
     eager loop that runs them (module docstring)."""
@@ -90,7 +99,7 @@ class Experts(nn.ModuleList):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(x)  # [n, d]
         for e, expert in enumerate(self):
-            token, slot = torch.where(idx == e)  # the n_e pairs routed to e: [n_e] each
+            token, slot = _pairs(idx, e, len(self))  # the n_e pairs routed to e: [n_e] each
             y = expert(x[token]) * weights[token, slot].unsqueeze(1)  # [n_e, d] * [n_e, 1]
             out.index_add_(0, token, y.to(out.dtype))  # [n, d] += y at the tokens' rows
         return out
