@@ -20,6 +20,7 @@ import fnmatch
 import functools
 from typing import Any
 
+from estimator.rules.registry import rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import SpecError
@@ -89,17 +90,9 @@ def _moe_layer(spec: ModelSpec, lay: str, i: int) -> list[tuple[str, Shape]]:
     dense = _layer(spec, lay, False)
     if i in spec.dense_layers:
         return dense
-    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
     out = [x for x in dense if not x[0].startswith(f"{lay}.ffn.")]
-    out += [(f"{lay}.ffn.router", (E, d)), (f"{lay}.ffn.experts.gate_up", (E, 2 * d_e, d)),
-            (f"{lay}.ffn.experts.down", (E, d, d_e))]  # fmt: skip
-    if spec.shared_expert_d_ff:
-        d_s = spec.shared_expert_d_ff
-        out += [(f"{lay}.ffn.shared.gate", (d_s, d)), (f"{lay}.ffn.shared.up", (d_s, d)),
-                (f"{lay}.ffn.shared.down", (d, d_s))]  # fmt: skip
-    if spec.shared_expert_gate:
-        out.append((f"{lay}.ffn.shared_gate", (1, d)))
-    return out
+    # issue 22e: the block's own order (rule params.moe_ffn_shapes: Mixtral's, the reference's)
+    return out + [(f"{lay}.{k}", v) for k, v in rule("params.moe_ffn_shapes", spec)(spec)]
 
 
 @functools.lru_cache(maxsize=256)

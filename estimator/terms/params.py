@@ -269,7 +269,7 @@ def _moe_layer_shapes(spec: ModelSpec, i: int) -> list[tuple[int, ...]]:
         return list(own)
     n_ffn = (2 if spec.fused_gate_up else 3 if spec.gated else 2) * (2 if spec.ffn_bias else 1)
     # issue 22e: the MoE block's own order (Mixtral's: rules/hf/moe.py; reference_model/moe.py)
-    return dense[:-n_ffn] + list(rule("params.moe_ffn_shapes", spec)(spec))
+    return dense[:-n_ffn] + [shape for _, shape in rule("params.moe_ffn_shapes", spec)(spec)]
 
 
 @functools.lru_cache(maxsize=256)  # depends on the spec only; hot in plan searches

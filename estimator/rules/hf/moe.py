@@ -64,18 +64,24 @@ def experts_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
 
 
 @register("params.moe_ffn_shapes", "hf")
-def moe_ffn_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
-    """A transformers MoE block's parameters in registration order (issue 22e moved here
-    from estimator/terms/params.py): the router weight [E, d] (MixtralTopKRouter.weight), the
-    experts' gate_up [E, 2 d_e, d] and down [E, d, d_e] (MixtralExperts), then the shared
-    MLP's gate, up, down and the shared expert's gate [1, d] (Qwen2MoeSparseMoeBlock)."""
+def moe_ffn_shapes(spec: ModelSpec) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """A transformers MoE block's parameters in registration order, (name under the layer,
+    shape) (issue 22e moved here from estimator/terms/params.py and terms/finetune.py): the
+    router weight [E, d] (MixtralTopKRouter.weight), the experts' gate_up [E, 2 d_e, d] and
+    down [E, d, d_e] (MixtralExperts), then the shared MLP's gate, up, down and the shared
+    expert's gate [1, d] (Qwen2MoeSparseMoeBlock)."""
     d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
-    out: tuple[tuple[int, ...], ...] = ((E, d), (E, 2 * d_e, d), (E, d, d_e))
+    out: tuple[tuple[str, tuple[int, ...]], ...] = (
+        ("ffn.router", (E, d)),
+        ("ffn.experts.gate_up", (E, 2 * d_e, d)),
+        ("ffn.experts.down", (E, d, d_e)),
+    )
     if spec.shared_expert_d_ff:
         d_s = spec.shared_expert_d_ff
-        out += ((d_s, d), (d_s, d), (d, d_s))
+        out += (("ffn.shared.gate", (d_s, d)), ("ffn.shared.up", (d_s, d)),
+                ("ffn.shared.down", (d, d_s)))  # fmt: skip
     if spec.shared_expert_gate:
-        out += ((1, d),)
+        out += (("ffn.shared_gate", (1, d)),)
     return out
 
 

@@ -81,17 +81,18 @@ def moe_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Terms:
 
 
 @register("params.moe_ffn_shapes", "reference")
-def moe_ffn_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
-    """reference_model/moe.py MoE's parameters in registration order: router.weight [E, d],
-    then each expert's up, gate (gated), down (ExpertFFN registers them as FeedForward), then
-    the shared FFN's."""
+def moe_ffn_shapes(spec: ModelSpec) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """reference_model/moe.py MoE's parameters in registration order, (name under the layer,
+    shape): router.weight [E, d], then each expert's up, gate (gated), down (ExpertFFN
+    registers them as FeedForward), then the shared FFN's."""
     d, E = spec.d_model, spec.n_experts
 
-    def ffn(d_ff: int) -> tuple[tuple[int, ...], ...]:
-        return ((d_ff, d),) + (((d_ff, d),) if spec.gated else ()) + ((d, d_ff),)
+    def ffn(name: str, d_ff: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        gate = ((f"{name}.gate", (d_ff, d)),) if spec.gated else ()
+        return ((f"{name}.up", (d_ff, d)),) + gate + ((f"{name}.down", (d, d_ff)),)
 
-    out = ((E, d),) + ffn(spec.expert_d_ff) * E
-    return out + (ffn(spec.shared_expert_d_ff) if spec.shared_expert_d_ff else ())
+    out = (("ffn.router", (E, d)),) + ffn("ffn.experts", spec.expert_d_ff) * E
+    return out + (ffn("ffn.shared", spec.shared_expert_d_ff) if spec.shared_expert_d_ff else ())
 
 
 def moe_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
