@@ -141,12 +141,11 @@ def hf_layer_kinds(spec: ModelSpec, stack: str, n_layers: int) -> None:
 
 
 def _ffn_backward(bw: Any, name: str, m: Any, d_ff: int, parts: int, g_out: Any) -> Any:
-    """ExpertFFN's backward over m tokens given its output's grad (not freed here), its
-    saved tensors freed by part (``parts`` experts share each term): gated, down's MmBackward0
-    (dW, then the grad input), the product's MulBackward0 (grad * up, grad * act), up's, the
-    act's, gate's; the two grads of its input summed (autograd's input buffer). Plain: down,
-    the act's backward, up. ``first``: the input's grad is the first into its buffer (else
-    summed with what is there). -> the input's grad bytes."""
+    """ExpertFFN's backward over m tokens, its saved tensors freed by part (``parts``
+    experts share each term): gated, down's MmBackward0 (dW, then the grad input; its output's
+    grad, ``g_out`` bytes, freed: 0 where the residual holds it), the product's MulBackward0
+    (grad * up, grad * act), up's, the act's, gate's, the two grads of its input summed
+    (autograd's input buffer); plain, down, the act's backward, up. -> the input's grad."""
     spec, live, ib = bw.spec, bw.live, bw.ib
     R, F = m * spec.d_model * ib, m * d_ff * ib
 
