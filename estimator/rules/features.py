@@ -54,7 +54,7 @@ MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Gemma2ForCausalLM": (("train", "prefill", "decode"), ("eager",)),
     # issue 22v: DeepSeek-V3's no-grad passes (the latent cache, expand_kv's per-step k and v,
     # the router's and experts' transients) are not modelled
-    "DeepseekV3ForCausalLM": (("train",), ("eager", "fused")),
+    "DeepseekV3ForCausalLM": (("train", "prefill", "decode"), ("eager", "fused")),
 }
 #: the MoE experts code whose memory the rules model (Workload.experts_impl)
 MEASURED_EXPERTS = ("grouped_mm",)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.common import buffer_dtype
 from estimator.rules.hf.moe import experts_saved
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 
 FP32_BYTES = 4
@@ -188,6 +189,16 @@ def moe_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
         "ffn.shared": 2 * n * d_s * cb,
         "ffn.shared.down": n * d_s * cb,
     }
+
+
+@register("memory.buffers", CLASS)
+def deepseek_v3_buffers(spec: ModelSpec, sh: Shapes) -> Any:
+    """DeepseekV3RotaryEmbedding.__init__: ``inv_freq`` and its clone ``original_inv_freq``
+    [d_rope / 2] (fp32, cast with the weights by model.to(dtype)); each MoE layer's
+    DeepseekV3TopkRouter ``e_score_correction_bias`` [E] fp32 (_keep_in_fp32_modules_strict)."""
+    moe_layers = spec.n_decoder_layers - len(spec.dense_layers) if spec.n_experts else 0
+    rotary = 2 * nbytes(spec.qk_rope_head_dim // 2, buffer_dtype(sh))
+    return rotary + moe_layers * spec.n_experts * FP32_BYTES
 
 
 @register("unsupported", CLASS)
