@@ -204,10 +204,32 @@ def deepseek_v3_buffers(spec: ModelSpec, sh: Shapes) -> Any:
 @register("unsupported", CLASS)
 def unmeasured_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
     """The rules are measured in fp32 without checkpointing (a low dtype changes the fp32
-    router's casts and the norms' copies): anything else is refused by name."""
+    router's casts and the norms' copies), sdpa where the value head dim differs from q.k's
+    (torch's math fallback on CPU), and the no-grad passes (estimator/rules/hf/
+    deepseek_v3_pass.py) with transformers' own DynamicCache, in the model dtype, from a plain
+    call or generate(): anything else is refused by name."""
+    name = spec.hf_architecture
     if sh.cb != FP32_BYTES or sh.checkpointing != "none":
         return (
             f"dtype={sh.compute_dtype!r} with checkpointing={sh.checkpointing!r} is not "
-            f"modelled for memory of {spec.hf_architecture} (measured: fp32, no checkpointing)"
+            f"modelled for memory of {name} (measured: fp32, no checkpointing)"
+        )
+    if sh.attention_impl != "eager" and spec.v_head_dim == spec.head_dim:
+        return (
+            f"attention_impl={sh.attention_impl!r} with v_head_dim = qk head dim "
+            f"({spec.head_dim}) is not modelled for memory of {name} (CPU flash, not the "
+            "math fallback the rules describe)"
+        )
+    if sh.training:
+        return None
+    if sh.engine not in INFERENCE_ENGINES or not sh.kv_cache or sh.kv_dtype != sh.compute_dtype:
+        return (
+            f"engine={sh.engine!r} with kv_cache={sh.kv_cache} and kv_cache_dtype="
+            f"{sh.kv_dtype!r} is not modelled for memory of {name} (measured: transformers' "
+            f"latent DynamicCache in the model dtype, engines {'/'.join(INFERENCE_ENGINES)})"
         )
     return None
+
+
+#: the serving engines (Workload.engine) whose no-grad passes were measured on the class
+INFERENCE_ENGINES = ("forward", "hf-generate")
