@@ -3,11 +3,12 @@
 (estimator/rules/hf/decoders.py): multi-head latent attention (DeepseekV3Attention) and the
 parameter order of DeepseekV3DecoderLayer, and its MoE block (DeepseekV3MoE: the sigmoid,
 group-limited router, moe.py's grouped_mm experts, the shared MLP). Measured in training (fp32,
-eager and sdpa) in tests/tgauge/test_hf_rules_families.py (docs/validation.md).
+eager and sdpa) in tests/tgauge/test_hf_rules_families.py (docs/validation.md); the no-grad
+passes (prefill, decode) are deepseek_v3_pass.py's (issue 22s).
 
 Not modelled here (issue 22v, left open): the backward walk is the Llama attention's and the
 reference dense FFN's (estimator/replay/backward.py), not MLA's and the MoE block's node by
-node; prefill / decode are refused (estimator/rules/features.py MEASURED_RUNS).
+node.
 """
 
 from __future__ import annotations

@@ -4,35 +4,14 @@ models/deepseek_v3/modeling_deepseek_v3.py): ``DeepseekV3Pass``, the rule of ``r
 ``replay.step`` for that class (issue 22s). Measured in fp32 on CPU, eager and sdpa, prefill
 and decode, plain calls and generate() (tests/tgauge/test_hf_rules_families.py).
 
-Where it differs from the Llama replay (estimator/rules/hf/decoders_pass.py HFPass):
-  base model    position_ids = arange(s) + past (no cache_position; generate() passes
-                [b, s]), the causal mask (HFPass.mask), DeepseekV3RotaryEmbedding's cos, sin
-                [rows, s, d_rope] with their fp32 transients
-  norms         DeepseekV3RMSNorm (``rms``): pow, mean, + eps, rsqrt, x * rsqrt, weight *
-  attention     DeepseekV3Attention.forward: q_a_proj, q_a_layernorm, q_b_proj (or q_proj);
-                kv_a_proj_with_mqa (``compressed_kv``, live to the end), kv_a_layernorm on
-                its split view; apply_rotary_pos_emb_interleave on q_rot and k_rot; the
-                cache's DynamicLayer.update: torch.cat of the latent kv_nope [b, 1, T, r_kv]
-                (keys) then of k_rot [b, 1, T, d_rope] (values), the old storages going in
-                between (the KV cache holds the latent: estimator/terms/kv_cache.py);
-                ``query_states = cat(q_pass, q_rot)``; expand_kv: kv_b_proj over the T
-                cached positions, key_states new_empty [b, h, T, d_nope + d_rope] filled in
-                place, value_states a view of kv_b_proj's output
-  eager         q @ k^T (no copies: query is the cat, key^T a view), * scaling, + mask,
-                softmax (fp32: no copy), matmul's copy of the values (a [b, h] fold of
-                kv_b_proj's view copies unless b = 1 or T = 1), probs @ v, transpose +
-                contiguous (s > 1); the probabilities held by the layer as ``_``
-  sdpa          d_v != d_qk: torch's math fallback (aten/src/ATen/native/transformers/
-                attention.cpp _scaled_dot_product_attention_math): q * sqrt(scale), the
-                causal bias (ones, tril, where: [s, T]) when s > 1 (is_causal), k^T *
-                sqrt(scale), bmm, + bias, _safe_softmax, the values' copy, bmm
-  MoE layers    DeepseekV3MoE.forward: DeepseekV3TopkRouter.forward in fp32 (linear,
-                sigmoid, + bias, group top-2 and sum, top groups, the group mask and its
-                expanded copy, masked_fill, top-k, gather, the normalization,
-                * routed_scaling_factor; ``router_logits`` and the top-k held by the block
-                to its end), the grouped_mm experts (moe.py MoEPass.experts), the shared
-                DeepseekV3MLP, their sum
-  dense layers  DeepseekV3MLP (the layers below first_k_dense_replace, spec.dense_layers)
+Where it differs from the Llama replay (estimator/rules/hf/decoders_pass.py HFPass): the
+base model's position_ids (arange + past, no cache_position) and the rotary's fp32
+transients; DeepseekV3RMSNorm (``rms``); latent attention (``attention``: the q LoRA, the
+compressed_kv held to the end, the interleaved rotary, the cache's two torch.cat of the
+latent, the query cat, expand_kv over the T cached positions); the eager core and torch's
+math sdpa fallback (d_v != d_qk), both copying the values (a [b, h] fold of kv_b_proj's
+view); the fp32 group-limited router (``router``), the grouped_mm experts (moe.py
+MoEPass.experts) and the shared MLP (``moe``); dense layers below first_k_dense_replace.
 """
 
 from __future__ import annotations
