@@ -250,8 +250,8 @@ class DeepseekV3Pass(MoEPass):
         live.drop(n * tg * f)  # [1]: the indices
         group_idx = n * tg * INDEX_BYTES
         group_mask = live.take(n * G * f)  # zeros_like, scatter_ in place
-        # expand + reshape copies unless each group has one expert (a view then)
-        score_mask = live.take(n * E * f) if E // G > 1 else 0
+        # expand + reshape: a copy (each group holds >= 2 experts, for the group's topk(2))
+        score_mask = live.take(n * E * f)
         live.take(n * E * BOOL_BYTES, n * E * BOOL_BYTES)  # .bool(), ~
         live.drop(n * E * BOOL_BYTES)
         masked = live.take(n * E * f)  # masked_fill
