@@ -188,14 +188,15 @@ class DeepseekV3Pass(MoEPass):
         return self.out(s, o)
 
     def sdpa_math(self, s: int, s_k: int) -> int:
-        """sdpa_attention_forward -> F.scaled_dot_product_attention's math fallback (no
-        mask from create_causal_mask; is_causal when s > 1) -> the output bytes."""
+        """sdpa_attention_forward -> F.scaled_dot_product_attention's math fallback on CPU
+        (no mask from create_causal_mask; is_causal when s > 1) -> the output bytes. CUDA
+        runs other kernels: the estimate's device note says so (not measured here)."""
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         h, d_qk = spec.n_heads, spec.head_dim
         p = b * h * s * s_k * cb
         qs = live.take(b * h * s * d_qk * cb)  # q * sqrt(scale)
-        bias = 0
-        if s > 1:  # is_causal: ones(s, T).tril() -> where(tril, 0, -inf)
+        causal, bias = s > 1, 0
+        if causal:  # is_causal: ones(s, T).tril() -> where(tril, 0, -inf)
             ones = live.take(s * s_k * BOOL_BYTES)
             tril = live.take(s * s_k * BOOL_BYTES)
             live.drop(ones)
@@ -205,7 +206,7 @@ class DeepseekV3Pass(MoEPass):
         ks = live.take(b * h * s_k * d_qk * cb)  # k^T * sqrt(scale)
         live.take(p)  # bmm
         live.drop(ks)
-        if bias:
+        if causal:
             live.take(p)  # + attn_bias
             live.drop(p)
         live.take(p)  # _safe_softmax
