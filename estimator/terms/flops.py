@@ -366,4 +366,6 @@ def flops(spec: ModelSpec, sh: Shapes) -> Terms:
     if sh.training and sh.finetune.lora:  # issue 20: frozen base, adapters (rules/finetune.py)
         adapters = lora_layer_targets(spec, sh.finetune, "decoder")
         terms = rule("flops.frozen", spec)(spec, sh, terms, adapters)
+    if sh.training and sh.finetune.kind == "freeze":  # issue 20: rules/freeze.py
+        terms = rule("flops.freeze", spec)(spec, sh, terms)
     return {k: v for k, v in terms.items() if v}

@@ -1,0 +1,110 @@
+"""What autograd saves when ``finetune='freeze'`` freezes the parameters matching fnmatch
+patterns over term names (issue 20; reference_model/lora.py apply_finetune sets
+``requires_grad_(False)`` on them, transformers' modules the same way). Term names carry no
+layer index, so a pattern freezes a module kind in every layer of its stack.
+
+Exact when the embeddings train (every layer's input then needs a gradient, so a layer saves
+for its input's gradient what full training saves): a frozen module saves only what its input's
+gradient needs (torch/csrc/autograd/generated, ``should_compute_output``):
+
+  linear    MmBackward0 keeps its input only for the weight's gradient: a frozen linear saves
+            none; the input storage a group shares (q, k, v; gate, up) is still saved once when
+            any linear of the group trains (``_GROUPS``), by the first trainable one
+  norm      ``_norm_frozen`` (rules/finetune.py): RMSNorm's weight multiply keeps the
+            normalized input only for the weight's gradient; LayerNorm saves the same either way
+  stack     frozen embeddings keep no ids, a frozen position table no positions, a frozen LM
+            head no input, a frozen final norm as ``_norm_frozen``
+
+With frozen embeddings layer 0's input needs no gradient, and layers before the first trainable
+parameter save nothing: not modelled, refused by name (rule ``saved.freeze_refuse``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from estimator.rules.finetune import _norm_frozen
+from estimator.rules.registry import register
+from estimator.shapes import Shapes
+from estimator.spec.errors import UnsupportedError
+from estimator.spec.model import ModelSpec
+from estimator.terms.finetune import named_param_shapes
+
+_GROUPS = (
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv"),
+    ("self_attn.o_proj",),
+    ("ffn.gate", "ffn.up"),
+    ("ffn.down",),
+)
+_NORMS = ("attn_norm", "ffn_norm")
+
+
+def is_frozen(sh: Shapes, name: str) -> bool:
+    """Whether the parameter term ``name`` (full, e.g. ``decoder.layers.ffn.up``) is frozen."""
+    return any(fnmatch.fnmatchcase(name, p) for p in sh.finetune.frozen)
+
+
+@register("saved.freeze_refuse", "reference")
+def refuse_frozen_input(spec: ModelSpec, sh: Shapes) -> None:
+    """UnsupportedError where the freeze rules do not say what is saved: frozen embeddings
+    (layer 0's input then needs no gradient), anything but a decoder-only model, a fused qkv
+    frozen apart, or full checkpointing (the recomputed sets)."""
+    if spec.arch != "decoder" or spec.is_patch_input:
+        raise UnsupportedError(f"finetune='freeze' activations on arch={spec.arch!r}: only "
+                               "decoder-only models are modelled")  # fmt: skip
+    if is_frozen(sh, "embed"):
+        raise UnsupportedError(
+            "finetune='freeze' with frozen embeddings: layer 0's input then needs no gradient "
+            "and layers before the first trainable parameter save less (not modelled)"
+        )
+    if sh.checkpointing == "full":
+        raise UnsupportedError("finetune='freeze' under full checkpointing: not modelled")
+
+
+@register("saved.freeze_layer", "reference")
+def freeze_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any) -> dict:
+    """One layer's saved set (names relative to {stack}.layers) with frozen modules, the
+    layer's input needing a gradient (module docstring)."""
+    t = dict(t)
+    pre = f"{stack}.layers."
+    params = {name for name, _ in named_param_shapes(spec)}
+    for group in _GROUPS:
+        held = sum(t.pop(name, 0) for name in group)  # the group's input storage
+        trainable = [g for g in group if pre + g in params and not is_frozen(sh, pre + g)]
+        for name in group:
+            t[name] = 0
+        if held and trainable:  # saved by the first trainable linear (GPT-2's c_attn: q_proj)
+            key = trainable[0].replace(".qkv", ".q_proj")
+            t[key] = t.get(key, 0) + held
+    for norm in _NORMS:
+        if norm in t and is_frozen(sh, pre + norm):
+            t[norm] -= _norm_frozen(spec, sh, n)
+    return {k: v for k, v in t.items() if v}
+
+
+@register("saved.freeze_stack", "reference")
+def freeze_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any) -> dict:
+    """Stack-level terms with frozen modules (module docstring)."""
+    t = dict(t)
+    for name in ("embed", f"{stack}.pos", "lm_head"):
+        if name in t and is_frozen(sh, name):
+            t.pop(name)
+    if f"{stack}.final_norm" in t and is_frozen(sh, f"{stack}.final_norm"):
+        t[f"{stack}.final_norm"] -= _norm_frozen(spec, sh, n)
+    return t
+
+
+@register("flops.freeze", "reference")
+def freeze_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any]) -> dict:
+    """A training step's FLOP terms with frozen linears (decoder-only, embeddings training, as
+    ``saved.freeze_refuse`` requires): a frozen linear's backward is its input's gradient alone,
+    1x its forward (MmBackward0 computes only the outputs that need grad), the LM head's too."""
+    t = dict(t)
+    for name in [k.removeprefix("forward.") for k in t if k.startswith("forward.")]:
+        key = name.replace(".q_proj", ".qkv") if spec.fused_qkv else name
+        linear = key.rsplit(".", 1)[-1] in ("qkv", "q_proj", "k_proj", "v_proj", "o_proj",
+                                            "up", "gate", "down", "lm_head")  # fmt: skip
+        if linear and f"backward.{name}" in t and is_frozen(sh, key):
+            t[f"backward.{name}"] = t[f"forward.{name}"]
+    return t
