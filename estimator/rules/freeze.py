@@ -15,21 +15,19 @@ gradient needs (torch/csrc/autograd/generated, ``should_compute_output``):
   stack     frozen embeddings keep no ids, a frozen position table no positions, a frozen LM
             head no input, a frozen final norm as ``_norm_frozen``
 
-With frozen embeddings layer 0's input needs no gradient, and layers before the first trainable
-parameter save nothing: not modelled, refused by name (rule ``saved.freeze_refuse``).
+Otherwise (frozen embeddings, other architectures, full checkpointing) the full-training saved
+set and backward are counted, an upper bound (estimator/terms/finetune.py ``freeze_exact``).
 """
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
 from estimator.rules.finetune import _norm_frozen
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
-from estimator.spec.errors import UnsupportedError
 from estimator.spec.model import ModelSpec
-from estimator.terms.finetune import named_param_shapes
+from estimator.terms.finetune import is_frozen, named_param_shapes
 
 _GROUPS = (
     ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv"),
@@ -38,28 +36,6 @@ _GROUPS = (
     ("ffn.down",),
 )
 _NORMS = ("attn_norm", "ffn_norm")
-
-
-def is_frozen(sh: Shapes, name: str) -> bool:
-    """Whether the parameter term ``name`` (full, e.g. ``decoder.layers.ffn.up``) is frozen."""
-    return any(fnmatch.fnmatchcase(name, p) for p in sh.finetune.frozen)
-
-
-@register("saved.freeze_refuse", "reference")
-def refuse_frozen_input(spec: ModelSpec, sh: Shapes) -> None:
-    """UnsupportedError where the freeze rules do not say what is saved: frozen embeddings
-    (layer 0's input then needs no gradient), anything but a decoder-only model, a fused qkv
-    frozen apart, or full checkpointing (the recomputed sets)."""
-    if spec.arch != "decoder" or spec.is_patch_input:
-        raise UnsupportedError(f"finetune='freeze' activations on arch={spec.arch!r}: only "
-                               "decoder-only models are modelled")  # fmt: skip
-    if is_frozen(sh, "embed"):
-        raise UnsupportedError(
-            "finetune='freeze' with frozen embeddings: layer 0's input then needs no gradient "
-            "and layers before the first trainable parameter save less (not modelled)"
-        )
-    if sh.checkpointing == "full":
-        raise UnsupportedError("finetune='freeze' under full checkpointing: not modelled")
 
 
 @register("saved.freeze_layer", "reference")
@@ -97,9 +73,9 @@ def freeze_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: 
 
 @register("flops.freeze", "reference")
 def freeze_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any]) -> dict:
-    """A training step's FLOP terms with frozen linears (decoder-only, embeddings training, as
-    ``saved.freeze_refuse`` requires): a frozen linear's backward is its input's gradient alone,
-    1x its forward (MmBackward0 computes only the outputs that need grad), the LM head's too."""
+    """A training step's FLOP terms with frozen linears (where ``freeze_exact``): a frozen
+    linear's backward is its input's gradient alone, 1x its forward (MmBackward0 computes
+    only the outputs that need grad), the LM head's too."""
     t = dict(t)
     for name in [k.removeprefix("forward.") for k in t if k.startswith("forward.")]:
         key = name.replace(".q_proj", ".qkv") if spec.fused_qkv else name

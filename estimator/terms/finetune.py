@@ -242,3 +242,21 @@ def lora_layer_targets(spec: ModelSpec, ft: FinetuneShapes, stack: str) -> tuple
             out.append((name.removesuffix(".qkv") + ".q_proj" if name.endswith(".qkv") else name,
                         shape[1], shape[0]))  # fmt: skip
     return tuple(out)
+
+
+def is_frozen(sh: Shapes, name: str) -> bool:
+    """Whether finetune='freeze' freezes the parameter term ``name`` (full, e.g.
+    ``decoder.layers.ffn.up``)."""
+    return _is_frozen(name, sh.finetune)
+
+
+def freeze_exact(spec: ModelSpec, sh: Shapes) -> bool:
+    """Whether the freeze rules count the layers exactly: a decoder-only model without full
+    checkpointing whose embeddings train (every layer's input then needs a gradient). Else
+    the full-training set is counted, an upper bound (estimate's ``unchecked`` says so):
+    frozen embeddings leave layer 0's input without a gradient, and layers before the first
+    trainable parameter save nothing (measured on the reference model with every layer
+    frozen too: the saved set is then the final norm's and the head's alone, but the
+    forward's moment at the loss, which the peak takes, is not modelled)."""
+    return (spec.arch == "decoder" and not spec.is_patch_input
+            and sh.checkpointing != "full" and not is_frozen(sh, "embed"))  # fmt: skip
