@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.finetune import _norm_frozen
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.model import ModelSpec
 from estimator.terms.finetune import is_frozen, named_param_shapes
@@ -64,7 +64,8 @@ def freeze_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: 
     """Stack-level terms with frozen modules (module docstring)."""
     t = dict(t)
     for name in ("embed", f"{stack}.pos", "lm_head"):
-        if name in t and is_frozen(sh, name):
+        tied = name == "lm_head" and spec.tie_embeddings  # its weight is embed's
+        if name in t and is_frozen(sh, "embed" if tied else name):
             t.pop(name)
     if f"{stack}.final_norm" in t and is_frozen(sh, f"{stack}.final_norm"):
         t[f"{stack}.final_norm"] -= _norm_frozen(spec, sh, n)
@@ -81,6 +82,34 @@ def freeze_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any]) -> dict:
         key = name.replace(".q_proj", ".qkv") if spec.fused_qkv else name
         linear = key.rsplit(".", 1)[-1] in ("qkv", "q_proj", "k_proj", "v_proj", "o_proj",
                                             "up", "gate", "down", "lm_head")  # fmt: skip
+        if key == "lm_head" and spec.tie_embeddings:  # its weight is embed's
+            key = "embed"
         if linear and f"backward.{name}" in t and is_frozen(sh, key):
             t[f"backward.{name}"] = t[f"forward.{name}"]
     return t
+
+
+@register("saved.freeze_input_norm", "reference")
+def freeze_input_norm(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """A trainable norm over [n, d] whose input needs no gradient (layer 0's attn_norm under
+    frozen embeddings): RMSNorm's rstd math records nothing, only ``weight * normalized``
+    keeps the normalized input [n, d] (reference_model/norms.py RMSNorm); native_layer_norm
+    keeps input, mean and rstd for the weight's gradient as for the input's (rule
+    ``saved.norm``)."""
+    if spec.norm == "rmsnorm":
+        return n * spec.d_model * sh.cb
+    return rule("saved.norm", spec, sh)(spec, sh, n)
+
+
+@register("live.freeze_held", "reference")
+def freeze_held(spec: ModelSpec, sh: Shapes) -> Any:
+    """Bytes live at the loss that nothing saves under freezing (reference_model/model.py
+    Transformer.forward, as ``live.frozen_head_input`` under LoRA): the token embeddings
+    [b, s, d] (the forward's local ``x``) when layer 0's attn_norm needs no input gradient and
+    so keeps none of it; the head's input [b, s, d] when the head (a tied head: the
+    embeddings) is frozen and so keeps none."""
+    from estimator.terms.finetune import frozen_input_norm
+
+    one = sh.b * sh.s_out * spec.d_model * sh.cb
+    head = "embed" if spec.tie_embeddings else "lm_head"
+    return (one if frozen_input_norm(spec, sh) else 0) + (one if is_frozen(sh, head) else 0)

@@ -47,7 +47,7 @@ from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
-from estimator.terms.finetune import freeze_exact, lora_layer_targets
+from estimator.terms.finetune import freeze_exact, frozen_input_norm, lora_layer_targets
 
 Terms = dict[str, Any]
 FP32_BYTES = 4
@@ -254,6 +254,9 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
         one = layer_saved(spec, sh, stack, s, s_src)
         for k, v in rule("saved.freeze_layer", spec, sh)(spec, sh, one, stack, n).items():
             t[f"{stack}.layers.{k}"] = L * v
+        if frozen_input_norm(spec, sh):  # layer 0's attn_norm: its input needs no gradient
+            key = f"{stack}.layers.attn_norm"
+            t[key] += rule("saved.freeze_input_norm", spec, sh)(spec, sh, n) - t[key] // L
     else:
         n_moe = moe_layers(spec) if stack == "decoder" else 0  # issue 22
         for moe, copies in ((False, L - n_moe), (True, n_moe)):

@@ -251,12 +251,27 @@ def is_frozen(sh: Shapes, name: str) -> bool:
 
 
 def freeze_exact(spec: ModelSpec, sh: Shapes) -> bool:
-    """Whether the freeze rules count the layers exactly: a decoder-only model without full
-    checkpointing whose embeddings train (every layer's input then needs a gradient). Else
-    the full-training set is counted, an upper bound (estimate's ``unchecked`` says so):
-    frozen embeddings leave layer 0's input without a gradient, and layers before the first
-    trainable parameter save nothing (measured on the reference model with every layer
-    frozen too: the saved set is then the final norm's and the head's alone, but the
+    """Whether the freeze rules count the layers exactly: a decoder-only pre-norm model
+    without full checkpointing whose embeddings train (every layer's input then needs a
+    gradient), or whose embeddings (and position table) are frozen but layer 0's first
+    module, attn_norm, trains (``frozen_input_norm``). Else the full-training set is counted,
+    an upper bound (estimate's ``unchecked`` says so): layers before the first trainable
+    parameter save nothing and layer 0 saves less (measured on the reference model with every
+    layer frozen: the saved set is then the final norm's and the head's alone, but the
     forward's moment at the loss, which the peak takes, is not modelled)."""
-    return (spec.arch == "decoder" and not spec.is_patch_input
-            and sh.checkpointing != "full" and not is_frozen(sh, "embed"))  # fmt: skip
+    if spec.arch != "decoder" or spec.is_patch_input or sh.checkpointing == "full":
+        return False
+    return not is_frozen(sh, "embed") or frozen_input_norm(spec, sh)
+
+
+def frozen_input_norm(spec: ModelSpec, sh: Shapes) -> bool:
+    """Frozen embeddings (and learned position table), layer 0's pre-norm attn_norm training:
+    its input needs no gradient, its output does, so only the norm itself saves less."""
+    names = {name for name, _ in named_param_shapes(spec)}
+    return (
+        is_frozen(sh, "embed")
+        and ("decoder.pos" not in names or is_frozen(sh, "decoder.pos"))
+        and spec.norm_position == "pre"
+        and "decoder.layers.attn_norm" in names
+        and not is_frozen(sh, "decoder.layers.attn_norm")
+    )
