@@ -106,10 +106,12 @@ def freeze_held(spec: ModelSpec, sh: Shapes) -> Any:
     """Bytes live at the loss that nothing saves under freezing (reference_model/model.py
     Transformer.forward, as ``live.frozen_head_input`` under LoRA): the token embeddings
     [b, s, d] (the forward's local ``x``) when layer 0's attn_norm needs no input gradient and
-    so keeps none of it; the head's input [b, s, d] when the head (a tied head: the
+    so keeps none of it (an RMSNorm; native_layer_norm keeps its input for the weight's
+    gradient too); the head's input [b, s, d] when the head (a tied head: the
     embeddings) is frozen and so keeps none."""
     from estimator.terms.finetune import frozen_input_norm
 
     one = sh.b * sh.s_out * spec.d_model * sh.cb
     head = "embed" if spec.tie_embeddings else "lm_head"
-    return (one if frozen_input_norm(spec, sh) else 0) + (one if is_frozen(sh, head) else 0)
+    embeddings = frozen_input_norm(spec, sh) and spec.norm == "rmsnorm"  # LayerNorm saves x
+    return (one if embeddings else 0) + (one if is_frozen(sh, head) else 0)
