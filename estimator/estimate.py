@@ -171,10 +171,10 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
     if ft == "freeze":
         return [
             "finetune='freeze': saved activations, backward FLOPs and peak checked on the "
-            "reference model (decoder-only, embeddings training); with frozen embeddings, "
-            "another architecture or full checkpointing, activations and backward are counted "
-            "as full training saves and runs them (an upper bound); not measured on Hugging "
-            "Face models"
+            "reference model (decoder-only; embeddings training, or frozen with layer 0's "
+            "attn_norm training); otherwise (frozen embeddings and first norm, another "
+            "architecture, full checkpointing) activations and backward are counted as full "
+            "training saves and runs them (an upper bound); not measured on Hugging Face models"
         ]
     out = [
         f"finetune={ft!r}: trainable parameters, gradients, optimizer states and LoRA's saved "
