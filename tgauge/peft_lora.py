@@ -53,3 +53,30 @@ def apply_lora(model: Any, family: str, workload: Workload, fused_qkv: bool) -> 
         target_modules=target_modules(family, workload, fused_qkv),
     )
     return peft.get_peft_model(model, config)
+
+
+def apply_freeze(model: Any, family: str, workload: Workload) -> Any:
+    """finetune='freeze' on a Hugging Face model (issue 20): ``requires_grad_(False)`` on every
+    parameter whose glossary term (tgauge/hf_terms.py's table, the base-model prefix and layer
+    indices dropped; GPT-2's fused c_attn is ``self_attn.qkv``) matches a frozen pattern, as
+    reference_model/lora.py apply_finetune does on the reference model. UserError for a
+    parameter the family's table does not name."""
+    import fnmatch
+
+    from profiler.naming import term_name
+    from tgauge.app import UserError
+    from tgauge.hf_terms import HF_TERMS
+
+    table = HF_TERMS.get(family, {})
+    prefix = getattr(model, "base_model_prefix", "")
+    for path, param in model.named_parameters():
+        module = term_name(path.rpartition(".")[0])
+        bare = module[len(prefix) + 1 :] if prefix and module.startswith(prefix + ".") else module
+        if bare not in table:
+            raise UserError(f"--finetune freeze on {family}: parameter {path} has no glossary "
+                            "term (tgauge/hf_terms.py)")  # fmt: skip
+        group = table[bare]
+        name = group[0] if len(group) == 1 else group[0].rsplit(".", 1)[0] + ".qkv"
+        if any(fnmatch.fnmatchcase(name, p) for p in workload.frozen or ()):
+            param.requires_grad_(False)
+    return model
