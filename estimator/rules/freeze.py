@@ -115,3 +115,13 @@ def freeze_held(spec: ModelSpec, sh: Shapes) -> Any:
     head = "embed" if spec.tie_embeddings else "lm_head"
     embeddings = frozen_input_norm(spec, sh) and spec.norm == "rmsnorm"  # LayerNorm saves x
     return (one if embeddings else 0) + (one if is_frozen(sh, head) else 0)
+
+
+@register("live.freeze_held", "hf")
+def hf_freeze_held(spec: ModelSpec, sh: Shapes) -> Any:
+    """transformers: the embeddings are the base model's local ``inputs_embeds``, gone with
+    its forward before the loss; *ForCausalLM.forward keeps ``outputs.last_hidden_state``,
+    the head's input, which a frozen head (a tied head: the embeddings) does not save
+    (rules/finetune.py ``live.frozen_head_input`` hf)."""
+    head = "embed" if spec.tie_embeddings else "lm_head"
+    return sh.b * sh.s_out * spec.d_model * sh.cb if is_frozen(sh, head) else 0
