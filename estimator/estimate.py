@@ -174,7 +174,8 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
             "reference model (decoder-only; embeddings training, or frozen with layer 0's "
             "attn_norm training); otherwise (frozen embeddings and first norm, another "
             "architecture, full checkpointing) activations and backward are counted as full "
-            "training saves and runs them (an upper bound); not measured on Hugging Face models"
+            "training saves and runs them (an upper bound); measured on tiny HF Llama and "
+            "GPT-2 too"
         ]
     out = [
         f"finetune={ft!r}: trainable parameters, gradients, optimizer states and LoRA's saved "

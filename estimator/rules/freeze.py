@@ -15,8 +15,13 @@ gradient needs (torch/csrc/autograd/generated, ``should_compute_output``):
   stack     frozen embeddings keep no ids, a frozen position table no positions, a frozen LM
             head no input, a frozen final norm as ``_norm_frozen``
 
-Otherwise (frozen embeddings, other architectures, full checkpointing) the full-training saved
-set and backward are counted, an upper bound (estimator/terms/finetune.py ``freeze_exact``).
+Exact too with frozen embeddings (and position table) when layer 0's attn_norm trains: its
+output needs a gradient, so only that norm saves less (``saved.freeze_input_norm``), and what
+nothing saves stays live at the loss (``live.freeze_held``). Otherwise (frozen embeddings and
+attn_norm, other architectures, full checkpointing) the full-training saved set and backward
+are counted, an upper bound (estimator/terms/finetune.py ``freeze_exact``). Measured:
+tests/reference_model/test_ref_freeze.py, tests/profiler/test_prof_hf_freeze.py (HF Llama,
+GPT-2: tgauge/peft_lora.py apply_freeze).
 """
 
 from __future__ import annotations
