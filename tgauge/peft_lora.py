@@ -76,7 +76,9 @@ def apply_freeze(model: Any, family: str, workload: Workload) -> Any:
             raise UserError(f"--finetune freeze on {family}: parameter {path} has no glossary "
                             "term (tgauge/hf_terms.py)")  # fmt: skip
         group = table[bare]
-        name = group[0] if len(group) == 1 else group[0].rsplit(".", 1)[0] + ".qkv"
+        fused = {"q_proj": ".qkv", "gate": ".gate_up"}  # GPT-2 / NeoX / Phi-3's fused ones
+        tail = group[0].rsplit(".", 1)
+        name = group[0] if len(group) == 1 else tail[0] + fused.get(tail[-1], "." + tail[-1])
         if any(fnmatch.fnmatchcase(name, p) for p in workload.frozen or ()):
             param.requires_grad_(False)
     return model

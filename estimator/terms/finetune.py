@@ -254,14 +254,25 @@ def freeze_exact(spec: ModelSpec, sh: Shapes) -> bool:
     """Whether the freeze rules count the layers exactly: a decoder-only pre-norm model
     without full checkpointing whose embeddings train (every layer's input then needs a
     gradient), or whose embeddings (and position table) are frozen but layer 0's first
-    module, attn_norm, trains (``frozen_input_norm``). Else the full-training set is counted,
+    module, attn_norm, trains (``frozen_input_norm``), and every layer parameter is one the
+    rules know (``_FREEZE_KNOWN``). Else the full-training set is counted,
     an upper bound (estimate's ``unchecked`` says so): layers before the first trainable
     parameter save nothing and layer 0 saves less (measured on the reference model with every
     layer frozen: the saved set is then the final norm's and the head's alone, but the
     forward's moment at the loss, which the peak takes, is not modelled)."""
     if spec.arch != "decoder" or spec.is_patch_input or sh.checkpointing == "full":
         return False
+    layer = {n.removeprefix("decoder.layers.") for n, _ in named_param_shapes(spec)
+             if n.startswith("decoder.layers.")}  # fmt: skip
+    if layer - _FREEZE_KNOWN:  # a fused gate_up, q_norm / k_norm, ...: rules not measured
+        return False
     return not is_frozen(sh, "embed") or frozen_input_norm(spec, sh)
+
+
+#: the layer parameters whose frozen saved set rules/freeze.py says (measured)
+_FREEZE_KNOWN = {"attn_norm", "ffn_norm", "self_attn.q_proj", "self_attn.k_proj",
+                 "self_attn.v_proj", "self_attn.qkv", "self_attn.o_proj", "ffn.gate", "ffn.up",
+                 "ffn.down"}  # fmt: skip
 
 
 def frozen_input_norm(spec: ModelSpec, sh: Shapes) -> bool:
