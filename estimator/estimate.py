@@ -170,9 +170,12 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
         return []
     if ft == "freeze":
         return [
-            "finetune='freeze': gradients and optimizer states of the trainable tensors only; "
-            "activations and backward counted as full training saves and runs them (frozen "
-            "modules save less: an upper bound), not measured"
+            "finetune='freeze': saved activations, backward FLOPs and peak checked on the "
+            "reference model (decoder-only; embeddings training, or frozen with layer 0's "
+            "attn_norm training); otherwise (frozen embeddings and first norm, another "
+            "architecture, full checkpointing) activations and backward are counted as full "
+            "training saves and runs them (an upper bound); measured on tiny HF Llama and "
+            "GPT-2 too"
         ]
     out = [
         f"finetune={ft!r}: trainable parameters, gradients, optimizer states and LoRA's saved "

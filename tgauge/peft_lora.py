@@ -53,3 +53,32 @@ def apply_lora(model: Any, family: str, workload: Workload, fused_qkv: bool) -> 
         target_modules=target_modules(family, workload, fused_qkv),
     )
     return peft.get_peft_model(model, config)
+
+
+def apply_freeze(model: Any, family: str, workload: Workload) -> Any:
+    """finetune='freeze' on a Hugging Face model (issue 20): ``requires_grad_(False)`` on every
+    parameter whose glossary term (tgauge/hf_terms.py's table, the base-model prefix and layer
+    indices dropped; GPT-2's fused c_attn is ``self_attn.qkv``) matches a frozen pattern, as
+    reference_model/lora.py apply_finetune does on the reference model. UserError for a
+    parameter the family's table does not name."""
+    import fnmatch
+
+    from profiler.naming import term_name
+    from tgauge.app import UserError
+    from tgauge.hf_terms import HF_TERMS
+
+    table = HF_TERMS.get(family, {})
+    prefix = getattr(model, "base_model_prefix", "")
+    for path, param in model.named_parameters():
+        module = term_name(path.rpartition(".")[0])
+        bare = module[len(prefix) + 1 :] if prefix and module.startswith(prefix + ".") else module
+        if bare not in table:
+            raise UserError(f"--finetune freeze on {family}: parameter {path} has no glossary "
+                            "term (tgauge/hf_terms.py)")  # fmt: skip
+        group = table[bare]
+        fused = {"q_proj": ".qkv", "gate": ".gate_up"}  # GPT-2 / NeoX / Phi-3's fused ones
+        tail = group[0].rsplit(".", 1)
+        name = group[0] if len(group) == 1 else tail[0] + fused.get(tail[-1], "." + tail[-1])
+        if any(fnmatch.fnmatchcase(name, p) for p in workload.frozen or ()):
+            param.requires_grad_(False)
+    return model
