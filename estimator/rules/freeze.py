@@ -26,13 +26,17 @@ GPT-2: tgauge/peft_lora.py apply_freeze).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from estimator.rules.finetune import _norm_frozen
 from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.model import ModelSpec
-from estimator.terms.finetune import is_frozen, named_param_shapes
+
+#: parameter term name -> frozen (estimator/terms/finetune.py ``frozen_flags``; a name missing
+#: is no parameter of the model): the terms compute it and pass it in, rules sit below terms
+Frozen = Mapping[str, bool]
 
 _GROUPS = (
     ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv"),
@@ -44,41 +48,44 @@ _NORMS = ("attn_norm", "ffn_norm")
 
 
 @register("saved.freeze_layer", "reference")
-def freeze_layer(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any) -> dict:
+def freeze_layer(
+    spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any, frozen: Frozen
+) -> dict:
     """One layer's saved set (names relative to {stack}.layers) with frozen modules, the
     layer's input needing a gradient (module docstring)."""
     t = dict(t)
     pre = f"{stack}.layers."
-    params = {name for name, _ in named_param_shapes(spec)}
     for group in _GROUPS:
         held = sum(t.pop(name, 0) for name in group)  # the group's input storage
-        trainable = [g for g in group if pre + g in params and not is_frozen(sh, pre + g)]
+        trainable = [g for g in group if frozen.get(pre + g) is False]
         for name in group:
             t[name] = 0
         if held and trainable:  # saved by the first trainable linear (GPT-2's c_attn: q_proj)
             key = trainable[0].replace(".qkv", ".q_proj")
             t[key] = t.get(key, 0) + held
     for norm in _NORMS:
-        if norm in t and is_frozen(sh, pre + norm):
+        if norm in t and frozen.get(pre + norm):
             t[norm] -= _norm_frozen(spec, sh, n)
     return {k: v for k, v in t.items() if v}
 
 
 @register("saved.freeze_stack", "reference")
-def freeze_stack(spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any) -> dict:
+def freeze_stack(
+    spec: ModelSpec, sh: Shapes, t: dict[str, Any], stack: str, n: Any, frozen: Frozen
+) -> dict:
     """Stack-level terms with frozen modules (module docstring)."""
     t = dict(t)
     for name in ("embed", f"{stack}.pos", "lm_head"):
         tied = name == "lm_head" and spec.tie_embeddings  # its weight is embed's
-        if name in t and is_frozen(sh, "embed" if tied else name):
+        if name in t and frozen.get("embed" if tied else name):
             t.pop(name)
-    if f"{stack}.final_norm" in t and is_frozen(sh, f"{stack}.final_norm"):
+    if f"{stack}.final_norm" in t and frozen.get(f"{stack}.final_norm"):
         t[f"{stack}.final_norm"] -= _norm_frozen(spec, sh, n)
     return t
 
 
 @register("flops.freeze", "reference")
-def freeze_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any]) -> dict:
+def freeze_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], frozen: Frozen) -> dict:
     """A training step's FLOP terms with frozen linears (where ``freeze_exact``): a frozen
     linear's backward is its input's gradient alone, 1x its forward (MmBackward0 computes
     only the outputs that need grad), the LM head's too."""
@@ -89,7 +96,7 @@ def freeze_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any]) -> dict:
                                             "up", "gate", "down", "lm_head")  # fmt: skip
         if key == "lm_head" and spec.tie_embeddings:  # its weight is embed's
             key = "embed"
-        if linear and f"backward.{name}" in t and is_frozen(sh, key):
+        if linear and f"backward.{name}" in t and frozen.get(key):
             t[f"backward.{name}"] = t[f"forward.{name}"]
     return t
 
@@ -107,26 +114,25 @@ def freeze_input_norm(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
 
 
 @register("live.freeze_held", "reference")
-def freeze_held(spec: ModelSpec, sh: Shapes) -> Any:
+def freeze_held(spec: ModelSpec, sh: Shapes, frozen: Frozen, input_norm: bool) -> Any:
     """Bytes live at the loss that nothing saves under freezing (reference_model/model.py
     Transformer.forward, as ``live.frozen_head_input`` under LoRA): the token embeddings
     [b, s, d] (the forward's local ``x``) when layer 0's attn_norm needs no input gradient and
     so keeps none of it (an RMSNorm; native_layer_norm keeps its input for the weight's
     gradient too); the head's input [b, s, d] when the head (a tied head: the
-    embeddings) is frozen and so keeps none."""
-    from estimator.terms.finetune import frozen_input_norm
-
+    embeddings) is frozen and so keeps none. ``input_norm``: layer 0's attn_norm trains over
+    frozen embeddings (estimator/terms/finetune.py ``frozen_input_norm``)."""
     one = sh.b * sh.s_out * spec.d_model * sh.cb
     head = "embed" if spec.tie_embeddings else "lm_head"
-    embeddings = frozen_input_norm(spec, sh) and spec.norm == "rmsnorm"  # LayerNorm saves x
-    return (one if embeddings else 0) + (one if is_frozen(sh, head) else 0)
+    embeddings = input_norm and spec.norm == "rmsnorm"  # LayerNorm saves x
+    return (one if embeddings else 0) + (one if frozen.get(head) else 0)
 
 
 @register("live.freeze_held", "hf")
-def hf_freeze_held(spec: ModelSpec, sh: Shapes) -> Any:
+def hf_freeze_held(spec: ModelSpec, sh: Shapes, frozen: Frozen, input_norm: bool) -> Any:
     """transformers: the embeddings are the base model's local ``inputs_embeds``, gone with
     its forward before the loss; *ForCausalLM.forward keeps ``outputs.last_hidden_state``,
     the head's input, which a frozen head (a tied head: the embeddings) does not save
     (rules/finetune.py ``live.frozen_head_input`` hf)."""
     head = "embed" if spec.tie_embeddings else "lm_head"
-    return sh.b * sh.s_out * spec.d_model * sh.cb if is_frozen(sh, head) else 0
+    return sh.b * sh.s_out * spec.d_model * sh.cb if frozen.get(head) else 0

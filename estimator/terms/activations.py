@@ -47,7 +47,12 @@ from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
-from estimator.terms.finetune import freeze_exact, frozen_input_norm, lora_layer_targets
+from estimator.terms.finetune import (
+    freeze_exact,
+    frozen_flags,
+    frozen_input_norm,
+    lora_layer_targets,
+)
 
 Terms = dict[str, Any]
 FP32_BYTES = 4
@@ -252,7 +257,8 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
             t[f"{stack}.layers.{k}"] = (L - 1) * steady.get(k, 0) + first.get(k, 0)
     elif sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20: rules/freeze.py
         one = layer_saved(spec, sh, stack, s, s_src)
-        for k, v in rule("saved.freeze_layer", spec, sh)(spec, sh, one, stack, n).items():
+        frozen = frozen_flags(spec, sh)
+        for k, v in rule("saved.freeze_layer", spec, sh)(spec, sh, one, stack, n, frozen).items():
             t[f"{stack}.layers.{k}"] = L * v
         if frozen_input_norm(spec, sh):  # layer 0's attn_norm: its input needs no gradient
             key = f"{stack}.layers.attn_norm"
@@ -348,5 +354,6 @@ def activations(spec: ModelSpec, sh: Shapes) -> Terms:
     if sh.finetune.lora:  # issue 20: frozen embeddings, final norm, head (rules/finetune.py)
         out = rule("saved.frozen_stack", spec, sh)(spec, sh, out, "decoder", sh.b * s_dec)
     if sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20: rules/freeze.py
-        out = rule("saved.freeze_stack", spec, sh)(spec, sh, out, "decoder", sh.b * s_dec)
+        frozen, n = frozen_flags(spec, sh), sh.b * s_dec
+        out = rule("saved.freeze_stack", spec, sh)(spec, sh, out, "decoder", n, frozen)
     return {k: v for k, v in out.items() if v}

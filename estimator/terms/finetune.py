@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from estimator.shapes import Shapes
@@ -248,6 +250,18 @@ def is_frozen(sh: Shapes, name: str) -> bool:
     """Whether finetune='freeze' freezes the parameter term ``name`` (full, e.g.
     ``decoder.layers.ffn.up``)."""
     return _is_frozen(name, sh.finetune)
+
+
+def frozen_flags(spec: ModelSpec, sh: Shapes) -> Mapping[str, bool]:
+    """Every parameter term name -> whether finetune='freeze' freezes it: what the freeze
+    rules (estimator/rules/freeze.py) receive, rules sitting below terms; a name missing is
+    no parameter of the model."""
+    return _frozen_flags(spec, sh.finetune)
+
+
+@functools.lru_cache(maxsize=256)
+def _frozen_flags(spec: ModelSpec, ft: FinetuneShapes) -> Mapping[str, bool]:
+    return MappingProxyType({n: _is_frozen(n, ft) for n, _ in named_param_shapes(spec)})
 
 
 def freeze_exact(spec: ModelSpec, sh: Shapes) -> bool:
