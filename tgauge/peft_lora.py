@@ -55,6 +55,44 @@ def apply_lora(model: Any, family: str, workload: Workload, fused_qkv: bool) -> 
     return peft.get_peft_model(model, config)
 
 
+def quantize_4bit(model: Any, workload: Workload) -> Any:
+    """finetune='qlora' (issue 20): ``model`` reloaded as transformers loads a 4-bit
+    checkpoint (save_pretrained to a temporary folder, then from_pretrained with a
+    BitsAndBytesConfig: the workload's quant type and double quantization, its dtype as
+    bnb_4bit_compute_dtype; transformers/integrations/bitsandbytes.py replaces the layers'
+    linears by Linear4bit), then, with ``kbit_prep``, peft's prepare_model_for_kbit_training
+    (peft/utils/other.py; use_gradient_checkpointing as checkpointing='full')."""
+    import tempfile
+
+    import transformers
+
+    from tgauge.app import require
+
+    require("bitsandbytes", "tgauge validate --finetune qlora")
+    dtype = next(model.parameters()).dtype
+    config = transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=workload.quant_type,
+        bnb_4bit_use_double_quant=workload.double_quant,
+        bnb_4bit_compute_dtype=dtype,
+    )
+    device = next(model.parameters()).device
+    attn = model.config._attn_implementation
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        model = type(model).from_pretrained(folder, quantization_config=config, dtype=dtype,
+                                            device_map=str(device),
+                                            attn_implementation=attn)  # fmt: skip
+    if workload.kbit_prep:
+        import peft
+
+        checkpointing = workload.checkpointing == "full"
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=checkpointing
+        )
+    return model
+
+
 def apply_freeze(model: Any, family: str, workload: Workload) -> Any:
     """finetune='freeze' on a Hugging Face model (issue 20): ``requires_grad_(False)`` on every
     parameter whose glossary term (tgauge/hf_terms.py's table, the base-model prefix and layer
