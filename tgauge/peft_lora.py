@@ -90,6 +90,15 @@ def quantize_4bit(model: Any, workload: Workload) -> Any:
         model = peft.prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=checkpointing
         )
+        # Linear4bit.forward casts an fp32 bias back to its compute dtype on the first call
+        # (``bias.data = bias.data.to(x.dtype)``, bitsandbytes/nn/modules.py): done here, the
+        # model the measurements see is the one every step after the first holds (a storage
+        # freed inside the first measured forward would be reused under another's key)
+        import bitsandbytes as bnb
+
+        for module in model.modules():
+            if isinstance(module, bnb.nn.Linear4bit) and module.bias is not None:
+                module.bias.data = module.bias.data.to(module.compute_dtype)
     return model
 
 
