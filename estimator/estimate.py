@@ -54,6 +54,12 @@ def check_supported(spec: ModelSpec, workload: Workload, sh: Shapes | None = Non
             why = engine(spec, run).unsupported()
             if why:
                 return why
+        if workload.kbit_prep and spec.implementation != "hf":  # issue 20
+            return (
+                "kbit_prep: peft's prepare_model_for_kbit_training prepares a transformers "
+                f"model, not implementation={spec.implementation!r}: estimate the Hugging Face "
+                "class (--impl hf)"
+            )
         if run.quant is not None:  # quantized weights (issue 19)
             if run.training:
                 return f"quant={run.quant!r} is modelled for inference, not mode='train'"

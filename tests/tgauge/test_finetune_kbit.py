@@ -72,8 +72,8 @@ def test_kbit_prep_runs_the_activations_in_fp32_and_upcasts_the_16_bit_rest() ->
 
 def test_cli_kbit_prep_flag() -> None:
     runner = CliRunner()
-    args = ["estimate", "llama-3-8b", "-s", "4096", "--finetune", "qlora", "--lora-rank", "16",
-            "--dtype", "bf16"]  # fmt: skip
+    args = ["estimate", "llama-3-8b", "--impl", "hf", "-s", "4096", "--finetune", "qlora",
+            "--lora-rank", "16", "--dtype", "bf16"]  # fmt: skip
     plain = runner.invoke(app, [*args, "--json"])
     prepared = runner.invoke(app, [*args, "--kbit-prep", "--json"])
     assert plain.exit_code == 0 and prepared.exit_code == 0, prepared.output
@@ -85,6 +85,25 @@ def test_cli_kbit_prep_flag() -> None:
     refused = runner.invoke(app, ["estimate", "llama-3-8b", "--finetune", "lora", "--kbit-prep"])
     assert refused.exit_code != 0
     assert "kbit_prep=True is invalid with finetune='lora'" in refused.output
+    # peft prepares transformers models: the reference implementation is refused by name
+    reference = runner.invoke(app, ["estimate", "llama-3-8b", "--finetune", "qlora", "--kbit-prep"])
+    assert reference.exit_code != 0
+    assert "not implementation='reference'" in reference.output
+
+
+def test_fit_kbit_prep_on_a_24gb_card() -> None:
+    """`fit` answers the prepared QLoRA run: Llama-3-8B r=16 q,k,v,o at 4k with peft's
+    default gradient checkpointing on an RTX 4090, and the largest batch."""
+    run = ["llama-3-8b", "--impl", "hf", "-s", "4096", "--finetune", "qlora", "--lora-rank",
+           "16", "--lora-alpha", "32", "--lora-targets", "q,k,v,o", "--checkpointing", "full",
+           "--kbit-prep", "--json"]  # fmt: skip
+    res = CliRunner().invoke(app, ["fit", *run[:1], "--gpu", "rtx-4090", *run[1:]])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)["plan"]
+    est = json.loads(CliRunner().invoke(app, ["estimate", *run]).stdout)
+    assert plan["fit"]["peak_bytes"] == est["peak_memory_bytes"]
+    assert plan["fit"]["fits"] is True
+    assert plan["max_batch"]["max_value"] >= 1
 
 
 # --- measured: validate on the 4-bit Hugging Face model ------------------------------------
