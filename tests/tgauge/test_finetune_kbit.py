@@ -154,7 +154,7 @@ def test_qlora_on_a_4bit_hf_model_meets_the_bars(family, b, s, fields) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="kbit_prep with checkpointing: the 4-bit layer's "
+@pytest.mark.xfail(strict=True, reason="kbit_prep with checkpointing: a frozen base layer's "
                    "recompute is not modelled (peak 5.7% low; Estimate.unchecked)")  # fmt: skip
 def test_kbit_prep_with_checkpointing_peak() -> None:
     w = _work(2, 32, dtype="bf16", kbit_prep=True, checkpointing="full")
