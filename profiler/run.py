@@ -144,6 +144,7 @@ def track_before_step(live: Any, model: Any, inputs: Any, states: Any) -> None:
     """Count on ``live`` (a LiveMemoryTracker) what exists before a training step: weights,
     buffers, the gradients already there, the optimizer ``states`` and the inputs."""
     live.track_existing(list(model.parameters()), "weights")
+    live.track_existing(quant_state_tensors(model), "weights")  # issue 20: QLoRA's base
     # the model's buffers exist before the step as the weights do (inference_tracker counts
     # them with the weights); a forward that only indexes one never returns its storage
     live.track_existing(list(model.buffers()), "buffers")
@@ -175,6 +176,22 @@ def train_step(
     if optimizer is not None:
         phase("optimizer_step")
         optimizer.step()
+
+
+def quant_state_tensors(model: Any) -> list[Any]:
+    """bitsandbytes' quant state of every 4-bit parameter (issue 20): absmax, code, offset
+    and the nested state's absmax and code (bitsandbytes/functional.py QuantState), tensors
+    held by the weight (``Params4bit.quant_state``) and so live all step, but neither
+    parameters nor buffers."""
+    out = []
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        if qs is None:
+            continue
+        out += [qs.absmax, qs.code, qs.offset]
+        if qs.state2 is not None:
+            out += [qs.state2.absmax, qs.state2.code]
+    return [t for t in out if t is not None]
 
 
 def inference_tracker(model: Any, inputs: Any) -> Any:

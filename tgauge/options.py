@@ -176,6 +176,14 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--double-quant/--no-double-quant",),
         "--finetune qlora: bitsandbytes' double quantization of the absmax",
     ),
+    "kbit_prep": (
+        bool,
+        False,
+        ("--kbit-prep/--no-kbit-prep",),
+        "--finetune qlora: after peft's prepare_model_for_kbit_training (fp32 embeddings, "
+        "norms, LM head, so fp32 activations; with --checkpointing full its default "
+        "gradient checkpointing and input-grad hook)",
+    ),
     # issue 22: a mixture of experts' experts code (estimator/rules/hf/moe.py)
     "experts_impl": (
         str,
