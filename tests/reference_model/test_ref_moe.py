@@ -231,3 +231,19 @@ def test_reference_model_and_ranks_refuse_what_they_do_not_build() -> None:
     with pytest.raises(UnsupportedError, match="parallel= with n_experts=4"):
         estimate(_moe_spec(), Workload(mode="train", batch_size=1, seq_len=8),
                  parallel=Parallel(world=2, shard="zero3"))  # fmt: skip
+
+
+def test_cli_routing_reaches_the_estimate(tmp_path) -> None:
+    """`tgauge estimate SPEC --routing worst` estimates under that routing and says so."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tgauge.cli import app
+
+    path = tmp_path / "moe.json"
+    path.write_text(_moe_spec().model_dump_json(exclude_defaults=True))
+    args = ["estimate", str(path), "--mode", "prefill", "-b", "2", "-s", "8", "--json"]
+    out = json.loads(CliRunner().invoke(app, [*args, "--routing", "worst"]).output)
+    assert out["workload"]["routing"] == "worst"
+    assert any("routing='worst'" in line for line in out["unchecked"])
