@@ -50,6 +50,8 @@ LLAMA = dict(
     tie_embeddings=False,
     n_kv_heads=2,
 )
+#: issue 22e: the reference model's mixture of experts (reference_model/moe.py)
+MOE = dict(n_experts=4, n_experts_per_token=2, expert_d_ff=24, n_shared_experts=1)
 T5 = dict(
     norm="rmsnorm",
     activation="relu",
@@ -120,6 +122,8 @@ def long_cases() -> list[Case]:
     falcon = _spec("falcon-long", "decoder", **LLAMA, **long, parallel_block="one_norm")
     qwen = _spec("qwen-long", "decoder", **LLAMA, **long, qkv_bias=True, embed_scale=True)
     mla = _spec("mla-long", "decoder", **MLA, **long)  # issue 22l
+    # issue 22e: a mixture of experts, a dense first layer and a shared expert (DeepSeek's)
+    moe = _spec("moe-long", "decoder", **LLAMA, **long, **MOE, n_layers=3, dense_layers=(0,))
     return [
         Case("mla long train eager s=256", mla, work(seq_len=256)),
         Case(
@@ -128,6 +132,14 @@ def long_cases() -> list[Case]:
             work(seq_len=256, batch_size=2, attention_impl="fused"),
         ),
         Case("mla long decode prompt 256", mla, work("decode", seq_len=256, new_tokens=4)),
+        Case("moe long train eager s=256", moe, work(seq_len=256), slow=True),
+        Case(
+            "moe long train fused worst routing s=256 b=2",
+            moe,
+            work(seq_len=256, batch_size=2, attention_impl="fused", routing="worst"),
+            slow=True,
+        ),
+        Case("moe long prefill s=512", moe, work("prefill", seq_len=512), slow=True),
         Case("neox long train parallel eager s=256", neox, work(seq_len=256), slow=True),
         Case(
             "falcon long train parallel fused s=256 b=2",
@@ -263,7 +275,15 @@ def base_cases() -> list[Case]:
     vit = _spec("vit", "encoder", **{**_BASE, **VIT, "n_layers": 2})
     mla = _spec("mla", "decoder", **MLA)  # issue 22l
     mla_q = _spec("mla-no-q-lora", "decoder", **{**MLA, "q_lora_rank": None})
+    moe = _spec("moe", "decoder", **LLAMA, **MOE)  # issue 22e: reference_model/moe.py
     return [
+        Case("moe train eager", moe, _work()),
+        Case("moe prefill fused", moe, _work("prefill", attention_impl="fused")),
+        Case(
+            "moe decode fused worst routing",
+            moe,
+            _work("decode", seq_len=8, new_tokens=4, attention_impl="fused", routing="worst"),
+        ),
         Case("gpt train eager", gpt, _work()),
         Case("gpt train fused", gpt, _work(attention_impl="fused")),
         Case("gpt train dropout", gpt, _work(dropout=0.1)),

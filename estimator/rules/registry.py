@@ -52,6 +52,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.finetune",  # issue 20
     "estimator.rules.reference.finetune",  # issue 20: the reference model's LoRA moment
     "estimator.rules.finetune_autocast",  # issue 20
+    "estimator.rules.freeze",  # issue 20: finetune='freeze'
     "estimator.rules.hf.softmax_backward",
     "estimator.rules.hf.lora",  # issue 20
     "estimator.rules.hf.phi3",
@@ -60,6 +61,8 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.gemma2",  # issue 22d
     "estimator.rules.hf.moe",  # issue 22
     "estimator.rules.hf.deepseek_v3",  # issue 22v
+    "estimator.rules.hf.deepseek_v3_pass",  # issue 22s
+    "estimator.rules.reference.moe",  # issue 22e
     "estimator.rules.reference.mla",  # issue 22l: the reference model's latent attention
 )
 _loaded = False

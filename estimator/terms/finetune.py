@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
+from estimator.rules.registry import rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import SpecError
@@ -103,22 +106,15 @@ def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
 
 def _moe_layer(spec: ModelSpec, lay: str, i: int) -> list[tuple[str, Shape]]:
     """Layer ``i`` of a mixture of experts (estimator.terms.params._moe_layer_shapes): a
-    dense layer, or its FFN replaced by the router [E, d], the experts' gate_up [E, 2 d_e, d]
-    and down [E, d, d_e], then the shared MLP (gate, up, down) and its gate."""
+    dense layer, or its FFN replaced by the MoE block's tensors in their order (rule
+    ``params.moe_ffn_shapes``: transformers' router, gate_up, down, shared MLP; the
+    reference model's router and its experts' up, gate, down one by one)."""
     dense = _layer(spec, lay, False)
     if i in spec.dense_layers:
         return dense
-    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
     out = [x for x in dense if not x[0].startswith(f"{lay}.ffn.")]
-    out += [(f"{lay}.ffn.router", (E, d)), (f"{lay}.ffn.experts.gate_up", (E, 2 * d_e, d)),
-            (f"{lay}.ffn.experts.down", (E, d, d_e))]  # fmt: skip
-    if spec.shared_expert_d_ff:
-        d_s = spec.shared_expert_d_ff
-        out += [(f"{lay}.ffn.shared.gate", (d_s, d)), (f"{lay}.ffn.shared.up", (d_s, d)),
-                (f"{lay}.ffn.shared.down", (d, d_s))]  # fmt: skip
-    if spec.shared_expert_gate:
-        out.append((f"{lay}.ffn.shared_gate", (1, d)))
-    return out
+    # issue 22e: the block's own order (rule params.moe_ffn_shapes: Mixtral's, the reference's)
+    return out + [(f"{lay}.{k}", v) for k, v in rule("params.moe_ffn_shapes", spec)(spec)]
 
 
 @functools.lru_cache(maxsize=256)
@@ -261,3 +257,59 @@ def lora_layer_targets(spec: ModelSpec, ft: FinetuneShapes, stack: str) -> tuple
             out.append((name.removesuffix(".qkv") + ".q_proj" if name.endswith(".qkv") else name,
                         shape[1], shape[0]))  # fmt: skip
     return tuple(out)
+
+
+def is_frozen(sh: Shapes, name: str) -> bool:
+    """Whether finetune='freeze' freezes the parameter term ``name`` (full, e.g.
+    ``decoder.layers.ffn.up``)."""
+    return _is_frozen(name, sh.finetune)
+
+
+def frozen_flags(spec: ModelSpec, sh: Shapes) -> Mapping[str, bool]:
+    """Every parameter term name -> whether finetune='freeze' freezes it: what the freeze
+    rules (estimator/rules/freeze.py) receive, rules sitting below terms; a name missing is
+    no parameter of the model."""
+    return _frozen_flags(spec, sh.finetune)
+
+
+@functools.lru_cache(maxsize=256)
+def _frozen_flags(spec: ModelSpec, ft: FinetuneShapes) -> Mapping[str, bool]:
+    return MappingProxyType({n: _is_frozen(n, ft) for n, _ in named_param_shapes(spec)})
+
+
+def freeze_exact(spec: ModelSpec, sh: Shapes) -> bool:
+    """Whether the freeze rules count the layers exactly: a decoder-only pre-norm model
+    without full checkpointing whose embeddings train (every layer's input then needs a
+    gradient), or whose embeddings (and position table) are frozen but layer 0's first
+    module, attn_norm, trains (``frozen_input_norm``), and every layer parameter is one the
+    rules know (``_FREEZE_KNOWN``). Else the full-training set is counted,
+    an upper bound (estimate's ``unchecked`` says so): layers before the first trainable
+    parameter save nothing and layer 0 saves less (measured on the reference model with every
+    layer frozen: the saved set is then the final norm's and the head's alone, but the
+    forward's moment at the loss, which the peak takes, is not modelled)."""
+    if spec.arch != "decoder" or spec.is_patch_input or sh.checkpointing == "full":
+        return False
+    layer = {n.removeprefix("decoder.layers.") for n, _ in named_param_shapes(spec)
+             if n.startswith("decoder.layers.")}  # fmt: skip
+    if layer - _FREEZE_KNOWN:  # a fused gate_up, q_norm / k_norm, ...: rules not measured
+        return False
+    return not is_frozen(sh, "embed") or frozen_input_norm(spec, sh)
+
+
+#: the layer parameters whose frozen saved set rules/freeze.py says (measured)
+_FREEZE_KNOWN = {"attn_norm", "ffn_norm", "self_attn.q_proj", "self_attn.k_proj",
+                 "self_attn.v_proj", "self_attn.qkv", "self_attn.o_proj", "ffn.gate", "ffn.up",
+                 "ffn.down"}  # fmt: skip
+
+
+def frozen_input_norm(spec: ModelSpec, sh: Shapes) -> bool:
+    """Frozen embeddings (and learned position table), layer 0's pre-norm attn_norm training:
+    its input needs no gradient, its output does, so only the norm itself saves less."""
+    names = {name for name, _ in named_param_shapes(spec)}
+    return (
+        is_frozen(sh, "embed")
+        and ("decoder.pos" not in names or is_frozen(sh, "decoder.pos"))
+        and spec.norm_position == "pre"
+        and "decoder.layers.attn_norm" in names
+        and not is_frozen(sh, "decoder.layers.attn_norm")
+    )
