@@ -97,6 +97,24 @@ def test_latent_attention_matches_measurement(extra, wl) -> None:
     _check(extra, wl)
 
 
+#: DeepSeek's layout: latent attention and a mixture of experts with a shared expert, the
+#: first layer dense (reference_model/moe.py, issue 22e)
+DEEPSEEK = {"n_experts": 4, "n_experts_per_token": 2, "expert_d_ff": 24, "n_shared_experts": 1,
+            "n_decoder_layers": 3, "dense_layers": (0,)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "wl",
+    [
+        _workload("train", 2, 16, "eager"),
+        pytest.param(_workload("decode", 2, 12, "fused"), marks=pytest.mark.slow),
+    ],
+    ids=["train-eager", "decode-fused"],
+)
+def test_latent_attention_with_experts_matches_measurement(wl) -> None:
+    _check(DEEPSEEK, wl)
+
+
 def test_decode_step_peak_matches_measurement_when_the_cache_outgrows_the_prefill() -> None:
     """A 2-token prompt and 8 new tokens on 3 layers: the last step's replay (the cache's
     torch.cat of the latent and k_rot, kv_b_proj over every cached position) is the peak."""
