@@ -427,15 +427,3 @@ def act_forward(live: Live, inner: int, activation_fn: str | None = None) -> Non
     """nn.GELU / nn.ReLU on up's output (``inner`` bytes, then dropped): one new tensor."""
     live.take(inner)  # act
     live.drop(inner)
-
-
-@register("replay.pass", "reference")
-@register("replay.step", "reference")
-def reference_pass(spec: ModelSpec, sh: Shapes, live: Live) -> Pass:
-    """The forward replay of reference_model/ (``Pass``; a mixture of experts: ``MoEPass``,
-    estimator/rules/reference/moe.py, issue 22e)."""
-    if spec.n_experts:
-        from estimator.rules.reference.moe import MoEPass
-
-        return MoEPass(spec, sh, live)
-    return Pass(spec, sh, live)
