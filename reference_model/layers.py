@@ -9,7 +9,7 @@ from torch.utils.checkpoint import checkpoint
 from estimator.spec import ModelSpec
 from reference_model.attention import Attention
 from reference_model.cache import KVCache
-from reference_model.masks import Pattern
+from reference_model.masks import Pattern, layer_patterns
 from reference_model.norms import make_norm
 from reference_model.positions import LearnedPositions, SinusoidalPositions, make_positions
 
@@ -155,8 +155,9 @@ class Stack(nn.Module):
             self.embed_norm = make_norm(spec)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # embedding dropout
         cross = stack == "decoder" and spec.arch == "encoder-decoder"
+        patterns = layer_patterns(spec, stack, pattern, n_layers)  # issue 22: per layer
         self.layers = nn.ModuleList(
-            Layer(spec, impl, dropout, pattern, cross) for _ in range(n_layers)
+            Layer(spec, impl, dropout, patterns[i], cross) for i in range(n_layers)
         )
         self.final_norm = make_norm(spec) if spec.final_norm else None
         self.checkpointing = checkpointing

@@ -286,7 +286,8 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     (estimator/replay/optimizer_step.py)."""
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up",
              "n_experts", "expert_d_ff",  # below (issue 22: MoE layers)
-             "parallel_block", "embed_scale")  # fmt: skip
+             "parallel_block", "embed_scale",
+             "layer_pattern")  # fmt: skip  (issue 22p: no parameters of its own)
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
     if unmodelled and rule("params.layer_shapes", spec)(spec) is None:  # else the class's
         raise UnsupportedError(

@@ -1,8 +1,28 @@
 """The issue-22 features (estimator/spec/features.py ``features``) whose memory the reference
 rules model, each measured exact against reference_model/ (tests/reference_model/
-test_ref_parallel.py): rule ``unmodelled`` (estimator/rules/features.py) refuses the others."""
+test_ref_parallel.py, test_ref_biases.py, test_ref_layer_pattern.py): rule ``unmodelled``
+(estimator/rules/features.py) refuses the others, and ``unmodelled_runs`` the runs of a
+modelled feature that were not measured."""
 
 from __future__ import annotations
 
+from typing import Any
+
 #: feature-name prefixes (``field=value``) the reference rules model
-MODELLED: tuple[str, ...] = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale")
+MODELLED: tuple[str, ...] = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale",
+                             "layer_pattern")  # fmt: skip
+
+
+def unmodelled_runs(spec: Any, sh: Any) -> str | None:
+    """What of a modelled feature's run the reference rules do not model (one phrase), else
+    None. issue 22p: a per-layer pattern walks its layers one by one with their own caches,
+    measured with the engines that grow the cache by torch.cat and a full training step."""
+    if spec.layer_pattern is None:
+        return None
+    if sh.engine == "vllm":
+        return "layer_pattern (per layer) with engine='vllm' (paged blocks per layer kind)"
+    if sh.finetune.kind != "full":
+        return f"layer_pattern (per layer) with finetune={sh.finetune.kind!r}"
+    if spec.n_experts:
+        return "layer_pattern (per layer) with a mixture of experts"
+    return None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from estimator.rules.live import Live
 from estimator.rules.registry import register, rule
-from estimator.shapes import Shapes
+from estimator.shapes import Shapes, for_layer_kind
 from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
@@ -373,6 +373,19 @@ class Pass:
         self.sublayer(s, lambda: self.ffn(s))
         self.live.drop(x_a)
 
+    def kind_layers(self, stack: str, s: int, start: int, cross_s: int, cache, inputs) -> None:
+        """The layers of a per-layer pattern (``spec.layer_pattern``, issue 22p), each replayed
+        as its kind runs (estimator/shapes.py ``for_layer_kind``): a full layer's cache holds
+        every earlier position and keeps them all (reference_model/masks.py layer_patterns)."""
+        run = self.sh
+        for i, kind in enumerate(self.spec.layer_pattern):
+            if i:  # the previous layer's input goes with the stack's old args
+                self.live.drop(inputs[i - 1])
+            self.sh = for_layer_kind(run, kind)
+            held = cache if cache is None or kind == "sliding" else (start, start + s)
+            self.layer(stack, s, start, cross_s, held)
+        self.sh = run
+
     def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
         """Stack.forward on the embeddings [b, s, d] (kept live by the caller) -> its output."""
         live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
@@ -396,11 +409,14 @@ class Pass:
             x0 = nd
         n_layers = dict(spec.stacks)[stack]
         inputs = [x0] + [nd] * n_layers  # bytes of each layer's input (0: the embeddings)
-        for i in range(min(n_layers, 3)):
+        kinds = spec.layer_pattern if stack == "decoder" else None  # issue 22p
+        for i in range(min(n_layers, 3) if kinds is None else 0):
             if i:  # the previous layer's input goes with the stack's old args
                 live.drop(inputs[i - 1])
             top, delta = self.live.measure(lambda: self.layer(stack, s, start, cross_s, cache))
-        if n_layers > 3:  # layers 3.. repeat layer 2: same top, same net change (the cache)
+        if kinds is not None:
+            self.kind_layers(stack, s, start, cross_s, cache, inputs)
+        elif n_layers > 3:  # layers 3.. repeat layer 2: same top, same net change (the cache)
             live.repeat(n_layers - 3, top - nd, delta - nd)  # each starts by dropping nd
         y = self.norm(s) if spec.final_norm else 0
         live.drop(inputs[n_layers - 1] if n_layers else 0)  # args: the last layer's input
