@@ -81,10 +81,11 @@ def norm(bw: Walker, name: str, c: Any, n: Any) -> Any:
     return (layernorm if bw.spec.norm == "layernorm" else rmsnorm)(bw, name, c, n)
 
 
-def layernorm(bw: Walker, name: str, c: Any, n: Any) -> Any:
+def layernorm(bw: Walker, name: str, c: Any, n: Any, d: Any = None) -> Any:
     """native_layer_norm_backward given the output's grad (``c`` bytes, freed): the input's
-    grad [n, d] (and dw, db); the input, mean and rstd are freed. -> the input's grad."""
-    nd = n * bw.spec.d_model * bw.cb
+    grad [n, d] (and dw, db); the input, mean and rstd are freed. -> the input's grad.
+    ``d``: the normalized width (default d_model; QK-norm's head_dim)."""
+    nd = n * (bw.spec.d_model if d is None else d) * bw.cb
     bw.grad(name)
     bw.live.take(nd)
     bw.live.drop(c)
@@ -135,7 +136,17 @@ def own_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
 
 @register("backward.qk_norm", "reference")
 def qk_norm_backward(bw: Walker, p: str, s: Any, s_k: Any, dq: Any, dk: Any) -> tuple[Any, Any]:
-    """Norms on q and k (QK-norm): the reference model builds none; the grads pass."""
+    """Norms on q and k (QK-norm, issue 22p: reference_model/attention.py Attention.project,
+    q_norm then k_norm in the forward), after the rotary backward: k_norm's backward on dk,
+    then q_norm's on dq (autograd runs the later-created node first), each the spec's norm
+    over b s h (h_kv) rows of d_h. -> the grads of q_proj's and k_proj's outputs."""
+    spec = bw.spec
+    if spec.qk_norm == "none":
+        return dq, dk
+    step = layernorm if spec.norm == "layernorm" else rmsnorm
+    d_h = spec.head_dim
+    dk = step(bw, f"{p}.k_norm", dk, bw.b * s_k * spec.n_kv_heads, d_h)
+    dq = step(bw, f"{p}.q_norm", dq, bw.b * s * spec.n_heads, d_h)
     return dq, dk
 
 

@@ -10,13 +10,16 @@ from typing import Any
 
 #: feature-name prefixes (``field=value``) the reference rules model
 MODELLED: tuple[str, ...] = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale",
-                             "layer_pattern")  # fmt: skip
+                             "layer_pattern", "qk_norm='head'")  # fmt: skip
 
 
 def unmodelled_runs(spec: Any, sh: Any) -> str | None:
     """What of a modelled feature's run the reference rules do not model (one phrase), else
     None. issue 22p: a per-layer pattern walks its layers one by one with their own caches,
     measured with the engines that grow the cache by torch.cat and a full training step."""
+    if spec.qk_norm != "none" and (sh.autocast or spec.arch != "decoder"):
+        return f"qk_norm={spec.qk_norm!r} under autocast or in cross-attention (measured: " \
+            "decoder-only, one dtype)"
     if spec.layer_pattern is None:
         return None
     if sh.engine == "vllm":

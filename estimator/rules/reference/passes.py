@@ -70,7 +70,20 @@ class Pass:
     def norm(self, s: int) -> int:
         """LayerNorm: out + fp32 mean, rstd [n, 1] (dropped); RMSNorm: pow, mean, +eps,
         rsqrt, x * rms, * weight."""
-        live, nd, n = self.live, self.act(s, self.spec.d_model), self.b * s
+        return self.rows_norm(self.b * s, self.spec.d_model)
+
+    def qk_norm(self, s: int, x: int, n_heads: int) -> int:
+        """QK-norm (issue 22p, Attention.project) on a projection's output (x bytes [b, s, n,
+        d_h]) -> the norm's output; x goes once the norm returns (its name is rebound)."""
+        if self.spec.qk_norm == "none":
+            return x
+        y = self.rows_norm(self.b * s * n_heads, self.spec.head_dim)
+        self.live.drop(x)
+        return y
+
+    def rows_norm(self, n: int, width: int) -> int:
+        """``norm`` over n rows of ``width`` values."""
+        live, nd = self.live, n * width * self.cb
         if self.spec.norm == "rmsnorm":
             live.take(nd)  # x.pow(2)
             live.take(n * self.cb)  # mean [n, 1]
@@ -168,7 +181,7 @@ class Pass:
         self-attention cache; the kept keys/values stay live after the pass."""
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
-        q = live.take(self.act(s, h * d_h))  # q_proj
+        q = self.qk_norm(s, live.take(self.act(s, h * d_h)), h)  # q_proj (, q_norm)
         if cross_s:  # keys/values of the encoder output (decode: cached by the prefill)
             if cache is None or cache[0] == 0:  # k_proj, v_proj of the memory
                 kv = live.take(2 * b * cross_s * h_kv * d_h * cb)
@@ -186,7 +199,7 @@ class Pass:
     def self_attention(self, s: int, start: int, stack: str, q: int, cache) -> int:
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         per_pos = b * spec.n_kv_heads * spec.head_dim * cb  # keys (or values) of a position
-        k = live.take(s * per_pos)  # k_proj
+        k = self.qk_norm(s, live.take(s * per_pos), spec.n_kv_heads)  # k_proj (, k_norm)
         live.take(s * per_pos)  # v_proj
         q_pos = live.take(s * INDEX_BYTES)  # arange
         q_rot = 0

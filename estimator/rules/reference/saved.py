@@ -127,9 +127,27 @@ def layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> dict[
 
 @register("saved.qk_norm", "reference")
 def qk_norm_saved(spec: ModelSpec, sh: Shapes, n_q: Any, n_k: Any) -> dict[str, Any]:
-    """Norms on q and k after their projections (QK-norm, issue 22): the reference model
-    builds none (estimator/rules/features.py refuses the feature by name)."""
-    return {}
+    """Norms on q and k after their projections (QK-norm, issue 22p: qk_norm='head',
+    reference_model/attention.py Attention.project): q_norm over n_q tokens times h heads of
+    d_h, k_norm over n_k tokens times h_kv heads; each saves a norm's set over those rows
+    (``rows_norm_saved``), its input the projection's output, which nothing saved before."""
+    if spec.qk_norm == "none":
+        return {}
+    d_h = spec.head_dim
+    return {
+        "q_norm": rows_norm_saved(spec, sh, n_q * spec.n_heads, d_h),
+        "k_norm": rows_norm_saved(spec, sh, n_k * spec.n_kv_heads, d_h),
+    }
+
+
+def rows_norm_saved(spec: ModelSpec, sh: Shapes, rows: Any, width: int) -> Any:
+    """``saved.norm``'s count over [rows, width]: LayerNorm its input, mean and rstd;
+    RMSNorm (written out) x (pow, x * rms), x * rms (* weight) and rms [rows, 1]."""
+    cb = sh.cb
+    if spec.norm == "layernorm":
+        stat = FP32_BYTES if sh.device == "cuda" else cb
+        return rows * width * cb + 2 * rows * stat
+    return 2 * rows * width * cb + rows * cb
 
 
 @register("saved.norm", "reference")
