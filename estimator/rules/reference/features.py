@@ -18,8 +18,10 @@ def unmodelled_runs(spec: Any, sh: Any) -> str | None:
     None. issue 22p: a per-layer pattern walks its layers one by one with their own caches,
     measured with the engines that grow the cache by torch.cat and a full training step."""
     if spec.qk_norm != "none" and (sh.autocast or spec.arch != "decoder"):
-        return f"qk_norm={spec.qk_norm!r} under autocast or in cross-attention (measured: " \
+        return (
+            f"qk_norm={spec.qk_norm!r} under autocast or in cross-attention (measured: "
             "decoder-only, one dtype)"
+        )
     if spec.layer_pattern is None:
         return None
     if sh.engine == "vllm":
