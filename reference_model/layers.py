@@ -46,6 +46,8 @@ class Layer(nn.Module):
         self.pre = spec.norm_position == "pre"
         self.attn_norm = make_norm(spec)
         self.self_attn = Attention(spec, impl, dropout, pattern)
+        if spec.sublayer_norm == "sandwich":  # issue 22p: Gemma 2's post-attention norm
+            self.attn_out_norm = make_norm(spec)
         if cross:
             self.cross_norm = make_norm(spec)
             self.cross_attn = Attention(spec, impl, dropout, None)
@@ -53,10 +55,16 @@ class Layer(nn.Module):
         if self.parallel != "one_norm":
             self.ffn_norm = make_norm(spec)
         self.ffn = FeedForward(spec)
+        if spec.sublayer_norm == "sandwich":  # Gemma 2's post-feedforward norm
+            self.ffn_out_norm = make_norm(spec)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # residual dropout
 
-    def sublayer(self, x: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:
+    def sublayer(self, x: torch.Tensor, norm: nn.Module, fn, out_norm=None) -> torch.Tensor:
+        """Pre-norm x + Drop(F(Norm(x))); ``out_norm`` (sandwich, Gemma 2): x +
+        Drop(OutNorm(F(Norm(x)))); post-norm Norm(x + Drop(F(x)))."""
         drop = self.dropout if self.dropout is not None else (lambda t: t)
+        if out_norm is not None:
+            return x + drop(out_norm(fn(norm(x))))
         if self.pre:
             return x + drop(fn(norm(x)))
         return norm(x + drop(fn(x)))
@@ -68,6 +76,7 @@ class Layer(nn.Module):
             x,
             self.attn_norm,
             lambda h: self.self_attn(h, start=start, pos=pos, key_padding=key_padding, cache=cache),
+            getattr(self, "attn_out_norm", None),
         )
         if hasattr(self, "cross_attn"):
             x = self.sublayer(
@@ -77,7 +86,7 @@ class Layer(nn.Module):
                     h, memory=memory, key_padding=memory_padding, cache=cache
                 ),
             )
-        return self.sublayer(x, self.ffn_norm, self.ffn)
+        return self.sublayer(x, self.ffn_norm, self.ffn, getattr(self, "ffn_out_norm", None))
 
     def parallel_forward(self, x, start, pos, key_padding, cache) -> torch.Tensor:
         """x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x))): the attention branch runs first,

@@ -24,8 +24,8 @@ from tgauge.validate import validate_point
 #: checkpointing's recompute, 380 B of the fused backward at b = 1, s = 48, 768 B / 1,536 B of
 #: eager decoding with GQA at b = 1 / 2)
 PEAK_BYTES = 256
-#: the fields of the features this helper built (tests/reference_model/test_ref_qk_norm.py)
-FEATURES = ("layer_pattern", "qk_norm")
+#: the fields of the features issue 22p built (test_ref_qk_norm.py, test_ref_sandwich.py, ...)
+FEATURES = ("layer_pattern", "qk_norm", "sublayer_norm", "attn_softcap", "final_softcap")
 BASES = {"gpt": GPT, "llama": LLAMA}
 #: local / global layers around a window shorter than the sequences (Gemma 2 alternates)
 PATTERNS = {

@@ -130,8 +130,34 @@ def final_softcap(bw: Walker, logits: Any) -> None:
 @register("backward.layer", "reference")
 def own_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
     """A class's layer walked by its own rule (-> True: GPT-NeoX's parallel blocks, Gemma 2's
-    sandwich norms); the reference model's layers: Backward.layer walks them (False)."""
-    return False
+    sandwich norms); the reference model's layers: Backward.layer walks them (False), but
+    with sandwich norms (issue 22p): ``sandwich_layer``."""
+    if bw.spec.sublayer_norm != "sandwich":
+        return False
+    sandwich_layer(bw, p, n, s)
+    return True
+
+
+def sandwich_layer(bw: Walker, p: str, n: Any, s: Any) -> None:
+    """Layer.sublayer with out norms (reference_model/layers.py; no dropout), the FFN's then
+    the attention's, each ``x + OutNorm(F(Norm(x)))`` from the residual's grad R (live before
+    and after; AddBackward0 hands it to both): the out norm's backward on R (a new grad, R
+    kept), freed once the branch's first linear has run (``bw.release``, as a dropout's
+    grad); the branch; the input norm's backward; its grad summed into R's buffer (as
+    estimator/rules/hf/gemma2.py walks Gemma2DecoderLayer). Full checkpointing: the layer's
+    input, kept by the checkpoint, is freed at the end (Backward.layer)."""
+    live, nd = bw.live, n * bw.spec.d_model * bw.cb
+    branches = (
+        ("ffn_out_norm", "ffn_norm", lambda: bw.ffn(p, n)),
+        ("attn_out_norm", "attn_norm", lambda: bw.attention(f"{p}.self_attn", s, s, nd, False)),
+    )
+    for post, pre, branch in branches:
+        bw.release = bw.norm(f"{p}.{post}", 0, n)
+        d_pre = bw.norm(f"{p}.{pre}", branch(), n)
+        live.take(nd)  # summed into the residual's grad
+        live.drop(d_pre, nd)
+    if bw.sh.checkpointing == "full":
+        bw.free(p.split(".")[0])  # the checkpointed layer input
 
 
 @register("backward.qk_norm", "reference")

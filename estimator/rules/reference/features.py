@@ -10,7 +10,8 @@ from typing import Any
 
 #: feature-name prefixes (``field=value``) the reference rules model
 MODELLED: tuple[str, ...] = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale",
-                             "layer_pattern", "qk_norm='head'")  # fmt: skip
+                             "layer_pattern", "qk_norm='head'",
+                             "sublayer_norm='sandwich'")  # fmt: skip
 
 
 def unmodelled_runs(spec: Any, sh: Any) -> str | None:
@@ -22,6 +23,13 @@ def unmodelled_runs(spec: Any, sh: Any) -> str | None:
             f"qk_norm={spec.qk_norm!r} under autocast or in cross-attention (measured: "
             "decoder-only, one dtype)"
         )
+    if spec.sublayer_norm == "sandwich" and (sh.autocast or sh.dropout or spec.arch != "decoder"):
+        return (
+            "sublayer_norm='sandwich' under autocast, with dropout or in cross-attention "
+            "(measured: decoder-only, one dtype, no dropout)"
+        )
+    if (spec.qk_norm != "none" or spec.sublayer_norm != "input") and sh.finetune.kind != "full":
+        return f"qk_norm / sublayer_norm with finetune={sh.finetune.kind!r}"
     if spec.layer_pattern is None:
         return None
     if sh.engine == "vllm":

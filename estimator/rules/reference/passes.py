@@ -351,6 +351,10 @@ class Pass:
             h = self.norm(s)
             r = fn()
             live.drop(h)
+            if self.spec.sublayer_norm == "sandwich":  # issue 22p: x + OutNorm(F(Norm(x)))
+                o = self.norm(s)
+                live.drop(r)  # F's output, the out norm's argument
+                r = o
             live.take(nd)  # x + r
             live.drop(r)
             return nd

@@ -121,8 +121,13 @@ def moe_layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
 @register("saved.layer", "reference")
 def layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> dict[str, Any]:
     """One layer's saved terms (estimator/terms/activations.layer_saved) where a class's
-    layer wires its modules otherwise (a parallel block); the reference's: as they are."""
-    return t
+    layer wires its modules otherwise (a parallel block); the reference's: as they are, and
+    with sandwich norms (issue 22p, reference_model/layers.py Layer.sublayer) the out norms
+    on the attention's and the FFN's outputs (new tensors each) save a norm's set."""
+    if spec.sublayer_norm != "sandwich":
+        return t
+    out = rule("saved.norm", spec, sh)(spec, sh, n)
+    return {**t, "attn_out_norm": out, "ffn_out_norm": out}
 
 
 @register("saved.qk_norm", "reference")
