@@ -33,15 +33,18 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 class AttentionScores(nn.Module):
     """Attention probabilities softmax(Q K^T / sqrt(d_h) + bias, masked), then dropout."""
 
-    def __init__(self, head_dim: int, dropout: float) -> None:
+    def __init__(self, head_dim: int, dropout: float, softcap: float | None = None) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(head_dim)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.softcap = softcap  # issue 22p: Gemma 2's attn_logit_softcapping
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, ok: torch.Tensor | None
     ) -> torch.Tensor:
         scores = (q @ k.transpose(-2, -1)) * self.scale  # [.., s_q, d_h] @ [.., d_h, s_k]
+        if self.softcap is not None:  # soft-capping: c * tanh(scores / c), in (-c, c)
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         if bias is not None:
             scores = scores + bias
         if ok is not None:
@@ -110,8 +113,13 @@ class Attention(nn.Module):
         elif spec.qk_norm != "none":
             raise UnsupportedError(f"qk_norm={spec.qk_norm!r} is not built ({spec.name})")
         if impl == "eager":
-            self.scores = AttentionScores(d_h, dropout)
+            self.scores = AttentionScores(d_h, dropout, spec.attn_softcap)
             self.mix = AttentionMix()
+        elif spec.attn_softcap is not None:  # transformers runs Gemma 2 eager for the same
+            raise UnsupportedError(
+                f"attn_softcap={spec.attn_softcap} needs attention_impl='eager' ({spec.name}): "
+                "scaled_dot_product_attention has no soft-capping"
+            )
         else:
             self.sdpa = FusedAttention(dropout)
 

@@ -315,6 +315,7 @@ def head_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Terms:
     if spec.lm_head:
         t["lm_head"] = linear_saved(spec, sh, n, d, spec.vocab_size, True)
         t["loss"] = rule("saved.loss", spec, sh)(spec, sh, n)  # log-softmax, targets, weight
+        t["final_softcap"] = rule("saved.final_softcap", spec, sh)(spec, sh, n)  # issue 22p
     if spec.n_labels:
         t.update(classifier_saved(spec, sh, n))
     if not (spec.lm_head or spec.n_labels) and cb != FP32_BYTES:

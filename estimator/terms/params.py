@@ -287,11 +287,12 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
     for-loop step's temporaries depend on neighbouring tensors
     (estimator/replay/optimizer_step.py)."""
-    # issue 22p: layer_pattern has no parameters of its own; sandwich norms: _layer_shapes
+    # issue 22p: layer_pattern, soft-caps: no parameters of their own; sandwich norms below
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up",
              "n_experts", "expert_d_ff",  # below (issue 22: MoE layers)
              "parallel_block", "embed_scale",
-             "layer_pattern", "sublayer_norm='sandwich'")  # fmt: skip
+             "layer_pattern", "sublayer_norm='sandwich'", "attn_softcap",
+             "final_softcap")  # fmt: skip
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
     if unmodelled and rule("params.layer_shapes", spec)(spec) is None:  # else the class's
         raise UnsupportedError(

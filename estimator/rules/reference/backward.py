@@ -122,9 +122,21 @@ def rmsnorm(bw: Walker, name: str, c: Any, n: Any, d: Any = None) -> Any:
 
 @register("backward.final_softcap", "reference")
 def final_softcap(bw: Walker, logits: Any) -> None:
-    """The logits' soft-cap between the loss and the LM head (none in the reference model):
-    what is left of the loss's saved set is freed with the log-softmax backward."""
+    """The logits' soft-cap between the loss and the LM head: what is left of the loss's
+    saved set is freed with the log-softmax backward; then (issue 22p, reference_model/
+    model.py SoftCap: ``tanh(logits / c) * c``) MulBackward0 (grad * c), TanhBackward0 (a
+    new grad; tanh's saved output freed), DivBackward0, each freeing the grad before it."""
     bw.free("loss")
+    if bw.spec.final_softcap is None:
+        return
+    live = bw.live
+    live.take(logits)  # * c
+    live.drop(logits)
+    live.take(logits)  # tanh_backward
+    live.drop(logits)
+    bw.free("final_softcap")
+    live.take(logits)  # / c
+    live.drop(logits)
 
 
 @register("backward.layer", "reference")
@@ -277,6 +289,20 @@ def softmax(bw: Walker, core: str, scores: Any, entries: Any) -> None:
     bw.free(core, scores)  # the probabilities
 
 
+def attn_softcap(bw: Walker, core: str, scores: Any) -> None:
+    """AttentionScores' soft-cap ``tanh(scores / c) * c`` backward (issue 22p): MulBackward0
+    (grad * c), TanhBackward0 (a new grad; tanh's saved output, in ``core``'s set, freed),
+    DivBackward0, each freeing the grad before it."""
+    live = bw.live
+    live.take(scores)  # * c
+    live.drop(scores)
+    live.take(scores)  # tanh_backward
+    live.drop(scores)
+    bw.free(core, scores)  # tanh's output
+    live.take(scores)  # / c
+    live.drop(scores)
+
+
 @register("backward.core.eager", "reference")
 def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> tuple[Any, Any, Any]:
     """AttentionScores + AttentionMix backward (and chunked blocks, and fused chunked:
@@ -315,6 +341,8 @@ def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> t
     if spec.position == "relative" and not cross:  # + bias: grad summed over the batch
         side = window if chunked else s
         bias = live.take(h * side * side * cb)
+    if spec.attn_softcap is not None and not fused:  # issue 22p: * c, tanh, / c
+        attn_softcap(bw, core, scores)
     if not fused:
         live.take(scores)  # * scale
         live.drop(scores)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 #: feature-name prefixes (``field=value``) the reference rules model
-MODELLED: tuple[str, ...] = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale",
-                             "layer_pattern", "qk_norm='head'",
-                             "sublayer_norm='sandwich'")  # fmt: skip
+MODELLED: tuple[str, ...] = (
+    "parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale",
+    # issue 22p
+    "layer_pattern", "qk_norm='head'", "sublayer_norm='sandwich'", "attn_softcap", "final_softcap",
+)  # fmt: skip
 
 
 def unmodelled_runs(spec: Any, sh: Any) -> str | None:
@@ -30,6 +32,13 @@ def unmodelled_runs(spec: Any, sh: Any) -> str | None:
         )
     if (spec.qk_norm != "none" or spec.sublayer_norm != "input") and sh.finetune.kind != "full":
         return f"qk_norm / sublayer_norm with finetune={sh.finetune.kind!r}"
+    if spec.attn_softcap is not None and sh.attention_impl != "eager":
+        return (
+            f"attn_softcap={spec.attn_softcap} with attention_impl={sh.attention_impl!r} "
+            "(scaled_dot_product_attention has no soft-capping; the reference model runs it eager)"
+        )
+    if (spec.attn_softcap or spec.final_softcap) and sh.autocast:
+        return "attn_softcap / final_softcap under autocast (measured: one dtype)"
     if spec.layer_pattern is None:
         return None
     if sh.engine == "vllm":

@@ -51,8 +51,18 @@ class Pass:
         return x
 
     def logits(self, s: int) -> int:
-        """The LM head's output [b, s, V] (kept): one tensor."""
-        return self.live.take(self.act(s, self.spec.vocab_size))
+        """The LM head's output [b, s, V] (kept): one tensor; soft-capped (issue 22p,
+        Transformer.head and SoftCap): / c, tanh, * c, the head's output held by the caller's
+        local until SoftCap returns."""
+        live, x = self.live, self.act(s, self.spec.vocab_size)
+        live.take(x)  # lm_head
+        if self.spec.final_softcap is not None:
+            live.take(x)  # / c
+            live.take(x)  # tanh
+            live.drop(x)
+            live.take(x)  # * c
+            live.drop(x, x)  # tanh's output; the head's output
+        return x
 
     @property
     def cache_cast(self) -> bool:
@@ -156,11 +166,18 @@ class Pass:
         self, scores: int, bias: int, mask: int, v_copy: int, out: int, reps: int
     ) -> None:
         """Eager AttentionScores after the Q K^T bmm (``scores`` bytes live), then AttentionMix:
-        * scale, + bias, masked_fill (``mask``: the bool ok, 0: none), softmax, matmul's copy
-        of v (``v_copy``), probs @ v -> ``out``; the probs and ``reps`` (repeat_kv) are freed."""
+        * scale, (soft-cap: / c, tanh, * c), + bias, masked_fill (``mask``: the bool ok, 0:
+        none), softmax, matmul's copy of v (``v_copy``), probs @ v -> ``out``; the probs and
+        ``reps`` (repeat_kv) are freed."""
         live = self.live
         live.take(scores)  # * scale
         live.drop(scores)
+        if self.spec.attn_softcap is not None:  # issue 22p
+            live.take(scores)  # / c
+            live.take(scores)  # tanh
+            live.drop(scores)  # / c's, once tanh returns
+            live.take(scores)  # * c
+            live.drop(scores, scores)  # tanh's; the scaled scores (the name rebound)
         if bias:
             live.take(scores)  # + bias
             live.drop(scores)

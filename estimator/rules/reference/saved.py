@@ -64,8 +64,10 @@ def rotary_stack_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
 @register("saved.eager_softmax", "reference")
 def eager_softmax_saved(spec: ModelSpec, sh: Shapes, b: Any, entries: Any) -> Any:
     """Bytes eager attention's softmax saves beyond the probabilities (``entries`` per head
-    and sequence): none, softmax saves its output, the probabilities probs @ v saves."""
-    return 0
+    and sequence): none, softmax saves its output, the probabilities probs @ v saves. With
+    soft-capping (issue 22p, AttentionScores: ``tanh(scores / c) * c``) tanh saves its
+    output [b, h, entries] (the divide and multiply by a Python scalar save nothing)."""
+    return b * spec.n_heads * entries * sh.ib if spec.attn_softcap is not None else 0
 
 
 @register("saved.eager_mask", "reference")
@@ -196,3 +198,10 @@ def gated_ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
     SiLU saves its input, a written-out activation several tensors)."""
     inner = n * spec.d_ff * sh.ib
     return {"ffn.act": rule("saved.ffn.act", spec, sh)(spec, sh, n), "ffn": 2 * inner}
+
+
+@register("saved.final_softcap", "reference")
+def final_softcap_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """The soft-capped logits (issue 22p, reference_model/model.py SoftCap): tanh saves its
+    output [n, V] under ``final_softcap``."""
+    return n * spec.vocab_size * sh.cb if spec.final_softcap is not None else 0
