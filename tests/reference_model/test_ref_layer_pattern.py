@@ -25,7 +25,14 @@ from tgauge.validate import validate_point
 #: eager decoding with GQA at b = 1 / 2)
 PEAK_BYTES = 256
 #: the fields of the features issue 22p built (test_ref_qk_norm.py, test_ref_sandwich.py, ...)
-FEATURES = ("layer_pattern", "qk_norm", "sublayer_norm", "attn_softcap", "final_softcap")
+FEATURES = (
+    "layer_pattern",
+    "qk_norm",
+    "sublayer_norm",
+    "attn_softcap",
+    "final_softcap",
+    "rotary_dim",
+)
 BASES = {"gpt": GPT, "llama": LLAMA}
 #: local / global layers around a window shorter than the sequences (Gemma 2 alternates)
 PATTERNS = {

@@ -249,13 +249,38 @@ def ffn_gated(bw: Walker, p: str, n: Any) -> Any:
 @register("backward.rotary", "reference")
 def rotary(bw: Walker, x: Any) -> Any:
     """RotaryPositions backward of q or k (x bytes, freed): MulBackward0 (grad * sin),
-    NegBackward0, MulBackward0 (grad * cos), SplitBackward0's cat and add."""
+    NegBackward0, MulBackward0 (grad * cos), SplitBackward0's cat and add. Partial rotary
+    (issue 22p): ``partial_rotary``."""
     live = bw.live
+    if (bw.spec.rotary_dim or bw.spec.head_dim) != bw.spec.head_dim:
+        return partial_rotary(bw, x)
     live.take(x, x // 2, x)
     live.drop(x)
     live.take(x)
     live.drop(x, x // 2)
     live.take(x)
+    live.drop(x, x)
+    return x
+
+
+def partial_rotary(bw: Walker, x: Any) -> Any:
+    """RotaryPositions with rotary_dim r < d_h, cat([rotate(x[..., :r]), x[..., r:]])
+    backward (x bytes [.., d_h]; part = x r / d_h): CatBackward0 hands views of the grad to
+    both; SliceBackward0 of x[..., r:] (the later node) first, zeros [.., d_h] with the
+    pass grad copied in; the rotation's steps on the part (as ``rotary``), the incoming grad
+    freed with its last view; SliceBackward0 of x[..., :r]; the two grads summed."""
+    live, spec = bw.live, bw.spec
+    part = x * spec.rotary_dim // spec.head_dim
+    live.take(x)  # SliceBackward0 of x[..., r:]
+    live.take(part, part // 2, part)  # grad * sin, neg, grad * cos
+    live.drop(x)  # the incoming grad
+    live.take(part)  # SplitBackward0's cat
+    live.drop(part, part // 2)
+    live.take(part)  # add
+    live.drop(part, part)
+    live.take(x)  # SliceBackward0 of x[..., :r]
+    live.drop(part)
+    live.take(x)  # the two grads summed
     live.drop(x, x)
     return x
 

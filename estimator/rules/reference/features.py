@@ -13,6 +13,7 @@ MODELLED: tuple[str, ...] = (
     "parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale",
     # issue 22p
     "layer_pattern", "qk_norm='head'", "sublayer_norm='sandwich'", "attn_softcap", "final_softcap",
+    "rotary_dim",
 )  # fmt: skip
 
 

@@ -111,8 +111,11 @@ class Pass:
         return nd
 
     def rotary(self, s: int, x: int) -> int:
-        """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped."""
-        live, d_h = self.live, self.spec.head_dim
+        """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped.
+        Partial rotary (rotary_dim r, issue 22p): the rotation on x[..., :r] (``part`` bytes,
+        tables over r), then torch.cat with x[..., r:]."""
+        live, d_h = self.live, self.spec.rotary_dim or self.spec.head_dim
+        full, x = x, x * d_h // self.spec.head_dim  # issue 22p: x is the rotated part
         half = d_h // 2 * FP32_BYTES
         live.take(half)  # arange
         live.take(half)  # neg
@@ -136,7 +139,10 @@ class Pass:
         live.drop(x)
         live.take(x)  # sum: the rotated x
         live.drop(2 * x, half, 2 * s * half, 2 * s * d_h * self.cb)
-        return x
+        if full != x:  # torch.cat([rotated, x[..., r:]]); the rotated part goes with it
+            live.take(full)
+            live.drop(x)
+        return full
 
     def attend(self, s_q: int, s_k: int, mask_bytes: int, bias: int) -> int:
         """Attention.attend of q [b, h, s_q, d_h] on s_k keys; -> out bytes [b, h, s_q, d_h].

@@ -38,7 +38,11 @@ def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bo
     the storage sdpa already saved (0)."""
     cb, h, h_kv, d_h = sh.ib, spec.n_heads, spec.n_kv_heads, spec.head_dim
     out = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
-    return {"sdpa": out + (s * s_k * cb if fused_mask else 0), "o_proj": 0}
+    # issue 22p: partial rotary's q is torch.cat's own [b, h, s, d_h]: the kernel's output
+    # follows that layout, and o_proj's merged heads are a copy
+    partial = not cross and (spec.rotary_dim or spec.head_dim) != spec.head_dim
+    return {"sdpa": out + (s * s_k * cb if fused_mask else 0),
+            "o_proj": b * s * h * d_h * cb if partial else 0}  # fmt: skip
 
 
 @register("saved.ffn.act", "reference")
@@ -51,8 +55,10 @@ def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any
 @register("saved.rotary.layer", "reference")
 def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     """Bytes one layer's rotary products save: x * cos, rot(x) * sin keep cos and sin
-    [s, d_h], built per call (reference_model/positions.py), for q and for k."""
-    return 2 * 2 * s * spec.head_dim * sh.ib  # cast to q's dtype
+    [s, r], built per call (reference_model/positions.py), for q and for k; r = d_h, or
+    ``rotary_dim`` (partial rotary, issue 22p: the outer torch.cat saves nothing)."""
+    r = spec.rotary_dim or spec.head_dim
+    return 2 * 2 * s * r * sh.ib  # cast to q's dtype
 
 
 @register("saved.rotary.stack", "reference")
