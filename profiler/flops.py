@@ -46,6 +46,19 @@ EXTRA_FORMULAS: dict[Any, Callable[..., int]] = {}
 if hasattr(torch.ops.aten, "_grouped_mm"):
     EXTRA_FORMULAS[torch.ops.aten._grouped_mm] = grouped_mm_flops
 
+
+def gemm_4bit_flops(a: Any, b: Any, shape_b: Any, *args: Any, out_val: Any = None,
+                    **kwargs: Any) -> int:  # fmt: skip
+    """bitsandbytes' gemm_4bit (bitsandbytes/_ops.py; Linear4bit's forward through
+    MatMul4Bit, issue 20): A [..., K] @ dequantize(B).t() with B of ``shape_b`` [N, K], 2 FLOPs
+    per multiply-add as aten.mm (its CPU path dequantizes, then F.linear, inside the op where
+    this mode does not see it)."""
+    return 2 * a.numel() * shape_b[0]
+
+
+#: formulas for ops outside aten, by name (their namespace exists once their library loads)
+NAMED_FORMULAS: dict[str, Callable[..., int]] = {"bitsandbytes.gemm_4bit": gemm_4bit_flops}
+
 #: op-name fragments of matmul-like ops: one of these without a formula is reported as uncounted
 MATMUL_LIKE = ("mm", "matmul", "conv", "attention", "linear", "einsum", "bilinear")
 
@@ -62,7 +75,8 @@ class _FlopMode(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func._overloadpacket
-        formula = flop_registry.get(packet) or EXTRA_FORMULAS.get(packet)
+        formula = (flop_registry.get(packet) or EXTRA_FORMULAS.get(packet)
+                   or NAMED_FORMULAS.get(str(packet)))  # fmt: skip
         if formula is not None:
             n = int(formula(*args, **kwargs, out_val=out))
             phase = self.tracker.phase()

@@ -30,8 +30,22 @@ def measure_params(model: Any) -> Breakdown:
         key = storage_key(p)
         if key not in seen:
             seen.add(key)
-            add_term(terms, term, p.numel())
+            add_term(terms, term, _logical_numel(p))
     return Breakdown(unit="params", terms=terms)
+
+
+def _logical_numel(p: Any) -> int:
+    """Elements of the weight a parameter stands for: a bitsandbytes 4-bit weight (issue 20)
+    packs two codes per byte of a flat uint8 tensor, the weight's own shape in its quant
+    state (bitsandbytes/functional.py QuantState.shape; peft/peft_model.py
+    get_nb_trainable_parameters doubles a Params4bit's numel for the same reason)."""
+    qs = getattr(p, "quant_state", None)
+    if qs is None or getattr(qs, "shape", None) is None:
+        return p.numel()
+    n = 1
+    for x in qs.shape:
+        n *= x
+    return n
 
 
 def _storage_bytes(pairs: list[tuple[str, Any]]) -> Breakdown:
@@ -46,8 +60,17 @@ def _storage_bytes(pairs: list[tuple[str, Any]]) -> Breakdown:
 
 
 def param_bytes(model: Any) -> Breakdown:
-    """Bytes of the parameter storages, per owning term."""
-    return _storage_bytes(_owned(model))
+    """Bytes of the parameter storages, per owning term; a bitsandbytes 4-bit weight's with
+    its quant state's tensors (absmax, code, offset, the nested state's; issue 20)."""
+    pairs = []
+    for term, p in _owned(model):
+        pairs.append((term, p))
+        qs = getattr(p, "quant_state", None)
+        if qs is not None:
+            nested = [qs.state2.absmax, qs.state2.code] if qs.state2 is not None else []
+            tensors = [qs.absmax, qs.code, qs.offset, *nested]
+            pairs += [(term, t) for t in tensors if t is not None]
+    return _storage_bytes(pairs)
 
 
 def grad_bytes(model: Any) -> Breakdown:

@@ -128,33 +128,70 @@ def _tracked_train_step(
     from profiler.live import CudaPhaseMemory, LiveMemoryTracker
 
     live, cuda = LiveMemoryTracker(), CudaPhaseMemory(device)
-    live.track_existing(list(model.parameters()), "weights")
-    # the model's buffers exist before the step as the weights do (inference_tracker counts
-    # them with the weights); a forward that only indexes one never returns its storage
-    live.track_existing(list(model.buffers()), "buffers")
-    live.track_existing([p.grad for p in model.parameters() if p.grad is not None], "gradients")
     states = [] if optimizer is None else [dict(s) for s in optimizer.state.values()]
-    live.track_existing(states, "optimizer")
-    live.track_existing(inputs, "inputs")
+    track_before_step(live, model, inputs, states)
 
     def phase(name: str) -> None:
         live.set_phase(name)
         cuda.set_phase(name)
 
     with live:
-        with autocast_region(device, autocast):
-            phase("forward")
-            out = call_model(model, inputs)
-            phase("forward_end")
-            loss = loss_of(out, loss_fn)
-            del out
-        phase("backward")
-        loss.backward()
-        del loss
-        if optimizer is not None:
-            phase("optimizer_step")
-            optimizer.step()
+        train_step(model, inputs, optimizer, loss_fn, phase, device, autocast)
     return live.peak, cuda.result()
+
+
+def track_before_step(live: Any, model: Any, inputs: Any, states: Any) -> None:
+    """Count on ``live`` (a LiveMemoryTracker) what exists before a training step: weights,
+    buffers, the gradients already there, the optimizer ``states`` and the inputs."""
+    live.track_existing(list(model.parameters()), "weights")
+    live.track_existing(quant_state_tensors(model), "weights")  # issue 20: QLoRA's base
+    # the model's buffers exist before the step as the weights do (inference_tracker counts
+    # them with the weights); a forward that only indexes one never returns its storage
+    live.track_existing(list(model.buffers()), "buffers")
+    live.track_existing([p.grad for p in model.parameters() if p.grad is not None], "gradients")
+    live.track_existing(states, "optimizer")
+    live.track_existing(inputs, "inputs")
+
+
+def train_step(
+    model: Any,
+    inputs: Any,
+    optimizer: Any,
+    loss_fn: LossFn | None,
+    phase: Callable[[str], None],
+    device: str = "cpu",
+    autocast: Any = None,
+) -> None:
+    """One training step (inside the caller's tracking mode), ``phase(name)`` told as it moves
+    on: forward, forward_end (the loss), backward, optimizer_step (None: no step)."""
+    with autocast_region(device, autocast):
+        phase("forward")
+        out = call_model(model, inputs)
+        phase("forward_end")
+        loss = loss_of(out, loss_fn)
+        del out
+    phase("backward")
+    loss.backward()
+    del loss
+    if optimizer is not None:
+        phase("optimizer_step")
+        optimizer.step()
+
+
+def quant_state_tensors(model: Any) -> list[Any]:
+    """bitsandbytes' quant state of every 4-bit parameter (issue 20): absmax, code, offset
+    and the nested state's absmax and code (bitsandbytes/functional.py QuantState), tensors
+    held by the weight (``Params4bit.quant_state``) and so live all step, but neither
+    parameters nor buffers."""
+    out = []
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        if qs is None:
+            continue
+        out += [qs.absmax, qs.code, qs.offset]
+        if qs.state2 is not None:
+            out += [qs.state2.absmax, qs.state2.code]
+    return [t for t in out if t is not None]
 
 
 def inference_tracker(model: Any, inputs: Any) -> Any:

@@ -39,6 +39,30 @@ ACTIVATIONS = {
 DECODERS = ("gpt2", "llama", "mistral", "t5", "bart")
 
 
+#: each family's config keys (tgauge/hf_tiny.py CONFIGS) -> the drawn value each takes, in the
+#: order a point sets them (``_draws``: d, h, layers, d_ff, vocab, act and a family's own)
+_LLAMA_KEYS = {"hidden_size": "d", "num_attention_heads": "h", "num_key_value_heads": "h_kv",
+               "head_dim": "head_dim", "num_hidden_layers": "layers",
+               "intermediate_size": "d_ff", "vocab_size": "vocab", "hidden_act": "act"}  # fmt: skip
+KEYS: dict[str, dict[str, str]] = {
+    "gpt2": {"n_embd": "d", "n_head": "h", "n_layer": "layers", "vocab_size": "vocab",
+             "activation_function": "act", "n_inner": "n_inner"},
+    "llama": _LLAMA_KEYS,
+    "mistral": {**_LLAMA_KEYS, "sliding_window": "window"},
+    "bert": {"hidden_size": "d", "num_attention_heads": "h", "num_hidden_layers": "layers",
+             "intermediate_size": "d_ff", "vocab_size": "vocab", "hidden_act": "act",
+             "architectures": "task"},
+    "t5": {"d_model": "d", "num_heads": "h", "d_kv": "d_kv", "d_ff": "d_ff",
+           "num_layers": "layers", "vocab_size": "vocab", "feed_forward_proj": "act"},
+    "bart": {"d_model": "d", "encoder_attention_heads": "h", "decoder_attention_heads": "h",
+             "encoder_ffn_dim": "d_ff", "decoder_ffn_dim": "d_ff", "encoder_layers": "layers",
+             "decoder_layers": "layers", "vocab_size": "vocab", "activation_function": "act"},
+    "vit": {"hidden_size": "d", "num_attention_heads": "h", "num_hidden_layers": "layers",
+            "intermediate_size": "d_ff", "hidden_act": "act", "image_size": "image",
+            "patch_size": "patch", "num_labels": "labels"},
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RandomPoint:
     name: str
@@ -47,86 +71,37 @@ class RandomPoint:
     workload: dict[str, Any]
 
 
-def _config(rng: random.Random, family: str) -> dict[str, Any]:
-    cfg = copy.deepcopy(CONFIGS[family])
+def _draws(rng: random.Random, family: str) -> dict[str, Any]:
+    """The values of one config variant, drawn in a fixed order: the widths every family
+    has, then the family's own (KEYS names where each goes)."""
     h = rng.choice([1, 2, 4])
     d_h = rng.choice([8, 16])
-    d = h * d_h
-    act = rng.choice(ACTIVATIONS[family])
-    vocab = rng.choice([37, 100, 256, 500])
-    layers = rng.choice([1, 2])
-    d_ff = rng.choice([2, 3, 4]) * d
+    v: dict[str, Any] = {"h": h, "d": h * d_h}
+    v["act"] = rng.choice(ACTIVATIONS[family])
+    v["vocab"] = rng.choice([37, 100, 256, 500])
+    v["layers"] = rng.choice([1, 2])
+    v["d_ff"] = rng.choice([2, 3, 4]) * v["d"]
     if family == "gpt2":
-        cfg.update(
-            n_embd=d,
-            n_head=h,
-            n_layer=layers,
-            vocab_size=vocab,
-            activation_function=act,
-            n_inner=rng.choice([None, d_ff]),
-        )
+        v["n_inner"] = rng.choice([None, v["d_ff"]])
     elif family in ("llama", "mistral"):
-        h_kv = rng.choice([k for k in (1, 2, 4) if h % k == 0])
-        head_dim = rng.choice([d_h, d_h, 2 * d_h])  # head_dim apart from d / h
-        cfg.update(
-            hidden_size=d,
-            num_attention_heads=h,
-            num_key_value_heads=h_kv,
-            head_dim=head_dim,
-            num_hidden_layers=layers,
-            intermediate_size=d_ff,
-            vocab_size=vocab,
-            hidden_act=act,
-        )
+        v["h_kv"] = rng.choice([k for k in (1, 2, 4) if h % k == 0])
+        v["head_dim"] = rng.choice([d_h, d_h, 2 * d_h])  # head_dim apart from d / h
         if family == "mistral":
-            cfg["sliding_window"] = rng.choice([4, 8, 64])
+            v["window"] = rng.choice([4, 8, 64])
     elif family == "bert":
-        cfg.update(
-            hidden_size=d,
-            num_attention_heads=h,
-            num_hidden_layers=layers,
-            intermediate_size=d_ff,
-            vocab_size=vocab,
-            hidden_act=act,
-            architectures=[
-                rng.choice(["BertForMaskedLM", "BertModel", "BertForSequenceClassification"])
-            ],
-        )
+        v["task"] = [rng.choice(["BertForMaskedLM", "BertModel", "BertForSequenceClassification"])]
     elif family == "t5":
-        cfg.update(
-            d_model=d,
-            num_heads=h,
-            d_kv=rng.choice([d_h, 8, 32]),
-            d_ff=d_ff,
-            num_layers=layers,
-            vocab_size=vocab,
-            feed_forward_proj=act,
-        )
-    elif family == "bart":
-        cfg.update(
-            d_model=d,
-            encoder_attention_heads=h,
-            decoder_attention_heads=h,
-            encoder_ffn_dim=d_ff,
-            decoder_ffn_dim=d_ff,
-            encoder_layers=layers,
-            decoder_layers=layers,
-            vocab_size=vocab,
-            activation_function=act,
-        )
+        v["d_kv"] = rng.choice([d_h, 8, 32])
     elif family == "vit":
-        patch = rng.choice([4, 8])
-        cfg.update(
-            hidden_size=d,
-            num_attention_heads=h,
-            num_hidden_layers=layers,
-            intermediate_size=d_ff,
-            hidden_act=act,
-            image_size=patch * rng.choice([2, 3, 4]),
-            patch_size=patch,
-            num_labels=rng.choice([2, 10]),
-        )
-    return cfg  # fmt: skip
+        v["patch"] = rng.choice([4, 8])
+        v["image"] = v["patch"] * rng.choice([2, 3, 4])
+        v["labels"] = rng.choice([2, 10])
+    return v
+
+
+def _config(rng: random.Random, family: str) -> dict[str, Any]:
+    v = _draws(rng, family)
+    return {**copy.deepcopy(CONFIGS[family]), **{k: v[name] for k, name in KEYS[family].items()}}
 
 
 def _workload(rng: random.Random, family: str, cfg: dict[str, Any]) -> dict[str, Any]:

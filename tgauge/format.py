@@ -66,6 +66,8 @@ def precision_label(w: Any) -> str:
     finetune = getattr(w, "finetune", "full")  # issue 20
     if finetune in ("lora", "qlora"):
         base = f"4-bit {w.quant_type} ({w.dtype} rest)" if finetune == "qlora" else w.dtype
+        if getattr(w, "kbit_prep", False):  # prepare_model_for_kbit_training's fp32 upcast
+            base = f"4-bit {w.quant_type} (fp32 rest: kbit-prep, compute {w.dtype})"
         head = f"{finetune} r={w.lora_rank} alpha={w.lora_alpha}"
         tail = f"frozen {base} base, compute {w.compute_dtype}"
         return f"{head} (fp32 adapters, grads, states), {tail}"

@@ -176,6 +176,14 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         ("--double-quant/--no-double-quant",),
         "--finetune qlora: bitsandbytes' double quantization of the absmax",
     ),
+    "kbit_prep": (
+        bool,
+        False,
+        ("--kbit-prep/--no-kbit-prep",),
+        "--finetune qlora: after peft's prepare_model_for_kbit_training (fp32 embeddings, "
+        "norms, LM head, so fp32 activations; with --checkpointing full its default "
+        "gradient checkpointing and input-grad hook)",
+    ),
     # issue 22: a mixture of experts' experts code (estimator/rules/hf/moe.py)
     "experts_impl": (
         str,
@@ -328,17 +336,16 @@ def with_workload(func: F | None = None, *, preset_defaults: bool = False) -> An
 
 
 def default_engine(model: Any, mode: str | None) -> str | None:
-    """The engine a decode of MODEL runs when --engine is left out (issue 19): a config.json
-    or Hub id of a decoder-only LM is served by transformers' generate() (``hf-generate``);
-    a preset or spec file, and every prefill, keep the plain forward (None: the default)."""
+    """The engine a decode of MODEL runs when --engine is left out (issue 19): its usual one
+    (estimator/spec/usual.py UsualSettings.decode_engine: a config.json or Hub id of a
+    decoder-only LM is served by transformers' generate(), ``hf-generate``); a preset, and
+    every prefill, keep the plain forward (None: the default)."""
     if mode != "decode" or not isinstance(model, str):
         return None
     from tgauge.loading import load_model
 
     try:
-        spec, config = load_model(model)
+        spec, _ = load_model(model)
     except Exception:  # the command reports a bad MODEL itself
         return None
-    if config is None or spec.arch != "decoder" or not spec.lm_head:
-        return None
-    return "hf-generate"
+    return spec.usual.decode_engine if spec.usual is not None else None

@@ -227,12 +227,13 @@ def _check_hf_limits(config: dict[str, Any], workload: Workload) -> None:
 
 
 def _finetuned(model: Any, config: dict[str, Any], workload: Workload) -> Any:
-    """peft's get_peft_model on ``model`` (tgauge/peft_lora.py); freeze and qlora are not
-    measured on a Hugging Face model yet (UserError)."""
-    from tgauge.peft_lora import apply_lora
+    """peft's get_peft_model on ``model`` (tgauge/peft_lora.py), or freeze by pattern
+    (``apply_freeze``); qlora on the 4-bit model transformers loads (``quantize_4bit``)."""
+    from tgauge.peft_lora import apply_freeze, apply_lora, quantize_4bit
 
-    if workload.finetune != "lora":
-        raise UserError(f"--finetune {workload.finetune} is not measured on a Hugging Face "
-                        "model yet (lora is)")  # fmt: skip
     family = config.get("model_type", "")
+    if workload.finetune == "freeze":  # issue 20: requires_grad_(False) by glossary pattern
+        return apply_freeze(model, family, workload)
+    if workload.finetune == "qlora":  # issue 20: a 4-bit base (bitsandbytes), then LoRA
+        model = quantize_4bit(model, workload)
     return apply_lora(model, family, workload, fused_qkv=family == "gpt2")

@@ -81,7 +81,8 @@ def validate_hf(
 def _param_rows(family: str, base: str, est: Any, n_params: Any, weights: int) -> list[Row]:
     predicted = dict(est.params.terms) | _adapter_params(est)
     rows = _mapped("params", "params", family, base, predicted, n_params.terms)
-    want = est.memory.terms["weights"] + est.memory.terms.get("weights.adapters", 0)
+    mem = est.memory.terms  # QLoRA: the 4-bit base with its quant states too (issue 20)
+    want = mem["weights"] + mem.get("weights.adapters", 0) + mem.get("weights.base4bit", 0)
     rows.append(make_row("memory.weights", "bytes", want, weights))
     return rows
 

@@ -44,7 +44,12 @@ from estimator.spec.dtypes import nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import vmax, vpick
 from estimator.terms.activations import frozen_layers
-from estimator.terms.finetune import grad_bytes_by_module
+from estimator.terms.finetune import (
+    freeze_exact,
+    frozen_flags,
+    frozen_input_norm,
+    grad_bytes_by_module,
+)
 from estimator.terms.memory import decode_input_bytes, group, input_bytes, state_terms
 from estimator.terms.params import params
 from estimator.terms.quant import dequantized_transient_bytes
@@ -173,6 +178,9 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
         forward += rule("live.frozen_head_input", spec, sh)(spec, sh)  # rules/finetune.py
+    if sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20: rules/freeze.py
+        held = rule("live.freeze_held", spec, sh)  # the flags the terms compute (rules below)
+        forward += held(spec, sh, frozen_flags(spec, sh), frozen_input_norm(spec, sh))
     if rank is not None:  # TP: the logits' padded storage (and SP's held stack output)
         forward += rank[4][0]
     if rank is not None and rank[4][1]:  # ... and the logits' gather

@@ -184,20 +184,58 @@ def dequant_bytes(spec: ModelSpec, sh: Shapes, name: str) -> tuple[Any, Any]:
     quantization also the fp32 absmax it restores first (freed once the weight is out).
     -> (weight bytes, absmax bytes), 0 for a linear that is not 4-bit. GPT-2's fused c_attn is
     one weight, counted at q_proj. Measured: tests/estimator/terms/test_quant_bnb.py."""
-    if sh.finetune.kind != "qlora" or ".layers." not in name:
+    shape = _shape_4bit(spec, sh, name)
+    if shape is None:
         return 0, 0
+    d_out, d_in = shape
+    numel = d_out * d_in
+    absmax = -(-numel // 64) * 4 if sh.finetune.double_quant and numel else 0
+    return numel * _cq(sh), absmax
+
+
+def _shape_4bit(spec: ModelSpec, sh: Shapes, name: str) -> tuple[Any, Any] | None:
+    """[d_out, d_in] of the 4-bit linear ``name`` under QLoRA, None for any other."""
+    if sh.finetune.kind != "qlora" or ".layers." not in name:
+        return None
     d, d_ff, q, kv = spec.d_model, spec.d_ff, spec.q_dim, spec.kv_dim
     shapes = {"q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
               "ffn.up": (d_ff, d), "ffn.gate": (d_ff, d), "ffn.down": (d, d_ff)}  # fmt: skip
     if spec.fused_qkv:
         shapes |= {"q_proj": (q + 2 * kv, d), "k_proj": (0, d), "v_proj": (0, d)}
     key = next((k for k in shapes if name.endswith("." + k)), None)
-    if key is None:
+    return None if key is None else shapes[key]
+
+
+def _cq(sh: Shapes) -> int:
+    """Bytes per element of what a 4-bit linear computes in (bnb_4bit_compute_dtype): the
+    compute dtype, or after prepare_model_for_kbit_training the weight dtype the model had
+    (its activations run in fp32)."""
+    return bits(sh.finetune.kbit_dtype) // 8 if sh.finetune.kbit_prep else sh.cb
+
+
+def kbit_casts(sh: Shapes, name: str, n: Any, d_in: Any, d_out: Any) -> tuple[Any, Any]:
+    """After prepare_model_for_kbit_training an fp32 input reaches each 4-bit linear:
+    Linear4bit.forward (bitsandbytes/nn/modules.py) runs ``x = x.to(self.compute_dtype)``
+    and returns ``matmul_4bit(x, ...).to(inp_dtype)``, so beside the fp32 output [n, d_out]
+    live the input's copy [n, d_in] and the output [n, d_out] in the 4-bit compute dtype
+    until it returns; backward their ToCopyBackward0 nodes make the same two in that dtype.
+    -> (input copy bytes, output bytes), 0 where nothing is cast (no kbit_prep, a 16-bit
+    linear, an fp32 model)."""
+    if not sh.finetune.kbit_prep or sh.finetune.kind != "qlora" or ".layers." not in name:
         return 0, 0
-    d_out, d_in = shapes[key]
-    numel = d_out * d_in
-    absmax = -(-numel // 64) * 4 if sh.finetune.double_quant and numel else 0
-    return numel * sh.cb, absmax
+    cq = _cq(sh)
+    if cq == sh.cb:
+        return 0, 0
+    return n * d_in * cq, n * d_out * cq
+
+
+def kbit_backward_casts(spec: ModelSpec, sh: Shapes, name: str) -> tuple[Any, Any]:
+    """``kbit_casts`` of the 4-bit linear ``name`` over the step's b * s_dec tokens, in
+    backward: (the grad input's compute-dtype copy, the grad output's)."""
+    shape = _shape_4bit(spec, sh, name)
+    if shape is None or not shape[0]:
+        return 0, 0
+    return kbit_casts(sh, name, sh.b * sh.s_dec, shape[1], shape[0])
 
 
 _LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -218,23 +256,26 @@ def lora_flops(spec: ModelSpec, sh: Shapes, t: dict[str, Any], adapters: tuple) 
     ft, L, n = sh.finetune, spec.n_decoder_layers, sh.b * sh.s_dec
     t = dict(t)
     lay = "decoder.layers."
+    # prepare_model_for_kbit_training's input-grad hook (FinetuneShapes.input_grad): the
+    # embeddings' output requires grad, so layer 0 runs every input gradient as the others
+    no_grad_input = () if ft.input_grad else _LAYER0_NO_GRAD_INPUT
     for name in _LINEARS:
         fwd = t.get(f"forward.{lay}{name}", 0)
         if fwd:
-            first = 0 if name in _LAYER0_NO_GRAD_INPUT else fwd // L
+            first = 0 if name in no_grad_input else fwd // L
             t[f"backward.{lay}{name}"] = fwd - fwd // L + first
     if "forward.lm_head" in t:
         t["backward.lm_head"] = t["forward.lm_head"]
-    q_grad = any(x in ft.targets for x in ("self_attn.q_proj", "self_attn.qkv"))
-    k_grad = any(x in ft.targets for x in ("self_attn.k_proj", "self_attn.qkv"))
+    q_grad = ft.input_grad or any(x in ft.targets for x in ("self_attn.q_proj", "self_attn.qkv"))
+    k_grad = ft.input_grad or any(x in ft.targets for x in ("self_attn.k_proj", "self_attn.qkv"))
     one = t.get(f"forward.{lay}self_attn.scores", 0) // L  # one layer's Q K^T
-    v_grad = any(x in ft.targets for x in ("self_attn.v_proj", "self_attn.qkv"))
+    v_grad = ft.input_grad or any(x in ft.targets for x in ("self_attn.v_proj", "self_attn.qkv"))
     if one:  # eager; probs @ V makes dV only where v needs grad
         t[f"backward.{lay}self_attn.scores"] -= (0 if k_grad else one) + (0 if q_grad else one)
         t[f"backward.{lay}self_attn.mix"] -= 0 if v_grad else one
     for name, d_in, d_out in adapters:
         a, b_ = 2 * n * d_in * ft.rank, 2 * n * ft.rank * d_out  # per layer
-        no_dx = name in _LAYER0_NO_GRAD_INPUT
+        no_dx = name in no_grad_input
         for part, fwd, bwd in (("lora_A", a, 2 * a * L - (a if no_dx else 0)),
                                ("lora_B", b_, 2 * b_ * L)):  # fmt: skip
             t[f"forward.{lay}{name}.{part}"] = L * fwd
@@ -260,7 +301,8 @@ def lora_ffn_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | 
            wrapped, also: ``_cast_input_dtype``'s adapter-dtype copy of a lower-precision x
            [n, d_ff]; lora_B's output and the scaled one [n, d] (the matmuls' dtype) -- or,
            under autocast with lora_dropout, earlier at lora_A: the dropout's fp32 output
-           [n, d_ff] (the larger)
+           [n, d_ff] (the larger); after prepare_model_for_kbit_training the 4-bit base's
+           compute-dtype copies at its ``.to`` (``kbit_casts``), before that path
     up     wrapped, at its ``* scaling``: everything saved before up's lora_B (not the
            activation's and gated product's saves, nor down's), ffn_in, a gated FFN's
            activation output [n, d_ff] (saved by the product only later), the base output,
@@ -285,14 +327,18 @@ def lora_ffn_moment(spec: ModelSpec, sh: Shapes, acts: dict[str, Any]) -> Any | 
     down_wrapped = "ffn.down" in ft.targets
     live = sum(acts.values()) - head - _last(spec, acts, ("ffn.down.lora_B",))
     down = live + ffn_in + n * d * ib + (0 if down_wrapped and shares_x else n * d_ff * ib)
-    down += path(d_ff, d) if down_wrapped else 0
+    # a 4-bit down after prepare_model_for_kbit_training: first, at its base's ``.to``, the
+    # compute-dtype copies (``kbit_casts``); wrapped, its LoRA path after them
+    casts = sum(kbit_casts(sh, "decoder.layers.ffn.down", n, d_ff, d))
+    down += vmax(path(d_ff, d), casts) if down_wrapped else casts
     if "ffn.up" not in ft.targets:
         return down
     later = ("ffn.act", "ffn", "ffn.down", "ffn.down.lora_A", "ffn.down.lora_B", "ffn.up.lora_B")
     if spec.gated:
         later = later[1:]  # act_fn(gate_proj(x)) runs before up_proj(x)
     up = sum(acts.values()) - head - _last(spec, acts, later) + ffn_in
-    up += (n * d_ff * ib if spec.gated else 0) + n * d_ff * ib + path(d, d_ff)
+    casts = sum(kbit_casts(sh, "decoder.layers.ffn.up", n, d, d_ff))
+    up += (n * d_ff * ib if spec.gated else 0) + n * d_ff * ib + vmax(path(d, d_ff), casts)
     return vmax(down, up)
 
 

@@ -52,6 +52,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.finetune",  # issue 20
     "estimator.rules.reference.finetune",  # issue 20: the reference model's LoRA moment
     "estimator.rules.finetune_autocast",  # issue 20
+    "estimator.rules.freeze",  # issue 20: finetune='freeze'
     "estimator.rules.hf.softmax_backward",
     "estimator.rules.hf.lora",  # issue 20
     "estimator.rules.hf.phi3",

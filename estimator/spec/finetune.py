@@ -15,6 +15,12 @@ the adapters. peft's defaults, as peft 0.21 has them:
   fp16 / bf16 adapter weights to fp32            peft/mapping_func.py get_peft_model,
                                                  peft/tuners/tuners_utils.py cast_adapter_dtype
   scaling = lora_alpha / r (use_rslora=False)    peft/tuners/lora/layer.py LoraLayer.update_layer
+  prepare_model_for_kbit_training (``kbit_prep``, peft/utils/other.py): every parameter of
+  dtype fp16 / bf16 that is not a ``Params4bit`` gets ``param.data.to(torch.float32)``
+  (embeddings, norms, LM head, the 4-bit linears' biases); with use_gradient_checkpointing
+  (default True) ``model.enable_input_require_grads()`` (transformers/modeling_utils.py: a
+  forward hook ``output.requires_grad_(True)`` on the input embeddings) and
+  ``gradient_checkpointing_enable``
 Targets are short names (q, k, v, qkv, o, gate, up, down, lm_head) or the Hugging Face module
 names they stand for (q_proj, c_attn, gate_proj, c_fc, mlp.c_proj, ...). peft matches a target
 by the end of a module's name: ``q`` wraps every q_proj (self- and cross-attention).
@@ -79,6 +85,14 @@ class FinetuneShapes:
     adapter_dtype: str = "fp32"
     quant_type: str = "nf4"
     double_quant: bool = False
+    # issue 20: peft's prepare_model_for_kbit_training (peft/utils/other.py): the 16-bit
+    # parameters but the 4-bit ones upcast to fp32 (``kbit_dtype``: the weight dtype they had,
+    # bnb_4bit_compute_dtype, what the 4-bit linears still compute in); ``input_grad``: its
+    # enable_input_require_grads hook (with use_gradient_checkpointing), the embeddings'
+    # output requiring grad
+    kbit_prep: bool = False
+    kbit_dtype: str = ""
+    input_grad: bool = False
 
     @property
     def lora(self) -> bool:
@@ -152,4 +166,7 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         adapter_dtype="fp32",  # autocast_adapter_dtype=True: fp16 / bf16 upcast, fp32 kept
         quant_type=w.quant_type,
         double_quant=w.double_quant,
+        kbit_prep=w.kbit_prep,
+        kbit_dtype=w.dtype if w.kbit_prep else "",
+        input_grad=w.kbit_prep and w.checkpointing == "full",
     )

@@ -291,6 +291,7 @@ def hf_spec_fields(path_or_dict: str | Path | Config) -> dict[str, Any]:
     fields.update(ARCHITECTURES[architecture])
     if architecture in CLASSIFIERS:
         fields["n_labels"] = _n_labels(cfg)
-    usual = hf_usual_settings(cfg, model_type)  # issue 23: how transformers runs it
+    decoder_lm = fields["arch"] == "decoder" and fields.get("lm_head") is not False
+    usual = hf_usual_settings(cfg, model_type, decoder_lm)  # issue 23: how transformers runs it
     return {"name": name, "implementation": "hf", "hf_architecture": architecture, **fields,
             "usual": usual}  # fmt: skip

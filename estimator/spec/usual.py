@@ -31,6 +31,13 @@ class UsualSettings(BaseModel):
     attention_impl: Literal["eager", "fused"] = "eager"
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training: dropout probability")
     source: str
+    # the CLI's --engine default (tgauge/options.py default_engine); resolved_defaults does
+    # not fill Workload.engine from it: the library keeps the plain forward unless told
+    decode_engine: Literal["hf-generate"] | None = Field(
+        None,
+        description="decode: the code that usually serves the model (Workload.engine), None "
+        "for the Workload's default (the plain forward)",
+    )
 
 
 #: torch_dtype (or transformers 5's ``dtype``) of a config.json -> Workload.dtype
@@ -89,10 +96,12 @@ def _config_dropout(cfg: Config, model_type: str) -> tuple[float, str]:
     return next(iter(values.values())), shown
 
 
-def hf_usual_settings(cfg: Config, model_type: str) -> UsualSettings:
+def hf_usual_settings(cfg: Config, model_type: str, decoder_lm: bool = False) -> UsualSettings:
     """How transformers runs a config.json when nothing else is said: the weights in its
     torch_dtype (training as loaded, no master copy), its class's default attention (sdpa ->
-    tgauge's fused), and in training its dropout probabilities."""
+    tgauge's fused), in training its dropout probabilities, and a decoder-only LM's
+    (``decoder_lm``) decode served by generate() (generation/utils.py
+    GenerationMixin.generate; issue 19)."""
     dtype, dtype_source = _config_dtype(cfg)
     sdpa = SDPA_SUPPORT.get(model_type, False)
     dropout, dropout_source = _config_dropout(cfg, model_type)
@@ -103,6 +112,7 @@ def hf_usual_settings(cfg: Config, model_type: str) -> UsualSettings:
         attention_impl="fused" if sdpa else "eager",
         dropout=dropout,
         source=f"config.json: {dtype_source}; attention {attention}; {dropout_source}",
+        decode_engine="hf-generate" if decoder_lm else None,
     )
 
 

@@ -295,6 +295,43 @@ class Workload(BaseModel):
                             "what stays unquantized (embeddings, norms, LM head)")  # fmt: skip
         return self
 
+    # issue 20: peft's prepare_model_for_kbit_training (estimator/spec/finetune.py)
+    kbit_prep: bool = Field(
+        False,
+        description="finetune='qlora': the model went through peft's "
+        "prepare_model_for_kbit_training (every fp16 / bf16 parameter but the 4-bit ones "
+        "upcast to fp32, so the activations run in fp32 and the 4-bit linears in `dtype`; "
+        "with checkpointing='full' its default use_gradient_checkpointing=True and the "
+        "input-grad hook, else use_gradient_checkpointing=False)",
+    )
+
+    @model_validator(mode="after")
+    def _check_kbit_prep(self) -> Workload:
+        if not self.kbit_prep:
+            return self
+        if self.finetune != "qlora":
+            raise SpecError(f"kbit_prep=True is invalid with finetune={self.finetune!r}: "
+                            "prepare_model_for_kbit_training prepares a k-bit base "
+                            "(finetune='qlora')")  # fmt: skip
+        if self.autocast is not None:
+            raise SpecError("kbit_prep=True with autocast is not modelled: the upcast model "
+                            "runs its activations in fp32 without it")  # fmt: skip
+        if self.checkpointing not in ("none", "full"):
+            raise SpecError(f"kbit_prep=True with checkpointing={self.checkpointing!r} is "
+                            "invalid: use_gradient_checkpointing is on ('full', peft's "
+                            "default) or off ('none')")  # fmt: skip
+        # the upcast norms, embeddings and LM head make every activation fp32 (a 16-bit
+        # tensor times an fp32 weight promotes): the compute dtype, unless the user set one
+        if "compute_dtype" not in self.model_fields_set:
+            object.__setattr__(self, "compute_dtype", "fp32")
+            if "kv_cache_dtype" not in self.model_fields_set:
+                object.__setattr__(self, "kv_cache_dtype", "fp32")
+        elif self.compute_dtype != "fp32":
+            raise SpecError(f"compute_dtype={self.compute_dtype!r} is invalid with "
+                            "kbit_prep=True: its fp32 norms, embeddings and LM head make "
+                            "the activations fp32")  # fmt: skip
+        return self
+
 
 def revalidated(spec: ModelSpec, workload: Workload) -> tuple[ModelSpec, Workload]:
     """``spec`` and ``workload`` validated again: a ``model_copy(update=...)`` bypasses the

@@ -47,7 +47,12 @@ from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
-from estimator.terms.finetune import lora_layer_targets
+from estimator.terms.finetune import (
+    freeze_exact,
+    frozen_flags,
+    frozen_input_norm,
+    lora_layer_targets,
+)
 
 Terms = dict[str, Any]
 FP32_BYTES = 4
@@ -266,6 +271,14 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
         steady, first = frozen_layers(spec, sh, stack, s, s_src)
         for k in steady.keys() | first.keys():
             t[f"{stack}.layers.{k}"] = (L - 1) * steady.get(k, 0) + first.get(k, 0)
+    elif sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20: rules/freeze.py
+        one = layer_saved(spec, sh, stack, s, s_src)
+        frozen = frozen_flags(spec, sh)
+        for k, v in rule("saved.freeze_layer", spec, sh)(spec, sh, one, stack, n, frozen).items():
+            t[f"{stack}.layers.{k}"] = L * v
+        if frozen_input_norm(spec, sh):  # layer 0's attn_norm: its input needs no gradient
+            key = f"{stack}.layers.attn_norm"
+            t[key] += rule("saved.freeze_input_norm", spec, sh)(spec, sh, n) - t[key] // L
     elif spec.layer_pattern is not None and stack == "decoder":  # issue 22p: per layer kind
         t.update(kind_layers_saved(spec, sh, s, s_src))
     else:
@@ -359,4 +372,7 @@ def activations(spec: ModelSpec, sh: Shapes) -> Terms:
             out[k] = out.get(k, 0) + v
     if sh.finetune.lora:  # issue 20: frozen embeddings, final norm, head (rules/finetune.py)
         out = rule("saved.frozen_stack", spec, sh)(spec, sh, out, "decoder", sh.b * s_dec)
+    if sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20: rules/freeze.py
+        frozen, n = frozen_flags(spec, sh), sh.b * s_dec
+        out = rule("saved.freeze_stack", spec, sh)(spec, sh, out, "decoder", n, frozen)
     return {k: v for k, v in out.items() if v}

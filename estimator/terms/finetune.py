@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from estimator.shapes import Shapes
@@ -242,3 +244,59 @@ def lora_layer_targets(spec: ModelSpec, ft: FinetuneShapes, stack: str) -> tuple
             out.append((name.removesuffix(".qkv") + ".q_proj" if name.endswith(".qkv") else name,
                         shape[1], shape[0]))  # fmt: skip
     return tuple(out)
+
+
+def is_frozen(sh: Shapes, name: str) -> bool:
+    """Whether finetune='freeze' freezes the parameter term ``name`` (full, e.g.
+    ``decoder.layers.ffn.up``)."""
+    return _is_frozen(name, sh.finetune)
+
+
+def frozen_flags(spec: ModelSpec, sh: Shapes) -> Mapping[str, bool]:
+    """Every parameter term name -> whether finetune='freeze' freezes it: what the freeze
+    rules (estimator/rules/freeze.py) receive, rules sitting below terms; a name missing is
+    no parameter of the model."""
+    return _frozen_flags(spec, sh.finetune)
+
+
+@functools.lru_cache(maxsize=256)
+def _frozen_flags(spec: ModelSpec, ft: FinetuneShapes) -> Mapping[str, bool]:
+    return MappingProxyType({n: _is_frozen(n, ft) for n, _ in named_param_shapes(spec)})
+
+
+def freeze_exact(spec: ModelSpec, sh: Shapes) -> bool:
+    """Whether the freeze rules count the layers exactly: a decoder-only pre-norm model
+    without full checkpointing whose embeddings train (every layer's input then needs a
+    gradient), or whose embeddings (and position table) are frozen but layer 0's first
+    module, attn_norm, trains (``frozen_input_norm``), and every layer parameter is one the
+    rules know (``_FREEZE_KNOWN``). Else the full-training set is counted,
+    an upper bound (estimate's ``unchecked`` says so): layers before the first trainable
+    parameter save nothing and layer 0 saves less (measured on the reference model with every
+    layer frozen: the saved set is then the final norm's and the head's alone, but the
+    forward's moment at the loss, which the peak takes, is not modelled)."""
+    if spec.arch != "decoder" or spec.is_patch_input or sh.checkpointing == "full":
+        return False
+    layer = {n.removeprefix("decoder.layers.") for n, _ in named_param_shapes(spec)
+             if n.startswith("decoder.layers.")}  # fmt: skip
+    if layer - _FREEZE_KNOWN:  # a fused gate_up, q_norm / k_norm, ...: rules not measured
+        return False
+    return not is_frozen(sh, "embed") or frozen_input_norm(spec, sh)
+
+
+#: the layer parameters whose frozen saved set rules/freeze.py says (measured)
+_FREEZE_KNOWN = {"attn_norm", "ffn_norm", "self_attn.q_proj", "self_attn.k_proj",
+                 "self_attn.v_proj", "self_attn.qkv", "self_attn.o_proj", "ffn.gate", "ffn.up",
+                 "ffn.down"}  # fmt: skip
+
+
+def frozen_input_norm(spec: ModelSpec, sh: Shapes) -> bool:
+    """Frozen embeddings (and learned position table), layer 0's pre-norm attn_norm training:
+    its input needs no gradient, its output does, so only the norm itself saves less."""
+    names = {name for name, _ in named_param_shapes(spec)}
+    return (
+        is_frozen(sh, "embed")
+        and ("decoder.pos" not in names or is_frozen(sh, "decoder.pos"))
+        and spec.norm_position == "pre"
+        and "decoder.layers.attn_norm" in names
+        and not is_frozen(sh, "decoder.layers.attn_norm")
+    )

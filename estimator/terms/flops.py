@@ -41,7 +41,7 @@ from estimator.spec.errors import UnsupportedError
 from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
 from estimator.sym import StepSeries
-from estimator.terms.finetune import lora_layer_targets
+from estimator.terms.finetune import freeze_exact, frozen_flags, lora_layer_targets
 
 Terms = dict[str, Any]
 
@@ -374,4 +374,6 @@ def flops(spec: ModelSpec, sh: Shapes) -> Terms:
     if sh.training and sh.finetune.lora:  # issue 20: frozen base, adapters (rules/finetune.py)
         adapters = lora_layer_targets(spec, sh.finetune, "decoder")
         terms = rule("flops.frozen", spec)(spec, sh, terms, adapters)
+    if sh.training and sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20
+        terms = rule("flops.freeze", spec)(spec, sh, terms, frozen_flags(spec, sh))
     return {k: v for k, v in terms.items() if v}

@@ -93,8 +93,31 @@ def quantized_base_bytes(spec: ModelSpec, dtype: str, bits: int, double_quant: b
     return quant, rest
 
 
+@functools.lru_cache(maxsize=256)
+def kbit_prepared_rest_bytes(spec: ModelSpec, dtype: str) -> int:
+    """The unquantized parameters after peft's prepare_model_for_kbit_training (issue 20,
+    peft/utils/other.py: every fp16 / bf16 parameter not a Params4bit to fp32): fp32, but a
+    4-bit linear's bias, which Linear4bit.forward casts back to its compute dtype ``dtype``
+    (``bias.data = bias.data.to(x.dtype)``, bitsandbytes/nn/modules.py) from the first step on."""
+    named = named_param_shapes(spec)
+    quantized = {name for name, shape in named if is_quantized(name, shape)}
+    rest = 0
+    for name, shape in named:
+        numel = 1
+        for x in shape:
+            numel *= x
+        if name in quantized:
+            rest += 0 if len(shape) == 2 else nbytes(numel, dtype)  # the weight: 4-bit
+        else:
+            rest += nbytes(numel, "fp32")
+    return rest
+
+
 def qlora_base_terms(spec: ModelSpec, sh: Any) -> dict[str, int]:
-    """``weights``: the unquantized modules in the weight dtype; ``weights.base4bit``: the
+    """``weights``: the unquantized modules in the weight dtype (fp32 after
+    prepare_model_for_kbit_training: ``kbit_prepared_rest_bytes``); ``weights.base4bit``: the
     4-bit linears with their quant states (``sh``: estimator.shapes.Shapes)."""
     quant, rest = quantized_base_bytes(spec, sh.dtype, 4, sh.finetune.double_quant)
+    if sh.finetune.kbit_prep:
+        rest = kbit_prepared_rest_bytes(spec, sh.dtype)
     return {"weights": rest, "weights.base4bit": quant}

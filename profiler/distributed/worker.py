@@ -88,31 +88,24 @@ def run_rank(job: Job, rank: int) -> RankProfile:
 
 def _measured_step(model: Any, inputs: Any, loss_fn: Any, optimizer: Any, mode: Any) -> Any:
     """One training step under ``mode`` (the live tracker, or CommBytesMode), its phases set
-    as the step moves on; -> ``mode``."""
+    as the step moves on (profiler/run.py train_step); -> ``mode``."""
     from profiler.distributed import memory
-    from profiler.run import call_model
+    from profiler.run import track_before_step, train_step
 
-    if isinstance(mode, memory.LocalLiveTracker):
-        mode.track_existing(list(model.parameters()), "weights")
-        mode.track_existing(list(model.buffers()), "buffers")  # as profiler/run.py
-        mode.track_existing(memory.optimizer_states(optimizer), "optimizer")
-        mode.track_existing(inputs, "inputs")
+    tracking = isinstance(mode, memory.LocalLiveTracker)
+    if tracking:  # as profiler/run.py; this rank's optimizer states (ZeRO-1: its shard's)
+        track_before_step(mode, model, inputs, memory.optimizer_states(optimizer))
 
     def phase(name: str) -> None:
-        if isinstance(mode, memory.LocalLiveTracker):
+        if name == "forward_end":
+            return  # a rank's profile counts the loss with the forward (peak and comm phase)
+        if tracking:
             mode.set_phase(name)
         else:
             mode.phase = name
 
     with mode:
-        phase("forward")
-        loss = loss_fn(call_model(model, inputs))
-        phase("backward")
-        loss.backward()
-        del loss
-        if optimizer is not None:
-            phase("optimizer_step")
-            optimizer.step()
+        train_step(model, inputs, optimizer, loss_fn, phase)
     return mode
 
 

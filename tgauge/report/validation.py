@@ -42,7 +42,9 @@ class ValidationRecord(BaseModel):
 
     model: str
     device: str
-    workload: dict[str, int | float | str | bool | None]  # Workload fields: scalars only
+    workload: dict[
+        str, int | float | str | bool | list[str] | None
+    ]  # Workload fields (issue 20: frozen, lora_targets lists)
     status: Literal["ok", "did_not_fit", "error"]
     implementation: Literal["reference", "hf"] = "reference"  # files before issue 9: reference
     run_id: str = ""

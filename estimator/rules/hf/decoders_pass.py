@@ -117,7 +117,8 @@ class HFPass(Pass):
         return y or inputs[n_layers]
 
     def rotate(self, x: int) -> int:
-        """apply_rotary_pos_emb on one of q, k (x bytes) -> the rotated copy."""
+        """modeling_llama.apply_rotary_pos_emb on one of q, k (x bytes): q * cos,
+        rotate_half (-x2, cat), * sin, the sum -> the rotated copy."""
         live = self.live
         live.take(x)  # x * cos
         live.take(x // 2)  # -x2
@@ -171,9 +172,15 @@ class HFPass(Pass):
         live.drop(m, b * h * s * FP32_BYTES, reps)
         return a  # [b, s, h, d_h] underneath: the transpose is contiguous
 
+    def score_ops(self) -> int:
+        """Elementwise ops of eager_attention_forward (modeling_llama, modeling_gpt2) on the
+        scores [b, h, s, s_k] before softmax, each a new tensor: ``* scaling``, ``+ mask``."""
+        return 2
+
     def eager_core(self, s: int, s_k: int, q_copy: bool) -> int:
         """eager_attention_forward -> bytes held for o_proj; ``q_copy``: matmul makes q
-        contiguous (a transposed view of the projection, s > 1)."""
+        contiguous (a transposed view of the projection, s > 1); ``score_ops`` new scores
+        before the softmax."""
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
         a, a_k = b * h * s * d_h * cb, b * h * s_k * d_h * cb
@@ -182,7 +189,7 @@ class HFPass(Pass):
         q_copy = live.take(a) if q_copy else 0  # matmul: q contiguous
         live.take(p)  # q @ k^T
         live.drop(q_copy)
-        for _ in range(2):  # * scaling, + mask: each frees the previous
+        for _ in range(self.score_ops()):  # each frees the previous
             live.take(p)
             live.drop(p)
         if fp32_softmax_copy(spec, self.sh):  # softmax(dtype=float32).to(query.dtype)

@@ -156,22 +156,10 @@ class Gemma2Pass(HFPass):
         """The current layer's window (its kind), not the stack's."""
         return self.spec.sliding_window if self.kind == "sliding" else None
 
-    def norm(self, s: int) -> int:
-        """Gemma2RMSNorm.forward on fp32 x (``x.float()`` is x): pow, mean, + eps, rsqrt,
-        x * rsqrt, then ``1.0 + self.weight.float()`` (a new [d]) and the product."""
-        live, nd, n = self.live, self.act(s, self.spec.d_model), self.b * s
-        live.take(nd)  # x.pow(2)
-        live.take(n * self.cb)  # mean [n, 1]
-        live.drop(nd)
-        live.take(n * self.cb)  # + eps
-        live.drop(n * self.cb)
-        live.take(n * self.cb)  # rsqrt
-        live.drop(n * self.cb)
-        live.take(nd)  # x * rsqrt
-        w = live.take(self.spec.d_model * self.cb)  # 1.0 + weight
-        live.take(nd)  # output * (1 + w)
-        live.drop(nd, n * self.cb, w)
-        return nd
+    def rms_weight(self) -> int:
+        """Gemma2RMSNorm.forward on fp32 x (``x.float()`` is x): Pass.norm's steps, but the
+        weight is ``1.0 + self.weight.float()``, a new [d] made before the product."""
+        return self.live.take(self.spec.d_model * self.cb)
 
     def sublayer(self, s: int, fn) -> int:
         """Gemma2DecoderLayer's half: ``residual + post_norm(F(pre_norm(x)))``; F's output
@@ -200,31 +188,11 @@ class Gemma2Pass(HFPass):
             cache = (start, *cache[1:])
         return super().attention(s, start, stack, cross_s, cache)
 
-    def eager_core(self, s: int, s_k: int, q_copy: bool) -> int:
-        """eager_attention_forward with ``softcap`` (HFPass.eager_core's steps): repeat_kv's
-        copies, q made contiguous by matmul, q @ k^T, then ``* scaling``, ``/ softcap``,
-        torch.tanh, ``* softcap``, ``+ attention_mask`` (each a new [b, h, s, s_k], the
-        previous one freed on rebinding), softmax (fp32 in, fp32 out: no copy), probs @ v,
-        ``transpose(1, 2).contiguous()``; the probabilities stay with the layer."""
-        live, spec, b, cb = self.live, self.spec, self.b, self.cb
-        h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
-        a, a_k = b * h * s * d_h * cb, b * h * s_k * d_h * cb
-        reps = live.take(a_k) + live.take(a_k) if h_kv < h else 0
-        p = b * h * s * s_k * cb
-        q_copy = live.take(a) if q_copy else 0  # matmul: q contiguous
-        live.take(p)  # q @ k^T
-        live.drop(q_copy)
-        ops = 5 if spec.attn_softcap is not None else 2
-        for _ in range(ops + 1):  # the elementwise ops, then softmax
-            live.take(p)
-            live.drop(p)
-        out = live.take(a)  # probs @ v
-        clone = live.take(a) if s > 1 else 0  # transpose(1, 2).contiguous()
-        live.drop(reps)
-        self.probs += p  # returned as attn_weights: the layer's ``_`` until it returns
-        if clone:
-            live.drop(out)
-        return clone or out
+    def score_ops(self) -> int:
+        """modeling_gemma2.eager_attention_forward with ``softcap``: ``* scaling``, ``/
+        softcap``, torch.tanh, ``* softcap``, ``+ attention_mask`` (HFPass.eager_core: each
+        a new [b, h, s, s_k], the previous one freed on rebinding); without it Llama's two."""
+        return 5 if self.spec.attn_softcap is not None else super().score_ops()
 
     def masks(self, s: int, start: int) -> list[int]:
         """causal_mask_mapping: the full layers' mask over start + s keys and, with a
@@ -237,11 +205,10 @@ class Gemma2Pass(HFPass):
         return out
 
     def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
-        """Gemma2Model.forward on inputs_embeds (taken by the caller) -> the final norm's
-        output; every layer replayed with its own kind."""
+        """Gemma2Model.forward on inputs_embeds (the caller's Pass.embed: the lookup and its
+        ``* embed_scale``, spec.embed_scale) -> the final norm's output; every layer
+        replayed with its own kind."""
         live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
-        live.take(nd)  # the lookup, live while ``* embed_scale`` (the caller's) is made
-        live.drop(nd)
         kept, rows = [], self.b  # generate() passes position_ids [b, s]: cos, sin [b, s, d_h]
         if self.sh.engine not in ENGINES_PASSING_POSITION_IDS:
             r = live.take(s * INDEX_BYTES)  # arange(s)

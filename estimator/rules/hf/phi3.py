@@ -76,18 +76,12 @@ class Phi3Pass(HFPass):
     one gate_up_proj whose output stays live through the MLP."""
 
     def rotate(self, x: int) -> int:
-        """apply_rotary_pos_emb with rotary_dim r of d_h (x bytes of q or k, a view of
-        qkv_proj's output): q_rot * cos, rotate_half (-x2, cat), * sin, the sum (each over
-        the r rotated dims), then ``torch.cat([.., q_pass])`` [.., d_h] -> the rotated copy."""
+        """modeling_phi3.apply_rotary_pos_emb with rotary_dim r of d_h (x bytes of q or k, a
+        view of qkv_proj's output): HFPass.rotate's steps (modeling_llama's) over the r
+        rotated dims, then ``torch.cat([.., q_pass], dim=-1)`` [.., d_h], which Llama has
+        not -> the rotated copy."""
         live, r = self.live, x * (self.spec.rotary_dim or self.spec.head_dim) // self.spec.head_dim
-        live.take(r)  # q_rot * cos
-        live.take(r // 2)  # -x2
-        live.take(r)  # cat
-        live.drop(r // 2)
-        live.take(r)  # rotate_half(q_rot) * sin
-        live.drop(r)  # the cat
-        live.take(r)  # the sum
-        live.drop(r, r)
+        super().rotate(r)
         live.take(x)  # torch.cat([rotated, q_pass])
         live.drop(r)
         return x

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from estimator.rules.finetune import dequant_bytes
+from estimator.rules.finetune import dequant_bytes, kbit_backward_casts
 from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes, attention_pairs
 from estimator.spec.model import ModelSpec
@@ -33,10 +33,21 @@ def linear(bw: Walker, name: str, out: Any, free: bool = True, g: Any = 0,
     (``g`` bytes). -> the grad input. Under autocast: ``autocast_linear``."""
     bw.grad(name)
     dq, absmax = dequant_bytes(bw.spec, bw.sh, name)  # QLoRA: the 4-bit weight dequantized
+    # after prepare_model_for_kbit_training: the output's ToCopyBackward0 makes the grad
+    # output's compute-dtype copy, MatMul4Bit.backward the grad input in it, and the input
+    # cast's ToCopyBackward0 the fp32 grad input (rules/finetune.py kbit_casts)
+    x_low, g_low = kbit_backward_casts(bw.spec, bw.sh, name)
+    bw.live.take(g_low)
     bw.live.take(dq, absmax)
     bw.live.drop(absmax)
-    bw.live.take(out)
-    bw.live.drop(dq + bw.release)
+    if x_low:  # MatMul4Bit's grad input, its dequantized weight freed, then the fp32 copy
+        bw.live.take(x_low)
+        bw.live.drop(dq, g_low)
+        bw.live.take(out)
+        bw.live.drop(x_low + bw.release)
+    else:
+        bw.live.take(out)
+        bw.live.drop(dq + bw.release)
     bw.release = 0
     if free:
         bw.free(name)

@@ -103,12 +103,18 @@ class Pass:
             live.take(n * self.cb)  # rsqrt
             live.drop(n * self.cb)
             live.take(nd)  # x * rms
+            w = self.rms_weight()
             live.take(nd)  # * weight
-            live.drop(nd, n * self.cb)
+            live.drop(nd, n * self.cb, w)
             return nd
         live.take(nd, 2 * n * FP32_BYTES)
         live.drop(2 * n * FP32_BYTES)
         return nd
+
+    def rms_weight(self) -> int:
+        """Bytes RMSNorm makes of its weight before ``* weight`` (freed with x * rms): none,
+        the parameter itself (an implementation's Pass overrides it)."""
+        return 0
 
     def rotary(self, s: int, x: int) -> int:
         """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped.
