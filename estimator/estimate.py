@@ -128,7 +128,9 @@ def _unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
     if workload.dtype == "int4":
         out.append("weights in int4: scales/zero points of a real quantizer are not counted")
     out += _unchecked_serving(workload)
-    if spec.n_experts:  # issue 22: the routing assumption, stated
+    if spec.n_experts and spec.implementation == "reference":  # issue 22e
+        out.append(REFERENCE_ROUTING.format(routing=workload.routing))
+    elif spec.n_experts:  # issue 22: the routing assumption, stated
         out.append(MOE_ROUTING)
     return out + finetune_unchecked(spec, workload)
 
@@ -141,6 +143,15 @@ MOE_ROUTING = (
     "token, parameters, gradients and optimizer states all experts; the per-expert loop "
     "(eager) and batched_mm are refused for memory, and grouped_mm's CUDA kernel workspace "
     "is not modelled"
+)
+
+
+#: the reference model's experts (estimator/rules/reference/moe.py, issue 22e)
+REFERENCE_ROUTING = (
+    "mixture of experts: the peaks assume routing={routing!r} (uniform: the k n routed "
+    "(token, expert) pairs spread evenly over the experts; worst: every token on the same k "
+    "experts); saved activations, parameters, gradients and optimizer states (all experts) "
+    "are the same for any routing, FLOPs count k experts per token"
 )
 
 

@@ -136,6 +136,8 @@ class Shapes:
     finetune: FinetuneShapes = FinetuneShapes("full")
     # issue 22: Workload.experts_impl (estimator/rules/hf/moe.py)
     experts_impl: str = "grouped_mm"
+    # issue 22e: Workload.routing (estimator/rules/reference/moe.py)
+    routing: str = "uniform"
 
     def stack(self, name: str) -> StackShapes:
         """The stack called ``name`` ("encoder" or "decoder")."""
@@ -235,6 +237,7 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         max_num_batched_tokens=w.max_num_batched_tokens,
         finetune=resolve_finetune(spec, w),
         experts_impl=w.experts_impl,
+        routing=w.routing,
         **_sizes(spec, **given),
     )
 

@@ -41,7 +41,15 @@ class Layer(nn.Module):
     x in both: x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x))), 'one_norm': Norm2 is Norm1's
     output (no ffn_norm)."""
 
-    def __init__(self, spec: ModelSpec, impl: str, dropout: float, pattern: Pattern, cross: bool):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        impl: str,
+        dropout: float,
+        pattern: Pattern,
+        cross: bool,
+        moe: bool = False,
+    ):
         super().__init__()
         self.pre = spec.norm_position == "pre"
         self.attn_norm = make_norm(spec)
@@ -54,7 +62,12 @@ class Layer(nn.Module):
         self.parallel = spec.parallel_block
         if self.parallel != "one_norm":
             self.ffn_norm = make_norm(spec)
-        self.ffn = FeedForward(spec)
+        if moe:  # issue 22e: a mixture of experts (reference_model/moe.py)
+            from reference_model.moe import MoE
+
+            self.ffn = MoE(spec)
+        else:
+            self.ffn = FeedForward(spec)
         if spec.sublayer_norm == "sandwich":  # Gemma 2's post-feedforward norm
             self.ffn_out_norm = make_norm(spec)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # residual dropout
@@ -164,9 +177,11 @@ class Stack(nn.Module):
             self.embed_norm = make_norm(spec)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # embedding dropout
         cross = stack == "decoder" and spec.arch == "encoder-decoder"
-        patterns = layer_patterns(spec, stack, pattern, n_layers)  # issue 22: per layer
+        moe = stack == "decoder" and spec.n_experts > 0  # issue 22e: but dense_layers
+        patterns = layer_patterns(spec, stack, pattern, n_layers)  # issue 22p: per layer
         self.layers = nn.ModuleList(
-            Layer(spec, impl, dropout, patterns[i], cross) for i in range(n_layers)
+            Layer(spec, impl, dropout, patterns[i], cross, moe and i not in spec.dense_layers)
+            for i in range(n_layers)
         )
         self.final_norm = make_norm(spec) if spec.final_norm else None
         self.checkpointing = checkpointing

@@ -22,9 +22,21 @@ from reference_model.layers import HeadTransform, Pooler, Stack
 from reference_model.masks import Pattern
 
 #: the issue-22 features (estimator/spec/features.py ``features``) the reference model builds
-BUILT = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale", "layer_pattern",
-         "qk_norm='head'", "sublayer_norm='sandwich'", "attn_softcap", "final_softcap",
-         "rotary_dim")
+BUILT = (
+    "parallel_block",
+    "qkv_bias",
+    "o_bias",
+    "ffn_bias",
+    "embed_scale",
+    "n_experts",
+    # issue 22p
+    "layer_pattern",
+    "qk_norm='head'",
+    "sublayer_norm='sandwich'",
+    "attn_softcap",
+    "final_softcap",
+    "rotary_dim",
+)
 
 IGNORE_INDEX = -100  # label of padding: cross-entropy ignores it
 

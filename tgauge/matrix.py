@@ -50,6 +50,8 @@ LLAMA = dict(
     tie_embeddings=False,
     n_kv_heads=2,
 )
+#: issue 22e: the reference model's mixture of experts (reference_model/moe.py)
+MOE = dict(n_experts=4, n_experts_per_token=2, expert_d_ff=24, n_shared_experts=1)
 T5 = dict(
     norm="rmsnorm",
     activation="relu",
@@ -108,7 +110,17 @@ def long_cases() -> list[Case]:
     neox = _spec("neox-long", "decoder", **GPT, **long, parallel_block="two_norms")
     falcon = _spec("falcon-long", "decoder", **LLAMA, **long, parallel_block="one_norm")
     qwen = _spec("qwen-long", "decoder", **LLAMA, **long, qkv_bias=True, embed_scale=True)
+    # issue 22e: a mixture of experts, a dense first layer and a shared expert (DeepSeek's)
+    moe = _spec("moe-long", "decoder", **LLAMA, **long, **MOE, n_layers=3, dense_layers=(0,))
     return [
+        Case("moe long train eager s=256", moe, work(seq_len=256), slow=True),
+        Case(
+            "moe long train fused worst routing s=256 b=2",
+            moe,
+            work(seq_len=256, batch_size=2, attention_impl="fused", routing="worst"),
+            slow=True,
+        ),
+        Case("moe long prefill s=512", moe, work("prefill", seq_len=512), slow=True),
         Case("neox long train parallel eager s=256", neox, work(seq_len=256), slow=True),
         Case(
             "falcon long train parallel fused s=256 b=2",
@@ -242,7 +254,15 @@ def base_cases() -> list[Case]:
     vaswani = _spec("vaswani", "encoder-decoder", **VASWANI)
     bart = _spec("bart", "encoder-decoder", **BART)
     vit = _spec("vit", "encoder", **{**_BASE, **VIT, "n_layers": 2})
+    moe = _spec("moe", "decoder", **LLAMA, **MOE)  # issue 22e: reference_model/moe.py
     return [
+        Case("moe train eager", moe, _work()),
+        Case("moe prefill fused", moe, _work("prefill", attention_impl="fused")),
+        Case(
+            "moe decode fused worst routing",
+            moe,
+            _work("decode", seq_len=8, new_tokens=4, attention_impl="fused", routing="worst"),
+        ),
         Case("gpt train eager", gpt, _work()),
         Case("gpt train fused", gpt, _work(attention_impl="fused")),
         Case("gpt train dropout", gpt, _work(dropout=0.1)),

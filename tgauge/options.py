@@ -192,6 +192,14 @@ WORKLOAD_OPTIONS: dict[str, tuple[Any, Any, tuple[str, ...], str]] = {
         "a mixture of experts' experts code in transformers: grouped_mm (its default) | "
         "eager | batched_mm (memory modelled for grouped_mm only)",
     ),
+    # issue 22e: the routing the reference model's MoE peaks assume (rules/reference/moe.py)
+    "routing": (
+        str,
+        "uniform",
+        ("--routing",),
+        "the tokens per expert a reference mixture of experts' peaks assume: uniform (the "
+        "k n routed pairs spread evenly) | worst (every token on the same k experts)",
+    ),
 }
 #: options given as one comma-separated string, Workload tuples (issue 20)
 _LISTS = ("frozen", "lora_targets")

@@ -98,11 +98,15 @@ class Backward:
         self.release = 0  # a dropout's grad, freed once the branch's first linear has run
         self.sublayers = 2  # residual dropout masks per layer (3 with cross-attention)
         self.pending = 0  # a grad already in the attention input's buffer (parallel block)
+        # issue 22e: the layer walked is a mixture of experts (rule backward.layer_kinds),
+        # and the per-layer terms only some layers have, with their layer count
+        self.moe = False
+        self.shares: dict[str, int] = {}
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def free(self, name: str, part: int | None = None) -> None:
         """Free ``part`` bytes of ``name``'s saved set (default: what is left of it)."""
-        whole = self.saved.get(name, 0) // self.share
+        whole = self.saved.get(name, 0) // self.shares.get(name, self.share)
         done = self.freed.get(name, 0)
         n = whole - done if part is None else min(part, whole - done)
         self.freed[name] = done + n
@@ -110,7 +114,7 @@ class Backward:
 
     def grad(self, name: str) -> None:
         """A module's parameter gradients appear (AccumulateGrad keeps them)."""
-        self.live.take(self.grads.get(name, 0) // self.share, label=GRADS)
+        self.live.take(self.grads.get(name, 0) // self.shares.get(name, self.share), label=GRADS)
 
     # ---- attention: o_proj, the core (flash or eager), positions, projections -------------
     def attention(self, p: str, s: Any, s_k: Any, g: Any, cross: bool) -> Any:
@@ -296,7 +300,7 @@ class Backward:
         """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
         torch.utils.checkpoint, on the first unpack): the full set of
         estimator/terms/activations.py (without checkpointing), registered for this walk."""
-        full = layer_saved(self.spec, self.sh, stack, s, s_src)
+        full = layer_saved(self.spec, self.sh, stack, s, s_src, self.moe)  # issue 22e: MoE
         if self.sh.finetune.lora:  # issue 20: a frozen base's set (layers after the first)
             full = dict(frozen_layers(self.spec, self.sh, stack, s, s_src)[0])
             # its highest wrapped linear, while the recompute runs (rules/reference/finetune.py)
@@ -308,8 +312,9 @@ class Backward:
         first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"
         full[first] -= self.b * s * self.spec.d_model * self.cb
         for k, v in full.items():
-            self.saved[f"{stack}.layers.{k}"] = v * self.share
-            self.freed.pop(f"{stack}.layers.{k}", None)
+            key = f"{stack}.layers.{k}"
+            self.saved[key] = v * self.shares.get(key, self.share)
+            self.freed.pop(key, None)
         return sum(full.values())
 
     def stack(self, stack: str, n_layers: int, s: int, s_src: int) -> None:
@@ -321,20 +326,32 @@ class Backward:
         if self.gathers is not None:  # torchtitan: the final norm + head unit's post_backward
             self.gathers.head_post_backward(self.live)
         self.share = n_layers
+        kinds = rule("backward.layer_kinds", self.spec)(self.spec, stack, n_layers)
+        if kinds is not None:  # issue 22e: runs of MoE and dense layers, last first
+            self.shares = kinds[1]
+            for moe, m in kinds[0]:
+                self.moe = moe
+                for _ in range(min(m, 2)):
+                    top, delta = self.live.measure(lambda: self.layer(stack, s, s_src))
+                    self._next_layer(stack)
+                self.live.repeat(m - 2, top, delta)
+            self.moe, self.shares = False, {}
         # under FSDP2 the first layer (walked last) prefetches no layer (torchtitan untied
         # zero3: the embedding's unit): walked on its own
         alone = self.gathers is not None and n_layers > 2
-        kinds = self.spec.layer_pattern if stack == "decoder" else None  # issue 22p
-        for i in range(min(n_layers, 2) if kinds is None else 0):
+        # issue 22p: a per-layer pattern's layers, one by one (kind_layers)
+        pattern = self.spec.layer_pattern if stack == "decoder" and kinds is None else None
+        alike = kinds is None and pattern is None
+        for i in range(min(n_layers, 2) if alike else 0):
             top, delta = self.live.measure(
                 lambda i=i: self.fsdp_layer(stack, s, s_src, prefetch=i < n_layers - 1)
             )
             self._next_layer(stack)
-        if n_layers > 2 and kinds is None:
+        if n_layers > 2 and alike:
             self.live.repeat(n_layers - 2 - alone, top, delta)
-        if kinds is not None:
-            self.kind_layers(stack, s, s_src, kinds)
-        elif alone:
+        if pattern is not None:
+            self.kind_layers(stack, s, s_src, pattern)
+        elif alone and kinds is None:
             self.fsdp_layer(stack, s, s_src, prefetch=False)
             self._next_layer(stack)
         if self.gathers is not None:

@@ -118,4 +118,6 @@ def unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
         return "activation checkpointing (the recompute under autocast)"
     if sh.last.pattern == "chunked" and sh.attention_impl == "fused":
         return "fused chunked attention (its 5-D blocks run the math sdpa, which upcasts to fp32)"
+    if spec.n_experts:  # issue 22e
+        return "a mixture of experts (the router's fp32 softmax, the experts' casts)"
     return None

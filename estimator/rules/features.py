@@ -43,7 +43,7 @@ MEASURED: dict[str, tuple[str, ...]] = {
     # (estimator/rules/hf/moe.py)
     "MixtralForCausalLM": ("n_experts",),
     # issue 22v: modeling_deepseek_v3, latent attention and its MoE block run by grouped_mm
-    # (estimator/rules/hf/deepseek_v3.py); training only (MEASURED_RUNS)
+    # (estimator/rules/hf/deepseek_v3.py; issue 22s: its no-grad passes, deepseek_v3_pass.py)
     "DeepseekV3ForCausalLM": ("n_experts", "kv_lora_rank", "q_lora_rank"),
 }
 #: classes measured only in some runs: class -> (modes, attention implementations)
@@ -52,9 +52,11 @@ MEASURED_RUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # Gemma 2 runs eager only (rules/hf/gemma2.py); issue 22g: its no-grad passes too
     # (Gemma2Pass: the sandwich and Gemma2RMSNorm transients, soft-caps, per-layer caches)
     "Gemma2ForCausalLM": (("train", "prefill", "decode"), ("eager",)),
-    # issue 22v: DeepSeek-V3's no-grad passes (the latent cache, expand_kv's per-step k and v,
-    # the router's and experts' transients) are not modelled
-    "DeepseekV3ForCausalLM": (("train",), ("eager", "fused")),
+    # issue 22v: DeepSeek-V3 in training; issue 22s: its no-grad passes too (DeepseekV3Pass:
+    # the latent cache, expand_kv's per-step k and v, the router's and experts' transients);
+    # the inference runs not measured (vLLM, no cache, another cache dtype) are refused by
+    # rules/hf/deepseek_v3.py
+    "DeepseekV3ForCausalLM": (("train", "prefill", "decode"), ("eager", "fused")),
 }
 #: the MoE experts code whose memory the rules model (Workload.experts_impl)
 MEASURED_EXPERTS = ("grouped_mm",)

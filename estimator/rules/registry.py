@@ -61,6 +61,8 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.gemma2",  # issue 22d
     "estimator.rules.hf.moe",  # issue 22
     "estimator.rules.hf.deepseek_v3",  # issue 22v
+    "estimator.rules.hf.deepseek_v3_pass",  # issue 22s
+    "estimator.rules.reference.moe",  # issue 22e
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``

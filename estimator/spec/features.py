@@ -71,7 +71,7 @@ def check_and_fill(spec: ModelSpec) -> ModelSpec:
 def _check_moe(spec: ModelSpec) -> None:
     if not spec.n_experts:
         for field, empty in (("n_experts_per_token", 0), ("n_shared_experts", 0),
-                             ("router_fp32", False),
+                             ("router_fp32", False), ("router_scoring", "softmax"),
                              ("dense_layers", ()), ("shared_expert_gate", False),
                              ("expert_d_ff", None), ("shared_expert_d_ff", None)):  # fmt: skip
             if getattr(spec, field) != empty:

@@ -29,6 +29,7 @@ QkNorm = Literal["none", "head", "full"]
 SublayerNorm = Literal["input", "sandwich", "output"]
 ParallelBlock = Literal["none", "one_norm", "two_norms"]
 LayerKind = Literal["full", "sliding"]
+RouterScoring = Literal["softmax", "sigmoid"]  # issue 22e
 
 
 class ModelSpec(BaseModel):
@@ -309,6 +310,12 @@ class ModelSpec(BaseModel):
     )
     router_norm_topk: bool | None = Field(
         None, description="DeepSeek-V3's norm_topk_prob: the top-k weights divided by their sum"
+    )
+
+    # issue 22e: the reference model's router (reference_model/moe.py); a transformers class
+    # scores as its code does (Mixtral softmax, DeepSeek-V3 sigmoid)
+    router_scoring: RouterScoring = Field(
+        "softmax", description="the router's scores before top-k: softmax or sigmoid"
     )
 
     @model_validator(mode="after")

@@ -33,6 +33,7 @@ QuantName = Literal["gptq", "awq", "fp8", "fp8-tensor", "int8", "nf4"]  # issue 
 Finetune = Literal["full", "freeze", "lora", "qlora"]  # issue 20
 QuantType = Literal["nf4", "fp4"]  # issue 20
 ExpertsImpl = Literal["grouped_mm", "eager", "batched_mm"]  # issue 22
+Routing = Literal["uniform", "worst"]  # issue 22e
 
 _TORCH_IMPLS = ("fused", "foreach", "forloop")
 #: the implementations each optimizer's step runs as (Workload.optimizer_impl)
@@ -266,6 +267,13 @@ class Workload(BaseModel):
         "default: one grouped matmul over the routed pairs, sized by k tokens whatever the "
         "routing), eager (a loop over the hit experts) or batched_mm (every pair's weights "
         "gathered); only grouped_mm's memory is modelled",
+    )
+    # issue 22e: the routing a mixture of experts' peaks assume (estimator/rules/reference/moe.py)
+    routing: Routing = Field(
+        "uniform",
+        description="the tokens each expert gets: uniform (the k n routed pairs spread "
+        "evenly) or worst (every token on the same k experts); what is saved is the same for "
+        "any routing, the peaks are not",
     )
 
     @model_validator(mode="after")

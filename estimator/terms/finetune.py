@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from estimator.rules.registry import rule
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import nbytes
 from estimator.spec.errors import SpecError
@@ -89,22 +90,15 @@ def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
 
 def _moe_layer(spec: ModelSpec, lay: str, i: int) -> list[tuple[str, Shape]]:
     """Layer ``i`` of a mixture of experts (estimator.terms.params._moe_layer_shapes): a
-    dense layer, or its FFN replaced by the router [E, d], the experts' gate_up [E, 2 d_e, d]
-    and down [E, d, d_e], then the shared MLP (gate, up, down) and its gate."""
+    dense layer, or its FFN replaced by the MoE block's tensors in their order (rule
+    ``params.moe_ffn_shapes``: transformers' router, gate_up, down, shared MLP; the
+    reference model's router and its experts' up, gate, down one by one)."""
     dense = _layer(spec, lay, False)
     if i in spec.dense_layers:
         return dense
-    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
     out = [x for x in dense if not x[0].startswith(f"{lay}.ffn.")]
-    out += [(f"{lay}.ffn.router", (E, d)), (f"{lay}.ffn.experts.gate_up", (E, 2 * d_e, d)),
-            (f"{lay}.ffn.experts.down", (E, d, d_e))]  # fmt: skip
-    if spec.shared_expert_d_ff:
-        d_s = spec.shared_expert_d_ff
-        out += [(f"{lay}.ffn.shared.gate", (d_s, d)), (f"{lay}.ffn.shared.up", (d_s, d)),
-                (f"{lay}.ffn.shared.down", (d, d_s))]  # fmt: skip
-    if spec.shared_expert_gate:
-        out.append((f"{lay}.ffn.shared_gate", (1, d)))
-    return out
+    # issue 22e: the block's own order (rule params.moe_ffn_shapes: Mixtral's, the reference's)
+    return out + [(f"{lay}.{k}", v) for k, v in rule("params.moe_ffn_shapes", spec)(spec)]
 
 
 @functools.lru_cache(maxsize=256)

@@ -270,15 +270,9 @@ def _moe_layer_shapes(spec: ModelSpec, i: int) -> list[tuple[int, ...]]:
         return dense
     if (own := rule("params.moe_layer_shapes", spec)(spec)) is not None:  # issue 22v
         return list(own)
-    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
     n_ffn = (2 if spec.fused_gate_up else 3 if spec.gated else 2) * (2 if spec.ffn_bias else 1)
-    out = dense[:-n_ffn] + [(E, d), (E, 2 * d_e, d), (E, d, d_e)]
-    if spec.shared_expert_d_ff:
-        d_s = spec.shared_expert_d_ff
-        out += [(d_s, d), (d_s, d), (d, d_s)]
-    if spec.shared_expert_gate:
-        out.append((1, d))
-    return out
+    # issue 22e: the MoE block's own order (Mixtral's: rules/hf/moe.py; reference_model/moe.py)
+    return dense[:-n_ffn] + [shape for _, shape in rule("params.moe_ffn_shapes", spec)(spec)]
 
 
 @functools.lru_cache(maxsize=256)  # depends on the spec only; hot in plan searches

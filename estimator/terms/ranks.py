@@ -70,6 +70,10 @@ def tensor_entries(spec: ModelSpec) -> tuple[tuple[str, Shape, int], ...]:
             f"parallel= with parallel_block={spec.parallel_block!r} (attention and FFN on one "
             "input) is not modelled"
         )
+    if spec.n_experts:  # issue 22e: the experts' shards (expert parallelism) not modelled
+        raise UnsupportedError(
+            f"parallel= with n_experts={spec.n_experts} (a mixture of experts) is not modelled"
+        )
     if spec.layer_pattern is not None:  # issue 22p: per-rank parts not measured for it
         raise UnsupportedError("parallel= with layer_pattern (per layer) is not modelled")
     d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.qkv_bias

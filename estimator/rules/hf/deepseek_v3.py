@@ -3,21 +3,23 @@
 (estimator/rules/hf/decoders.py): multi-head latent attention (DeepseekV3Attention) and the
 parameter order of DeepseekV3DecoderLayer, and its MoE block (DeepseekV3MoE: the sigmoid,
 group-limited router, moe.py's grouped_mm experts, the shared MLP). Measured in training (fp32,
-eager and sdpa) in tests/tgauge/test_hf_rules_families.py (docs/validation.md).
+eager and sdpa) in tests/tgauge/test_hf_rules_families.py (docs/validation.md); the no-grad
+passes (prefill, decode) are deepseek_v3_pass.py's (issue 22s).
 
 Not modelled here (issue 22v, left open): the backward walk is the Llama attention's and the
 reference dense FFN's (estimator/replay/backward.py), not MLA's and the MoE block's node by
-node; prefill / decode are refused (estimator/rules/features.py MEASURED_RUNS).
+node.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.common import buffer_dtype
 from estimator.rules.hf.moe import experts_saved
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
-from estimator.spec.dtypes import INDEX_BYTES
+from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 
 FP32_BYTES = 4
@@ -190,13 +192,45 @@ def moe_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
     }
 
 
+@register("memory.buffers", CLASS)
+def deepseek_v3_buffers(spec: ModelSpec, sh: Shapes) -> Any:
+    """DeepseekV3RotaryEmbedding.__init__: ``inv_freq`` and its clone ``original_inv_freq``
+    [d_rope / 2] (fp32, cast with the weights by model.to(dtype)); each MoE layer's
+    DeepseekV3TopkRouter ``e_score_correction_bias`` [E] fp32 (_keep_in_fp32_modules_strict)."""
+    moe_layers = spec.n_decoder_layers - len(spec.dense_layers) if spec.n_experts else 0
+    rotary = 2 * nbytes(spec.qk_rope_head_dim // 2, buffer_dtype(sh))
+    return rotary + moe_layers * spec.n_experts * FP32_BYTES
+
+
 @register("unsupported", CLASS)
 def unmeasured_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
     """The rules are measured in fp32 without checkpointing (a low dtype changes the fp32
-    router's casts and the norms' copies): anything else is refused by name."""
+    router's casts and the norms' copies), sdpa where the value head dim differs from q.k's
+    (torch's math fallback on CPU), and the no-grad passes (estimator/rules/hf/
+    deepseek_v3_pass.py) with transformers' own DynamicCache, in the model dtype, from a plain
+    call or generate(): anything else is refused by name."""
+    name = spec.hf_architecture
     if sh.cb != FP32_BYTES or sh.checkpointing != "none":
         return (
             f"dtype={sh.compute_dtype!r} with checkpointing={sh.checkpointing!r} is not "
-            f"modelled for memory of {spec.hf_architecture} (measured: fp32, no checkpointing)"
+            f"modelled for memory of {name} (measured: fp32, no checkpointing)"
+        )
+    if sh.attention_impl != "eager" and spec.v_head_dim == spec.head_dim:
+        return (
+            f"attention_impl={sh.attention_impl!r} with v_head_dim = qk head dim "
+            f"({spec.head_dim}) is not modelled for memory of {name} (CPU flash, not the "
+            "math fallback the rules describe)"
+        )
+    if sh.training:
+        return None
+    if sh.engine not in INFERENCE_ENGINES or not sh.kv_cache or sh.kv_dtype != sh.compute_dtype:
+        return (
+            f"engine={sh.engine!r} with kv_cache={sh.kv_cache} and kv_cache_dtype="
+            f"{sh.kv_dtype!r} is not modelled for memory of {name} (measured: transformers' "
+            f"latent DynamicCache in the model dtype, engines {'/'.join(INFERENCE_ENGINES)})"
         )
     return None
+
+
+#: the serving engines (Workload.engine) whose no-grad passes were measured on the class
+INFERENCE_ENGINES = ("forward", "hf-generate")

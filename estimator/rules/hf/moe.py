@@ -63,6 +63,28 @@ def experts_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
     return {"ffn.experts": own, "ffn.experts.act": S * 2 * d_e * ib}
 
 
+@register("params.moe_ffn_shapes", "hf")
+def moe_ffn_shapes(spec: ModelSpec) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """A transformers MoE block's parameters in registration order, (name under the layer,
+    shape) (issue 22e moved here from estimator/terms/params.py and terms/finetune.py): the
+    router weight [E, d] (MixtralTopKRouter.weight), the experts' gate_up [E, 2 d_e, d] and
+    down [E, d, d_e] (MixtralExperts), then the shared MLP's gate, up, down and the shared
+    expert's gate [1, d] (Qwen2MoeSparseMoeBlock)."""
+    d, E, d_e = spec.d_model, spec.n_experts, spec.expert_d_ff
+    out: tuple[tuple[str, tuple[int, ...]], ...] = (
+        ("ffn.router", (E, d)),
+        ("ffn.experts.gate_up", (E, 2 * d_e, d)),
+        ("ffn.experts.down", (E, d, d_e)),
+    )
+    if spec.shared_expert_d_ff:
+        d_s = spec.shared_expert_d_ff
+        out += (("ffn.shared.gate", (d_s, d)), ("ffn.shared.up", (d_s, d)),
+                ("ffn.shared.down", (d, d_s)))  # fmt: skip
+    if spec.shared_expert_gate:
+        out += (("ffn.shared_gate", (1, d)),)
+    return out
+
+
 @register("saved.ffn.moe", *CLASSES)
 def moe_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
     """One MoE block over n tokens (layer-relative names): the router and the experts."""
@@ -162,19 +184,28 @@ class MoEPass(HFPass):
         routing weights' dtype), cast back to the model dtype; then its locals go, and the
         block's."""
         live, spec, n = self.live, self.spec, self.b * s
-        E, k, d, d_e = spec.n_experts, spec.n_experts_per_token, spec.d_model, spec.expert_d_ff
-        S = n * k
-        Sd, Se = S * d * self.cb, S * d_e * self.cb
+        E, k = spec.n_experts, spec.n_experts_per_token
         logits = live.take(n * E * self.cb)
         probs = live.take(n * E * FP32_BYTES)
         routed = live.take(n * k * FP32_BYTES, n * k * INDEX_BYTES)  # topk
         col = live.take(n * FP32_BYTES)  # the sum
         live.drop(probs, col)  # the router returns
+        y = self.experts(n)
+        live.drop(logits, routed)  # the block returns
+        return y
+
+    def experts(self, n: int) -> int:
+        """grouped_mm_experts_forward over n tokens (``ffn``'s steps from the sort on), with
+        the router's outputs live -> the summed output [n, d] in the model dtype."""
+        live, spec = self.live, self.spec
+        E, k, d, d_e = spec.n_experts, spec.n_experts_per_token, spec.d_model, spec.expert_d_ff
+        S = n * k
+        Sd, Se = S * d * self.cb, S * d_e * self.cb
         ids = live.take(S * INDEX_BYTES, S * INDEX_BYTES)  # sort: expert_ids_g, perm
         div = live.take(S * INDEX_BYTES)  # perm // k
         x = live.take(Sd)  # hidden_states[perm // k]
+        live.drop(div)  # the index goes once the gather returns
         w = live.take(S * FP32_BYTES)  # sample_weights[perm]
-        live.drop(div)
         counts = live.take(S * FP32_BYTES, E * FP32_BYTES, E * OFFSET_BYTES)  # histc, cumsum
         up = live.take(2 * Se)  # the up _grouped_mm
         act = live.take(Se)  # silu(gate)
@@ -185,14 +216,14 @@ class MoEPass(HFPass):
         Sf = S * d * FP32_BYTES  # * sample_weights_g (fp32) promotes: fp32 from here
         weighted = live.take(Sf)
         inv = live.take(S * INDEX_BYTES)  # empty_like(perm)
-        rng = live.take(S * INDEX_BYTES)  # arange
+        rng = live.take(S * INDEX_BYTES)  # arange, gone once ``inv_perm[perm] =`` returns
+        live.drop(rng)
         back = live.take(Sf)  # weighted_out[inv_perm]
-        live.drop(rng, weighted)
+        live.drop(weighted)
         summed = live.take(n * d * FP32_BYTES)  # view + sum(dim=1)
         cast = self.cb != FP32_BYTES  # .to(hidden_states.dtype): a copy in a low dtype
         y = live.take(n * d * self.cb) if cast else summed
         live.drop(back, down, x, inv, w, ids, counts, summed if cast else 0)
-        live.drop(logits, routed)  # the block returns
         return y
 
 

@@ -219,7 +219,10 @@ def dropout(bw: Walker, name: str, numel: Any, part: Any = None) -> Any:
 
 @register("backward.ffn", "reference")
 def ffn(bw: Walker, p: str, n: Any) -> Any:
-    """The FFN's backward given its output's grad (held by the residual): plain or gated."""
+    """The FFN's backward given its output's grad (held by the residual): plain or gated;
+    a mixture of experts' layer (issue 22e: ``bw.moe``) its rule ``backward.moe``."""
+    if bw.moe:
+        return rule("backward.moe", bw.spec, bw.sh)(bw, p, n)
     return (ffn_gated if bw.spec.gated else ffn_plain)(bw, p, n)
 
 

@@ -20,6 +20,7 @@ MODELLED: tuple[str, ...] = (
     "o_bias",
     "ffn_bias",
     "embed_scale",
+    "n_experts",  # issue 22e: rules/reference/moe.py (what it refuses of MoE: ``unsupported``)
     *GEMMA_QWEN,
 )
 
@@ -41,6 +42,8 @@ def unmodelled_runs(spec: Any, sh: Any) -> str | None:
             "(measured: decoder-only, one dtype, no dropout)"
         )
     ours = [f for f in features(spec) if f.startswith(GEMMA_QWEN)]
+    if ours and spec.n_experts:  # each measured on dense layers
+        return f"{', '.join(ours)} with a mixture of experts (measured: dense layers)"
     if ours and sh.finetune.kind != "full":
         return f"{', '.join(ours)} with finetune={sh.finetune.kind!r} (measured: full training)"
     if spec.attn_softcap is not None and sh.attention_impl != "eager":
@@ -54,6 +57,4 @@ def unmodelled_runs(spec: Any, sh: Any) -> str | None:
         return None
     if sh.engine == "vllm":
         return "layer_pattern (per layer) with engine='vllm' (paged blocks per layer kind)"
-    if spec.n_experts:
-        return "layer_pattern (per layer) with a mixture of experts"
     return None

@@ -80,5 +80,8 @@ def buffer_bytes(spec: ModelSpec, sh: Shapes) -> int:
 @register("unsupported", "reference")
 def nothing_unsupported(spec: ModelSpec, sh: Shapes) -> str | None:
     """What the rules do not model for this run (one line), else None: the reference rules
-    model every valid run; a precision mode lists its gaps (``unsupported@autocast``)."""
-    return None
+    model every valid run but what they refuse of a mixture of experts (issue 22e,
+    rules/reference/moe.py); a precision mode lists its gaps (``unsupported@autocast``)."""
+    from estimator.rules.reference.moe import moe_unsupported
+
+    return moe_unsupported(spec, sh)

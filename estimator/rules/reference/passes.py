@@ -432,6 +432,10 @@ class Pass:
             self.layer(stack, s, start, cross_s, held)
         self.sh = run
 
+    def replayed_layers(self, stack: str) -> int:
+        """Layers of ``stack`` replayed op by op (from layer 2 on, every layer alike)."""
+        return 3
+
     def stack(self, stack: str, s: int, start: int, cross_s: int = 0, cache=None) -> int:
         """Stack.forward on the embeddings [b, s, d] (kept live by the caller) -> its output."""
         live, spec, nd = self.live, self.spec, self.act(s, self.spec.d_model)
@@ -456,14 +460,15 @@ class Pass:
         n_layers = dict(spec.stacks)[stack]
         inputs = [x0] + [nd] * n_layers  # bytes of each layer's input (0: the embeddings)
         kinds = spec.layer_pattern if stack == "decoder" else None  # issue 22p
-        for i in range(min(n_layers, 3) if kinds is None else 0):
+        replayed = min(n_layers, self.replayed_layers(stack)) if kinds is None else 0
+        for i in range(replayed):
             if i:  # the previous layer's input goes with the stack's old args
                 live.drop(inputs[i - 1])
             top, delta = self.live.measure(lambda: self.layer(stack, s, start, cross_s, cache))
         if kinds is not None:
             self.kind_layers(stack, s, start, cross_s, cache, inputs)
-        elif n_layers > 3:  # layers 3.. repeat layer 2: same top, same net change (the cache)
-            live.repeat(n_layers - 3, top - nd, delta - nd)  # each starts by dropping nd
+        elif n_layers > replayed:  # the others repeat the last: same top, same net change
+            live.repeat(n_layers - replayed, top - nd, delta - nd)  # each starts by dropping nd
         y = self.norm(s) if spec.final_norm else 0
         live.drop(inputs[n_layers - 1] if n_layers else 0)  # args: the last layer's input
         if y:
@@ -481,5 +486,10 @@ def act_forward(live: Live, inner: int, activation_fn: str | None = None) -> Non
 @register("replay.pass", "reference")
 @register("replay.step", "reference")
 def reference_pass(spec: ModelSpec, sh: Shapes, live: Live) -> Pass:
-    """The forward replay of reference_model/ (``Pass``)."""
+    """The forward replay of reference_model/ (``Pass``; a mixture of experts: ``MoEPass``,
+    estimator/rules/reference/moe.py, issue 22e)."""
+    if spec.n_experts:
+        from estimator.rules.reference.moe import MoEPass
+
+        return MoEPass(spec, sh, live)
     return Pass(spec, sh, live)

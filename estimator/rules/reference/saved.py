@@ -122,7 +122,8 @@ def layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
 @register("params.moe_layer_shapes", "reference")
 def moe_layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
     """A mixture-of-experts layer's parameter tensors in ``model.parameters()`` order where a
-    class registers its own (issue 22v: DeepSeek-V3); None: Mixtral's (terms/params.py)."""
+    class registers its own (issue 22v: DeepSeek-V3); None: the attention's, then the MoE
+    block's (rule ``params.moe_ffn_shapes``, issue 22e)."""
     return None
 
 
