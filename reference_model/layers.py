@@ -10,6 +10,7 @@ from estimator.spec import ModelSpec
 from reference_model.attention import Attention
 from reference_model.cache import KVCache
 from reference_model.masks import Pattern, layer_patterns
+from reference_model.mla import LatentAttention
 from reference_model.norms import make_norm
 from reference_model.positions import LearnedPositions, SinusoidalPositions, make_positions
 
@@ -53,7 +54,8 @@ class Layer(nn.Module):
         super().__init__()
         self.pre = spec.norm_position == "pre"
         self.attn_norm = make_norm(spec)
-        self.self_attn = Attention(spec, impl, dropout, pattern)
+        attention = LatentAttention if spec.kv_lora_rank else Attention  # issue 22l: MLA
+        self.self_attn = attention(spec, impl, dropout, pattern)
         if spec.sublayer_norm == "sandwich":  # issue 22p: Gemma 2's post-attention norm
             self.attn_out_norm = make_norm(spec)
         if cross:

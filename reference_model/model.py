@@ -29,6 +29,7 @@ BUILT = (
     "ffn_bias",
     "embed_scale",
     "n_experts",
+    "kv_lora_rank",
     # issue 22p
     "layer_pattern",
     "qk_norm='head'",
@@ -117,6 +118,11 @@ class Transformer(nn.Module):
                 spec, stack, n_layers, workload.attention_impl, workload.dropout, pattern, full
             )
             setattr(self, stack, mod)
+        if workload.checkpointing == "selective" and spec.kv_lora_rank:  # issue 22l
+            raise UnsupportedError(
+                f"checkpointing='selective' with kv_lora_rank={spec.kv_lora_rank}: the "
+                "reference model's latent attention has no selective recomputation"
+            )
         if workload is not None and workload.checkpointing == "selective":
             from reference_model.attention import Attention
 

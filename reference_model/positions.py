@@ -123,7 +123,10 @@ def make_positions(spec: ModelSpec, stack: str) -> nn.Module | None:
         n = spec.n_positions if spec.is_patch_input else spec.max_seq_len
         return SinusoidalPositions(n, d)
     if spec.position == "rotary":
-        return RotaryPositions(spec.head_dim, spec.rope_theta, spec.rotary_dim)
+        # latent attention (issue 22l) rotates only the qk_rope_head_dim part of q and k;
+        # partial rotary (issue 22p) the first rotary_dim dims of each head
+        return RotaryPositions(spec.qk_rope_head_dim or spec.head_dim, spec.rope_theta,
+                               spec.rotary_dim)  # fmt: skip
     if spec.position == "relative":
         return RelativePositionBias(
             spec.relative_buckets, spec.relative_max_distance, spec.n_heads, stack == "encoder"

@@ -72,6 +72,17 @@ BERT = dict(
     pooler=False,  # the MLM loss does not use the pooler: it would get no gradient
     lm_head=True,
 )
+#: issue 22l: multi-head latent attention (reference_model/mla.py), DeepSeek-V3's shape scaled
+#: down: h = 4, d_qk = 8 + 4, d_v = 6, r_kv = 16, r_q = 24 (k, v decompressed per head)
+MLA = dict(
+    {**LLAMA, "n_kv_heads": None},
+    head_dim=12,
+    kv_lora_rank=16,
+    q_lora_rank=24,
+    qk_rope_head_dim=4,
+    qk_nope_head_dim=8,
+    v_head_dim=6,
+)
 VIT = dict(
     vocab_size=None,
     lm_head=False,
@@ -110,9 +121,17 @@ def long_cases() -> list[Case]:
     neox = _spec("neox-long", "decoder", **GPT, **long, parallel_block="two_norms")
     falcon = _spec("falcon-long", "decoder", **LLAMA, **long, parallel_block="one_norm")
     qwen = _spec("qwen-long", "decoder", **LLAMA, **long, qkv_bias=True, embed_scale=True)
+    mla = _spec("mla-long", "decoder", **MLA, **long)  # issue 22l
     # issue 22e: a mixture of experts, a dense first layer and a shared expert (DeepSeek's)
     moe = _spec("moe-long", "decoder", **LLAMA, **long, **MOE, n_layers=3, dense_layers=(0,))
     return [
+        Case("mla long train eager s=256", mla, work(seq_len=256)),
+        Case(
+            "mla long train fused s=256 b=2",
+            mla,
+            work(seq_len=256, batch_size=2, attention_impl="fused"),
+        ),
+        Case("mla long decode prompt 256", mla, work("decode", seq_len=256, new_tokens=4)),
         Case("moe long train eager s=256", moe, work(seq_len=256), slow=True),
         Case(
             "moe long train fused worst routing s=256 b=2",
@@ -254,6 +273,8 @@ def base_cases() -> list[Case]:
     vaswani = _spec("vaswani", "encoder-decoder", **VASWANI)
     bart = _spec("bart", "encoder-decoder", **BART)
     vit = _spec("vit", "encoder", **{**_BASE, **VIT, "n_layers": 2})
+    mla = _spec("mla", "decoder", **MLA)  # issue 22l
+    mla_q = _spec("mla-no-q-lora", "decoder", **{**MLA, "q_lora_rank": None})
     moe = _spec("moe", "decoder", **LLAMA, **MOE)  # issue 22e: reference_model/moe.py
     return [
         Case("moe train eager", moe, _work()),
@@ -327,6 +348,12 @@ def base_cases() -> list[Case]:
         ),
         Case("t5 decode", t5, _work("decode", seq_len=10, new_tokens=5)),
         Case("bart decode", bart, _work("decode", seq_len=10, new_tokens=5)),
+        # issue 22l: multi-head latent attention (reference_model/mla.py)
+        Case("mla train eager", mla, _work()),
+        Case("mla train fused b=1", mla, _work(batch_size=1, attention_impl="fused")),
+        Case("mla no-q-lora train checkpointing", mla_q, _work(checkpointing="full")),
+        Case("mla prefill fused", mla, _work("prefill", attention_impl="fused")),
+        Case("mla decode", mla_q, _work("decode", seq_len=8, new_tokens=6)),
     ]
 
 

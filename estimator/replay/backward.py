@@ -71,6 +71,7 @@ STEPS = {
     "own_layer": "backward.layer",  # issue 22d: a class's own layer walk
     "core_flash": "backward.core.flash",
     "core_eager": "backward.core.eager",
+    "latent_attention": "backward.latent_attention",  # issue 22l: reference_model/mla.py
 }
 
 
@@ -102,6 +103,7 @@ class Backward:
         # and the per-layer terms only some layers have, with their layer count
         self.moe = False
         self.shares: dict[str, int] = {}
+        self.latent = rule("attention.latent", spec)(spec)  # issue 22l: latent attention
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def free(self, name: str, part: int | None = None) -> None:
@@ -121,6 +123,8 @@ class Backward:
         """Attention.forward's backward given its output's grad ``g`` (held by the residual):
         o_proj, the attention core (flash or eager), rotary, q/k/v projections -> the grad
         of its input (cross-attention: k_proj's and v_proj's go to the encoder output's)."""
+        if self.latent and not cross:  # issue 22l: rules/reference/mla.py
+            return self.latent_attention(p, s)
         a = self.b * s * self.spec.n_heads * self.spec.head_dim * self.ib  # o_proj input
         d_o = self.linear(f"{p}.o_proj", a)
         flash = self.sh.attention_impl == "fused" and not self.chunked_at(p, cross, s)

@@ -201,10 +201,12 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
         if (head := gathers.head_unshard_extra()) is not None:  # torchtitan: the head's unshard
             forward = vmax(forward, with_acts + held + acts - _head_terms(spec, terms) + head)
             forward = vmax(forward, with_acts + held + gathers.embed_unshard_extra())
-    # backward start: the logits are freed with the model output; nll_loss_backward's
-    # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
+    # backward start: the logits are freed with the model output; the walk begins with
+    # nll_loss_backward's d(log-probs), the targets and total_weight it frees, then
+    # log_softmax_backward's d(logits) [n, V] (issue 22l: no bound of 2 [n, V] beside every
+    # activation, which counted the freed targets too: n * 8 + 4 B above the measurement)
     start = with_acts + acts + bwd_extra
-    backward = vmax(start + 2 * logits, _backward_sweep(spec, sh, terms, start, rank))
+    backward = _backward_sweep(spec, sh, terms, start, rank)
     temporaries = rank[3] if rank is not None else _step_temporaries(spec, sh, terms)
     step = states + grads + temporaries
     return vpick([(forward, "forward"), (backward, "backward"), (step, "optimizer_step")])

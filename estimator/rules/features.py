@@ -11,7 +11,7 @@ using them is refused by name rather than estimated with rules that do not descr
 
 from __future__ import annotations
 
-from estimator.rules.registry import register
+from estimator.rules.registry import register, rule
 from estimator.shapes import Shapes
 from estimator.spec.features import features
 from estimator.spec.hf_families import DEFAULT_ARCHITECTURE
@@ -80,6 +80,8 @@ def reference_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
     found = [f for f in features(spec) if not f.startswith(MODELLED)]
     if not found and (run := unmodelled_runs(spec, sh)):  # issue 22p
         return _line(spec, run)
+    if not found and spec.kv_lora_rank:  # issue 22l: what the latent-attention rules model
+        return rule("unmodelled.latent_attention", spec, sh)(spec, sh)
     return _line(spec, ", ".join(found)) if found else None
 
 

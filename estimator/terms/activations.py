@@ -187,8 +187,11 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any,
     pattern, window = st.pattern, st.window
     s_pad = ceil_div(s, window) * window if pattern == "chunked" else None  # whole chunks
     fused_mask = pattern not in ("full", "causal")
-    saved = attention_saved(spec, sh, b, s, s, entries, pattern != "full", s_pad, fused_mask,
-                            window)  # fmt: skip
+    if rule("attention.latent", spec)(spec):  # issue 22l: reference_model/mla.py
+        saved = rule("saved.latent_attention", spec, sh)(spec, sh, b, s, entries, pattern != "full")
+    else:
+        saved = attention_saved(spec, sh, b, s, s, entries, pattern != "full", s_pad, fused_mask,
+                                window)  # fmt: skip
     held = saved.pop("checkpoint", 0)  # selective: q, k, v, the attention's own
     for k, v in saved.items():
         t[f"self_attn.{k}"] = v

@@ -49,6 +49,8 @@ def _attention(spec: ModelSpec, p: str) -> list[tuple[str, Shape]]:
     registers them after o_proj); biases as the spec's qkv_bias / o_bias (issue 22)."""
     d, d_q, d_kv = spec.d_model, spec.q_dim, spec.kv_dim
     qkv_bias, o_bias = spec.qkv_bias, spec.o_bias
+    if spec.kv_lora_rank:  # issue 22l: reference_model/mla.py LatentAttention
+        return _latent_attention(spec, p)
     if spec.fused_qkv:  # one projection d -> q, k, v (GPT-2's c_attn)
         qkv = _linear(f"{p}.qkv", d, d_q + 2 * d_kv, qkv_bias)
     else:
@@ -65,6 +67,23 @@ def _attention(spec: ModelSpec, p: str) -> list[tuple[str, Shape]]:
                             ("k_norm", spec.head_dim if head else d_kv)):  # fmt: skip
             out += [(f"{p}.{name}", (width,))] * per
     return out
+
+
+def _latent_attention(spec: ModelSpec, p: str) -> list[tuple[str, Shape]]:
+    """Latent attention's tensors in registration order (estimator.terms.params._latent_shapes):
+    q_proj, or q_a_proj, q_a_norm, q_b_proj; kv_a_proj, kv_a_norm, kv_b_proj, o_proj."""
+    d, h, d_qk, d_v = spec.d_model, spec.n_heads, spec.head_dim, spec.v_head_dim
+    r_q, r_kv, d_rope = spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim
+    if r_q:
+        out = _linear(f"{p}.q_a_proj", d, r_q, spec.qkv_bias)
+        out += [(f"{p}.q_a_norm", (r_q,))] * (2 if spec.norm == "layernorm" else 1)
+        out += _linear(f"{p}.q_b_proj", r_q, h * d_qk, False)
+    else:
+        out = _linear(f"{p}.q_proj", d, h * d_qk, False)
+    out += _linear(f"{p}.kv_a_proj", d, r_kv + d_rope, spec.qkv_bias)
+    out += [(f"{p}.kv_a_norm", (r_kv,))] * (2 if spec.norm == "layernorm" else 1)
+    out += _linear(f"{p}.kv_b_proj", r_kv, h * (spec.qk_nope_head_dim + d_v), False)
+    return out + _linear(f"{p}.o_proj", h * d_v, d, spec.o_bias)
 
 
 def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:

@@ -17,7 +17,9 @@ before ``expand_kv``, the normed kv_nope [b, 1, T, kv_lora_rank] as keys and the
 [b, 1, T, qk_rope_head_dim] as values) as in vLLM: kv_lora_rank + qk_rope_head_dim = 576
 values per token and layer for DeepSeek-V3 (``mla_latent_bytes_per_token``). transformers 4
 cached the decompressed K [h, d_nope + d_rope] and V [h, d_v] (40,960 values); measured on
-5.24 (tests/estimator/terms/test_kv_latent.py).
+5.24 (tests/estimator/terms/test_kv_latent.py). The reference model (reference_model/mla.py,
+issue 22l) caches the same latent and k_rot: one number for our reference model, transformers
+5.24 and vLLM (tests/reference_model/test_ref_mla.py); transformers 4's is no engine modelled.
 """
 
 from __future__ import annotations

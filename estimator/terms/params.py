@@ -239,6 +239,8 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
     ]
     if spec.fused_qkv:  # one projection d -> q, k, v (GPT-2's c_attn), then o_proj
         attn = [*_linear_shapes(d, d_q + 2 * d_kv, qkv), *_linear_shapes(d_q, d, o)]
+    if spec.kv_lora_rank:  # issue 22l: reference_model/mla.py LatentAttention.__init__
+        attn = _latent_shapes(spec)
     if spec.qk_norm != "none":  # q_norm, k_norm after o_proj (Qwen3Attention.__init__)
         head = spec.qk_norm == "head"
         widths = (spec.head_dim, spec.head_dim) if head else (d_q, d_kv)
@@ -257,6 +259,22 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
     if spec.gated:
         out += _linear_shapes(d, d_ff, ffn)  # ffn.gate
     return out + _linear_shapes(d_ff, d, ffn) + sandwich  # ffn.down (, ffn_out_norm)
+
+
+def _latent_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
+    """Latent attention's tensors in registration order (reference_model/mla.py
+    LatentAttention: q_proj, or q_a_proj, q_a_norm, q_b_proj; kv_a_proj, kv_a_norm, kv_b_proj,
+    o_proj; the names and shapes of ``_latent_attention``)."""
+    d, h, d_qk, d_v = spec.d_model, spec.n_heads, spec.head_dim, spec.v_head_dim
+    r_q, r_kv, d_rope = spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim
+    if r_q:
+        q = [*_linear_shapes(d, r_q, spec.qkv_bias), *[(r_q,)] * len(_norm(spec, r_q))]
+        q += _linear_shapes(r_q, h * d_qk, False)
+    else:
+        q = _linear_shapes(d, h * d_qk, False)
+    kv = [*_linear_shapes(d, r_kv + d_rope, spec.qkv_bias), *[(r_kv,)] * len(_norm(spec, r_kv))]
+    kv += _linear_shapes(r_kv, h * (spec.qk_nope_head_dim + d_v), False)
+    return q + kv + _linear_shapes(h * d_v, d, spec.o_bias)
 
 
 def _moe_layer_shapes(spec: ModelSpec, i: int) -> list[tuple[int, ...]]:
@@ -284,7 +302,7 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     # issue 22p: layer_pattern, soft-caps: no parameters of their own; sandwich norms below
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up",
              "n_experts", "expert_d_ff",  # below (issue 22: MoE layers)
-             "parallel_block", "embed_scale",
+             "parallel_block", "embed_scale", "kv_lora_rank",
              "layer_pattern", "sublayer_norm='sandwich'", "attn_softcap",
              "final_softcap")  # fmt: skip
     unmodelled = [f for f in features(spec) if not f.startswith(known)]

@@ -65,6 +65,10 @@ def tensor_entries(spec: ModelSpec) -> tuple[tuple[str, Shape, int], ...]:
     estimator/terms/params.py (copies: the stack's n_layers for a layer's tensors)."""
     if spec.fused_qkv:
         raise UnsupportedError("parallel= with fused_qkv (one c_attn projection) is not modelled")
+    if spec.kv_lora_rank:  # issue 22l: latent attention's per-rank parts not measured
+        raise UnsupportedError(
+            f"parallel= with kv_lora_rank={spec.kv_lora_rank} (latent attention) is not modelled"
+        )
     if spec.parallel_block != "none":  # issue 22: per-rank parts not measured for it
         raise UnsupportedError(
             f"parallel= with parallel_block={spec.parallel_block!r} (attention and FFN on one "

@@ -36,6 +36,12 @@ PEAK_TO_THE_SCALAR = {
     "gpt long train pure bf16 s=256",
     "llama long train gqa eager autocast bf16 s=256 b=2",
     "gpt long train autocast fp16 s=256 b=2",
+    # issue 22l: latent attention (reference_model/mla.py), measured 8 B under
+    "mla train eager",
+    "mla train fused b=1",
+    "mla no-q-lora train checkpointing",
+    "mla long train eager s=256",
+    "mla long train fused s=256 b=2",
 }
 SCALAR_BYTES = 16
 

@@ -21,6 +21,7 @@ MODELLED: tuple[str, ...] = (
     "ffn_bias",
     "embed_scale",
     "n_experts",  # issue 22e: rules/reference/moe.py (what it refuses of MoE: ``unsupported``)
+    "kv_lora_rank",  # issue 22l: rules/reference/mla.py (what it refuses: ``unmodelled``)
     *GEMMA_QWEN,
 )
 
@@ -42,6 +43,8 @@ def unmodelled_runs(spec: Any, sh: Any) -> str | None:
             "(measured: decoder-only, one dtype, no dropout)"
         )
     ours = [f for f in features(spec) if f.startswith(GEMMA_QWEN)]
+    if ours and spec.kv_lora_rank:  # each measured on multi-head attention
+        return f"{', '.join(ours)} with latent attention (measured: multi-head attention)"
     if ours and spec.n_experts:  # each measured on dense layers
         return f"{', '.join(ours)} with a mixture of experts (measured: dense layers)"
     if ours and sh.finetune.kind != "full":

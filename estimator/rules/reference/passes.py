@@ -120,8 +120,9 @@ class Pass:
         """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped.
         Partial rotary (rotary_dim r, issue 22p): the rotation on x[..., :r] (``part`` bytes,
         tables over r), then torch.cat with x[..., r:]."""
-        live, d_h = self.live, self.spec.rotary_dim or self.spec.head_dim
-        full, x = x, x * d_h // self.spec.head_dim  # issue 22p: x is the rotated part
+        width = self.spec.qk_rope_head_dim or self.spec.head_dim  # issue 22l
+        live, d_h = self.live, self.spec.rotary_dim or width
+        full, x = x, x * d_h // width  # issue 22p: x is the rotated part
         half = d_h // 2 * FP32_BYTES
         live.take(half)  # arange
         live.take(half)  # neg
@@ -208,6 +209,8 @@ class Pass:
         Self-attention (``cross_s`` 0) over start + s positions, or cross-attention on
         ``cross_s`` encoder positions. ``cache``: (held before, kept after) positions of the
         self-attention cache; the kept keys/values stay live after the pass."""
+        if not cross_s and rule("attention.latent", self.spec)(self.spec):  # issue 22l
+            return rule("replay.latent_attention", self.spec)(self, s, start, cache)
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
         q = self.qk_norm(s, live.take(self.act(s, h * d_h)), h)  # q_proj (, q_norm)

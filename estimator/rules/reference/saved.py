@@ -55,10 +55,11 @@ def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any
 @register("saved.rotary.layer", "reference")
 def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     """Bytes one layer's rotary products save: x * cos, rot(x) * sin keep cos and sin
-    [s, r], built per call (reference_model/positions.py), for q and for k; r = d_h, or
-    ``rotary_dim`` (partial rotary, issue 22p: the outer torch.cat saves nothing)."""
-    r = spec.rotary_dim or spec.head_dim
-    return 2 * 2 * s * r * sh.ib  # cast to q's dtype
+    [s, r], built per call (reference_model/positions.py), for q and for k (latent
+    attention: over qk_rope_head_dim, its rotary part); r = d_h, or ``rotary_dim`` (partial
+    rotary, issue 22p: the outer torch.cat saves nothing)."""
+    d_rot = spec.rotary_dim or spec.qk_rope_head_dim or spec.head_dim  # issue 22l, 22p
+    return 2 * 2 * s * d_rot * sh.ib  # cast to q's dtype
 
 
 @register("saved.rotary.stack", "reference")

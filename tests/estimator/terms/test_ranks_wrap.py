@@ -85,7 +85,9 @@ def test_8b_peak_parts_name_the_gathered_units_and_the_vocabulary_tensors(wrap: 
     sv = 4096 * spec.vocab_size * 2  # one [s, V] tensor in bf16
     acts = sum(v for k, v in est.memory.terms.items() if k.startswith("activations."))
     resident = sum(v for k, v in est.memory.terms.items() if k.startswith(("weights", "optim")))
-    assert parts[ACTS] == acts
+    # backward: nll_loss_backward has freed the targets [s] int64 and total_weight (bf16)
+    # before log_softmax_backward's d(logits) (issue 22l, estimator/replay/peak.py)
+    assert parts[ACTS] == acts - (4096 * 8 + 2 if wrap == "blocks" else 0)
     if wrap == "blocks":  # backward, the loss's two gradients: the root (embedding and head)
         # and the last layer, prefetched by the root's pre_backward, still gathered
         assert est.peak_phase == "backward"
