@@ -9,30 +9,11 @@ from torch.utils.checkpoint import checkpoint
 from estimator.spec import ModelSpec
 from reference_model.attention import Attention
 from reference_model.cache import KVCache
+from reference_model.ffn import _ACTIVATIONS, FeedForward
 from reference_model.masks import Pattern, layer_patterns
 from reference_model.mla import LatentAttention
 from reference_model.norms import make_norm
 from reference_model.positions import LearnedPositions, SinusoidalPositions, make_positions
-
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swiglu": nn.SiLU, "geglu": nn.GELU}
-
-
-class FeedForward(nn.Module):
-    """FFN(x) = down(act(up(x))) (Vaswani et al. 3.3); gated (Shazeer 2020):
-    down(act(gate(x)) * up(x))."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        d, d_ff, bias = spec.d_model, spec.d_ff, spec.ffn_bias
-        self.up = nn.Linear(d, d_ff, bias=bias)
-        self.gate = nn.Linear(d, d_ff, bias=bias) if spec.gated else None
-        self.act = _ACTIVATIONS[spec.activation]()
-        self.down = nn.Linear(d_ff, d, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate is not None:
-            return self.down(self.act(self.gate(x)) * self.up(x))  # [b, s, d_ff] -> [b, s, d]
-        return self.down(self.act(self.up(x)))
 
 
 class Layer(nn.Module):

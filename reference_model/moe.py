@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from estimator.spec import ModelSpec
-from reference_model.layers import _ACTIVATIONS, FeedForward
+from reference_model.ffn import _ACTIVATIONS, FeedForward
 
 
 def is_moe_layer(spec: ModelSpec, stack: str, i: int) -> bool:

@@ -338,3 +338,12 @@ class MoEPass(Pass):
             live.drop(shared, out)
         live.drop(nk, idx)  # the weights, the indices
         return nd
+
+
+@register("replay.pass", "reference")
+@register("replay.step", "reference")
+def reference_pass(spec: ModelSpec, sh: Shapes, live: Any) -> Pass:
+    """The forward replay of reference_model/: ``Pass`` (estimator/rules/reference/passes.py);
+    a mixture of experts: ``MoEPass`` (issue 22e). Registered here, beside MoEPass, so that
+    passes.py need not import this module (no import circle)."""
+    return MoEPass(spec, sh, live) if spec.n_experts else Pass(spec, sh, live)

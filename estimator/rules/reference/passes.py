@@ -151,13 +151,26 @@ class Pass:
             live.drop(x)
         return full
 
-    def attend(self, s_q: int, s_k: int, mask_bytes: int, bias: int) -> int:
+    def attend(
+        self, s_q: int, s_k: int, mask_bytes: int, bias: int, kv_contiguous: bool = False
+    ) -> int:
         """Attention.attend of q [b, h, s_q, d_h] on s_k keys; -> out bytes [b, h, s_q, d_h].
-        ``mask_bytes``: the [s_q, s_k] bool ``ok`` (0: none); ``bias``: an additive bias."""
+        ``mask_bytes``: the [s_q, s_k] bool ``ok`` (0: none); ``bias``: an additive bias;
+        ``kv_contiguous``: k, v are contiguous [b, h_kv, s_k, d_h] (KVCache.append_self's
+        torch.cat of a past), not transposed views of the projections.
+
+        Eager: torch.matmul (aten/src/ATen/native/LinearAlgebra.cpp, _matmul_impl) folds
+        q, k^T and v into [b * h, .., ..] with reshape, which copies only what cannot be
+        viewed so: Attention.heads' [b, n, t, d_h] (a transpose of [b, t, n, d_h], strides
+        (t n d_h, d_h, n d_h, 1); rotary keeps that layout) merges b with n only if b, n or t
+        is 1 (a size-1 dimension merges with any stride). repeat_kv's repeat_interleave
+        (reference_model/attention.py; unsqueeze, expand, then reshape's contiguous clone)
+        and the cache's torch.cat are contiguous: their k^T and v fold as views."""
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
         out = b * h * s_q * d_h * cb
         kv_rep = b * h * s_k * d_h * cb
+        folds = b == 1 or h == 1  # [b, h, ..] -> [b * h, ..] is a view whatever the strides
         if self.sh.attention_impl != "eager":  # CPU flash: output + fp32 logsumexp [b, h, s_q]
             extra = 0
             if mask_bytes or bias:  # additive mask where(ok, 0, min) [s_q, s_k] (+ bias)
@@ -168,11 +181,14 @@ class Pass:
         n_rep = h // h_kv
         reps = live.take(kv_rep) + live.take(kv_rep) if n_rep > 1 else 0  # repeat_kv k, v
         scores = b * h * s_q * s_k * cb
-        q_copy = live.take(out) if s_q > 1 else 0  # matmul: contiguous q [b*h, s_q, d_h]
-        k_copy = live.take(kv_rep)  # k^T made contiguous
+        q_copy = live.take(out) if s_q > 1 and not folds else 0  # matmul: q [b*h, s_q, d_h]
+        # k^T [b*h, d_h, s_k] and v [b*h, s_k, d_h]: copies of Attention.heads' views only
+        kv_views = n_rep > 1 or kv_contiguous or folds or s_k == 1
+        kv_copy = 0 if kv_views else kv_rep
+        k_copy = live.take(kv_copy)  # k^T made contiguous
         live.take(scores)  # bmm
         live.drop(q_copy, k_copy)
-        self.softmax_mix(scores, bias, mask_bytes, kv_rep, out, reps)  # v copied: contiguous
+        self.softmax_mix(scores, bias, mask_bytes, kv_copy, out, reps)  # v made contiguous
         return out
 
     def softmax_mix(
@@ -273,7 +289,8 @@ class Pass:
         # sdpa's is_causal: no bias and no past keys -> no [s, s] mask is built
         is_causal = fused_causal and spec.position != "relative" and s_k == s
         mask, bias = self.masks(stack, s, s_k, start, build_mask=not is_causal)
-        o = self.attend(s, s_k, mask, bias)
+        # a cached past: torch.cat's contiguous keys/values (or a rolling-buffer clone of them)
+        o = self.attend(s, s_k, mask, bias, kv_contiguous=cache is not None and cache[0] > 0)
         live.drop(mask, bias, q_pos, k_pos, q_rot, working)
         return o
 
@@ -484,15 +501,3 @@ def act_forward(live: Live, inner: int, activation_fn: str | None = None) -> Non
     """nn.GELU / nn.ReLU on up's output (``inner`` bytes, then dropped): one new tensor."""
     live.take(inner)  # act
     live.drop(inner)
-
-
-@register("replay.pass", "reference")
-@register("replay.step", "reference")
-def reference_pass(spec: ModelSpec, sh: Shapes, live: Live) -> Pass:
-    """The forward replay of reference_model/ (``Pass``; a mixture of experts: ``MoEPass``,
-    estimator/rules/reference/moe.py, issue 22e)."""
-    if spec.n_experts:
-        from estimator.rules.reference.moe import MoEPass
-
-        return MoEPass(spec, sh, live)
-    return Pass(spec, sh, live)
