@@ -240,3 +240,19 @@ def resolve(spec: ModelSpec, workload: Workload, **sizes: Size) -> Shapes:
         routing=w.routing,
         **_sizes(spec, **given),
     )
+
+
+# issue 22p
+def for_layer_kind(sh: Shapes, kind: str) -> Shapes:
+    """The run as one decoder layer of ``kind`` under a per-layer pattern (``spec.layer_pattern``,
+    reference_model/masks.py ``layer_patterns``) sees it: a 'sliding' layer the decoder's own
+    sliding window (the stack's pattern), a 'full' layer causal attention over every position."""
+    if kind == "sliding":
+        return sh
+    stacks = tuple(
+        dataclasses.replace(st, pattern="causal", window=None, causal=True)
+        if st.name == "decoder"
+        else st
+        for st in sh.stacks
+    )
+    return dataclasses.replace(sh, stacks=stacks)

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from estimator.spec import ModelSpec
+from estimator.spec import ModelSpec, UnsupportedError
 from reference_model.cache import LayerCache
 from reference_model.masks import Pattern, additive, combine
+from reference_model.norms import make_norm
 from reference_model.positions import RelativePositionBias, RotaryPositions
 
 _HAS_ENABLE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -32,15 +33,18 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 class AttentionScores(nn.Module):
     """Attention probabilities softmax(Q K^T / sqrt(d_h) + bias, masked), then dropout."""
 
-    def __init__(self, head_dim: int, dropout: float) -> None:
+    def __init__(self, head_dim: int, dropout: float, softcap: float | None = None) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(head_dim)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.softcap = softcap  # issue 22p: Gemma 2's attn_logit_softcapping
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, ok: torch.Tensor | None
     ) -> torch.Tensor:
         scores = (q @ k.transpose(-2, -1)) * self.scale  # [.., s_q, d_h] @ [.., d_h, s_k]
+        if self.softcap is not None:  # soft-capping: c * tanh(scores / c), in (-c, c)
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         if bias is not None:
             scores = scores + bias
         if ok is not None:
@@ -104,15 +108,33 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, h_kv * d_h, bias=bias)
         self.v_proj = nn.Linear(d, h_kv * d_h, bias=bias)
         self.o_proj = nn.Linear(h * d_h, d, bias=spec.o_bias)
+        if spec.qk_norm == "head":  # issue 22p: QK-norm over each head's d_h (Qwen3, Gemma 3)
+            self.q_norm, self.k_norm = make_norm(spec, d_h), make_norm(spec, d_h)
+        elif spec.qk_norm != "none":
+            raise UnsupportedError(f"qk_norm={spec.qk_norm!r} is not built ({spec.name})")
         if impl == "eager":
-            self.scores = AttentionScores(d_h, dropout)
+            self.scores = AttentionScores(d_h, dropout, spec.attn_softcap)
             self.mix = AttentionMix()
+        elif spec.attn_softcap is not None:  # transformers runs Gemma 2 eager for the same
+            raise UnsupportedError(
+                f"attn_softcap={spec.attn_softcap} needs attention_impl='eager' ({spec.name}): "
+                "scaled_dot_product_attention has no soft-capping"
+            )
         else:
             self.sdpa = FusedAttention(dropout)
 
     def heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         b, s, _ = x.shape
         return x.view(b, s, n, self.d_h).transpose(1, 2)  # [b, s, n*d_h] -> [b, n, s, d_h]
+
+    def project(self, proj: nn.Module, norm: str, x: torch.Tensor, n: int) -> torch.Tensor:
+        """x [b, s, d] -> [b, n, s, d_h]: the projection, its heads; with QK-norm (``q_norm`` /
+        ``k_norm``) each head's d_h values normalized before the heads move to dim 1."""
+        if not hasattr(self, norm):
+            return self.heads(proj(x), n)
+        b, s, _ = x.shape
+        y = proj(x).view(b, s, n, self.d_h)  # [b, s, n*d_h] -> [b, s, n, d_h]
+        return getattr(self, norm)(y).transpose(1, 2)  # -> [b, n, s, d_h]
 
     #: selective activation recomputation (Korthikanti et al. 2022 sec. 5): the eager core
     #: (scores, mask, softmax, dropout, probs @ V) under torch.utils.checkpoint; set by
@@ -151,7 +173,7 @@ class Attention(nn.Module):
         """x [b, s, d] -> [b, s, d]. Self-attention: queries at absolute positions start..;
         cross-attention: keys/values from ``memory`` [b, s_src, d] (or the cache)."""
         b, s, _ = x.shape
-        q = self.heads(self.q_proj(x), self.h)  # [b, h, s, d_h]
+        q = self.project(self.q_proj, "q_norm", x, self.h)  # [b, h, s, d_h]
         if self.pattern is None:
             out = self.cross(q, memory, key_padding, cache)
         else:
@@ -163,7 +185,7 @@ class Attention(nn.Module):
         if cache is not None and cache.cross_k is not None:
             k, v = cache.cross_k, cache.cross_v
         else:
-            k = self.heads(self.k_proj(memory), self.h_kv)  # [b, h_kv, s_src, d_h]
+            k = self.project(self.k_proj, "k_norm", memory, self.h_kv)  # [b, h_kv, s_src, d_h]
             v = self.heads(self.v_proj(memory), self.h_kv)
             if cache is not None:
                 cache.cross_k, cache.cross_v = k, v
@@ -171,7 +193,7 @@ class Attention(nn.Module):
 
     def self_attention(self, x, q, start, pos, key_padding, cache) -> torch.Tensor:
         s = x.shape[1]
-        k = self.heads(self.k_proj(x), self.h_kv)  # [b, h_kv, s, d_h]
+        k = self.project(self.k_proj, "k_norm", x, self.h_kv)  # [b, h_kv, s, d_h]
         v = self.heads(self.v_proj(x), self.h_kv)
         q_pos = torch.arange(start, start + s, device=x.device)
         if isinstance(pos, RotaryPositions):

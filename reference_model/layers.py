@@ -10,7 +10,7 @@ from estimator.spec import ModelSpec
 from reference_model.attention import Attention
 from reference_model.cache import KVCache
 from reference_model.ffn import _ACTIVATIONS, FeedForward
-from reference_model.masks import Pattern
+from reference_model.masks import Pattern, layer_patterns
 from reference_model.mla import LatentAttention
 from reference_model.norms import make_norm
 from reference_model.positions import LearnedPositions, SinusoidalPositions, make_positions
@@ -37,6 +37,8 @@ class Layer(nn.Module):
         self.attn_norm = make_norm(spec)
         attention = LatentAttention if spec.kv_lora_rank else Attention  # issue 22l: MLA
         self.self_attn = attention(spec, impl, dropout, pattern)
+        if spec.sublayer_norm == "sandwich":  # issue 22p: Gemma 2's post-attention norm
+            self.attn_out_norm = make_norm(spec)
         if cross:
             self.cross_norm = make_norm(spec)
             self.cross_attn = Attention(spec, impl, dropout, None)
@@ -49,10 +51,16 @@ class Layer(nn.Module):
             self.ffn = MoE(spec)
         else:
             self.ffn = FeedForward(spec)
+        if spec.sublayer_norm == "sandwich":  # Gemma 2's post-feedforward norm
+            self.ffn_out_norm = make_norm(spec)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # residual dropout
 
-    def sublayer(self, x: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:
+    def sublayer(self, x: torch.Tensor, norm: nn.Module, fn, out_norm=None) -> torch.Tensor:
+        """Pre-norm x + Drop(F(Norm(x))); ``out_norm`` (sandwich, Gemma 2): x +
+        Drop(OutNorm(F(Norm(x)))); post-norm Norm(x + Drop(F(x)))."""
         drop = self.dropout if self.dropout is not None else (lambda t: t)
+        if out_norm is not None:
+            return x + drop(out_norm(fn(norm(x))))
         if self.pre:
             return x + drop(fn(norm(x)))
         return norm(x + drop(fn(x)))
@@ -64,6 +72,7 @@ class Layer(nn.Module):
             x,
             self.attn_norm,
             lambda h: self.self_attn(h, start=start, pos=pos, key_padding=key_padding, cache=cache),
+            getattr(self, "attn_out_norm", None),
         )
         if hasattr(self, "cross_attn"):
             x = self.sublayer(
@@ -73,7 +82,7 @@ class Layer(nn.Module):
                     h, memory=memory, key_padding=memory_padding, cache=cache
                 ),
             )
-        return self.sublayer(x, self.ffn_norm, self.ffn)
+        return self.sublayer(x, self.ffn_norm, self.ffn, getattr(self, "ffn_out_norm", None))
 
     def parallel_forward(self, x, start, pos, key_padding, cache) -> torch.Tensor:
         """x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x))): the attention branch runs first,
@@ -152,8 +161,9 @@ class Stack(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # embedding dropout
         cross = stack == "decoder" and spec.arch == "encoder-decoder"
         moe = stack == "decoder" and spec.n_experts > 0  # issue 22e: but dense_layers
+        patterns = layer_patterns(spec, stack, pattern, n_layers)  # issue 22p: per layer
         self.layers = nn.ModuleList(
-            Layer(spec, impl, dropout, pattern, cross, moe and i not in spec.dense_layers)
+            Layer(spec, impl, dropout, patterns[i], cross, moe and i not in spec.dense_layers)
             for i in range(n_layers)
         )
         self.final_norm = make_norm(spec) if spec.final_norm else None

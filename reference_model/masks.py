@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from estimator.spec import ModelSpec, UnsupportedError
+
 
 @dataclass(frozen=True)
 class Pattern:
@@ -71,3 +73,20 @@ def additive(ok: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """
     zero = torch.zeros((), dtype=dtype, device=ok.device)
     return torch.where(ok, zero, torch.finfo(dtype).min)
+
+
+def layer_patterns(spec: ModelSpec, stack: str, pattern: Pattern, n_layers: int) -> list[Pattern]:
+    """The self-attention pattern of each layer of ``stack``: the stack's own, or under a
+    per-layer pattern (``spec.layer_pattern``: Gemma 2/3's local and global layers, issue 22)
+    the stack's sliding window for 'sliding' layers and causal attention over every earlier
+    position for 'full' ones (their caches keep every position)."""
+    if spec.layer_pattern is None or stack != "decoder":
+        return [pattern] * n_layers
+    if pattern.kind != "sliding_window" or pattern.window != spec.sliding_window:
+        raise UnsupportedError(
+            f"attention_pattern={pattern.kind!r} (window {pattern.window}) is not built with a "
+            f"per-layer layer_pattern ({spec.name}): its sliding layers keep "
+            f"sliding_window={spec.sliding_window}"
+        )
+    full = Pattern("causal", None, True)
+    return [pattern if kind == "sliding" else full for kind in spec.layer_pattern]

@@ -22,8 +22,22 @@ from reference_model.layers import HeadTransform, Pooler, Stack
 from reference_model.masks import Pattern
 
 #: the issue-22 features (estimator/spec/features.py ``features``) the reference model builds
-BUILT = ("parallel_block", "qkv_bias", "o_bias", "ffn_bias", "embed_scale", "n_experts",
-         "kv_lora_rank")  # fmt: skip
+BUILT = (
+    "parallel_block",
+    "qkv_bias",
+    "o_bias",
+    "ffn_bias",
+    "embed_scale",
+    "n_experts",
+    "kv_lora_rank",
+    # issue 22p
+    "layer_pattern",
+    "qk_norm='head'",
+    "sublayer_norm='sandwich'",
+    "attn_softcap",
+    "final_softcap",
+    "rotary_dim",
+)
 
 IGNORE_INDEX = -100  # label of padding: cross-entropy ignores it
 
@@ -60,6 +74,18 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """Next-token targets aligned with every position: [t1, t2, .., -100] (no logits copy)."""
     pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
     return torch.cat([labels[:, 1:], pad], dim=1)  # [b, s]
+
+
+class SoftCap(nn.Module):
+    """Soft-capped logits cap * tanh(logits / cap), in (-cap, cap) (Gemma 2's
+    final_logit_softcapping, issue 22p): tanh saves its output [b, s, V]."""
+
+    def __init__(self, cap: float) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(logits / self.cap) * self.cap
 
 
 class Transformer(nn.Module):
@@ -112,12 +138,19 @@ class Transformer(nn.Module):
             if spec.tie_embeddings:
                 self.lm_head.weight = self.embed.weight  # tied: one storage, owned by embed
             self.loss = CrossEntropy()
+            if spec.final_softcap is not None:
+                self.final_softcap = SoftCap(spec.final_softcap)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """The decoder-only token embeddings [b, s, d], times sqrt(d_model) with
         ``spec.embed_scale`` (Gemma; x * a Python scalar: a new tensor, nothing saved)."""
         x = self.embed(ids)
         return x * math.sqrt(self.spec.d_model) if self.spec.embed_scale else x
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """The LM head's logits [b, s, V], soft-capped with ``spec.final_softcap``."""
+        logits = self.lm_head(h)
+        return self.final_softcap(logits) if hasattr(self, "final_softcap") else logits
 
     # ---- training / prefill forward --------------------------------------------------------
     def forward(
@@ -152,7 +185,7 @@ class Transformer(nn.Module):
         if hasattr(self, "head_transform"):
             h = self.head_transform(h)  # [b, s, d] -> [b, s, d]
         if hasattr(self, "lm_head"):
-            out.logits = self.lm_head(h)  # [b, s, d] -> [b, s, V]
+            out.logits = self.head(h)  # [b, s, d] -> [b, s, V]
             if labels is not None:
                 targets = shift_labels(labels) if self.spec.arch == "decoder" else labels
                 out.loss = self.loss(out.logits, targets)
@@ -175,7 +208,7 @@ class Transformer(nn.Module):
         cache.length = start + ids.shape[1]
         if hasattr(self, "head_transform"):
             h = self.head_transform(h)
-        return self.lm_head(h)  # [b, s, V]
+        return self.head(h)  # [b, s, V]
 
     def prefill(
         self,

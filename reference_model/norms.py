@@ -24,8 +24,10 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-def make_norm(spec: ModelSpec) -> nn.Module:
-    """The spec's norm over d_model: nn.LayerNorm (weight + bias) or RMSNorm (weight)."""
+def make_norm(spec: ModelSpec, width: int | None = None) -> nn.Module:
+    """The spec's norm over d_model (or ``width``: QK-norm's head_dim): nn.LayerNorm (weight +
+    bias) or RMSNorm (weight)."""
+    d = spec.d_model if width is None else width
     if spec.norm == "rmsnorm":
-        return RMSNorm(spec.d_model, spec.norm_eps)
-    return nn.LayerNorm(spec.d_model, eps=spec.norm_eps)
+        return RMSNorm(d, spec.norm_eps)
+    return nn.LayerNorm(d, eps=spec.norm_eps)

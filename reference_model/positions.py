@@ -44,15 +44,27 @@ class LearnedPositions(nn.Embedding):
 
 
 class RotaryPositions(nn.Module):
-    """Rotary embedding, rotate-half layout (GPT-NeoX / Llama): pairs (x_i, x_{i+d_h/2})."""
+    """Rotary embedding, rotate-half layout (GPT-NeoX / Llama): pairs (x_i, x_{i+d_h/2});
+    partial rotary (``rotary_dim`` r < d_h, issue 22p: GPT-NeoX, Phi-3) rotates the first r
+    dims of each head by r's angles and passes the others: cat([rotate(x[..., :r]),
+    x[..., r:]])."""
 
-    def __init__(self, head_dim: int, theta: float) -> None:
+    def __init__(self, head_dim: int, theta: float, rotary_dim: int | None = None) -> None:
         super().__init__()
         self.head_dim, self.theta = head_dim, theta
+        self.rotary_dim = head_dim if rotary_dim is None else rotary_dim
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x [b, h, s, d_h] rotated by the angles of ``positions`` [s]."""
-        d_h = self.head_dim
+        r = self.rotary_dim
+        if r == self.head_dim:
+            return self.rotate(x, positions)
+        rotated = self.rotate(x[..., :r], positions)  # [b, h, s, r]
+        return torch.cat([rotated, x[..., r:]], dim=-1)  # -> [b, h, s, d_h]
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x [.., s, d] (d = r) rotated by the angles of ``positions`` [s]."""
+        d_h = x.shape[-1]
         inv_freq = self.theta ** (
             -torch.arange(0, d_h, 2, dtype=torch.float32, device=x.device) / d_h
         )  # [d_h/2]
@@ -111,8 +123,10 @@ def make_positions(spec: ModelSpec, stack: str) -> nn.Module | None:
         n = spec.n_positions if spec.is_patch_input else spec.max_seq_len
         return SinusoidalPositions(n, d)
     if spec.position == "rotary":
-        # latent attention (issue 22l) rotates only the qk_rope_head_dim part of q and k
-        return RotaryPositions(spec.qk_rope_head_dim or spec.head_dim, spec.rope_theta)
+        # latent attention (issue 22l) rotates only the qk_rope_head_dim part of q and k;
+        # partial rotary (issue 22p) the first rotary_dim dims of each head
+        return RotaryPositions(spec.qk_rope_head_dim or spec.head_dim, spec.rope_theta,
+                               spec.rotary_dim)  # fmt: skip
     if spec.position == "relative":
         return RelativePositionBias(
             spec.relative_buckets, spec.relative_max_distance, spec.n_heads, stack == "encoder"

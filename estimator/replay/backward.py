@@ -50,7 +50,7 @@ from typing import Any
 
 from estimator.rules.live import ACTS, D_LOGITS, D_LOGPROBS, GRADS, Live
 from estimator.rules.registry import rule
-from estimator.shapes import Shapes
+from estimator.shapes import Shapes, for_layer_kind
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
 from estimator.terms.activations import frozen_layers, layer_saved
@@ -343,14 +343,19 @@ class Backward:
         # under FSDP2 the first layer (walked last) prefetches no layer (torchtitan untied
         # zero3: the embedding's unit): walked on its own
         alone = self.gathers is not None and n_layers > 2
-        for i in range(min(n_layers, 2) if kinds is None else 0):
+        # issue 22p: a per-layer pattern's layers, one by one (kind_layers)
+        pattern = self.spec.layer_pattern if stack == "decoder" and kinds is None else None
+        alike = kinds is None and pattern is None
+        for i in range(min(n_layers, 2) if alike else 0):
             top, delta = self.live.measure(
                 lambda i=i: self.fsdp_layer(stack, s, s_src, prefetch=i < n_layers - 1)
             )
             self._next_layer(stack)
-        if n_layers > 2 and kinds is None:
+        if n_layers > 2 and alike:
             self.live.repeat(n_layers - 2 - alone, top, delta)
-        if alone and kinds is None:
+        if pattern is not None:
+            self.kind_layers(stack, s, s_src, pattern)
+        elif alone and kinds is None:
             self.fsdp_layer(stack, s, s_src, prefetch=False)
             self._next_layer(stack)
         if self.gathers is not None:
@@ -359,6 +364,22 @@ class Backward:
         if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")
         self.extras(stack, s)
+
+    def kind_layers(self, stack: str, s: int, s_src: int, kinds: tuple[str, ...]) -> None:
+        """The layers of a per-layer pattern (``spec.layer_pattern``, issue 22p), last first,
+        each walked as its kind runs (estimator/shapes.py ``for_layer_kind``) with its own
+        saved set (a sliding layer's fused sdpa saves its additive mask, a full one's none)."""
+        run, prefix = self.sh, f"{stack}.layers."
+        for i in reversed(range(len(kinds))):
+            self.sh = for_layer_kind(run, kinds[i])
+            for k in [k for k in self.saved if k.startswith(prefix)]:
+                self.saved[k] = 0  # the other kind's set (checkpointing: _recomputed's)
+            if self.sh.checkpointing != "full":
+                for k, v in layer_saved(self.spec, self.sh, stack, s, s_src).items():
+                    self.saved[prefix + k] = v * self.share
+            self.fsdp_layer(stack, s, s_src, prefetch=i > 0)
+            self._next_layer(stack)
+        self.sh = run
 
     def _next_layer(self, stack: str) -> None:
         self.freed = {  # the next layer frees its own share

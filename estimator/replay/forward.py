@@ -46,9 +46,10 @@ from estimator.sym import ceil_div
 Terms = dict[str, Any]
 
 #: saved after the scores in the last layer (names relative to ``{stack}.layers``; post-norm:
-#: attn_norm too, Norm(x + F(x)) runs after the attention)
+#: attn_norm too, Norm(x + F(x)) runs after the attention; issue 22p: sandwich out norms)
 _AFTER_SCORES = ("self_attn.o_proj", "ffn_norm", "ffn.gate", "ffn.up", "ffn.act", "ffn",
-                 "ffn.down", "dropout")  # fmt: skip
+                 "ffn.down", "dropout",
+                 "attn_out_norm", "ffn_out_norm")  # fmt: skip
 _HEAD = ("final_norm", "pooler.proj", "pooler.act", "head_transform.dense", "head_transform.act",
          "head_transform.norm", "lm_head", "loss")  # fmt: skip
 

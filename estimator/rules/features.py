@@ -75,9 +75,11 @@ def reference_unmodelled(spec: ModelSpec, sh: Shapes) -> str | None:
     """The issue-22 features the reference rules model are listed in
     estimator/rules/reference/features.py (``MODELLED``); each other one in use is named
     (reference_model/ refuses those it does not build by name too)."""
-    from estimator.rules.reference.features import MODELLED
+    from estimator.rules.reference.features import MODELLED, unmodelled_runs
 
     found = [f for f in features(spec) if not f.startswith(MODELLED)]
+    if not found and (run := unmodelled_runs(spec, sh)):  # issue 22p
+        return _line(spec, run)
     if not found and spec.kv_lora_rank:  # issue 22l: what the latent-attention rules model
         return rule("unmodelled.latent_attention", spec, sh)(spec, sh)
     return _line(spec, ", ".join(found)) if found else None

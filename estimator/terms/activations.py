@@ -42,7 +42,7 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.registry import rule
-from estimator.shapes import Shapes, attention_pairs
+from estimator.shapes import Shapes, attention_pairs, for_layer_kind
 from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.features import moe_layers
 from estimator.spec.model import ModelSpec
@@ -223,6 +223,22 @@ def layer_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any,
     return rule("saved.layer", spec, sh)(spec, sh, t, n)  # issue 22d: a class's own layer
 
 
+def kind_layers_saved(spec: ModelSpec, sh: Shapes, s: Any, s_src: Any) -> Terms:
+    """The decoder layers of a per-layer pattern (``spec.layer_pattern``, issue 22p): each
+    kind's saved set (``for_layer_kind``: a sliding layer's window, a full layer's causal
+    attention; fused, only the sliding layers hand sdpa an additive mask) times its layers."""
+    from estimator.terms.kv_cache import layer_pattern_counts
+
+    layer_pattern_counts(spec, sh.stack("decoder"))  # the workload's pattern is the model's
+    t: Terms = {}
+    for kind in ("sliding", "full"):
+        copies = spec.layer_pattern.count(kind)
+        one = layer_saved(spec, for_layer_kind(sh, kind), "decoder", s, s_src) if copies else {}
+        for k, v in one.items():
+            t[f"decoder.layers.{k}"] = t.get(f"decoder.layers.{k}", 0) + copies * v
+    return t
+
+
 def rope_or_bias_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any) -> Any:
     """Bytes one layer's self-attention saves for its rotary / relative positions. The
     ``{stack}.pos`` module is called from the attention, so its saves belong to the deeper
@@ -266,6 +282,8 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
         if frozen_input_norm(spec, sh):  # layer 0's attn_norm: its input needs no gradient
             key = f"{stack}.layers.attn_norm"
             t[key] += rule("saved.freeze_input_norm", spec, sh)(spec, sh, n) - t[key] // L
+    elif spec.layer_pattern is not None and stack == "decoder":  # issue 22p: per layer kind
+        t.update(kind_layers_saved(spec, sh, s, s_src))
     else:
         n_moe = moe_layers(spec) if stack == "decoder" else 0  # issue 22
         for moe, copies in ((False, L - n_moe), (True, n_moe)):
@@ -313,6 +331,7 @@ def head_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Terms:
     if spec.lm_head:
         t["lm_head"] = linear_saved(spec, sh, n, d, spec.vocab_size, True)
         t["loss"] = rule("saved.loss", spec, sh)(spec, sh, n)  # log-softmax, targets, weight
+        t["final_softcap"] = rule("saved.final_softcap", spec, sh)(spec, sh, n)  # issue 22p
     if spec.n_labels:
         t.update(classifier_saved(spec, sh, n))
     if not (spec.lm_head or spec.n_labels) and cb != FP32_BYTES:

@@ -91,17 +91,20 @@ def _layer(spec: ModelSpec, lay: str, cross: bool) -> list[tuple[str, Shape]]:
     bias as the spec's ffn_bias, Phi-3's fused gate_up: estimator.terms.params._layer_shapes)."""
     d, d_ff, bias = spec.d_model, spec.d_ff, spec.ffn_bias
     out = _norm(spec, f"{lay}.attn_norm") + _attention(spec, f"{lay}.self_attn")
+    sandwich = spec.sublayer_norm == "sandwich"  # issue 22p: Layer's out norms
+    out += _norm(spec, f"{lay}.attn_out_norm") if sandwich else []
     if cross:
         out += _norm(spec, f"{lay}.cross_norm") + _attention(spec, f"{lay}.cross_attn")
     # a parallel block with one norm has no ffn_norm (its FFN reads attn_norm's output)
     out += [] if spec.parallel_block == "one_norm" else _norm(spec, f"{lay}.ffn_norm")
+    ffn_out = _norm(spec, f"{lay}.ffn_out_norm") if sandwich else []
     if spec.fused_gate_up:  # Phi3MLP.gate_up_proj [2 d_ff, d]
         out += _linear(f"{lay}.ffn.gate_up", d, 2 * d_ff, bias)
-        return out + _linear(f"{lay}.ffn.down", d_ff, d, bias)
+        return out + _linear(f"{lay}.ffn.down", d_ff, d, bias) + ffn_out
     out += _linear(f"{lay}.ffn.up", d, d_ff, bias)
     if spec.gated:
         out += _linear(f"{lay}.ffn.gate", d, d_ff, bias)
-    return out + _linear(f"{lay}.ffn.down", d_ff, d, bias)
+    return out + _linear(f"{lay}.ffn.down", d_ff, d, bias) + ffn_out
 
 
 def _moe_layer(spec: ModelSpec, lay: str, i: int) -> list[tuple[str, Shape]]:

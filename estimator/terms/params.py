@@ -246,16 +246,19 @@ def _layer_shapes(spec: ModelSpec, cross: bool) -> list[tuple[int, ...]]:
         widths = (spec.head_dim, spec.head_dim) if head else (d_q, d_kv)
         attn += [(w,) for w in widths for _ in _norm(spec, w)]
     out = [*_norm_shapes(spec), *attn]
+    sandwich = _norm_shapes(spec) if spec.sublayer_norm == "sandwich" else []  # issue 22p
+    out += sandwich  # attn_out_norm (reference_model/layers.py Layer)
     if cross:
         out += [*_norm_shapes(spec), *attn]
     # ffn_norm; a parallel block of one norm has none (reference_model/layers.py Layer)
     ffn_norm = [] if spec.parallel_block == "one_norm" else _norm_shapes(spec)
     if spec.fused_gate_up:  # ffn_norm, one gate_up [2 d_ff, d] (Phi3MLP.gate_up_proj)
-        return out + ffn_norm + _linear_shapes(d, 2 * d_ff, ffn) + _linear_shapes(d_ff, d, ffn)
+        gate_up = _linear_shapes(d, 2 * d_ff, ffn)
+        return out + ffn_norm + gate_up + _linear_shapes(d_ff, d, ffn) + sandwich
     out += ffn_norm + _linear_shapes(d, d_ff, ffn)  # ffn_norm, ffn.up
     if spec.gated:
         out += _linear_shapes(d, d_ff, ffn)  # ffn.gate
-    return out + _linear_shapes(d_ff, d, ffn)  # ffn.down
+    return out + _linear_shapes(d_ff, d, ffn) + sandwich  # ffn.down (, ffn_out_norm)
 
 
 def _latent_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
@@ -296,9 +299,12 @@ def param_tensor_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...]:
     ``model.parameters()`` (tied ones once): what an optimizer iterates over, e.g. the
     for-loop step's temporaries depend on neighbouring tensors
     (estimator/replay/optimizer_step.py)."""
+    # issue 22p: layer_pattern, soft-caps: no parameters of their own; sandwich norms below
     known = ("qkv_bias", "o_bias", "ffn_", "qk_norm", "rotary_dim", "fused_gate_up",
              "n_experts", "expert_d_ff",  # below (issue 22: MoE layers)
-             "parallel_block", "embed_scale", "kv_lora_rank")  # fmt: skip
+             "parallel_block", "embed_scale", "kv_lora_rank",
+             "layer_pattern", "sublayer_norm='sandwich'", "attn_softcap",
+             "final_softcap")  # fmt: skip
     unmodelled = [f for f in features(spec) if not f.startswith(known)]
     if unmodelled and rule("params.layer_shapes", spec)(spec) is None:  # else the class's
         raise UnsupportedError(

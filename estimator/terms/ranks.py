@@ -78,6 +78,8 @@ def tensor_entries(spec: ModelSpec) -> tuple[tuple[str, Shape, int], ...]:
         raise UnsupportedError(
             f"parallel= with n_experts={spec.n_experts} (a mixture of experts) is not modelled"
         )
+    if spec.layer_pattern is not None:  # issue 22p: per-rank parts not measured for it
+        raise UnsupportedError("parallel= with layer_pattern (per layer) is not modelled")
     d, d_q, d_kv, d_ff, bias = spec.d_model, spec.q_dim, spec.kv_dim, spec.d_ff, spec.qkv_bias
     norm: list[Shape] = [(d,), (d,)] if spec.norm == "layernorm" else [(d,)]
     out: list[tuple[str, Shape, int]] = []

@@ -110,17 +110,20 @@ def test_one_norm_has_no_ffn_norm_and_both_branches_read_the_layer_input() -> No
 
 
 def test_other_features_and_ranks_stay_refused_by_name() -> None:
-    """GPT-NeoX-20B's partial rotary is still refused for memory (not its parallel block);
-    the per-rank model refuses parallel blocks (not measured there)."""
+    """A feature the reference does not build (OLMo 2's qk_norm='full') is refused for
+    memory by name, not the parallel block beside it (issue 22p: GPT-NeoX-20B's partial rotary
+    is built now, tests/reference_model/test_ref_rotary_dim.py); the per-rank model refuses
+    parallel blocks (not measured there)."""
     from estimator import estimate
     from estimator.spec import UnsupportedError
     from estimator.spec.parallel import Parallel
     from estimator.spec.presets import get_preset
 
     w = Workload(batch_size=1, seq_len=64, mode="train", dtype="bf16")
-    with pytest.raises(UnsupportedError, match="rotary_dim=24") as err:
-        estimate(get_preset("gpt-neox-20b"), w)
+    with pytest.raises(UnsupportedError, match="qk_norm='full'") as err:
+        estimate(spec(**{**LLAMA, "parallel_block": "one_norm", "qk_norm": "full"}), w)
     assert "parallel_block" not in str(err.value)
+    assert estimate(get_preset("gpt-neox-20b"), w).peak_memory_bytes > 0
     falcon = get_preset("falcon-7b")
     assert estimate(falcon, w).peak_memory_bytes > 0
     with pytest.raises(UnsupportedError, match="parallel_block='one_norm'"):

@@ -75,6 +75,13 @@ def softcap_loss_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
     return n * spec.vocab_size * sh.cb + hf_loss_saved(spec, sh, n)
 
 
+@register("saved.final_softcap", "hf")
+def no_softcap_module_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """transformers soft-caps the logits in the root module's forward: counted with the loss
+    (``softcap_loss_saved``), not as a module of its own (issue 22p)."""
+    return 0
+
+
 @register("backward.layer", CLASS)
 def sandwich_layer_backward(bw: Walker, p: str, n: Any, s: Any) -> bool:
     """Gemma2DecoderLayer's backward, the FFN sublayer then the attention's, each

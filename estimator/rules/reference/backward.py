@@ -92,10 +92,11 @@ def norm(bw: Walker, name: str, c: Any, n: Any) -> Any:
     return (layernorm if bw.spec.norm == "layernorm" else rmsnorm)(bw, name, c, n)
 
 
-def layernorm(bw: Walker, name: str, c: Any, n: Any) -> Any:
+def layernorm(bw: Walker, name: str, c: Any, n: Any, d: Any = None) -> Any:
     """native_layer_norm_backward given the output's grad (``c`` bytes, freed): the input's
-    grad [n, d] (and dw, db); the input, mean and rstd are freed. -> the input's grad."""
-    nd = n * bw.spec.d_model * bw.cb
+    grad [n, d] (and dw, db); the input, mean and rstd are freed. -> the input's grad.
+    ``d``: the normalized width (default d_model; QK-norm's head_dim)."""
+    nd = n * (bw.spec.d_model if d is None else d) * bw.cb
     bw.grad(name)
     bw.live.take(nd)
     bw.live.drop(c)
@@ -132,21 +133,69 @@ def rmsnorm(bw: Walker, name: str, c: Any, n: Any, d: Any = None) -> Any:
 
 @register("backward.final_softcap", "reference")
 def final_softcap(bw: Walker, logits: Any) -> None:
-    """The logits' soft-cap between the loss and the LM head (none in the reference model):
-    what is left of the loss's saved set is freed with the log-softmax backward."""
+    """The logits' soft-cap between the loss and the LM head: what is left of the loss's
+    saved set is freed with the log-softmax backward; then (issue 22p, reference_model/
+    model.py SoftCap: ``tanh(logits / c) * c``) MulBackward0 (grad * c), TanhBackward0 (a
+    new grad; tanh's saved output freed), DivBackward0, each freeing the grad before it."""
     bw.free("loss")
+    if bw.spec.final_softcap is None:
+        return
+    live = bw.live
+    live.take(logits)  # * c
+    live.drop(logits)
+    live.take(logits)  # tanh_backward
+    live.drop(logits)
+    bw.free("final_softcap")
+    live.take(logits)  # / c
+    live.drop(logits)
 
 
 @register("backward.layer", "reference")
 def own_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
     """A class's layer walked by its own rule (-> True: GPT-NeoX's parallel blocks, Gemma 2's
-    sandwich norms); the reference model's layers: Backward.layer walks them (False)."""
-    return False
+    sandwich norms); the reference model's layers: Backward.layer walks them (False), but
+    with sandwich norms (issue 22p): ``sandwich_layer``."""
+    if bw.spec.sublayer_norm != "sandwich":
+        return False
+    sandwich_layer(bw, p, n, s)
+    return True
+
+
+def sandwich_layer(bw: Walker, p: str, n: Any, s: Any) -> None:
+    """Layer.sublayer with out norms (reference_model/layers.py; no dropout), the FFN's then
+    the attention's, each ``x + OutNorm(F(Norm(x)))`` from the residual's grad R (live before
+    and after; AddBackward0 hands it to both): the out norm's backward on R (a new grad, R
+    kept), freed once the branch's first linear has run (``bw.release``, as a dropout's
+    grad); the branch; the input norm's backward; its grad summed into R's buffer (as
+    estimator/rules/hf/gemma2.py walks Gemma2DecoderLayer). Full checkpointing: the layer's
+    input, kept by the checkpoint, is freed at the end (Backward.layer)."""
+    live, nd = bw.live, n * bw.spec.d_model * bw.cb
+    branches = (
+        ("ffn_out_norm", "ffn_norm", lambda: bw.ffn(p, n)),
+        ("attn_out_norm", "attn_norm", lambda: bw.attention(f"{p}.self_attn", s, s, nd, False)),
+    )
+    for post, pre, branch in branches:
+        bw.release = bw.norm(f"{p}.{post}", 0, n)
+        d_pre = bw.norm(f"{p}.{pre}", branch(), n)
+        live.take(nd)  # summed into the residual's grad
+        live.drop(d_pre, nd)
+    if bw.sh.checkpointing == "full":
+        bw.free(p.split(".")[0])  # the checkpointed layer input
 
 
 @register("backward.qk_norm", "reference")
 def qk_norm_backward(bw: Walker, p: str, s: Any, s_k: Any, dq: Any, dk: Any) -> tuple[Any, Any]:
-    """Norms on q and k (QK-norm): the reference model builds none; the grads pass."""
+    """Norms on q and k (QK-norm, issue 22p: reference_model/attention.py Attention.project,
+    q_norm then k_norm in the forward), after the rotary backward: k_norm's backward on dk,
+    then q_norm's on dq (autograd runs the later-created node first), each the spec's norm
+    over b s h (h_kv) rows of d_h. -> the grads of q_proj's and k_proj's outputs."""
+    spec = bw.spec
+    if spec.qk_norm == "none":
+        return dq, dk
+    step = layernorm if spec.norm == "layernorm" else rmsnorm
+    d_h = spec.head_dim
+    dk = step(bw, f"{p}.k_norm", dk, bw.b * s_k * spec.n_kv_heads, d_h)
+    dq = step(bw, f"{p}.q_norm", dq, bw.b * s * spec.n_heads, d_h)
     return dq, dk
 
 
@@ -214,13 +263,38 @@ def ffn_gated(bw: Walker, p: str, n: Any) -> Any:
 @register("backward.rotary", "reference")
 def rotary(bw: Walker, x: Any) -> Any:
     """RotaryPositions backward of q or k (x bytes, freed): MulBackward0 (grad * sin),
-    NegBackward0, MulBackward0 (grad * cos), SplitBackward0's cat and add."""
+    NegBackward0, MulBackward0 (grad * cos), SplitBackward0's cat and add. Partial rotary
+    (issue 22p): ``partial_rotary``."""
     live = bw.live
+    if (bw.spec.rotary_dim or bw.spec.head_dim) != bw.spec.head_dim:
+        return partial_rotary(bw, x)
     live.take(x, x // 2, x)
     live.drop(x)
     live.take(x)
     live.drop(x, x // 2)
     live.take(x)
+    live.drop(x, x)
+    return x
+
+
+def partial_rotary(bw: Walker, x: Any) -> Any:
+    """RotaryPositions with rotary_dim r < d_h, cat([rotate(x[..., :r]), x[..., r:]])
+    backward (x bytes [.., d_h]; part = x r / d_h): CatBackward0 hands views of the grad to
+    both; SliceBackward0 of x[..., r:] (the later node) first, zeros [.., d_h] with the
+    pass grad copied in; the rotation's steps on the part (as ``rotary``), the incoming grad
+    freed with its last view; SliceBackward0 of x[..., :r]; the two grads summed."""
+    live, spec = bw.live, bw.spec
+    part = x * spec.rotary_dim // spec.head_dim
+    live.take(x)  # SliceBackward0 of x[..., r:]
+    live.take(part, part // 2, part)  # grad * sin, neg, grad * cos
+    live.drop(x)  # the incoming grad
+    live.take(part)  # SplitBackward0's cat
+    live.drop(part, part // 2)
+    live.take(part)  # add
+    live.drop(part, part)
+    live.take(x)  # SliceBackward0 of x[..., :r]
+    live.drop(part)
+    live.take(x)  # the two grads summed
     live.drop(x, x)
     return x
 
@@ -252,6 +326,20 @@ def softmax(bw: Walker, core: str, scores: Any, entries: Any) -> None:
     bw.live.take(scores)
     bw.live.drop(scores)
     bw.free(core, scores)  # the probabilities
+
+
+def attn_softcap(bw: Walker, core: str, scores: Any) -> None:
+    """AttentionScores' soft-cap ``tanh(scores / c) * c`` backward (issue 22p): MulBackward0
+    (grad * c), TanhBackward0 (a new grad; tanh's saved output, in ``core``'s set, freed),
+    DivBackward0, each freeing the grad before it."""
+    live = bw.live
+    live.take(scores)  # * c
+    live.drop(scores)
+    live.take(scores)  # tanh_backward
+    live.drop(scores)
+    bw.free(core, scores)  # tanh's output
+    live.take(scores)  # / c
+    live.drop(scores)
 
 
 @register("backward.core.eager", "reference")
@@ -292,6 +380,8 @@ def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> t
     if spec.position == "relative" and not cross:  # + bias: grad summed over the batch
         side = window if chunked else s
         bias = live.take(h * side * side * cb)
+    if spec.attn_softcap is not None and not fused:  # issue 22p: * c, tanh, / c
+        attn_softcap(bw, core, scores)
     if not fused:
         live.take(scores)  # * scale
         live.drop(scores)

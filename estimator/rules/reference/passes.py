@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from estimator.rules.live import Live
 from estimator.rules.registry import register, rule
-from estimator.shapes import Shapes
+from estimator.shapes import Shapes, for_layer_kind
 from estimator.spec.dtypes import INDEX_BYTES, nbytes
 from estimator.spec.model import ModelSpec
 from estimator.sym import ceil_div
@@ -51,8 +51,18 @@ class Pass:
         return x
 
     def logits(self, s: int) -> int:
-        """The LM head's output [b, s, V] (kept): one tensor."""
-        return self.live.take(self.act(s, self.spec.vocab_size))
+        """The LM head's output [b, s, V] (kept): one tensor; soft-capped (issue 22p,
+        Transformer.head and SoftCap): / c, tanh, * c, the head's output held by the caller's
+        local until SoftCap returns."""
+        live, x = self.live, self.act(s, self.spec.vocab_size)
+        live.take(x)  # lm_head
+        if self.spec.final_softcap is not None:
+            live.take(x)  # / c
+            live.take(x)  # tanh
+            live.drop(x)
+            live.take(x)  # * c
+            live.drop(x, x)  # tanh's output; the head's output
+        return x
 
     @property
     def cache_cast(self) -> bool:
@@ -70,7 +80,20 @@ class Pass:
     def norm(self, s: int) -> int:
         """LayerNorm: out + fp32 mean, rstd [n, 1] (dropped); RMSNorm: pow, mean, +eps,
         rsqrt, x * rms, * weight."""
-        live, nd, n = self.live, self.act(s, self.spec.d_model), self.b * s
+        return self.rows_norm(self.b * s, self.spec.d_model)
+
+    def qk_norm(self, s: int, x: int, n_heads: int) -> int:
+        """QK-norm (issue 22p, Attention.project) on a projection's output (x bytes [b, s, n,
+        d_h]) -> the norm's output; x goes once the norm returns (its name is rebound)."""
+        if self.spec.qk_norm == "none":
+            return x
+        y = self.rows_norm(self.b * s * n_heads, self.spec.head_dim)
+        self.live.drop(x)
+        return y
+
+    def rows_norm(self, n: int, width: int) -> int:
+        """``norm`` over n rows of ``width`` values."""
+        live, nd = self.live, n * width * self.cb
         if self.spec.norm == "rmsnorm":
             live.take(nd)  # x.pow(2)
             live.take(n * self.cb)  # mean [n, 1]
@@ -94,8 +117,12 @@ class Pass:
         return 0
 
     def rotary(self, s: int, x: int) -> int:
-        """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped."""
-        live, d_h = self.live, self.spec.qk_rope_head_dim or self.spec.head_dim  # issue 22l
+        """RotaryPositions on x bytes [b, n, s, d_h] -> a new x; its tables are dropped.
+        Partial rotary (rotary_dim r, issue 22p): the rotation on x[..., :r] (``part`` bytes,
+        tables over r), then torch.cat with x[..., r:]."""
+        width = self.spec.qk_rope_head_dim or self.spec.head_dim  # issue 22l
+        live, d_h = self.live, self.spec.rotary_dim or width
+        full, x = x, x * d_h // width  # issue 22p: x is the rotated part
         half = d_h // 2 * FP32_BYTES
         live.take(half)  # arange
         live.take(half)  # neg
@@ -119,7 +146,10 @@ class Pass:
         live.drop(x)
         live.take(x)  # sum: the rotated x
         live.drop(2 * x, half, 2 * s * half, 2 * s * d_h * self.cb)
-        return x
+        if full != x:  # torch.cat([rotated, x[..., r:]]); the rotated part goes with it
+            live.take(full)
+            live.drop(x)
+        return full
 
     def attend(
         self, s_q: int, s_k: int, mask_bytes: int, bias: int, kv_contiguous: bool = False
@@ -165,11 +195,18 @@ class Pass:
         self, scores: int, bias: int, mask: int, v_copy: int, out: int, reps: int
     ) -> None:
         """Eager AttentionScores after the Q K^T bmm (``scores`` bytes live), then AttentionMix:
-        * scale, + bias, masked_fill (``mask``: the bool ok, 0: none), softmax, matmul's copy
-        of v (``v_copy``), probs @ v -> ``out``; the probs and ``reps`` (repeat_kv) are freed."""
+        * scale, (soft-cap: / c, tanh, * c), + bias, masked_fill (``mask``: the bool ok, 0:
+        none), softmax, matmul's copy of v (``v_copy``), probs @ v -> ``out``; the probs and
+        ``reps`` (repeat_kv) are freed."""
         live = self.live
         live.take(scores)  # * scale
         live.drop(scores)
+        if self.spec.attn_softcap is not None:  # issue 22p
+            live.take(scores)  # / c
+            live.take(scores)  # tanh
+            live.drop(scores)  # / c's, once tanh returns
+            live.take(scores)  # * c
+            live.drop(scores, scores)  # tanh's; the scaled scores (the name rebound)
         if bias:
             live.take(scores)  # + bias
             live.drop(scores)
@@ -192,7 +229,7 @@ class Pass:
             return rule("replay.latent_attention", self.spec)(self, s, start, cache)
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         h, h_kv, d_h = spec.n_heads, spec.n_kv_heads, spec.head_dim
-        q = live.take(self.act(s, h * d_h))  # q_proj
+        q = self.qk_norm(s, live.take(self.act(s, h * d_h)), h)  # q_proj (, q_norm)
         if cross_s:  # keys/values of the encoder output (decode: cached by the prefill)
             if cache is None or cache[0] == 0:  # k_proj, v_proj of the memory
                 kv = live.take(2 * b * cross_s * h_kv * d_h * cb)
@@ -210,7 +247,7 @@ class Pass:
     def self_attention(self, s: int, start: int, stack: str, q: int, cache) -> int:
         live, spec, b, cb = self.live, self.spec, self.b, self.cb
         per_pos = b * spec.n_kv_heads * spec.head_dim * cb  # keys (or values) of a position
-        k = live.take(s * per_pos)  # k_proj
+        k = self.qk_norm(s, live.take(s * per_pos), spec.n_kv_heads)  # k_proj (, k_norm)
         live.take(s * per_pos)  # v_proj
         q_pos = live.take(s * INDEX_BYTES)  # arange
         q_rot = 0
@@ -363,6 +400,10 @@ class Pass:
             h = self.norm(s)
             r = fn()
             live.drop(h)
+            if self.spec.sublayer_norm == "sandwich":  # issue 22p: x + OutNorm(F(Norm(x)))
+                o = self.norm(s)
+                live.drop(r)  # F's output, the out norm's argument
+                r = o
             live.take(nd)  # x + r
             live.drop(r)
             return nd
@@ -398,6 +439,19 @@ class Pass:
         self.sublayer(s, lambda: self.ffn(s))
         self.live.drop(x_a)
 
+    def kind_layers(self, stack: str, s: int, start: int, cross_s: int, cache, inputs) -> None:
+        """The layers of a per-layer pattern (``spec.layer_pattern``, issue 22p), each replayed
+        as its kind runs (estimator/shapes.py ``for_layer_kind``): a full layer's cache holds
+        every earlier position and keeps them all (reference_model/masks.py layer_patterns)."""
+        run = self.sh
+        for i, kind in enumerate(self.spec.layer_pattern):
+            if i:  # the previous layer's input goes with the stack's old args
+                self.live.drop(inputs[i - 1])
+            self.sh = for_layer_kind(run, kind)
+            held = cache if cache is None or kind == "sliding" else (start, start + s)
+            self.layer(stack, s, start, cross_s, held)
+        self.sh = run
+
     def replayed_layers(self, stack: str) -> int:
         """Layers of ``stack`` replayed op by op (from layer 2 on, every layer alike)."""
         return 3
@@ -425,12 +479,15 @@ class Pass:
             x0 = nd
         n_layers = dict(spec.stacks)[stack]
         inputs = [x0] + [nd] * n_layers  # bytes of each layer's input (0: the embeddings)
-        replayed = min(n_layers, self.replayed_layers(stack))
+        kinds = spec.layer_pattern if stack == "decoder" else None  # issue 22p
+        replayed = min(n_layers, self.replayed_layers(stack)) if kinds is None else 0
         for i in range(replayed):
             if i:  # the previous layer's input goes with the stack's old args
                 live.drop(inputs[i - 1])
             top, delta = self.live.measure(lambda: self.layer(stack, s, start, cross_s, cache))
-        if n_layers > replayed:  # the others repeat the last: same top, same net change
+        if kinds is not None:
+            self.kind_layers(stack, s, start, cross_s, cache, inputs)
+        elif n_layers > replayed:  # the others repeat the last: same top, same net change
             live.repeat(n_layers - replayed, top - nd, delta - nd)  # each starts by dropping nd
         y = self.norm(s) if spec.final_norm else 0
         live.drop(inputs[n_layers - 1] if n_layers else 0)  # args: the last layer's input

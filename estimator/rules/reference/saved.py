@@ -38,7 +38,11 @@ def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bo
     the storage sdpa already saved (0)."""
     cb, h, h_kv, d_h = sh.ib, spec.n_heads, spec.n_kv_heads, spec.head_dim
     out = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
-    return {"sdpa": out + (s * s_k * cb if fused_mask else 0), "o_proj": 0}
+    # issue 22p: partial rotary's q is torch.cat's own [b, h, s, d_h]: the kernel's output
+    # follows that layout, and o_proj's merged heads are a copy
+    partial = not cross and (spec.rotary_dim or spec.head_dim) != spec.head_dim
+    return {"sdpa": out + (s * s_k * cb if fused_mask else 0),
+            "o_proj": b * s * h * d_h * cb if partial else 0}  # fmt: skip
 
 
 @register("saved.ffn.act", "reference")
@@ -51,9 +55,10 @@ def ffn_act_saved(spec: ModelSpec, sh: Shapes, n: Any, width: Any = None) -> Any
 @register("saved.rotary.layer", "reference")
 def rotary_layer_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     """Bytes one layer's rotary products save: x * cos, rot(x) * sin keep cos and sin
-    [s, d_h], built per call (reference_model/positions.py), for q and for k (latent
-    attention: over qk_rope_head_dim, its rotary part)."""
-    d_rot = spec.qk_rope_head_dim or spec.head_dim  # issue 22l
+    [s, r], built per call (reference_model/positions.py), for q and for k (latent
+    attention: over qk_rope_head_dim, its rotary part); r = d_h, or ``rotary_dim`` (partial
+    rotary, issue 22p: the outer torch.cat saves nothing)."""
+    d_rot = spec.rotary_dim or spec.qk_rope_head_dim or spec.head_dim  # issue 22l, 22p
     return 2 * 2 * s * d_rot * sh.ib  # cast to q's dtype
 
 
@@ -66,8 +71,10 @@ def rotary_stack_saved(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
 @register("saved.eager_softmax", "reference")
 def eager_softmax_saved(spec: ModelSpec, sh: Shapes, b: Any, entries: Any) -> Any:
     """Bytes eager attention's softmax saves beyond the probabilities (``entries`` per head
-    and sequence): none, softmax saves its output, the probabilities probs @ v saves."""
-    return 0
+    and sequence): none, softmax saves its output, the probabilities probs @ v saves. With
+    soft-capping (issue 22p, AttentionScores: ``tanh(scores / c) * c``) tanh saves its
+    output [b, h, entries] (the divide and multiply by a Python scalar save nothing)."""
+    return b * spec.n_heads * entries * sh.ib if spec.attn_softcap is not None else 0
 
 
 @register("saved.eager_mask", "reference")
@@ -124,15 +131,38 @@ def moe_layer_shapes(spec: ModelSpec) -> tuple[tuple[int, ...], ...] | None:
 @register("saved.layer", "reference")
 def layer_saved(spec: ModelSpec, sh: Shapes, t: dict[str, Any], n: Any) -> dict[str, Any]:
     """One layer's saved terms (estimator/terms/activations.layer_saved) where a class's
-    layer wires its modules otherwise (a parallel block); the reference's: as they are."""
-    return t
+    layer wires its modules otherwise (a parallel block); the reference's: as they are, and
+    with sandwich norms (issue 22p, reference_model/layers.py Layer.sublayer) the out norms
+    on the attention's and the FFN's outputs (new tensors each) save a norm's set."""
+    if spec.sublayer_norm != "sandwich":
+        return t
+    out = rule("saved.norm", spec, sh)(spec, sh, n)
+    return {**t, "attn_out_norm": out, "ffn_out_norm": out}
 
 
 @register("saved.qk_norm", "reference")
 def qk_norm_saved(spec: ModelSpec, sh: Shapes, n_q: Any, n_k: Any) -> dict[str, Any]:
-    """Norms on q and k after their projections (QK-norm, issue 22): the reference model
-    builds none (estimator/rules/features.py refuses the feature by name)."""
-    return {}
+    """Norms on q and k after their projections (QK-norm, issue 22p: qk_norm='head',
+    reference_model/attention.py Attention.project): q_norm over n_q tokens times h heads of
+    d_h, k_norm over n_k tokens times h_kv heads; each saves a norm's set over those rows
+    (``rows_norm_saved``), its input the projection's output, which nothing saved before."""
+    if spec.qk_norm == "none":
+        return {}
+    d_h = spec.head_dim
+    return {
+        "q_norm": rows_norm_saved(spec, sh, n_q * spec.n_heads, d_h),
+        "k_norm": rows_norm_saved(spec, sh, n_k * spec.n_kv_heads, d_h),
+    }
+
+
+def rows_norm_saved(spec: ModelSpec, sh: Shapes, rows: Any, width: int) -> Any:
+    """``saved.norm``'s count over [rows, width]: LayerNorm its input, mean and rstd;
+    RMSNorm (written out) x (pow, x * rms), x * rms (* weight) and rms [rows, 1]."""
+    cb = sh.cb
+    if spec.norm == "layernorm":
+        stat = FP32_BYTES if sh.device == "cuda" else cb
+        return rows * width * cb + 2 * rows * stat
+    return 2 * rows * width * cb + rows * cb
 
 
 @register("saved.norm", "reference")
@@ -176,3 +206,10 @@ def gated_ffn_saved(spec: ModelSpec, sh: Shapes, n: Any) -> dict[str, Any]:
     SiLU saves its input, a written-out activation several tensors)."""
     inner = n * spec.d_ff * sh.ib
     return {"ffn.act": rule("saved.ffn.act", spec, sh)(spec, sh, n), "ffn": 2 * inner}
+
+
+@register("saved.final_softcap", "reference")
+def final_softcap_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """The soft-capped logits (issue 22p, reference_model/model.py SoftCap): tanh saves its
+    output [n, V] under ``final_softcap``."""
+    return n * spec.vocab_size * sh.cb if spec.final_softcap is not None else 0
