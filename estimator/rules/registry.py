@@ -61,6 +61,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.gemma2",  # issue 22d
     "estimator.rules.hf.moe",  # issue 22
     "estimator.rules.hf.deepseek_v3",  # issue 22v
+    "estimator.rules.hf.checkpoint",  # issue 20c
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``
