@@ -235,8 +235,11 @@ class Backward:
         """Layer.forward's backward: FFN, cross-attention, self-attention (reverse order)."""
         p, n = f"{stack}.layers", self.b * s
         self.sublayers = 3 if s_src else 2
+        out = 0
         if self.sh.checkpointing == "full":  # the layer's saved set is recomputed
             self.live.take(self._recomputed(stack, s, s_src), label=ACTS)
+            # issue 20c: the reentrant recompute's output (rules/hf/checkpoint.py)
+            out = self.live.take(rule("live.checkpoint_output", self.spec)(self.spec, self.sh, n))
         if not s_src and self.own_layer(p, n, s):  # issue 22d: GPT-NeoX, Gemma 2
             return
         if self.spec.parallel_block != "none":
@@ -251,6 +254,7 @@ class Backward:
             self.sublayer(p, "attn_norm", n, attn)
         if self.sh.checkpointing == "full":
             self.free(stack)  # the checkpointed layer input
+            self.live.drop(out)
 
     def parallel_layer(self, p: str, s: int, n: int) -> None:
         """Layer.parallel_forward's backward, x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x)))
@@ -291,6 +295,14 @@ class Backward:
         d_n1 = self.norm(f"{p}.attn_norm", d_in, n)
         live.take(nd)  # summed into x's grad
         live.drop(d_n1, nd)
+
+    def checkpoint_held(self, stack: str) -> Any:
+        """What the checkpointed layers' closures keep from the forward to the end of the
+        decoder stack's layers (issue 20c, rule ``live.checkpoint_held``, rules/hf/
+        checkpoint.py): decoder-only models under full checkpointing, else 0."""
+        if self.sh.checkpointing != "full" or stack != "decoder" or self.spec.arch != "decoder":
+            return 0
+        return rule("live.checkpoint_held", self.spec)(self.spec, self.sh)
 
     def _recomputed(self, stack: str, s: int, s_src: int) -> int:
         """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
@@ -336,6 +348,7 @@ class Backward:
             self._next_layer(stack)
         if self.gathers is not None:
             self.gathers.after_stack(self.live, stack)
+        self.live.drop(self.checkpoint_held(stack))  # issue 20c: with the first layer's node
         self.share = 1
         if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")
@@ -515,6 +528,7 @@ def backward_walk(
     peak's parts (``Live.at_peak``)."""
     live = Live(start, named)
     bw = Backward(spec, sh, live, saved, grads, gathers)
+    live.take(bw.checkpoint_held("decoder"))  # issue 20c: kept since the forward
     s, s_dec = sh.s, sh.s_dec
     bw.head(sh.s_out)
     for stack, n_layers in reversed(spec.stacks):

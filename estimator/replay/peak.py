@@ -176,6 +176,11 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
         moment = rule("live.autocast_loss", spec)(spec, sh, n_out)  # rules/autocast.py
         forward = with_acts + acts + moment + held + fwd_extra
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
+    # issue 20c: what the checkpointed layers' closures keep (rules/hf/checkpoint.py)
+    ckpt = 0
+    if sh.checkpointing == "full" and spec.arch == "decoder":
+        ckpt = rule("live.checkpoint_held", spec)(spec, sh)
+    forward += ckpt
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
         forward += rule("live.frozen_head_input", spec, sh)(spec, sh)  # rules/finetune.py
     if sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20: rules/freeze.py
@@ -204,7 +209,7 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
     # backward start: the logits are freed with the model output; nll_loss_backward's
     # d(log-probs) and log_softmax_backward's d(logits) [n, V] are live, no activation freed yet
     start = with_acts + acts + bwd_extra
-    backward = vmax(start + 2 * logits, _backward_sweep(spec, sh, terms, start, rank))
+    backward = vmax(start + ckpt + 2 * logits, _backward_sweep(spec, sh, terms, start, rank))
     temporaries = rank[3] if rank is not None else _step_temporaries(spec, sh, terms)
     step = states + grads + temporaries
     return vpick([(forward, "forward"), (backward, "backward"), (step, "optimizer_step")])

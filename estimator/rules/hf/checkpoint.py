@@ -27,8 +27,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator.rules.hf.decoders import sdpa_gets_mask, sliding_window
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
+from estimator.spec.dtypes import INDEX_BYTES
 from estimator.spec.model import ModelSpec
 
 
@@ -44,3 +46,68 @@ def gpt2_checkpoint_args(spec: ModelSpec, sh: Shapes, s: Any) -> Any:
     """GPT2Model.forward's positional ``causal_mask`` (module docstring): eager's float
     [b, 1, s, s] in the activations' dtype, once for all layers."""
     return sh.b * s * s * sh.cb if sh.attention_impl == "eager" else 0
+
+
+def reentrant(sh: Shapes) -> bool:
+    """Whether the checkpoint is torch's reentrant one: kbit_prep's use_gradient_checkpointing
+    (module docstring: peft passes no use_reentrant); tgauge's HF target otherwise enables
+    transformers' default, the non-reentrant one (tgauge/targets.py ``_finetuned``)."""
+    return sh.checkpointing == "full" and sh.finetune.kbit_prep
+
+
+@register("live.checkpoint_held", "reference")
+def checkpoint_held(spec: ModelSpec, sh: Shapes) -> Any:
+    """Bytes the checkpointed layers' closures keep from the forward until the first layer's
+    backward: reference_model/layers.py checkpoints ``layer`` on positional tensors only
+    (saved, counted in the saved set): 0."""
+    return 0
+
+
+def _mask(spec: ModelSpec, sh: Shapes) -> Any:
+    """masking_utils.create_causal_mask's result (estimator/rules/hf/decoders_pass.py
+    ``Pass.mask``): eager a float [b, 1, s, s]; sdpa none, or a bool [1, 1, s, s] once a
+    sliding window reaches the keys."""
+    s = sh.s_dec
+    if sh.attention_impl == "eager":
+        return sh.b * s * s * sh.cb
+    window = sliding_window(sh)
+    return s * s if sdpa_gets_mask(s, window is not None, window) else 0
+
+
+@register("live.checkpoint_held", "LlamaForCausalLM", "MistralForCausalLM")
+def llama_checkpoint_held(spec: ModelSpec, sh: Shapes) -> Any:
+    """LlamaModel.forward passes ``attention_mask=causal_mask, position_embeddings=(cos, sin),
+    position_ids`` as keywords: ``partial(forward, self, **kwargs)`` (GradientCheckpointingLayer)
+    is the checkpoint's function, kept by its node (non-reentrant: the recompute's frame;
+    reentrant: ``ctx.run_function``) until that layer's backward, so the first layer's keeps
+    them to the end of the layers' backward, saved by nothing: the causal mask (``_mask``),
+    LlamaRotaryEmbedding's cos and sin [1, s, d_h] in the activations' dtype, and
+    ``position_ids`` = arange(s) + past_seen_tokens [s] int64 (unsqueezed: a view)."""
+    s = sh.s_dec
+    rd = spec.rotary_dim or spec.head_dim
+    return _mask(spec, sh) + 2 * s * rd * sh.cb + s * INDEX_BYTES
+
+
+@register("live.checkpoint_held", "GPT2LMHeadModel", "GPT2Model")
+def gpt2_checkpoint_held(spec: ModelSpec, sh: Shapes) -> Any:
+    """GPT2Model.forward passes the mask positionally (saved: ``gpt2_checkpoint_args``) and
+    ``position_ids`` = arange(s) + past_seen_tokens [s] int64 as a keyword: that one is kept
+    (``llama_checkpoint_held``'s reasoning)."""
+    return sh.s_dec * INDEX_BYTES
+
+
+@register("live.checkpoint_output", "reference")
+def checkpoint_output(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """Bytes a checkpointed layer's recompute holds beyond its saved set through its own
+    backward: the non-reentrant checkpoint stops once the last saved tensor is packed
+    (torch/utils/checkpoint.py, _StopRecomputationError): 0."""
+    return 0
+
+
+@register("live.checkpoint_output", "hf")
+def hf_checkpoint_output(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
+    """Under the reentrant checkpoint (``reentrant``) CheckpointFunction.backward recomputes
+    the whole layer (``outputs = ctx.run_function(*detached_inputs)``) and keeps ``outputs``,
+    the layer's output [n, d] in the activations' dtype, through
+    ``torch.autograd.backward(outputs_with_grad, args_with_grad)``; non-reentrant: 0."""
+    return n * spec.d_model * sh.cb if reentrant(sh) else 0
