@@ -318,7 +318,9 @@ class Backward:
         # the layer's input is the checkpoint's own (kept): the first module saving it, the
         # pre-norm attn_norm or the post-norm q_proj, gets that storage back, not a new one
         first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"
-        full[first] -= self.b * s * self.spec.d_model * self.cb
+        # issue 20c: unless that module saves a copy (HF LlamaRMSNorm's fp32 one in 16-bit)
+        if first != "attn_norm" or rule("saved.norm_saves_input", self.spec)(self.spec, self.sh):
+            full[first] -= self.b * s * self.spec.d_model * self.cb
         for k, v in full.items():
             self.saved[f"{stack}.layers.{k}"] = v * self.share
             self.freed.pop(f"{stack}.layers.{k}", None)

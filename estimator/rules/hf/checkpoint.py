@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from estimator.rules.hf.decoders import sdpa_gets_mask, sliding_window
+from estimator.rules.hf.precision import FP32_BYTES, T5_NORM
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
 from estimator.spec.dtypes import INDEX_BYTES
@@ -111,3 +112,20 @@ def hf_checkpoint_output(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
     the layer's output [n, d] in the activations' dtype, through
     ``torch.autograd.backward(outputs_with_grad, args_with_grad)``; non-reentrant: 0."""
     return n * spec.d_model * sh.cb if reentrant(sh) else 0
+
+
+@register("saved.norm_saves_input", "reference")
+def norm_saves_input(spec: ModelSpec, sh: Shapes) -> bool:
+    """Whether a layer's first norm saves the layer's input tensor itself (so the
+    checkpoint's kept input and that saved tensor are one storage, estimator/replay/
+    backward.py ``_recomputed``): the reference model's norms save their input: True."""
+    return True
+
+
+@register("saved.norm_saves_input", "hf")
+def hf_norm_saves_input(spec: ModelSpec, sh: Shapes) -> bool:
+    """LlamaRMSNorm.forward saves ``hidden_states.to(torch.float32)``: a copy when the
+    activations are 16-bit, the input itself in fp32 (rule ``saved.norm``, rules/hf/
+    precision.py); T5LayerNorm also saves the low input; nn.LayerNorm saves its input."""
+    low = sh.cb != FP32_BYTES
+    return not (spec.norm == "rmsnorm" and low and spec.hf_architecture not in T5_NORM)
