@@ -168,5 +168,9 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         double_quant=w.double_quant,
         kbit_prep=w.kbit_prep,
         kbit_dtype=w.dtype if w.kbit_prep else "",
-        input_grad=w.kbit_prep and w.checkpointing == "full",
+        # issue 20c: also get_peft_model on a checkpointing HF model that is not quantized
+        # (peft_model.py PeftModel.__init__: ``is_gradient_checkpointing`` ->
+        # _prepare_model_for_gradient_checkpointing -> enable_input_require_grads)
+        input_grad=w.checkpointing == "full"
+        and (w.kbit_prep or (w.finetune == "lora" and spec.implementation == "hf")),
     )

@@ -93,8 +93,13 @@ def llama_checkpoint_held(spec: ModelSpec, sh: Shapes) -> Any:
 def gpt2_checkpoint_held(spec: ModelSpec, sh: Shapes) -> Any:
     """GPT2Model.forward passes the mask positionally (saved: ``gpt2_checkpoint_args``) and
     ``position_ids`` = arange(s) + past_seen_tokens [s] int64 as a keyword: that one is kept
-    (``llama_checkpoint_held``'s reasoning)."""
-    return sh.s_dec * INDEX_BYTES
+    (``llama_checkpoint_held``'s reasoning). Under enable_input_require_grads' hook
+    (``FinetuneShapes.input_grad``) ``inputs_embeds`` = wte(input_ids) [b, s, d] is a leaf
+    that requires grad, held by its AccumulateGrad node until backward ends: on GPT-2 it is
+    not layer 0's input (that is inputs_embeds + position_embeds), so it is kept beside it
+    (on Llama it is layer 0's input, counted in the saved set)."""
+    embeds = sh.b * sh.s_dec * spec.d_model * sh.cb if sh.finetune.input_grad else 0
+    return sh.s_dec * INDEX_BYTES + embeds
 
 
 @register("live.checkpoint_output", "reference")
