@@ -168,9 +168,9 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         double_quant=w.double_quant,
         kbit_prep=w.kbit_prep,
         kbit_dtype=w.dtype if w.kbit_prep else "",
-        # issue 20c: also get_peft_model on a checkpointing HF model that is not quantized
-        # (peft_model.py PeftModel.__init__: ``is_gradient_checkpointing`` ->
-        # _prepare_model_for_gradient_checkpointing -> enable_input_require_grads)
-        input_grad=w.checkpointing == "full"
-        and (w.kbit_prep or (w.finetune == "lora" and spec.implementation == "hf")),
+        # issue 20c: transformers' own activation_checkpointing_enable calls it too on an
+        # input_ids model (modeling_utils.py _activation_checkpointing_enable:
+        # ``needs_embedding_grads`` -> enable_input_require_grads), as get_peft_model does on a
+        # checkpointing unquantized one (peft_model.py _prepare_model_for_gradient_checkpointing)
+        input_grad=w.checkpointing == "full" and (w.kbit_prep or spec.implementation == "hf"),
     )

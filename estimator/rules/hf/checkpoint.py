@@ -20,7 +20,9 @@ without kwargs is non-reentrant (modeling_utils.py ``_activation_checkpointing_e
 ``{"use_reentrant": False}``); peft's ``prepare_model_for_kbit_training`` passes
 ``gradient_checkpointing_kwargs={}`` (peft/utils/other.py), so torch's default
 ``use_reentrant=True`` runs (torch/utils/checkpoint.py ``checkpoint``), with
-``enable_input_require_grads`` so the layers' input requires grad.
+``enable_input_require_grads`` so the layers' input requires grad; so does
+``_activation_checkpointing_enable`` itself on an input_ids model (``needs_embedding_grads``):
+under either, the embeddings' output requires grad (``FinetuneShapes.input_grad``).
 """
 
 from __future__ import annotations
