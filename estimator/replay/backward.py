@@ -98,6 +98,8 @@ class Backward:
         self.release = 0  # a dropout's grad, freed once the branch's first linear has run
         self.sublayers = 2  # residual dropout masks per layer (3 with cross-attention)
         self.pending = 0  # a grad already in the attention input's buffer (parallel block)
+        self.kept_grad = 0  # issue 20c: the layer output's grad a reentrant checkpoint keeps
+        self.held_grad = 0  # ... once the first sublayer's backward has summed it
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def free(self, name: str, part: int | None = None) -> None:
@@ -224,7 +226,11 @@ class Backward:
             d_in = into_branch(nd)
             d_norm = self.norm(f"{p}.{norm}", d_in, n)
             self.live.take(nd)  # summed into the residual's grad
-            self.live.drop(d_norm, nd)
+            # issue 20c: under a reentrant checkpoint the old one (the layer output's grad,
+            # CheckpointFunction.backward's ``args``) stays until the layer's backward ends
+            kept, self.kept_grad = self.kept_grad, 0
+            self.live.drop(d_norm, 0 if kept else nd)
+            self.held_grad = kept
             return
         d_norm = self.norm(f"{p}.{norm}", nd, n)  # frees the residual's grad
         d_in = into_branch(d_norm)
@@ -240,6 +246,7 @@ class Backward:
             self.live.take(self._recomputed(stack, s, s_src), label=ACTS)
             # issue 20c: the reentrant recompute's output (rules/hf/checkpoint.py)
             out = self.live.take(rule("live.checkpoint_output", self.spec)(self.spec, self.sh, n))
+            self.kept_grad, self.held_grad = out, 0  # reentrant: its grad kept too (sublayer)
         if not s_src and self.own_layer(p, n, s):  # issue 22d: GPT-NeoX, Gemma 2
             return
         if self.spec.parallel_block != "none":
@@ -254,7 +261,8 @@ class Backward:
             self.sublayer(p, "attn_norm", n, attn)
         if self.sh.checkpointing == "full":
             self.free(stack)  # the checkpointed layer input
-            self.live.drop(out)
+            self.live.drop(out, self.held_grad)
+            self.kept_grad = self.held_grad = 0
 
     def parallel_layer(self, p: str, s: int, n: int) -> None:
         """Layer.parallel_forward's backward, x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x)))

@@ -117,7 +117,10 @@ def hf_checkpoint_output(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
     """Under the reentrant checkpoint (``reentrant``) CheckpointFunction.backward recomputes
     the whole layer (``outputs = ctx.run_function(*detached_inputs)``) and keeps ``outputs``,
     the layer's output [n, d] in the activations' dtype, through
-    ``torch.autograd.backward(outputs_with_grad, args_with_grad)``; non-reentrant: 0."""
+    ``torch.autograd.backward(outputs_with_grad, args_with_grad)``; its frame keeps ``args``,
+    the output's grad, too: the backward walk (estimator/replay/backward.py ``sublayer``) does
+    not free it once the first sublayer's backward has summed it into the residual's grad,
+    but at the layer's end. Non-reentrant: 0."""
     return n * spec.d_model * sh.cb if reentrant(sh) else 0
 
 
