@@ -204,8 +204,7 @@ def finetune_unchecked(spec: ModelSpec, workload: Workload) -> list[str]:
     if workload.checkpointing == "full" and spec.implementation == "hf":  # issue 20c
         out.append(
             f"finetune={ft!r} with checkpointing on a Hugging Face class: measured on CPU for "
-            "tiny Llama and GPT-2 (saved activations exact, the peak within 2.6%; GPT-2 at "
-            "b = 1 high) under the "
+            "tiny Llama and GPT-2 (saved activations exact, the peak within 1.2%) under the "
             "checkpoint tgauge's measurement runs: kbit_prep's reentrant one (peft's "
             "use_gradient_checkpointing), else transformers' non-reentrant default enabled "
             "before get_peft_model (with their input-grad hook); the reentrant recompute's "
