@@ -172,5 +172,7 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         # input_ids model (modeling_utils.py _activation_checkpointing_enable:
         # ``needs_embedding_grads`` -> enable_input_require_grads), as get_peft_model does on a
         # checkpointing unquantized one (peft_model.py _prepare_model_for_gradient_checkpointing)
-        input_grad=w.checkpointing == "full" and (w.kbit_prep or spec.implementation == "hf"),
+        # (LoRA / QLoRA: tgauge/targets.py enables it on those only)
+        input_grad=w.checkpointing == "full"
+        and (w.kbit_prep or (spec.implementation == "hf" and w.finetune in ("lora", "qlora"))),
     )
