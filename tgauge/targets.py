@@ -236,4 +236,9 @@ def _finetuned(model: Any, config: dict[str, Any], workload: Workload) -> Any:
         return apply_freeze(model, family, workload)
     if workload.finetune == "qlora":  # issue 20: a 4-bit base (bitsandbytes), then LoRA
         model = quantize_4bit(model, workload)
+    if workload.checkpointing == "full" and not workload.kbit_prep:  # issue 20c
+        # transformers' own default (modeling_utils.py _activation_checkpointing_enable:
+        # use_reentrant=False); kbit_prep's prepare_model_for_kbit_training enabled it already
+        # (reentrant: peft passes gradient_checkpointing_kwargs={}, torch's default True)
+        model.activation_checkpointing_enable()
     return apply_lora(model, family, workload, fused_qkv=family == "gpt2")

@@ -104,6 +104,8 @@ class Backward:
         self.moe = False
         self.shares: dict[str, int] = {}
         self.latent = rule("attention.latent", spec)(spec)  # issue 22l: latent attention
+        self.kept_grad = 0  # issue 20c: the layer output's grad a reentrant checkpoint keeps
+        self.held_grad = 0  # ... once the first sublayer's backward has summed it
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def free(self, name: str, part: int | None = None) -> None:
@@ -232,7 +234,11 @@ class Backward:
             d_in = into_branch(nd)
             d_norm = self.norm(f"{p}.{norm}", d_in, n)
             self.live.take(nd)  # summed into the residual's grad
-            self.live.drop(d_norm, nd)
+            # issue 20c: under a reentrant checkpoint the old one (the layer output's grad,
+            # CheckpointFunction.backward's ``args``) stays until the layer's backward ends
+            kept, self.kept_grad = self.kept_grad, 0
+            self.live.drop(d_norm, 0 if kept else nd)
+            self.held_grad = kept
             return
         d_norm = self.norm(f"{p}.{norm}", nd, n)  # frees the residual's grad
         d_in = into_branch(d_norm)
@@ -243,8 +249,12 @@ class Backward:
         """Layer.forward's backward: FFN, cross-attention, self-attention (reverse order)."""
         p, n = f"{stack}.layers", self.b * s
         self.sublayers = 3 if s_src else 2
+        out = 0
         if self.sh.checkpointing == "full":  # the layer's saved set is recomputed
             self.live.take(self._recomputed(stack, s, s_src), label=ACTS)
+            # issue 20c: the reentrant recompute's output (rules/hf/checkpoint.py)
+            out = self.live.take(rule("live.checkpoint_output", self.spec)(self.spec, self.sh, n))
+            self.kept_grad, self.held_grad = out, 0  # reentrant: its grad kept too (sublayer)
         if not s_src and self.own_layer(p, n, s):  # issue 22d: GPT-NeoX, Gemma 2
             return
         if self.spec.parallel_block != "none":
@@ -259,6 +269,8 @@ class Backward:
             self.sublayer(p, "attn_norm", n, attn)
         if self.sh.checkpointing == "full":
             self.free(stack)  # the checkpointed layer input
+            self.live.drop(out, self.held_grad)
+            self.kept_grad = self.held_grad = 0
 
     def parallel_layer(self, p: str, s: int, n: int) -> None:
         """Layer.parallel_forward's backward, x + Drop(Attn(Norm1(x))) + Drop(FFN(Norm2(x)))
@@ -300,6 +312,14 @@ class Backward:
         live.take(nd)  # summed into x's grad
         live.drop(d_n1, nd)
 
+    def checkpoint_held(self, stack: str) -> Any:
+        """What the checkpointed layers' closures keep from the forward to the end of the
+        decoder stack's layers (issue 20c, rule ``live.checkpoint_held``, rules/hf/
+        checkpoint.py): decoder-only models under full checkpointing, else 0."""
+        if self.sh.checkpointing != "full" or stack != "decoder" or self.spec.arch != "decoder":
+            return 0
+        return rule("live.checkpoint_held", self.spec)(self.spec, self.sh)
+
     def _recomputed(self, stack: str, s: int, s_src: int) -> int:
         """Bytes of one layer's saved set, recomputed by the checkpoint (non-reentrant
         torch.utils.checkpoint, on the first unpack): the full set of
@@ -314,7 +334,9 @@ class Backward:
         # the layer's input is the checkpoint's own (kept): the first module saving it, the
         # pre-norm attn_norm or the post-norm q_proj, gets that storage back, not a new one
         first = "attn_norm" if self.spec.norm_position == "pre" else "self_attn.q_proj"
-        full[first] -= self.b * s * self.spec.d_model * self.cb
+        # issue 20c: unless that module saves a copy (HF LlamaRMSNorm's fp32 one in 16-bit)
+        if first != "attn_norm" or rule("saved.norm_saves_input", self.spec)(self.spec, self.sh):
+            full[first] -= self.b * s * self.spec.d_model * self.cb
         for k, v in full.items():
             key = f"{stack}.layers.{k}"
             self.saved[key] = v * self.shares.get(key, self.share)
@@ -360,6 +382,7 @@ class Backward:
             self._next_layer(stack)
         if self.gathers is not None:
             self.gathers.after_stack(self.live, stack)
+        self.live.drop(self.checkpoint_held(stack))  # issue 20c: with the first layer's node
         self.share = 1
         if s_src and self.sh.checkpointing != "full":  # the encoder output (first layer's)
             self.free(f"{stack}.layers.cross_attn.k_proj")
@@ -555,6 +578,7 @@ def backward_walk(
     peak's parts (``Live.at_peak``)."""
     live = Live(start, named)
     bw = Backward(spec, sh, live, saved, grads, gathers)
+    live.take(bw.checkpoint_held("decoder"))  # issue 20c: kept since the forward
     s, s_dec = sh.s, sh.s_dec
     bw.head(sh.s_out)
     for stack, n_layers in reversed(spec.stacks):

@@ -176,6 +176,11 @@ def train_peak(spec: ModelSpec, sh: Shapes, terms: Terms, rank: Any = None) -> t
         moment = rule("live.autocast_loss", spec)(spec, sh, n_out)  # rules/autocast.py
         forward = with_acts + acts + moment + held + fwd_extra
     forward += rule("live.loss_moment", spec, sh)(spec, sh)  # what else it holds
+    # issue 20c: what the checkpointed layers' closures keep (rules/hf/checkpoint.py)
+    ckpt = 0
+    if sh.checkpointing == "full" and spec.arch == "decoder":
+        ckpt = rule("live.checkpoint_held", spec)(spec, sh)
+    forward += ckpt
     if sh.finetune.lora:  # issue 20: the frozen head's input, saved by nothing
         forward += rule("live.frozen_head_input", spec, sh)(spec, sh)  # rules/finetune.py
     if sh.finetune.kind == "freeze" and freeze_exact(spec, sh):  # issue 20: rules/freeze.py

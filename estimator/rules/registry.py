@@ -64,6 +64,7 @@ PROVIDERS: tuple[str, ...] = (
     "estimator.rules.hf.deepseek_v3_pass",  # issue 22s
     "estimator.rules.reference.moe",  # issue 22e
     "estimator.rules.reference.mla",  # issue 22l: the reference model's latent attention
+    "estimator.rules.hf.checkpoint",  # issue 20c
 )
 _loaded = False
 #: (kind, implementation, class, precision mode) -> rule, filled by ``rule``

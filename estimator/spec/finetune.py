@@ -168,5 +168,11 @@ def resolve_finetune(spec: ModelSpec, workload: Any) -> FinetuneShapes:
         double_quant=w.double_quant,
         kbit_prep=w.kbit_prep,
         kbit_dtype=w.dtype if w.kbit_prep else "",
-        input_grad=w.kbit_prep and w.checkpointing == "full",
+        # issue 20c: transformers' own activation_checkpointing_enable calls it too on an
+        # input_ids model (modeling_utils.py _activation_checkpointing_enable:
+        # ``needs_embedding_grads`` -> enable_input_require_grads), as get_peft_model does on a
+        # checkpointing unquantized one (peft_model.py _prepare_model_for_gradient_checkpointing)
+        # (LoRA / QLoRA: tgauge/targets.py enables it on those only)
+        input_grad=w.checkpointing == "full"
+        and (w.kbit_prep or (spec.implementation == "hf" and w.finetune in ("lora", "qlora"))),
     )

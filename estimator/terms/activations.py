@@ -270,6 +270,8 @@ def stack_saved(spec: ModelSpec, sh: Shapes, stack: str, s: Any, s_src: Any) -> 
         t[f"{stack}.dropout"] = mask_bytes(sh, n * d)  # embedding dropout [b, s, d]
     if sh.checkpointing == "full":  # the Stack calls checkpoint(layer, x, ...)
         t[f"{stack}"] = L * n * d * cb  # each layer's input, kept by the checkpoint
+        # issue 20c: other positional tensors (rules/hf/checkpoint.py: GPT-2's causal mask)
+        t[f"{stack}"] += rule("saved.checkpoint_args", spec, sh)(spec, sh, s)
     elif sh.finetune.lora:  # issue 20: frozen base, layer 0 partly without grad
         steady, first = frozen_layers(spec, sh, stack, s, s_src)
         for k in steady.keys() | first.keys():

@@ -33,8 +33,11 @@ GELU_NEW_GRAPH = frozenset({"gelu_new", "gelu_accurate"})
 
 def builds_cache(sh: Shapes) -> bool:
     """Whether a training forward builds a DynamicCache: ``use_cache``, default the model's
-    (``config.use_cache``, True for transformers' decoder LMs)."""
-    return sh.use_cache is not False
+    (``config.use_cache``, True for transformers' decoder LMs); never under gradient
+    checkpointing (issue 20c: modeling_layers.py GradientCheckpointingLayer sets
+    ``use_cache=False`` and drops the cache; GPT2Model.forward passes the blocks
+    ``cache if not (self.gradient_checkpointing and self.training) else None``)."""
+    return sh.use_cache is not False and sh.checkpointing != "full"
 
 
 @register("saved.ffn.act", "hf")
