@@ -159,11 +159,12 @@ def _layer(spec: ModelSpec, sh: Shapes, p: PassShape, stack: str) -> dict[str, t
     """(forward, backward) FLOPs of ONE layer, names relative to ``{stack}.layers``."""
     b, s_q = p.b, p.s_q
     fused = sh.attention_impl == "fused"
-    math = sh.stack(stack).pattern == "chunked" and s_q > 1
+    unfused = rule("sdpa.math", spec)(sh)  # issue 22f: CPU training with dropout
+    math = sh.stack(stack).pattern == "chunked" and s_q > 1 or unfused
     self_attn = _attention(spec, fused, b, s_q, s_q, p.pairs, True, math, p.s_keys)
     t = {f"self_attn.{k}": v for k, v in self_attn.items()}
     if p.s_src:
-        cross = _attention(spec, fused, b, s_q, p.s_src, s_q * p.s_src, p.cross_kv)
+        cross = _attention(spec, fused, b, s_q, p.s_src, s_q * p.s_src, p.cross_kv, unfused)
         t.update({f"cross_attn.{k}": v for k, v in cross.items()})
     return t
 

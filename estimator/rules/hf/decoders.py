@@ -80,6 +80,14 @@ def sdpa_saved_entries(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any,
     return q + kv + b * s * h * d_h + (b * s * s_k if mask else 0)
 
 
+@register("sdpa.math", "hf")
+def hf_math_sdpa(sh: Shapes) -> bool:
+    """Whether fused attention runs the math sdpa for the reference's reason (issue 22f:
+    estimator/rules/reference/saved.py math_sdpa, CPU training with dropout): not modelled for
+    Hugging Face models, which keep their flash rules (T5: its own ``backward.flash``)."""
+    return False
+
+
 @register("saved.sdpa", "hf")
 def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bool,
                fused_mask: bool, window: int | None, cross: bool) -> dict[str, Any]:  # fmt: skip

@@ -301,8 +301,9 @@ def partial_rotary(bw: Walker, x: Any) -> Any:
 
 @register("backward.flash", "reference")
 def flash_backward(spec: ModelSpec, sh: Shapes, cross: bool) -> bool:
-    """Whether fused (unchunked) attention ran the flash kernel (else sdpa's math ops)."""
-    return True
+    """Whether fused (unchunked) attention ran the flash kernel (else sdpa's math ops: CPU
+    training with dropout, issue 22f, estimator/rules/reference/saved.py math_sdpa)."""
+    return not rule("sdpa.math", spec)(sh)
 
 
 @register("backward.core.flash", "reference")
@@ -364,12 +365,17 @@ def eager_core(bw: Walker, p: str, s: Any, s_k: Any, d_o: Any, cross: bool) -> t
     live.take(kv_pad, scores)  # probs @ v: grad v, grad probs
     live.drop(d_o)
     bw.free(f"{p}.mix")
-    if fused:  # math sdpa: the bmm's saved v block copy goes with its node
-        bw.free(f"{p}.sdpa", kv_pad)
-    if bw.sh.dropout > 0 and not fused:  # grad * mask
+    # issue 22f: unchunked fused attention with dropout runs the math sdpa (at::dropout)
+    fused_drop = fused and not chunked and bw.sh.dropout > 0
+    if fused:  # math sdpa: the bmm's saved v block copy (and dropped probs) go with its node
+        bw.free(f"{p}.sdpa", kv_pad + (scores if fused_drop else 0))
+    if bw.sh.dropout > 0 and (fused_drop or not fused):  # grad * mask
         live.take(scores)
         live.drop(scores)
-        bw.free(f"{p}.scores.dropout")
+        if fused:  # native_dropout_backward: the mask goes with its node
+            bw.free(f"{p}.sdpa", scores)
+        else:
+            bw.free(f"{p}.scores.dropout")
     core = f"{p}.sdpa" if fused else f"{p}.scores"
     step = "backward.softmax.fused" if fused else "backward.softmax"
     rule(step, spec, bw.sh)(bw, core, scores, b * h * entries)

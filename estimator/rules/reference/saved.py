@@ -37,12 +37,41 @@ def sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any, masked: bo
     [b,h,s,d_h] view of a [b,s,h,d_h] buffer: o_proj's input (heads merged) is a view of
     the storage sdpa already saved (0)."""
     cb, h, h_kv, d_h = sh.ib, spec.n_heads, spec.n_kv_heads, spec.head_dim
+    if math_sdpa(sh):  # issue 22f: _scaled_dot_product_attention_math's autograd ops
+        return math_sdpa_saved(spec, sh, b, s, s_k)
     out = (2 * b * s * h * d_h + 2 * b * s_k * h_kv * d_h) * cb + b * h * s * FP32_BYTES
     # issue 22p: partial rotary's q is torch.cat's own [b, h, s, d_h]: the kernel's output
     # follows that layout, and o_proj's merged heads are a copy
     partial = not cross and (spec.rotary_dim or spec.head_dim) != spec.head_dim
     return {"sdpa": out + (s * s_k * cb if fused_mask else 0),
             "o_proj": b * s * h * d_h * cb if partial else 0}  # fmt: skip
+
+
+@register("sdpa.math", "reference")
+def math_sdpa(sh: Shapes) -> bool:
+    """Whether unchunked fused attention runs torch's math sdpa rather than CPU flash (issue
+    22f): a training pass with dropout on CPU. The CPU backend choice
+    (aten/src/ATen/native/transformers/sdp_utils_cpp.cpp, use_flash_attention_cpp) rejects
+    dropout_p > 0 (check_for_dropout), so F.scaled_dot_product_attention falls back to
+    _scaled_dot_product_attention_math (aten/src/ATen/native/transformers/attention.cpp);
+    FusedAttention passes dropout_p only in training (reference_model/attention.py).
+    (Hugging Face models: rule ``sdpa.math`` "hf", not modelled there.)"""
+    return sh.training and sh.dropout > 0 and sh.device == "cpu"
+
+
+def math_sdpa_saved(spec: ModelSpec, sh: Shapes, b: Any, s: Any, s_k: Any) -> Terms:
+    """What _scaled_dot_product_attention_math saves with dropout (issue 22f): the first
+    matmul q * sqrt(scale) [b,h,s,d_h] and k^T * sqrt(scale) (k repeated to h heads under
+    GQA: pre_process_group_query_attention_input), _safe_softmax its output [b,h,s,s_k],
+    at::dropout (native_dropout) its mask (CPU: in the compute dtype, as
+    estimator/terms/activations.py mask_bytes), the second matmul the dropped probabilities
+    and v (repeated). The additive mask (add_ in place) and is_causal's tril are not saved.
+    Its output is a new contiguous [b,h,s,d_h] (matmul's _unsafe_view), so Attention.forward's
+    transpose + reshape copies it: o_proj saves that copy [b*s, h*d_h]."""
+    cb, h, d_h = sh.ib, spec.n_heads, spec.head_dim
+    probs = b * h * s * s_k * cb
+    return {"sdpa": (b * h * s * d_h + 2 * b * h * s_k * d_h) * cb + 3 * probs,
+            "o_proj": b * s * h * d_h * cb}  # fmt: skip
 
 
 @register("saved.ffn.act", "reference")
