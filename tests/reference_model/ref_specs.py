@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+import pytest
 import torch
 
-from estimator.spec import ModelSpec
+from estimator.spec import ModelSpec, Workload
 
 BASE = dict(d_model=32, n_heads=4, d_ff=48, vocab_size=61, max_seq_len=64)
 
@@ -104,3 +105,46 @@ def measured_terms(model: torch.nn.Module) -> dict[str, int]:
             seen.add(id(p))
             terms[re.sub(r"\.\d+(?=\.|$)", "", path)] += p.numel()
     return dict(terms)
+
+
+#: rows every reference-feature test holds exact: parameters, weights, gradients, optimizer
+#: states and the KV cache (besides each saved-activation term)
+EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv_cache")
+
+
+def workload(mode: str, b: int, s: int, impl: str, **kw) -> Workload:
+    """A point's workload; decode: a prompt of s // 2 tokens and 3 new ones."""
+    if mode == "decode":
+        kw = {"prompt_len": s // 2, "new_tokens": 3, **kw}
+    return Workload(mode=mode, batch_size=b, seq_len=s, attention_impl=impl, **kw)
+
+
+def check_rows(point, wl: Workload, peak) -> None:
+    """The rows a reference-feature test asserts on a measured ``point``: it ran; EXACT and
+    each saved-activation term exact; FLOPs exact (fused attention's may be not measured);
+    the peak row judged by ``peak(row)`` (each test's own bar); a measured peak present."""
+    assert point.status == "ok", point.notes
+    eager = wl.attention_impl == "eager"
+    for r in point.rows:
+        if r.measured is None:
+            continue
+        if r.term.startswith((*EXACT, "memory.activations")):
+            assert r.verdict == "exact", r
+        elif r.term.startswith("flops"):
+            assert r.verdict == "exact" or (not eager and r.verdict == "not measured"), r
+        elif r.term == "peak_memory":
+            peak(r)
+    assert any(r.term == "peak_memory" and r.measured is not None for r in point.rows)
+
+
+def fixed_params(rows: list) -> list:
+    """pytest params of FIXED rows ``(*args, workload, slow)``: the id the string args, the
+    mode and the row's index; the slow rows marked slow."""
+    return [
+        pytest.param(
+            *args,
+            id="-".join([*(a for a in args if isinstance(a, str)), args[-1].mode, str(i)]),
+            marks=[pytest.mark.slow] if slow else [],
+        )
+        for i, (*args, slow) in enumerate(rows)
+    ]

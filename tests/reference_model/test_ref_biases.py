@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from ref_specs import GPT, LLAMA
-from test_ref_parallel import BASES, _check, _workload
+from ref_specs import GPT, LLAMA, fixed_params, workload
+from test_ref_parallel import BASES, _check
 
 BIASES = {
     "qwen": {"qkv_bias": True},  # on LLAMA (bias=False)
@@ -23,20 +23,17 @@ def _bias_check(base: str, extra: dict, wl) -> None:
 
 
 FIXED = [
-    ("llama", BIASES["qwen"], _workload("train", 2, 16, "eager"), False),
-    ("gpt", BIASES["gpt-no-o-ffn"], _workload("train", 1, 8, "fused", autocast="bf16"), False),
-    ("llama", BIASES["qwen"], _workload("decode", 2, 12, "eager"), False),
-    ("gpt", BIASES["gpt-no-o-ffn"], _workload("prefill", 2, 16, "fused"), True),
-    ("llama", BIASES["qwen"], _workload("train", 2, 16, "eager", autocast="bf16"), True),
+    ("llama", BIASES["qwen"], workload("train", 2, 16, "eager"), False),
+    ("gpt", BIASES["gpt-no-o-ffn"], workload("train", 1, 8, "fused", autocast="bf16"), False),
+    ("llama", BIASES["qwen"], workload("decode", 2, 12, "eager"), False),
+    ("gpt", BIASES["gpt-no-o-ffn"], workload("prefill", 2, 16, "fused"), True),
+    ("llama", BIASES["qwen"], workload("train", 2, 16, "eager", autocast="bf16"), True),
 ]
 
 
 @pytest.mark.parametrize(
     "base,extra,wl",
-    [
-        pytest.param(b, e, w, id=f"{b}-{w.mode}-{i}", marks=[pytest.mark.slow] if slow else [])
-        for i, (b, e, w, slow) in enumerate(FIXED)
-    ],
+    fixed_params(FIXED),
 )
 def test_separate_biases_match_measurement(base, extra, wl) -> None:
     _bias_check(base, extra, wl)
@@ -48,7 +45,7 @@ def test_separate_biases_random_points(seed) -> None:
     rng = random.Random(2210 + seed)
     mode = rng.choice(["train", "train", "prefill", "decode"])
     kw = rng.choice([{}, {"autocast": "bf16"}]) if mode == "train" else {}
-    wl = _workload(
+    wl = workload(
         mode, rng.choice([1, 2, 3]), rng.choice([8, 16]), rng.choice(["eager", "fused"]), **kw
     )
     extra = {f: rng.choice([True, False]) for f in ("qkv_bias", "o_bias", "ffn_bias")}
@@ -57,17 +54,17 @@ def test_separate_biases_random_points(seed) -> None:
 
 def test_head_dim_apart_from_d_model_over_heads() -> None:
     """head_dim given (h d_h = 48 != d_model = 32: Gemma, Qwen3): exact as the default."""
-    _check("llama", "none", _workload("train", 2, 16, "eager"), {"head_dim": 12})
+    _check("llama", "none", workload("train", 2, 16, "eager"), {"head_dim": 12})
 
 
 @pytest.mark.parametrize(
     "base,wl",
     [
-        ("llama", _workload("train", 2, 16, "eager")),
-        ("gpt", _workload("decode", 1, 12, "fused")),
-        pytest.param("llama", _workload("prefill", 2, 16, "fused"), marks=pytest.mark.slow),
+        ("llama", workload("train", 2, 16, "eager")),
+        ("gpt", workload("decode", 1, 12, "fused")),
+        pytest.param("llama", workload("prefill", 2, 16, "fused"), marks=pytest.mark.slow),
         pytest.param(
-            "gpt", _workload("train", 1, 16, "fused", autocast="bf16"), marks=pytest.mark.slow
+            "gpt", workload("train", 1, 16, "fused", autocast="bf16"), marks=pytest.mark.slow
         ),
     ],
     ids=["llama-train", "gpt-decode", "llama-prefill", "gpt-train-autocast"],

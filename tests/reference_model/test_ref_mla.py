@@ -10,14 +10,13 @@ import random
 
 import pytest
 import torch
-from ref_specs import LLAMA, spec
+from ref_specs import LLAMA, check_rows, spec, workload
 
 from estimator.spec import UnsupportedError, Workload
 from reference_model import build_model
 from tgauge.comparison import TOLERANCES
 from tgauge.validate import validate_point
 
-EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv_cache")
 #: the training peak's residual: 0-dim tensors (the loss, optimizer scalars), as the matrix's
 #: activation-dominated cases (tests/tgauge/test_validation_matrix.py SCALAR_BYTES; measured:
 #: 8 B at every point below); the inference replay is exact
@@ -34,31 +33,18 @@ MLA = dict(
 )
 
 
-def _workload(mode: str, b: int, s: int, impl: str, **kw) -> Workload:
-    if mode == "decode":
-        kw = {"prompt_len": s // 2, "new_tokens": 3, **kw}
-    return Workload(mode=mode, batch_size=b, seq_len=s, attention_impl=impl, **kw)
-
-
 def _check(extra: dict, wl: Workload) -> None:
     """Every row of the point: exact, the training peak within SCALAR_BYTES, the inference
     peak exact, the peak's phase the measured one."""
     point = validate_point(spec(**{**MLA, **extra}), wl, device="cpu")
-    assert point.status == "ok", point.notes
-    eager = wl.attention_impl == "eager"
-    for r in point.rows:
-        if r.measured is None:
-            continue
-        if r.term.startswith((*EXACT, "memory.activations")):
-            assert r.verdict == "exact", r
-        elif r.term.startswith("flops"):
-            assert r.verdict == "exact" or (not eager and r.verdict == "not measured"), r
-        elif r.term == "peak_memory":
-            assert r.rel_error <= TOLERANCES["peak_memory"], r
-            limit = SCALAR_BYTES if wl.mode == "train" else 0
-            assert abs(r.predicted - r.measured) <= limit, r
+
+    def peak(r) -> None:
+        assert r.rel_error <= TOLERANCES["peak_memory"], r
+        limit = SCALAR_BYTES if wl.mode == "train" else 0
+        assert abs(r.predicted - r.measured) <= limit, r
+
+    check_rows(point, wl, peak)
     assert point.peak_phase_predicted == point.peak_phase_measured
-    assert any(r.term == "peak_memory" and r.measured is not None for r in point.rows)
     if wl.mode == "train":
         assert any(r.term.endswith("self_attn.kv_b_proj") and r.measured for r in point.rows)
     if wl.mode == "decode":
@@ -66,18 +52,18 @@ def _check(extra: dict, wl: Workload) -> None:
 
 
 FIXED = [  # (extra spec fields, workload, slow)
-    ({}, _workload("train", 2, 16, "eager"), False),
-    ({}, _workload("train", 1, 16, "fused"), False),
-    ({"q_lora_rank": None}, _workload("train", 3, 8, "fused"), True),
-    ({"v_head_dim": 12}, _workload("train", 2, 12, "fused"), True),  # d_v = d_qk: no padding
-    ({}, _workload("prefill", 2, 16, "eager"), False),
-    ({}, _workload("decode", 1, 12, "fused"), False),
-    ({"q_lora_rank": None}, _workload("decode", 2, 12, "eager"), False),
-    ({"max_seq_len": 128}, _workload("train", 1, 96, "eager"), False),  # long-ish s, b = 1
-    ({"max_seq_len": 128}, _workload("train", 1, 96, "fused"), True),
-    ({}, _workload("train", 2, 16, "eager", checkpointing="full"), True),
-    ({}, _workload("train", 2, 16, "fused", dtype="bf16"), True),
-    ({"n_heads": 1}, _workload("train", 3, 8, "eager"), True),  # h = 1: the merges are views
+    ({}, workload("train", 2, 16, "eager"), False),
+    ({}, workload("train", 1, 16, "fused"), False),
+    ({"q_lora_rank": None}, workload("train", 3, 8, "fused"), True),
+    ({"v_head_dim": 12}, workload("train", 2, 12, "fused"), True),  # d_v = d_qk: no padding
+    ({}, workload("prefill", 2, 16, "eager"), False),
+    ({}, workload("decode", 1, 12, "fused"), False),
+    ({"q_lora_rank": None}, workload("decode", 2, 12, "eager"), False),
+    ({"max_seq_len": 128}, workload("train", 1, 96, "eager"), False),  # long-ish s, b = 1
+    ({"max_seq_len": 128}, workload("train", 1, 96, "fused"), True),
+    ({}, workload("train", 2, 16, "eager", checkpointing="full"), True),
+    ({}, workload("train", 2, 16, "fused", dtype="bf16"), True),
+    ({"n_heads": 1}, workload("train", 3, 8, "eager"), True),  # h = 1: the merges are views
 ]
 
 
@@ -106,8 +92,8 @@ DEEPSEEK = {"n_experts": 4, "n_experts_per_token": 2, "expert_d_ff": 24, "n_shar
 @pytest.mark.parametrize(
     "wl",
     [
-        _workload("train", 2, 16, "eager"),
-        pytest.param(_workload("decode", 2, 12, "fused"), marks=pytest.mark.slow),
+        workload("train", 2, 16, "eager"),
+        pytest.param(workload("decode", 2, 12, "fused"), marks=pytest.mark.slow),
     ],
     ids=["train-eager", "decode-fused"],
 )
@@ -145,7 +131,7 @@ def _draw(rng: random.Random) -> tuple[dict, Workload]:
         "qkv_bias": rng.choice([False, True]),
         "o_bias": rng.choice([False, True]),
     }
-    return extra, _workload(mode, b, s, impl, **kw)
+    return extra, workload(mode, b, s, impl, **kw)
 
 
 @pytest.mark.parametrize(

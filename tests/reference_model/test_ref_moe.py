@@ -11,7 +11,7 @@ import random
 
 import pytest
 import torch
-from ref_specs import GPT, LLAMA, spec
+from ref_specs import GPT, LLAMA, check_rows, fixed_params, spec, workload
 
 from estimator import estimate
 from estimator.shapes import resolve
@@ -21,18 +21,11 @@ from reference_model.moe import MoE, force_routing
 from tgauge.comparison import TOLERANCES
 from tgauge.validate import validate_point
 
-EXACT = ("params", "memory.weights", "memory.gradients", "memory.optimizer", "kv_cache")
 #: MoE fields: without them, a point's dense twin
 MOE_FIELDS = ("n_experts", "n_experts_per_token", "expert_d_ff", "n_shared_experts",
               "dense_layers", "router_scoring", "router_norm_topk")  # fmt: skip
 BASES = {"gpt": GPT, "llama": LLAMA}
 MOE = dict(n_experts=4, n_experts_per_token=2, expert_d_ff=24)
-
-
-def _workload(mode: str, b: int, s: int, impl: str, **kw) -> Workload:
-    if mode == "decode":
-        kw = {"prompt_len": s // 2, "new_tokens": 3, **kw}
-    return Workload(mode=mode, batch_size=b, seq_len=s, attention_impl=impl, **kw)
 
 
 def _residual(base: str, extra: dict, wl: Workload) -> int:
@@ -49,23 +42,17 @@ def _check(base: str, extra: dict, wl: Workload) -> None:
     """Every row of the point exact, but the training peak: within the tolerance and off by
     no more than its dense twin's (``_residual``); inference peaks exact."""
     point = validate_point(spec(**{**BASES[base], **MOE, **extra}), wl, device="cpu")
-    assert point.status == "ok", point.notes
-    eager = wl.attention_impl == "eager"
-    for r in point.rows:
-        if r.measured is None:
-            continue
-        if r.term.startswith((*EXACT, "memory.activations")):
-            assert r.verdict == "exact", r
-        elif r.term.startswith("flops"):
-            assert r.verdict == "exact" or (not eager and r.verdict == "not measured"), r
-        elif r.term == "peak_memory" and wl.mode != "train":
+
+    def peak(r) -> None:
+        if wl.mode != "train":
             assert r.predicted == r.measured, r
-        elif r.term == "peak_memory":
-            assert r.rel_error <= TOLERANCES["peak_memory"], r
-            if r.predicted != r.measured:
-                assert abs(r.predicted - r.measured) <= abs(_residual(base, extra, wl)), r
+            return
+        assert r.rel_error <= TOLERANCES["peak_memory"], r
+        if r.predicted != r.measured:
+            assert abs(r.predicted - r.measured) <= abs(_residual(base, extra, wl)), r
+
+    check_rows(point, wl, peak)
     assert point.peak_phase_predicted == point.peak_phase_measured
-    assert any(r.term == "peak_memory" and r.measured is not None for r in point.rows)
     if wl.mode == "train" and wl.checkpointing == "none":
         rows = {r.term: r for r in point.rows}
         assert rows["memory.activations.decoder.layers.ffn.experts"].measured > 0
@@ -74,25 +61,22 @@ def _check(base: str, extra: dict, wl: Workload) -> None:
 SHARED_DENSE = {"n_shared_experts": 1, "dense_layers": (0,), "n_decoder_layers": 3}
 SIGMOID = {"router_scoring": "sigmoid", "router_norm_topk": False}
 FIXED = [  # (base, extra spec fields, workload, slow)
-    ("llama", SHARED_DENSE, _workload("train", 2, 8, "eager", optimizer="none"), False),
-    ("llama", SHARED_DENSE, _workload("train", 1, 24, "fused", routing="worst"), True),
-    ("llama", {}, _workload("train", 2, 8, "eager"), True),
-    ("gpt", SIGMOID, _workload("prefill", 2, 16, "eager"), False),
-    ("llama", SHARED_DENSE, _workload("prefill", 1, 64, "fused"), False),
-    ("llama", {}, _workload("decode", 1, 12, "fused"), False),
-    ("llama", SHARED_DENSE, _workload("decode", 3, 10, "eager", routing="worst"), True),
-    ("llama", SHARED_DENSE, _workload("train", 2, 8, "eager", checkpointing="full"), True),
-    ("llama", {"n_shared_experts": 2}, _workload("train", 2, 8, "eager", dropout=0.1), True),
-    ("llama", SIGMOID, _workload("train", 1, 48, "eager", checkpointing="selective"), True),
+    ("llama", SHARED_DENSE, workload("train", 2, 8, "eager", optimizer="none"), False),
+    ("llama", SHARED_DENSE, workload("train", 1, 24, "fused", routing="worst"), True),
+    ("llama", {}, workload("train", 2, 8, "eager"), True),
+    ("gpt", SIGMOID, workload("prefill", 2, 16, "eager"), False),
+    ("llama", SHARED_DENSE, workload("prefill", 1, 64, "fused"), False),
+    ("llama", {}, workload("decode", 1, 12, "fused"), False),
+    ("llama", SHARED_DENSE, workload("decode", 3, 10, "eager", routing="worst"), True),
+    ("llama", SHARED_DENSE, workload("train", 2, 8, "eager", checkpointing="full"), True),
+    ("llama", {"n_shared_experts": 2}, workload("train", 2, 8, "eager", dropout=0.1), True),
+    ("llama", SIGMOID, workload("train", 1, 48, "eager", checkpointing="selective"), True),
 ]
 
 
 @pytest.mark.parametrize(
     "base,extra,wl",
-    [
-        pytest.param(b, x, w, id=f"{b}-{w.mode}-{i}", marks=[pytest.mark.slow] if slow else [])
-        for i, (b, x, w, slow) in enumerate(FIXED)
-    ],
+    fixed_params(FIXED),
 )
 def test_moe_matches_measurement(base, extra, wl) -> None:
     _check(base, extra, wl)
@@ -116,7 +100,7 @@ def _draw(rng: random.Random) -> tuple[str, dict, Workload]:
     if mode == "train":
         kw |= rng.choice([{}, {"optimizer": "none"}, {"checkpointing": "full"}])
     b, s = rng.choice([1, 2, 3]), rng.choice([8, 12, 17, 32])
-    return "llama", extra, _workload(mode, b, s, rng.choice(["eager", "fused"]), **kw)
+    return "llama", extra, workload(mode, b, s, rng.choice(["eager", "fused"]), **kw)
 
 
 @pytest.mark.parametrize(

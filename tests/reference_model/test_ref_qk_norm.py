@@ -10,8 +10,8 @@ import random
 
 import pytest
 import torch
-from ref_specs import LLAMA, spec
-from test_ref_layer_pattern import PATTERNS, _check, _workload
+from ref_specs import LLAMA, fixed_params, spec, workload
+from test_ref_layer_pattern import PATTERNS, _check
 
 from estimator import estimate
 from estimator.spec import UnsupportedError, Workload
@@ -21,25 +21,22 @@ QK = {"qk_norm": "head"}
 GQA = {"qk_norm": "head", "n_kv_heads": 2}
 
 FIXED = [  # (base, fields, workload, slow)
-    ("llama", GQA, _workload("train", 2, 12, "eager"), False),
-    ("gpt", QK, _workload("train", 1, 16, "fused"), False),  # LayerNorm q_norm / k_norm
-    ("llama", QK, _workload("prefill", 2, 12, "fused"), False),
-    ("gpt", GQA, _workload("decode", 1, 12, "eager"), False),
-    ("llama", GQA, _workload("train", 1, 48, "fused"), True),
-    ("gpt", GQA, _workload("train", 2, 12, "eager", checkpointing="full"), True),
-    ("llama", QK, _workload("train", 2, 12, "eager", checkpointing="selective"), True),
-    ("llama", QK, _workload("train", 2, 12, "eager", dropout=0.1), True),
-    ("llama", GQA, _workload("decode", 2, 40, "fused"), True),
-    ("llama", {**QK, **PATTERNS["alternate"]}, _workload("train", 2, 12, "fused"), True),
+    ("llama", GQA, workload("train", 2, 12, "eager"), False),
+    ("gpt", QK, workload("train", 1, 16, "fused"), False),  # LayerNorm q_norm / k_norm
+    ("llama", QK, workload("prefill", 2, 12, "fused"), False),
+    ("gpt", GQA, workload("decode", 1, 12, "eager"), False),
+    ("llama", GQA, workload("train", 1, 48, "fused"), True),
+    ("gpt", GQA, workload("train", 2, 12, "eager", checkpointing="full"), True),
+    ("llama", QK, workload("train", 2, 12, "eager", checkpointing="selective"), True),
+    ("llama", QK, workload("train", 2, 12, "eager", dropout=0.1), True),
+    ("llama", GQA, workload("decode", 2, 40, "fused"), True),
+    ("llama", {**QK, **PATTERNS["alternate"]}, workload("train", 2, 12, "fused"), True),
 ]
 
 
 @pytest.mark.parametrize(
     "base,fields,wl",
-    [
-        pytest.param(b, f, w, id=f"{b}-{w.mode}-{i}", marks=[pytest.mark.slow] if slow else [])
-        for i, (b, f, w, slow) in enumerate(FIXED)
-    ],
+    fixed_params(FIXED),
 )
 def test_qk_norm_matches_measurement(base, fields, wl) -> None:
     _check(base, fields, wl)
@@ -56,7 +53,7 @@ def test_qk_norm_random_points(seed) -> None:
     mode = rng.choice(["train", "train", "prefill", "decode"])
     kw = rng.choice([{}, {"checkpointing": "full"}]) if mode == "train" else {}
     b, s = rng.choice([1, 2, 3]), rng.choice([8, 12, 16])
-    wl = _workload(mode, b, s, rng.choice(["eager", "fused"]), **kw)
+    wl = workload(mode, b, s, rng.choice(["eager", "fused"]), **kw)
     _check(rng.choice(["gpt", "llama"]), fields, wl)
 
 

@@ -11,27 +11,27 @@ import random
 
 import pytest
 import torch
-from ref_specs import LLAMA, spec
-from test_ref_layer_pattern import PATTERNS, _check, _workload
+from ref_specs import LLAMA, fixed_params, spec, workload
+from test_ref_layer_pattern import PATTERNS, _check
 
 from reference_model import build_model
 
 RD = {"rotary_dim": 4}  # of head_dim 8
 
 FIXED = [  # (base, fields, workload, slow)
-    ("llama", RD, _workload("train", 2, 12, "eager"), False),
-    ("llama", {"rotary_dim": 6, "n_kv_heads": 2}, _workload("train", 1, 16, "fused"), False),
-    ("llama", RD, _workload("prefill", 2, 12, "fused"), False),
-    ("llama", {**RD, "n_kv_heads": 2}, _workload("decode", 1, 12, "eager"), False),
-    ("llama", {"rotary_dim": 2, "n_kv_heads": 2}, _workload("train", 1, 48, "eager"), True),
-    ("llama", RD, _workload("train", 2, 16, "fused", autocast="bf16"), True),
-    ("llama", RD, _workload("train", 2, 16, "fused", dtype="bf16"), True),
-    ("llama", RD, _workload("train", 2, 12, "eager", checkpointing="full"), True),
-    ("llama", {**RD, "n_kv_heads": 1}, _workload("decode", 1, 40, "fused"), True),
+    ("llama", RD, workload("train", 2, 12, "eager"), False),
+    ("llama", {"rotary_dim": 6, "n_kv_heads": 2}, workload("train", 1, 16, "fused"), False),
+    ("llama", RD, workload("prefill", 2, 12, "fused"), False),
+    ("llama", {**RD, "n_kv_heads": 2}, workload("decode", 1, 12, "eager"), False),
+    ("llama", {"rotary_dim": 2, "n_kv_heads": 2}, workload("train", 1, 48, "eager"), True),
+    ("llama", RD, workload("train", 2, 16, "fused", autocast="bf16"), True),
+    ("llama", RD, workload("train", 2, 16, "fused", dtype="bf16"), True),
+    ("llama", RD, workload("train", 2, 12, "eager", checkpointing="full"), True),
+    ("llama", {**RD, "n_kv_heads": 1}, workload("decode", 1, 40, "fused"), True),
     (
         "llama",
         {**RD, "qk_norm": "head", "sublayer_norm": "sandwich"},
-        _workload("train", 3, 24, "fused"),
+        workload("train", 3, 24, "fused"),
         True,
     ),  # fmt: skip
 ]
@@ -39,10 +39,7 @@ FIXED = [  # (base, fields, workload, slow)
 
 @pytest.mark.parametrize(
     "base,fields,wl",
-    [
-        pytest.param(b, f, w, id=f"{b}-{w.mode}-{i}", marks=[pytest.mark.slow] if slow else [])
-        for i, (b, f, w, slow) in enumerate(FIXED)
-    ],
+    fixed_params(FIXED),
 )
 def test_partial_rotary_matches_measurement(base, fields, wl) -> None:
     _check(base, fields, wl)
@@ -59,7 +56,7 @@ def test_partial_rotary_random_points(seed) -> None:
     mode = rng.choice(["train", "train", "prefill", "decode"])
     kw = rng.choice([{}, {"checkpointing": "full"}]) if mode == "train" else {}
     b, s = rng.choice([1, 2, 3]), rng.choice([8, 12, 16])
-    _check("llama", fields, _workload(mode, b, s, rng.choice(["eager", "fused"]), **kw))
+    _check("llama", fields, workload(mode, b, s, rng.choice(["eager", "fused"]), **kw))
 
 
 def test_partial_rotary_passes_the_other_dims() -> None:

@@ -10,8 +10,8 @@ import random
 
 import pytest
 import torch
-from ref_specs import LLAMA, spec
-from test_ref_layer_pattern import PATTERNS, _check, _workload
+from ref_specs import LLAMA, fixed_params, spec, workload
+from test_ref_layer_pattern import PATTERNS, _check
 
 from estimator import estimate
 from estimator.spec import UnsupportedError, Workload
@@ -20,18 +20,18 @@ from reference_model import build_model
 SW = {"sublayer_norm": "sandwich"}
 
 FIXED = [  # (base, fields, workload, slow)
-    ("llama", SW, _workload("train", 2, 12, "eager"), False),
-    ("gpt", SW, _workload("train", 1, 16, "fused"), False),  # LayerNorm out norms
-    ("llama", SW, _workload("prefill", 1, 12, "fused"), False),
-    ("gpt", SW, _workload("decode", 2, 12, "eager"), False),
-    ("llama", SW, _workload("train", 1, 48, "eager"), True),
-    ("gpt", SW, _workload("train", 2, 12, "eager", checkpointing="full"), True),
-    ("llama", SW, _workload("train", 2, 12, "eager", checkpointing="selective"), True),
-    ("llama", {**SW, "n_kv_heads": 2}, _workload("decode", 1, 40, "fused"), True),
+    ("llama", SW, workload("train", 2, 12, "eager"), False),
+    ("gpt", SW, workload("train", 1, 16, "fused"), False),  # LayerNorm out norms
+    ("llama", SW, workload("prefill", 1, 12, "fused"), False),
+    ("gpt", SW, workload("decode", 2, 12, "eager"), False),
+    ("llama", SW, workload("train", 1, 48, "eager"), True),
+    ("gpt", SW, workload("train", 2, 12, "eager", checkpointing="full"), True),
+    ("llama", SW, workload("train", 2, 12, "eager", checkpointing="selective"), True),
+    ("llama", {**SW, "n_kv_heads": 2}, workload("decode", 1, 40, "fused"), True),
     (
         "llama",
         {**SW, "qk_norm": "head", **PATTERNS["alternate"]},
-        _workload("train", 2, 12, "eager"),
+        workload("train", 2, 12, "eager"),
         True,
     ),  # fmt: skip
 ]
@@ -39,10 +39,7 @@ FIXED = [  # (base, fields, workload, slow)
 
 @pytest.mark.parametrize(
     "base,fields,wl",
-    [
-        pytest.param(b, f, w, id=f"{b}-{w.mode}-{i}", marks=[pytest.mark.slow] if slow else [])
-        for i, (b, f, w, slow) in enumerate(FIXED)
-    ],
+    fixed_params(FIXED),
 )
 def test_sandwich_norms_match_measurement(base, fields, wl) -> None:
     _check(base, fields, wl)
@@ -59,7 +56,7 @@ def test_sandwich_random_points(seed) -> None:
     mode = rng.choice(["train", "train", "prefill", "decode"])
     kw = rng.choice([{}, {"checkpointing": "full"}]) if mode == "train" else {}
     b, s = rng.choice([1, 2, 3]), rng.choice([8, 12, 16])
-    wl = _workload(mode, b, s, rng.choice(["eager", "fused"]), **kw)
+    wl = workload(mode, b, s, rng.choice(["eager", "fused"]), **kw)
     _check(rng.choice(["gpt", "llama"]), fields, wl)
 
 

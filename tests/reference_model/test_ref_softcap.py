@@ -12,8 +12,8 @@ import random
 
 import pytest
 import torch
-from ref_specs import GPT, LLAMA, spec
-from test_ref_layer_pattern import PATTERNS, _check, _workload
+from ref_specs import GPT, LLAMA, fixed_params, spec, workload
+from test_ref_layer_pattern import PATTERNS, _check
 
 from estimator import estimate
 from estimator.spec import UnsupportedError, Workload
@@ -24,28 +24,25 @@ FINAL = {"final_softcap": 3.0}
 GEMMA2 = {**CAPS, **PATTERNS["alternate"], "sublayer_norm": "sandwich", "embed_scale": True}
 
 FIXED = [  # (base, fields, workload, slow)
-    ("llama", CAPS, _workload("train", 2, 12, "eager"), False),
-    ("gpt", CAPS, _workload("train", 1, 16, "eager"), False),
-    ("llama", FINAL, _workload("train", 2, 12, "fused"), False),
-    ("gpt", CAPS, _workload("prefill", 1, 12, "eager"), False),
-    ("llama", CAPS, _workload("decode", 2, 12, "eager"), False),
-    ("llama", GEMMA2, _workload("train", 2, 12, "eager"), False),
-    ("llama", CAPS, _workload("train", 1, 48, "eager"), True),
-    ("gpt", FINAL, _workload("decode", 1, 40, "fused"), True),
-    ("llama", CAPS, _workload("train", 2, 12, "eager", checkpointing="full"), True),
-    ("gpt", CAPS, _workload("train", 2, 12, "eager", checkpointing="selective"), True),
-    ("gpt", CAPS, _workload("train", 2, 12, "eager", dropout=0.1), True),
-    ("llama", GEMMA2, _workload("decode", 1, 16, "eager"), True),
-    ("llama", GEMMA2, _workload("decode", 2, 12, "eager", engine="hf-generate"), True),
+    ("llama", CAPS, workload("train", 2, 12, "eager"), False),
+    ("gpt", CAPS, workload("train", 1, 16, "eager"), False),
+    ("llama", FINAL, workload("train", 2, 12, "fused"), False),
+    ("gpt", CAPS, workload("prefill", 1, 12, "eager"), False),
+    ("llama", CAPS, workload("decode", 2, 12, "eager"), False),
+    ("llama", GEMMA2, workload("train", 2, 12, "eager"), False),
+    ("llama", CAPS, workload("train", 1, 48, "eager"), True),
+    ("gpt", FINAL, workload("decode", 1, 40, "fused"), True),
+    ("llama", CAPS, workload("train", 2, 12, "eager", checkpointing="full"), True),
+    ("gpt", CAPS, workload("train", 2, 12, "eager", checkpointing="selective"), True),
+    ("gpt", CAPS, workload("train", 2, 12, "eager", dropout=0.1), True),
+    ("llama", GEMMA2, workload("decode", 1, 16, "eager"), True),
+    ("llama", GEMMA2, workload("decode", 2, 12, "eager", engine="hf-generate"), True),
 ]
 
 
 @pytest.mark.parametrize(
     "base,fields,wl",
-    [
-        pytest.param(b, f, w, id=f"{b}-{w.mode}-{i}", marks=[pytest.mark.slow] if slow else [])
-        for i, (b, f, w, slow) in enumerate(FIXED)
-    ],
+    fixed_params(FIXED),
 )
 def test_softcaps_match_measurement(base, fields, wl) -> None:
     _check(base, fields, wl)
@@ -66,7 +63,7 @@ def test_softcap_random_points(seed) -> None:
     kw = rng.choice([{}, {"checkpointing": "full"}]) if mode == "train" else {}
     b, s = rng.choice([1, 2, 3]), rng.choice([8, 12, 16])
     impl = "eager" if "attn_softcap" in fields else rng.choice(["eager", "fused"])
-    _check(rng.choice(["gpt", "llama"]), fields, _workload(mode, b, s, impl, **kw))
+    _check(rng.choice(["gpt", "llama"]), fields, workload(mode, b, s, impl, **kw))
 
 
 def test_softcaps_bound_scores_and_logits() -> None:
