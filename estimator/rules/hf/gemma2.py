@@ -16,7 +16,7 @@ from typing import Any
 from estimator.rules.hf.decoders_pass import ENGINES_PASSING_POSITION_IDS, HFPass
 from estimator.rules.hf.precision import hf_eager_softmax_saved, hf_loss_saved
 from estimator.rules.live import Live
-from estimator.rules.reference.backward import Walker
+from estimator.rules.reference.backward import Walker, sandwich_layer
 from estimator.rules.reference.saved import norm_saved as reference_norm_saved
 from estimator.rules.registry import register
 from estimator.shapes import Shapes
@@ -84,21 +84,9 @@ def no_softcap_module_saved(spec: ModelSpec, sh: Shapes, n: Any) -> Any:
 
 @register("backward.layer", CLASS)
 def sandwich_layer_backward(bw: Walker, p: str, n: Any, s: Any) -> bool:
-    """Gemma2DecoderLayer's backward, the FFN sublayer then the attention's, each
-    ``residual + post_norm(F(pre_norm(x)))`` from the residual's grad R (live before and
-    after, AddBackward0 hands it to both): the output norm's backward on R (a new grad, R
-    kept), freed once the branch's first linear has run (``bw.release``, as a dropout's
-    grad); the branch; the input norm's backward; its grad summed into R's buffer."""
-    live, nd = bw.live, n * bw.spec.d_model * bw.cb
-    branches = (
-        ("ffn_out_norm", "ffn_norm", lambda: bw.ffn(p, n)),
-        ("attn_out_norm", "attn_norm", lambda: bw.attention(f"{p}.self_attn", s, s, nd, False)),
-    )
-    for post, pre, branch in branches:
-        bw.release = bw.norm(f"{p}.{post}", 0, n)
-        d_pre = bw.norm(f"{p}.{pre}", branch(), n)
-        live.take(nd)  # summed into the residual's grad
-        live.drop(d_pre, nd)
+    """Gemma2DecoderLayer's backward: the sandwich-norm walk the reference model's layer
+    shares (estimator/rules/reference/backward.py ``sandwich_layer``)."""
+    sandwich_layer(bw, p, n, s)
     return True
 
 

@@ -158,17 +158,19 @@ def own_layer(bw: Walker, p: str, n: Any, s: Any) -> bool:
     if bw.spec.sublayer_norm != "sandwich":
         return False
     sandwich_layer(bw, p, n, s)
+    if bw.sh.checkpointing == "full":
+        bw.free(p.split(".")[0])  # the checkpointed layer input (as Backward.layer frees it)
     return True
 
 
 def sandwich_layer(bw: Walker, p: str, n: Any, s: Any) -> None:
-    """Layer.sublayer with out norms (reference_model/layers.py; no dropout), the FFN's then
-    the attention's, each ``x + OutNorm(F(Norm(x)))`` from the residual's grad R (live before
-    and after; AddBackward0 hands it to both): the out norm's backward on R (a new grad, R
-    kept), freed once the branch's first linear has run (``bw.release``, as a dropout's
-    grad); the branch; the input norm's backward; its grad summed into R's buffer (as
-    estimator/rules/hf/gemma2.py walks Gemma2DecoderLayer). Full checkpointing: the layer's
-    input, kept by the checkpoint, is freed at the end (Backward.layer)."""
+    """A layer with sandwich norms, the FFN sublayer's backward then the attention's, each
+    ``x + OutNorm(F(Norm(x)))`` from the residual's grad R (live before and after;
+    AddBackward0 hands it to both): the out norm's backward on R (a new grad, R kept), freed
+    once the branch's first linear has run (``bw.release``, as a dropout's grad); the branch;
+    the input norm's backward; its grad summed into R's buffer. The same nodes in
+    reference_model/layers.py Layer.sublayer with out norms (no dropout) and in transformers'
+    Gemma2DecoderLayer (estimator/rules/hf/gemma2.py)."""
     live, nd = bw.live, n * bw.spec.d_model * bw.cb
     branches = (
         ("ffn_out_norm", "ffn_norm", lambda: bw.ffn(p, n)),
@@ -179,8 +181,6 @@ def sandwich_layer(bw: Walker, p: str, n: Any, s: Any) -> None:
         d_pre = bw.norm(f"{p}.{pre}", branch(), n)
         live.take(nd)  # summed into the residual's grad
         live.drop(d_pre, nd)
-    if bw.sh.checkpointing == "full":
-        bw.free(p.split(".")[0])  # the checkpointed layer input
 
 
 @register("backward.qk_norm", "reference")
