@@ -14,18 +14,10 @@ from estimator.terms.kv_cache import kv_cache_at
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from test_flops_families import real_model  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from tgauge.hf_tiny_families import EVERY  # noqa: E402
-
-
-def real_model(cfg: dict):
-    transformers.logging.set_verbosity_error()
-    c = transformers.AutoConfig.for_model(**cfg)
-    c._attn_implementation = "eager"
-    c._experts_implementation = "eager"  # FlopCounterMode counts its F.linear per pair
-    torch.manual_seed(0)
-    return getattr(transformers, cfg["architectures"][0])(c).eval()
 
 
 def cache_bytes(cache) -> int:
@@ -36,7 +28,7 @@ def cache_bytes(cache) -> int:
 def test_mla_kv_cache_and_decode_flops_match_the_real_class():
     cfg = EVERY["deepseek_v3"]
     spec = ModelSpec.from_hf_config(cfg)
-    model = real_model(cfg)
+    model = real_model(cfg).eval()
     b, p, n = 2, 9, 3
     sh = resolve(spec, Workload(batch_size=b, seq_len=p, mode="decode", new_tokens=n,
                                 attention_impl="eager"))  # fmt: skip
