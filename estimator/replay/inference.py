@@ -121,9 +121,7 @@ def _cache_bytes(spec: ModelSpec, sh: Shapes, held: Any, cross_s: Any, seen: Any
     every decoder layer, in the KV cache's dtype (as terms/kv_cache.py). Issue 22g: under a
     per-layer pattern (Gemma 2) ``held`` is the sliding layers'; the full layers' DynamicLayer
     holds all ``seen`` positions."""
-    per_pos = 2 * sh.b * spec.n_kv_heads * spec.head_dim  # keys + values of a position
-    if spec.kv_lora_rank:  # issue 22s: latent attention caches kv_nope and k_rot (kv_cache.py)
-        per_pos = sh.b * (spec.kv_lora_rank + spec.qk_rope_head_dim)
+    per_pos = sh.b * spec.self_cache_width  # keys + values (MLA: the latent) of a position
     n_layers = dict(spec.stacks)["decoder"]
     if spec.layer_pattern is not None:
         n_sliding = spec.layer_pattern.count("sliding")

@@ -203,6 +203,15 @@ class ModelSpec(BaseModel):
         return self.n_kv_heads * self.head_dim
 
     @property
+    def self_cache_width(self) -> int:
+        """Values one layer's self-attention KV cache keeps per position and sequence: keys
+        and values, 2 kv_dim; under multi-head latent attention the normed latent and the
+        rotated k_rot, kv_lora_rank + qk_rope_head_dim (estimator/terms/kv_cache.py)."""
+        if self.kv_lora_rank:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.kv_dim
+
+    @property
     def gated(self) -> bool:
         return self.activation in GATED_ACTIVATIONS
 

@@ -57,11 +57,8 @@ def kv_cache_at(spec: ModelSpec, sh: Shapes, step: Any | None = None) -> Terms:
         n_sliding = layer_pattern_counts(spec, st)
         rows = n_sliding * positions("sliding_window", spec.sliding_window, seen, new)
         rows += (L - n_sliding) * positions("causal", None, seen, new)
-    if spec.kv_lora_rank:  # MLA: the latent [b,1,T,kv_lora_rank] and k_rot [b,1,T,d_rope]
-        width = spec.kv_lora_rank + spec.qk_rope_head_dim
-        terms = {"decoder.layers.self_attn": nbytes(b * rows * width, dtype)}
-    else:
-        terms = {"decoder.layers.self_attn": nbytes(2 * b * rows * h_kv * d_h, dtype)}  # K, V
+    # K, V; MLA: the latent [b,1,T,kv_lora_rank] and k_rot [b,1,T,d_rope]
+    terms = {"decoder.layers.self_attn": nbytes(b * rows * spec.self_cache_width, dtype)}
     if spec.arch == "encoder-decoder":
         terms["decoder.layers.cross_attn"] = L * nbytes(2 * b * sh.s_src * h_kv * d_h, dtype)
     return terms
@@ -87,8 +84,7 @@ def mla_latent_bytes_per_token(spec: ModelSpec, dtype: str) -> int:
     ``kv_cache``). DeepSeek-V3 in bf16: 61 * 576 * 2 = 70,272 bytes per token."""
     if not spec.kv_lora_rank:
         raise UnsupportedError(f"{spec.name} has no latent attention (kv_lora_rank)")
-    width = spec.kv_lora_rank + spec.qk_rope_head_dim
-    return spec.n_decoder_layers * nbytes(width, dtype)
+    return spec.n_decoder_layers * nbytes(spec.self_cache_width, dtype)
 
 
 def kv_cache(spec: ModelSpec, sh: Shapes) -> Terms:
